@@ -1,0 +1,109 @@
+// The typed face of the kernel meter: what src/kernel/ hands to the rest of the agent.
+// Every counter here is monotonic as the kernel keeps it (never read-then-cleared);
+// consumers compute deltas. Counts fit exactly in a JS number up to 2^53 (8 PiB).
+
+/** Whether a socket's packets use the loopback interface or a real one. */
+export type Scope = 'loopback' | 'external';
+
+/** Wire figures are L3 bytes (IP header included) and packets as they cross the wire
+ *  (a GSO/TSO super-packet counts as its segments); payload figures are what the socket
+ *  layer handed to or took from the process. */
+export interface TrafficCounters {
+  rxBytes: number;
+  txBytes: number;
+  rxPackets: number;
+  txPackets: number;
+  rxPayloadBytes: number;
+  txPayloadBytes: number;
+}
+
+export interface UserCounters extends TrafficCounters {
+  uid: number;
+  scope: Scope;
+}
+
+export interface ProcessCounters extends TrafficCounters {
+  uid: number;
+  /** process id (thread-group id); 0 when the socket predates the agent and its owner is unknown */
+  pid: number;
+  comm: string;
+  scope: Scope;
+}
+
+export interface FlowRecord extends TrafficCounters {
+  /** kernel socket cookie, unique for the boot: the flow's identity */
+  cookie: bigint;
+  family: 4 | 6;
+  /** IP protocol number: 6 TCP, 17 UDP, … */
+  protocol: number;
+  localAddress: string;
+  localPort: number;
+  remoteAddress: string;
+  remotePort: number;
+  uid: number;
+  gid: number;
+  pid: number;
+  comm: string;
+  cgroupId: bigint;
+  scope: Scope;
+  /** wall-clock milliseconds since the epoch of the first and last packet or I/O */
+  firstSeenMs: number;
+  lastSeenMs: number;
+}
+
+export interface FlowEnded {
+  kind: 'flowEnded';
+  flow: FlowRecord;
+}
+
+export interface ProcessExited {
+  kind: 'processExited';
+  pid: number;
+  exitedMs: number;
+}
+
+export type MeterEvent = FlowEnded | ProcessExited;
+
+/** Packets the kernel moved without a local user socket behind them (kernel-generated
+ *  replies, time-wait ACKs, packets for no socket). */
+export interface UnattributedCounters {
+  rxBytes: number;
+  txBytes: number;
+  rxPackets: number;
+  txPackets: number;
+}
+
+export interface InterfaceCounters {
+  ifindex: number;
+  name: string;
+  /** what tc (clsact) saw on the interface: IP packets only, L3 bytes */
+  total: UnattributedCounters;
+  /** of that, what was attributed to a local socket's owner */
+  attributed: UnattributedCounters;
+  /** of that, what had no local socket */
+  unattributed: UnattributedCounters;
+}
+
+export interface MeterHealth {
+  /** inserts refused because a map was full, per map */
+  overflows: { users: number; processes: number; flows: number; interfaces: number };
+  /** ring-buffer events that did not fit; their data stays in the maps for the sweep */
+  eventsDropped: number;
+}
+
+export interface HookStatus {
+  name: string;
+  active: boolean;
+  /** why it is not active, or what it does */
+  detail: string;
+}
+
+export interface MeterStatus {
+  kernelRelease: string;
+  /** 'full' (socket + wire), 'wire-only' (no socket-length tracepoints), … */
+  mode: string;
+  hooks: HookStatus[];
+  pinDir: string;
+  /** true when this meter re-used pinned state left by an earlier agent */
+  resumed: boolean;
+}
