@@ -1,0 +1,145 @@
+/* SPDX-License-Identifier: (BSD-2-Clause OR GPL-2.0) */
+/*
+ * Every struct that crosses the kernel/user boundary: map keys, map values and ring
+ * buffer events. Included by bpf/ubia.bpf.c and by the native addon; nothing here may
+ * be defined a second time anywhere else (the addon turns these into JS objects).
+ *
+ * Bump UBIA_ABI_VERSION whenever a layout or a map's meaning changes: an agent finding
+ * pinned maps of another ABI version does not re-use them.
+ */
+#ifndef UBIA_H
+#define UBIA_H
+
+#define UBIA_ABI_VERSION 1
+
+#define UBIA_COMM_LEN 16
+
+/* map sizes; the flow map's size can be changed at load time */
+#define UBIA_MAX_USERS 65536
+#define UBIA_MAX_PROCS 65536
+#define UBIA_MAX_FLOWS 65536
+#define UBIA_MAX_IFACES 4096
+#define UBIA_RINGBUF_BYTES (4 * 1024 * 1024)
+
+enum ubia_scope {
+	UBIA_SCOPE_EXTERNAL = 0,
+	UBIA_SCOPE_LOOPBACK = 1,
+};
+
+/* Monotonic counters. Wire bytes are L3 bytes as on the wire (per-segment headers of a
+ * GSO/GRO packet included); packets count segments; payload is what the socket layer
+ * moved to or from the process. */
+struct ubia_counters {
+	__u64 rx_bytes;
+	__u64 tx_bytes;
+	__u64 rx_packets;
+	__u64 tx_packets;
+	__u64 rx_payload;
+	__u64 tx_payload;
+};
+
+/* Wire-only counters (tc totals, unattributed). */
+struct ubia_wire {
+	__u64 rx_bytes;
+	__u64 tx_bytes;
+	__u64 rx_packets;
+	__u64 tx_packets;
+};
+
+struct ubia_user_key {
+	__u32 uid;
+	__u32 scope; /* enum ubia_scope */
+};
+
+struct ubia_proc_key {
+	__u32 uid;
+	__u32 tgid; /* 0: socket predates the agent, owner process unknown */
+	__u32 scope;
+	char comm[UBIA_COMM_LEN];
+	__u32 pad;
+};
+
+/* Who a socket belongs to: the creator, then whichever process last did I/O on it. */
+struct ubia_owner {
+	__u32 uid;
+	__u32 gid;
+	__u32 tgid;
+	__u32 pad;
+	__u64 cgroup_id;
+	__u64 created_ns; /* CLOCK_BOOTTIME */
+	char comm[UBIA_COMM_LEN];
+};
+
+enum ubia_flow_state {
+	UBIA_FLOW_NONE = 0,     /* no flow entry yet */
+	UBIA_FLOW_TRACKED = 1,  /* entry in the flow map */
+	UBIA_FLOW_OVERFLOW = 2, /* the flow map was full when we tried; counted once */
+	UBIA_FLOW_ENDED = 3,    /* final record handed over; never re-create */
+};
+
+/* Socket local storage value. */
+struct ubia_sock {
+	struct ubia_owner owner;
+	__u8 scope;
+	__u8 scope_known;
+	__u8 flow_state;
+	__u8 owner_known; /* 0: owner.uid is the socket's uid only (socket predates the agent) */
+	__u32 pad;
+};
+
+struct ubia_flow {
+	__u8 family; /* 4 or 6 */
+	__u8 protocol;
+	__u8 scope;
+	__u8 ended;
+	__u16 local_port; /* host byte order */
+	__u16 remote_port;
+	__u8 local_addr[16]; /* IPv4 in the first 4 bytes */
+	__u8 remote_addr[16];
+	struct ubia_owner owner;
+	struct ubia_counters c;
+	__u64 first_ns; /* CLOCK_BOOTTIME */
+	__u64 last_ns;
+};
+
+enum ubia_event_kind {
+	UBIA_EV_FLOW_ENDED = 1,
+	UBIA_EV_PROC_EXITED = 2,
+};
+
+struct ubia_event {
+	__u32 kind;
+	__u32 tgid;   /* UBIA_EV_PROC_EXITED */
+	__u64 ns;     /* CLOCK_BOOTTIME of the event */
+	__u64 cookie; /* UBIA_EV_FLOW_ENDED */
+	struct ubia_flow flow;
+};
+
+/* Per-interface figures, keyed by ifindex in the host's network namespace. The tc
+ * programs fill total and unattributed; the cgroup programs fill attributed. */
+struct ubia_iface {
+	struct ubia_wire total;
+	struct ubia_wire attributed;
+	struct ubia_wire unattributed;
+};
+
+/* Indexes into the per-CPU stats array. */
+enum ubia_stat {
+	UBIA_STAT_USER_OVERFLOW = 0,
+	UBIA_STAT_PROC_OVERFLOW,
+	UBIA_STAT_FLOW_OVERFLOW,
+	UBIA_STAT_IFACE_OVERFLOW,
+	UBIA_STAT_EVENTS_DROPPED,
+	UBIA_STAT_UNATTR_RX_BYTES, /* packets on a socket with no user behind it */
+	UBIA_STAT_UNATTR_TX_BYTES,
+	UBIA_STAT_UNATTR_RX_PACKETS,
+	UBIA_STAT_UNATTR_TX_PACKETS,
+	UBIA_STAT_MAX,
+};
+
+struct ubia_meta {
+	__u32 abi_version;
+	__u32 pad;
+};
+
+#endif /* UBIA_H */

@@ -1,0 +1,487 @@
+// Loads ubia's eBPF programs, attaches them, pins maps and links under the pin directory
+// so the kernel keeps counting while the agent restarts, and reads the maps in batches.
+#include "meter.h"
+
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "ubia.skel.h"
+
+#ifndef BPF_FS_MAGIC
+#define BPF_FS_MAGIC 0xcafe4a11
+#endif
+
+namespace ubia {
+namespace {
+
+// tc filter identity: lets a restarted agent recognise (and a detach remove) its own
+// filters among others on the same clsact qdisc.
+constexpr uint32_t kTcHandle = 0x0b1a;
+constexpr uint32_t kTcPriority = 0x0b1a;
+
+// libbpf's last messages, to explain a failed load (the verifier log is long).
+std::string g_libbpf_log;
+
+int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap) {
+  if (level == LIBBPF_DEBUG) return 0;
+  char buf[1024];
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  g_libbpf_log += buf;
+  if (g_libbpf_log.size() > 8192) g_libbpf_log.erase(0, g_libbpf_log.size() - 8192);
+  return 0;
+}
+
+std::string errno_text(int err) { return strerror(err < 0 ? -err : err); }
+
+[[noreturn]] void fail_bpf(const std::string &what, int err) {
+  int e = err < 0 ? -err : err;
+  std::string msg = what + ": " + errno_text(e);
+  if (e == EPERM || e == EACCES)
+    msg += ". BPF not permitted: run as root or grant CAP_BPF+CAP_PERFMON+CAP_NET_ADMIN"
+           " (+CAP_SYS_ADMIN to mount bpffs and attach to the cgroup root)";
+  if (!g_libbpf_log.empty()) {
+    // the tail says which check failed
+    std::string tail = g_libbpf_log.size() > 1500 ? g_libbpf_log.substr(g_libbpf_log.size() - 1500)
+                                                  : g_libbpf_log;
+    msg += "\nlibbpf: " + tail;
+  }
+  throw MeterError(msg);
+}
+
+std::string cgroup2_mount() {
+  // The cgroup v2 hierarchy may sit at /sys/fs/cgroup or, on hybrid hosts, at
+  // /sys/fs/cgroup/unified: read the mount table, never assume.
+  std::ifstream mounts("/proc/self/mounts");
+  std::string dev, dir, type, rest;
+  while (mounts >> dev >> dir >> type && std::getline(mounts, rest))
+    if (type == "cgroup2") return dir;
+  throw MeterError("no cgroup v2 hierarchy is mounted: mount one (mount -t cgroup2 none /sys/fs/cgroup/unified) or boot with systemd.unified_cgroup_hierarchy");
+}
+
+bool is_bpffs(const std::string &path) {
+  struct statfs st;
+  return statfs(path.c_str(), &st) == 0 && st.f_type == BPF_FS_MAGIC;
+}
+
+void mkdir_p(const std::string &path) {
+  std::string cur;
+  std::stringstream ss(path);
+  std::string part;
+  while (std::getline(ss, part, '/')) {
+    if (part.empty()) continue;
+    cur += "/" + part;
+    if (mkdir(cur.c_str(), 0700) != 0 && errno != EEXIST)
+      throw MeterError("cannot create " + cur + ": " + errno_text(errno));
+  }
+}
+
+bool exists(const std::string &path) { return access(path.c_str(), F_OK) == 0; }
+
+void remove_tree(const std::string &path) {
+  DIR *d = opendir(path.c_str());
+  if (!d) return;
+  while (dirent *e = readdir(d)) {
+    std::string n = e->d_name;
+    if (n == "." || n == "..") continue;
+    std::string p = path + "/" + n;
+    if (e->d_type == DT_DIR)
+      remove_tree(p);
+    else
+      unlink(p.c_str());
+  }
+  closedir(d);
+  rmdir(path.c_str());
+}
+
+bool btf_has(const btf *vmlinux, const char *name, int kind) {
+  return vmlinux && btf__find_by_name_kind(vmlinux, name, kind) > 0;
+}
+
+std::string read_first_line(const std::string &path) {
+  std::ifstream f(path);
+  std::string line;
+  std::getline(f, line);
+  return line;
+}
+
+// Batch-reads a hash map; for per-CPU maps sums every CPU's copy.
+template <typename K, typename V>
+std::vector<Entry<K, V>> read_map(int fd, bool percpu) {
+  std::vector<Entry<K, V>> out;
+  const int ncpu = percpu ? libbpf_num_possible_cpus() : 1;
+  const size_t vsz = percpu ? ((sizeof(V) + 7) / 8) * 8 : sizeof(V);
+  constexpr uint32_t kBatch = 4096;
+  std::vector<K> keys(kBatch);
+  std::vector<uint8_t> vals(kBatch * vsz * ncpu);
+  K in_batch{}, out_batch{};
+  bool first = true;
+  for (;;) {
+    uint32_t count = kBatch;
+    int err = bpf_map_lookup_batch(fd, first ? nullptr : &in_batch, &out_batch, keys.data(),
+                                   vals.data(), &count, nullptr);
+    int e = err ? errno : 0;
+    if (err && e != ENOENT) throw MeterError("reading a BPF map failed: " + errno_text(e));
+    for (uint32_t i = 0; i < count; i++) {
+      Entry<K, V> entry{keys[i], V{}};
+      if (percpu) {
+        for (int c = 0; c < ncpu; c++) {
+          const auto *v = reinterpret_cast<const uint64_t *>(&vals[(i * ncpu + c) * vsz]);
+          auto *sum = reinterpret_cast<uint64_t *>(&entry.value);
+          for (size_t w = 0; w < sizeof(V) / 8; w++) sum[w] += v[w];
+        }
+      } else {
+        memcpy(&entry.value, &vals[i * vsz], sizeof(V));
+      }
+      out.push_back(entry);
+    }
+    if (e == ENOENT) break;
+    in_batch = out_batch;
+    first = false;
+  }
+  return out;
+}
+
+}  // namespace
+
+double boot_ns_to_epoch_ms(uint64_t ns) {
+  timespec real, boot;
+  clock_gettime(CLOCK_REALTIME, &real);
+  clock_gettime(CLOCK_BOOTTIME, &boot);
+  double offset_ns = (real.tv_sec - boot.tv_sec) * 1e9 + (real.tv_nsec - boot.tv_nsec);
+  return (ns + offset_ns) / 1e6;
+}
+
+Meter::Meter(const MeterOptions &opts) : opts_(opts) {
+  libbpf_set_print(libbpf_print);
+  g_libbpf_log.clear();
+  if (!exists("/sys/kernel/btf/vmlinux"))
+    throw MeterError("kernel has no BTF (/sys/kernel/btf/vmlinux is missing): ubia needs a kernel built with CONFIG_DEBUG_INFO_BTF=y");
+
+  std::string cg = cgroup2_mount();
+  cgroup_fd_ = open(cg.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (cgroup_fd_ < 0) throw MeterError("cannot open the cgroup v2 root " + cg + ": " + errno_text(errno));
+
+  prepare_pin_dir();
+
+  skel_ = ubia_bpf__open();
+  if (!skel_) fail_bpf("opening the BPF object failed", errno);
+  struct stat ns;
+  if (stat("/proc/self/ns/net", &ns) == 0) skel_->rodata->host_netns_ino = ns.st_ino;
+  probe_features();
+
+  // Maps live under <pin>/maps; libbpf re-uses a pinned map when its definition matches.
+  std::string maps_dir = opts_.pin_dir + "/maps";
+  if (resumed_) {
+    // keep the flow map's size the pinned one has, whatever the config says now
+    int fd = bpf_obj_get((maps_dir + "/flows").c_str());
+    if (fd >= 0) {
+      bpf_map_info info{};
+      uint32_t len = sizeof(info);
+      if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0) opts_.flow_capacity = info.max_entries;
+      ::close(fd);
+    }
+  }
+  bpf_map__set_max_entries(skel_->maps.flows, opts_.flow_capacity);
+  bpf_map *map;
+  bpf_object__for_each_map(map, skel_->obj) {
+    std::string name = bpf_map__name(map);
+    if (name.find('.') != std::string::npos) continue;  // .rodata/.bss are per load
+    bpf_map__set_pin_path(map, (maps_dir + "/" + name).c_str());
+  }
+  int err = ubia_bpf__load(skel_);
+  if (err) fail_bpf("loading the BPF programs failed", err);
+
+  uint32_t zero = 0;
+  ubia_meta meta{UBIA_ABI_VERSION, 0};
+  bpf_map_update_elem(bpf_map__fd(skel_->maps.meta), &zero, &meta, BPF_ANY);
+
+  attach_all();
+
+  rb_ = ring_buffer__new(
+      bpf_map__fd(skel_->maps.events),
+      [](void *ctx, void *data, size_t size) -> int {
+        auto *self = static_cast<Meter *>(ctx);
+        if (self->handler_ && size >= sizeof(ubia_event))
+          (*self->handler_)(*static_cast<const ubia_event *>(data));
+        return 0;
+      },
+      this, nullptr);
+  if (!rb_) fail_bpf("opening the event ring buffer failed", errno);
+}
+
+Meter::~Meter() { close(false); }
+
+void Meter::prepare_pin_dir() {
+  // /sys/fs/bpf is not mounted on every fresh machine: mount bpffs when it is missing.
+  std::string parent = opts_.pin_dir.substr(0, opts_.pin_dir.rfind('/'));
+  if (parent.empty()) parent = "/";
+  if (!is_bpffs(parent)) {
+    if (parent != "/sys/fs/bpf")
+      throw MeterError("pin directory's parent " + parent + " is not a BPF filesystem: mount one there (mount -t bpf bpf " + parent + ")");
+    mkdir_p(parent);
+    if (mount("bpf", parent.c_str(), "bpf", 0, "mode=0700") != 0)
+      throw MeterError("cannot mount bpffs on " + parent + ": " + errno_text(errno) + " (run as root or mount it: mount -t bpf bpf " + parent + ")");
+  }
+  std::string meta_pin = opts_.pin_dir + "/maps/meta";
+  if (exists(meta_pin)) {
+    int fd = bpf_obj_get(meta_pin.c_str());
+    ubia_meta meta{};
+    uint32_t zero = 0;
+    bool same = fd >= 0 && bpf_map_lookup_elem(fd, &zero, &meta) == 0 && meta.abi_version == UBIA_ABI_VERSION;
+    if (fd >= 0) ::close(fd);
+    if (same) {
+      resumed_ = true;
+    } else {
+      // another layout: its counters cannot be read by this build; start afresh
+      detach_pinned(opts_.pin_dir);
+    }
+  } else if (exists(opts_.pin_dir)) {
+    detach_pinned(opts_.pin_dir);  // half-written state from an interrupted start
+  }
+  mkdir_p(opts_.pin_dir + "/maps");
+  mkdir_p(opts_.pin_dir + "/links");
+  mkdir_p(opts_.pin_dir + "/progs");
+}
+
+void Meter::probe_features() {
+  // Pick the hooks this kernel offers, by the tracepoints' BTF types.
+  btf *vmlinux = btf__load_vmlinux_btf();
+  struct utsname u;
+  uname(&u);
+  const bool has_len = btf_has(vmlinux, "btf_trace_sock_send_length", BTF_KIND_TYPEDEF) &&
+                       btf_has(vmlinux, "btf_trace_sock_recv_length", BTF_KIND_TYPEDEF);
+  const bool has_state = btf_has(vmlinux, "btf_trace_inet_sock_set_state", BTF_KIND_TYPEDEF);
+  const bool has_exit = btf_has(vmlinux, "btf_trace_sched_process_exit", BTF_KIND_TYPEDEF);
+  const bool has_kctx = btf_has(vmlinux, "bpf_cast_to_kern_ctx", BTF_KIND_FUNC);
+  btf__free(vmlinux);
+  if (!has_kctx)
+    throw MeterError(std::string("kernel ") + u.release + " is too old for ubia's wire meter (needs the bpf_cast_to_kern_ctx kfunc, Linux 6.3 or later)");
+
+  hooks_.clear();
+  auto hook = [&](const char *name, bool ok, const char *what, const char *why_not) {
+    hooks_.push_back({name, ok, ok ? what : why_not});
+  };
+  hook("cgroup/sock_create", true, "socket owner (uid, gid, pid, comm, cgroup) at creation", "");
+  hook("cgroup/sock_release", true, "end of UDP and other non-TCP flows", "");
+  hook("cgroup_skb/egress", true, "wire bytes and packets sent, per socket owner", "");
+  hook("cgroup_skb/ingress", true, "wire bytes and packets received, per socket owner", "");
+  hook("tp_btf/sock_send_length", has_len, "payload bytes sent, by the sending process",
+       "kernel lacks the sock_send_length tracepoint (Linux < 6.3): payload not counted, owner from socket creation or socket uid");
+  hook("tp_btf/sock_recv_length", has_len, "payload bytes received, by the reading process",
+       "kernel lacks the sock_recv_length tracepoint (Linux < 6.3): payload not counted");
+  hook("tp_btf/inet_sock_set_state", has_state, "end of TCP flows (after the last byte the kernel sends)",
+       "kernel lacks the inet_sock_set_state tracepoint: TCP flows end at close()");
+  hook("tp_btf/sched_process_exit", has_exit, "exited processes, so their entries can be removed",
+       "kernel lacks the sched_process_exit tracepoint: exited processes are found by /proc");
+  hook("tc/clsact", true, "per-interface totals, to check attribution against", "");
+
+  bpf_program__set_autoload(skel_->progs.ubia_send_length, has_len);
+  bpf_program__set_autoload(skel_->progs.ubia_recv_length, has_len);
+  bpf_program__set_autoload(skel_->progs.ubia_sock_set_state, has_state);
+  bpf_program__set_autoload(skel_->progs.ubia_process_exit, has_exit);
+  mode_ = has_len ? "socket+wire" : "wire-only";
+}
+
+void Meter::attach_all() {
+  std::string links = opts_.pin_dir + "/links/";
+  auto attach = [&](bpf_program *prog, bool cgroup) {
+    if (!bpf_program__autoload(prog)) return;
+    std::string pin = links + bpf_program__name(prog);
+    if (exists(pin)) return;  // attached by an earlier agent: the kernel kept counting
+    bpf_link *link = cgroup ? bpf_program__attach_cgroup(prog, cgroup_fd_) : bpf_program__attach(prog);
+    if (!link) fail_bpf(std::string("attaching ") + bpf_program__name(prog) + " failed", errno);
+    int err = bpf_link__pin(link, pin.c_str());
+    bpf_link__destroy(link);  // the pin holds the attachment
+    if (err) fail_bpf(std::string("pinning ") + pin + " failed", err);
+  };
+  auto *p = &skel_->progs;
+  attach(p->ubia_sock_create, true);
+  attach(p->ubia_sock_release, true);
+  attach(p->ubia_egress, true);
+  attach(p->ubia_ingress, true);
+  attach(p->ubia_send_length, false);
+  attach(p->ubia_recv_length, false);
+  attach(p->ubia_sock_set_state, false);
+  attach(p->ubia_process_exit, false);
+
+  // tc programs are pinned as programs: a restarted agent attaches the same ones to
+  // interfaces that appear later.
+  auto tc_prog = [&](bpf_program *prog) {
+    std::string pin = opts_.pin_dir + "/progs/" + bpf_program__name(prog);
+    if (!exists(pin)) {
+      int err = bpf_program__pin(prog, pin.c_str());
+      if (err) fail_bpf("pinning " + pin + " failed", err);
+    }
+    int fd = bpf_obj_get(pin.c_str());
+    if (fd < 0) fail_bpf("opening " + pin + " failed", errno);
+    return fd;
+  };
+  tc_ingress_fd_ = tc_prog(p->ubia_tc_ingress);
+  tc_egress_fd_ = tc_prog(p->ubia_tc_egress);
+  attach_new_interfaces();
+}
+
+void Meter::attach_tc(uint32_t ifindex, const std::string &name) {
+  for (auto point : {BPF_TC_INGRESS, BPF_TC_EGRESS}) {
+    bpf_tc_hook hook{};
+    hook.sz = sizeof(hook);
+    hook.ifindex = ifindex;
+    hook.attach_point = point;
+    int err = bpf_tc_hook_create(&hook);
+    if (err && err != -EEXIST) {
+      tc_failed_[ifindex] = name + ": creating the clsact qdisc failed: " + errno_text(err);
+      return;
+    }
+    bpf_tc_opts opts{};
+    opts.sz = sizeof(opts);
+    opts.handle = kTcHandle;
+    opts.priority = kTcPriority;
+    if (bpf_tc_query(&hook, &opts) == 0) continue;  // ours, left by an earlier agent
+    opts.prog_id = 0;
+    opts.flags = 0;
+    opts.prog_fd = point == BPF_TC_INGRESS ? tc_ingress_fd_ : tc_egress_fd_;
+    err = bpf_tc_attach(&hook, &opts);
+    if (err) {
+      tc_failed_[ifindex] = name + ": attaching the tc counter failed: " + errno_text(err);
+      return;
+    }
+  }
+  tc_failed_.erase(ifindex);
+  tc_done_.insert(ifindex);
+}
+
+void Meter::attach_new_interfaces() {
+  struct if_nameindex *ifs = if_nameindex();
+  if (!ifs) return;
+  std::set<uint32_t> present;
+  for (struct if_nameindex *i = ifs; i->if_index; i++) {
+    present.insert(i->if_index);
+    if (tc_done_.count(i->if_index)) continue;
+    // Only interfaces with an Ethernet-style header (Ethernet, veth, bridges, loopback):
+    // the tc counter finds the IP header at offset 14.
+    std::string type = read_first_line(std::string("/sys/class/net/") + i->if_name + "/type");
+    if (type != "1" && type != "772") {
+      tc_done_.insert(i->if_index);
+      continue;
+    }
+    attach_tc(i->if_index, i->if_name);
+  }
+  if_freenameindex(ifs);
+  for (auto it = tc_done_.begin(); it != tc_done_.end();)
+    it = present.count(*it) ? std::next(it) : tc_done_.erase(it);
+}
+
+std::vector<Entry<ubia_user_key, ubia_counters>> Meter::read_users() const {
+  return read_map<ubia_user_key, ubia_counters>(bpf_map__fd(skel_->maps.user_totals), true);
+}
+
+std::vector<Entry<ubia_proc_key, ubia_counters>> Meter::read_processes() const {
+  return read_map<ubia_proc_key, ubia_counters>(bpf_map__fd(skel_->maps.proc_totals), true);
+}
+
+std::vector<Entry<uint64_t, ubia_flow>> Meter::read_flows() const {
+  return read_map<uint64_t, ubia_flow>(bpf_map__fd(skel_->maps.flows), false);
+}
+
+std::vector<IfaceEntry> Meter::read_interfaces() {
+  attach_new_interfaces();
+  std::vector<IfaceEntry> out;
+  for (auto &e : read_map<uint32_t, ubia_iface>(bpf_map__fd(skel_->maps.ifaces), true)) {
+    char name[IF_NAMESIZE] = "";
+    if (!if_indextoname(e.key, name)) continue;  // gone; its ifindex may be re-used
+    out.push_back({e.key, name, e.value});
+  }
+  return out;
+}
+
+std::vector<uint64_t> Meter::read_stats() const {
+  const int ncpu = libbpf_num_possible_cpus();
+  std::vector<uint64_t> out(UBIA_STAT_MAX, 0);
+  std::vector<uint64_t> per(ncpu);
+  int fd = bpf_map__fd(skel_->maps.stats);
+  for (uint32_t i = 0; i < UBIA_STAT_MAX; i++) {
+    if (bpf_map_lookup_elem(fd, &i, per.data()) != 0) continue;
+    for (int c = 0; c < ncpu; c++) out[i] += per[c];
+  }
+  return out;
+}
+
+size_t Meter::forget_processes(const std::set<uint32_t> &tgids) {
+  if (tgids.empty()) return 0;
+  int fd = bpf_map__fd(skel_->maps.proc_totals);
+  std::vector<ubia_proc_key> doomed;
+  ubia_proc_key key{}, next{};
+  bool first = true;
+  while (bpf_map_get_next_key(fd, first ? nullptr : &key, &next) == 0) {
+    if (tgids.count(next.tgid)) doomed.push_back(next);
+    key = next;
+    first = false;
+  }
+  for (auto &k : doomed) bpf_map_delete_elem(fd, &k);
+  int tfd = bpf_map__fd(skel_->maps.metered_tgids);
+  for (uint32_t t : tgids) bpf_map_delete_elem(tfd, &t);
+  return doomed.size();
+}
+
+void Meter::forget_flow(uint64_t cookie) { bpf_map_delete_elem(bpf_map__fd(skel_->maps.flows), &cookie); }
+
+int Meter::events_fd() const { return ring_buffer__epoll_fd(rb_); }
+
+int Meter::consume(const std::function<void(const ubia_event &)> &handler) {
+  handler_ = &handler;
+  int n = ring_buffer__consume(rb_);
+  handler_ = nullptr;
+  return n;
+}
+
+void detach_pinned(const std::string &pin_dir) {
+  // Unpinning drops the last reference to each link: the kernel detaches the programs.
+  remove_tree(pin_dir);
+  struct if_nameindex *ifs = if_nameindex();
+  if (!ifs) return;
+  for (struct if_nameindex *i = ifs; i->if_index; i++) {
+    for (auto point : {BPF_TC_INGRESS, BPF_TC_EGRESS}) {
+      bpf_tc_hook hook{};
+      hook.sz = sizeof(hook);
+      hook.ifindex = i->if_index;
+      hook.attach_point = point;
+      bpf_tc_opts opts{};
+      opts.sz = sizeof(opts);
+      opts.handle = kTcHandle;
+      opts.priority = kTcPriority;
+      bpf_tc_detach(&hook, &opts);
+    }
+  }
+  if_freenameindex(ifs);
+}
+
+void Meter::close(bool detach) {
+  if (closed_) return;
+  closed_ = true;
+  if (rb_) ring_buffer__free(rb_);
+  rb_ = nullptr;
+  for (int *fd : {&tc_ingress_fd_, &tc_egress_fd_, &cgroup_fd_})
+    if (*fd >= 0) ::close(*fd), *fd = -1;
+  if (skel_) ubia_bpf__destroy(skel_);
+  skel_ = nullptr;
+  if (detach) detach_pinned(opts_.pin_dir);
+}
+
+}  // namespace ubia

@@ -1,0 +1,108 @@
+// The kernel meter without JavaScript: load, attach, pin, read, detach.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <linux/types.h>
+#include "ubia.h"
+
+struct ubia_bpf;
+struct ring_buffer;
+
+namespace ubia {
+
+// An error whose message says what is wrong and what to do about it.
+struct MeterError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct MeterOptions {
+  std::string pin_dir = "/sys/fs/bpf/ubia";
+  uint32_t flow_capacity = UBIA_MAX_FLOWS;
+};
+
+struct Hook {
+  std::string name;
+  bool active;
+  std::string detail;
+};
+
+template <typename K, typename V>
+struct Entry {
+  K key;
+  V value;
+};
+
+struct IfaceEntry {
+  uint32_t ifindex;
+  std::string name;
+  ubia_iface value;
+};
+
+class Meter {
+ public:
+  explicit Meter(const MeterOptions &opts);
+  ~Meter();
+  Meter(const Meter &) = delete;
+  Meter &operator=(const Meter &) = delete;
+
+  std::vector<Entry<ubia_user_key, ubia_counters>> read_users() const;
+  std::vector<Entry<ubia_proc_key, ubia_counters>> read_processes() const;
+  std::vector<Entry<uint64_t, ubia_flow>> read_flows() const;
+  std::vector<IfaceEntry> read_interfaces();
+  std::vector<uint64_t> read_stats() const;
+  // Removes the entries of processes whose final values user space has recorded.
+  size_t forget_processes(const std::set<uint32_t> &tgids);
+  // Removes a flow whose final record user space has taken from the map (ring buffer
+  // was full when it ended).
+  void forget_flow(uint64_t cookie);
+  // Attaches the tc counters to interfaces that appeared since the last call.
+  void attach_new_interfaces();
+
+  // Events: the ring buffer's fd becomes readable; consume() calls the handler per event.
+  int events_fd() const;
+  int consume(const std::function<void(const ubia_event &)> &handler);
+
+  const std::vector<Hook> &hooks() const { return hooks_; }
+  bool resumed() const { return resumed_; }
+  const std::string &mode() const { return mode_; }
+  const std::string &pin_dir() const { return opts_.pin_dir; }
+
+  // Keeps everything attached and pinned (the kernel goes on counting) unless detach.
+  void close(bool detach);
+
+ private:
+  void prepare_pin_dir();
+  void probe_features();
+  void attach_all();
+  void attach_tc(uint32_t ifindex, const std::string &name);
+
+  MeterOptions opts_;
+  ubia_bpf *skel_ = nullptr;
+  ring_buffer *rb_ = nullptr;
+  int cgroup_fd_ = -1;
+  int tc_ingress_fd_ = -1;
+  int tc_egress_fd_ = -1;
+  bool resumed_ = false;
+  bool closed_ = false;
+  std::string mode_;
+  std::vector<Hook> hooks_;
+  std::set<uint32_t> tc_done_;
+  std::map<uint32_t, std::string> tc_failed_;
+  const std::function<void(const ubia_event &)> *handler_ = nullptr;
+};
+
+// Detaches everything a meter pinned under pin_dir (links, tc filters) and removes the
+// pins, with no meter loaded: for `ubia detach` and package removal.
+void detach_pinned(const std::string &pin_dir);
+
+// CLOCK_BOOTTIME nanoseconds (what the BPF programs stamp) to epoch milliseconds.
+double boot_ns_to_epoch_ms(uint64_t ns);
+
+}  // namespace ubia
