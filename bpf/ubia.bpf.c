@@ -417,6 +417,18 @@ static __always_inline struct sock *accountable_sock(struct sk_buff *kskb)
 	return sk;
 }
 
+/* Is the packet being sent from inside the owner's send call, so that the current task
+ * is the sender? TCP sends from process context with the socket lock owned by the
+ * caller (transmissions from softirq happen only when no process owns it); UDP sends
+ * synchronously from the sendmsg call. */
+static __always_inline bool sending_in_process_context(struct sock *sk)
+{
+	__u16 proto = BPF_CORE_READ(sk, sk_protocol);
+	if (proto == IPPROTO_UDP)
+		return true;
+	return proto == IPPROTO_TCP && BPF_CORE_READ(sk, sk_lock.owned);
+}
+
 static __always_inline void count_unattributed(bool egress, __u64 bytes, __u64 packets)
 {
 	stat_add(egress ? UBIA_STAT_UNATTR_TX_BYTES : UBIA_STAT_UNATTR_RX_BYTES, bytes);
@@ -449,7 +461,18 @@ static __always_inline int count_wire(struct __sk_buff *skb, bool egress)
 	struct ubia_owner fallback = {};
 	const struct ubia_owner *o;
 	if (s) {
-		if (!s->owner_known && !s->owner.created_ns) {
+		if (egress && sending_in_process_context(ksk)) {
+			/* the sender is current: a socket passed to another process (fork,
+			 * SCM_RIGHTS) counts for the new sender from its first packet on */
+			__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+			__u32 uid = (__u32)bpf_get_current_uid_gid();
+			if (!s->owner_known || s->owner.tgid != tgid || s->owner.uid != uid) {
+				__u64 created = s->owner.created_ns;
+				owner_from_current(&s->owner);
+				s->owner.created_ns = created ? created : bpf_ktime_get_boot_ns();
+				s->owner_known = 1;
+			}
+		} else if (!s->owner_known && !s->owner.created_ns) {
 			/* socket predates the agent: its uid is all we know until it does I/O */
 			s->owner.uid = bpf_get_socket_uid(skb);
 			s->owner.created_ns = bpf_ktime_get_boot_ns();

@@ -32,9 +32,15 @@ namespace ubia {
 namespace {
 
 // tc filter identity: lets a restarted agent recognise (and a detach remove) its own
-// filters among others on the same clsact qdisc.
+// filters among others on the same clsact qdisc. The priority is derived from the pin
+// directory, so that meters with different pin directories (tests) keep apart.
 constexpr uint32_t kTcHandle = 0x0b1a;
-constexpr uint32_t kTcPriority = 0x0b1a;
+
+uint32_t tc_priority(const std::string &pin_dir) {
+  uint32_t h = 2166136261u;  // FNV-1a
+  for (unsigned char c : pin_dir) h = (h ^ c) * 16777619u;
+  return 0x1000 + h % 0xe000;
+}
 
 // libbpf's last messages, to explain a failed load (the verifier log is long).
 std::string g_libbpf_log;
@@ -88,7 +94,8 @@ void mkdir_p(const std::string &path) {
     if (part.empty()) continue;
     cur += "/" + part;
     if (mkdir(cur.c_str(), 0700) != 0 && errno != EEXIST)
-      throw MeterError("cannot create " + cur + ": " + errno_text(errno));
+      throw MeterError("cannot create " + cur + ": " + errno_text(errno) +
+                       (errno == EACCES || errno == EPERM ? " (run as root)" : ""));
   }
 }
 
@@ -179,7 +186,17 @@ Meter::Meter(const MeterOptions &opts) : opts_(opts) {
   if (cgroup_fd_ < 0) throw MeterError("cannot open the cgroup v2 root " + cg + ": " + errno_text(errno));
 
   prepare_pin_dir();
+  try {
+    load_and_attach();
+  } catch (...) {
+    // leave nothing half-made behind; pinned state of a running meter stays untouched
+    if (!resumed_) detach_pinned(opts_.pin_dir);
+    close(false);
+    throw;
+  }
+}
 
+void Meter::load_and_attach() {
   skel_ = ubia_bpf__open();
   if (!skel_) fail_bpf("opening the BPF object failed", errno);
   struct stat ns;
@@ -352,7 +369,7 @@ void Meter::attach_tc(uint32_t ifindex, const std::string &name) {
     bpf_tc_opts opts{};
     opts.sz = sizeof(opts);
     opts.handle = kTcHandle;
-    opts.priority = kTcPriority;
+    opts.priority = tc_priority(opts_.pin_dir);
     if (bpf_tc_query(&hook, &opts) == 0) continue;  // ours, left by an earlier agent
     opts.prog_id = 0;
     opts.flags = 0;
@@ -465,7 +482,7 @@ void detach_pinned(const std::string &pin_dir) {
       bpf_tc_opts opts{};
       opts.sz = sizeof(opts);
       opts.handle = kTcHandle;
-      opts.priority = kTcPriority;
+      opts.priority = tc_priority(pin_dir);
       bpf_tc_detach(&hook, &opts);
     }
   }

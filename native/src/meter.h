@@ -79,6 +79,7 @@ class Meter {
 
  private:
   void prepare_pin_dir();
+  void load_and_attach();
   void probe_features();
   void attach_all();
   void attach_tc(uint32_t ifindex, const std::string &name);

@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Known, bounded test traffic for ubia's tests. Each command prints one JSON line with
+what it really moved (bytes as the system calls returned them), so tests compare the
+meter against facts, not against intentions. Every socket has a timeout."""
+import json
+import os
+import socket
+import sys
+import time
+
+TIMEOUT = 20
+
+
+def family(host):
+    return socket.AF_INET6 if ':' in host else socket.AF_INET
+
+
+def out(**kw):
+    print(json.dumps(kw), flush=True)
+
+
+def listen(host, port):
+    s = socket.socket(family(host), socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, port))
+    s.listen(8)
+    s.settimeout(TIMEOUT)
+    out(listening=port, pid=os.getpid())
+    return s
+
+
+def connect(host, port):
+    c = socket.create_connection((host, port), timeout=TIMEOUT)
+    return c
+
+
+def read_all(s):
+    n = 0
+    while True:
+        b = s.recv(1 << 16)
+        if not b:
+            return n
+        n += len(b)
+
+
+def send_bytes(s, total, chunk=1 << 16):
+    buf = b'u' * min(chunk, total)
+    sent = 0
+    while sent < total:
+        sent += s.send(buf[: min(len(buf), total - sent)])
+    return sent
+
+
+def tcp_sink(host, port):
+    """accept one connection, read to EOF"""
+    s = listen(host, int(port))
+    a, _ = s.accept()
+    a.settimeout(TIMEOUT)
+    out(received=read_all(a), pid=os.getpid())
+
+
+def tcp_source(host, port, nbytes):
+    """accept one connection, send nbytes, close"""
+    s = listen(host, int(port))
+    a, _ = s.accept()
+    a.settimeout(TIMEOUT)
+    out(sent=send_bytes(a, int(nbytes)), pid=os.getpid())
+    a.close()
+
+
+def tcp_send(host, port, nbytes, close_now='0'):
+    c = connect(host, int(port))
+    sent = send_bytes(c, int(nbytes), 1 << 20 if close_now == '1' else 1 << 16)
+    lport = c.getsockname()[1]
+    c.close()  # with close_now the kernel is still sending what was written
+    out(sent=sent, pid=os.getpid(), lport=lport)
+
+
+def tcp_recv(host, port):
+    c = connect(host, int(port))
+    n = read_all(c)
+    out(received=n, pid=os.getpid(), lport=c.getsockname()[1])
+    c.close()
+
+
+def tcp_send_slow(host, port, chunks, chunk, delay_ms):
+    """a long-running upload: chunks of chunk bytes, delay_ms apart"""
+    c = connect(host, int(port))
+    sent = 0
+    for _ in range(int(chunks)):
+        sent += send_bytes(c, int(chunk))
+        time.sleep(int(delay_ms) / 1000)
+    c.close()
+    out(sent=sent, pid=os.getpid())
+
+
+def udp_echo(host, port, count):
+    s = socket.socket(family(host), socket.SOCK_DGRAM)
+    s.bind((host, int(port)))
+    s.settimeout(TIMEOUT)
+    out(listening=int(port), pid=os.getpid())
+    n = 0
+    for _ in range(int(count)):
+        data, peer = s.recvfrom(65535)
+        n += s.sendto(data, peer)
+    out(echoed=n, pid=os.getpid())
+
+
+def udp_ping(host, port, count, size):
+    s = socket.socket(family(host), socket.SOCK_DGRAM)
+    s.settimeout(5)
+    s.connect((host, int(port)))
+    sent = received = 0
+    for i in range(int(count)):
+        sent += s.send(bytes([i % 256]) * int(size))
+        received += len(s.recv(65535))
+    lport = s.getsockname()[1]
+    s.close()
+    out(sent=sent, received=received, pid=os.getpid(), lport=lport)
+
+
+def fork_send(host, port, parent_bytes, child_bytes):
+    """a child process inherits the connected socket and writes on it too"""
+    c = connect(host, int(port))
+    pid = os.fork()
+    if pid == 0:
+        send_bytes(c, int(child_bytes))
+        os._exit(0)
+    os.waitpid(pid, 0)
+    sent = send_bytes(c, int(parent_bytes))
+    c.close()
+    out(parent=os.getpid(), child=pid, parentSent=sent, childSent=int(child_bytes))
+
+
+def peek_read(host, port):
+    """MSG_PEEK first, then the real reads: the bytes must count once"""
+    c = connect(host, int(port))
+    peeked = len(c.recv(4096, socket.MSG_PEEK | socket.MSG_WAITALL))
+    n = read_all(c)
+    out(peeked=peeked, received=n, pid=os.getpid())
+    c.close()
+
+
+def tcp_hold(host, port, seconds):
+    """accept one connection and do not read for a while (fills the sender's buffers)"""
+    s = listen(host, int(port))
+    a, _ = s.accept()
+    time.sleep(float(seconds))
+    a.settimeout(TIMEOUT)
+    out(received=read_all(a), pid=os.getpid())
+
+
+def send_until_eagain(host, port):
+    c = connect(host, int(port))
+    c.setblocking(False)
+    buf = b'e' * 65536
+    sent = failures = 0
+    deadline = time.time() + 10
+    while failures < 50 and time.time() < deadline:
+        try:
+            sent += c.send(buf)
+        except BlockingIOError:
+            failures += 1
+            time.sleep(0.01)
+    c.setblocking(True)
+    c.settimeout(TIMEOUT)
+    c.close()
+    out(sent=sent, eagain=failures, pid=os.getpid())
+
+
+def pass_fd(host, port, uid_a, gid_a, uid_b, gid_b, nbytes):
+    """user A connects, hands the socket to user B over a unix socket; B writes on it"""
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    a = os.fork()
+    if a == 0:
+        os.setgroups([])
+        os.setresgid(int(gid_a), int(gid_a), int(gid_a))
+        os.setresuid(int(uid_a), int(uid_a), int(uid_a))
+        c = connect(host, int(port))
+        socket.send_fds(left, [b'fd'], [c.fileno()])
+        os._exit(0)
+    b_r, b_w = os.pipe()
+    b = os.fork()
+    if b == 0:
+        os.setgroups([])
+        os.setresgid(int(gid_b), int(gid_b), int(gid_b))
+        os.setresuid(int(uid_b), int(uid_b), int(uid_b))
+        _, fds, _, _ = socket.recv_fds(right, 16, 1)
+        c = socket.socket(fileno=fds[0])
+        sent = send_bytes(c, int(nbytes))
+        c.close()
+        os.write(b_w, str(sent).encode())
+        os._exit(0)
+    os.waitpid(a, 0)
+    os.waitpid(b, 0)
+    out(senderPid=b, connectorPid=a, sent=int(os.read(b_r, 64)))
+
+
+if __name__ == '__main__':
+    cmd, args = sys.argv[1].replace('-', '_'), sys.argv[2:]
+    globals()[cmd](*args)

@@ -1,0 +1,310 @@
+// The kernel meter on the real kernel: eBPF programs loaded and attached for real, test
+// users making known traffic into a network namespace. Needs root; never skipped.
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openMeter, type FlowRecord, type Meter, type MeterEvent, type ProcessCounters, type TrafficCounters, type UserCounters } from '../src/kernel/index.js';
+import { createNetns, createUser, exchange, freePort, removeNetns, removeUser, serve, sleep, traffic, type Netns, type TestUser } from './helpers/testbed.js';
+
+const PIN_DIR = `/sys/fs/bpf/ubia-test-${process.pid}`;
+const ZERO: TrafficCounters = { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0, rxPayloadBytes: 0, txPayloadBytes: 0 };
+// IPv4/IPv6 + TCP headers with options, per packet: what wire bytes may add to payload
+const MAX_HDR = 40 + 60;
+
+let meter: Meter;
+let ns: Netns;
+let alice: TestUser;
+let bob: TestUser;
+const events: MeterEvent[] = [];
+
+function userTotal(m: Meter, uid: number, scope: UserCounters['scope'] = 'external'): TrafficCounters {
+  return m.readUsers().find((u) => u.uid === uid && u.scope === scope) ?? ZERO;
+}
+
+function minus(a: TrafficCounters, b: TrafficCounters): TrafficCounters {
+  return {
+    rxBytes: a.rxBytes - b.rxBytes,
+    txBytes: a.txBytes - b.txBytes,
+    rxPackets: a.rxPackets - b.rxPackets,
+    txPackets: a.txPackets - b.txPackets,
+    rxPayloadBytes: a.rxPayloadBytes - b.rxPayloadBytes,
+    txPayloadBytes: a.txPayloadBytes - b.txPayloadBytes,
+  };
+}
+
+function procTotal(pid: number): ProcessCounters | undefined {
+  const rows = meter.readProcesses().filter((p) => p.pid === pid && p.scope === 'external');
+  if (rows.length === 0) return undefined;
+  return rows.reduce((acc, r) => ({ ...acc, ...sumCounters(acc, r) }));
+}
+
+function sumCounters(a: TrafficCounters, b: TrafficCounters): TrafficCounters {
+  return minus(a, minus(ZERO, b));
+}
+
+/** Measures what one piece of traffic did to a user's totals. */
+async function measure(uid: number, run: () => Promise<unknown> | unknown, scope: UserCounters['scope'] = 'external') {
+  const before = userTotal(meter, uid, scope);
+  const result = await run();
+  await sleep(150); // the last ACKs and FINs
+  return { delta: minus(userTotal(meter, uid, scope), before), result };
+}
+
+function expectWireConsistent(d: TrafficCounters) {
+  expect(d.txBytes).toBeGreaterThanOrEqual(d.txPayloadBytes);
+  expect(d.rxBytes).toBeGreaterThanOrEqual(d.rxPayloadBytes);
+  expect(d.txBytes - d.txPayloadBytes).toBeLessThanOrEqual(d.txPackets * MAX_HDR);
+  expect(d.rxBytes - d.rxPayloadBytes).toBeLessThanOrEqual(d.rxPackets * MAX_HDR);
+}
+
+function flowEnded(match: (f: FlowRecord) => boolean): FlowRecord | undefined {
+  meter.drainEvents();
+  for (const e of events) if (e.kind === 'flowEnded' && match(e.flow)) return e.flow;
+  return undefined;
+}
+
+beforeAll(() => {
+  meter = openMeter({ pinDir: PIN_DIR });
+  meter.onEvent((e) => events.push(e));
+  ns = createNetns(41);
+  meter.readInterfaces(); // attaches the tc counter to the new veth, as the agent's poll does
+  alice = createUser();
+  bob = createUser();
+});
+
+afterAll(() => {
+  meter?.close({ detach: true });
+  if (ns) removeNetns(ns);
+  if (alice) removeUser(alice);
+  if (bob) removeUser(bob);
+});
+
+describe('kernel meter', () => {
+  it('reports the hooks it uses on this kernel', () => {
+    const s = meter.status();
+    expect(s.mode).toBe('socket+wire');
+    expect(s.resumed).toBe(false);
+    const active = s.hooks.filter((h) => h.active).map((h) => h.name);
+    expect(active).toEqual(expect.arrayContaining(['cgroup/sock_create', 'cgroup_skb/egress', 'cgroup_skb/ingress', 'tp_btf/sock_send_length', 'tp_btf/sock_recv_length', 'tc/clsact']));
+  });
+
+  it('counts a TCP upload over IPv4 exactly, per user and per process, and ends its flow', async () => {
+    const port = freePort();
+    const bytes = 3_000_000;
+    const { delta, result } = await measure(alice.uid, () =>
+      exchange(['tcp-sink', ns.nsV4, String(port)], ['tcp-send', ns.nsV4, String(port), String(bytes)], { server: { netns: ns }, client: { user: alice } }),
+    );
+    expect(result.client.sent).toBe(bytes);
+    expect(result.server.received).toBe(bytes);
+    expect(delta.txPayloadBytes).toBe(bytes);
+    expect(delta.rxPayloadBytes).toBe(0);
+    expectWireConsistent(delta);
+    // GSO is in play: the meter counts segments, at least one per MSS-sized piece
+    expect(delta.txPackets).toBeGreaterThanOrEqual(Math.ceil(bytes / 1448));
+    const proc = procTotal(result.client.pid!);
+    expect(proc?.txPayloadBytes).toBe(bytes);
+    expect(proc?.uid).toBe(alice.uid);
+    const flow = flowEnded((f) => f.localPort === result.client.lport && f.remotePort === port);
+    expect(flow).toBeDefined();
+    expect(flow!.txPayloadBytes).toBe(bytes);
+    expect(flow!.uid).toBe(alice.uid);
+    expect(flow!.remoteAddress).toBe(ns.nsV4);
+    expect(flow!.protocol).toBe(6);
+  });
+
+  it('counts segments on the wire, not GSO super-packets', async () => {
+    const port = freePort();
+    const hostTxBefore = Number(readFileSync(`/sys/class/net/${ns.hostIf}/statistics/tx_packets`, 'utf8'));
+    const { delta } = await measure(alice.uid, () =>
+      exchange(['tcp-sink', ns.nsV4, String(port)], ['tcp-send', ns.nsV4, String(port), '8000000'], { server: { netns: ns }, client: { user: alice } }),
+    );
+    const skbs = Number(readFileSync(`/sys/class/net/${ns.hostIf}/statistics/tx_packets`, 'utf8')) - hostTxBefore;
+    // veth counts one per skb; GSO skbs carry many segments each
+    expect(delta.txPackets).toBeGreaterThan(skbs);
+  });
+
+  it('counts a TCP download over IPv6 exactly', async () => {
+    const port = freePort();
+    const bytes = 2_500_000;
+    const { delta, result } = await measure(bob.uid, () =>
+      exchange(['tcp-source', ns.nsV6, String(port), String(bytes)], ['tcp-recv', ns.nsV6, String(port)], { server: { netns: ns }, client: { user: bob } }),
+    );
+    expect(result.client.received).toBe(bytes);
+    expect(delta.rxPayloadBytes).toBe(bytes);
+    expect(delta.txPayloadBytes).toBe(0);
+    expectWireConsistent(delta);
+    expect(procTotal(result.client.pid!)?.rxPayloadBytes).toBe(bytes);
+  });
+
+  it.each([
+    ['IPv4', () => ns.nsV4],
+    ['IPv6', () => ns.nsV6],
+  ])('counts UDP both ways over %s and ends the flow at close', async (_label, addr) => {
+    const port = freePort();
+    const { delta, result } = await measure(alice.uid, () =>
+      exchange(['udp-echo', addr(), String(port), '50'], ['udp-ping', addr(), String(port), '50', '1000'], { server: { netns: ns }, client: { user: alice } }),
+    );
+    expect(result.client.sent).toBe(50_000);
+    expect(result.client.received).toBe(50_000);
+    expect(delta.txPayloadBytes).toBe(50_000);
+    expect(delta.rxPayloadBytes).toBe(50_000);
+    expect(delta.txPackets).toBe(50);
+    expect(delta.rxPackets).toBe(50);
+    const hdr = addr().includes(':') ? 48 : 28;
+    expect(delta.txBytes).toBe(50_000 + 50 * hdr);
+    expect(delta.rxBytes).toBe(50_000 + 50 * hdr);
+    const flow = flowEnded((f) => f.protocol === 17 && f.localPort === result.client.lport);
+    expect(flow?.txPayloadBytes).toBe(50_000);
+    expect(flow?.rxPayloadBytes).toBe(50_000);
+  });
+
+  it('attributes writes on an inherited socket to the process that makes them', async () => {
+    const port = freePort();
+    const { delta, result } = await measure(bob.uid, () =>
+      exchange(['tcp-sink', ns.nsV4, String(port)], ['fork-send', ns.nsV4, String(port), '300000', '700000'], { server: { netns: ns }, client: { user: bob } }),
+    );
+    expect(delta.txPayloadBytes).toBe(1_000_000);
+    expect(procTotal(result.client.parent!)?.txPayloadBytes).toBe(300_000);
+    expect(procTotal(result.client.child!)?.txPayloadBytes).toBe(700_000);
+    // the child exited: its exit is reported so its entries can be removed
+    meter.drainEvents();
+    expect(events.some((e) => e.kind === 'processExited' && e.pid === result.client.child)).toBe(true);
+    meter.forgetProcess(result.client.child!);
+    expect(procTotal(result.client.child!)).toBeUndefined();
+  });
+
+  it("attributes an accepted socket to the listener's user", async () => {
+    const port = freePort();
+    const { delta, result } = await measure(alice.uid, () =>
+      exchange(['tcp-sink', ns.hostV4, String(port)], ['tcp-send', ns.hostV4, String(port), '400000'], { server: { user: alice }, client: { netns: ns } }),
+    );
+    expect(result.server.received).toBe(400_000);
+    expect(delta.rxPayloadBytes).toBe(400_000);
+    expect(delta.rxBytes).toBeGreaterThan(400_000);
+  });
+
+  it('attributes a socket passed to another user to the process doing the I/O', async () => {
+    const port = freePort();
+    const beforeA = userTotal(meter, alice.uid);
+    const beforeB = userTotal(meter, bob.uid);
+    const srv = serve(['tcp-sink', ns.nsV4, String(port)], { netns: ns });
+    await srv.ready;
+    const r = traffic(['pass-fd', ns.nsV4, String(port), String(alice.uid), String(alice.gid), String(bob.uid), String(bob.gid), '600000']);
+    await srv.done;
+    await sleep(150);
+    expect(r.sent).toBe(600_000);
+    expect(minus(userTotal(meter, bob.uid), beforeB).txPayloadBytes).toBe(600_000);
+    expect(minus(userTotal(meter, alice.uid), beforeA).txPayloadBytes).toBe(0);
+    // the wire bytes follow the new owner too (the SYN went out as alice's)
+    expect(minus(userTotal(meter, bob.uid), beforeB).txBytes).toBeGreaterThanOrEqual(600_000);
+  });
+
+  it('counts every byte of a large write followed at once by close(), in the flow record too', async () => {
+    const port = freePort();
+    const bytes = 6_000_000;
+    const { delta, result } = await measure(alice.uid, () =>
+      exchange(['tcp-sink', ns.nsV4, String(port)], ['tcp-send', ns.nsV4, String(port), String(bytes), '1'], { server: { netns: ns }, client: { user: alice } }),
+    );
+    expect(result.server.received).toBe(bytes);
+    expect(delta.txPayloadBytes).toBe(bytes);
+    expect(delta.txBytes).toBeGreaterThan(bytes);
+    const flow = flowEnded((f) => f.localPort === result.client.lport && f.remotePort === port);
+    expect(flow).toBeDefined();
+    expect(flow!.txPayloadBytes).toBe(bytes);
+    // what the kernel sent after close() is in the flow's final wire count
+    expect(flow!.txBytes).toBeGreaterThan(bytes);
+  });
+
+  it('counts a MSG_PEEK read once, and failed (EAGAIN) sends not at all', async () => {
+    const port = freePort();
+    const peek = await measure(bob.uid, () =>
+      exchange(['tcp-source', ns.nsV4, String(port), '100000'], ['peek-read', ns.nsV4, String(port)], { server: { netns: ns }, client: { user: bob } }),
+    );
+    expect(peek.result.client.peeked).toBe(4096);
+    expect(peek.result.client.received).toBe(100_000);
+    expect(peek.delta.rxPayloadBytes).toBe(100_000);
+
+    const port2 = freePort();
+    const full = await measure(bob.uid, () =>
+      exchange(['tcp-hold', ns.nsV4, String(port2), '1'], ['send-until-eagain', ns.nsV4, String(port2)], { server: { netns: ns }, client: { user: bob } }),
+    );
+    expect(full.result.client.eagain).toBeGreaterThan(0);
+    expect(full.delta.txPayloadBytes).toBe(full.result.client.sent);
+  });
+
+  it('keeps loopback traffic apart from external traffic', async () => {
+    const port = freePort();
+    const ext = userTotal(meter, alice.uid, 'external');
+    const { delta } = await measure(
+      alice.uid,
+      () => exchange(['tcp-sink', '127.0.0.1', String(port)], ['tcp-send', '127.0.0.1', String(port), '250000'], { server: { user: alice }, client: { user: alice } }),
+      'loopback',
+    );
+    expect(delta.txPayloadBytes).toBe(250_000);
+    expect(delta.rxPayloadBytes).toBe(250_000);
+    expect(minus(userTotal(meter, alice.uid, 'external'), ext)).toEqual(ZERO);
+  });
+
+  it('conserves bytes: attributed + unattributed equal what tc saw on the interface', async () => {
+    const iface = () => meter.readInterfaces().find((i) => i.name === ns.hostIf)!;
+    const before = iface();
+    // traffic with kernel-made packets in it: a RST for a closed port, ND, time-wait ACKs
+    const port = freePort();
+    await exchange(['tcp-sink', ns.nsV4, String(port)], ['tcp-send', ns.nsV4, String(port), '500000'], { server: { netns: ns }, client: { user: bob } });
+    await exchange(['udp-echo', ns.nsV6, String(port), '20'], ['udp-ping', ns.nsV6, String(port), '20', '300'], { server: { netns: ns }, client: { user: alice } });
+    expect(() => traffic(['tcp-recv', ns.hostV4, String(freePort())], { netns: ns })).toThrow();
+    await sleep(300);
+    const after = iface();
+    const d = (k: 'total' | 'attributed' | 'unattributed') => minus({ ...after[k], rxPayloadBytes: 0, txPayloadBytes: 0 }, { ...before[k], rxPayloadBytes: 0, txPayloadBytes: 0 });
+    const total = d('total');
+    const attributed = d('attributed');
+    const unattributed = d('unattributed');
+    expect(total.txBytes).toBeGreaterThan(500_000);
+    expect(unattributed.txPackets).toBeGreaterThan(0); // the RST
+    expect(unattributed.rxPackets).toBeGreaterThan(0); // the SYN to the closed port
+    // exact: both layers compute wire bytes the same way and see the same packets
+    expect(attributed.txBytes + unattributed.txBytes).toBe(total.txBytes);
+    expect(attributed.rxBytes + unattributed.rxBytes).toBe(total.rxBytes);
+    expect(attributed.txPackets + unattributed.txPackets).toBe(total.txPackets);
+    expect(attributed.rxPackets + unattributed.rxPackets).toBe(total.rxPackets);
+  });
+
+  it('keeps counting across a restart of the reader, without loss or double count', async () => {
+    const port = freePort();
+    const before = userTotal(meter, bob.uid);
+    const srv = serve(['tcp-sink', ns.nsV4, String(port)], { netns: ns });
+    await srv.ready;
+    // 40 chunks of 50 kB, 50 ms apart: about two seconds of upload
+    const client = serve(['tcp-send-slow', ns.nsV4, String(port), '40', '50000', '50'], { user: bob });
+    await sleep(600);
+    meter.close();
+    await sleep(600); // the kernel counts on while no reader is there
+    meter = openMeter({ pinDir: PIN_DIR });
+    meter.onEvent((e) => events.push(e));
+    expect(meter.status().resumed).toBe(true);
+    const sent = await client.done;
+    await srv.done;
+    await sleep(150);
+    expect(sent.sent).toBe(2_000_000);
+    expect(minus(userTotal(meter, bob.uid), before).txPayloadBytes).toBe(2_000_000);
+  });
+});
+
+describe('without privileges', () => {
+  it('fails with a clear message and a non-zero exit', () => {
+    const user = alice;
+    let failure: { status: number | null; stderr: string } | undefined;
+    try {
+      execFileSync('setpriv', [`--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', '--inh-caps=-all', process.execPath, new URL('./helpers/open-meter.mjs', import.meta.url).pathname], {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+    } catch (err) {
+      const e = err as { status: number | null; stderr: string };
+      failure = { status: e.status, stderr: e.stderr };
+    }
+    expect(failure).toBeDefined();
+    expect(failure!.status).not.toBe(0);
+    expect(failure!.stderr).toMatch(/run as root or grant CAP_BPF/);
+  });
+});
