@@ -265,8 +265,11 @@ static __always_inline void count_flow(__u64 cookie, struct sock *sk, struct ubi
 	}
 	counters_add_atomic(&f->c, d);
 	f->last_ns = now;
-	f->owner = *o;
-	f->scope = scope;
+	/* written only on change: every CPU touching this socket shares the cache line */
+	if (f->owner.tgid != o->tgid || f->owner.uid != o->uid)
+		f->owner = *o;
+	if (f->scope != scope)
+		f->scope = scope;
 }
 
 /* ---- socket owner ---------------------------------------------------------------- */
@@ -301,13 +304,17 @@ static __always_inline void count_payload(struct sock *sk, int ret, int flags, b
 
 	struct ubia_sock *s = bpf_sk_storage_get(&socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	struct ubia_owner cur = {};
-	owner_from_current(&cur);
+	const struct ubia_owner *o = &cur;
 	__u32 scope;
 	if (s) {
-		/* the process doing the I/O owns the socket from now on (fork, SCM_RIGHTS) */
-		if (!s->owner_known || s->owner.tgid != cur.tgid || s->owner.uid != cur.uid) {
-			cur.created_ns = s->owner.created_ns ? s->owner.created_ns : bpf_ktime_get_boot_ns();
-			s->owner = cur;
+		/* the process doing the I/O owns the socket from now on (fork, SCM_RIGHTS);
+		 * the cheap uid/tgid check spares the full owner look-up on every call */
+		__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+		__u32 uid = (__u32)bpf_get_current_uid_gid();
+		if (!s->owner_known || s->owner.tgid != tgid || s->owner.uid != uid) {
+			__u64 created = s->owner.created_ns;
+			owner_from_current(&s->owner);
+			s->owner.created_ns = created ? created : bpf_ktime_get_boot_ns();
 			s->owner_known = 1;
 		}
 		if (!s->scope_known) {
@@ -315,7 +322,9 @@ static __always_inline void count_payload(struct sock *sk, int ret, int flags, b
 			s->scope_known = 1;
 		}
 		scope = s->scope;
+		o = &s->owner;
 	} else {
+		owner_from_current(&cur);
 		scope = is_loopback_addr(sk, family) ? UBIA_SCOPE_LOOPBACK : UBIA_SCOPE_EXTERNAL;
 	}
 
@@ -324,8 +333,8 @@ static __always_inline void count_payload(struct sock *sk, int ret, int flags, b
 		d.rx_payload = ret;
 	else
 		d.tx_payload = ret;
-	count_user_and_process(&cur, scope, &d);
-	count_flow(bpf_get_socket_cookie(sk), sk, s, &cur, scope, &d);
+	count_user_and_process(o, scope, &d);
+	count_flow(bpf_get_socket_cookie(sk), sk, s, o, scope, &d);
 }
 
 SEC("tp_btf/sock_send_length")
@@ -496,7 +505,8 @@ static __always_inline int count_wire(struct __sk_buff *skb, bool egress)
 	count_user_and_process(o, scope, &d);
 	count_flow(bpf_get_socket_cookie(skb), ksk, s, o, scope, &d);
 
-	if (BPF_CORE_READ(ksk, __sk_common.skc_net.net, ns.inum) == host_netns_ino) {
+	if (ifindex != LOOPBACK_IFINDEX &&
+	    BPF_CORE_READ(ksk, __sk_common.skc_net.net, ns.inum) == host_netns_ino) {
 		struct ubia_iface *ifc = iface_entry(ifindex);
 		if (ifc)
 			wire_add(&ifc->attributed, egress, bytes, packets);

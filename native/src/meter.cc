@@ -391,10 +391,11 @@ void Meter::attach_new_interfaces() {
   for (struct if_nameindex *i = ifs; i->if_index; i++) {
     present.insert(i->if_index);
     if (tc_done_.count(i->if_index)) continue;
-    // Only interfaces with an Ethernet-style header (Ethernet, veth, bridges, loopback):
-    // the tc counter finds the IP header at offset 14.
+    // Only interfaces with an Ethernet header (Ethernet, veth, bridges, bonds): the tc
+    // counter finds the IP header at offset 14. Not loopback: its traffic never leaves
+    // the host, and two more programs on every local packet would cost throughput.
     std::string type = read_first_line(std::string("/sys/class/net/") + i->if_name + "/type");
-    if (type != "1" && type != "772") {
+    if (type != "1") {
       tc_done_.insert(i->if_index);
       continue;
     }
