@@ -43,18 +43,19 @@ struct {
 	__type(value, struct ubia_sock);
 } socks SEC(".maps");
 
-/* Never evicts: an insert that fails is counted, the bytes go to the unattributed stats. */
+/* Never evicts: an insert that fails is counted, the bytes go to the unattributed stats.
+ * Preallocated and shared (atomic adds) rather than per-CPU: a per-CPU hash without
+ * preallocation could not hold more than ~56k entries here (the kernel's per-CPU
+ * allocator ran dry: ENOMEM), and a preallocated per-CPU one costs max_entries x CPUs. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, UBIA_MAX_USERS);
 	__type(key, struct ubia_user_key);
 	__type(value, struct ubia_counters);
 } user_totals SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, UBIA_MAX_PROCS);
 	__type(key, struct ubia_proc_key);
 	__type(value, struct ubia_counters);
@@ -111,9 +112,9 @@ static __always_inline void stat_add(__u32 idx, __u64 v)
 		*p += v;
 }
 
-/* Look up a per-CPU counter entry, creating it when absent. NULL means the map is full
+/* Look up a counter entry, creating it when absent. NULL means the map is full
  * (counted by the caller). */
-static __always_inline struct ubia_counters *percpu_counters(void *map, const void *key)
+static __always_inline struct ubia_counters *counters_entry(void *map, const void *key)
 {
 	struct ubia_counters zero = {};
 	struct ubia_counters *c = bpf_map_lookup_elem(map, key);
@@ -129,16 +130,6 @@ struct delta {
 };
 
 static __always_inline void counters_add(struct ubia_counters *c, const struct delta *d)
-{
-	c->rx_bytes += d->rx_bytes;
-	c->tx_bytes += d->tx_bytes;
-	c->rx_packets += d->rx_packets;
-	c->tx_packets += d->tx_packets;
-	c->rx_payload += d->rx_payload;
-	c->tx_payload += d->tx_payload;
-}
-
-static __always_inline void counters_add_atomic(struct ubia_counters *c, const struct delta *d)
 {
 	if (d->rx_bytes)
 		__sync_fetch_and_add(&c->rx_bytes, d->rx_bytes);
@@ -158,7 +149,7 @@ static __always_inline void count_user_and_process(const struct ubia_owner *o, _
 						    const struct delta *d)
 {
 	struct ubia_user_key uk = { .uid = o->uid, .scope = scope };
-	struct ubia_counters *c = percpu_counters(&user_totals, &uk);
+	struct ubia_counters *c = counters_entry(&user_totals, &uk);
 	if (c) {
 		counters_add(c, d);
 	} else {
@@ -174,7 +165,7 @@ static __always_inline void count_user_and_process(const struct ubia_owner *o, _
 	__builtin_memcpy(pk.comm, o->comm, sizeof(pk.comm));
 	c = bpf_map_lookup_elem(&proc_totals, &pk);
 	if (!c) {
-		c = percpu_counters(&proc_totals, &pk);
+		c = counters_entry(&proc_totals, &pk);
 		if (!c) {
 			stat_add(UBIA_STAT_PROC_OVERFLOW, 1);
 			return;
@@ -263,7 +254,7 @@ static __always_inline void count_flow(__u64 cookie, struct sock *sk, struct ubi
 		/* connect() after the first packet (UDP): take the endpoints again */
 		flow_fill_endpoints(f, sk);
 	}
-	counters_add_atomic(&f->c, d);
+	counters_add(&f->c, d);
 	f->last_ns = now;
 	/* written only on change: every CPU touching this socket shares the cache line */
 	if (f->owner.tgid != o->tgid || f->owner.uid != o->uid)

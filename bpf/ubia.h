@@ -10,7 +10,7 @@
 #ifndef UBIA_H
 #define UBIA_H
 
-#define UBIA_ABI_VERSION 1
+#define UBIA_ABI_VERSION 2
 
 #define UBIA_COMM_LEN 16
 

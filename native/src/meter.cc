@@ -407,11 +407,11 @@ void Meter::attach_new_interfaces() {
 }
 
 std::vector<Entry<ubia_user_key, ubia_counters>> Meter::read_users() const {
-  return read_map<ubia_user_key, ubia_counters>(bpf_map__fd(skel_->maps.user_totals), true);
+  return read_map<ubia_user_key, ubia_counters>(bpf_map__fd(skel_->maps.user_totals), false);
 }
 
 std::vector<Entry<ubia_proc_key, ubia_counters>> Meter::read_processes() const {
-  return read_map<ubia_proc_key, ubia_counters>(bpf_map__fd(skel_->maps.proc_totals), true);
+  return read_map<ubia_proc_key, ubia_counters>(bpf_map__fd(skel_->maps.proc_totals), false);
 }
 
 std::vector<Entry<uint64_t, ubia_flow>> Meter::read_flows() const {
@@ -470,6 +470,7 @@ int Meter::consume(const std::function<void(const ubia_event &)> &handler) {
 }
 
 void detach_pinned(const std::string &pin_dir) {
+  libbpf_set_print(libbpf_print);  // "no such filter" on interfaces without ours is expected
   // Unpinning drops the last reference to each link: the kernel detaches the programs.
   remove_tree(pin_dir);
   struct if_nameindex *ifs = if_nameindex();

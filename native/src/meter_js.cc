@@ -6,6 +6,7 @@
 #include <uv.h>
 
 #include <memory>
+#include <unordered_map>
 
 #include "meter.h"
 
@@ -18,15 +19,65 @@ std::string comm_string(const char (&comm)[UBIA_COMM_LEN]) {
 
 const char *scope_name(uint32_t scope) { return scope == UBIA_SCOPE_LOOPBACK ? "loopback" : "external"; }
 
-void set_counters(Napi::Object &o, const ubia_counters &c) {
-  Napi::Env env = o.Env();
-  o.Set("rxBytes", Napi::Number::New(env, double(c.rx_bytes)));
-  o.Set("txBytes", Napi::Number::New(env, double(c.tx_bytes)));
-  o.Set("rxPackets", Napi::Number::New(env, double(c.rx_packets)));
-  o.Set("txPackets", Napi::Number::New(env, double(c.tx_packets)));
-  o.Set("rxPayloadBytes", Napi::Number::New(env, double(c.rx_payload)));
-  o.Set("txPayloadBytes", Napi::Number::New(env, double(c.tx_payload)));
-}
+// Tables cross into JS as columns (typed arrays; strings dictionary-encoded), not as an object
+// per row: creating 65,536 objects property by property through Node-API took ~270 ms,
+// columns take a few. src/kernel/index.ts turns them into rows.
+class Columns {
+ public:
+  Columns(Napi::Env env, size_t n) : env_(env), obj_(Napi::Object::New(env)), n_(n) {
+    obj_.Set("length", Napi::Number::New(env, double(n)));
+  }
+  template <typename F>
+  void number(const char *name, F get) {
+    Napi::Float64Array a = Napi::Float64Array::New(env_, n_);
+    for (size_t i = 0; i < n_; i++) a[i] = double(get(i));
+    obj_.Set(name, a);
+  }
+  template <typename F>
+  void bigint(const char *name, F get) {
+    Napi::BigUint64Array a = Napi::BigUint64Array::New(env_, n_);
+    for (size_t i = 0; i < n_; i++) a[i] = get(i);
+    obj_.Set(name, a);
+  }
+  // Dictionary-encoded: { codes: Uint32Array, values: string[] } with one JS string per
+  // distinct value (a few comms, two scopes), not one per row.
+  template <typename F>
+  void string(const char *name, F get) {
+    std::unordered_map<std::string, uint32_t> index;
+    std::vector<std::string> values;
+    Napi::Uint32Array codes = Napi::Uint32Array::New(env_, n_);
+    for (size_t i = 0; i < n_; i++) {
+      std::string v = get(i);
+      auto it = index.find(v);
+      if (it == index.end()) {
+        it = index.emplace(v, uint32_t(values.size())).first;
+        values.push_back(v);
+      }
+      codes[i] = it->second;
+    }
+    Napi::Array vals = Napi::Array::New(env_, values.size());
+    for (size_t k = 0; k < values.size(); k++) vals.Set(uint32_t(k), values[k]);
+    Napi::Object col = Napi::Object::New(env_);
+    col.Set("codes", codes);
+    col.Set("values", vals);
+    obj_.Set(name, col);
+  }
+  template <typename F>
+  void counters(F get) {
+    number("rxBytes", [&](size_t i) { return get(i).rx_bytes; });
+    number("txBytes", [&](size_t i) { return get(i).tx_bytes; });
+    number("rxPackets", [&](size_t i) { return get(i).rx_packets; });
+    number("txPackets", [&](size_t i) { return get(i).tx_packets; });
+    number("rxPayloadBytes", [&](size_t i) { return get(i).rx_payload; });
+    number("txPayloadBytes", [&](size_t i) { return get(i).tx_payload; });
+  }
+  Napi::Object value() const { return obj_; }
+
+ private:
+  Napi::Env env_;
+  Napi::Object obj_;
+  size_t n_;
+};
 
 Napi::Object wire_object(Napi::Env env, const ubia_wire &w) {
   Napi::Object o = Napi::Object::New(env);
@@ -43,25 +94,28 @@ std::string address(uint8_t family, const uint8_t (&a)[16]) {
   return buf;
 }
 
-Napi::Object flow_object(Napi::Env env, uint64_t cookie, const ubia_flow &f) {
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("cookie", Napi::BigInt::New(env, cookie));
-  o.Set("family", Napi::Number::New(env, f.family));
-  o.Set("protocol", Napi::Number::New(env, f.protocol));
-  o.Set("localAddress", address(f.family, f.local_addr));
-  o.Set("localPort", Napi::Number::New(env, f.local_port));
-  o.Set("remoteAddress", address(f.family, f.remote_addr));
-  o.Set("remotePort", Napi::Number::New(env, f.remote_port));
-  o.Set("uid", Napi::Number::New(env, f.owner.uid));
-  o.Set("gid", Napi::Number::New(env, f.owner.gid));
-  o.Set("pid", Napi::Number::New(env, f.owner.tgid));
-  o.Set("comm", comm_string(f.owner.comm));
-  o.Set("cgroupId", Napi::BigInt::New(env, uint64_t(f.owner.cgroup_id)));
-  o.Set("scope", scope_name(f.scope));
-  o.Set("firstSeenMs", Napi::Number::New(env, boot_ns_to_epoch_ms(f.first_ns)));
-  o.Set("lastSeenMs", Napi::Number::New(env, boot_ns_to_epoch_ms(f.last_ns ? f.last_ns : f.first_ns)));
-  set_counters(o, f.c);
-  return o;
+// One flow's columns; events carry few flows, reads many.
+template <typename Get>
+void flow_columns(Columns &c, Get get) {
+  c.bigint("cookie", [&](size_t i) { return get(i).first; });
+  c.number("family", [&](size_t i) { return get(i).second.family; });
+  c.number("protocol", [&](size_t i) { return get(i).second.protocol; });
+  c.string("localAddress", [&](size_t i) { return address(get(i).second.family, get(i).second.local_addr); });
+  c.number("localPort", [&](size_t i) { return get(i).second.local_port; });
+  c.string("remoteAddress", [&](size_t i) { return address(get(i).second.family, get(i).second.remote_addr); });
+  c.number("remotePort", [&](size_t i) { return get(i).second.remote_port; });
+  c.number("uid", [&](size_t i) { return get(i).second.owner.uid; });
+  c.number("gid", [&](size_t i) { return get(i).second.owner.gid; });
+  c.number("pid", [&](size_t i) { return get(i).second.owner.tgid; });
+  c.string("comm", [&](size_t i) { return comm_string(get(i).second.owner.comm); });
+  c.bigint("cgroupId", [&](size_t i) { return uint64_t(get(i).second.owner.cgroup_id); });
+  c.string("scope", [&](size_t i) { return std::string(scope_name(get(i).second.scope)); });
+  c.number("firstSeenMs", [&](size_t i) { return boot_ns_to_epoch_ms(get(i).second.first_ns); });
+  c.number("lastSeenMs", [&](size_t i) {
+    const ubia_flow &f = get(i).second;
+    return boot_ns_to_epoch_ms(f.last_ns ? f.last_ns : f.first_ns);
+  });
+  c.counters([&](size_t i) -> const ubia_counters & { return get(i).second.c; });
 }
 
 class MeterWrap : public Napi::ObjectWrap<MeterWrap> {
@@ -107,46 +161,32 @@ class MeterWrap : public Napi::ObjectWrap<MeterWrap> {
   }
 
   Napi::Value ReadUsers(const Napi::CallbackInfo &info) {
-    Napi::Env env = info.Env();
-    auto rows = meter(env).read_users();
-    Napi::Array out = Napi::Array::New(env, rows.size());
-    for (size_t i = 0; i < rows.size(); i++) {
-      Napi::Object o = Napi::Object::New(env);
-      o.Set("uid", Napi::Number::New(env, rows[i].key.uid));
-      o.Set("scope", scope_name(rows[i].key.scope));
-      set_counters(o, rows[i].value);
-      out.Set(i, o);
-    }
-    return out;
+    auto rows = meter(info.Env()).read_users();
+    Columns c(info.Env(), rows.size());
+    c.number("uid", [&](size_t i) { return rows[i].key.uid; });
+    c.string("scope", [&](size_t i) { return std::string(scope_name(rows[i].key.scope)); });
+    c.counters([&](size_t i) -> const ubia_counters & { return rows[i].value; });
+    return c.value();
   }
 
   Napi::Value ReadProcesses(const Napi::CallbackInfo &info) {
-    Napi::Env env = info.Env();
-    auto rows = meter(env).read_processes();
-    Napi::Array out = Napi::Array::New(env, rows.size());
-    for (size_t i = 0; i < rows.size(); i++) {
-      Napi::Object o = Napi::Object::New(env);
-      o.Set("uid", Napi::Number::New(env, rows[i].key.uid));
-      o.Set("pid", Napi::Number::New(env, rows[i].key.tgid));
-      o.Set("comm", comm_string(rows[i].key.comm));
-      o.Set("scope", scope_name(rows[i].key.scope));
-      set_counters(o, rows[i].value);
-      out.Set(i, o);
-    }
-    return out;
+    auto rows = meter(info.Env()).read_processes();
+    Columns c(info.Env(), rows.size());
+    c.number("uid", [&](size_t i) { return rows[i].key.uid; });
+    c.number("pid", [&](size_t i) { return rows[i].key.tgid; });
+    c.string("comm", [&](size_t i) { return comm_string(rows[i].key.comm); });
+    c.string("scope", [&](size_t i) { return std::string(scope_name(rows[i].key.scope)); });
+    c.counters([&](size_t i) -> const ubia_counters & { return rows[i].value; });
+    return c.value();
   }
 
-  // Active flows, plus flows that ended while the ring buffer was full (ended: true).
+  // Active flows, plus flows that ended while the ring buffer was full (ended: 1).
   Napi::Value ReadFlows(const Napi::CallbackInfo &info) {
-    Napi::Env env = info.Env();
-    auto rows = meter(env).read_flows();
-    Napi::Array out = Napi::Array::New(env, rows.size());
-    for (size_t i = 0; i < rows.size(); i++) {
-      Napi::Object o = flow_object(env, rows[i].key, rows[i].value);
-      o.Set("ended", Napi::Boolean::New(env, rows[i].value.ended));
-      out.Set(i, o);
-    }
-    return out;
+    auto rows = meter(info.Env()).read_flows();
+    Columns c(info.Env(), rows.size());
+    flow_columns(c, [&](size_t i) { return std::pair<uint64_t, const ubia_flow &>(rows[i].key, rows[i].value); });
+    c.number("ended", [&](size_t i) { return rows[i].value.ended; });
+    return c.value();
   }
 
   Napi::Value ReadInterfaces(const Napi::CallbackInfo &info) {
@@ -214,25 +254,23 @@ class MeterWrap : public Napi::ObjectWrap<MeterWrap> {
     return o;
   }
 
-  // Converts whatever the ring buffer holds into an array of event objects.
-  Napi::Array Drain(Napi::Env env) {
-    Napi::Array out = Napi::Array::New(env);
-    uint32_t n = 0;
+  // Takes whatever the ring buffer holds: ended flows and exited processes, as columns.
+  Napi::Object Drain(Napi::Env env) {
+    std::vector<std::pair<uint64_t, ubia_flow>> ended;
+    std::vector<std::pair<uint32_t, double>> exited;
     std::function<void(const ubia_event &)> handler = [&](const ubia_event &e) {
-      Napi::Object o = Napi::Object::New(env);
-      if (e.kind == UBIA_EV_FLOW_ENDED) {
-        o.Set("kind", "flowEnded");
-        o.Set("flow", flow_object(env, e.cookie, e.flow));
-      } else if (e.kind == UBIA_EV_PROC_EXITED) {
-        o.Set("kind", "processExited");
-        o.Set("pid", Napi::Number::New(env, e.tgid));
-        o.Set("exitedMs", Napi::Number::New(env, boot_ns_to_epoch_ms(e.ns)));
-      } else {
-        return;
-      }
-      out.Set(n++, o);
+      if (e.kind == UBIA_EV_FLOW_ENDED) ended.emplace_back(e.cookie, e.flow);
+      if (e.kind == UBIA_EV_PROC_EXITED) exited.emplace_back(e.tgid, boot_ns_to_epoch_ms(e.ns));
     };
     meter(env).consume(handler);
+    Napi::Object out = Napi::Object::New(env);
+    Columns flows(env, ended.size());
+    flow_columns(flows, [&](size_t i) { return std::pair<uint64_t, const ubia_flow &>(ended[i].first, ended[i].second); });
+    out.Set("flowsEnded", flows.value());
+    Columns procs(env, exited.size());
+    procs.number("pid", [&](size_t i) { return exited[i].first; });
+    procs.number("exitedMs", [&](size_t i) { return exited[i].second; });
+    out.Set("processesExited", procs.value());
     return out;
   }
 
@@ -259,8 +297,8 @@ class MeterWrap : public Napi::ObjectWrap<MeterWrap> {
       auto *self = static_cast<MeterWrap *>(h->data);
       if (status < 0 || !self->meter_) return;
       Napi::HandleScope scope(self->env_);
-      Napi::Array events = self->Drain(self->env_);
-      if (events.Length() > 0) self->callback_.MakeCallback(self->env_.Global(), {events});
+      Napi::Object events = self->Drain(self->env_);
+      self->callback_.MakeCallback(self->env_.Global(), {events});
     });
     // never keep the process alive just for events
     uv_unref(reinterpret_cast<uv_handle_t *>(poll_));

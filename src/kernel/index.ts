@@ -2,7 +2,7 @@
 // pinned meter, reads monotonic counters, and delivers flow-ended / process-exited
 // events, including those the ring buffer could not carry.
 import { release } from 'node:os';
-import { addon, type NativeMeter } from './native.js';
+import { addon, rows, type NativeEvents, type NativeMeter } from './native.js';
 import type { FlowRecord, InterfaceCounters, MeterEvent, MeterHealth, MeterStatus, ProcessCounters, UnattributedCounters, UserCounters } from './types.js';
 
 export * from './types.js';
@@ -52,7 +52,12 @@ export function openMeter(opts: MeterOptions = {}): Meter {
   const emit = (events: MeterEvent[]) => {
     for (const e of events) for (const l of listeners) l(e);
   };
-  native.onEvents(emit);
+  const emitNative = (ev: NativeEvents) => {
+    const flows = rows(ev.flowsEnded).map((flow): MeterEvent => ({ kind: 'flowEnded', flow }));
+    const exits = rows(ev.processesExited).map((p): MeterEvent => ({ kind: 'processExited', ...p }));
+    emit([...flows, ...exits]);
+  };
+  native.onEvents(emitNative);
   let droppedSeen = 0;
   const reportedExits = new Set<number>();
 
@@ -73,16 +78,16 @@ export function openMeter(opts: MeterOptions = {}): Meter {
 
   return {
     status: () => ({ kernelRelease: release(), ...native.status() }),
-    readUsers: () => native.readUsers(),
+    readUsers: () => rows(native.readUsers()),
     readProcesses: () => {
-      const procs = native.readProcesses();
+      const procs = rows(native.readProcesses());
       sweepAfterDrops(procs);
       return procs;
     },
     readFlows: () => {
       const active: FlowRecord[] = [];
       const ended: MeterEvent[] = [];
-      for (const { ended: isEnded, ...flow } of native.readFlows()) {
+      for (const { ended: isEnded, ...flow } of rows(native.readFlows())) {
         if (isEnded) ended.push({ kind: 'flowEnded', flow });
         else active.push(flow);
       }
@@ -102,7 +107,7 @@ export function openMeter(opts: MeterOptions = {}): Meter {
     onEvent: (cb) => {
       listeners.push(cb);
     },
-    drainEvents: () => emit(native.pollEvents()),
+    drainEvents: () => emitNative(native.pollEvents()),
     forgetProcess: (pid) => {
       native.forgetProcesses([pid]);
       reportedExits.delete(pid);

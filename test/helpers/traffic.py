@@ -185,12 +185,16 @@ def pass_fd(host, port, uid_a, gid_a, uid_b, gid_b, nbytes):
         os.setgroups([])
         os.setresgid(int(gid_b), int(gid_b), int(gid_b))
         os.setresuid(int(uid_b), int(uid_b), int(uid_b))
-        _, fds, _, _ = socket.recv_fds(right, 16, 1)
-        c = socket.socket(fileno=fds[0])
-        sent = send_bytes(c, int(nbytes))
-        c.close()
-        os.write(b_w, str(sent).encode())
-        os._exit(0)
+        sent = -1
+        try:
+            _, fds, _, _ = socket.recv_fds(right, 16, 1)
+            c = socket.socket(fileno=fds[0])
+            c.settimeout(TIMEOUT)  # the fd arrives non-blocking (A's timeout socket)
+            sent = send_bytes(c, int(nbytes))
+            c.close()
+        finally:
+            os.write(b_w, str(sent).encode())
+            os._exit(0)
     os.waitpid(a, 0)
     os.waitpid(b, 0)
     out(senderPid=b, connectorPid=a, sent=int(os.read(b_r, 64)))
