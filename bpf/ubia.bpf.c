@@ -35,6 +35,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 const volatile __u32 host_netns_ino = 0;
 
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
@@ -404,15 +405,18 @@ static __always_inline void wire_add(struct ubia_wire *w, bool egress, __u64 byt
  * sockets. A request socket (SYN-ACK) counts for its listener. */
 static __always_inline struct sock *accountable_sock(struct sk_buff *kskb)
 {
-	struct sock *sk = BPF_CORE_READ(kskb, sk);
+	/* direct loads through BTF pointers (no probe-read helper calls): this runs for
+	 * every packet */
+	struct sock *sk = kskb->sk;
 	if (!sk)
 		return NULL;
-	__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	__u8 state = sk->__sk_common.skc_state;
 	if (state == TCP_TIME_WAIT)
 		return NULL;
-	if (state == TCP_NEW_SYN_RECV)
-		sk = BPF_CORE_READ(sk, __sk_common.skc_listener);
-	if (!sk || BPF_CORE_READ_BITFIELD_PROBED(sk, sk_kern_sock))
+	if (state == TCP_NEW_SYN_RECV) /* the listener is behind a union: give it its type back */
+		sk = bpf_rdonly_cast(BPF_CORE_READ(sk, __sk_common.skc_listener),
+				     bpf_core_type_id_kernel(struct sock));
+	if (!sk || BPF_CORE_READ_BITFIELD(sk, sk_kern_sock))
 		return NULL;
 	return sk;
 }
@@ -423,10 +427,10 @@ static __always_inline struct sock *accountable_sock(struct sk_buff *kskb)
  * synchronously from the sendmsg call. */
 static __always_inline bool sending_in_process_context(struct sock *sk)
 {
-	__u16 proto = BPF_CORE_READ(sk, sk_protocol);
+	__u16 proto = sk->sk_protocol;
 	if (proto == IPPROTO_UDP)
 		return true;
-	return proto == IPPROTO_TCP && BPF_CORE_READ(sk, sk_lock.owned);
+	return proto == IPPROTO_TCP && sk->sk_lock.owned;
 }
 
 static __always_inline void count_unattributed(bool egress, __u64 bytes, __u64 packets)
@@ -496,8 +500,7 @@ static __always_inline int count_wire(struct __sk_buff *skb, bool egress)
 	count_user_and_process(o, scope, &d);
 	count_flow(bpf_get_socket_cookie(skb), ksk, s, o, scope, &d);
 
-	if (ifindex != LOOPBACK_IFINDEX &&
-	    BPF_CORE_READ(ksk, __sk_common.skc_net.net, ns.inum) == host_netns_ino) {
+	if (ifindex != LOOPBACK_IFINDEX && ksk->__sk_common.skc_net.net->ns.inum == host_netns_ino) {
 		struct ubia_iface *ifc = iface_entry(ifindex);
 		if (ifc)
 			wire_add(&ifc->attributed, egress, bytes, packets);

@@ -286,10 +286,11 @@ void Meter::probe_features() {
                        btf_has(vmlinux, "btf_trace_sock_recv_length", BTF_KIND_TYPEDEF);
   const bool has_state = btf_has(vmlinux, "btf_trace_inet_sock_set_state", BTF_KIND_TYPEDEF);
   const bool has_exit = btf_has(vmlinux, "btf_trace_sched_process_exit", BTF_KIND_TYPEDEF);
-  const bool has_kctx = btf_has(vmlinux, "bpf_cast_to_kern_ctx", BTF_KIND_FUNC);
+  const bool has_kctx = btf_has(vmlinux, "bpf_cast_to_kern_ctx", BTF_KIND_FUNC) &&
+                        btf_has(vmlinux, "bpf_rdonly_cast", BTF_KIND_FUNC);
   btf__free(vmlinux);
   if (!has_kctx)
-    throw MeterError(std::string("kernel ") + u.release + " is too old for ubia's wire meter (needs the bpf_cast_to_kern_ctx kfunc, Linux 6.3 or later)");
+    throw MeterError(std::string("kernel ") + u.release + " is too old for ubia's wire meter (needs the bpf_cast_to_kern_ctx and bpf_rdonly_cast kfuncs, Linux 6.3 or later)");
 
   hooks_.clear();
   auto hook = [&](const char *name, bool ok, const char *what, const char *why_not) {
