@@ -77,13 +77,15 @@ export interface AgentSetup {
   extra?: string;
   /** seconds; default 0.2 */
   pollInterval?: number;
+  /** control.admin_group */
+  adminGroup?: string;
 }
 
 export function writeAgentConfig(s: AgentSetup): string {
   const file = join(s.dir, 'ubia.toml');
   writeFileSync(
     file,
-    `[agent]\npoll_interval = ${s.pollInterval ?? 0.2}\npin_dir = "${s.pinDir}"\n\n[ledger]\npath = "${join(s.dir, 'ledger.db')}"\nflush_interval = 1\n\n[control]\nsocket = "${join(s.dir, 'control.sock')}"\n${s.extra ?? ''}`,
+    `[agent]\npoll_interval = ${s.pollInterval ?? 0.2}\nflow_interval = 0.2\npin_dir = "${s.pinDir}"\n\n[ledger]\npath = "${join(s.dir, 'ledger.db')}"\nflush_interval = 1\n\n[control]\nsocket = "${join(s.dir, 'control.sock')}"\nadmin_group = "${s.adminGroup ?? ''}"\n${s.extra ?? ''}`,
   );
   return file;
 }
@@ -155,7 +157,8 @@ export function createUser(): TestUser {
 }
 
 export function deleteUser(u: TestUser): void {
-  spawnSync('userdel', [u.name], { stdio: 'ignore' });
+  // --force: a user whose last test process is still exiting is removed all the same
+  spawnSync('userdel', ['--force', u.name], { stdio: 'ignore' });
 }
 
 export interface TestNet {

@@ -1,0 +1,218 @@
+// One poll of the meter: kernel counters → deltas per user (booked in the ledger and
+// handed to exporters), per process and per interface; rates for the live view; the
+// active flows and a ring of recently ended ones for `ubia flows`.
+import type { FlowRecord, InterfaceCounters, ProcessCounters, Scope, TrafficCounters } from '../kernel/types.js';
+import type { FlowSnapshot, UsageInterval, UserUsage } from '../export/types.js';
+import { addInto, counterDelta, countersOf, CounterTracker, zeroCounters } from './counters.js';
+import type { MeterReader } from './meter.js';
+import { encodeCheckpoint, userKey, type Checkpoint } from './checkpoint.js';
+import type { NameCache } from './names.js';
+import { UNATTRIBUTED_UID, type Ledger } from '../ledger/ledger.js';
+
+export interface Rate {
+  /** wire bytes per second over the last poll interval */
+  rxRate: number;
+  txRate: number;
+}
+
+export interface ProcessView extends TrafficCounters, Rate {
+  uid: number;
+  user: string;
+  pid: number;
+  comm: string;
+}
+
+export interface AccountingOptions {
+  countLoopback: boolean;
+  recentFlows: number;
+  /** read the flow table at most this often */
+  flowIntervalMs: number;
+}
+
+interface ProcessRead {
+  atMs: number;
+  list: ProcessCounters[];
+}
+
+const interfaceScope = (i: { name: string }): Scope => (i.name === 'lo' ? 'loopback' : 'external');
+const unattributedOf = (i: InterfaceCounters): TrafficCounters & { ifindex: number; name: string } => ({
+  ifindex: i.ifindex,
+  name: i.name,
+  ...i.unattributed,
+  rxPayloadBytes: 0,
+  txPayloadBytes: 0,
+});
+
+export class Accounting {
+  private users: CounterTracker<number>;
+  private interfaces: CounterTracker<string>;
+  private lastPollMs: number | undefined;
+  private lastFlowsMs: number | undefined;
+  private lastInterval: { seconds: number; users: Map<number, UserUsage> } = { seconds: 0, users: new Map() };
+  private userRates: Map<number, Rate> | undefined;
+  /** the last two process reads; views and rates are built from them only when asked */
+  private procNow: ProcessRead | undefined;
+  private procPrev: ProcessRead | undefined;
+  private procViews: ProcessView[] | undefined;
+  private watchedUntilMs = 0;
+  private flows: FlowSnapshot[] = [];
+  private ended: FlowSnapshot[] = [];
+  private exited = new Set<number>();
+
+  constructor(
+    private readonly meter: MeterReader,
+    private readonly ledger: Ledger,
+    checkpoint: Checkpoint,
+    private readonly names: NameCache,
+    private options: AccountingOptions,
+  ) {
+    this.users = new CounterTracker(checkpoint.users);
+    this.interfaces = new CounterTracker(checkpoint.interfaces);
+  }
+
+  setOptions(options: AccountingOptions): void {
+    this.options = options;
+    this.ended = options.recentFlows === 0 ? [] : this.ended.slice(-options.recentFlows);
+  }
+
+  counts(scope: Scope): boolean {
+    return scope === 'external' || this.options.countLoopback;
+  }
+
+  /** Adds the owner's name to a flow the meter handed over (in place: 10,000s per poll). */
+  snapshotFlow(flow: FlowRecord): FlowSnapshot {
+    const snap = flow as FlowSnapshot;
+    snap.user = this.names.name(flow.uid);
+    return snap;
+  }
+
+  /** A flow closed: remembered for `ubia flows`; returns it with its owner's name. */
+  flowEnded(flow: FlowRecord): FlowSnapshot {
+    const snap = this.snapshotFlow(flow);
+    if (this.options.recentFlows > 0 && this.counts(flow.scope)) {
+      this.ended.push(snap);
+      if (this.ended.length > this.options.recentFlows) this.ended.splice(0, this.ended.length - this.options.recentFlows);
+    }
+    return snap;
+  }
+
+  /** A process exited: its entries are dropped from the kernel after the next read. */
+  processExited(pid: number): void {
+    this.exited.add(pid);
+  }
+
+  /**
+   * Reads the meter once; books deltas and returns what the exporters get. Flows are
+   * read every `flowIntervalMs` only (`flows` undefined in between): they are the bulk
+   * of the data, and exporters apply their own active timeouts anyway.
+   */
+  poll(nowMs: number): { interval: UsageInterval; flows: FlowSnapshot[] | undefined } {
+    const startMs = this.lastPollMs ?? nowMs;
+    const interval = new Map<number, UserUsage>();
+    this.users.observe(
+      this.meter.readUsers(),
+      (u) => userKey(u.uid, u.scope),
+      (u, d) => {
+        if (!this.counts(u.scope)) return;
+        this.ledger.add(nowMs, u.uid, u.scope, d);
+        const usage = interval.get(u.uid);
+        if (usage) addInto(usage, d);
+        else interval.set(u.uid, { uid: u.uid, user: this.names.name(u.uid), ...countersOf(d) });
+      },
+    );
+    this.lastInterval = { seconds: this.lastPollMs === undefined ? 0 : (nowMs - this.lastPollMs) / 1000, users: interval };
+    this.userRates = undefined;
+
+    this.interfaces.observe(
+      this.meter.readInterfaces().map(unattributedOf),
+      (i) => `${i.ifindex}:${i.name}`,
+      (i, d) => {
+        if (this.counts(interfaceScope(i))) this.ledger.add(nowMs, UNATTRIBUTED_UID, interfaceScope(i), d);
+      },
+    );
+
+    // the process table only feeds `ubia top`/`procs`: read it every poll while someone
+    // watches, else at the flow cadence (enough to drop exited processes' entries)
+    const flowsDue = this.lastFlowsMs === undefined || nowMs - this.lastFlowsMs >= this.options.flowIntervalMs;
+    if (flowsDue || nowMs < this.watchedUntilMs) {
+      this.procPrev = this.procNow;
+      this.procNow = { atMs: nowMs, list: this.meter.readProcesses() };
+      this.procViews = undefined;
+      for (const pid of this.exited) this.meter.forgetProcess(pid);
+      this.exited.clear();
+    }
+
+    let flows: FlowSnapshot[] | undefined;
+    if (flowsDue) {
+      flows = [];
+      for (const f of this.meter.readFlows()) if (this.counts(f.scope)) flows.push(this.snapshotFlow(f));
+      this.flows = flows;
+      this.lastFlowsMs = nowMs;
+    }
+    this.lastPollMs = nowMs;
+    return { interval: { startMs, endMs: nowMs, users: [...interval.values()] }, flows };
+  }
+
+  /** Processes of the counted scopes, one row per (pid, uid, comm), with the rate
+   *  between the last two polls (a process new since the previous poll: all of it). */
+  private buildProcessViews(): ProcessView[] {
+    const now = this.procNow;
+    if (!now) return [];
+    const prev = this.procPrev;
+    const seconds = prev ? (now.atMs - prev.atMs) / 1000 : 0;
+    const before = new Map<string, ProcessCounters>();
+    if (prev) for (const p of prev.list) before.set(`${p.pid}:${p.uid}:${p.comm}:${p.scope}`, p);
+    const views = new Map<string, ProcessView>();
+    for (const p of now.list) {
+      if (!this.counts(p.scope)) continue;
+      const key = `${p.pid}:${p.uid}:${p.comm}`;
+      let v = views.get(key);
+      if (!v) {
+        v = { uid: p.uid, user: this.names.name(p.uid), pid: p.pid, comm: p.comm, ...zeroCounters(), rxRate: 0, txRate: 0 };
+        views.set(key, v);
+      }
+      addInto(v, p);
+      if (seconds > 0) {
+        const d = counterDelta(p, before.get(`${key}:${p.scope}`));
+        v.rxRate += d.rxBytes / seconds;
+        v.txRate += d.txBytes / seconds;
+      }
+    }
+    return [...views.values()];
+  }
+
+  /** Writes the pending usage with the counter values behind it, in one transaction. */
+  persist(bootId: string): void {
+    this.ledger.flush(bootId, encodeCheckpoint(this.users.entries(), this.interfaces.entries()));
+  }
+
+  /** Wire bytes per second per user over the last poll interval (counted scopes). */
+  rates(): Map<number, Rate> {
+    if (!this.userRates) {
+      const { seconds, users } = this.lastInterval;
+      this.userRates = new Map(
+        [...users].map(([uid, u]) => [uid, seconds > 0 ? { rxRate: u.rxBytes / seconds, txRate: u.txBytes / seconds } : { rxRate: 0, txRate: 0 }]),
+      );
+    }
+    return this.userRates;
+  }
+
+  /** Someone looks at processes: read them every poll for the next 10 s. */
+  watchProcesses(nowMs: number): void {
+    this.watchedUntilMs = nowMs + 10_000;
+  }
+
+  /** Processes as of the last read (every poll while watched, else every flow interval). */
+  processList(): ProcessView[] {
+    this.procViews ??= this.buildProcessViews();
+    return this.procViews;
+  }
+
+  activeFlows(): FlowSnapshot[] {
+    return this.flows;
+  }
+
+  endedFlows(): FlowSnapshot[] {
+    return this.ended;
+  }
+}

@@ -1,0 +1,336 @@
+// The agent: one event loop that polls the meter, books deltas in the ledger, feeds the
+// exporters, serves the control socket, and handles SIGHUP reloads and orderly shutdown.
+// Kernel, NSS and exporter construction come in through AgentDeps (wired in main.ts).
+import { readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { Logger } from 'pino';
+import type { Exporter } from '../export/types.js';
+import { humanRate } from '../cli/format.js';
+import { loadConfig } from '../config/load.js';
+import type { UbiaConfig } from '../config/config.js';
+import { DAY_MS, HOUR_MS, Ledger } from '../ledger/ledger.js';
+import { Accounting } from './accounting.js';
+import { decodeCheckpoint } from './checkpoint.js';
+import type { MeterReader } from './meter.js';
+import { createNameCache, type UserNameLookup } from './names.js';
+import { createRequestHandler } from '../control/handlers.js';
+import { startControlServer, type Caller, type ControlServer } from '../control/server.js';
+import type { ExporterContext } from './exporters.js';
+import type { OtlpHealth } from '../export/otlp/index.js';
+
+export interface AgentDeps {
+  openMeter(opts: { pinDir: string; flowCapacity: number }): MeterReader;
+  userName: UserNameLookup;
+  groupMembers(name: string): { gid: number; members: string[] } | undefined;
+  peerCredentials(fd: number): Caller;
+  sdNotify(state: string): boolean;
+  /** one Exporter per configured exporter section of `config` */
+  createExporters(config: UbiaConfig, ctx: ExporterContext): Promise<Exporter[]>;
+  hostName: string;
+  version: string;
+}
+
+export interface RunningAgent {
+  /** flush and release everything; resolves when done (idempotent) */
+  stop(reason: string): Promise<void>;
+  /** re-reads the config file; keeps the running one when the new one is bad */
+  reload(): Promise<void>;
+}
+
+/** Exporter sections whose change means closing and re-creating the exporters. */
+const exporterSections = (c: UbiaConfig) => JSON.stringify([c.ipfix, c.diameter, c.otlp]);
+
+const RESTART_ONLY: [string, (c: UbiaConfig) => unknown][] = [
+  ['ledger.path', (c) => c.ledger.path],
+  ['control.socket', (c) => c.control.socket],
+  ['agent.pin_dir', (c) => c.agent.pin_dir],
+  ['agent.flow_capacity', (c) => c.agent.flow_capacity],
+];
+
+export function readBootId(): string {
+  return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+}
+
+const retentionOf = (c: UbiaConfig) => ({
+  minuteMs: c.ledger.minute_retention_days * DAY_MS,
+  hourMs: c.ledger.hour_retention_days * DAY_MS,
+  dayMs: c.ledger.day_retention_days * DAY_MS,
+});
+
+export async function startAgent(
+  initial: { config: UbiaConfig; file: string | undefined },
+  logger: Logger,
+  deps: AgentDeps,
+): Promise<RunningAgent> {
+  let config = initial.config;
+  const configFile = initial.file;
+  const startedAt = Date.now();
+  const bootId = readBootId();
+
+  const meter = deps.openMeter({ pinDir: config.agent.pin_dir, flowCapacity: config.agent.flow_capacity });
+  const st = meter.status();
+  logger.info({ mode: st.mode, kernel: st.kernelRelease, resumed: st.resumed, hooks: st.hooks.filter((h) => h.active).map((h) => h.name) }, 'meter open');
+
+  const ledger = new Ledger(config.ledger.path);
+  const loaded = ledger.loadCheckpoint(bootId);
+  if (loaded.rebooted) logger.info('new boot since the last run: kernel counters restarted from zero, counting them all as new');
+  ledger.rollUp(Date.now(), retentionOf(config));
+  const names = createNameCache(deps.userName, config.agent.name_cache_ttl * 1000);
+  const accountingOptions = (c: UbiaConfig) => ({
+    countLoopback: c.agent.count_loopback,
+    recentFlows: c.agent.recent_flows,
+    flowIntervalMs: c.agent.flow_interval * 1000,
+  });
+  const accounting = new Accounting(meter, ledger, decodeCheckpoint(loaded.checkpoint), names, accountingOptions(config));
+  let lastPollSeconds = 0;
+  let exporters: Exporter[] = [];
+  const health = (): OtlpHealth => {
+    const unattributed = { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 };
+    for (const i of meter.readInterfaces()) {
+      unattributed.rxBytes += i.unattributed.rxBytes;
+      unattributed.txBytes += i.unattributed.txBytes;
+      unattributed.rxPackets += i.unattributed.rxPackets;
+      unattributed.txPackets += i.unattributed.txPackets;
+    }
+    const statuses = exporters.map((e) => e.status());
+    // the Diameter exporter lists its peers in status().extra.peers as { name, state, … }
+    const peers = statuses.flatMap((s) =>
+      Array.isArray(s.extra?.peers) ? (s.extra.peers as { name: string; state: string }[]).map((p) => ({ peer: p.name, state: p.state })) : [],
+    );
+    return { unattributed, meter: meter.health(), lastPollSeconds, exporters: statuses, diameterPeers: peers };
+  };
+  const exporterContext = (): ExporterContext => ({
+    logger,
+    ledger,
+    hostName: deps.hostName,
+    stateDir: dirname(config.ledger.path),
+    health,
+    version: deps.version,
+  });
+  exporters = await deps.createExporters(config, exporterContext());
+  const failing = new Set<string>();
+
+  /** Runs one exporter call; a throwing exporter is logged once, never stops the others. */
+  const toExporters = (what: string, call: (e: Exporter) => void) => {
+    for (const e of exporters) {
+      try {
+        call(e);
+        if (failing.delete(e.name)) logger.info({ exporter: e.name }, 'exporter accepts data again');
+      } catch (err) {
+        if (!failing.has(e.name)) logger.error({ exporter: e.name, err, call: what }, 'exporter failed; its data for this poll is lost to it');
+        failing.add(e.name);
+      }
+    }
+  };
+
+  meter.onEvent((ev) => {
+    if (ev.kind === 'processExited') return accounting.processExited(ev.pid);
+    const snap = accounting.flowEnded(ev.flow);
+    if (accounting.counts(ev.flow.scope)) toExporters('flowEnded', (e) => e.flowEnded(snap));
+  });
+
+  let lastPollAt: number | undefined;
+  let lastFlushAt: number | undefined;
+  let flushError: string | undefined;
+  let pollError: string | undefined;
+  let stalledUntil: number | undefined;
+
+  const poll = () => {
+    const now = Date.now();
+    if (stalledUntil !== undefined) {
+      if (now < stalledUntil) return;
+      stalledUntil = undefined;
+      logger.warn('poll loop resumed after debug.stall');
+    }
+    try {
+      const { interval, flows } = accounting.poll(now);
+      lastPollAt = now;
+      lastPollSeconds = (Date.now() - now) / 1000;
+      if (pollError !== undefined) logger.info('meter reads work again');
+      pollError = undefined;
+      if (interval.users.length) toExporters('usage', (e) => e.usage(interval));
+      if (flows) toExporters('activeFlows', (e) => e.activeFlows(flows, now));
+    } catch (err) {
+      const msg = (err as Error).message;
+      if (pollError !== msg) logger.error({ err }, 'reading the meter failed; retrying every poll');
+      pollError = msg;
+    }
+  };
+
+  // Healthy = not stalled and the last poll succeeded within two intervals: a poll loop
+  // that stops (or keeps failing) stops the watchdog pings, and systemd restarts us.
+  const pollHealthy = (now: number) =>
+    stalledUntil === undefined && lastPollAt !== undefined && now - lastPollAt <= 2 * config.agent.poll_interval * 1000 + 1000;
+  const statusLine = () => {
+    let rx = 0;
+    let tx = 0;
+    for (const r of accounting.rates().values()) {
+      rx += r.rxRate;
+      tx += r.txRate;
+    }
+    const unhealthy = exporters.map((e) => e.status()).filter((s) => s.state !== 'ok');
+    return [
+      `${accounting.rates().size} users active, in ${humanRate(rx)}, out ${humanRate(tx)}`,
+      `${accounting.activeFlows().length} flows`,
+      unhealthy.length ? unhealthy.map((s) => `${s.name} ${s.state}`).join(', ') : exporters.length ? 'exporters ok' : 'no exporters',
+      ...(pollError ? ['meter reads failing'] : []),
+      ...(flushError ? ['ledger writes failing'] : []),
+    ].join('; ');
+  };
+
+  const flush = () => {
+    deps.sdNotify(`STATUS=${statusLine()}`);
+    try {
+      accounting.persist(bootId);
+      lastFlushAt = Date.now();
+      if (flushError !== undefined) logger.info({ path: ledger.path }, 'ledger writes work again');
+      flushError = undefined;
+    } catch (err) {
+      const msg = (err as Error).message;
+      if (flushError !== msg) logger.error({ err, path: ledger.path }, 'ledger flush failed; usage is kept in memory and retried');
+      flushError = msg;
+    }
+  };
+
+  const isAdmin = (caller: Caller) => {
+    if (caller.uid === 0) return true;
+    const group = config.control.admin_group;
+    if (!group) return false;
+    const g = deps.groupMembers(group);
+    return g !== undefined && (caller.gid === g.gid || g.members.includes(names.name(caller.uid)));
+  };
+
+  const server: ControlServer = await startControlServer({
+    path: config.control.socket,
+    maxRequestBytes: config.control.max_request_bytes,
+    maxClients: config.control.max_clients,
+    logger,
+    peerCredentials: deps.peerCredentials,
+    handle: createRequestHandler({
+      accounting,
+      ledger,
+      meter,
+      names,
+      configFile,
+      pollIntervalSeconds: () => config.agent.poll_interval,
+      countLoopback: () => config.agent.count_loopback,
+      exporters: () => exporters.map((e) => e.status()),
+      isAdmin,
+      times: () => ({ startedAt, lastPollAt, stalledUntil, lastFlushAt }),
+      lastFlushError: () => flushError,
+      stall: (ms) => {
+        stalledUntil = Date.now() + ms;
+        logger.warn({ ms }, 'poll loop stalled by a debug.stall request');
+      },
+    }),
+  });
+
+  const timers = {
+    poll: undefined as NodeJS.Timeout | undefined,
+    flush: undefined as NodeJS.Timeout | undefined,
+    rollUp: undefined as NodeJS.Timeout | undefined,
+    watchdog: undefined as NodeJS.Timeout | undefined,
+  };
+  // Pings follow the manager's interval, not the poll timer (poll_interval may exceed
+  // WatchdogSec); half of it, as sd_watchdog_enabled(3) advises.
+  const watchdogMs = watchdogIntervalMs(process.env);
+  if (watchdogMs !== undefined) {
+    timers.watchdog = setInterval(() => {
+      if (pollHealthy(Date.now())) deps.sdNotify('WATCHDOG=1');
+    }, watchdogMs / 2);
+  }
+  const schedule = () => {
+    clearInterval(timers.poll);
+    clearInterval(timers.flush);
+    clearInterval(timers.rollUp);
+    timers.poll = setInterval(poll, config.agent.poll_interval * 1000);
+    timers.flush = setInterval(flush, config.ledger.flush_interval * 1000);
+    timers.rollUp = setInterval(() => {
+      try {
+        ledger.rollUp(Date.now(), retentionOf(config));
+      } catch (err) {
+        logger.error({ err }, 'ledger roll-up failed; will retry in an hour');
+      }
+    }, HOUR_MS);
+  };
+  poll();
+  flush();
+  schedule();
+  deps.sdNotify(`READY=1\nSTATUS=${statusLine()}`);
+  logger.info({ config: configFile ?? '(built-in defaults)', ledger: ledger.path, socket: config.control.socket, exporters: exporters.map((e) => e.name) }, 'agent started');
+
+  let stopping: Promise<void> | undefined;
+  const stop = (reason: string) => {
+    stopping ??= (async () => {
+      deps.sdNotify('STOPPING=1');
+      logger.info({ reason }, 'agent stopping');
+      clearInterval(timers.poll);
+      clearInterval(timers.flush);
+      clearInterval(timers.rollUp);
+      clearInterval(timers.watchdog);
+      stalledUntil = undefined;
+      poll();
+      flush();
+      await server.close();
+      await closeExporters(exporters, logger);
+      meter.close();
+      ledger.close();
+      logger.info('agent stopped; the kernel keeps counting until the next start');
+    })();
+    return stopping;
+  };
+
+  const reload = async () => {
+    let next: UbiaConfig;
+    try {
+      next = loadConfig(configFile).config;
+    } catch (err) {
+      logger.error({ err: (err as Error).message }, 'SIGHUP: the new configuration is invalid; keeping the running one');
+      return;
+    }
+    for (const [key, get] of RESTART_ONLY) {
+      if (JSON.stringify(get(next)) !== JSON.stringify(get(config))) logger.warn({ key }, 'SIGHUP: this key only takes effect after a restart');
+    }
+    const exportersChanged = exporterSections(next) !== exporterSections(config);
+    const old = config;
+    config = { ...next, ledger: { ...next.ledger, path: old.ledger.path }, control: { ...next.control, socket: old.control.socket }, agent: { ...next.agent, pin_dir: old.agent.pin_dir, flow_capacity: old.agent.flow_capacity } };
+    logger.level = config.log.level;
+    names.setTtl(config.agent.name_cache_ttl * 1000);
+    accounting.setOptions(accountingOptions(config));
+    server.setLimits({ maxRequestBytes: config.control.max_request_bytes, maxClients: config.control.max_clients });
+    schedule();
+    if (exportersChanged) {
+      await closeExporters(exporters, logger);
+      try {
+        exporters = await deps.createExporters(config, exporterContext());
+      } catch (err) {
+        exporters = [];
+        logger.error({ err }, 'SIGHUP: could not start the exporters of the new configuration; exporting nothing until fixed');
+      }
+    }
+    logger.info({ exportersRestarted: exportersChanged }, 'configuration reloaded');
+    deps.sdNotify('READY=1');
+  };
+
+  return { stop, reload };
+}
+
+/** sd_watchdog_enabled(3): $WATCHDOG_USEC, for us unless $WATCHDOG_PID names another process. */
+export function watchdogIntervalMs(env: NodeJS.ProcessEnv): number | undefined {
+  const usec = Number(env.WATCHDOG_USEC);
+  if (!Number.isInteger(usec) || usec <= 0) return undefined;
+  if (env.WATCHDOG_PID !== undefined && Number(env.WATCHDOG_PID) !== process.pid) return undefined;
+  return usec / 1000;
+}
+
+/** Gives every exporter up to 1.5 s to flush, together, so shutdown stays within ~2 s. */
+async function closeExporters(exporters: Exporter[], logger: Logger): Promise<void> {
+  await Promise.all(
+    exporters.map((e) =>
+      Promise.race([
+        e.close().catch((err: unknown) => logger.error({ err, exporter: e.name }, 'exporter close failed')),
+        new Promise<void>((resolve) => setTimeout(resolve, 1500).unref()),
+      ]),
+    ),
+  );
+}

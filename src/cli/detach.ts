@@ -1,0 +1,34 @@
+// `ubia detach`: the kernel keeps counting while the agent is down (pinned programs and
+// maps); this is how an admin really stops metering. Refuses while an agent is running,
+// since that agent would go on reading maps that no longer count anything.
+import { ConfigError, loadConfig } from '../config/load.js';
+import { controlRequest } from '../control/client.js';
+import { detachMeter } from '../kernel/index.js';
+
+export async function detach(opts: { config?: string; socket: string }): Promise<number> {
+  if (process.getuid?.() !== 0) {
+    process.stderr.write('ubia detach: must run as root (it removes pinned eBPF programs)\n');
+    return 1;
+  }
+  let pinDir: string;
+  try {
+    pinDir = loadConfig(opts.config).config.agent.pin_dir;
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    process.stderr.write(`ubia detach: ${e.message}\n`);
+    return 1;
+  }
+  const running = await controlRequest(opts.socket, { op: 'status' }, 1000).then(
+    () => true,
+    () => false,
+  );
+  if (running) {
+    process.stderr.write(
+      `ubia detach: the agent is running (it answers on ${opts.socket}); stop it first: systemctl stop ubia (or pkill ubia-agent)\n`,
+    );
+    return 1;
+  }
+  detachMeter(pinDir);
+  process.stdout.write(`detached: the eBPF programs and counters under ${pinDir} are gone\n`);
+  return 0;
+}

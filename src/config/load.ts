@@ -1,0 +1,110 @@
+// Reads and validates the agent's TOML config. A bad file is refused with one line per
+// problem: "<file>:<line>: <key>: <what is wrong> (allowed: <what the key means>)".
+import { readFileSync } from 'node:fs';
+import { parse as parseToml, TomlError } from 'smol-toml';
+import { z } from 'zod';
+import { locateKey } from './locate.js';
+import { configSchema, type UbiaConfig } from './config.js';
+
+export const DEFAULT_CONFIG_PATH = '/etc/ubia/ubia.toml';
+
+export class ConfigError extends Error {
+  constructor(
+    readonly file: string,
+    readonly problems: string[],
+  ) {
+    super(`invalid configuration ${file}:\n  ${problems.join('\n  ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+type Path = readonly PropertyKey[];
+interface WrapperDef {
+  type: string;
+  innerType?: z.ZodType;
+}
+
+/** The schema under default/prefault/optional wrappers. */
+function unwrap(s: z.ZodType): z.ZodType {
+  let cur = s;
+  for (;;) {
+    const def: WrapperDef = (cur as unknown as { _zod: { def: WrapperDef } })._zod.def;
+    if (!def.innerType || !['default', 'prefault', 'optional', 'nullable', 'readonly'].includes(def.type)) return cur;
+    cur = def.innerType;
+  }
+}
+
+/** The (still wrapped, so still described) schema of the key at `path`. */
+function schemaAt(path: Path): z.ZodType | undefined {
+  let s: z.ZodType | undefined = configSchema;
+  for (const key of path) {
+    const parent: z.ZodType = unwrap(s!);
+    if (parent instanceof z.ZodObject) s = (parent.shape as Record<string, z.ZodType>)[String(key)];
+    else if (parent instanceof z.ZodArray) s = parent.element as z.ZodType;
+    else return undefined;
+    if (!s) return undefined;
+  }
+  return s;
+}
+
+const pathText = (path: Path) => path.map(String);
+
+function formatIssue(text: string, file: string, issue: z.core.$ZodIssue): string {
+  const path = issue.path;
+  if (issue.code === 'unrecognized_keys') {
+    const found = schemaAt(path);
+    const parent = found && unwrap(found);
+    const allowed = parent instanceof z.ZodObject ? Object.keys(parent.shape).join(', ') : '';
+    return issue.keys
+      .map((k) => {
+        const full = [...pathText(path), k];
+        const line = locateKey(text, full);
+        return `${file}:${line ?? '?'}: ${full.join('.')}: unknown key${path.length ? ` in [${path.join('.')}]` : ''}; allowed keys: ${allowed}`;
+      })
+      .join('\n  ');
+  }
+  const line = locateKey(text, pathText(path));
+  const what = schemaAt(path)?.description;
+  const key = path.length ? path.join('.') : '(top level)';
+  return `${file}:${line ?? '?'}: ${key}: ${issue.message}${what ? ` (allowed: ${what})` : ''}`;
+}
+
+/** Parses and validates config text; `file` is only used in error messages. */
+export function parseConfig(text: string, file: string): UbiaConfig {
+  let raw: unknown;
+  try {
+    raw = parseToml(text);
+  } catch (e) {
+    if (e instanceof TomlError) {
+      const first = e.message.split('\n')[0]!.replace(/^Invalid TOML document: /, '');
+      throw new ConfigError(file, [`${file}:${e.line}:${e.column}: TOML syntax error: ${first}`]);
+    }
+    throw e;
+  }
+  const result = configSchema.safeParse(raw);
+  if (!result.success) {
+    throw new ConfigError(file, result.error.issues.map((i) => formatIssue(text, file, i)));
+  }
+  return result.data;
+}
+
+export interface LoadedConfig {
+  config: UbiaConfig;
+  /** the file read, or undefined when running on built-in defaults */
+  file: string | undefined;
+}
+
+/** Loads `file`, or the default path; a missing default file means built-in defaults,
+ *  a missing file that was asked for explicitly is an error. */
+export function loadConfig(file?: string): LoadedConfig {
+  const path = file ?? DEFAULT_CONFIG_PATH;
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' && file === undefined) return { config: configSchema.parse({}), file: undefined };
+    throw new ConfigError(path, [`${path}: cannot read the config file (${code ?? String(e)}); pass an existing file with --config`]);
+  }
+  return { config: parseConfig(text, path), file: path };
+}

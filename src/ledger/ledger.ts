@@ -1,0 +1,207 @@
+// The durable usage ledger (SQLite, WAL). Per-user usage lives in time buckets (minute,
+// rolled up to hour and day past their retention) together with a checkpoint: the last
+// kernel counter values that produced it (opaque here, see agent/checkpoint.ts). Both are
+// written in ONE transaction, so after a crash the next delta (current − checkpointed)
+// covers exactly what was not yet written: no byte is lost or counted twice. Deltas wait
+// in memory between flushes and are merged into reads.
+import Database from 'better-sqlite3';
+import { mkdirSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { Scope, TrafficCounters } from '../kernel/types.js';
+import { addInto, zeroCounters } from '../agent/counters.js';
+
+/** uid under which packets without a local socket owner are booked (per interface scope). */
+export const UNATTRIBUTED_UID = -1;
+
+export const MINUTE_MS = 60_000;
+export const HOUR_MS = 3_600_000;
+export const DAY_MS = 86_400_000;
+
+export interface UsageTotal extends TrafficCounters {
+  uid: number;
+  scope: Scope;
+}
+
+export interface Retention {
+  minuteMs: number;
+  hourMs: number;
+  dayMs: number;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS usage (
+  resolution_ms INTEGER NOT NULL, bucket_ms INTEGER NOT NULL, uid INTEGER NOT NULL, scope TEXT NOT NULL,
+  rx_bytes INTEGER NOT NULL, tx_bytes INTEGER NOT NULL,
+  rx_packets INTEGER NOT NULL, tx_packets INTEGER NOT NULL,
+  rx_payload_bytes INTEGER NOT NULL, tx_payload_bytes INTEGER NOT NULL,
+  PRIMARY KEY (resolution_ms, bucket_ms, uid, scope)
+) WITHOUT ROWID;
+`;
+
+const COLS = 'rx_bytes, tx_bytes, rx_packets, tx_packets, rx_payload_bytes, tx_payload_bytes';
+const ADD_ON_CONFLICT = `ON CONFLICT DO UPDATE SET
+  rx_bytes = rx_bytes + excluded.rx_bytes, tx_bytes = tx_bytes + excluded.tx_bytes,
+  rx_packets = rx_packets + excluded.rx_packets, tx_packets = tx_packets + excluded.tx_packets,
+  rx_payload_bytes = rx_payload_bytes + excluded.rx_payload_bytes,
+  tx_payload_bytes = tx_payload_bytes + excluded.tx_payload_bytes`;
+
+interface CounterRow {
+  rx_bytes: number;
+  tx_bytes: number;
+  rx_packets: number;
+  tx_packets: number;
+  rx_payload_bytes: number;
+  tx_payload_bytes: number;
+}
+
+const fromRow = (r: CounterRow): TrafficCounters => ({
+  rxBytes: r.rx_bytes,
+  txBytes: r.tx_bytes,
+  rxPackets: r.rx_packets,
+  txPackets: r.tx_packets,
+  rxPayloadBytes: r.rx_payload_bytes,
+  txPayloadBytes: r.tx_payload_bytes,
+});
+
+const toParams = (c: TrafficCounters) => [c.rxBytes, c.txBytes, c.rxPackets, c.txPackets, c.rxPayloadBytes, c.txPayloadBytes];
+
+interface Pending extends UsageTotal {
+  bucketMs: number;
+}
+
+const RESOLUTIONS = [MINUTE_MS, HOUR_MS, DAY_MS];
+
+export class Ledger {
+  readonly db: Database.Database;
+  /** minute bucket → (uid, scope) → usage not yet written */
+  private pending = new Map<number, Map<number, Pending>>();
+  private readonly stmt;
+
+  constructor(readonly path: string) {
+    mkdirSync(dirname(path), { recursive: true });
+    this.db = new Database(path);
+    this.db.pragma('journal_mode = WAL');
+    // FULL: a flush that returned is on disk even if the machine loses power right after
+    this.db.pragma('synchronous = FULL');
+    this.db.pragma('busy_timeout = 5000');
+    this.db.exec(SCHEMA);
+    this.stmt = {
+      addUsage: this.db.prepare(
+        `INSERT INTO usage (resolution_ms, bucket_ms, uid, scope, ${COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ${ADD_ON_CONFLICT}`,
+      ),
+      setMeta: this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value'),
+      getMeta: this.db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?'),
+      totals: this.db.prepare<[number, number, number], CounterRow & { uid: number; scope: Scope }>(
+        `SELECT uid, scope, SUM(rx_bytes) AS rx_bytes, SUM(tx_bytes) AS tx_bytes, SUM(rx_packets) AS rx_packets,
+           SUM(tx_packets) AS tx_packets, SUM(rx_payload_bytes) AS rx_payload_bytes, SUM(tx_payload_bytes) AS tx_payload_bytes
+         FROM usage WHERE resolution_ms = ? AND bucket_ms > ? AND bucket_ms < ? GROUP BY uid, scope`,
+      ),
+    };
+  }
+
+  /**
+   * The checkpoint written by the last flush of this boot. A different boot id means the
+   * kernel maps started again from zero: the checkpoint is dropped, every counter is new.
+   */
+  loadCheckpoint(bootId: string): { checkpoint: string | undefined; rebooted: boolean } {
+    const stored = this.stmt.getMeta.get('boot_id')?.value;
+    if (stored !== undefined && stored !== bootId) return { checkpoint: undefined, rebooted: true };
+    return { checkpoint: this.stmt.getMeta.get('checkpoint')?.value, rebooted: false };
+  }
+
+  /** Books a delta into its minute bucket; durable at the next `flush`. */
+  add(atMs: number, uid: number, scope: Scope, delta: TrafficCounters): void {
+    const bucketMs = atMs - (atMs % MINUTE_MS);
+    let bucket = this.pending.get(bucketMs);
+    if (!bucket) {
+      bucket = new Map();
+      this.pending.set(bucketMs, bucket);
+    }
+    const key = uid * 2 + (scope === 'loopback' ? 1 : 0);
+    let p = bucket.get(key);
+    if (!p) {
+      p = { bucketMs, uid, scope, ...zeroCounters() };
+      bucket.set(key, p);
+    }
+    addInto(p, delta);
+  }
+
+  /** Writes pending usage and the checkpoint behind it in one transaction. On failure
+   *  nothing is written and the pending usage is kept for the next try. */
+  flush(bootId: string, checkpoint: string): void {
+    this.db.transaction(() => {
+      for (const bucket of this.pending.values()) {
+        for (const p of bucket.values()) this.stmt.addUsage.run(MINUTE_MS, p.bucketMs, p.uid, p.scope, ...toParams(p));
+      }
+      this.stmt.setMeta.run('checkpoint', checkpoint);
+      this.stmt.setMeta.run('boot_id', bootId);
+    })();
+    this.pending.clear();
+  }
+
+  /** Usage per (uid, scope) of every bucket overlapping [fromMs, toMs), pending included. */
+  totals(fromMs: number, toMs: number): UsageTotal[] {
+    const out = new Map<string, UsageTotal>();
+    const into = (uid: number, scope: Scope, c: TrafficCounters) => {
+      const key = `${uid}:${scope}`;
+      let t = out.get(key);
+      if (!t) {
+        t = { uid, scope, ...zeroCounters() };
+        out.set(key, t);
+      }
+      addInto(t, c);
+    };
+    for (const res of RESOLUTIONS) {
+      for (const r of this.stmt.totals.all(res, fromMs - res, toMs)) into(r.uid, r.scope, fromRow(r));
+    }
+    for (const [bucketMs, bucket] of this.pending) {
+      if (bucketMs + MINUTE_MS > fromMs && bucketMs < toMs) for (const p of bucket.values()) into(p.uid, p.scope, p);
+    }
+    return [...out.values()];
+  }
+
+  /**
+   * Moves buckets older than their retention into the next coarser resolution (minute →
+   * hour → day) and deletes days past theirs. Only whole target buckets move, so a bucket
+   * never exists at two resolutions for the same time.
+   */
+  rollUp(nowMs: number, retention: Retention): { minutes: number; hours: number; days: number } {
+    const move = (fromRes: number, toRes: number, keepMs: number): number => {
+      const cutoff = Math.floor((nowMs - keepMs) / toRes) * toRes;
+      const moved = this.db
+        .prepare(
+          `INSERT INTO usage (resolution_ms, bucket_ms, uid, scope, ${COLS})
+           SELECT ?, bucket_ms - (bucket_ms % ?), uid, scope, SUM(rx_bytes), SUM(tx_bytes), SUM(rx_packets),
+             SUM(tx_packets), SUM(rx_payload_bytes), SUM(tx_payload_bytes)
+           FROM usage WHERE resolution_ms = ? AND bucket_ms < ? GROUP BY 2, uid, scope ${ADD_ON_CONFLICT}`,
+        )
+        .run(toRes, toRes, fromRes, cutoff);
+      this.db.prepare('DELETE FROM usage WHERE resolution_ms = ? AND bucket_ms < ?').run(fromRes, cutoff);
+      return moved.changes;
+    };
+    return this.db.transaction(() => ({
+      minutes: move(MINUTE_MS, HOUR_MS, retention.minuteMs),
+      hours: move(HOUR_MS, DAY_MS, retention.hourMs),
+      days: this.db
+        .prepare('DELETE FROM usage WHERE resolution_ms = ? AND bucket_ms < ?')
+        .run(DAY_MS, nowMs - retention.dayMs).changes,
+    }))();
+  }
+
+  /** Bytes on disk: the database and its write-ahead log. */
+  sizeBytes(): number {
+    const size = (p: string) => {
+      try {
+        return statSync(p).size;
+      } catch {
+        return 0;
+      }
+    };
+    return size(this.path) + size(`${this.path}-wal`);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}

@@ -1,0 +1,127 @@
+// Accounting over scripted kernel snapshots: which scope counts, what reaches the ledger
+// and the exporters, process rates, the flow-read cadence, and exited processes being
+// forgotten only after their final read.
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Accounting } from '../src/agent/accounting.js';
+import type { MeterReader } from '../src/agent/meter.js';
+import { createNameCache } from '../src/agent/names.js';
+import { Ledger, UNATTRIBUTED_UID } from '../src/ledger/ledger.js';
+import type { FlowRecord, InterfaceCounters, ProcessCounters, Scope, UserCounters } from '../src/kernel/types.js';
+
+const c = (n: number) => ({ rxBytes: 100 * n, txBytes: 10 * n, rxPackets: n, txPackets: n, rxPayloadBytes: 50 * n, txPayloadBytes: 5 * n });
+
+/** A meter whose next readings the test sets; it records what the agent asked of it. */
+function scriptedMeter() {
+  const state = {
+    users: [] as UserCounters[],
+    processes: [] as ProcessCounters[],
+    flows: [] as FlowRecord[],
+    interfaces: [] as InterfaceCounters[],
+    flowReads: 0,
+    processReads: 0,
+    forgotten: [] as number[],
+  };
+  const meter: MeterReader = {
+    status: () => ({ kernelRelease: 'test', mode: 'test', hooks: [], pinDir: '', resumed: false }),
+    readUsers: () => state.users.map((u) => ({ ...u })),
+    readProcesses: () => {
+      state.processReads++;
+      return state.processes.map((p) => ({ ...p }));
+    },
+    readFlows: () => {
+      state.flowReads++;
+      return state.flows.map((f) => ({ ...f }));
+    },
+    readInterfaces: () => state.interfaces,
+    health: () => ({ overflows: { users: 0, processes: 0, flows: 0, interfaces: 0 }, eventsDropped: 0 }),
+    onEvent: () => undefined,
+    forgetProcess: (pid) => state.forgotten.push(pid),
+    close: () => undefined,
+  };
+  return { meter, state };
+}
+
+const user = (uid: number, scope: Scope, n: number): UserCounters => ({ uid, scope, ...c(n) });
+const proc = (pid: number, uid: number, n: number, scope: Scope = 'external'): ProcessCounters => ({ pid, uid, comm: `p${pid}`, scope, ...c(n) });
+const flow = (cookie: number, uid: number, scope: Scope): FlowRecord => ({
+  cookie: BigInt(cookie), family: 4, protocol: 6, localAddress: '198.18.0.1', localPort: 1000 + cookie, remoteAddress: '198.18.0.2',
+  remotePort: 80, uid, gid: uid, pid: 1, comm: 'x', cgroupId: 1n, scope, firstSeenMs: 0, lastSeenMs: 0, ...c(1),
+});
+const iface = (ifindex: number, name: string, n: number): InterfaceCounters => {
+  const u = { rxBytes: 40 * n, txBytes: 40 * n, rxPackets: n, txPackets: n };
+  return { ifindex, name, total: u, attributed: u, unattributed: u };
+};
+
+let dir: string;
+let ledger: Ledger;
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'ubia-acct-'));
+  ledger = new Ledger(join(dir, 'l.db'));
+});
+afterEach(() => {
+  ledger.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const names = createNameCache((uid) => (uid === 1000 ? 'alice' : undefined), 60_000);
+const T = Date.UTC(2026, 10, 23, 12, 0, 0);
+
+describe('accounting', () => {
+  it('books only the counted scopes; unattributed per interface; names or numbers', () => {
+    const { meter, state } = scriptedMeter();
+    const acc = new Accounting(meter, ledger, { users: [], interfaces: [] }, names, { countLoopback: false, recentFlows: 10, flowIntervalMs: 0 });
+    state.users = [user(1000, 'external', 1), user(1000, 'loopback', 5), user(2000, 'external', 2)];
+    state.interfaces = [iface(1, 'lo', 3), iface(2, 'eth0', 1)];
+    acc.poll(T);
+    state.users = [user(1000, 'external', 4), user(1000, 'loopback', 9), user(2000, 'external', 2)];
+    state.interfaces = [iface(1, 'lo', 6), iface(2, 'eth0', 3)];
+    const { interval } = acc.poll(T + 1000);
+    expect(interval.users).toEqual([{ uid: 1000, user: 'alice', ...c(3) }]);
+    const totals = new Map(ledger.totals(T, T + 60_000).map((t) => [`${t.uid}/${t.scope}`, t.rxPackets]));
+    expect(totals).toEqual(new Map([['1000/external', 4], ['2000/external', 2], [`${UNATTRIBUTED_UID}/external`, 3]]));
+    expect(acc.rates().get(1000)).toEqual({ rxRate: 300, txRate: 30 });
+    expect(names.name(2000)).toBe('2000');
+  });
+
+  it('reads flows at their own cadence and only the counted scopes', () => {
+    const { meter, state } = scriptedMeter();
+    const acc = new Accounting(meter, ledger, { users: [], interfaces: [] }, names, { countLoopback: false, recentFlows: 10, flowIntervalMs: 5000 });
+    state.flows = [flow(1, 1000, 'external'), flow(2, 1000, 'loopback')];
+    const first = acc.poll(T);
+    expect(first.flows!.map((f) => [f.cookie, f.user])).toEqual([[1n, 'alice']]);
+    expect(acc.poll(T + 1000).flows).toBeUndefined();
+    expect(acc.poll(T + 5000).flows).toHaveLength(1);
+    expect(state.flowReads).toBe(2);
+  });
+
+  it('process rates between two reads; every poll while watched; exited ones forgotten after a read', () => {
+    const { meter, state } = scriptedMeter();
+    const acc = new Accounting(meter, ledger, { users: [], interfaces: [] }, names, { countLoopback: false, recentFlows: 10, flowIntervalMs: 5000 });
+    state.processes = [proc(10, 1000, 1), proc(11, 1000, 1, 'loopback')];
+    acc.poll(T);
+    acc.watchProcesses(T);
+    state.processes = [proc(10, 1000, 3), proc(11, 1000, 7, 'loopback'), proc(12, 2000, 2)];
+    acc.processExited(10);
+    acc.poll(T + 2000);
+    expect(state.processReads).toBe(2);
+    expect(state.forgotten).toEqual([10]);
+    const byPid = new Map(acc.processList().map((p) => [p.pid, p]));
+    expect([...byPid.keys()].sort()).toEqual([10, 12]);
+    expect(byPid.get(10)).toMatchObject({ user: 'alice', rxBytes: 300, rxRate: 100, txRate: 10 });
+    expect(byPid.get(12)).toMatchObject({ rxRate: 100 }); // new since the last read: all of it
+    acc.poll(T + 20_000); // no longer watched, but due at the flow cadence
+    acc.poll(T + 21_000); // neither
+    expect(state.processReads).toBe(3);
+  });
+
+  it('keeps the last `recentFlows` ended flows of counted scopes', () => {
+    const { meter } = scriptedMeter();
+    const acc = new Accounting(meter, ledger, { users: [], interfaces: [] }, names, { countLoopback: false, recentFlows: 2, flowIntervalMs: 0 });
+    for (let i = 1; i <= 4; i++) acc.flowEnded(flow(i, 1000, 'external'));
+    acc.flowEnded(flow(9, 1000, 'loopback'));
+    expect(acc.endedFlows().map((f) => f.cookie)).toEqual([3n, 4n]);
+  });
+});

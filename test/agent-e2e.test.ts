@@ -1,0 +1,185 @@
+// The real agent against the real kernel meter: two test users send known traffic to a
+// netns over veth; `ubia users --json` must show exactly their payload bytes, wire
+// figures consistent with them; SIGKILL mid-traffic loses and double-counts nothing; a
+// non-root user sees only their own row.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  cli,
+  createNet,
+  createUser,
+  deleteUser,
+  ensureBuilt,
+  removeMeter,
+  runTraffic,
+  sleep,
+  startAgent,
+  startSink,
+  tempDir,
+  waitFor,
+  writeAgentConfig,
+  type AgentProcess,
+  type Sink,
+  type TestNet,
+  type TestUser,
+} from './helpers/agent.js';
+import type { UsersResult } from '../src/control/protocol.js';
+
+let dir: string;
+let pinDir: string;
+let net: TestNet;
+let sink: Sink;
+let alice: TestUser;
+let bob: TestUser;
+let agent: AgentProcess | undefined;
+
+beforeAll(async () => {
+  ensureBuilt();
+  dir = tempDir('ubia-e2e-');
+  pinDir = `/sys/fs/bpf/ubia-test-${process.pid}`;
+  net = createNet();
+  alice = createUser();
+  bob = createUser();
+  sink = await startSink(net, dir, 9000);
+});
+
+afterAll(async () => {
+  await agent?.stop();
+  sink?.stop();
+  net?.remove();
+  if (alice) deleteUser(alice);
+  if (bob) deleteUser(bob);
+  await removeMeter(pinDir);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function usersJson(asUser?: TestUser): UsersResult {
+  const r = cli(agent!.socket, ['users', '--since', '1h', '--json'], asUser);
+  expect(r.stderr).toBe('');
+  expect(r.code).toBe(0);
+  return JSON.parse(r.stdout) as UsersResult;
+}
+
+const rowOf = (res: UsersResult, u: TestUser) => res.users.find((x) => x.uid === u.uid);
+
+/** Wire figures must cover the payload plus at most ~80 bytes of headers per packet. */
+function expectWireConsistent(row: NonNullable<ReturnType<typeof rowOf>>) {
+  expect(row.txBytes).toBeGreaterThan(row.txPayloadBytes);
+  expect(row.rxBytes).toBeGreaterThan(row.rxPayloadBytes);
+  expect(row.txBytes).toBeLessThanOrEqual(row.txPayloadBytes + 80 * row.txPackets);
+  expect(row.rxBytes).toBeLessThanOrEqual(row.rxPayloadBytes + 80 * row.rxPackets);
+  expect(row.txPackets).toBeGreaterThan(0);
+  expect(row.rxPackets).toBeGreaterThan(0);
+}
+
+describe('ubia agent end to end (real kernel)', () => {
+  it('books each user\'s exact payload bytes, over IPv4 and IPv6', async () => {
+    agent = await startAgent({ dir, pinDir });
+    const [a, b] = await Promise.all([
+      runTraffic(alice, dir, { host: net.peerV4, port: sink.port, send: 3_000_000, reply: 1_000_000, ms: 500 }),
+      runTraffic(bob, dir, { host: net.peerV6, port: sink.port, send: 200_000, reply: 5_000_000, ms: 500 }),
+    ]);
+    expect(a).toBe(1_000_000);
+    expect(b).toBe(5_000_000);
+    const res = await waitFor('both users booked', () => {
+      const r = usersJson();
+      const ra = rowOf(r, alice);
+      const rb = rowOf(r, bob);
+      return ra?.rxPayloadBytes === 1_000_000 && rb?.rxPayloadBytes === 5_000_000 ? r : undefined;
+    });
+    const ra = rowOf(res, alice)!;
+    const rb = rowOf(res, bob)!;
+    expect(ra).toMatchObject({ user: alice.name, txPayloadBytes: 3_000_008, rxPayloadBytes: 1_000_000 });
+    expect(rb).toMatchObject({ user: bob.name, txPayloadBytes: 200_008, rxPayloadBytes: 5_000_000 });
+    expectWireConsistent(ra);
+    expectWireConsistent(rb);
+    expect(Object.keys(ra)).toEqual(['uid', 'user', 'rxBytes', 'txBytes', 'rxPackets', 'txPackets', 'rxPayloadBytes', 'txPayloadBytes']);
+    expect(res.unattributed).toEqual(expect.objectContaining({ rxBytes: expect.any(Number), txBytes: expect.any(Number) }));
+    expect(Date.parse(res.to) - Date.parse(res.from)).toBe(3_600_000);
+  });
+
+  it('a non-root user sees only their own row; root sees all', () => {
+    const mine = usersJson(alice);
+    expect(mine.users.map((u) => u.uid)).toEqual([alice.uid]);
+    expect(mine.unattributed).toBeNull();
+    const all = usersJson();
+    expect(all.users.map((u) => u.uid)).toEqual(expect.arrayContaining([alice.uid, bob.uid]));
+    const procs = cli(agent!.socket, ['procs', '--json'], bob);
+    expect(procs.code).toBe(0);
+    for (const p of (JSON.parse(procs.stdout) as { processes: { uid: number }[] }).processes) expect(p.uid).toBe(bob.uid);
+  });
+
+  it('members of the admin group see everyone (after a SIGHUP reload)', async () => {
+    const group = `ubia-t-adm-${process.pid}`;
+    execFileSync('groupadd', [group]);
+    try {
+      execFileSync('usermod', ['-aG', group, bob.name]);
+      writeAgentConfig({ dir, pinDir, adminGroup: group });
+      agent!.proc.kill('SIGHUP');
+      await waitFor('the reload', () => (agent!.logs().includes('configuration reloaded') ? true : undefined));
+      const seen = usersJson(bob);
+      expect(seen.users.map((u) => u.uid)).toEqual(expect.arrayContaining([alice.uid, bob.uid]));
+      expect(seen.unattributed).not.toBeNull();
+      expect(usersJson(alice).users.map((u) => u.uid)).toEqual([alice.uid]);
+    } finally {
+      writeAgentConfig({ dir, pinDir });
+      agent!.proc.kill('SIGHUP');
+      spawnSync('groupdel', [group]);
+    }
+  });
+
+  it('SIGKILL in the middle of traffic, then a restart: no loss, no double count', async () => {
+    const before = rowOf(usersJson(), alice)!;
+    const traffic = runTraffic(alice, dir, { host: net.peerV4, port: sink.port, send: 4_000_000, reply: 2_000_000, ms: 3000 });
+    await sleep(1200);
+    await agent!.kill(); // the kernel keeps counting in the pinned maps
+    await sleep(800);
+    agent = await startAgent({ dir, pinDir });
+    expect(await traffic).toBe(2_000_000);
+    const want = { tx: before.txPayloadBytes + 4_000_008, rx: before.rxPayloadBytes + 2_000_000 };
+    const row = await waitFor('the rest of the traffic booked', () => {
+      const r = rowOf(usersJson(), alice);
+      return r && r.rxPayloadBytes >= want.rx && r.txPayloadBytes >= want.tx ? r : undefined;
+    });
+    // two more polls: a double count would show up as extra bytes
+    await sleep(1000);
+    const settled = rowOf(usersJson(), alice)!;
+    expect(settled).toEqual(row);
+    expect(settled.txPayloadBytes).toBe(want.tx);
+    expect(settled.rxPayloadBytes).toBe(want.rx);
+    expect(agent.logs()).toContain('"resumed":true'); // the new agent picked up the pinned counters
+  });
+
+  it('SIGTERM flushes and exits 0 within two seconds; the totals are there after a restart', async () => {
+    const before = usersJson();
+    const t0 = Date.now();
+    expect(await agent!.stop()).toBe(0);
+    expect(Date.now() - t0).toBeLessThan(2000);
+    const down = cli(join(dir, 'control.sock'), ['users', '--json']);
+    expect(down.code).toBe(2);
+    expect(down.stderr).toMatch(/not running.*\n.*ubia agent --daemon/);
+    agent = await startAgent({ dir, pinDir });
+    const after = usersJson();
+    expect(rowOf(after, alice)).toEqual(rowOf(before, alice));
+    expect(rowOf(after, bob)).toEqual(rowOf(before, bob));
+  });
+
+  it('procs and flows show the test users\' processes and flows', async () => {
+    const traffic = runTraffic(bob, dir, { host: net.peerV4, port: sink.port, send: 500_000, reply: 100, ms: 1500 });
+    const active = await waitFor('bob\'s active flow', () => {
+      const r = cli(agent!.socket, ['flows', '--user', bob.name, '--json']);
+      const f = (JSON.parse(r.stdout) as { active: { remoteAddress: string; remotePort: number; pid: number; user: string }[] }).active;
+      return f.find((x) => x.remoteAddress === net.peerV4 && x.remotePort === sink.port);
+    });
+    expect(active.user).toBe(bob.name);
+    const procs = JSON.parse(cli(agent!.socket, ['procs', '--user', String(bob.uid), '--json']).stdout) as { processes: { pid: number; uid: number }[] };
+    expect(procs.processes.some((p) => p.pid === active.pid && p.uid === bob.uid)).toBe(true);
+    await traffic;
+    await waitFor('the flow to show as ended', () => {
+      const r = JSON.parse(cli(agent!.socket, ['flows', '--user', bob.name, '--json']).stdout) as { ended: { remotePort: number; txPayloadBytes: number }[] };
+      return r.ended.find((f) => f.remotePort === sink.port && f.txPayloadBytes === 500_008);
+    });
+  });
+});

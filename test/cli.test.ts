@@ -1,0 +1,119 @@
+// The `ubia` command line as a user meets it: bad config files stop the agent with the
+// file, line and key; a CLI without an agent says how to start it (exit 2); --daemon
+// detaches and returns once the agent serves; argument errors are plain messages.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { CLI, ensureBuilt, removeMeter, tempDir, waitFor, writeAgentConfig } from './helpers/agent.js';
+import { controlRequest } from '../src/control/client.js';
+import type { StatusResult } from '../src/control/protocol.js';
+import { humanBytes, parseDuration, table } from '../src/cli/format.js';
+
+let dir: string;
+beforeAll(() => {
+  ensureBuilt();
+  dir = tempDir('ubia-cli-');
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const run = (args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 30_000 });
+
+describe('ubia agent with a bad config file', () => {
+  const cases: [string, string, RegExp][] = [
+    ['syntax error', '[agent]\npoll_interval = 1\ncount_loopback = yes\n', /bad\.toml:3:\d+: TOML syntax error/],
+    ['wrong type', '[agent]\n\npoll_interval = "1s"\n', /bad\.toml:3: agent\.poll_interval: .*expected number.*\(allowed: seconds/],
+    ['unknown key', '[ledger]\npath = "/tmp/x.db"\nretention = 5\n', /bad\.toml:3: ledger\.retention: unknown key in \[ledger\]; allowed keys: path, flush_interval/],
+    ['out of range', '[control]\nmax_clients = 0\n', /bad\.toml:2: control\.max_clients: .*>=1/],
+  ];
+  for (const [name, text, want] of cases) {
+    it(`${name}: names the line and key, exits 1, starts nothing`, () => {
+      const file = join(dir, 'bad.toml');
+      writeFileSync(file, text);
+      const r = run(['agent', '--config', file]);
+      expect(r.status).toBe(1);
+      expect(r.stderr).toMatch(want);
+      expect(r.stderr).not.toMatch(/at .*\.js:\d+/); // no stack trace
+    });
+  }
+
+  it('a missing --config file is an error that says so', () => {
+    const r = run(['agent', '--config', join(dir, 'absent.toml')]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/cannot read the config file \(ENOENT\)/);
+  });
+});
+
+describe('ubia without an agent', () => {
+  for (const cmd of [['users'], ['procs'], ['flows', '--json'], ['status'], ['top', '--once']]) {
+    it(`${cmd.join(' ')}: says the agent is not running and how to start it (exit 2)`, () => {
+      const r = run(['--socket', join(dir, 'none.sock'), ...cmd]);
+      expect(r.status).toBe(2);
+      expect(r.stderr).toMatch(/the ubia agent is not running.*\nStart it with: systemctl start ubia/);
+      expect(r.stdout).toBe('');
+    });
+  }
+
+  it('bad arguments are plain errors (exit 1)', () => {
+    const r = run(['--socket', join(dir, 'none.sock'), 'users', '--since', 'yesterday']);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/expected a duration such as 90s, 30m, 1h/);
+  });
+});
+
+describe('ubia agent --daemon', () => {
+  it('detaches, logs to log.daemon_file, and returns once the agent serves', async () => {
+    const pinDir = `/sys/fs/bpf/ubia-test-daemon-${process.pid}`;
+    const log = join(dir, 'agent.log');
+    const config = writeAgentConfig({ dir, pinDir, extra: `\n[log]\ndaemon_file = "${log}"\n` });
+    const socket = join(dir, 'control.sock');
+    let pid: number | undefined;
+    try {
+      const r = run(['agent', '--config', config, '--daemon']);
+      expect(r.stderr).toBe('');
+      expect(r.status).toBe(0);
+      pid = Number(/pid (\d+)/.exec(r.stdout)![1]);
+      const st = await controlRequest<StatusResult>(socket, { op: 'status' });
+      expect(st.agent.pid).toBe(pid);
+      expect(readFileSync(log, 'utf8')).toContain('"msg":"agent started"');
+      process.kill(pid, 'SIGTERM');
+      await waitFor('the daemon to exit', () => {
+        try {
+          process.kill(pid!, 0);
+          return undefined;
+        } catch {
+          return true;
+        }
+      });
+      expect(readFileSync(log, 'utf8')).toContain('agent stopped');
+    } finally {
+      if (pid) spawnSync('kill', ['-9', String(pid)]);
+      await removeMeter(pinDir);
+    }
+  });
+});
+
+describe('formatting', () => {
+  it('human units, durations and tables', () => {
+    expect(humanBytes(0)).toBe('0 B');
+    expect(humanBytes(1023)).toBe('1023 B');
+    expect(humanBytes(1536)).toBe('1.5 KiB');
+    expect(humanBytes(5 * 1024 ** 3)).toBe('5.0 GiB');
+    expect(humanBytes(300 * 1024 ** 2)).toBe('300 MiB');
+    expect(parseDuration('1h')).toBe(3_600_000);
+    expect(parseDuration('90s')).toBe(90_000);
+    expect(parseDuration('1.5d')).toBe(129_600_000);
+    expect(parseDuration('h')).toBeUndefined();
+    const lines = table(
+      [
+        { title: 'NAME', align: 'left', value: (r: { n: string; v: number }) => r.n },
+        { title: 'V', align: 'right', value: (r) => String(r.v) },
+      ],
+      [
+        { n: 'a', v: 100 },
+        { n: 'longer', v: 2 },
+      ],
+    );
+    expect(lines).toEqual(['NAME      V', 'a       100', 'longer    2']);
+  });
+});

@@ -1,0 +1,143 @@
+// Ledger + counter deltas with synthetic kernel snapshots: restart without loss or double
+// count, counter resets, reboot detection, roll-ups that keep totals.
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CounterTracker, counterDelta } from '../src/agent/counters.js';
+import { decodeCheckpoint, encodeCheckpoint, userKey } from '../src/agent/checkpoint.js';
+import { DAY_MS, HOUR_MS, Ledger, MINUTE_MS } from '../src/ledger/ledger.js';
+import type { UserCounters } from '../src/kernel/types.js';
+
+const user = (uid: number, n: number): UserCounters => ({
+  uid,
+  scope: 'external',
+  rxBytes: 10 * n,
+  txBytes: 20 * n,
+  rxPackets: n,
+  txPackets: 2 * n,
+  rxPayloadBytes: 8 * n,
+  txPayloadBytes: 16 * n,
+});
+
+let dir: string;
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'ubia-ledger-'));
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+/** One poll as the agent does it: deltas into the ledger, then (maybe) a flush with the
+ *  checkpoint of the counter values behind them. */
+function poll(ledger: Ledger, tracker: CounterTracker<number>, snapshot: UserCounters[], atMs: number, flush = true) {
+  tracker.observe(snapshot, (u) => userKey(u.uid, u.scope), (u, d) => ledger.add(atMs, u.uid, u.scope, d));
+  if (flush) ledger.flush('boot-1', encodeCheckpoint(tracker.entries(), []));
+}
+
+/** A fresh agent "life" on the ledger: the tracker starts from the stored checkpoint. */
+function resume(ledger: Ledger, bootId: string) {
+  const loaded = ledger.loadCheckpoint(bootId);
+  return { tracker: new CounterTracker<number>(decodeCheckpoint(loaded.checkpoint).users), rebooted: loaded.rebooted };
+}
+
+describe('counter deltas', () => {
+  it('a value below the last one is a new entry, counted whole', () => {
+    expect(counterDelta(user(1, 5), user(1, 3)).rxBytes).toBe(20);
+    expect(counterDelta(user(1, 2), user(1, 3)).rxBytes).toBe(20);
+    expect(counterDelta(user(1, 2), undefined).txPayloadBytes).toBe(32);
+  });
+});
+
+describe('checkpoint', () => {
+  it('round-trips users and interfaces', () => {
+    const c = { rxBytes: 1, txBytes: 2, rxPackets: 3, txPackets: 4, rxPayloadBytes: 5, txPayloadBytes: 6 };
+    const text = encodeCheckpoint([[userKey(1000, 'loopback'), c]], [['2:eth0', c]]);
+    expect(decodeCheckpoint(text)).toEqual({ users: [[2001, c]], interfaces: [['2:eth0', c]] });
+    expect(decodeCheckpoint(undefined)).toEqual({ users: [], interfaces: [] });
+    expect(() => decodeCheckpoint('{"v":9}')).toThrow(/version 9/);
+  });
+});
+
+describe('ledger', () => {
+  const t0 = Date.UTC(2026, 10, 23, 10, 0, 0);
+  const path = () => join(dir, 'ledger.db');
+
+  it('survives a crash between flushes: nothing lost, nothing counted twice', () => {
+    let ledger = new Ledger(path());
+    let { tracker } = resume(ledger, 'boot-1');
+    poll(ledger, tracker, [user(1, 100)], t0);
+    poll(ledger, tracker, [user(1, 150)], t0 + 1000, false); // polled, not flushed: lost with the process
+    ledger.db.close(); // "SIGKILL": the in-memory pending state is gone
+
+    // the kernel kept counting meanwhile: 150 → 400
+    ledger = new Ledger(path());
+    const again = resume(ledger, 'boot-1');
+    expect(again.rebooted).toBe(false);
+    tracker = again.tracker;
+    poll(ledger, tracker, [user(1, 400)], t0 + 5000);
+    const [tot] = ledger.totals(t0, t0 + MINUTE_MS);
+    expect(tot).toMatchObject({ uid: 1, rxBytes: 4000, txBytes: 8000, rxPackets: 400, txPayloadBytes: 6400 });
+    ledger.close();
+  });
+
+  it('a new boot id means counters restarted from zero: all counted as new', () => {
+    let ledger = new Ledger(path());
+    let { tracker } = resume(ledger, 'boot-1');
+    poll(ledger, tracker, [user(1, 100)], t0);
+    ledger.close();
+    ledger = new Ledger(path());
+    const again = resume(ledger, 'boot-2');
+    expect(again.rebooted).toBe(true);
+    tracker = again.tracker;
+    poll(ledger, tracker, [user(1, 30)], t0 + 2000);
+    expect(ledger.totals(t0, t0 + MINUTE_MS)[0]!.rxPackets).toBe(130);
+    ledger.close();
+  });
+
+  it('an entry that vanished and came back starts from zero', () => {
+    const ledger = new Ledger(path());
+    const tracker = new CounterTracker<number>();
+    poll(ledger, tracker, [user(1, 100), user(2, 50)], t0);
+    poll(ledger, tracker, [user(1, 100)], t0 + 1000); // uid 2's entry is gone
+    poll(ledger, tracker, [user(1, 100), user(2, 70)], t0 + 2000); // and back, from zero
+    const byUid = new Map(ledger.totals(t0, t0 + MINUTE_MS).map((t) => [t.uid, t]));
+    expect(byUid.get(2)!.rxPackets).toBe(120);
+    expect(byUid.get(1)!.rxPackets).toBe(100);
+    ledger.close();
+  });
+
+  it('pending (unflushed) usage shows in totals', () => {
+    const ledger = new Ledger(path());
+    const tracker = new CounterTracker<number>();
+    poll(ledger, tracker, [user(7, 3)], t0, false);
+    expect(ledger.totals(t0, t0 + 1)[0]!.rxPackets).toBe(3);
+    ledger.close();
+  });
+
+  it('roll-ups keep the totals and drop only what is past the last retention', () => {
+    const ledger = new Ledger(path());
+    const tracker = new CounterTracker<number>();
+    const start = t0 - 10 * DAY_MS;
+    // one sample every 7 minutes over 10 days, each adding 1 packet
+    let n = 0;
+    for (let t = start; t < t0; t += 7 * MINUTE_MS) {
+      n++;
+      tracker.observe([user(3, n)], (u) => u.uid, (u, d) => ledger.add(t, u.uid, u.scope, d));
+    }
+    ledger.flush('boot-1', encodeCheckpoint(tracker.entries(), []));
+    const before = ledger.totals(0, t0 + DAY_MS)[0]!;
+    expect(before.rxPackets).toBe(n);
+    ledger.rollUp(t0, { minuteMs: 2 * DAY_MS, hourMs: 5 * DAY_MS, dayMs: 365 * DAY_MS });
+    expect(ledger.totals(0, t0 + DAY_MS)[0]!).toEqual(before);
+    const res = ledger.db
+      .prepare('SELECT resolution_ms AS r, MIN(bucket_ms) AS first FROM usage GROUP BY resolution_ms ORDER BY r')
+      .all() as { r: number; first: number }[];
+    expect(res.map((x) => x.r)).toEqual([MINUTE_MS, HOUR_MS, DAY_MS]);
+    expect(res[0]!.first).toBeGreaterThanOrEqual(t0 - 2 * DAY_MS - HOUR_MS);
+    // a second roll-up is a no-op on totals; a short day retention drops old days
+    ledger.rollUp(t0, { minuteMs: 2 * DAY_MS, hourMs: 5 * DAY_MS, dayMs: 365 * DAY_MS });
+    expect(ledger.totals(0, t0 + DAY_MS)[0]!).toEqual(before);
+    ledger.rollUp(t0, { minuteMs: 2 * DAY_MS, hourMs: 5 * DAY_MS, dayMs: 6 * DAY_MS });
+    expect(ledger.totals(0, t0 + DAY_MS)[0]!.rxPackets).toBeLessThan(n);
+    ledger.close();
+  });
+});
