@@ -2,13 +2,14 @@
 // lo, a TCP sink whose bytes ipfixDump/ipfix2csv decode), and loopback port allocation.
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { createSocket } from 'node:dgram';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import pino from 'pino';
 import type { FlowSnapshot } from '../../src/export/types.js';
+import { cgroup2Mount } from '../../src/export/ipfix/cgroups.js';
 import { ipfixConfigSchema, type IpfixConfig } from '../../src/export/ipfix/config.js';
 
 export const run = promisify(execFile);
@@ -71,23 +72,31 @@ export async function udpSink(port: number): Promise<{ datagrams: Buffer[]; clos
 export interface TcpSink {
   connections: Buffer[][];
   bytes(): Buffer;
+  /** starts reading (a sink created with `paused` leaves data in the socket buffers) */
+  resume(): void;
   close(): Promise<void>;
 }
 
-export async function tcpSink(port: number): Promise<TcpSink> {
+export async function tcpSink(port: number, opts: { paused?: boolean } = {}): Promise<TcpSink> {
   const connections: Buffer[][] = [];
   const sockets = new Set<Socket>();
+  let paused = opts.paused ?? false;
   const server: Server = createServer((s) => {
     const chunks: Buffer[] = [];
     connections.push(chunks);
     sockets.add(s);
     s.on('data', (d) => chunks.push(d));
     s.on('close', () => sockets.delete(s));
+    if (paused) s.pause();
   });
   await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
   return {
     connections,
     bytes: () => Buffer.concat(connections.flat()),
+    resume: () => {
+      paused = false;
+      for (const s of sockets) s.resume();
+    },
     close: async () => {
       const closed = new Promise((r) => server.close(r));
       for (const s of sockets) s.destroy();
@@ -118,6 +127,7 @@ export async function ipfixDump(file: string, elementsXml: string): Promise<{ me
     else if (line.startsWith('--- data record')) messages.at(-1)!.records.push(record = {});
     else if (line.startsWith('--- template record')) record = null;
     else if (record) {
+      // "(pen/id) name : value"; ipfixDump prints PENs above 2^31 as negative numbers
       const field = /^\t\(-?[\d/]+\)\s*(\S+) : (?:\(len: \d+\) )?(.*)$/.exec(line);
       if (field) record[field[1]!] = field[2]!;
     }
@@ -160,14 +170,6 @@ export async function startCapture(filter: string, dir: string): Promise<{ stop(
   };
 }
 
-/** Field values per IPFIX data record (one row per cflow flow), via tshark -T fields. */
-export async function tsharkFields(pcap: string, decodeAs: string, fields: string[], displayFilter = 'cflow'): Promise<string[][]> {
-  const args = ['-r', pcap, '-d', decodeAs, '-Y', displayFilter, '-T', 'fields', '-E', 'separator=\t', '-E', 'occurrence=a', '-E', 'aggregator=|'];
-  for (const f of fields) args.push('-e', f);
-  const { stdout } = await run('tshark', args, { maxBuffer: 64 << 20 });
-  return stdout.split('\n').filter((l) => l.length > 0).map((l) => l.split('\t'));
-}
-
 /** Frames tshark flags as malformed or with an expert warning/error (e.g. a sequence gap). */
 export async function tsharkProblems(pcap: string, decodeAs: string): Promise<string> {
   const { stdout } = await run('tshark', ['-r', pcap, '-d', decodeAs, '-Y', '_ws.malformed || _ws.expert.severity >= "Warning"', '-T', 'fields', '-e', 'frame.number', '-e', '_ws.expert.message'], { maxBuffer: 64 << 20 });
@@ -204,4 +206,31 @@ export async function tsharkMessages(pcap: string, decodeAs: string): Promise<Ts
     }
   }
   return out;
+}
+
+/** Text form of 4 or 16 address bytes (RFC 5952 for IPv6), to compare encoded addresses. */
+export function formatAddress(a: Uint8Array): string {
+  if (a.length === 4) return Array.from(a).join('.');
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(((a[i]! << 8) | a[i + 1]!).toString(16));
+  // compress the longest run of zero groups (RFC 5952 §4.2)
+  let best = -1, bestLen = 1;
+  for (let i = 0; i < 8;) {
+    if (groups[i] !== '0') { i++; continue; }
+    let j = i;
+    while (j < 8 && groups[j] === '0') j++;
+    if (j - i > bestLen) { best = i; bestLen = j - i; }
+    i = j;
+  }
+  if (best < 0) return groups.join(':');
+  return `${groups.slice(0, best).join(':')}::${groups.slice(best + bestLen).join(':')}`;
+}
+
+/** The cgroup v2 this process runs in: its ID (the directory's inode) and path. */
+export function ownCgroup(): { id: bigint; path: string } {
+  const root = cgroup2Mount();
+  const line = readFileSync('/proc/self/cgroup', 'utf8').split('\n').find((l) => l.startsWith('0::'));
+  if (root === null || line === undefined) throw new Error('no cgroup v2 on this host: the cgroup path tests need one');
+  const path = line.slice(3);
+  return { id: statSync(join(root, path), { bigint: true }).ino, path };
 }

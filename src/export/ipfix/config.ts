@@ -1,0 +1,91 @@
+// The [ipfix] section of /etc/ubia/ubia.toml. Absent section = IPFIX export disabled.
+// Every key is documented with .describe(); docs/ipfix.md lists the same with examples.
+import { z } from 'zod';
+
+const seconds = (max: number) => z.number().int().min(1).max(max);
+const elementId = (id: number) =>
+  z.number().int().min(1).max(32767).default(id)
+    .describe(`enterprise Information Element ID (1..32767; the enterprise bit is set on the wire, RFC 7011 §3.2); default ${id}`);
+
+/** Enterprise element IDs under `enterprise_number` for the fields IANA has no IE for. */
+export const ipfixElementIdsSchema = z.strictObject({
+  uid: elementId(1),
+  gid: elementId(2),
+  pid: elementId(3),
+  process_name: elementId(4),
+  cgroup_id: elementId(5),
+  wire_octets_in: elementId(6),
+  wire_octets_out: elementId(7),
+  wire_packets_in: elementId(8),
+  wire_packets_out: elementId(9),
+  payload_octets_in: elementId(10),
+  payload_octets_out: elementId(11),
+  cgroup_path: elementId(12),
+}).refine((ids) => new Set(Object.values(ids)).size === Object.keys(ids).length, {
+  message: 'each enterprise element ID must be different: give every key under [ipfix.element_ids] its own number',
+});
+
+export const ipfixCollectorSchema = z.strictObject({
+  address: z.string({ error: 'each [[ipfix.collectors]] table needs address = "<host or IP of the IPFIX collector>"' })
+    .min(1, 'collector address is empty: set address = "<host or IP of the IPFIX collector>"')
+    .describe('host name or IP address of the collector (required)'),
+  port: z.number().int().min(1).max(65535).default(4739)
+    .describe('collector port, 1..65535; default 4739 (IANA ipfix)'),
+  transport: z.enum(['udp', 'tcp']).default('udp')
+    .describe('udp: templates re-sent every template_refresh seconds, records lost if the collector is down; tcp: templates once per connection, reconnect with backoff, records spooled on disk while the collector is unreachable'),
+  records: z.array(z.enum(['flows', 'users'])).min(1).default(['flows', 'users'])
+    .describe('which records this collector gets: "flows" (per-flow, per-direction) and/or "users" (one per user per usage_interval)'),
+  udp_message_bytes: z.number().int().min(256).max(65507).default(1400)
+    .describe('largest IPFIX message sent over UDP, in bytes; keep it under the path MTU minus 28 (IPv4) or 48 (IPv6) header bytes; default 1400. TCP messages go up to 65535 bytes'),
+  template_refresh: seconds(86400).default(600)
+    .describe('UDP only: seconds between template re-sends (RFC 7011 §8.4); default 600'),
+  reconnect_min: seconds(3600).default(1)
+    .describe('TCP only: first reconnect delay in seconds, doubled after each failure; default 1'),
+  reconnect_max: seconds(3600).default(60)
+    .describe('TCP only: largest reconnect delay in seconds; default 60'),
+  spool_max_bytes: z.number().int().min(65536).max(2 ** 40).default(256 * 1024 * 1024)
+    .describe('TCP only: size limit of the on-disk spool kept while the collector is unreachable; when full the oldest records are dropped and counted; default 256 MiB'),
+  anonymize: z.enum(['none', 'truncate', 'cryptopan']).default('none')
+    .describe('what to do with remote addresses: none; truncate (keep only a prefix, see truncate_ipv4_prefix/truncate_ipv6_prefix); cryptopan (prefix-preserving anonymisation with the key in cryptopan_key_file)'),
+  truncate_ipv4_prefix: z.number().int().min(0).max(32).default(24)
+    .describe('anonymize = "truncate": IPv4 prefix length kept; default 24'),
+  truncate_ipv6_prefix: z.number().int().min(0).max(128).default(48)
+    .describe('anonymize = "truncate": IPv6 prefix length kept; default 48'),
+  cryptopan_key_file: z.string().min(1).optional()
+    .describe('anonymize = "cryptopan": file holding the 32-byte key (raw, or 64 hex digits); create one with `head -c 32 /dev/urandom > /etc/ubia/cryptopan.key`'),
+  process_names: z.boolean().default(true)
+    .describe('false leaves what ran out of the records sent to this collector: the process name (comm) and the cgroup path (systemd unit)'),
+}).refine((c) => c.anonymize !== 'cryptopan' || c.cryptopan_key_file !== undefined, {
+  message: 'anonymize = "cryptopan" needs cryptopan_key_file = "<path to a 32-byte key>"',
+  path: ['cryptopan_key_file'],
+}).refine((c) => c.reconnect_min <= c.reconnect_max, {
+  message: 'reconnect_min must not be larger than reconnect_max',
+  path: ['reconnect_min'],
+});
+
+export const ipfixConfigSchema = z.strictObject({
+  collectors: z.array(ipfixCollectorSchema)
+    .min(1, 'no IPFIX collector configured: add at least one [[ipfix.collectors]] table with an address')
+    .refine((cs) => new Set(cs.map((c) => `${c.transport} ${c.address} ${c.port}`)).size === cs.length, {
+      message: 'the same collector (transport, address and port) is listed twice: each [[ipfix.collectors]] table needs its own',
+    })
+    .describe('one [[ipfix.collectors]] table per collector; each gets its own stream, templates, sequence numbers and spool'),
+  observation_domain_id: z.number().int().min(0).max(2 ** 32 - 1).default(1)
+    .describe('Observation Domain ID in every message header (RFC 7011 §3.1); default 1'),
+  enterprise_number: z.number().int().min(1).max(2 ** 32 - 1).default(32473)
+    .describe('Private Enterprise Number (1..4294967295) of ubia\'s own IEs (uid, gid, pid, process name, cgroup id, per-user counters); default 32473, the number RFC 5612 reserves for documentation: set your organisation\'s PEN in production'),
+  element_ids: ipfixElementIdsSchema.prefault({})
+    .describe('element IDs under enterprise_number; defaults 1..12 in the order listed in docs/ipfix.md'),
+  profile: z.enum(['ubia', 'cace']).default('ubia')
+    .describe('ubia: uid, pid, process name as ubia enterprise IEs and userName as IANA 371; cace: uid, pid, user name and process name as the CACE Technologies IEs (PEN 32622, IDs 8-11) that Wireshark names'),
+  active_timeout: seconds(86400).default(60)
+    .describe('seconds after which a long-lived flow is reported with the bytes since its last report (flowEndReason activeTimeout); default 60'),
+  idle_timeout: seconds(86400).default(300)
+    .describe('seconds without traffic after which a flow\'s pending bytes are reported (flowEndReason idleTimeout), and after which a flow the meter no longer lists is forgotten; default 300'),
+  usage_interval: seconds(86400).default(60)
+    .describe('seconds covered by each per-user usage record; default 60'),
+}).optional().describe('IPFIX export (RFC 7011); absent = disabled');
+
+export type IpfixConfig = NonNullable<z.output<typeof ipfixConfigSchema>>;
+export type IpfixCollectorConfig = z.output<typeof ipfixCollectorSchema>;
+export type IpfixElementIds = z.output<typeof ipfixElementIdsSchema>;

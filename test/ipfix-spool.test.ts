@@ -1,0 +1,144 @@
+// No loss over TCP: while the collector is down records wait in the on-disk spool and
+// arrive exactly once, in order, when it is back; each connection is its own stream whose
+// sequence numbers count the records before each message. Decoded with ipfixDump.
+import { readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createIpfixExporter } from '../src/export/ipfix/index.js';
+import type { Exporter } from '../src/export/types.js';
+import { flowSnapshot, freePort, ipfixConfig, ipfixDump, silentLogger, tcpSink, tempDir, waitFor, type TcpSink } from './helpers/ipfix.js';
+
+const elementsXml = join(import.meta.dirname, '..', 'packaging', 'ipfix', 'ubia-elements.xml');
+let dir: ReturnType<typeof tempDir>;
+beforeEach(() => { dir = tempDir('ubia-ipfix-spool-'); });
+afterEach(() => dir.remove());
+
+function exporterTo(port: number, over: Record<string, unknown> = {}): Exporter {
+  return createIpfixExporter(ipfixConfig({
+    collectors: [{ address: '127.0.0.1', port, transport: 'tcp', records: ['flows'], reconnect_min: 1, reconnect_max: 1, ...over }],
+  }), { logger: silentLogger, spoolDir: dir.path });
+}
+
+/** Flows that only sent, so each gives exactly one record; the local port (< 65536) numbers them. */
+function sendFlows(exporter: Exporter, from: number, count: number): void {
+  for (let i = from; i < from + count; i++) {
+    exporter.flowEnded(flowSnapshot({ localPort: i, txBytes: 1000 + i, txPackets: 1, user: 'ubia-test-alice' }));
+  }
+}
+
+const spoolFiles = (port: number) => readdirSync(join(dir.path, `tcp-127.0.0.1-${port}`)).filter((f) => f.endsWith('.spool'));
+const delivered = (e: Exporter) => e.status().queued === 0 && e.status().state === 'ok';
+
+/** Every connection's records in arrival order, checking each connection's sequence numbers. */
+async function receivedPorts(sinks: TcpSink[]): Promise<number[]> {
+  const ports: number[] = [];
+  let n = 0;
+  for (const sink of sinks) {
+    for (const chunks of sink.connections) {
+      const file = join(dir.path, `connection-${n++}.ipfix`);
+      writeFileSync(file, Buffer.concat(chunks));
+      const { messages } = await ipfixDump(file, elementsXml);
+      let before = 0;
+      for (const m of messages) {
+        expect(m.sequence, 'sequence number = data records sent earlier in this connection').toBe(before);
+        before += m.records.length;
+        ports.push(...m.records.map((r) => Number(r.sourceTransportPort)));
+      }
+    }
+  }
+  return ports;
+}
+
+const range = (from: number, count: number) => Array.from({ length: count }, (_, i) => from + i);
+
+describe('TCP collector outages', () => {
+  it('delivers every record exactly once and in order across two outages', async () => {
+    const port = await freePort();
+    const exporter = exporterTo(port);
+    try {
+      sendFlows(exporter, 20000, 300); // collector not there yet
+      await waitFor(() => exporter.status().state === 'down', 5000, 'the exporter to see the collector is down');
+      await waitFor(() => spoolFiles(port).length > 0, 5000, 'records to spill to the spool directory');
+      expect(exporter.status()).toMatchObject({ state: 'down', queued: 300, dropped: 0 });
+
+      const first = await tcpSink(port);
+      await waitFor(() => delivered(exporter), 10_000, 'the spool to drain into the collector');
+      sendFlows(exporter, 20300, 300);
+      await waitFor(() => delivered(exporter), 10_000, 'live records to reach the collector');
+      await first.close();
+      await waitFor(() => exporter.status().state === 'down', 5000, 'the exporter to notice the collector went away');
+      sendFlows(exporter, 20600, 300);
+
+      const second = await tcpSink(port);
+      await waitFor(() => delivered(exporter), 10_000, 'the spool to drain after the second outage');
+      await exporter.close();
+      await second.close();
+      expect(first.connections).toHaveLength(1);
+      expect(second.connections).toHaveLength(1);
+      expect(await receivedPorts([first, second])).toEqual(range(20000, 900));
+      expect(exporter.status().dropped).toBe(0);
+    } finally {
+      await exporter.close();
+    }
+  });
+
+  it('queues behind a collector that stops reading, and delivers everything when it reads again', async () => {
+    const port = await freePort();
+    const sink = await tcpSink(port, { paused: true });
+    const exporter = exporterTo(port);
+    try {
+      await waitFor(() => exporter.status().state === 'ok', 5000, 'the connection');
+      sendFlows(exporter, 0, 65_000); // ~6.5 MB: more than the socket buffers of an idle reader hold
+      await waitFor(() => spoolFiles(port).length > 0, 5000, 'records to back up into the spool');
+      expect(exporter.status().state).not.toBe('down');
+      sink.resume();
+      await waitFor(() => delivered(exporter), 30_000, 'the backlog to reach the collector');
+      await exporter.close();
+      await sink.close();
+      expect(sink.connections).toHaveLength(1);
+      expect(await receivedPorts([sink])).toEqual(range(0, 65_000));
+    } finally {
+      await exporter.close();
+    }
+  });
+
+  it('keeps the spool across an agent restart', async () => {
+    const port = await freePort();
+    const before = exporterTo(port);
+    sendFlows(before, 30000, 100);
+    await before.close(); // collector down: the records stay on disk
+    expect(spoolFiles(port).length).toBeGreaterThan(0);
+
+    const sink = await tcpSink(port);
+    const after = exporterTo(port);
+    try {
+      expect(after.status().queued).toBe(100);
+      sendFlows(after, 30100, 10);
+      await waitFor(() => delivered(after), 10_000, 'spooled records to reach the collector');
+    } finally {
+      await after.close();
+      await sink.close();
+    }
+    expect(await receivedPorts([sink])).toEqual(range(30000, 110));
+  });
+
+  it('drops the oldest records when the spool is full, and counts them', async () => {
+    const port = await freePort();
+    const exporter = exporterTo(port, { spool_max_bytes: 65536 });
+    let dropped = 0;
+    try {
+      sendFlows(exporter, 10000, 3000); // ~300 KB of records into a 64 KiB spool
+      const s = exporter.status();
+      dropped = s.dropped;
+      expect(dropped).toBeGreaterThan(2000);
+      expect(s.queued).toBe(3000 - dropped);
+      const sink = await tcpSink(port);
+      await waitFor(() => delivered(exporter), 10_000, 'the rest of the spool to drain');
+      await exporter.close();
+      await sink.close();
+      expect(await receivedPorts([sink])).toEqual(range(10000 + dropped, 3000 - dropped));
+    } finally {
+      await exporter.close();
+    }
+  });
+});
