@@ -1,0 +1,128 @@
+// The Diameter accounting exporter: per-user sessions → ledger outbox → primary or
+// secondary AAA server. See docs/diameter.md.
+import type BetterSqlite3 from 'better-sqlite3';
+import type { Logger } from 'pino';
+import type { Exporter, ExporterStatus, UsageInterval } from '../types.js';
+import { createIdSequence } from './codec.js';
+import type { DiameterConfig } from './config.js';
+import { openDiameterLedger } from './ledger.js';
+import { createPeer, type Peer } from './peer.js';
+import { createSender } from './sender.js';
+import { createSessions } from './sessions.js';
+
+export { diameterConfigSchema, type DiameterConfig } from './config.js';
+
+export interface DiameterDeps {
+  logger: Logger;
+  /** the agent's ledger database (WAL); the exporter keeps its tables there */
+  db: BetterSqlite3.Database;
+  /** this host's name: NAS-Identifier, and Origin-Host unless configured */
+  hostName: string;
+}
+
+export interface DiameterAccounting extends Exporter {
+  /** the user's last login session ended: their accounting session gets its STOP now */
+  userLoggedOut(uid: number): void;
+}
+
+/** How often sessions are checked for due INTERIMs and idle STOPs. */
+const TICK_MS = 1000;
+
+export function createDiameterAccounting(config: DiameterConfig, deps: DiameterDeps): DiameterAccounting {
+  const logger = deps.logger.child({ exporter: 'diameter' });
+  const originHost = config.originHost ?? (deps.hostName.includes('.') ? deps.hostName : `${deps.hostName}.${config.originRealm}`);
+  // RFC 6733 §8.16: Origin-State-Id increases each time the state is lost; the start time does
+  const originStateId = Math.floor(Date.now() / 1000) >>> 0;
+  const ledger = openDiameterLedger(deps.db);
+  const nextEndToEnd = createIdSequence();
+  const nextHopByHop = createIdSequence();
+
+  const peers: Peer[] = config.servers.map((server) =>
+    createPeer({
+      server,
+      tls: config.tls,
+      identity: { originHost, originRealm: config.originRealm, vendorId: config.vendorId, productName: config.productName, originStateId },
+      watchdogMs: config.watchdogSeconds * 1000,
+      reconnectMaxMs: config.reconnectSeconds * 1000,
+      requestTimeoutMs: config.requestTimeoutSeconds * 1000,
+      logger,
+      nextEndToEnd,
+      nextHopByHop,
+      onStateChange: () => sender.wake(),
+    }),
+  );
+  const sessions = createSessions(
+    ledger,
+    {
+      originHost,
+      originRealm: config.originRealm,
+      destinationRealm: config.destinationRealm,
+      destinationHost: config.destinationHost,
+      nasIdentifier: deps.hostName,
+      interimIntervalS: config.interimIntervalSeconds,
+      idleStopS: config.idleStopSeconds,
+    },
+    nextEndToEnd,
+    () => sender.wake(),
+  );
+  const sender = createSender({
+    ledger,
+    peers,
+    maxInFlight: config.maxInFlight,
+    retryMaxMs: config.reconnectSeconds * 1000,
+    logger,
+    onServerInterim: (sessionId, seconds) => sessions.setServerInterim(sessionId, seconds),
+  });
+
+  const tick = setInterval(() => sessions.tick(Date.now()), TICK_MS);
+  tick.unref();
+  logger.info({ originHost, servers: peers.map((p) => p.name), outbox: ledger.outboxDepth(), sessions: sessions.count }, 'diameter: accounting started');
+  for (const p of peers) p.start();
+  sender.wake(); // records left by an earlier run
+
+  return {
+    name: 'diameter',
+    usage(interval: UsageInterval) {
+      sessions.addUsage(interval);
+    },
+    // Diameter accounting here is per user; flows are the IPFIX exporter's business
+    activeFlows() {},
+    flowEnded() {},
+    userLoggedOut(uid) {
+      sessions.stopUser(uid, Date.now());
+    },
+    status(): ExporterStatus {
+      const open = peers.filter((p) => p.state === 'open');
+      const queued = ledger.outboxDepth();
+      const rejected = ledger.rejectedCount();
+      const state = open.length === 0 ? 'down' : open[0] !== peers[0] || queued > config.maxInFlight ? 'degraded' : 'ok';
+      const detail =
+        open.length === 0
+          ? `no AAA server reachable (${peers.map((p) => `${p.name}: ${p.lastError ?? p.state}`).join('; ')}); records wait in the outbox`
+          : `sending to ${open[0]!.name} (${open[0]!.remoteHost ?? '?'})${open[0] !== peers[0] ? ', failed over from the primary' : ''}`;
+      return {
+        name: 'diameter',
+        state,
+        detail,
+        queued,
+        dropped: rejected,
+        extra: {
+          peers: peers.map((p) => ({ name: p.name, state: p.state, remoteHost: p.remoteHost, inFlight: p.inFlight, lastError: p.lastError })),
+          sessions: sessions.count,
+          outbox: queued,
+          inFlight: sender.inFlight,
+          rejected,
+        },
+      };
+    },
+    async close() {
+      clearInterval(tick);
+      sessions.stopAll(Date.now());
+      const drained = await sender.drain(config.requestTimeoutSeconds * 1000);
+      if (!drained) logger.warn({ outbox: ledger.outboxDepth() }, 'diameter: stopping with records not yet acknowledged; they are sent at the next start');
+      await Promise.all(peers.map((p) => p.stop()));
+      sender.close();
+      logger.info('diameter: accounting stopped');
+    },
+  };
+}

@@ -1,0 +1,173 @@
+// Per-user accounting sessions: when a user's START, INTERIMs and STOP are due, and the
+// cumulative counters each record carries. Every record and the session state that goes
+// with it are written to the ledger in one transaction.
+import type { UsageInterval } from '../types.js';
+import { buildAcr } from './acr.js';
+import { RecordType, TerminationCause, type RecordTypeValue } from './dictionary.js';
+import type { DiameterLedger, SessionRow } from './ledger.js';
+
+export interface SessionSettings {
+  originHost: string;
+  originRealm: string;
+  destinationRealm: string;
+  destinationHost?: string;
+  nasIdentifier: string;
+  interimIntervalS: number;
+  idleStopS: number;
+}
+
+export interface Sessions {
+  /** adds one poll's deltas: STARTs sessions for new users, INTERIMs those that are due */
+  addUsage(interval: UsageInterval): void;
+  /** INTERIMs that are due and STOPs for sessions idle longer than idleStopS */
+  tick(nowMs: number): void;
+  /** the user's last login session ended */
+  stopUser(uid: number, nowMs: number): void;
+  /** agent shutdown */
+  stopAll(nowMs: number): void;
+  /** RFC 6733 §9.8.2: the interval in an ACA overrides ours for that session */
+  setServerInterim(sessionId: string, seconds: number): void;
+  readonly count: number;
+}
+
+export function createSessions(
+  ledger: DiameterLedger,
+  settings: SessionSettings,
+  nextEndToEnd: () => number,
+  onEnqueued: () => void,
+): Sessions {
+  // sessions survive a restart: same Session-Id, record numbers continue
+  const byUid = new Map<number, SessionRow>(ledger.loadSessions().map((s) => [s.uid, s]));
+  const bySessionId = new Map<string, SessionRow>([...byUid.values()].map((s) => [s.sessionId, s]));
+
+  // the low 32 bits of new Session-Ids; persisted once per transaction
+  let sequence = ledger.loadSessionSequence();
+  let savedSequence = sequence;
+  const fresh = new Set<SessionRow>(); // created in this transaction, not yet inserted
+
+  const interimMs = (s: SessionRow): number => (s.serverInterimS ?? settings.interimIntervalS) * 1000;
+
+  function newSession(uid: number, user: string, nowMs: number): SessionRow {
+    // RFC 6733 §8.8: <DiameterIdentity>;<high 32 bits>;<low 32 bits>[;<optional value>]
+    const high = Math.floor(nowMs / 1000) >>> 0;
+    sequence = (sequence + 1) % 2 ** 32;
+    const low = sequence;
+    const s: SessionRow = {
+      uid,
+      user,
+      sessionId: `${settings.originHost};${high};${low};ubia-${uid}`,
+      startedMs: nowMs,
+      lastTrafficMs: nowMs,
+      lastRecordMs: nowMs,
+      nextRecordNumber: 0,
+      serverInterimS: null,
+      inputOctets: 0,
+      outputOctets: 0,
+      inputPackets: 0,
+      outputPackets: 0,
+    };
+    byUid.set(uid, s);
+    bySessionId.set(s.sessionId, s);
+    fresh.add(s);
+    return s;
+  }
+
+  function record(s: SessionRow, type: RecordTypeValue, nowMs: number, terminationCause?: number): void {
+    const message = buildAcr({
+      ...settings,
+      sessionId: s.sessionId,
+      recordType: type,
+      recordNumber: s.nextRecordNumber,
+      userName: s.user,
+      eventMs: nowMs,
+      inputOctets: s.inputOctets,
+      outputOctets: s.outputOctets,
+      inputPackets: s.inputPackets,
+      outputPackets: s.outputPackets,
+      sessionTimeS: Math.max(0, Math.floor((nowMs - s.startedMs) / 1000)),
+      interimIntervalS: interimMs(s) / 1000,
+      terminationCause,
+      endToEnd: nextEndToEnd(),
+    });
+    ledger.enqueue({ sessionId: s.sessionId, recordNumber: s.nextRecordNumber, recordType: type, message });
+    s.nextRecordNumber += 1;
+    s.lastRecordMs = nowMs;
+    if (type === RecordType.Stop) {
+      if (!fresh.delete(s)) ledger.deleteSession(s.uid);
+      byUid.delete(s.uid);
+      bySessionId.delete(s.sessionId);
+    } else {
+      save(s);
+    }
+  }
+
+  function interimsDue(nowMs: number): void {
+    for (const s of byUid.values()) {
+      if (nowMs - s.lastRecordMs >= interimMs(s)) record(s, RecordType.Interim, nowMs);
+    }
+  }
+
+  function save(s: SessionRow): void {
+    if (fresh.delete(s)) ledger.insertSession(s);
+    else ledger.updateSession(s);
+  }
+
+  /** one transaction per change, then wake the sender */
+  function changed(fn: () => void): void {
+    ledger.transaction(() => {
+      fn();
+      if (sequence !== savedSequence) ledger.saveSessionSequence(sequence);
+    });
+    savedSequence = sequence;
+    onEnqueued();
+  }
+
+  return {
+    addUsage(interval) {
+      changed(() => {
+        for (const u of interval.users) {
+          if (u.rxBytes === 0 && u.txBytes === 0 && u.rxPackets === 0 && u.txPackets === 0) continue;
+          const existing = byUid.get(u.uid);
+          const s = existing ?? newSession(u.uid, u.user, interval.startMs);
+          // input = octets from the user (what the user sent), as NAS accounting counts them (RFC 7155 §4.4.1)
+          s.inputOctets += u.txBytes;
+          s.outputOctets += u.rxBytes;
+          s.inputPackets += u.txPackets;
+          s.outputPackets += u.rxPackets;
+          s.lastTrafficMs = interval.endMs;
+          if (!existing) record(s, RecordType.Start, interval.endMs);
+          else save(s);
+        }
+        interimsDue(interval.endMs);
+      });
+    },
+    tick(nowMs) {
+      const idle = [...byUid.values()].filter((s) => nowMs - s.lastTrafficMs >= settings.idleStopS * 1000);
+      const due = [...byUid.values()].some((s) => nowMs - s.lastRecordMs >= interimMs(s));
+      if (idle.length === 0 && !due) return;
+      changed(() => {
+        for (const s of idle) record(s, RecordType.Stop, nowMs, TerminationCause.SessionTimeout);
+        interimsDue(nowMs);
+      });
+    },
+    stopUser(uid, nowMs) {
+      const s = byUid.get(uid);
+      if (s) changed(() => record(s, RecordType.Stop, nowMs, TerminationCause.Logout));
+    },
+    stopAll(nowMs) {
+      if (byUid.size === 0) return;
+      changed(() => {
+        for (const s of [...byUid.values()]) record(s, RecordType.Stop, nowMs, TerminationCause.Administrative);
+      });
+    },
+    setServerInterim(sessionId, seconds) {
+      const s = bySessionId.get(sessionId);
+      if (!s || seconds === 0 || s.serverInterimS === seconds) return;
+      s.serverInterimS = seconds;
+      save(s);
+    },
+    get count() {
+      return byUid.size;
+    },
+  };
+}

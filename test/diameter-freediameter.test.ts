@@ -1,0 +1,337 @@
+// Diameter accounting against the real peer: freeDiameterd + app_acct storing every ACR in
+// a throw-away PostgreSQL cluster (test/peers/freediameter/). Usage is driven with known
+// synthetic deltas; the rows in PostgreSQL must match them exactly.
+import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { createDiameterAccounting } from '../src/export/diameter/index.js';
+import { RecordType } from '../src/export/diameter/dictionary.js';
+import { CLIENT_HOST, CLIENT_IDENTITY, memoryLogger, tempLedger, testConfig, until, usage } from './peers/freediameter/client.js';
+import {
+  compileAgentChild,
+  spawnAgentChild,
+} from './peers/freediameter/client.js';
+import {
+  makeTlsFiles,
+  SERVER_IDENTITY,
+  startFreeDiameter,
+  startPostgres,
+  type AcctRow,
+  type FreeDiameter,
+  type Postgres,
+  type ReceivedAcr,
+} from './peers/freediameter/harness.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+let pg: Postgres;
+let fd: FreeDiameter;
+
+beforeAll(async () => {
+  pg = await startPostgres();
+  fd = await startFreeDiameter({ pg, dumpMessages: true });
+});
+
+afterAll(async () => {
+  await fd?.close();
+  await pg?.stop();
+});
+
+const bySession = (rows: AcctRow[]): Map<string, AcctRow[]> => {
+  const m = new Map<string, AcctRow[]>();
+  for (const r of rows) m.set(r.sessionId, [...(m.get(r.sessionId) ?? []), r]);
+  for (const list of m.values()) list.sort((a, b) => a.recordNumber - b.recordNumber);
+  return m;
+};
+
+const key = (r: { sessionId: string; recordNumber: number }): string => `${r.sessionId}#${r.recordNumber}`;
+
+/** Rows once per (Session-Id, record number); a record stored twice must have been
+ *  received again with the T flag (RFC 6733 §3, §9.4: the server may drop duplicates). */
+function dedupeChecked(rows: AcctRow[], received: ReceivedAcr[]): AcctRow[] {
+  const firstSends = new Map<string, number>();
+  for (const r of received) if (!r.retransmit) firstSends.set(key(r), (firstSends.get(key(r)) ?? 0) + 1);
+  for (const [k, n] of firstSends) expect(n, `${k} sent ${n} times without the T flag`).toBe(1);
+  const seen = new Map<string, AcctRow>();
+  for (const r of rows) {
+    const k = key(r);
+    if (seen.has(k)) {
+      expect(received.filter((x) => key(x) === k && x.retransmit).length, `${k} stored twice but never re-sent with T`).toBeGreaterThan(0);
+      expect(r).toEqual(seen.get(k)); // a re-send carries the same bytes
+    } else seen.set(k, r);
+  }
+  return [...seen.values()];
+}
+
+type Totals = Record<string, { in: number; out: number; inP: number; outP: number }>;
+
+/** Synthetic traffic for users, poll i; adds it to totals. */
+function traffic(i: number, users: { uid: number; user: string }[], totals: Totals): Parameters<typeof usage>[2] {
+  return users.map((u, k) => {
+    const d = { ...u, txBytes: 1500 * (i + 1) + k, rxBytes: 64_000 + i * 7 + k, txPackets: i + 1 + k, rxPackets: 40 + i };
+    const t = (totals[u.user] ??= { in: 0, out: 0, inP: 0, outP: 0 });
+    t.in += d.txBytes;
+    t.out += d.rxBytes;
+    t.inP += d.txPackets;
+    t.outP += d.rxPackets;
+    return d;
+  });
+}
+
+function expectTotals(sessions: Map<string, AcctRow[]>, totals: Totals): void {
+  expect(sessions.size).toBe(Object.keys(totals).length);
+  for (const rows of sessions.values()) {
+    expectWellFormedSession(rows);
+    const stop = rows.at(-1)!;
+    const t = totals[stop.userName]!;
+    expect([stop.inputOctets, stop.outputOctets, stop.inputPackets, stop.outputPackets]).toEqual([t.in, t.out, t.inP, t.outP]);
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Each session: START first, record numbers 0,1,2,… without gaps or repeats, counters
+ *  never going down, STOP last. */
+function expectWellFormedSession(rows: AcctRow[]): void {
+  expect(rows.map((r) => r.recordNumber)).toEqual(rows.map((_, i) => i));
+  expect(rows[0]!.recordType).toBe(RecordType.Start);
+  expect(rows.at(-1)!.recordType).toBe(RecordType.Stop);
+  for (const r of rows.slice(1, -1)) expect(r.recordType).toBe(RecordType.Interim);
+  for (let i = 1; i < rows.length; i++) {
+    expect(rows[i]!.inputOctets).toBeGreaterThanOrEqual(rows[i - 1]!.inputOctets);
+    expect(rows[i]!.outputPackets).toBeGreaterThanOrEqual(rows[i - 1]!.outputPackets);
+  }
+}
+
+describe('Diameter accounting into freeDiameter/app_acct/PostgreSQL', () => {
+  it('two users: START, INTERIMs and STOP rows with cumulative wire counts', async () => {
+    pg.sql('TRUNCATE incoming');
+    const ledger = tempLedger();
+    const { logger, lines } = memoryLogger();
+    onTestFailed(() => console.log(lines.map((l) => JSON.stringify(l)).join('\n'), fd.log().slice(-3000)));
+    const acct = createDiameterAccounting(testConfig(fd.port, { interimIntervalSeconds: 1, idleStopSeconds: 3 }), {
+      logger,
+      db: ledger.db,
+      hostName: CLIENT_HOST,
+    });
+    try {
+      await until('peer open', () => acct.status().state === 'ok', 10_000);
+      const totals = { alice: { in: 0, out: 0, inP: 0, outP: 0 }, bob: { in: 0, out: 0, inP: 0, outP: 0 } };
+      const t0 = Date.now();
+      // 6 polls of 500 ms: alice sends and receives every poll, bob only in the first half
+      for (let i = 0; i < 6; i++) {
+        const users = [{ uid: 60001, user: 'alice', txBytes: 1000 + i, rxBytes: 20_000 * (i + 1), txPackets: 10 + i, rxPackets: 15 + i }];
+        if (i < 3) users.push({ uid: 60002, user: 'bob', txBytes: 3_000_000_000 * (i + 1), rxBytes: 7, txPackets: 2_000_000 + i, rxPackets: 1 });
+        for (const u of users) {
+          const t = totals[u.user as 'alice' | 'bob'];
+          t.in += u.txBytes;
+          t.out += u.rxBytes;
+          t.inP += u.txPackets;
+          t.outP += u.rxPackets;
+        }
+        acct.usage(usage(t0 + i * 500, t0 + (i + 1) * 500, users));
+        await new Promise((r) => setTimeout(r, 500));
+      }
+      acct.userLoggedOut(60002); // bob's last login session ended
+      // alice goes idle: her STOP comes after idleStopSeconds
+      await until('both STOP rows', () => pg.rows().filter((r) => r.recordType === RecordType.Stop).length === 2, 15_000);
+      await until('outbox empty', () => acct.status().queued === 0, 5000);
+
+      const sessions = bySession(pg.rows());
+      expect(sessions.size).toBe(2);
+      for (const [sessionId, rows] of sessions) {
+        expectWellFormedSession(rows);
+        const user = rows[0]!.userName as 'alice' | 'bob';
+        expect(sessionId).toMatch(new RegExp(`^${CLIENT_IDENTITY.replace(/\./g, '\\.')};\\d+;\\d+;ubia-6000[12]$`));
+        for (const r of rows) {
+          expect(r.userName).toBe(user);
+          expect(r.originHost).toBe(CLIENT_IDENTITY);
+          expect(r.nasIdentifier).toBe(CLIENT_HOST);
+        }
+        const stop = rows.at(-1)!;
+        const t = totals[user];
+        expect([stop.inputOctets, stop.outputOctets, stop.inputPackets, stop.outputPackets]).toEqual([t.in, t.out, t.inP, t.outP]);
+        expect(stop.terminationCause).toBe(user === 'bob' ? 1 : 8); // LOGOUT, SESSION_TIMEOUT
+        expect(stop.sessionTime).toBeGreaterThanOrEqual(1);
+      }
+      // alice was active ~3 s with a 1 s interim interval: some INTERIMs
+      const alice = [...sessions.values()].find((r) => r[0]!.userName === 'alice')!;
+      expect(alice.filter((r) => r.recordType === RecordType.Interim).length).toBeGreaterThanOrEqual(2);
+      // bob's counts pass 2^32 octets: Unsigned64 end to end
+      expect(totals.bob.in).toBeGreaterThan(2 ** 32);
+      expect(lines.filter((l) => l.level >= 50)).toEqual([]);
+    } finally {
+      await acct.close();
+      ledger.dispose();
+    }
+  });
+
+  it('server stopped (SIGTERM) and killed (SIGKILL) during traffic: every record arrives, none duplicated without T', async () => {
+    pg.sql('TRUNCATE incoming');
+    const receivedBefore = fd.receivedAcrs().length;
+    const ledger = tempLedger();
+    const { logger, lines } = memoryLogger();
+    onTestFailed(() => console.log(lines.map((l) => JSON.stringify(l)).join('\n'), fd.log().slice(-3000)));
+    const acct = createDiameterAccounting(
+      testConfig(fd.port, { interimIntervalSeconds: 1, requestTimeoutSeconds: 2, reconnectSeconds: 1, watchdogSeconds: 2 }),
+      { logger, db: ledger.db, hostName: CLIENT_HOST },
+    );
+    const users = [{ uid: 61001, user: 'carol' }, { uid: 61002, user: 'dave' }, { uid: 61003, user: 'erin' }];
+    const totals: Totals = {};
+    try {
+      await until('peer open', () => acct.status().state === 'ok', 10_000);
+      const t0 = Date.now();
+      let queuedWhileDown = 0;
+      for (let i = 0; i < 30; i++) {
+        if (i === 5) await fd.stop();
+        if (i === 12) await fd.start();
+        if (i === 18) await fd.stop(true);
+        if (i === 23) await fd.start();
+        acct.usage(usage(t0 + i * 200, t0 + (i + 1) * 200, traffic(i, users, totals)));
+        if (i === 11 || i === 22) {
+          expect(acct.status().state).toBe('down');
+          queuedWhileDown = Math.max(queuedWhileDown, acct.status().queued);
+        }
+        await sleep(200);
+      }
+      expect(queuedWhileDown).toBeGreaterThan(0); // records waited in the outbox
+      await until('outbox empty', () => acct.status().queued === 0, 20_000);
+      await acct.close(); // STOPs
+      expect(acct.status().queued).toBe(0);
+      const rows = dedupeChecked(pg.rows(), fd.receivedAcrs().slice(receivedBefore));
+      expectTotals(bySession(rows), totals);
+      expect(lines.some((l) => /peer connection lost/.test(l.msg))).toBe(true);
+    } finally {
+      await acct.close();
+      ledger.dispose();
+    }
+  });
+
+  it('kill -9 of the agent with records in the outbox: a restart re-sends them and continues the sessions', async () => {
+    pg.sql('TRUNCATE incoming');
+    const receivedBefore = fd.receivedAcrs().length;
+    const ledger = tempLedger();
+    ledger.db.close(); // the child processes own it
+    const child = compileAgentChild();
+    const config = testConfig(fd.port, { interimIntervalSeconds: 1, requestTimeoutSeconds: 2, reconnectSeconds: 1 });
+    const users = [{ uid: 62001, user: 'frank' }, { uid: 62002, user: 'grace' }];
+    const totals: Totals = {};
+    let agent = spawnAgentChild(child.script, ledger.path, config, CLIENT_HOST);
+    onTestFailed(() => console.log(agent.stderr(), fd.log().slice(-3000)));
+    try {
+      const t0 = Date.now();
+      let i = 0;
+      const poll = async (): Promise<void> => {
+        agent.usage(usage(t0 + i * 200, t0 + (i + 1) * 200, traffic(i, users, totals)));
+        i++;
+        await sleep(200);
+      };
+      const drained = async (): Promise<void> => {
+        const deadline = Date.now() + 20_000;
+        while ((await agent.status()).queued > 0) {
+          if (Date.now() > deadline) throw new Error('outbox not drained in 20 s');
+          await sleep(100);
+        }
+      };
+      for (let n = 0; n < 5; n++) await poll();
+      await until('first rows', () => pg.rows().length >= 2, 10_000);
+      // 1. server down: INTERIMs pile up in the outbox, unsent; then the agent dies
+      await fd.stop();
+      for (let n = 0; n < 8; n++) await poll();
+      expect((await agent.status()).queued).toBeGreaterThan(0);
+      await agent.kill9();
+      await fd.start();
+      agent = spawnAgentChild(child.script, ledger.path, config, CLIENT_HOST);
+      for (let n = 0; n < 5; n++) await poll();
+      await drained();
+      // 2. server silent: ACRs sent and unanswered when the agent dies; the server stores
+      //    them later, and the restarted agent must re-send them with the T flag
+      fd.pause();
+      for (let n = 0; n < 8; n++) await poll();
+      expect((await agent.status()).extra!.inFlight).toBeGreaterThan(0);
+      await agent.kill9();
+      fd.resume();
+      agent = spawnAgentChild(child.script, ledger.path, config, CLIENT_HOST);
+      for (let n = 0; n < 5; n++) await poll();
+      await drained();
+      await agent.close();
+      const received = fd.receivedAcrs().slice(receivedBefore);
+      expect(received.some((r) => r.retransmit)).toBe(true);
+      const rows = dedupeChecked(pg.rows(), received);
+      const sessions = bySession(rows);
+      expect(sessions.size).toBe(2); // same Session-Ids across the restart
+      expectTotals(sessions, totals);
+    } finally {
+      fd.resume();
+      await agent.kill9();
+      child.dispose();
+      ledger.dispose();
+    }
+  });
+
+  it('1,000 ACRs pipelined at once are all answered', async () => {
+    pg.sql('TRUNCATE incoming');
+    const ledger = tempLedger();
+    const { logger } = memoryLogger();
+    const acct = createDiameterAccounting(testConfig(fd.port, { maxInFlight: 1000 }), { logger, db: ledger.db, hostName: CLIENT_HOST });
+    try {
+      await until('peer open', () => acct.status().state === 'ok', 10_000);
+      const now = Date.now();
+      const users = Array.from({ length: 1000 }, (_, k) => ({ uid: 70000 + k, user: `u${k}`, txBytes: k + 1, rxBytes: 2 * k + 1, txPackets: 1, rxPackets: 1 }));
+      acct.usage(usage(now - 1000, now, users));
+      await new Promise((r) => setImmediate(r));
+      expect(acct.status().extra!.inFlight).toBe(1000); // all sent before any answer was read
+      await until('1,000 ACAs', () => acct.status().queued === 0, 30_000);
+      const rows = pg.rows();
+      expect(rows.length).toBe(1000);
+      expect(new Set(rows.map((r) => r.userName)).size).toBe(1000);
+      expect(rows.every((r) => r.recordType === RecordType.Start && r.inputOctets === Number(r.userName.slice(1)) + 1)).toBe(true);
+    } finally {
+      await acct.close();
+      ledger.dispose();
+    }
+  });
+});
+
+describe('Diameter over TLS (RFC 6733 §13) to freeDiameter', () => {
+  it('connects with a client certificate from a test CA and stores the records; a wrong CA is refused', async () => {
+    pg.sql('TRUNCATE incoming');
+    const dir = mkdtempSync(join(tmpdir(), 'ubia-diam-tls-'));
+    const files = makeTlsFiles(dir, CLIENT_IDENTITY);
+    const fdTls = await startFreeDiameter({ pg, tls: files });
+    const ledger = tempLedger();
+    const { logger, lines } = memoryLogger();
+    onTestFailed(() => console.log(lines.map((l) => JSON.stringify(l)).join('\n'), fdTls.log().slice(-3000)));
+    const tlsConfig = (ca: string) =>
+      testConfig(fdTls.tlsPort!, {
+        servers: [{ host: '127.0.0.1', port: fdTls.tlsPort!, transport: 'tls', identity: SERVER_IDENTITY }],
+        tls: { ca, cert: files.clientCert, key: files.clientKey, serverName: SERVER_IDENTITY },
+      });
+    const acct = createDiameterAccounting(tlsConfig(files.ca), { logger, db: ledger.db, hostName: CLIENT_HOST });
+    const wrongCa = makeTlsFiles(mkdtempSync(join(dir, 'other-')), CLIENT_IDENTITY).ca;
+    const ledger2 = tempLedger();
+    const refused = createDiameterAccounting(tlsConfig(wrongCa), { logger, db: ledger2.db, hostName: CLIENT_HOST });
+    try {
+      await until('TLS peer open', () => acct.status().state === 'ok', 15_000);
+      const now = Date.now();
+      acct.usage(usage(now - 1000, now, [{ uid: 63001, user: 'heidi', txBytes: 123, rxBytes: 456, txPackets: 3, rxPackets: 4 }]));
+      acct.userLoggedOut(63001);
+      await until('START and STOP rows', () => pg.rows().length === 2, 10_000);
+      const rows = pg.rows().sort((a, b) => a.recordNumber - b.recordNumber);
+      expect(rows.map((r) => [r.userName, r.recordType, r.inputOctets, r.outputOctets])).toEqual([
+        ['heidi', RecordType.Start, 123, 456],
+        ['heidi', RecordType.Stop, 123, 456],
+      ]);
+      const lastError = (): string => String((refused.status().extra!.peers as { lastError?: string }[])[0]!.lastError);
+      await until('the wrong-CA client to fail', () => lastError() !== 'undefined', 10_000);
+      expect(refused.status().state).toBe('down');
+      expect(lastError()).toMatch(/certificate/i);
+    } finally {
+      await refused.close();
+      await acct.close();
+      await fdTls.close();
+      ledger.dispose();
+      ledger2.dispose();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
