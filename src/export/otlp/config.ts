@@ -1,0 +1,62 @@
+// [otlp] section of /etc/ubia/ubia.toml: where and how the OTLP metrics exporter sends.
+// The section is optional: absent = exporter disabled. Keys follow the OTLP exporter
+// specification's settings (endpoint, protocol, headers, timeout, compression,
+// temporality preference) so an admin who knows OTEL_EXPORTER_OTLP_* recognises them.
+import { z } from 'zod';
+
+export const otlpConfigSchema = z
+  .strictObject({
+    endpoint: z
+      .url({ protocol: /^https?$/ })
+      .default('http://127.0.0.1:4318/v1/metrics')
+      .describe('full URL of the OTLP/HTTP metrics receiver (path included); default http://127.0.0.1:4318/v1/metrics'),
+    protocol: z
+      .enum(['http/protobuf', 'http/json'])
+      .default('http/protobuf')
+      .describe('OTLP/HTTP encoding: "http/protobuf" or "http/json"; default http/protobuf'),
+    headers: z
+      .record(z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'a header name is an HTTP token'), z.string())
+      .default({})
+      .describe('extra HTTP headers sent with every export, e.g. { Authorization = "Bearer …" }; default none'),
+    interval: z
+      .number()
+      .min(1)
+      .max(3600)
+      .default(60)
+      .describe('seconds between two exports; default 60'),
+    timeout: z
+      .number()
+      .min(1)
+      .max(600)
+      .default(10)
+      .describe('seconds one export (its retries included) may take; must not exceed interval; default 10'),
+    temporality: z
+      .enum(['cumulative', 'delta'])
+      .default('cumulative')
+      .describe('"cumulative" (totals since the agent started; Prometheus-style backends) or "delta" (per-interval amounts); default cumulative'),
+    compression: z
+      .enum(['none', 'gzip'])
+      .default('none')
+      .describe('request body compression: "none" or "gzip"; default none'),
+    top_processes: z
+      .number()
+      .int()
+      .min(0)
+      .max(1000)
+      .default(10)
+      .describe('per-process metrics are sent for the N processes with the most bytes in each interval (bounds cardinality); 0 = no per-process metrics; default 10'),
+    max_queue: z
+      .number()
+      .int()
+      .min(1)
+      .max(10_000)
+      .default(60)
+      .describe('failed delta exports kept in memory and re-sent when the receiver is back (cumulative exports need no queue: the next one carries the totals); oldest dropped first; default 60'),
+  })
+  .refine((c) => c.timeout <= c.interval, {
+    message: 'timeout must not exceed interval (an export must end before the next begins)',
+    path: ['timeout'],
+  })
+  .describe('[otlp] OpenTelemetry metrics exporter (absent = disabled)');
+
+export type OtlpConfig = z.output<typeof otlpConfigSchema>;

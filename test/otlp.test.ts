@@ -1,0 +1,586 @@
+// The OTLP exporter against a real OTLP/HTTP receiver: an HTTP server in this test takes
+// the exports (JSON and protobuf), decodes them (protobuf with the small reader below,
+// field numbers from opentelemetry-proto's metrics/v1 and collector/metrics/v1 protos)
+// and checks the figures against the usage and flows the test fed the exporter.
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
+import { rmSync } from 'node:fs';
+import { afterEach, describe, expect, it } from 'vitest';
+import { pino } from 'pino';
+import { createOtlpExporter, otlpConfigSchema, type OtlpHealth } from '../src/export/otlp/index.js';
+import type { Exporter, FlowSnapshot, UserUsage } from '../src/export/types.js';
+import type { UsersResult } from '../src/control/protocol.js';
+import {
+  cli,
+  createNet,
+  createUser,
+  deleteUser,
+  ensureBuilt,
+  removeMeter,
+  runTraffic,
+  startAgent,
+  startSink,
+  tempDir,
+} from './helpers/agent.js';
+
+// ---------- a receiver ----------
+// (the last describe block runs the real agent with real traffic against it)
+
+interface Received {
+  contentType: string;
+  authorization: string | undefined;
+  body: Buffer;
+}
+
+interface Receiver {
+  server: Server;
+  port: number;
+  requests: Received[];
+  close(): Promise<void>;
+}
+
+/** `status(n)` is the HTTP status for the n-th request (0-based); 200 by default. */
+function startReceiver(port = 0, status: (n: number) => number = () => 200): Promise<Receiver> {
+  const requests: Received[] = [];
+  let served = 0;
+  const server = createServer((req: IncomingMessage, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      if (req.method !== 'POST' || req.url !== '/v1/metrics') {
+        res.writeHead(404).end();
+        return;
+      }
+      const contentType = req.headers['content-type'] ?? '';
+      const code = status(served++);
+      if (code !== 200) {
+        res.writeHead(code, { 'content-type': 'text/plain' }).end('refused by the test');
+        return;
+      }
+      requests.push({ contentType, authorization: req.headers.authorization, body: Buffer.concat(chunks) });
+      // OTLP/HTTP: an empty ExportMetricsServiceResponse means full success
+      if (contentType.includes('json')) res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+      else res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end();
+    });
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => {
+      resolve({
+        server,
+        port: (server.address() as AddressInfo).port,
+        requests,
+        close: () =>
+          new Promise<void>((r) => {
+            server.closeAllConnections();
+            server.close(() => r());
+          }),
+      });
+    });
+  });
+}
+
+// ---------- decoding both encodings into one shape ----------
+
+type AttrValue = string | number | boolean;
+interface Point {
+  metric: string;
+  unit: string;
+  kind: 'sum' | 'gauge';
+  temporality: 'delta' | 'cumulative' | undefined;
+  attrs: Record<string, AttrValue>;
+  value: number;
+  startNs: bigint;
+  endNs: bigint;
+}
+interface Decoded {
+  resource: Record<string, AttrValue>;
+  points: Point[];
+}
+
+// protobuf wire format: https://protobuf.dev/programming-guides/encoding/
+type Field = { no: number; varint?: bigint; bytes?: Buffer };
+function readVarint(buf: Buffer, pos: { at: number }): bigint {
+  let result = 0n;
+  for (let shift = 0n; shift < 70n; shift += 7n) {
+    const b = buf[pos.at++]!;
+    result |= BigInt(b & 0x7f) << shift;
+    if ((b & 0x80) === 0) return result;
+  }
+  throw new Error('varint too long');
+}
+function protoFields(buf: Buffer): Field[] {
+  const out: Field[] = [];
+  const pos = { at: 0 };
+  while (pos.at < buf.length) {
+    const key = Number(readVarint(buf, pos));
+    const no = key >>> 3;
+    switch (key & 7) {
+      case 0:
+        out.push({ no, varint: readVarint(buf, pos) });
+        break;
+      case 1:
+        out.push({ no, bytes: buf.subarray(pos.at, pos.at + 8) });
+        pos.at += 8;
+        break;
+      case 2: {
+        const len = Number(readVarint(buf, pos));
+        out.push({ no, bytes: buf.subarray(pos.at, pos.at + len) });
+        pos.at += len;
+        break;
+      }
+      case 5:
+        out.push({ no, bytes: buf.subarray(pos.at, pos.at + 4) });
+        pos.at += 4;
+        break;
+      default:
+        throw new Error(`unsupported wire type ${key & 7}`);
+    }
+  }
+  return out;
+}
+const sub = (fs: Field[], no: number) => fs.filter((f) => f.no === no).map((f) => protoFields(f.bytes!));
+const str = (fs: Field[], no: number) => fs.find((f) => f.no === no)?.bytes?.toString('utf8') ?? '';
+
+function protoAttrs(kvs: Field[][]): Record<string, AttrValue> {
+  const out: Record<string, AttrValue> = {};
+  for (const kv of kvs) {
+    const any = sub(kv, 2)[0] ?? [];
+    const f = any[0];
+    if (!f) continue;
+    // AnyValue: 1 string, 2 bool, 3 int64, 4 double
+    out[str(kv, 1)] =
+      f.no === 1 ? f.bytes!.toString('utf8') : f.no === 2 ? f.varint === 1n : f.no === 3 ? Number(BigInt.asIntN(64, f.varint!)) : f.bytes!.readDoubleLE(0);
+  }
+  return out;
+}
+
+function decodeProtobuf(body: Buffer): Decoded {
+  const decoded: Decoded = { resource: {}, points: [] };
+  for (const rm of sub(protoFields(body), 1)) {
+    Object.assign(decoded.resource, protoAttrs(sub(sub(rm, 1)[0] ?? [], 1)));
+    for (const sm of sub(rm, 2)) {
+      for (const m of sub(sm, 2)) {
+        const sum = sub(m, 7)[0];
+        const gauge = sub(m, 5)[0];
+        const body = sum ?? gauge;
+        if (!body) continue;
+        const t = sum?.find((f) => f.no === 2)?.varint;
+        for (const dp of sub(body, 1)) {
+          const asDouble = dp.find((f) => f.no === 4)?.bytes;
+          const asInt = dp.find((f) => f.no === 6)?.bytes;
+          decoded.points.push({
+            metric: str(m, 1),
+            unit: str(m, 3),
+            kind: sum ? 'sum' : 'gauge',
+            temporality: t === 1n ? 'delta' : t === 2n ? 'cumulative' : undefined,
+            attrs: protoAttrs(sub(dp, 7)),
+            value: asDouble ? asDouble.readDoubleLE(0) : asInt ? Number(asInt.readBigInt64LE(0)) : 0,
+            startNs: dp.find((f) => f.no === 2)?.bytes?.readBigUInt64LE(0) ?? 0n,
+            endNs: dp.find((f) => f.no === 3)?.bytes?.readBigUInt64LE(0) ?? 0n,
+          });
+        }
+      }
+    }
+  }
+  return decoded;
+}
+
+// OTLP/JSON: proto3 JSON mapping with lowerCamelCase names; int64 may be a string
+type JsonKv = { key: string; value: Record<string, unknown> };
+function jsonAttrs(kvs: JsonKv[] | undefined): Record<string, AttrValue> {
+  const out: Record<string, AttrValue> = {};
+  for (const { key, value } of kvs ?? []) {
+    const v = value.stringValue ?? value.boolValue ?? value.intValue ?? value.doubleValue;
+    out[key] = 'intValue' in value ? Number(v) : (v as AttrValue);
+  }
+  return out;
+}
+function decodeJson(body: Buffer): Decoded {
+  const doc = JSON.parse(body.toString('utf8'));
+  const decoded: Decoded = { resource: {}, points: [] };
+  for (const rm of doc.resourceMetrics ?? []) {
+    Object.assign(decoded.resource, jsonAttrs(rm.resource?.attributes));
+    for (const sm of rm.scopeMetrics ?? []) {
+      for (const m of sm.metrics ?? []) {
+        const body = m.sum ?? m.gauge;
+        if (!body) continue;
+        const t = m.sum?.aggregationTemporality;
+        for (const dp of body.dataPoints ?? []) {
+          decoded.points.push({
+            metric: m.name,
+            unit: m.unit ?? '',
+            kind: m.sum ? 'sum' : 'gauge',
+            temporality: t === 1 ? 'delta' : t === 2 ? 'cumulative' : undefined,
+            attrs: jsonAttrs(dp.attributes),
+            value: Number(dp.asInt ?? dp.asDouble ?? 0),
+            startNs: BigInt(dp.startTimeUnixNano ?? 0),
+            endNs: BigInt(dp.timeUnixNano ?? 0),
+          });
+        }
+      }
+    }
+  }
+  return decoded;
+}
+
+const decode = (r: Received): Decoded =>
+  r.contentType.includes('json') ? decodeJson(r.body) : decodeProtobuf(r.body);
+
+// ---------- synthetic agent input ----------
+
+function user(uid: number, name: string, tx: number, rx: number): UserUsage {
+  return {
+    uid,
+    user: name,
+    txBytes: tx,
+    rxBytes: rx,
+    txPackets: Math.ceil(tx / 1000),
+    rxPackets: Math.ceil(rx / 1000),
+    txPayloadBytes: tx - 40 * Math.ceil(tx / 1000),
+    rxPayloadBytes: rx - 40 * Math.ceil(rx / 1000),
+  };
+}
+
+let cookie = 1000n;
+function flow(uid: number, name: string, pid: number, comm: string, tx: number, rx: number): FlowSnapshot {
+  return {
+    cookie: cookie++,
+    family: 4,
+    protocol: 6,
+    localAddress: '127.0.0.1',
+    localPort: 40000 + pid,
+    remoteAddress: '127.0.0.1',
+    remotePort: 443,
+    uid,
+    gid: uid,
+    user: name,
+    pid,
+    comm,
+    cgroupId: 1n,
+    scope: 'external',
+    firstSeenMs: Date.now(),
+    lastSeenMs: Date.now(),
+    txBytes: tx,
+    rxBytes: rx,
+    txPackets: 1,
+    rxPackets: 1,
+    txPayloadBytes: tx,
+    rxPayloadBytes: rx,
+  };
+}
+
+function logCapture() {
+  const lines: Array<{ level: number; msg: string }> = [];
+  const stream = new Writable({
+    write(chunk, _enc, done) {
+      for (const l of chunk.toString().split('\n')) if (l) lines.push(JSON.parse(l));
+      done();
+    },
+  });
+  return { logger: pino({ level: 'info' }, stream), lines };
+}
+
+async function waitFor<T>(what: string, probe: () => T | undefined, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const v = probe();
+    if (v !== undefined) return v;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+const find = (d: Decoded, metric: string, attrs: Record<string, AttrValue>) =>
+  d.points.filter((p) => p.metric === metric && Object.entries(attrs).every(([k, v]) => p.attrs[k] === v));
+
+// ---------- tests ----------
+
+const cleanups: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+describe('OTLP metrics exporter', () => {
+  for (const protocol of ['http/protobuf', 'http/json'] as const) {
+    it(`exports per-user, top-N process and health metrics over ${protocol}`, async () => {
+      const receiver = await startReceiver();
+      cleanups.push(() => receiver.close());
+      const { logger } = logCapture();
+      const health: OtlpHealth = {
+        unattributed: { txBytes: 1234, rxBytes: 5678, txPackets: 12, rxPackets: 56 },
+        meter: { overflows: { users: 0, processes: 3, flows: 7, interfaces: 0 }, eventsDropped: 2 },
+        lastPollSeconds: 0.0042,
+        exporters: [{ name: 'ipfix', state: 'ok', detail: '', queued: 17, dropped: 1 }],
+        diameterPeers: [{ peer: 'aaa.example.net', state: 'I-Open' }],
+      };
+      const cfg = otlpConfigSchema.parse({
+        endpoint: `http://127.0.0.1:${receiver.port}/v1/metrics`,
+        protocol,
+        interval: 1,
+        timeout: 1,
+        top_processes: 2,
+        headers: { Authorization: 'Bearer s3cret' },
+      });
+      const exporter: Exporter = createOtlpExporter(cfg, { logger, hostName: 'test-host', version: '9.9.9', health: () => health });
+      cleanups.push(() => exporter.close());
+
+      // two poll intervals of per-user deltas; cumulative temporality (the default) sums them
+      exporter.usage({ startMs: 0, endMs: 1, users: [user(1001, 'alice', 10_000, 250_000), user(1002, 'bob', 3_000, 4_000)] });
+      exporter.usage({ startMs: 1, endMs: 2, users: [user(1001, 'alice', 5_000, 50_000)] });
+      // three processes: curl (big), ssh (medium), ntpd (small, must be cut by top_processes=2)
+      const curl = flow(1001, 'alice', 4242, 'curl', 1_000, 200_000);
+      const ssh = flow(1002, 'bob', 777, 'ssh', 5_000, 6_000);
+      const ntpd = flow(0, 'root', 99, 'ntpd', 90, 90);
+      exporter.activeFlows([curl, ssh, ntpd], Date.now());
+      exporter.activeFlows([{ ...curl, txBytes: 2_000, rxBytes: 300_000 }, ssh, ntpd], Date.now());
+      exporter.flowEnded({ ...ssh, txBytes: 7_000, rxBytes: 8_000 });
+
+      const req = await waitFor('an export with user metrics', () =>
+        receiver.requests.find((r) => decode(r).points.some((p) => p.metric === 'ubia.user.network.io')),
+      );
+      expect(req.contentType).toBe(protocol === 'http/json' ? 'application/json' : 'application/x-protobuf');
+      expect(req.authorization).toBe('Bearer s3cret');
+      const d = decode(req);
+      expect(d.resource).toMatchObject({ 'service.name': 'ubia', 'service.version': '9.9.9', 'host.name': 'test-host' });
+
+      const value = (metric: string, attrs: Record<string, AttrValue>) => {
+        const ps = find(d, metric, attrs);
+        expect(ps, `${metric} ${JSON.stringify(attrs)}`).toHaveLength(1);
+        return ps[0]!;
+      };
+      const alice = { 'user.id': '1001', 'user.name': 'alice' };
+      const bob = { 'user.id': '1002', 'user.name': 'bob' };
+      const tx = { 'network.io.direction': 'transmit' };
+      const rx = { 'network.io.direction': 'receive' };
+      const aliceTx = value('ubia.user.network.io', { ...alice, ...tx });
+      expect(aliceTx).toMatchObject({ value: 15_000, unit: 'By', kind: 'sum', temporality: 'cumulative' });
+      expect(value('ubia.user.network.io', { ...alice, ...rx }).value).toBe(300_000);
+      expect(value('ubia.user.network.io', { ...bob, ...tx }).value).toBe(3_000);
+      expect(value('ubia.user.network.io', { ...bob, ...rx }).value).toBe(4_000);
+      expect(value('ubia.user.network.packets', { ...alice, ...tx }).value).toBe(10 + 5);
+      expect(value('ubia.user.network.packets', { ...bob, ...rx }).value).toBe(4);
+      expect(value('ubia.user.network.payload.io', { ...alice, ...rx }).value).toBe(250_000 - 40 * 250 + 50_000 - 40 * 50);
+
+      // top 2 processes by bytes of the interval: curl (302 000) and ssh (15 000), not ntpd
+      const procs = d.points.filter((p) => p.metric === 'process.network.io');
+      expect(new Set(procs.map((p) => p.attrs['process.executable.name']))).toEqual(new Set(['curl', 'ssh']));
+      expect(value('process.network.io', { 'process.pid': 4242, 'process.executable.name': 'curl', ...alice, ...tx }).value).toBe(2_000);
+      expect(value('process.network.io', { 'process.pid': 4242, ...rx }).value).toBe(300_000);
+      expect(value('process.network.io', { 'process.pid': 777, ...bob, ...tx }).value).toBe(7_000);
+      expect(value('process.network.io', { 'process.pid': 777, ...rx }).value).toBe(8_000);
+
+      expect(value('ubia.unattributed.io', tx).value).toBe(1234);
+      expect(value('ubia.unattributed.packets', rx).value).toBe(56);
+      expect(value('ubia.meter.overflows', { 'ubia.map': 'flows' }).value).toBe(7);
+      expect(value('ubia.meter.overflows', { 'ubia.map': 'processes' }).value).toBe(3);
+      expect(value('ubia.meter.events_dropped', {}).value).toBe(2);
+      const poll = value('ubia.poll.duration', {});
+      expect(poll.kind).toBe('gauge');
+      expect(poll.value).toBeCloseTo(0.0042, 6);
+      expect(value('ubia.exporter.queue.depth', { 'ubia.exporter': 'ipfix' }).value).toBe(17);
+      expect(value('ubia.exporter.dropped', { 'ubia.exporter': 'ipfix' }).value).toBe(1);
+      expect(value('ubia.diameter.peer.state', { 'ubia.diameter.peer': 'aaa.example.net', 'ubia.diameter.peer.state': 'I-Open' }).value).toBe(1);
+
+      const status = exporter.status();
+      expect(status).toMatchObject({ name: 'otlp', state: 'ok', queued: 0, dropped: 0 });
+    });
+  }
+
+  it('keeps delta exports while the receiver is down, delivers them when it is back, and never blocks', async () => {
+    // reserve a free port, then leave it closed: the receiver is "down"
+    const probe = await startReceiver();
+    const port = probe.port;
+    await probe.close();
+    const { logger, lines } = logCapture();
+    const cfg = otlpConfigSchema.parse({
+      endpoint: `http://127.0.0.1:${port}/v1/metrics`,
+      protocol: 'http/protobuf',
+      temporality: 'delta',
+      interval: 1,
+      timeout: 1,
+      top_processes: 0,
+    });
+    const exporter = createOtlpExporter(cfg, { logger, hostName: 'test-host' });
+    cleanups.push(() => exporter.close());
+
+    // the event loop must stay responsive during the outage: count 50 ms ticks
+    let ticks = 0;
+    const ticker = setInterval(() => ticks++, 50);
+    cleanups.push(async () => clearInterval(ticker));
+    const outageStart = Date.now();
+
+    let sentTx = 0;
+    for (let i = 0; i < 3; i++) {
+      exporter.usage({ startMs: i, endMs: i + 1, users: [user(1001, 'alice', 1000 * (i + 1), 1)] });
+      sentTx += 1000 * (i + 1);
+      await waitFor(`failed export #${i + 1}`, () => (exporter.status().extra!.failures as number) > i || undefined);
+    }
+    const down = exporter.status();
+    expect(down.state).toBe('degraded');
+    expect(down.detail).toContain('retrying');
+    expect(down.queued).toBeGreaterThanOrEqual(3);
+    expect(down.dropped).toBe(0);
+    const outageMs = Date.now() - outageStart;
+    expect(ticks).toBeGreaterThan((outageMs / 50) * 0.5);
+
+    const receiver = await startReceiver(port);
+    cleanups.push(() => receiver.close());
+    exporter.usage({ startMs: 3, endMs: 4, users: [user(1001, 'alice', 500, 1)] });
+    sentTx += 500;
+
+    const deliveredTx = () =>
+      receiver.requests
+        .flatMap((r) => find(decode(r), 'ubia.user.network.io', { 'user.id': '1001', 'network.io.direction': 'transmit' }))
+        .reduce((sum, p) => {
+          expect(p.temporality).toBe('delta');
+          return sum + p.value;
+        }, 0);
+    await waitFor('every queued delta delivered', () => (deliveredTx() === sentTx ? true : undefined));
+    await waitFor('status back to ok', () => (exporter.status().state === 'ok' ? true : undefined));
+    expect(exporter.status().queued).toBe(0);
+
+    // one line when delivery broke, one when it came back: no line per retry
+    expect(lines.filter((l) => l.msg.startsWith('OTLP export failed'))).toHaveLength(1);
+    expect(lines.filter((l) => l.msg === 'OTLP export delivered again')).toHaveLength(1);
+  });
+
+  it('with cumulative temporality, the first export after an outage carries every byte', async () => {
+    const probe = await startReceiver();
+    const port = probe.port;
+    await probe.close();
+    const { logger } = logCapture();
+    const cfg = otlpConfigSchema.parse({
+      endpoint: `http://127.0.0.1:${port}/v1/metrics`,
+      protocol: 'http/json',
+      interval: 1,
+      timeout: 1,
+      top_processes: 0,
+    });
+    const exporter = createOtlpExporter(cfg, { logger, hostName: 'test-host' });
+    cleanups.push(() => exporter.close());
+    exporter.usage({ startMs: 0, endMs: 1, users: [user(1001, 'alice', 7_000, 9_000)] });
+    await waitFor('two failed exports', () => ((exporter.status().extra!.failures as number) >= 2 ? true : undefined));
+    // nothing to keep: the next cumulative export supersedes the failed ones
+    expect(exporter.status()).toMatchObject({ state: 'degraded', queued: 0 });
+    exporter.usage({ startMs: 1, endMs: 2, users: [user(1001, 'alice', 1_000, 2_000)] });
+
+    const receiver = await startReceiver(port);
+    cleanups.push(() => receiver.close());
+    const txOf = (r: Received) =>
+      find(decode(r), 'ubia.user.network.io', { 'user.id': '1001', 'network.io.direction': 'transmit' }).map((p) => {
+        expect(p.temporality).toBe('cumulative');
+        return p.value;
+      });
+    await waitFor('an export with both intervals', () => (receiver.requests.some((r) => txOf(r).includes(8_000)) ? true : undefined));
+    // an export collected before the second interval may still land (7 000), nothing else
+    expect(new Set(receiver.requests.flatMap(txOf))).toSatisfy((values: Set<number>) => [...values].every((v) => v === 7_000 || v === 8_000));
+    await waitFor('status back to ok', () => (exporter.status().state === 'ok' ? true : undefined));
+  });
+
+  it('drops a delta export the receiver refuses (400) instead of retrying it forever', async () => {
+    const receiver = await startReceiver(0, (n) => (n === 0 ? 400 : 200));
+    cleanups.push(() => receiver.close());
+    const { logger, lines } = logCapture();
+    const cfg = otlpConfigSchema.parse({
+      endpoint: `http://127.0.0.1:${receiver.port}/v1/metrics`,
+      temporality: 'delta',
+      interval: 1,
+      timeout: 1,
+      top_processes: 0,
+    });
+    const exporter = createOtlpExporter(cfg, { logger, hostName: 'test-host' });
+    cleanups.push(() => exporter.close());
+    exporter.usage({ startMs: 0, endMs: 1, users: [user(1001, 'alice', 1_000, 1)] });
+    await waitFor('the refused export to be dropped', () => (exporter.status().dropped === 1 ? true : undefined));
+    exporter.usage({ startMs: 1, endMs: 2, users: [user(1001, 'alice', 2_000, 1)] });
+    const second = await waitFor('the next export', () =>
+      receiver.requests.map((r) => find(decode(r), 'ubia.user.network.io', { 'network.io.direction': 'transmit' })).find((ps) => ps.length > 0),
+    );
+    expect(second.map((p) => p.value)).toEqual([2_000]);
+    expect(exporter.status()).toMatchObject({ state: 'ok', queued: 0, dropped: 1 });
+    expect(lines.filter((l) => l.msg.startsWith('OTLP receiver refused an export'))).toHaveLength(1);
+  });
+
+  it('rejects bad configuration with a message naming the key', () => {
+    const bad = otlpConfigSchema.safeParse({ interval: 5, timeout: 10 });
+    expect(bad.success).toBe(false);
+    expect(bad.error!.issues[0]!.path).toEqual(['timeout']);
+    expect(otlpConfigSchema.safeParse({ endpont: 'http://x' }).success).toBe(false);
+    expect(otlpConfigSchema.safeParse({ endpoint: 'ftp://x/v1/metrics' }).success).toBe(false);
+    expect(otlpConfigSchema.parse({})).toMatchObject({ endpoint: 'http://127.0.0.1:4318/v1/metrics', interval: 60, temporality: 'cumulative' });
+  });
+});
+
+describe('OTLP metrics from the real agent', () => {
+  it('reports the bytes test users really sent and received, per user and per process', async () => {
+    ensureBuilt();
+    const receiver = await startReceiver();
+    cleanups.push(() => receiver.close());
+    const dir = tempDir('ubia-otlp-e2e-');
+    const pinDir = `/sys/fs/bpf/ubia-otlptest-${process.pid}`;
+    cleanups.push(async () => {
+      await removeMeter(pinDir);
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const net = createNet();
+    cleanups.push(() => net.remove());
+    const alice = createUser();
+    const bob = createUser();
+    cleanups.push(() => {
+      deleteUser(alice);
+      deleteUser(bob);
+    });
+    const sink = await startSink(net, dir, 9000);
+    cleanups.push(() => sink.stop());
+    const agent = await startAgent({
+      dir,
+      pinDir,
+      extra: `\n[otlp]\nendpoint = "http://127.0.0.1:${receiver.port}/v1/metrics"\ninterval = 1\ntimeout = 1\ntop_processes = 5\n`,
+    });
+    cleanups.push(async () => {
+      await agent.stop();
+    });
+
+    await Promise.all([
+      runTraffic(alice, dir, { host: net.peerV4, port: sink.port, send: 300_000, reply: 50_000, ms: 300 }),
+      runTraffic(bob, dir, { host: net.peerV6, port: sink.port, send: 20_000, reply: 400_000, ms: 300 }),
+    ]);
+    // the client sends an 8-byte header before its payload (test/helpers/agent.ts)
+    const expected = { [alice.name]: { tx: 300_008, rx: 50_000 }, [bob.name]: { tx: 20_008, rx: 400_000 } };
+    const latest = (name: string, metric: string, direction: string) => {
+      for (let i = receiver.requests.length - 1; i >= 0; i--) {
+        const ps = find(decode(receiver.requests[i]!), metric, { 'user.name': name, 'network.io.direction': direction });
+        if (ps.length) return ps[0]!.value;
+      }
+      return undefined;
+    };
+    await waitFor('exports with both users\' payload bytes', () =>
+      Object.entries(expected).every(([name, e]) =>
+        latest(name, 'ubia.user.network.payload.io', 'transmit') === e.tx && latest(name, 'ubia.user.network.payload.io', 'receive') === e.rx,
+      ) || undefined,
+    );
+
+    // wire figures: the same as the agent's own ledger shows
+    const users = await waitFor('the ledger to have both users', () => {
+      const r = cli(agent.socket, ['users', '--since', '1h', '--json']);
+      const res = JSON.parse(r.stdout) as UsersResult;
+      return res.users.filter((u) => u.uid === alice.uid || u.uid === bob.uid).length === 2 ? res.users : undefined;
+    });
+    for (const u of users.filter((x) => x.uid === alice.uid || x.uid === bob.uid)) {
+      expect(latest(u.user, 'ubia.user.network.io', 'transmit'), `${u.user} tx`).toBe(u.txBytes);
+      expect(latest(u.user, 'ubia.user.network.io', 'receive'), `${u.user} rx`).toBe(u.rxBytes);
+      expect(latest(u.user, 'ubia.user.network.packets', 'transmit'), `${u.user} tx packets`).toBe(u.txPackets);
+    }
+
+    // per process: the traffic clients (node, run as each user), wire bytes at least the payload
+    await waitFor('per-process figures for both clients', () =>
+      Object.entries(expected).every(([name, e]) =>
+        receiver.requests.some((r) =>
+          find(decode(r), 'process.network.io', { 'user.name': name, 'network.io.direction': 'transmit' }).some((p) => p.value >= e.tx),
+        ),
+      ) || undefined,
+    );
+  });
+});
