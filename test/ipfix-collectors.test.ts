@@ -9,7 +9,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { cgroup2Mount } from '../src/export/ipfix/cgroups.js';
 import { fixbufXml, pmacctPrimitives, pythonIpfixSpec } from '../src/export/ipfix/definitions.js';
 import { createIpfixExporter } from '../src/export/ipfix/index.js';
-import { flowSnapshot, freePort, ipfixConfig, ipfixDump, silentLogger, tcpSink, tempDir, waitFor } from './helpers/ipfix.js';
+import { flowSnapshot, freePort, ipfixConfig, ipfixDump, silentLogger, startIpfix2csv, tcpSink, tempDir, waitFor } from './helpers/ipfix.js';
 
 const packaging = join(import.meta.dirname, '..', 'packaging', 'ipfix');
 let dir: ReturnType<typeof tempDir>;
@@ -78,23 +78,17 @@ describe('second collectors decode the enterprise user fields', () => {
   it('ipfix2csv --collect tcp (python3-ipfix)', async () => {
     const port = await freePort();
     const columns = ['userName', 'ubiaUserId', 'ubiaGroupId', 'ubiaProcessId', 'ubiaProcessName', 'ubiaCgroupId', 'octetDeltaCount', 'flowDirection'];
-    const collector = spawn('ipfix2csv', ['--collect', 'tcp', '--bind', '127.0.0.1', '--port', String(port), '--spec', join(packaging, 'ubia.iespec'), ...columns],
-      { env: { ...process.env, PYTHONUNBUFFERED: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '', err = '';
-    collector.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-    collector.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+    const collector = await startIpfix2csv(port, join(packaging, 'ubia.iespec'), columns);
     try {
-      await waitFor(() => err.includes('starting TCP CP'), 10_000, `ipfix2csv to listen (${err})`);
-      // it prints this just before binding; the exporter retries until the port is open
       const exporter = createIpfixExporter(ipfixConfig({ collectors: [{ address: '127.0.0.1', port, transport: 'tcp', records: ['flows'] }] }), { logger: silentLogger, spoolDir: dir.path });
       exporter.flowEnded(alice());
       exporter.flowEnded(flowSnapshot({ user: 'ubia-test-bob', uid: 60002, gid: 60002, pid: 7, comm: 'ssh', cgroupId: 99n, rxBytes: 10, rxPackets: 1 }));
-      await waitFor(() => out.split('\n').length >= 4, 10_000, `ipfix2csv to print the records (${out} ${err})`);
+      await waitFor(() => collector.lines().length >= 3, 10_000, `ipfix2csv to print the records (${collector.lines().join(' ')})`);
       await exporter.close();
     } finally {
-      collector.kill('SIGTERM');
+      collector.stop();
     }
-    expect(out.trim().split('\n')).toEqual([
+    expect(collector.lines()).toEqual([
       columns.map((c) => `"${c}"`).join(','),
       `"ubia-test-alice","60001","60100","31337","ubia-curl","${0xabcdef12345}","4321","1"`,
       '"ubia-test-bob","60002","60002","7","ssh","99","10","0"',

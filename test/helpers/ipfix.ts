@@ -135,6 +135,28 @@ export async function ipfixDump(file: string, elementsXml: string): Promise<{ me
   return { messages, text: stdout };
 }
 
+/** python3-ipfix's ipfix2csv collecting over TCP on a loopback port (it collects over TCP
+ *  only), decoding ubia's enterprise IEs with the shipped spec; prints one CSV line per
+ *  data record that has all the `columns`. */
+export async function startIpfix2csv(port: number, spec: string, columns: string[]): Promise<{ lines(): string[]; stop(): void }> {
+  const collector = spawn('ipfix2csv', ['--collect', 'tcp', '--bind', '127.0.0.1', '--port', String(port), '--spec', spec, ...columns],
+    { env: { ...process.env, PYTHONUNBUFFERED: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '', err = '';
+  collector.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
+  collector.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
+  try {
+    // it prints this just before binding; exporters retry until the port is open
+    await waitFor(() => err.includes('starting TCP CP'), 10_000, `ipfix2csv to listen (${err})`);
+  } catch (e) {
+    collector.kill('SIGKILL');
+    throw e;
+  }
+  return {
+    lines: () => out.trim().split('\n').filter((l) => l !== ''),
+    stop: () => { collector.kill('SIGTERM'); },
+  };
+}
+
 /** tshark capturing on lo into a pcap file until stopped. "Capturing on" is printed before
  *  packets are really seen, so readiness is proven by a probe datagram showing up. */
 export async function startCapture(filter: string, dir: string): Promise<{ stop(): Promise<string> }> {
