@@ -2,7 +2,7 @@
 // into a throw-away PostgreSQL cluster, all on loopback in a temp dir.
 //   const pg = await startPostgres(); const fd = await startFreeDiameter({ pg });
 //   ... await fd.stop(); await fd.start(); ... await fd.stop(); await pg.stop();
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chownSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -196,8 +196,14 @@ function parseReceivedAcrs(log: string): ReceivedAcr[] {
   return out;
 }
 
+/** Builds (first time) or finds the cached app_acct.fdx; a failed build throws with the
+ *  script's own account of what went wrong and what to do. */
 export function buildAppAcct(): string {
-  return execFileSync(join(HERE, 'build-app-acct.sh'), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
+  const r = spawnSync(join(HERE, 'build-app-acct.sh'), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 900_000 });
+  if (r.status !== 0) {
+    throw new Error(`cannot build freeDiameter's app_acct.fdx (test/peers/freediameter/build-app-acct.sh exited ${r.status ?? r.signal}):\n${r.stderr.slice(-4000)}`);
+  }
+  return r.stdout.trim();
 }
 
 export async function startFreeDiameter(opts: { pg: Postgres; tls?: TlsFiles; dumpMessages?: boolean }): Promise<FreeDiameter> {
