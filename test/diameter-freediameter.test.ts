@@ -4,10 +4,17 @@
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { createDiameterAccounting } from '../src/export/diameter/index.js';
 import { RecordType } from '../src/export/diameter/dictionary.js';
-import { CLIENT_HOST, CLIENT_IDENTITY, memoryLogger, tempLedger, testConfig, until, usage } from './peers/freediameter/client.js';
 import {
+  CLIENT_HOST,
+  CLIENT_IDENTITY,
   compileAgentChild,
+  fakeLogind,
+  memoryLogger,
   spawnAgentChild,
+  tempLedger,
+  testConfig,
+  until,
+  usage,
 } from './peers/freediameter/client.js';
 import {
   makeTlsFiles,
@@ -106,12 +113,16 @@ describe('Diameter accounting into freeDiameter/app_acct/PostgreSQL', () => {
   it('two users: START, INTERIMs and STOP rows with cumulative wire counts', async () => {
     pg.sql('TRUNCATE incoming');
     const ledger = tempLedger();
+    const logind = fakeLogind();
+    logind.set(60001, 'lingering'); // alice: no login session, only lingering services
+    logind.set(60002, 'active'); // bob is logged in
     const { logger, lines } = memoryLogger();
     onTestFailed(() => console.log(lines.map((l) => JSON.stringify(l)).join('\n'), fd.log().slice(-3000)));
     const acct = createDiameterAccounting(testConfig(fd.port, { interimIntervalSeconds: 1, idleStopSeconds: 3 }), {
       logger,
       db: ledger.db,
       hostName: CLIENT_HOST,
+      loginStateDir: logind.dir,
     });
     try {
       await until('peer open', () => acct.status().state === 'ok', 10_000);
@@ -131,7 +142,7 @@ describe('Diameter accounting into freeDiameter/app_acct/PostgreSQL', () => {
         acct.usage(usage(t0 + i * 500, t0 + (i + 1) * 500, users));
         await new Promise((r) => setTimeout(r, 500));
       }
-      acct.userLoggedOut(60002); // bob's last login session ended
+      logind.set(60002, undefined); // bob's last login session ended: logind removes his file
       // alice goes idle: her STOP comes after idleStopSeconds
       await until('both STOP rows', () => pg.rows().filter((r) => r.recordType === RecordType.Stop).length === 2, 15_000);
       await until('outbox empty', () => acct.status().queued === 0, 5000);
@@ -162,6 +173,7 @@ describe('Diameter accounting into freeDiameter/app_acct/PostgreSQL', () => {
     } finally {
       await acct.close();
       ledger.dispose();
+      logind.dispose();
     }
   });
 
@@ -314,12 +326,12 @@ describe('Diameter over TLS (RFC 6733 §13) to freeDiameter', () => {
       await until('TLS peer open', () => acct.status().state === 'ok', 15_000);
       const now = Date.now();
       acct.usage(usage(now - 1000, now, [{ uid: 63001, user: 'heidi', txBytes: 123, rxBytes: 456, txPackets: 3, rxPackets: 4 }]));
-      acct.userLoggedOut(63001);
-      await until('START and STOP rows', () => pg.rows().length === 2, 10_000);
+      await until('START row', () => pg.rows().length === 1, 10_000);
+      await acct.close(); // the STOP at shutdown, then DPR/DPA
       const rows = pg.rows().sort((a, b) => a.recordNumber - b.recordNumber);
-      expect(rows.map((r) => [r.userName, r.recordType, r.inputOctets, r.outputOctets])).toEqual([
-        ['heidi', RecordType.Start, 123, 456],
-        ['heidi', RecordType.Stop, 123, 456],
+      expect(rows.map((r) => [r.userName, r.recordType, r.inputOctets, r.outputOctets, r.terminationCause])).toEqual([
+        ['heidi', RecordType.Start, 123, 456, null],
+        ['heidi', RecordType.Stop, 123, 456, 4], // ADMINISTRATIVE (RFC 6733 §8.15)
       ]);
       const lastError = (): string => String((refused.status().extra!.peers as { lastError?: string }[])[0]!.lastError);
       await until('the wrong-CA client to fail', () => lastError() !== 'undefined', 10_000);

@@ -6,6 +6,7 @@ import type { Exporter, ExporterStatus, UsageInterval } from '../types.js';
 import { createIdSequence } from './codec.js';
 import type { DiameterConfig } from './config.js';
 import { openDiameterLedger } from './ledger.js';
+import { createLoginWatch } from './logins.js';
 import { createPeer, type Peer } from './peer.js';
 import { createSender } from './sender.js';
 import { createSessions } from './sessions.js';
@@ -18,12 +19,11 @@ export interface DiameterDeps {
   db: BetterSqlite3.Database;
   /** this host's name: NAS-Identifier, and Origin-Host unless configured */
   hostName: string;
+  /** systemd-logind's per-user state files (tests point this at a directory of their own) */
+  loginStateDir?: string;
 }
 
-export interface DiameterAccounting extends Exporter {
-  /** the user's last login session ended: their accounting session gets its STOP now */
-  userLoggedOut(uid: number): void;
-}
+export type DiameterAccounting = Exporter;
 
 /** How often sessions are checked for due INTERIMs and idle STOPs. */
 const TICK_MS = 1000;
@@ -74,7 +74,13 @@ export function createDiameterAccounting(config: DiameterConfig, deps: DiameterD
     onServerInterim: (sessionId, seconds) => sessions.setServerInterim(sessionId, seconds),
   });
 
-  const tick = setInterval(() => sessions.tick(Date.now()), TICK_MS);
+  const logins = createLoginWatch(deps.loginStateDir);
+  const tick = setInterval(() => {
+    const now = Date.now();
+    // the user's last login session ended: their accounting session ends with it
+    for (const uid of logins.ended(sessions.uids())) sessions.stopUser(uid, now);
+    sessions.tick(now);
+  }, TICK_MS);
   tick.unref();
   logger.info({ originHost, servers: peers.map((p) => p.name), outbox: ledger.outboxDepth(), sessions: sessions.count }, 'diameter: accounting started');
   for (const p of peers) p.start();
@@ -88,9 +94,6 @@ export function createDiameterAccounting(config: DiameterConfig, deps: DiameterD
     // Diameter accounting here is per user; flows are the IPFIX exporter's business
     activeFlows() {},
     flowEnded() {},
-    userLoggedOut(uid) {
-      sessions.stopUser(uid, Date.now());
-    },
     status(): ExporterStatus {
       const open = peers.filter((p) => p.state === 'open');
       const queued = ledger.outboxDepth();

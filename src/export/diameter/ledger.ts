@@ -62,6 +62,8 @@ export interface DiameterLedger {
   rejectedCount(): number;
   /** runs fn in one transaction (one fsync in WAL mode) */
   transaction<T>(fn: () => T): T;
+  /** false once the agent has closed the database (it gives exporters 1.5 s at shutdown) */
+  readonly open: boolean;
 }
 
 export function openDiameterLedger(db: Db): DiameterLedger {
@@ -150,5 +152,8 @@ export function openDiameterLedger(db: Db): DiameterLedger {
     outboxDepth: () => (st.depth.get() as { n: number }).n,
     rejectedCount: () => (st.rejected.get() as { n: number }).n,
     transaction,
+    get open() {
+      return db.open;
+    },
   };
 }

@@ -72,9 +72,13 @@ export function createSender(opts: SenderOptions): Sender {
     return fresh.shift();
   }
 
+  // after close(), or once the agent has closed the database under a slow shutdown, the
+  // outbox is left as it is for the next start
+  const stopped = (): boolean => closed || !ledger.open;
+
   function pump(): void {
     scheduled = false;
-    if (closed) return;
+    if (stopped()) return;
     const peer = peers.find((p) => p.state === 'open');
     if (!peer) return;
     const now = Date.now();
@@ -105,7 +109,7 @@ export function createSender(opts: SenderOptions): Sender {
   }
 
   function settle(r: Waiting, peer: Peer, result: AnswerResult): void {
-    if (closed) return; // the record stays in the outbox for the next start
+    if (stopped()) return; // the record stays in the outbox for the next start
     if (!result.ok) {
       note(`${result.reason === 'disconnected' ? 'ACRs in flight when the connection dropped' : `ACRs with a ${result.reason} answer`} (${result.detail}) on ${peer.name}`);
       return later(r, result.reason === 'disconnected');
@@ -162,7 +166,7 @@ export function createSender(opts: SenderOptions): Sender {
   }
 
   function flushAcks(): void {
-    if (closed || acked.length === 0) return;
+    if (stopped() || acked.length === 0) return;
     const ids = acked;
     acked = [];
     ledger.remove(ids);
@@ -173,7 +177,7 @@ export function createSender(opts: SenderOptions): Sender {
   }
 
   function settleDrain(): void {
-    if (drainWaiters.size && idle()) for (const w of drainWaiters) w();
+    if (drainWaiters.size && !stopped() && idle()) for (const w of drainWaiters) w();
   }
 
   function wake(): void {

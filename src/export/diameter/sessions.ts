@@ -27,6 +27,8 @@ export interface Sessions {
   stopAll(nowMs: number): void;
   /** RFC 6733 §9.8.2: the interval in an ACA overrides ours for that session */
   setServerInterim(sessionId: string, seconds: number): void;
+  /** users with an open session */
+  uids(): Iterable<number>;
   readonly count: number;
 }
 
@@ -165,6 +167,9 @@ export function createSessions(
       if (!s || seconds === 0 || s.serverInterimS === seconds) return;
       s.serverInterimS = seconds;
       save(s);
+    },
+    uids() {
+      return byUid.keys();
     },
     get count() {
       return byUid.size;

@@ -3,7 +3,7 @@
 import Database from 'better-sqlite3';
 import { execFileSync, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
@@ -39,6 +39,21 @@ export function tempLedger(): { db: Database.Database; path: string; dir: string
       if (db.open) db.close();
       rmSync(dir, { recursive: true, force: true });
     },
+  };
+}
+
+/** A stand-in for /run/systemd/users (systemd-logind's per-user state files, whose STATE=
+ *  line sd_uid_get_state(3) reads), in logind's own format: these machines run no logind. */
+export function fakeLogind(): { dir: string; set(uid: number, state: string | undefined): void; dispose(): void } {
+  const dir = mkdtempSync(join(tmpdir(), 'ubia-logind-'));
+  return {
+    dir,
+    set(uid, state) {
+      const file = join(dir, String(uid));
+      if (state === undefined) rmSync(file, { force: true });
+      else writeFileSync(file, `# This is private data. Do not parse.\nNAME=u${uid}\nSTATE=${state}\nSTOPPING=no\n`);
+    },
+    dispose: () => rmSync(dir, { recursive: true, force: true }),
   };
 }
 
