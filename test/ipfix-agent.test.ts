@@ -2,17 +2,20 @@
 // datagrams with a network namespace over IPv4 and IPv6 (sizes known, so every wire count
 // is known) and makes a slow TCP upload that outlives the active timeout. tshark decodes
 // the agent's UDP export (no malformed packets, no sequence gaps) with the user's name,
-// addresses, ports, bytes and packets; python3-ipfix's ipfix2csv collects the TCP export
-// and decodes ubia's enterprise fields (uid, gid, pid, process name) for the same flows.
+// addresses, ports, bytes and packets, and libfixbuf's ipfixDump reads the per-user records
+// in it; python3-ipfix's ipfix2csv collects the TCP export and decodes ubia's enterprise
+// fields (uid, gid, pid, process name) for the same flows.
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FlowsResult } from '../src/control/protocol.js';
 import { cli, ensureBuilt, removeMeter, startAgent, tempDir, waitFor as waitForValue, type AgentProcess } from './helpers/agent.js';
-import { freePort, startCapture, startIpfix2csv, tsharkMessages, tsharkProblems, udpSink, waitFor } from './helpers/ipfix.js';
+import { freePort, ipfixDump, startCapture, startIpfix2csv, tsharkMessages, tsharkProblems, udpPayloads, udpSink, waitFor } from './helpers/ipfix.js';
 import { createNetns, createUser, exchange, freePort as trafficPort, removeNetns, removeUser, type Netns, type TestUser } from './helpers/testbed.js';
 
-const spec = join(import.meta.dirname, '..', 'packaging', 'ipfix', 'ubia.iespec');
+const packaging = join(import.meta.dirname, '..', 'packaging', 'ipfix');
+const spec = join(packaging, 'ubia.iespec');
+const elementsXml = join(packaging, 'ubia-elements.xml');
 const COLUMNS = ['userName', 'ubiaUserId', 'ubiaGroupId', 'ubiaProcessId', 'ubiaProcessName', 'flowDirection', 'flowEndReason',
   'sourceTransportPort', 'destinationTransportPort', 'octetDeltaCount', 'packetDeltaCount', 'transportOctetDeltaCount'] as const;
 type CsvRecord = Record<(typeof COLUMNS)[number], string>;
@@ -50,25 +53,9 @@ describe('agent → IPFIX collectors, real traffic', () => {
     const csv = await startIpfix2csv(tcpPort, spec, [...COLUMNS]);
     const capture = await startCapture(`udp port ${udpPort}`, dir);
     try {
-      agent = await startAgent({
-        dir,
-        pinDir,
-        extra: `
-[ipfix]
-active_timeout = 1
-usage_interval = 1
-
-[[ipfix.collectors]]
-address = "127.0.0.1"
-port = ${udpPort}
-
-[[ipfix.collectors]]
-address = "127.0.0.1"
-port = ${tcpPort}
-transport = "tcp"
-records = ["flows"]
-`,
-      });
+      // UDP gets flow and per-user records, TCP (ipfix2csv) the flow records
+      const collectors = `[{ address = "127.0.0.1", port = ${udpPort} }, { address = "127.0.0.1", port = ${tcpPort}, transport = "tcp", records = ["flows"] }]`;
+      agent = await startAgent({ dir, pinDir, extra: `\n[ipfix]\nactive_timeout = 1\nusage_interval = 1\ncollectors = ${collectors}\n` });
       const as = { server: { netns: ns }, client: { user: alice } };
       const v4Port = trafficPort(), v6Port = trafficPort(), tcpServerPort = trafficPort();
       // 20 datagrams of 500 bytes each way over IPv4, 10 of 300 over IPv6
@@ -120,18 +107,29 @@ records = ["flows"]
 
       // the TCP upload: active-timeout records, then the end of the flow; the deltas add
       // up to the meter's final cumulative counts, the payload to what was sent
+      const total = (rs: Array<Record<string, string>>, k: string) => rs.reduce((n, r) => n + Number(r[k]), 0);
       const upload = records.filter((r) => r['cflow.direction'] === '1' && r['cflow.dstport'] === String(tcpServerPort));
       expect(upload.map((r) => r['cflow.flow_end_reason']).slice(0, -1)).toContain('2');
       expect(upload.at(-1)!['cflow.flow_end_reason']).toBe('3');
-      const sum = (rs: Array<Record<string, string>>, k: string) => rs.reduce((n, r) => n + Number(r[k]), 0);
-      expect(sum(upload, 'cflow.transport_octet_delta_count')).toBe(40_000);
-      expect(sum(upload, 'cflow.octets')).toBe(tcpFlow.txBytes);
-      expect(sum(upload, 'cflow.packets')).toBe(tcpFlow.txPackets);
+      expect(total(upload, 'cflow.transport_octet_delta_count')).toBe(40_000);
+      expect(total(upload, 'cflow.octets')).toBe(tcpFlow.txBytes);
+      expect(total(upload, 'cflow.packets')).toBe(tcpFlow.txPackets);
       for (let i = 1; i < upload.length; i++) expect(upload[i]!['cflow.abstimestart']).toBe(upload[i - 1]!['cflow.abstimeend']);
 
-      // the per-user interval records name the user and hold at least the flows' bytes
-      const userRecords = messages.flatMap((m) => m.records).filter((r) => r.setId === '258' && r['cflow.user_name'] === alice.name);
-      expect(userRecords.length).toBeGreaterThan(0);
+      // the per-user interval records (decoded by ipfixDump from the same capture) count
+      // all of the user's traffic: the payload she moved, the bytes and packets of her flows
+      const dumped = await ipfixDump(await udpPayloads(pcap, udpPort, join(dir, 'udp.ipfix')), elementsXml);
+      const perUser = dumped.messages.flatMap((m) => m.records).filter((r) => r.ubiaWireOctetsOut !== undefined && r.userName === alice.name);
+      expect(perUser.length).toBeGreaterThan(0);
+      expect(perUser.every((r) => r.ubiaUserId === String(alice.uid))).toBe(true);
+      expect(total(perUser, 'ubiaPayloadOctetsOut')).toBe(10_000 + 3_000 + 40_000);
+      expect(total(perUser, 'ubiaPayloadOctetsIn')).toBe(10_000 + 3_000);
+      const egress = records.filter((r) => r['cflow.direction'] === '1');
+      const ingress = records.filter((r) => r['cflow.direction'] === '0');
+      expect(total(perUser, 'ubiaWireOctetsOut')).toBe(total(egress, 'cflow.octets'));
+      expect(total(perUser, 'ubiaWirePacketsOut')).toBe(total(egress, 'cflow.packets'));
+      expect(total(perUser, 'ubiaWireOctetsIn')).toBe(total(ingress, 'cflow.octets'));
+      expect(total(perUser, 'ubiaWirePacketsIn')).toBe(total(ingress, 'cflow.packets'));
 
       // ipfix2csv over TCP: the enterprise fields of the same flows
       const v4Csv = csvRecords().filter((r) => r.destinationTransportPort === String(v4Port) && r.flowDirection === '1');

@@ -2,7 +2,7 @@
 // lo, a TCP sink whose bytes ipfixDump/ipfix2csv decode), and loopback port allocation.
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { createSocket } from 'node:dgram';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -196,6 +196,14 @@ export async function startCapture(filter: string, dir: string): Promise<{ stop(
 export async function tsharkProblems(pcap: string, decodeAs: string): Promise<string> {
   const { stdout } = await run('tshark', ['-r', pcap, '-d', decodeAs, '-Y', '_ws.malformed || _ws.expert.severity >= "Warning"', '-T', 'fields', '-e', 'frame.number', '-e', '_ws.expert.message'], { maxBuffer: 64 << 20 });
   return stdout.trim();
+}
+
+/** The UDP payloads sent to `port` in a capture, one after the other: a file of IPFIX
+ *  messages that ipfixDump reads. */
+export async function udpPayloads(pcap: string, port: number, file: string): Promise<string> {
+  const { stdout } = await run('tshark', ['-r', pcap, '-Y', `udp.dstport == ${port}`, '-T', 'fields', '-e', 'udp.payload'], { maxBuffer: 256 << 20 });
+  writeFileSync(file, Buffer.concat(stdout.split('\n').filter((l) => l !== '').map((l) => Buffer.from(l.replace(/:/g, ''), 'hex'))));
+  return file;
 }
 
 export interface TsharkMessage {

@@ -2,7 +2,9 @@
 // Every key is documented with .describe(); docs/ipfix.md lists the same with examples.
 import { z } from 'zod';
 
-const seconds = (max: number) => z.number().int().min(1).max(max);
+/** Whole seconds, 1..max; the description says the default. */
+const seconds = (max: number, def: number, meaning: string) =>
+  z.number().int().min(1).max(max).default(def).describe(`${meaning}; default ${def}`);
 const elementId = (id: number) =>
   z.number().int().min(1).max(32767).default(id)
     .describe(`enterprise Information Element ID (1..32767; the enterprise bit is set on the wire, RFC 7011 §3.2); default ${id}`);
@@ -37,12 +39,9 @@ export const ipfixCollectorSchema = z.strictObject({
     .describe('which records this collector gets: "flows" (per-flow, per-direction) and/or "users" (one per user per usage_interval)'),
   udp_message_bytes: z.number().int().min(256).max(65507).default(1400)
     .describe('largest IPFIX message sent over UDP, in bytes; keep it under the path MTU minus 28 (IPv4) or 48 (IPv6) header bytes; default 1400. TCP messages go up to 65535 bytes'),
-  template_refresh: seconds(86400).default(600)
-    .describe('UDP only: seconds between template re-sends (RFC 7011 §8.4); default 600'),
-  reconnect_min: seconds(3600).default(1)
-    .describe('TCP only: first reconnect delay in seconds, doubled after each failure; default 1'),
-  reconnect_max: seconds(3600).default(60)
-    .describe('TCP only: largest reconnect delay in seconds; default 60'),
+  template_refresh: seconds(86400, 600, 'UDP only: seconds between template re-sends (RFC 7011 §8.4)'),
+  reconnect_min: seconds(3600, 1, 'TCP only: first reconnect delay in seconds, doubled after each failure'),
+  reconnect_max: seconds(3600, 60, 'TCP only: largest reconnect delay in seconds'),
   spool_max_bytes: z.number().int().min(65536).max(2 ** 40).default(256 * 1024 * 1024)
     .describe('TCP only: size limit of the on-disk spool kept while the collector is unreachable; when full the oldest records are dropped and counted; default 256 MiB'),
   anonymize: z.enum(['none', 'truncate', 'cryptopan']).default('none')
@@ -78,12 +77,9 @@ export const ipfixConfigSchema = z.strictObject({
     .describe('element IDs under enterprise_number; defaults 1..12 in the order listed in docs/ipfix.md'),
   profile: z.enum(['ubia', 'cace']).default('ubia')
     .describe('ubia: uid, pid, process name as ubia enterprise IEs and userName as IANA 371; cace: uid, pid, user name and process name as the CACE Technologies IEs (PEN 32622, IDs 8-11) that Wireshark names'),
-  active_timeout: seconds(86400).default(60)
-    .describe('seconds after which a long-lived flow is reported with the bytes since its last report (flowEndReason activeTimeout); default 60'),
-  idle_timeout: seconds(86400).default(300)
-    .describe('seconds without traffic after which a flow\'s pending bytes are reported (flowEndReason idleTimeout), and after which a flow the meter no longer lists is forgotten; default 300'),
-  usage_interval: seconds(86400).default(60)
-    .describe('seconds covered by each per-user usage record; default 60'),
+  active_timeout: seconds(86400, 60, 'seconds after which a long-lived flow is reported with the bytes since its last report (flowEndReason activeTimeout)'),
+  idle_timeout: seconds(86400, 300, 'seconds without traffic after which a flow\'s pending bytes are reported (flowEndReason idleTimeout), and after which a flow the meter no longer lists is forgotten'),
+  usage_interval: seconds(86400, 60, 'seconds covered by each per-user usage record'),
 }).optional().describe('IPFIX export (RFC 7011); absent = disabled');
 
 export type IpfixConfig = NonNullable<z.output<typeof ipfixConfigSchema>>;

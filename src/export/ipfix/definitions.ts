@@ -9,19 +9,17 @@ export interface DefinitionOptions {
   ids: IpfixElementIds;
 }
 
-const SEMANTICS: Partial<Record<IeType, string>> = { unsigned64: 'deltaCounter', unsigned32: 'identifier' };
 const FIXED: Partial<Record<IeType, number>> = { unsigned32: 4, unsigned64: 8 };
 
 function elements(o: DefinitionOptions) {
-  return UBIA_ELEMENTS.map((e) => {
-    const counter = e.key.startsWith('wire_') || e.key.startsWith('payload_');
-    return {
-      ...e,
-      id: o.ids[e.key],
-      length: FIXED[e.type] ?? VARIABLE_LENGTH,
-      semantics: e.key === 'cgroup_id' ? 'identifier' : counter ? 'deltaCounter' : SEMANTICS[e.type],
-    };
-  });
+  return UBIA_ELEMENTS.map((e) => ({
+    ...e,
+    id: o.ids[e.key],
+    length: FIXED[e.type] ?? VARIABLE_LENGTH,
+    // RFC 7012 §3.2: the per-user counts are deltas over the interval; the numbers (uid,
+    // gid, pid, cgroup ID) name things; strings have no semantics
+    semantics: e.counter !== undefined ? 'deltaCounter' : e.type === 'string' ? undefined : 'identifier',
+  }));
 }
 
 const xmlEscape = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');

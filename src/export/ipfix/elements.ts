@@ -1,6 +1,7 @@
 // The Information Elements ubia exports and the templates built from them.
 // IANA IEs: https://www.iana.org/assignments/ipfix (RFC 7012 data types). Enterprise IEs
 // carry the Private Enterprise Number from the config (RFC 7011 §3.2).
+import type { TrafficCounters } from '../../kernel/types.js';
 import type { IpfixElementIds } from './config.js';
 
 /** Abstract data types (RFC 7012 §3.1) that ubia uses, plus the CACE length-prefixed string. */
@@ -61,19 +62,40 @@ export const DIRECTION = { ingress: 0, egress: 1 } as const;
 /** CACE Technologies' IEs that Wireshark names (packet-netflow.c, VENDOR_CACE). */
 export const CACE_PEN = 32622;
 
-/** ubia's enterprise IEs: name, type and the config key holding their element ID. */
-export const UBIA_ELEMENTS: ReadonlyArray<{ key: keyof IpfixElementIds; name: string; type: IeType; description: string }> = [
+/** One of ubia's enterprise IEs: name, type and the config key holding its element ID. */
+export interface UbiaElement {
+  key: keyof IpfixElementIds;
+  name: string;
+  type: IeType;
+  description: string;
+  /** per-user records: the counter of the interval this IE carries */
+  counter?: keyof TrafficCounters;
+}
+
+/** The per-user counters, in and out of each kind: wire bytes, packets, payload bytes. */
+const USER_COUNTER_KINDS = [
+  { key: 'wire_octets', name: 'WireOctets', what: 'L3 bytes', verbs: ['received', 'sent'], counters: ['rxBytes', 'txBytes'] },
+  { key: 'wire_packets', name: 'WirePackets', what: 'packets', verbs: ['received', 'sent'], counters: ['rxPackets', 'txPackets'] },
+  { key: 'payload_octets', name: 'PayloadOctets', what: 'payload bytes the user\'s processes', verbs: ['read', 'wrote'], counters: ['rxPayloadBytes', 'txPayloadBytes'] },
+] as const;
+
+export const USER_COUNTER_ELEMENTS: readonly UbiaElement[] = USER_COUNTER_KINDS.flatMap((k) =>
+  (['in', 'out'] as const).map((dir, i): UbiaElement => ({
+    key: `${k.key}_${dir}`,
+    name: `ubia${k.name}${dir === 'in' ? 'In' : 'Out'}`,
+    type: 'unsigned64',
+    description: `per-user record: ${k.what} ${k.verbs[i]} in the interval`,
+    counter: k.counters[i],
+  })));
+
+/** ubia's enterprise IEs, in the order of their default element IDs (1, 2, …). */
+export const UBIA_ELEMENTS: readonly UbiaElement[] = [
   { key: 'uid', name: 'ubiaUserId', type: 'unsigned32', description: 'numeric user ID (uid) owning the socket' },
   { key: 'gid', name: 'ubiaGroupId', type: 'unsigned32', description: 'primary group ID (gid) of the owning process' },
   { key: 'pid', name: 'ubiaProcessId', type: 'unsigned32', description: 'process ID (thread-group ID) that last used the socket; 0 when unknown' },
   { key: 'process_name', name: 'ubiaProcessName', type: 'string', description: 'process name (kernel comm, up to 15 bytes)' },
   { key: 'cgroup_id', name: 'ubiaCgroupId', type: 'unsigned64', description: 'cgroup v2 ID of the owning process (the inode number of its cgroup directory)' },
-  { key: 'wire_octets_in', name: 'ubiaWireOctetsIn', type: 'unsigned64', description: 'per-user record: L3 bytes received in the interval' },
-  { key: 'wire_octets_out', name: 'ubiaWireOctetsOut', type: 'unsigned64', description: 'per-user record: L3 bytes sent in the interval' },
-  { key: 'wire_packets_in', name: 'ubiaWirePacketsIn', type: 'unsigned64', description: 'per-user record: packets received in the interval' },
-  { key: 'wire_packets_out', name: 'ubiaWirePacketsOut', type: 'unsigned64', description: 'per-user record: packets sent in the interval' },
-  { key: 'payload_octets_in', name: 'ubiaPayloadOctetsIn', type: 'unsigned64', description: 'per-user record: payload bytes the user\'s processes read in the interval' },
-  { key: 'payload_octets_out', name: 'ubiaPayloadOctetsOut', type: 'unsigned64', description: 'per-user record: payload bytes the user\'s processes wrote in the interval' },
+  ...USER_COUNTER_ELEMENTS,
   { key: 'cgroup_path', name: 'ubiaCgroupPath', type: 'string', description: 'cgroup v2 path of the owning process, e.g. /system.slice/nginx.service: its systemd unit; empty when unknown' },
 ];
 

@@ -1,6 +1,8 @@
 // Turns the meter's cumulative flow snapshots into IPFIX flow records: one record per
 // direction with the counts since the flow's previous record (delta counters, RFC 7011
 // §2 "octetDeltaCount"), at socket close, at the active timeout, and after idleness.
+import { countersOf, zeroCounters } from '../../agent/counters.js';
+import type { TrafficCounters } from '../../kernel/types.js';
 import type { FlowSnapshot } from '../types.js';
 import { DIRECTION, END_REASON } from './elements.js';
 
@@ -18,9 +20,7 @@ export interface FlowExport {
 
 /** What has been reported of one flow so far; persisted so a restarted agent does not
  *  report again what the kernel (which keeps counting across restarts) already counted. */
-export interface ReportedCounts {
-  rxBytes: number; rxPackets: number; rxPayloadBytes: number;
-  txBytes: number; txPackets: number; txPayloadBytes: number;
+export interface ReportedCounts extends TrafficCounters {
   /** start of the next record: end of the previous one */
   nextStartMs: number;
 }
@@ -62,10 +62,7 @@ export function createFlowTracker(opts: {
       if (earlier !== undefined) resumed.delete(flow.cookie);
       st = {
         last: flow,
-        reported: earlier ?? {
-          rxBytes: 0, rxPackets: 0, rxPayloadBytes: 0, txBytes: 0, txPackets: 0, txPayloadBytes: 0,
-          nextStartMs: flow.firstSeenMs,
-        },
+        reported: earlier ?? { ...zeroCounters(), nextStartMs: flow.firstSeenMs },
         lastReportMs: earlier === undefined ? flow.firstSeenMs : nowMs,
         listedMs: nowMs,
       };
@@ -93,11 +90,7 @@ export function createFlowTracker(opts: {
       Math.max(0, f.rxPayloadBytes - r.rxPayloadBytes), f.rxBytes + f.rxPackets + f.rxPayloadBytes);
     push(DIRECTION.egress, Math.max(0, f.txBytes - r.txBytes), Math.max(0, f.txPackets - r.txPackets),
       Math.max(0, f.txPayloadBytes - r.txPayloadBytes), f.txBytes + f.txPackets + f.txPayloadBytes);
-    st.reported = {
-      rxBytes: f.rxBytes, rxPackets: f.rxPackets, rxPayloadBytes: f.rxPayloadBytes,
-      txBytes: f.txBytes, txPackets: f.txPackets, txPayloadBytes: f.txPayloadBytes,
-      nextStartMs: endMs,
-    };
+    st.reported = { ...countersOf(f), nextStartMs: endMs };
   }
 
   function pending(st: FlowState): boolean {

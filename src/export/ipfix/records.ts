@@ -4,7 +4,7 @@ import type { IpfixCollectorConfig } from './config.js';
 import { parseAddress, truncateAddress } from './address.js';
 import type { CgroupPathOf } from './cgroups.js';
 import { createCryptoPan, readCryptoPanKey } from './cryptopan.js';
-import { DIRECTION, IANA, ownerFields, ubiaField, type ElementOptions } from './elements.js';
+import { DIRECTION, IANA, ownerFields, ubiaField, USER_COUNTER_ELEMENTS, type ElementOptions } from './elements.js';
 import { encodeRecord, encodeTemplateSet, maxRecordBytes, FIRST_TEMPLATE_ID, type Template, type TemplateField, type TemplateLayout } from './encoding.js';
 import type { FlowExport } from './flows.js';
 import type { UserRecord } from './usage.js';
@@ -56,12 +56,7 @@ function userTemplate(opts: ElementOptions): Template<UserRecord> {
       { spec: owner.uid, value: (r) => r.uid },
       { spec: IANA.flowStartMilliseconds, value: (r) => r.startMs },
       { spec: IANA.flowEndMilliseconds, value: (r) => r.endMs },
-      { spec: ubiaField(opts, 'wire_octets_in'), value: (r) => r.rxBytes },
-      { spec: ubiaField(opts, 'wire_octets_out'), value: (r) => r.txBytes },
-      { spec: ubiaField(opts, 'wire_packets_in'), value: (r) => r.rxPackets },
-      { spec: ubiaField(opts, 'wire_packets_out'), value: (r) => r.txPackets },
-      { spec: ubiaField(opts, 'payload_octets_in'), value: (r) => r.rxPayloadBytes },
-      { spec: ubiaField(opts, 'payload_octets_out'), value: (r) => r.txPayloadBytes },
+      ...USER_COUNTER_ELEMENTS.map((e) => ({ spec: ubiaField(opts, e.key), value: (r: UserRecord) => r[e.counter!] })),
       { spec: owner.userName, value: (r) => r.user },
     ],
   };

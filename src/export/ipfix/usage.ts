@@ -1,17 +1,13 @@
 // Sums the agent's per-poll user deltas into one record per user per usage interval.
+import { addInto, isZero, zeroCounters } from '../../agent/counters.js';
+import type { TrafficCounters } from '../../kernel/types.js';
 import type { UsageInterval } from '../types.js';
 
-export interface UserRecord {
+export interface UserRecord extends TrafficCounters {
   uid: number;
   user: string;
   startMs: number;
   endMs: number;
-  rxBytes: number;
-  txBytes: number;
-  rxPackets: number;
-  txPackets: number;
-  rxPayloadBytes: number;
-  txPayloadBytes: number;
 }
 
 export interface UsageAggregator {
@@ -29,7 +25,7 @@ export function createUsageAggregator(intervalMs: number): UsageAggregator {
   function take(): UserRecord[] {
     const out: UserRecord[] = [];
     for (const u of users.values()) {
-      if (u.rxBytes + u.txBytes + u.rxPackets + u.txPackets + u.rxPayloadBytes + u.txPayloadBytes === 0) continue;
+      if (isZero(u)) continue;
       u.endMs = windowEnd;
       out.push(u);
     }
@@ -45,13 +41,11 @@ export function createUsageAggregator(intervalMs: number): UsageAggregator {
       for (const u of interval.users) {
         let r = users.get(u.uid);
         if (r === undefined) {
-          r = { uid: u.uid, user: u.user, startMs: windowStart, endMs: 0, rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0, rxPayloadBytes: 0, txPayloadBytes: 0 };
+          r = { uid: u.uid, user: u.user, startMs: windowStart, endMs: 0, ...zeroCounters() };
           users.set(u.uid, r);
         }
         r.user = u.user;
-        r.rxBytes += u.rxBytes; r.txBytes += u.txBytes;
-        r.rxPackets += u.rxPackets; r.txPackets += u.txPackets;
-        r.rxPayloadBytes += u.rxPayloadBytes; r.txPayloadBytes += u.txPayloadBytes;
+        addInto(r, u);
       }
       return windowEnd - windowStart >= intervalMs ? take() : [];
     },
