@@ -10,7 +10,7 @@ import { createFlowTracker } from '../src/export/ipfix/flows.js';
 import { createRecordEncoder } from '../src/export/ipfix/records.js';
 import { createUsageAggregator } from '../src/export/ipfix/usage.js';
 import { createIpfixExporter } from '../src/export/ipfix/index.js';
-import { flowSnapshot, formatAddress, ipfixConfig, silentLogger, tempDir } from './helpers/ipfix.js';
+import { flowSnapshot, formatAddress, freePort, ipfixConfig, silentLogger, tempDir, udpSink, waitFor } from './helpers/ipfix.js';
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 
@@ -177,6 +177,25 @@ describe('exporter', () => {
       expect(exporter.status()).toMatchObject({ dropped: 1, extra: { unencodable: 1 } });
     } finally {
       await exporter.close();
+      dir.remove();
+    }
+  });
+
+  it('skips and counts a record too large for the UDP message size, and sends the others', async () => {
+    const dir = tempDir('ubia-ipfix-exporter-');
+    const port = await freePort();
+    const sink = await udpSink(port);
+    const exporter = createIpfixExporter(ipfixConfig({ collectors: [{ address: '127.0.0.1', port, udp_message_bytes: 256, records: ['flows'] }] }), { logger: silentLogger, spoolDir: dir.path });
+    try {
+      exporter.flowEnded(flowSnapshot({ user: 'x'.repeat(300), txBytes: 1, txPackets: 1 }));
+      exporter.flowEnded(flowSnapshot({ user: 'ubia-test-fits', txBytes: 1, txPackets: 1 }));
+      expect(exporter.status()).toMatchObject({ dropped: 1, extra: { unencodable: 1 } });
+      await exporter.close();
+      await waitFor(() => sink.datagrams.some((d) => d.includes('ubia-test-fits')), 5000, 'the record that fits');
+      expect(sink.datagrams.some((d) => d.includes('x'.repeat(300)))).toBe(false);
+    } finally {
+      await exporter.close();
+      await sink.close();
       dir.remove();
     }
   });

@@ -17,6 +17,8 @@ import { createUdpStream } from './udp.js';
 import { createUsageAggregator, type UserRecord } from './usage.js';
 
 const CLOSE_TIMEOUT_MS = 5000;
+/** Skipped records logged one by one; after that they are only counted. */
+const MAX_SKIP_LOGS = 10;
 
 interface Collector {
   encoder: RecordEncoder;
@@ -84,35 +86,29 @@ export function createIpfixExporter(config: IpfixConfig, deps: { logger: Logger;
 
   let unencodable = 0;
 
-  function exportFlows(records: FlowExport[]): void {
+  /** Encodes each record for every collector that takes its kind. A record that cannot be
+   *  encoded (a meter bug: an address that is not one) or does not fit the collector's
+   *  messages (a name longer than udp_message_bytes allows) is skipped and counted: it
+   *  must not stop the export of the others. */
+  function exportTo<R>(kind: 'flows' | 'users', records: R[], encode: (encoder: RecordEncoder, r: R) => { setId: number; length: number }): void {
     if (records.length === 0) return;
     for (const { encoder, stream } of collectors) {
-      if (!encoder.flows) continue;
+      if (!encoder[kind]) continue;
       for (const r of records) {
-        let encoded: { setId: number; length: number };
         try {
-          encoded = encoder.encodeFlow(r, scratch);
+          const { setId, length } = encode(encoder, r);
+          stream.send(setId, scratch.subarray(0, length));
         } catch (err) {
-          // a meter bug (an address that is not an address) must not stop the export
-          unencodable++;
-          logger.error({ err: (err as Error).message, local: r.flow.localAddress, remote: r.flow.remoteAddress }, 'IPFIX: cannot encode a flow record; skipped it');
-          continue;
+          if (unencodable++ < MAX_SKIP_LOGS) {
+            logger.error({ collector: stream.status().collector, err: (err as Error).message },
+              'IPFIX: cannot export a record; skipped it (counted as dropped in ubia status; raise udp_message_bytes if it did not fit)');
+          }
         }
-        stream.send(encoded.setId, scratch.subarray(0, encoded.length));
       }
     }
   }
-
-  function exportUsers(records: UserRecord[]): void {
-    if (records.length === 0) return;
-    for (const { encoder, stream } of collectors) {
-      if (!encoder.users) continue;
-      for (const r of records) {
-        const { setId, length } = encoder.encodeUser(r, scratch);
-        stream.send(setId, scratch.subarray(0, length));
-      }
-    }
-  }
+  const exportFlows = (records: FlowExport[]) => exportTo('flows', records, (e, r) => e.encodeFlow(r, scratch));
+  const exportUsers = (records: UserRecord[]) => exportTo('users', records, (e, r) => e.encodeUser(r, scratch));
 
   return {
     name: 'ipfix',
