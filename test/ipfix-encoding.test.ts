@@ -2,6 +2,7 @@
 // pieces around it: addresses, Crypto-PAn, config validation, flow and usage records.
 import { describe, expect, it } from 'vitest';
 import { parseAddress, truncateAddress } from '../src/export/ipfix/address.js';
+import { ConfigError, parseConfig } from '../src/config/load.js';
 import { ipfixConfigSchema } from '../src/export/ipfix/config.js';
 import { createCryptoPan } from '../src/export/ipfix/cryptopan.js';
 import { IANA, ownerFields } from '../src/export/ipfix/elements.js';
@@ -264,6 +265,22 @@ describe('config', () => {
     expect(problems({ collectors: [{ address: 'c', colour: 'red' }] })[0]).toMatch(/colour/);
     expect(problems({ collectors: [{ address: 'c' }], element_ids: { uid: 4 } })[0]).toMatch(/different/);
     expect(problems({ collectors: [{ address: 'c' }, { address: 'c', port: 4739 }] })[0]).toMatch(/^collectors: the same collector/);
+  });
+
+  it('names the line and says what to do in the agent\'s config file', () => {
+    const text = '[ipfix]\nenterprise_number = 4294967296\n\n[[ipfix.collectors]]\nport = 0\n';
+    let reported: string[] = [];
+    try {
+      parseConfig(text, 'ubia.toml');
+    } catch (e) {
+      expect(e).toBeInstanceOf(ConfigError);
+      reported = (e as ConfigError).problems;
+    }
+    expect(reported.map((p) => p.replace(/ \(allowed: .*\)$/, ''))).toEqual([
+      'ubia.toml:4: ipfix.collectors.0.address: each [[ipfix.collectors]] table needs address = "<host or IP of the IPFIX collector>"',
+      'ubia.toml:5: ipfix.collectors.0.port: the collector port must be 1..65535 (IPFIX collectors usually listen on 4739)',
+      'ubia.toml:2: ipfix.enterprise_number: enterprise_number must be a Private Enterprise Number, 1..4294967295: your organisation\'s number from IANA, or leave it out for 32473 (documentation use)',
+    ]);
   });
 });
 

@@ -9,6 +9,9 @@ const elementId = (id: number) =>
   z.number().int().min(1).max(32767).default(id)
     .describe(`enterprise Information Element ID (1..32767; the enterprise bit is set on the wire, RFC 7011 §3.2); default ${id}`);
 
+const PORT_RANGE = 'the collector port must be 1..65535 (IPFIX collectors usually listen on 4739)';
+const PEN_RANGE = 'enterprise_number must be a Private Enterprise Number, 1..4294967295: your organisation\'s number from IANA, or leave it out for 32473 (documentation use)';
+
 /** Enterprise element IDs under `enterprise_number` for the fields IANA has no IE for. */
 export const ipfixElementIdsSchema = z.strictObject({
   uid: elementId(1),
@@ -31,7 +34,7 @@ export const ipfixCollectorSchema = z.strictObject({
   address: z.string({ error: 'each [[ipfix.collectors]] table needs address = "<host or IP of the IPFIX collector>"' })
     .min(1, 'collector address is empty: set address = "<host or IP of the IPFIX collector>"')
     .describe('host name or IP address of the collector (required)'),
-  port: z.number().int().min(1).max(65535).default(4739)
+  port: z.number().int().min(1, PORT_RANGE).max(65535, PORT_RANGE).default(4739)
     .describe('collector port, 1..65535; default 4739 (IANA ipfix)'),
   transport: z.enum(['udp', 'tcp']).default('udp')
     .describe('udp: templates re-sent every template_refresh seconds, records lost if the collector is down; tcp: templates once per connection, reconnect with backoff, records spooled on disk while the collector is unreachable'),
@@ -71,7 +74,7 @@ export const ipfixConfigSchema = z.strictObject({
     .describe('one [[ipfix.collectors]] table per collector; each gets its own stream, templates, sequence numbers and spool'),
   observation_domain_id: z.number().int().min(0).max(2 ** 32 - 1).default(1)
     .describe('Observation Domain ID in every message header (RFC 7011 §3.1); default 1'),
-  enterprise_number: z.number().int().min(1).max(2 ** 32 - 1).default(32473)
+  enterprise_number: z.number().int().min(1, PEN_RANGE).max(2 ** 32 - 1, PEN_RANGE).default(32473)
     .describe('Private Enterprise Number (1..4294967295) of ubia\'s own IEs (uid, gid, pid, process name, cgroup id, per-user counters); default 32473, the number RFC 5612 reserves for documentation: set your organisation\'s PEN in production'),
   element_ids: ipfixElementIdsSchema.prefault({})
     .describe('element IDs under enterprise_number; defaults 1..12 in the order listed in docs/ipfix.md'),
