@@ -43,10 +43,16 @@ type AcrBehaviour = (req: Request, socket: net.Socket) => void;
 interface ScriptedServer {
   port: number;
   acrs: Request[];
+  /** CER, DWR and DPR received */
+  baseRequests: Request[];
+  /** when each connection was accepted (ms) */
+  connectedAt: number[];
   connections: number;
   sockets: Set<net.Socket>;
   /** what to do with each ACR; CER, DWR and DPR are answered normally unless `silent` */
   onAcr: AcrBehaviour;
+  /** runs first for each accepted connection */
+  onConnection: (socket: net.Socket) => void;
   silent: boolean;
   close(): Promise<void>;
 }
@@ -81,9 +87,12 @@ async function scriptedServer(): Promise<ScriptedServer> {
   const state: ScriptedServer = {
     port: 0,
     acrs: [],
+    baseRequests: [],
+    connectedAt: [],
     connections: 0,
     sockets: new Set(),
     onAcr: ok,
+    onConnection: () => undefined,
     silent: false,
     close: () =>
       new Promise((resolve) => {
@@ -93,9 +102,12 @@ async function scriptedServer(): Promise<ScriptedServer> {
   };
   srv.on('connection', (socket) => {
     state.connections++;
+    state.connectedAt.push(Date.now());
     state.sockets.add(socket);
     socket.on('close', () => state.sockets.delete(socket));
     socket.on('error', () => undefined);
+    state.onConnection(socket);
+    if (socket.destroyed) return;
     const framer = createFramer(
       (raw) => {
         const decoded = reference.decodeMessage(raw);
@@ -113,6 +125,7 @@ async function scriptedServer(): Promise<ScriptedServer> {
           state.acrs.push(req);
           state.onAcr(req, socket);
         } else {
+          state.baseRequests.push(req);
           socket.write(answer(req, 2001));
           if (req.command === Command.DisconnectPeer) socket.end();
         }
@@ -368,6 +381,51 @@ describe('Diameter client against a scripted server', () => {
     await until('reconnected', () => srv.connections === 2 && acct.status().state === 'ok', 10_000);
   });
 
+  it('CER carries the RFC 6733 §5.3.1 AVPs; close() sends the STOPs, then a DPR (§5.4)', async () => {
+    const srv = await scriptedServer();
+    const { acct } = exporter([srv.port], { vendorId: 99, productName: 'ubia-test' });
+    await until('open', () => acct.status().state === 'ok', 5000);
+    const cer = srv.baseRequests.find((r) => r.command === Command.CapabilitiesExchange)!;
+    expect(cer.avps.get('Origin-Host')).toBe('agent.test.local');
+    expect(cer.avps.get('Origin-Realm')).toBe('test.local');
+    expect(cer.avps.get('Host-IP-Address')).toBe('127.0.0.1');
+    expect(cer.avps.get('Vendor-Id')).toBe(99);
+    expect(cer.avps.get('Product-Name')).toBe('ubia-test');
+    expect(cer.avps.get('Origin-State-Id')).toBeGreaterThan(0);
+    expect(cer.avps.get('Acct-Application-Id')).toBe('Diameter Base Accounting');
+    expect(cer.raw.readUInt32BE(8)).toBe(0); // base protocol application (§2.4)
+    startUsers(acct, 2);
+    await until('2 STARTs delivered', () => delivered(acct), 5000);
+    await acct.close();
+    const types = srv.acrs.map((r) => r.avps.get('Accounting-Record-Type'));
+    expect(types).toEqual(['Start Record', 'Start Record', 'Stop Record', 'Stop Record']);
+    expect(srv.acrs.slice(2).map((r) => r.avps.get('Termination-Cause'))).toEqual(['DIAMETER_ADMINISTRATIVE', 'DIAMETER_ADMINISTRATIVE']);
+    const dpr = srv.baseRequests.at(-1)!;
+    expect(dpr.command).toBe(Command.DisconnectPeer);
+    expect(dpr.avps.get('Disconnect-Cause')).toBe('REBOOTING');
+    expect((acct.status().extra!.peers as { state: string }[])[0]!.state).toBe('closed');
+  });
+
+  it('reconnects with back-off from 1 s doubling up to Tc', async () => {
+    const srv = await scriptedServer();
+    srv.silent = true;
+    // a server that takes the connection and closes it at once, before any CEA
+    srv.onConnection = (socket) => socket.destroy();
+    const { acct, lines } = exporter([srv.port], { reconnectSeconds: 2 });
+    await until('4 connection attempts', () => srv.connections >= 4, 10_000);
+    const gaps = srv.connectedAt.slice(1, 4).map((t, i) => (t - srv.connectedAt[i]!) / 1000);
+    expect(gaps[0]).toBeGreaterThanOrEqual(0.9);
+    expect(gaps[0]).toBeLessThan(1.6);
+    for (const g of gaps.slice(1)) {
+      expect(g).toBeGreaterThanOrEqual(1.9); // 2 s = Tc: the cap
+      expect(g).toBeLessThan(2.6);
+    }
+    expect(acct.status().state).toBe('down');
+    // a repeated failure is logged when its reason changes, not at every attempt
+    // (closed by peer / ECONNRESET, depending on when the close meets the CER)
+    expect(lines.filter((l) => /cannot connect to peer/.test(l.msg)).length).toBeLessThanOrEqual(2);
+  });
+
   it('fails over to the secondary when the primary goes silent; re-sent requests carry T', async () => {
     const primary = await scriptedServer();
     const secondary = await scriptedServer();
@@ -381,6 +439,8 @@ describe('Diameter client against a scripted server', () => {
     expect(secondary.acrs.every((r) => r.retransmit)).toBe(true);
     expect(acct.status().state).toBe('degraded');
     expect(acct.status().detail).toMatch(/failed over/);
+    // every peer's state, for `ubia status`
+    expect(acct.status().detail).toMatch(new RegExp(`peers: 127\\.0\\.0\\.1:${primary.port} (suspect|closed|connecting|wait-cea)\\b.*, 127\\.0\\.0\\.1:${secondary.port} open \\(scripted\\.test\\.local\\); outbox 0`));
   });
 
   it('honours the Acct-Interim-Interval the server returns in the ACA (RFC 6733 §9.8.2)', async () => {

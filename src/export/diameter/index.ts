@@ -99,10 +99,15 @@ export function createDiameterAccounting(config: DiameterConfig, deps: DiameterD
       const queued = ledger.outboxDepth();
       const rejected = ledger.rejectedCount();
       const state = open.length === 0 ? 'down' : open[0] !== peers[0] || queued > config.maxInFlight ? 'degraded' : 'ok';
-      const detail =
+      // `ubia status` prints detail as it is: every peer's state, then the backlog
+      const peerStates = peers
+        .map((p) => `${p.name} ${p.state}${p.remoteHost && p.state === 'open' ? ` (${p.remoteHost})` : ''}${p.lastError && p.state !== 'open' ? ` (${p.lastError})` : ''}`)
+        .join(', ');
+      const summary =
         open.length === 0
-          ? `no AAA server reachable (${peers.map((p) => `${p.name}: ${p.lastError ?? p.state}`).join('; ')}); records wait in the outbox`
-          : `sending to ${open[0]!.name} (${open[0]!.remoteHost ?? '?'})${open[0] !== peers[0] ? ', failed over from the primary' : ''}`;
+          ? 'no AAA server reachable, records wait in the outbox'
+          : `sending to ${open[0]!.name}${open[0] !== peers[0] ? ', failed over from the primary' : ''}`;
+      const detail = `${summary}; peers: ${peerStates}; outbox ${queued}, in flight ${sender.inFlight}, sessions ${sessions.count}`;
       return {
         name: 'diameter',
         state,

@@ -355,6 +355,9 @@ export function createPeer(opts: PeerOptions): Peer {
 
   /** Tears the connection down and, unless stopped, schedules the next attempt. */
   function drop(reason: string, refused = false): void {
+    // failPending below settles the CER too, whose callback drops again: the first reason
+    // stands, and only one reconnection is scheduled (two would orphan a socket each time)
+    if (!socket && state === 'closed') return;
     const s = socket;
     socket = undefined;
     clearTimeout(watchdogTimer);
