@@ -74,8 +74,8 @@ interval = 1
 timeout = 1
 
 [diameter]
-originRealm = "test.example"
-destinationRealm = "aaa.example"
+origin_realm = "test.example"
+destination_realm = "aaa.example"
 servers = [ { host = "127.0.0.1", port = ${closedPort} } ]
 `,
     });

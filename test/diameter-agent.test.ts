@@ -77,10 +77,10 @@ describe('real agent → Diameter → freeDiameter/app_acct → PostgreSQL', () 
       pinDir,
       extra: `
 [diameter]
-originHost = "${ORIGIN_HOST}"
-originRealm = "${REALM}"
-destinationRealm = "${REALM}"
-interimIntervalSeconds = 1
+origin_host = "${ORIGIN_HOST}"
+origin_realm = "${REALM}"
+destination_realm = "${REALM}"
+interim_interval = 1
 servers = [ { host = "127.0.0.1", port = ${fd.port} } ]
 `,
     });

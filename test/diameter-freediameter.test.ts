@@ -118,7 +118,7 @@ describe('Diameter accounting into freeDiameter/app_acct/PostgreSQL', () => {
     logind.set(60002, 'active'); // bob is logged in
     const { logger, lines } = memoryLogger();
     onTestFailed(() => console.log(lines.map((l) => JSON.stringify(l)).join('\n'), fd.log().slice(-3000)));
-    const acct = createDiameterAccounting(testConfig(fd.port, { interimIntervalSeconds: 1, idleStopSeconds: 3 }), {
+    const acct = createDiameterAccounting(testConfig(fd.port, { interim_interval: 1, idle_timeout: 3 }), {
       logger,
       db: ledger.db,
       hostName: CLIENT_HOST,
@@ -184,7 +184,7 @@ describe('Diameter accounting into freeDiameter/app_acct/PostgreSQL', () => {
     const { logger, lines } = memoryLogger();
     onTestFailed(() => console.log(lines.map((l) => JSON.stringify(l)).join('\n'), fd.log().slice(-3000)));
     const acct = createDiameterAccounting(
-      testConfig(fd.port, { interimIntervalSeconds: 1, requestTimeoutSeconds: 2, reconnectSeconds: 1, watchdogSeconds: 2 }),
+      testConfig(fd.port, { interim_interval: 1, request_timeout: 2, reconnect_interval: 1, watchdog_interval: 2 }),
       { logger, db: ledger.db, hostName: CLIENT_HOST },
     );
     const users = [{ uid: 61001, user: 'carol' }, { uid: 61002, user: 'dave' }, { uid: 61003, user: 'erin' }];
@@ -224,7 +224,7 @@ describe('Diameter accounting into freeDiameter/app_acct/PostgreSQL', () => {
     const ledger = tempLedger();
     ledger.db.close(); // the child processes own it
     const child = compileAgentChild();
-    const config = testConfig(fd.port, { interimIntervalSeconds: 1, requestTimeoutSeconds: 2, reconnectSeconds: 1 });
+    const config = testConfig(fd.port, { interim_interval: 1, request_timeout: 2, reconnect_interval: 1 });
     const users = [{ uid: 62001, user: 'frank' }, { uid: 62002, user: 'grace' }];
     const totals: Totals = {};
     let agent = spawnAgentChild(child.script, ledger.path, config, CLIENT_HOST);
@@ -284,7 +284,7 @@ describe('Diameter accounting into freeDiameter/app_acct/PostgreSQL', () => {
     pg.sql('TRUNCATE incoming');
     const ledger = tempLedger();
     const { logger } = memoryLogger();
-    const acct = createDiameterAccounting(testConfig(fd.port, { maxInFlight: 1000 }), { logger, db: ledger.db, hostName: CLIENT_HOST });
+    const acct = createDiameterAccounting(testConfig(fd.port, { max_in_flight: 1000 }), { logger, db: ledger.db, hostName: CLIENT_HOST });
     try {
       await until('peer open', () => acct.status().state === 'ok', 10_000);
       const now = Date.now();
@@ -316,7 +316,7 @@ describe('Diameter over TLS (RFC 6733 §13) to freeDiameter', () => {
     const tlsConfig = (ca: string) =>
       testConfig(fdTls.tlsPort!, {
         servers: [{ host: '127.0.0.1', port: fdTls.tlsPort!, transport: 'tls', identity: SERVER_IDENTITY }],
-        tls: { ca, cert: files.clientCert, key: files.clientKey, serverName: SERVER_IDENTITY },
+        tls: { ca, cert: files.clientCert, key: files.clientKey, server_name: SERVER_IDENTITY },
       });
     const acct = createDiameterAccounting(tlsConfig(files.ca), { logger, db: ledger.db, hostName: CLIENT_HOST });
     const wrongCa = makeTlsFiles(mkdtempSync(join(dir, 'other-')), CLIENT_IDENTITY).ca;

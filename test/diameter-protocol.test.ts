@@ -145,7 +145,7 @@ function exporter(ports: number[], overrides: Parameters<typeof testConfig>[1] =
   const { logger, lines } = memoryLogger();
   onTestFailed(() => console.log(lines.map((l) => JSON.stringify(l)).join('\n')));
   const acct = createDiameterAccounting(
-    testConfig(ports[0]!, { servers: ports.map((port) => ({ host: '127.0.0.1', port })), requestTimeoutSeconds: 2, reconnectSeconds: 1, ...overrides }),
+    testConfig(ports[0]!, { servers: ports.map((port) => ({ host: '127.0.0.1', port })), request_timeout: 2, reconnect_interval: 1, ...overrides }),
     { logger, db: ledger.db, hostName: 'agent' },
   );
   cleanups.push(async () => {
@@ -340,7 +340,7 @@ describe('Diameter client against a scripted server', () => {
 
   it('a silent server: requests time out and free their state, the watchdog drops the peer, records arrive after it answers again', async () => {
     const srv = await scriptedServer();
-    const { acct, lines } = exporter([srv.port], { requestTimeoutSeconds: 1, watchdogSeconds: 3 });
+    const { acct, lines } = exporter([srv.port], { request_timeout: 1, watchdog_interval: 3 });
     await until('open', () => acct.status().state === 'ok', 5000);
     srv.silent = true;
     startUsers(acct, 5);
@@ -383,7 +383,7 @@ describe('Diameter client against a scripted server', () => {
 
   it('CER carries the RFC 6733 §5.3.1 AVPs; close() sends the STOPs, then a DPR (§5.4)', async () => {
     const srv = await scriptedServer();
-    const { acct } = exporter([srv.port], { vendorId: 99, productName: 'ubia-test' });
+    const { acct } = exporter([srv.port], { vendor_id: 99, product_name: 'ubia-test' });
     await until('open', () => acct.status().state === 'ok', 5000);
     const cer = srv.baseRequests.find((r) => r.command === Command.CapabilitiesExchange)!;
     expect(cer.avps.get('Origin-Host')).toBe('agent.test.local');
@@ -411,7 +411,7 @@ describe('Diameter client against a scripted server', () => {
     srv.silent = true;
     // a server that takes the connection and closes it at once, before any CEA
     srv.onConnection = (socket) => socket.destroy();
-    const { acct, lines } = exporter([srv.port], { reconnectSeconds: 2 });
+    const { acct, lines } = exporter([srv.port], { reconnect_interval: 2 });
     await until('4 connection attempts', () => srv.connections >= 4, 10_000);
     const gaps = srv.connectedAt.slice(1, 4).map((t, i) => (t - srv.connectedAt[i]!) / 1000);
     expect(gaps[0]).toBeGreaterThanOrEqual(0.9);
@@ -429,7 +429,7 @@ describe('Diameter client against a scripted server', () => {
   it('fails over to the secondary when the primary goes silent; re-sent requests carry T', async () => {
     const primary = await scriptedServer();
     const secondary = await scriptedServer();
-    const { acct } = exporter([primary.port, secondary.port], { requestTimeoutSeconds: 5, watchdogSeconds: 1 });
+    const { acct } = exporter([primary.port, secondary.port], { request_timeout: 5, watchdog_interval: 1 });
     await until('both open', () => (acct.status().extra!.peers as { state: string }[]).every((p) => p.state === 'open'), 5000);
     primary.silent = true;
     startUsers(acct, 4);
@@ -446,7 +446,7 @@ describe('Diameter client against a scripted server', () => {
   it('honours the Acct-Interim-Interval the server returns in the ACA (RFC 6733 §9.8.2)', async () => {
     const srv = await scriptedServer();
     srv.onAcr = (req, socket) => socket.write(answer(req, 2001, [avpU32(Avp.AcctInterimInterval, 1)]));
-    const { acct } = exporter([srv.port], { interimIntervalSeconds: 3600 });
+    const { acct } = exporter([srv.port], { interim_interval: 3600 });
     await until('open', () => acct.status().state === 'ok', 5000);
     startUsers(acct, 1);
     await until('an INTERIM a second or so after the START', () => srv.acrs.some((r) => r.avps.get('Accounting-Record-Type') === 'Interim Record'), 5000);

@@ -49,9 +49,9 @@ async function main(): Promise<void> {
   const acct = createDiameterAccounting(
     diameterConfigSchema.parse({
       servers: [{ host: '127.0.0.1', port: fd.port }],
-      originRealm: 'test.local',
-      destinationRealm: 'test.local',
-      interimIntervalSeconds: INTERIM_S,
+      origin_realm: 'test.local',
+      destination_realm: 'test.local',
+      interim_interval: INTERIM_S,
     }),
     { logger: pino({ level: 'warn' }, pino.destination(2)), db, hostName: 'bench' },
   );

@@ -1,5 +1,6 @@
 // The [diameter] section of /etc/ubia/ubia.toml. Absent = Diameter accounting disabled.
-// Timers follow RFC 6733 (Tc, §2.1) and RFC 3539 (Tw, §3.4.1); intervals are seconds.
+// Timers follow RFC 6733 (Tc, §2.1) and RFC 3539 (Tw, §3.4.1); times are seconds, and
+// keys are snake_case like the rest of ubia.toml.
 import { z } from 'zod';
 
 const diameterIdentity = z
@@ -30,7 +31,7 @@ export const diameterTlsSchema = z
     ca: z.string().min(1).describe('PEM file with the CA certificate(s) that signed the servers\' certificates'),
     cert: z.string().min(1).describe('PEM file with this host\'s client certificate'),
     key: z.string().min(1).describe('PEM file with the private key of the client certificate'),
-    serverName: z
+    server_name: z
       .string()
       .min(1)
       .optional()
@@ -45,51 +46,51 @@ export const diameterConfigSchema = z
       .min(1)
       .max(2)
       .describe('the primary server, then optionally a secondary used while the primary is unreachable'),
-    originHost: diameterIdentity
+    origin_host: diameterIdentity
       .optional()
-      .describe('this agent\'s Origin-Host (DiameterIdentity); default: the host\'s name, with originRealm appended when it has no dot'),
-    originRealm: diameterIdentity.describe('this agent\'s Origin-Realm'),
-    destinationRealm: diameterIdentity.describe('Destination-Realm put in every ACR'),
-    destinationHost: diameterIdentity.optional().describe('Destination-Host put in every ACR; default: none'),
-    vendorId: z.number().int().min(0).max(0xffffffff).default(0).describe('Vendor-Id sent in the CER (0 = none/IETF)'),
-    productName: z.string().min(1).max(255).default('ubia').describe('Product-Name sent in the CER'),
+      .describe('this agent\'s Origin-Host (DiameterIdentity); default: the host\'s name, with origin_realm appended when it has no dot'),
+    origin_realm: diameterIdentity.describe('this agent\'s Origin-Realm'),
+    destination_realm: diameterIdentity.describe('Destination-Realm put in every ACR'),
+    destination_host: diameterIdentity.optional().describe('Destination-Host put in every ACR; default: none'),
+    vendor_id: z.number().int().min(0).max(0xffffffff).default(0).describe('Vendor-Id sent in the CER (0 = none/IETF)'),
+    product_name: z.string().min(1).max(255).default('ubia').describe('Product-Name sent in the CER'),
     tls: diameterTlsSchema.optional(),
-    watchdogSeconds: z
+    watchdog_interval: z
       .number()
       .int()
       .min(1)
       .max(3600)
       .default(30)
-      .describe('Tw: send a DWR after this long without traffic from the peer (RFC 3539 §3.4.1; RFC 3539 advises >= 6)'),
-    reconnectSeconds: z
+      .describe('Tw, seconds: send a DWR after this long without traffic from the peer (RFC 3539 §3.4.1; RFC 3539 advises >= 6)'),
+    reconnect_interval: z
       .number()
       .int()
       .min(1)
       .max(3600)
       .default(30)
-      .describe('Tc: the longest wait between connection attempts (RFC 6733 §2.1); attempts back off from 1 s up to it'),
-    requestTimeoutSeconds: z
+      .describe('Tc, seconds: the longest wait between connection attempts (RFC 6733 §2.1); attempts back off from 1 s up to it'),
+    request_timeout: z
       .number()
       .int()
       .min(1)
       .max(600)
       .default(10)
-      .describe('an ACR not answered within this time is re-sent (with the T flag) on the next connection'),
-    interimIntervalSeconds: z
+      .describe('seconds: an ACR not answered within this time is re-sent (with the T flag)'),
+    interim_interval: z
       .number()
       .int()
       .min(1)
       .max(86400)
       .default(300)
-      .describe('Acct-Interim-Interval: seconds between INTERIM records; a value returned by the server in an ACA wins (RFC 6733 §9.8.2)'),
-    idleStopSeconds: z
+      .describe('Acct-Interim-Interval, seconds between INTERIM records; a value returned by the server in an ACA wins (RFC 6733 §9.8.2)'),
+    idle_timeout: z
       .number()
       .int()
       .min(1)
       .max(7 * 86400)
       .default(900)
-      .describe('a user\'s session gets its STOP after this long without traffic'),
-    maxInFlight: z
+      .describe('seconds: a user\'s session gets its STOP after this long without traffic'),
+    max_in_flight: z
       .number()
       .int()
       .min(1)

@@ -30,7 +30,7 @@ const TICK_MS = 1000;
 
 export function createDiameterAccounting(config: DiameterConfig, deps: DiameterDeps): DiameterAccounting {
   const logger = deps.logger.child({ exporter: 'diameter' });
-  const originHost = config.originHost ?? (deps.hostName.includes('.') ? deps.hostName : `${deps.hostName}.${config.originRealm}`);
+  const originHost = config.origin_host ?? (deps.hostName.includes('.') ? deps.hostName : `${deps.hostName}.${config.origin_realm}`);
   // RFC 6733 §8.16: Origin-State-Id increases each time the state is lost; the start time does
   const originStateId = Math.floor(Date.now() / 1000) >>> 0;
   const ledger = openDiameterLedger(deps.db);
@@ -41,10 +41,10 @@ export function createDiameterAccounting(config: DiameterConfig, deps: DiameterD
     createPeer({
       server,
       tls: config.tls,
-      identity: { originHost, originRealm: config.originRealm, vendorId: config.vendorId, productName: config.productName, originStateId },
-      watchdogMs: config.watchdogSeconds * 1000,
-      reconnectMaxMs: config.reconnectSeconds * 1000,
-      requestTimeoutMs: config.requestTimeoutSeconds * 1000,
+      identity: { originHost, originRealm: config.origin_realm, vendorId: config.vendor_id, productName: config.product_name, originStateId },
+      watchdogMs: config.watchdog_interval * 1000,
+      reconnectMaxMs: config.reconnect_interval * 1000,
+      requestTimeoutMs: config.request_timeout * 1000,
       logger,
       nextEndToEnd,
       nextHopByHop,
@@ -55,12 +55,12 @@ export function createDiameterAccounting(config: DiameterConfig, deps: DiameterD
     ledger,
     {
       originHost,
-      originRealm: config.originRealm,
-      destinationRealm: config.destinationRealm,
-      destinationHost: config.destinationHost,
+      originRealm: config.origin_realm,
+      destinationRealm: config.destination_realm,
+      destinationHost: config.destination_host,
       nasIdentifier: deps.hostName,
-      interimIntervalS: config.interimIntervalSeconds,
-      idleStopS: config.idleStopSeconds,
+      interimIntervalS: config.interim_interval,
+      idleStopS: config.idle_timeout,
     },
     nextEndToEnd,
     () => sender.wake(),
@@ -68,8 +68,8 @@ export function createDiameterAccounting(config: DiameterConfig, deps: DiameterD
   const sender = createSender({
     ledger,
     peers,
-    maxInFlight: config.maxInFlight,
-    retryMaxMs: config.reconnectSeconds * 1000,
+    maxInFlight: config.max_in_flight,
+    retryMaxMs: config.reconnect_interval * 1000,
     logger,
     onServerInterim: (sessionId, seconds) => sessions.setServerInterim(sessionId, seconds),
   });
@@ -98,7 +98,7 @@ export function createDiameterAccounting(config: DiameterConfig, deps: DiameterD
       const open = peers.filter((p) => p.state === 'open');
       const queued = ledger.outboxDepth();
       const rejected = ledger.rejectedCount();
-      const state = open.length === 0 ? 'down' : open[0] !== peers[0] || queued > config.maxInFlight ? 'degraded' : 'ok';
+      const state = open.length === 0 ? 'down' : open[0] !== peers[0] || queued > config.max_in_flight ? 'degraded' : 'ok';
       // `ubia status` prints detail as it is: every peer's state, then the backlog
       const peerStates = peers
         .map((p) => `${p.name} ${p.state}${p.remoteHost && p.state === 'open' ? ` (${p.remoteHost})` : ''}${p.lastError && p.state !== 'open' ? ` (${p.lastError})` : ''}`)
@@ -126,7 +126,7 @@ export function createDiameterAccounting(config: DiameterConfig, deps: DiameterD
     async close() {
       clearInterval(tick);
       sessions.stopAll(Date.now());
-      const drained = await sender.drain(config.requestTimeoutSeconds * 1000);
+      const drained = await sender.drain(config.request_timeout * 1000);
       if (!drained) logger.warn({ outbox: ledger.outboxDepth() }, 'diameter: stopping with records not yet acknowledged; they are sent at the next start');
       await Promise.all(peers.map((p) => p.stop()));
       sender.close();

@@ -52,7 +52,7 @@ export interface LocalIdentity {
 
 export interface PeerOptions {
   server: DiameterServerConfig;
-  tls?: { ca: string; cert: string; key: string; serverName?: string };
+  tls?: { ca: string; cert: string; key: string; server_name?: string };
   identity: LocalIdentity;
   watchdogMs: number;
   reconnectMaxMs: number;
@@ -133,7 +133,7 @@ export function createPeer(opts: PeerOptions): Peer {
           port,
           ...tlsFiles,
           // SNI takes names only (RFC 6066 §3); an address is checked against the certificate's IP SANs
-          servername: opts.tls?.serverName ?? (net.isIP(server.host) ? undefined : server.host),
+          servername: opts.tls?.server_name ?? (net.isIP(server.host) ? undefined : server.host),
         })
       : net.connect({ host: server.host, port });
     socket = s;
@@ -440,13 +440,13 @@ export function resultCodeOf(answer: DiameterMessage): number | undefined {
 }
 
 function loadTlsFiles(files: PeerOptions['tls'], name: string): { ca: Buffer; cert: Buffer; key: Buffer } {
-  if (!files) throw new Error(`diameter server ${name} uses TLS: set [diameter.tls] ca, cert and key`);
-  const read = (what: string, path: string): Buffer => {
+  if (!files) throw new Error(`diameter server ${name} uses TLS: add a [diameter.tls] section with ca, cert and key`);
+  const read = (key: 'ca' | 'cert' | 'key', path: string): Buffer => {
     try {
       return readFileSync(path);
     } catch (e) {
-      throw new Error(`diameter TLS ${what} file ${path} cannot be read: ${(e as Error).message}`);
+      throw new Error(`diameter TLS file ${path} cannot be read (${(e as Error).message}): fix [diameter.tls] ${key} in the config, or the file's permissions`);
     }
   };
-  return { ca: read('CA', files.ca), cert: read('certificate', files.cert), key: read('key', files.key) };
+  return { ca: read('ca', files.ca), cert: read('cert', files.cert), key: read('key', files.key) };
 }

@@ -60,13 +60,13 @@ export function fakeLogind(): { dir: string; set(uid: number, state: string | un
 export function testConfig(port: number, overrides: Partial<DiameterConfigInput> = {}): DiameterConfig {
   return diameterConfigSchema.parse({
     servers: [{ host: '127.0.0.1', port }],
-    originRealm: REALM,
-    destinationRealm: REALM,
-    watchdogSeconds: 5,
-    reconnectSeconds: 2,
-    requestTimeoutSeconds: 3,
-    interimIntervalSeconds: 300,
-    idleStopSeconds: 300,
+    origin_realm: REALM,
+    destination_realm: REALM,
+    watchdog_interval: 5,
+    reconnect_interval: 2,
+    request_timeout: 3,
+    interim_interval: 300,
+    idle_timeout: 300,
     ...overrides,
   });
 }
