@@ -10,7 +10,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { createOtlpExporter, otlpConfigSchema, type OtlpHealth } from '../src/export/otlp/index.js';
 import type { Exporter, FlowSnapshot, UserUsage } from '../src/export/types.js';
-import type { UsersResult } from '../src/control/protocol.js';
+import type { StatusResult, UsersResult } from '../src/control/protocol.js';
 import {
   cli,
   createNet,
@@ -302,12 +302,27 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
+/** A port nothing listens on (reserved, then closed): the receiver is "down". */
+async function closedPort(): Promise<number> {
+  const probe = await startReceiver();
+  await probe.close();
+  return probe.port;
+}
+
+/** An exporter sending to 127.0.0.1:port every second, closed after the test. */
+function exporterTo(port: number, settings: Record<string, unknown>, health?: () => OtlpHealth) {
+  const { logger, lines } = logCapture();
+  const cfg = otlpConfigSchema.parse({ endpoint: `http://127.0.0.1:${port}/v1/metrics`, interval: 1, timeout: 1, ...settings });
+  const exporter: Exporter = createOtlpExporter(cfg, { logger, hostName: 'test-host', version: '9.9.9', health });
+  cleanups.push(() => exporter.close());
+  return { exporter, lines };
+}
+
 describe('OTLP metrics exporter', () => {
   for (const protocol of ['http/protobuf', 'http/json'] as const) {
     it(`exports per-user, top-N process and health metrics over ${protocol}`, async () => {
       const receiver = await startReceiver();
       cleanups.push(() => receiver.close());
-      const { logger } = logCapture();
       const health: OtlpHealth = {
         unattributed: { txBytes: 1234, rxBytes: 5678, txPackets: 12, rxPackets: 56 },
         meter: { overflows: { users: 0, processes: 3, flows: 7, interfaces: 0 }, eventsDropped: 2 },
@@ -315,16 +330,8 @@ describe('OTLP metrics exporter', () => {
         exporters: [{ name: 'ipfix', state: 'ok', detail: '', queued: 17, dropped: 1 }],
         diameterPeers: [{ peer: 'aaa.example.net', state: 'I-Open' }],
       };
-      const cfg = otlpConfigSchema.parse({
-        endpoint: `http://127.0.0.1:${receiver.port}/v1/metrics`,
-        protocol,
-        interval: 1,
-        timeout: 1,
-        top_processes: 2,
-        headers: { Authorization: 'Bearer s3cret' },
-      });
-      const exporter: Exporter = createOtlpExporter(cfg, { logger, hostName: 'test-host', version: '9.9.9', health: () => health });
-      cleanups.push(() => exporter.close());
+      const settings = { protocol, top_processes: 2, headers: { Authorization: 'Bearer s3cret' } };
+      const { exporter } = exporterTo(receiver.port, settings, () => health);
 
       // two poll intervals of per-user deltas; cumulative temporality (the default) sums them
       exporter.usage({ startMs: 0, endMs: 1, users: [user(1001, 'alice', 10_000, 250_000), user(1002, 'bob', 3_000, 4_000)] });
@@ -389,21 +396,8 @@ describe('OTLP metrics exporter', () => {
   }
 
   it('keeps delta exports while the receiver is down, delivers them when it is back, and never blocks', async () => {
-    // reserve a free port, then leave it closed: the receiver is "down"
-    const probe = await startReceiver();
-    const port = probe.port;
-    await probe.close();
-    const { logger, lines } = logCapture();
-    const cfg = otlpConfigSchema.parse({
-      endpoint: `http://127.0.0.1:${port}/v1/metrics`,
-      protocol: 'http/protobuf',
-      temporality: 'delta',
-      interval: 1,
-      timeout: 1,
-      top_processes: 0,
-    });
-    const exporter = createOtlpExporter(cfg, { logger, hostName: 'test-host' });
-    cleanups.push(() => exporter.close());
+    const port = await closedPort();
+    const { exporter, lines } = exporterTo(port, { protocol: 'http/protobuf', temporality: 'delta', top_processes: 0 });
 
     // the event loop must stay responsive during the outage: count 50 ms ticks
     let ticks = 0;
@@ -446,21 +440,14 @@ describe('OTLP metrics exporter', () => {
     expect(lines.filter((l) => l.msg === 'OTLP export delivered again')).toHaveLength(1);
   });
 
-  it('with cumulative temporality, the first export after an outage carries every byte', async () => {
-    const probe = await startReceiver();
-    const port = probe.port;
-    await probe.close();
-    const { logger } = logCapture();
-    const cfg = otlpConfigSchema.parse({
-      endpoint: `http://127.0.0.1:${port}/v1/metrics`,
-      protocol: 'http/json',
-      interval: 1,
-      timeout: 1,
-      top_processes: 0,
-    });
-    const exporter = createOtlpExporter(cfg, { logger, hostName: 'test-host' });
-    cleanups.push(() => exporter.close());
+  it('with cumulative temporality, the first export after an outage carries every byte and the busy processes', async () => {
+    const port = await closedPort();
+    const { exporter } = exporterTo(port, { protocol: 'http/json', top_processes: 1 });
     exporter.usage({ startMs: 0, endMs: 1, users: [user(1001, 'alice', 7_000, 9_000)] });
+    // busy only during the outage: still the top process of the first delivered export
+    const wget = flow(1001, 'alice', 31337, 'wget', 0, 0);
+    exporter.activeFlows([wget], Date.now());
+    exporter.flowEnded({ ...wget, txBytes: 4_000, rxBytes: 90_000 });
     await waitFor('two failed exports', () => ((exporter.status().extra!.failures as number) >= 2 ? true : undefined));
     // nothing to keep: the next cumulative export supersedes the failed ones
     expect(exporter.status()).toMatchObject({ state: 'degraded', queued: 0 });
@@ -477,21 +464,15 @@ describe('OTLP metrics exporter', () => {
     // an export collected before the second interval may still land (7 000), nothing else
     expect(new Set(receiver.requests.flatMap(txOf))).toSatisfy((values: Set<number>) => [...values].every((v) => v === 7_000 || v === 8_000));
     await waitFor('status back to ok', () => (exporter.status().state === 'ok' ? true : undefined));
+    const delivered = receiver.requests.find((r) => txOf(r).length > 0)!;
+    const wgetPoints = find(decode(delivered), 'process.network.io', { 'process.pid': 31337, 'process.executable.name': 'wget' });
+    expect(wgetPoints.map((p) => [p.attrs['network.io.direction'], p.value]).sort()).toEqual([['receive', 90_000], ['transmit', 4_000]]);
   });
 
   it('drops a delta export the receiver refuses (400) instead of retrying it forever', async () => {
     const receiver = await startReceiver(0, (n) => (n === 0 ? 400 : 200));
     cleanups.push(() => receiver.close());
-    const { logger, lines } = logCapture();
-    const cfg = otlpConfigSchema.parse({
-      endpoint: `http://127.0.0.1:${receiver.port}/v1/metrics`,
-      temporality: 'delta',
-      interval: 1,
-      timeout: 1,
-      top_processes: 0,
-    });
-    const exporter = createOtlpExporter(cfg, { logger, hostName: 'test-host' });
-    cleanups.push(() => exporter.close());
+    const { exporter, lines } = exporterTo(receiver.port, { temporality: 'delta', top_processes: 0 });
     exporter.usage({ startMs: 0, endMs: 1, users: [user(1001, 'alice', 1_000, 1)] });
     await waitFor('the refused export to be dropped', () => (exporter.status().dropped === 1 ? true : undefined));
     exporter.usage({ startMs: 1, endMs: 2, users: [user(1001, 'alice', 2_000, 1)] });
@@ -514,10 +495,10 @@ describe('OTLP metrics exporter', () => {
 });
 
 describe('OTLP metrics from the real agent', () => {
-  it('reports the bytes test users really sent and received, per user and per process', async () => {
+  it('keeps counting while the receiver is down, then reports what test users really sent and received', async () => {
     ensureBuilt();
-    const receiver = await startReceiver();
-    cleanups.push(() => receiver.close());
+    // the receiver is down when the agent starts and while the users send
+    const port = await closedPort();
     const dir = tempDir('ubia-otlp-e2e-');
     const pinDir = `/sys/fs/bpf/ubia-otlptest-${process.pid}`;
     cleanups.push(async () => {
@@ -537,7 +518,7 @@ describe('OTLP metrics from the real agent', () => {
     const agent = await startAgent({
       dir,
       pinDir,
-      extra: `\n[otlp]\nendpoint = "http://127.0.0.1:${receiver.port}/v1/metrics"\ninterval = 1\ntimeout = 1\ntop_processes = 5\n`,
+      extra: `\n[otlp]\nendpoint = "http://127.0.0.1:${port}/v1/metrics"\ninterval = 1\ntimeout = 1\ntop_processes = 5\n`,
     });
     cleanups.push(async () => {
       await agent.stop();
@@ -547,6 +528,23 @@ describe('OTLP metrics from the real agent', () => {
       runTraffic(alice, dir, { host: net.peerV4, port: sink.port, send: 300_000, reply: 50_000, ms: 300 }),
       runTraffic(bob, dir, { host: net.peerV6, port: sink.port, send: 20_000, reply: 400_000, ms: 300 }),
     ]);
+    // the exporter retries while the agent keeps polling, booking and answering
+    const down = await waitFor('ubia status to show the OTLP exporter retrying', () => {
+      const r = cli(agent.socket, ['status', '--json']);
+      const otlp = (JSON.parse(r.stdout) as StatusResult).exporters.find((e) => e.name === 'otlp');
+      return otlp?.state === 'degraded' && (otlp.extra!.failures as number) >= 2 ? otlp : undefined;
+    });
+    expect(down.detail).toContain(`retrying http://127.0.0.1:${port}/v1/metrics`);
+    const ledgerUsers = () => {
+      const res = JSON.parse(cli(agent.socket, ['users', '--since', '1h', '--json']).stdout) as UsersResult;
+      const ours = res.users.filter((u) => u.uid === alice.uid || u.uid === bob.uid);
+      return ours.length === 2 ? ours : undefined;
+    };
+    await waitFor('the ledger to book both users during the outage', ledgerUsers);
+    expect(agent.proc.exitCode).toBeNull();
+
+    const receiver = await startReceiver(port);
+    cleanups.push(() => receiver.close());
     // the client sends an 8-byte header before its payload (test/helpers/agent.ts)
     const expected = { [alice.name]: { tx: 300_008, rx: 50_000 }, [bob.name]: { tx: 20_008, rx: 400_000 } };
     const latest = (name: string, metric: string, direction: string) => {
@@ -563,16 +561,15 @@ describe('OTLP metrics from the real agent', () => {
     );
 
     // wire figures: the same as the agent's own ledger shows
-    const users = await waitFor('the ledger to have both users', () => {
-      const r = cli(agent.socket, ['users', '--since', '1h', '--json']);
-      const res = JSON.parse(r.stdout) as UsersResult;
-      return res.users.filter((u) => u.uid === alice.uid || u.uid === bob.uid).length === 2 ? res.users : undefined;
-    });
-    for (const u of users.filter((x) => x.uid === alice.uid || x.uid === bob.uid)) {
+    for (const u of (await waitFor('the ledger to have both users', ledgerUsers))) {
       expect(latest(u.user, 'ubia.user.network.io', 'transmit'), `${u.user} tx`).toBe(u.txBytes);
       expect(latest(u.user, 'ubia.user.network.io', 'receive'), `${u.user} rx`).toBe(u.rxBytes);
       expect(latest(u.user, 'ubia.user.network.packets', 'transmit'), `${u.user} tx packets`).toBe(u.txPackets);
     }
+
+    await waitFor('ubia status to show the OTLP exporter delivering again', () =>
+      (JSON.parse(cli(agent.socket, ['status', '--json']).stdout) as StatusResult).exporters.find((e) => e.name === 'otlp' && e.state === 'ok'),
+    );
 
     // per process: the traffic clients (node, run as each user), wire bytes at least the payload
     await waitFor('per-process figures for both clients', () =>

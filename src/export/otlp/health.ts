@@ -1,6 +1,6 @@
 // ubia's own health as OTLP metrics. The figures live in the agent (meter health, poll
-// timing, every exporter's status, the Diameter peer), so the agent passes a function that
-// returns them; it is called once per export, at collection time, never per poll.
+// timing, every exporter's status, the Diameter peers), so the agent passes a function
+// that returns them; it is called once per export, at collection time, never per poll.
 import { ValueType, type Meter } from '@opentelemetry/api';
 import type { MeterHealth, UnattributedCounters } from '../../kernel/types.js';
 import type { ExporterStatus } from '../types.js';
@@ -14,53 +14,27 @@ export interface OtlpHealth {
   lastPollSeconds: number;
   /** every exporter's status (queue depth, drops, state) */
   exporters: ExporterStatus[];
-  /** Diameter peers and their state-machine state (RFC 6733 §5.6), e.g. 'I-Open' */
+  /** Diameter peers and the state of their connection ('open', 'suspect', 'closed', …) */
   diameterPeers: Array<{ peer: string; state: string }>;
 }
 
 export type HealthSource = () => OtlpHealth | undefined;
 
 export function registerHealthMetrics(meter: Meter, source: HealthSource): void {
-  const unattributedIo = meter.createObservableCounter('ubia.unattributed.io', {
-    description: 'IP bytes with no local user socket behind them (kernel replies, time-wait, no socket)',
-    unit: 'By',
-    valueType: ValueType.INT,
-  });
-  const unattributedPackets = meter.createObservableCounter('ubia.unattributed.packets', {
-    description: 'IP packets with no local user socket behind them',
-    unit: '{packet}',
-    valueType: ValueType.INT,
-  });
-  const overflows = meter.createObservableCounter('ubia.meter.overflows', {
-    description: 'kernel map inserts refused because the map was full (counted, never lost)',
-    unit: '{insert}',
-    valueType: ValueType.INT,
-  });
-  const eventsDropped = meter.createObservableCounter('ubia.meter.events_dropped', {
-    description: 'ring-buffer events that did not fit (their data is recovered by the map sweep)',
-    unit: '{event}',
-    valueType: ValueType.INT,
-  });
-  const pollDuration = meter.createObservableGauge('ubia.poll.duration', {
-    description: 'time the last read of the kernel counters took',
-    unit: 's',
-    valueType: ValueType.DOUBLE,
-  });
-  const queueDepth = meter.createObservableGauge('ubia.exporter.queue.depth', {
-    description: 'records waiting in an exporter (memory or spool)',
-    unit: '{record}',
-    valueType: ValueType.INT,
-  });
-  const exporterDropped = meter.createObservableCounter('ubia.exporter.dropped', {
-    description: 'records an exporter gave up on',
-    unit: '{record}',
-    valueType: ValueType.INT,
-  });
-  const peerState = meter.createObservableGauge('ubia.diameter.peer.state', {
-    description: '1 for the current state of each Diameter peer (state-set: one series per state seen)',
-    unit: '1',
-    valueType: ValueType.INT,
-  });
+  // counters: cumulative totals the agent keeps; gauges: the value at collection time
+  const counter = (name: string, unit: string, description: string) =>
+    meter.createObservableCounter(name, { description, unit, valueType: ValueType.INT });
+  const gauge = (name: string, unit: string, description: string, valueType = ValueType.INT) =>
+    meter.createObservableGauge(name, { description, unit, valueType });
+
+  const unattributedIo = counter('ubia.unattributed.io', 'By', 'IP bytes with no local user socket behind them (kernel replies, time-wait, no socket)');
+  const unattributedPackets = counter('ubia.unattributed.packets', '{packet}', 'IP packets with no local user socket behind them');
+  const overflows = counter('ubia.meter.overflows', '{insert}', 'kernel map inserts refused because the map was full (counted, never lost)');
+  const eventsDropped = counter('ubia.meter.events_dropped', '{event}', 'ring-buffer events that did not fit (their data is recovered by the map sweep)');
+  const pollDuration = gauge('ubia.poll.duration', 's', 'time the last read of the kernel counters took', ValueType.DOUBLE);
+  const queueDepth = gauge('ubia.exporter.queue.depth', '{record}', 'records waiting in an exporter (memory or spool)');
+  const exporterDropped = counter('ubia.exporter.dropped', '{record}', 'records an exporter gave up on');
+  const peerState = gauge('ubia.diameter.peer.state', '1', '1 for the current state of each Diameter peer (state-set: one series per state seen)');
 
   meter.addBatchObservableCallback(
     (result) => {

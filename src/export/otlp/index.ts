@@ -13,6 +13,7 @@ import {
   OTLPMetricExporter as JsonExporter,
 } from '@opentelemetry/exporter-metrics-otlp-http';
 import { OTLPMetricExporter as ProtobufExporter } from '@opentelemetry/exporter-metrics-otlp-proto';
+import type { TrafficCounters } from '../../kernel/types.js';
 import type { Exporter, ExporterStatus } from '../types.js';
 import type { OtlpConfig } from './config.js';
 import { registerHealthMetrics, type HealthSource } from './health.js';
@@ -31,6 +32,13 @@ export interface OtlpExporterOptions {
   /** ubia's health figures, read once per export; omit to send no health metrics */
   health?: HealthSource;
 }
+
+/** The per-user counters, each by network.io.direction: the tx field is "transmit", rx "receive". */
+const USER_METRICS: Array<{ name: string; unit: string; tx: keyof TrafficCounters; rx: keyof TrafficCounters; description: string }> = [
+  { name: 'ubia.user.network.io', unit: 'By', tx: 'txBytes', rx: 'rxBytes', description: 'IP-layer bytes (headers included, as on the wire) of a user' },
+  { name: 'ubia.user.network.packets', unit: '{packet}', tx: 'txPackets', rx: 'rxPackets', description: 'IP packets of a user (a GSO/TSO super-packet counts as its segments)' },
+  { name: 'ubia.user.network.payload.io', unit: 'By', tx: 'txPayloadBytes', rx: 'rxPayloadBytes', description: "socket payload bytes a user's processes sent or received" },
+];
 
 function createWireExporter(cfg: OtlpConfig): PushMetricExporter {
   const options = {
@@ -57,6 +65,7 @@ export function createOtlpExporter(cfg: OtlpConfig, opts: OtlpExporterOptions): 
     maxQueue: cfg.max_queue,
     endpoint: cfg.endpoint,
     logger: opts.logger,
+    onDelivered: () => processes.delivered(),
   });
   const reader = new PeriodicExportingMetricReader({
     exporter: wire,
@@ -67,21 +76,9 @@ export function createOtlpExporter(cfg: OtlpConfig, opts: OtlpExporterOptions): 
   const provider = new MeterProvider({ resource, readers: [reader] });
   const meter = provider.getMeter(scope.name, scope.version);
 
-  const io = meter.createCounter('ubia.user.network.io', {
-    description: 'IP-layer bytes (headers included, as on the wire) of a user',
-    unit: 'By',
-    valueType: ValueType.INT,
-  });
-  const packets = meter.createCounter('ubia.user.network.packets', {
-    description: 'IP packets of a user (a GSO/TSO super-packet counts as its segments)',
-    unit: '{packet}',
-    valueType: ValueType.INT,
-  });
-  const payload = meter.createCounter('ubia.user.network.payload.io', {
-    description: 'socket payload bytes a user\'s processes sent or received',
-    unit: 'By',
-    valueType: ValueType.INT,
-  });
+  const userCounters = USER_METRICS.map((m) =>
+    ({ ...m, counter: meter.createCounter(m.name, { description: m.description, unit: m.unit, valueType: ValueType.INT }) }),
+  );
   if (opts.health) registerHealthMetrics(meter, opts.health);
 
   opts.logger.info(
@@ -96,14 +93,10 @@ export function createOtlpExporter(cfg: OtlpConfig, opts: OtlpExporterOptions): 
     usage(interval) {
       for (const u of interval.users) {
         const user = { 'user.id': String(u.uid), 'user.name': u.user };
-        const tx = { ...user, 'network.io.direction': 'transmit' };
-        const rx = { ...user, 'network.io.direction': 'receive' };
-        io.add(u.txBytes, tx);
-        io.add(u.rxBytes, rx);
-        packets.add(u.txPackets, tx);
-        packets.add(u.rxPackets, rx);
-        payload.add(u.txPayloadBytes, tx);
-        payload.add(u.rxPayloadBytes, rx);
+        for (const m of userCounters) {
+          m.counter.add(u[m.tx], { ...user, 'network.io.direction': 'transmit' });
+          m.counter.add(u[m.rx], { ...user, 'network.io.direction': 'receive' });
+        }
       }
     },
 

@@ -4,6 +4,11 @@
 // busiest processes only. It is a MetricProducer (not SDK instruments) because a
 // cumulative SDK instrument keeps every attribute set it ever saw, so the series count
 // would grow with every short-lived process; here cardinality is at most N per export.
+// With delta temporality a process's points carry its bytes since the last collection
+// (a failed export is queued by spool.ts) and the N busiest of that interval are chosen.
+// With cumulative temporality they carry its totals and the N busiest since the last
+// export the receiver took are chosen (the same thing while exports succeed), so the first
+// export after an outage shows the processes that were busy during it.
 import { ValueType, type Attributes, type HrTime } from '@opentelemetry/api';
 import {
   AggregationTemporality,
@@ -32,9 +37,13 @@ interface ProcessTraffic {
   /** since the process was first seen (cumulative temporality) */
   txTotal: number;
   rxTotal: number;
-  /** since the last collection (selection and delta temporality) */
+  /** since the last collection (delta temporality: the values and the ranking) */
   txInterval: number;
   rxInterval: number;
+  /** since the collection of the last delivered export (cumulative temporality: the ranking) */
+  undelivered: number;
+  /** `undelivered` when the export in flight was collected */
+  collectedUndelivered: number;
   firstSeen: HrTime;
   idleCollections: number;
 }
@@ -44,6 +53,8 @@ export interface ProcessTop extends MetricProducer {
   activeFlows(flows: FlowSnapshot[]): void;
   /** a flow closed with its final cumulative counters */
   flowEnded(flow: FlowSnapshot): void;
+  /** the last collected export reached the receiver */
+  delivered(): void;
   /** processes currently tracked (for status) */
   tracked(): number;
 }
@@ -88,6 +99,8 @@ export function createProcessTop(opts: {
         rxTotal: 0,
         txInterval: 0,
         rxInterval: 0,
+        undelivered: 0,
+        collectedUndelivered: 0,
         firstSeen: msToHrTime(now()),
         idleCollections: 0,
       };
@@ -97,6 +110,12 @@ export function createProcessTop(opts: {
     p.rxTotal += rx;
     p.txInterval += tx;
     p.rxInterval += rx;
+    p.undelivered += tx + rx;
+  }
+
+  /** What ranks a process for the top N: its bytes the receiver has not seen yet. */
+  function pending(p: ProcessTraffic): number {
+    return opts.temporality === 'delta' ? p.txInterval + p.rxInterval : p.undelivered;
   }
 
   function point(p: ProcessTraffic, direction: 'transmit' | 'receive', end: HrTime): DataPoint<number> {
@@ -128,19 +147,24 @@ export function createProcessTop(opts: {
       flows.delete(f.cookie);
     },
 
+    delivered() {
+      for (const p of processes.values()) p.undelivered -= Math.min(p.undelivered, p.collectedUndelivered);
+    },
+
     tracked: () => processes.size,
 
     async collect(): Promise<CollectionResult> {
       const end = msToHrTime(now());
       const busy = [...processes.values()]
-        .filter((p) => p.txInterval + p.rxInterval > 0)
-        .sort((a, b) => b.txInterval + b.rxInterval - (a.txInterval + a.rxInterval))
+        .filter((p) => pending(p) > 0)
+        .sort((a, b) => pending(b) - pending(a))
         .slice(0, opts.topN);
       const dataPoints = busy.flatMap((p) => [point(p, 'transmit', end), point(p, 'receive', end)]);
       for (const [key, p] of processes) {
         const idle = p.txInterval + p.rxInterval === 0;
         p.txInterval = 0;
         p.rxInterval = 0;
+        p.collectedUndelivered = p.undelivered;
         p.idleCollections = idle ? p.idleCollections + 1 : 0;
         if (p.idleCollections >= PROCESS_IDLE_COLLECTIONS) processes.delete(key);
       }

@@ -36,7 +36,7 @@ function sendOnce(inner: PushMetricExporter, batch: ResourceMetrics): Promise<Ex
 
 export function createSpoolingExporter(
   inner: PushMetricExporter,
-  opts: { keepFailed: boolean; maxQueue: number; endpoint: string; logger: Logger },
+  opts: { keepFailed: boolean; maxQueue: number; endpoint: string; logger: Logger; onDelivered?: () => void },
 ): SpoolingExporter {
   const queue: ResourceMetrics[] = [];
   const s: SpoolState = { failing: false, queued: 0, dropped: 0, exports: 0, failures: 0, lastSuccessMs: undefined, lastError: undefined };
@@ -66,6 +66,7 @@ export function createSpoolingExporter(
   }
 
   function noteSuccess(): void {
+    opts.onDelivered?.();
     s.exports++;
     s.lastSuccessMs = Date.now();
     if (s.failing) {
