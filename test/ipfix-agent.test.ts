@@ -70,6 +70,9 @@ describe('agent → IPFIX collectors, real traffic', () => {
       const csvRecords = () => csv.lines().slice(1).map(parseCsv).filter((r) => r.userName === alice.name);
       const tcpDone = () => csvRecords().some((r) => r.destinationTransportPort === String(tcpServerPort) && r.flowEndReason === '3');
       await waitFor(tcpDone, 10_000, 'ipfix2csv to print the end of the TCP flow');
+      // `ubia status` shows each collector, and that nothing waits or was dropped
+      const status = cli(agent.socket, ['status']).stdout;
+      expect(status).toContain(`ipfix: ok — udp 127.0.0.1:${udpPort}: sending; tcp 127.0.0.1:${tcpPort}: connected (queued 0, dropped 0)`);
       expect(await agent.stop()).toBe(0);
       agent = undefined;
       const pcap = await capture.stop();

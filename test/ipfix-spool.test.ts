@@ -6,9 +6,13 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createIpfixExporter } from '../src/export/ipfix/index.js';
 import type { Exporter } from '../src/export/types.js';
-import { flowSnapshot, freePort, ipfixConfig, ipfixDump, silentLogger, tcpSink, tempDir, waitFor, type TcpSink } from './helpers/ipfix.js';
+import { createRecordQueue } from '../src/export/ipfix/spool.js';
+import { createTcpStream } from '../src/export/ipfix/tcp.js';
+import { flowSnapshot, freePort, ipfixConfig, ipfixDump, silentLogger, sleep, tcpSink, tempDir, waitFor, type TcpSink } from './helpers/ipfix.js';
 
 const elementsXml = join(import.meta.dirname, '..', 'packaging', 'ipfix', 'ubia-elements.xml');
+/** One template (256: sourceIPv4Address, octetDeltaCount) for streams tested on their own. */
+const TEMPLATE_SET = Buffer.from('00020010' + '01000002' + '00080004' + '00010008', 'hex');
 let dir: ReturnType<typeof tempDir>;
 beforeEach(() => { dir = tempDir('ubia-ipfix-spool-'); });
 afterEach(() => dir.remove());
@@ -141,4 +145,27 @@ describe('TCP collector outages', () => {
       await exporter.close();
     }
   });
+
+  it('reconnects with a delay that doubles after each failure, up to reconnect_max', async () => {
+    const port = await freePort();
+    const queue = createRecordQueue({ dir: join(dir.path, 'backoff'), maxBytes: 1 << 20, templateSet: TEMPLATE_SET, logger: silentLogger });
+    const t0 = Date.now();
+    const stream = createTcpStream({ host: '127.0.0.1', port, reconnectMinMs: 100, reconnectMaxMs: 800, templateSet: TEMPLATE_SET, observationDomainId: 1, queue, logger: silentLogger });
+    let sink: TcpSink | undefined;
+    try {
+      // attempts at 0, 0.1, 0.3, 0.7, 1.5, 2.3 s (capped at 0.8 s apart): a collector opened
+      // at 1.6 s is found at 2.3 s. A fixed 0.1 s retry would find it by 1.7 s, an uncapped
+      // doubling only at 3.1 s.
+      await sleep(1600 - (Date.now() - t0));
+      sink = await tcpSink(port);
+      await waitFor(() => stream.status().state === 'ok', 5000, 'the reconnect');
+      const connectedAfter = Date.now() - t0;
+      expect(connectedAfter).toBeGreaterThanOrEqual(2250);
+      expect(connectedAfter).toBeLessThan(3050);
+    } finally {
+      await stream.close(1000);
+      await sink?.close();
+    }
+  });
 });
+
