@@ -83,7 +83,6 @@ export function createIpfixExporter(config: IpfixConfig, deps: { logger: Logger;
   });
   const usage = createUsageAggregator(config.usage_interval * 1000);
   let closed = false;
-
   let unencodable = 0;
 
   /** Encodes each record for every collector that takes its kind. A record that cannot be
