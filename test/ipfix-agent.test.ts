@@ -30,7 +30,7 @@ beforeAll(() => {
   ensureBuilt();
   dir = tempDir('ubia-ipfix-agent-');
   pinDir = `/sys/fs/bpf/ubia-test-ipfix-${process.pid}`;
-  ns = createNetns(43);
+  ns = createNetns(251); // createNet() in other tests picks 0..249
   alice = createUser();
 });
 
