@@ -24,8 +24,8 @@ import {
   type AcctRow,
   type FreeDiameter,
   type Postgres,
-  type ReceivedAcr,
 } from './peers/freediameter/harness.js';
+import { bySession, dedupeChecked, expectWellFormedSession } from './peers/freediameter/checks.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -43,32 +43,6 @@ afterAll(async () => {
   await pg?.stop();
 });
 
-const bySession = (rows: AcctRow[]): Map<string, AcctRow[]> => {
-  const m = new Map<string, AcctRow[]>();
-  for (const r of rows) m.set(r.sessionId, [...(m.get(r.sessionId) ?? []), r]);
-  for (const list of m.values()) list.sort((a, b) => a.recordNumber - b.recordNumber);
-  return m;
-};
-
-const key = (r: { sessionId: string; recordNumber: number }): string => `${r.sessionId}#${r.recordNumber}`;
-
-/** Rows once per (Session-Id, record number); a record stored twice must have been
- *  received again with the T flag (RFC 6733 §3, §9.4: the server may drop duplicates). */
-function dedupeChecked(rows: AcctRow[], received: ReceivedAcr[]): AcctRow[] {
-  const firstSends = new Map<string, number>();
-  for (const r of received) if (!r.retransmit) firstSends.set(key(r), (firstSends.get(key(r)) ?? 0) + 1);
-  for (const [k, n] of firstSends) expect(n, `${k} sent ${n} times without the T flag`).toBe(1);
-  const seen = new Map<string, AcctRow>();
-  for (const r of rows) {
-    const k = key(r);
-    if (seen.has(k)) {
-      expect(received.filter((x) => key(x) === k && x.retransmit).length, `${k} stored twice but never re-sent with T`).toBeGreaterThan(0);
-      expect(r).toEqual(seen.get(k)); // a re-send carries the same bytes
-    } else seen.set(k, r);
-  }
-  return [...seen.values()];
-}
-
 type Totals = Record<string, { in: number; out: number; inP: number; outP: number }>;
 
 /** Synthetic traffic for users, poll i; adds it to totals. */
@@ -84,6 +58,17 @@ function traffic(i: number, users: { uid: number; user: string }[], totals: Tota
   });
 }
 
+/** One user's deltas added up (the agent's delta since its checkpoint). */
+function sumDeltas(ds: ReturnType<typeof traffic>): ReturnType<typeof traffic>[number] {
+  return ds.reduce((a, d) => ({
+    ...a,
+    txBytes: a.txBytes! + d.txBytes!,
+    rxBytes: a.rxBytes! + d.rxBytes!,
+    txPackets: a.txPackets! + d.txPackets!,
+    rxPackets: a.rxPackets! + d.rxPackets!,
+  }));
+}
+
 function expectTotals(sessions: Map<string, AcctRow[]>, totals: Totals): void {
   expect(sessions.size).toBe(Object.keys(totals).length);
   for (const rows of sessions.values()) {
@@ -95,19 +80,6 @@ function expectTotals(sessions: Map<string, AcctRow[]>, totals: Totals): void {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** Each session: START first, record numbers 0,1,2,… without gaps or repeats, counters
- *  never going down, STOP last. */
-function expectWellFormedSession(rows: AcctRow[]): void {
-  expect(rows.map((r) => r.recordNumber)).toEqual(rows.map((_, i) => i));
-  expect(rows[0]!.recordType).toBe(RecordType.Start);
-  expect(rows.at(-1)!.recordType).toBe(RecordType.Stop);
-  for (const r of rows.slice(1, -1)) expect(r.recordType).toBe(RecordType.Interim);
-  for (let i = 1; i < rows.length; i++) {
-    expect(rows[i]!.inputOctets).toBeGreaterThanOrEqual(rows[i - 1]!.inputOctets);
-    expect(rows[i]!.outputPackets).toBeGreaterThanOrEqual(rows[i - 1]!.outputPackets);
-  }
-}
 
 describe('Diameter accounting into freeDiameter/app_acct/PostgreSQL', () => {
   it('two users: START, INTERIMs and STOP rows with cumulative wire counts', async () => {
@@ -218,7 +190,7 @@ describe('Diameter accounting into freeDiameter/app_acct/PostgreSQL', () => {
     }
   });
 
-  it('kill -9 of the agent with records in the outbox: a restart re-sends them and continues the sessions', async () => {
+  it('kill -9 of the agent with records in the outbox: a restart re-sends them, continues the sessions and counts nothing twice', async () => {
     pg.sql('TRUNCATE incoming');
     const receivedBefore = fd.receivedAcrs().length;
     const ledger = tempLedger();
@@ -232,10 +204,27 @@ describe('Diameter accounting into freeDiameter/app_acct/PostgreSQL', () => {
     try {
       const t0 = Date.now();
       let i = 0;
+      // As the agent does: a checkpoint every third poll; after a crash it resumes from the
+      // last one, so its first poll hands over again what was handed over since then.
+      let unsaved: ReturnType<typeof traffic> = [];
+      let redeliver = false;
       const poll = async (): Promise<void> => {
-        agent.usage(usage(t0 + i * 200, t0 + (i + 1) * 200, traffic(i, users, totals)));
+        const fresh = traffic(i, users, totals);
+        const deltas = redeliver ? fresh.map((d) => sumDeltas([d, ...unsaved.filter((u) => u.uid === d.uid)])) : fresh;
+        redeliver = false;
+        unsaved.push(...fresh);
+        agent.usage(usage(t0 + i * 200, t0 + (i + 1) * 200, deltas));
+        if (i % 3 === 2) {
+          agent.checkpointed();
+          unsaved = [];
+        }
         i++;
         await sleep(200);
+      };
+      const crash = async (): Promise<void> => {
+        expect(unsaved.length).toBeGreaterThan(0); // some deltas are not checkpointed yet
+        await agent.kill9();
+        redeliver = true;
       };
       const drained = async (): Promise<void> => {
         const deadline = Date.now() + 20_000;
@@ -250,7 +239,7 @@ describe('Diameter accounting into freeDiameter/app_acct/PostgreSQL', () => {
       await fd.stop();
       for (let n = 0; n < 8; n++) await poll();
       expect((await agent.status()).queued).toBeGreaterThan(0);
-      await agent.kill9();
+      await crash();
       await fd.start();
       agent = spawnAgentChild(child.script, ledger.path, config, CLIENT_HOST);
       for (let n = 0; n < 5; n++) await poll();
@@ -260,7 +249,7 @@ describe('Diameter accounting into freeDiameter/app_acct/PostgreSQL', () => {
       fd.pause();
       for (let n = 0; n < 8; n++) await poll();
       expect((await agent.status()).extra!.inFlight).toBeGreaterThan(0);
-      await agent.kill9();
+      await crash();
       fd.resume();
       agent = spawnAgentChild(child.script, ledger.path, config, CLIENT_HOST);
       for (let n = 0; n < 5; n++) await poll();

@@ -183,6 +183,7 @@ export async function startAgent(
     try {
       accounting.persist(bootId);
       lastFlushAt = Date.now();
+      toExporters('checkpointed', (e) => e.checkpointed?.());
       if (flushError !== undefined) logger.info({ path: ledger.path }, 'ledger writes work again');
       flushError = undefined;
     } catch (err) {

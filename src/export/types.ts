@@ -44,6 +44,10 @@ export interface Exporter {
   /** a flow closed; counters are its final cumulative values */
   flowEnded(flow: FlowSnapshot): void;
   status(): ExporterStatus;
+  /** The agent saved its checkpoint: after a crash it resumes from here, so the usage
+   *  intervals handed over so far will not be handed over again (those since the previous
+   *  checkpoint would be). For exporters that keep running totals on disk. */
+  checkpointed?(): void;
   /** flush what can be flushed and release sockets/timers; called at shutdown */
   close(): Promise<void>;
 }

@@ -91,6 +91,9 @@ export function createDiameterAccounting(config: DiameterConfig, deps: DiameterD
     usage(interval: UsageInterval) {
       sessions.addUsage(interval);
     },
+    checkpointed() {
+      sessions.confirmed();
+    },
     // Diameter accounting here is per user; flows are the IPFIX exporter's business
     activeFlows() {},
     flowEnded() {},
@@ -125,6 +128,9 @@ export function createDiameterAccounting(config: DiameterConfig, deps: DiameterD
     },
     async close() {
       clearInterval(tick);
+      // at shutdown the agent has just saved its checkpoint; on a reload it goes on with
+      // its counters in memory: either way nothing counted so far comes back
+      sessions.confirmed();
       sessions.stopAll(Date.now());
       const drained = await sender.drain(config.request_timeout * 1000);
       if (!drained) logger.warn({ outbox: ledger.outboxDepth() }, 'diameter: stopping with records not yet acknowledged; they are sent at the next start');

@@ -20,6 +20,12 @@ export interface SessionRow {
   outputOctets: number;
   inputPackets: number;
   outputPackets: number;
+  /** the part of the counters added since the agent last saved its checkpoint: after a
+   *  crash the agent hands those deltas over again, and they must not count twice */
+  unconfirmedInputOctets: number;
+  unconfirmedOutputOctets: number;
+  unconfirmedInputPackets: number;
+  unconfirmedOutputPackets: number;
 }
 
 export interface OutboxRecord {
@@ -44,6 +50,8 @@ export interface DiameterLedger {
   insertSession(s: SessionRow): void;
   updateSession(s: SessionRow): void;
   deleteSession(uid: number): void;
+  /** the agent saved its checkpoint: no session has unconfirmed counts any more */
+  clearUnconfirmed(): void;
   /** the last sequence number used in a Session-Id (0 at first) */
   loadSessionSequence(): number;
   saveSessionSequence(value: number): void;
@@ -80,7 +88,11 @@ export function openDiameterLedger(db: Db): DiameterLedger {
       input_octets INTEGER NOT NULL,
       output_octets INTEGER NOT NULL,
       input_packets INTEGER NOT NULL,
-      output_packets INTEGER NOT NULL
+      output_packets INTEGER NOT NULL,
+      unconfirmed_input_octets INTEGER NOT NULL,
+      unconfirmed_output_octets INTEGER NOT NULL,
+      unconfirmed_input_packets INTEGER NOT NULL,
+      unconfirmed_output_packets INTEGER NOT NULL
     );
     CREATE TABLE IF NOT EXISTS diameter_outbox (
       id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -103,16 +115,23 @@ export function openDiameterLedger(db: Db): DiameterLedger {
   const st = {
     sessions: db.prepare(`SELECT uid, user, session_id AS sessionId, started_ms AS startedMs, last_traffic_ms AS lastTrafficMs,
         last_record_ms AS lastRecordMs, next_record_number AS nextRecordNumber, server_interim_s AS serverInterimS,
-        input_octets AS inputOctets, output_octets AS outputOctets, input_packets AS inputPackets, output_packets AS outputPackets
+        input_octets AS inputOctets, output_octets AS outputOctets, input_packets AS inputPackets, output_packets AS outputPackets,
+        unconfirmed_input_octets AS unconfirmedInputOctets, unconfirmed_output_octets AS unconfirmedOutputOctets,
+        unconfirmed_input_packets AS unconfirmedInputPackets, unconfirmed_output_packets AS unconfirmedOutputPackets
       FROM diameter_session`),
     insertSession: db.prepare(`INSERT INTO diameter_session VALUES
       (@uid, @user, @sessionId, @startedMs, @lastTrafficMs, @lastRecordMs, @nextRecordNumber, @serverInterimS,
-       @inputOctets, @outputOctets, @inputPackets, @outputPackets)`),
+       @inputOctets, @outputOctets, @inputPackets, @outputPackets,
+       @unconfirmedInputOctets, @unconfirmedOutputOctets, @unconfirmedInputPackets, @unconfirmedOutputPackets)`),
     updateSession: db.prepare(`UPDATE diameter_session SET last_traffic_ms = @lastTrafficMs, last_record_ms = @lastRecordMs,
         next_record_number = @nextRecordNumber, server_interim_s = @serverInterimS, input_octets = @inputOctets,
-        output_octets = @outputOctets, input_packets = @inputPackets, output_packets = @outputPackets
+        output_octets = @outputOctets, input_packets = @inputPackets, output_packets = @outputPackets,
+        unconfirmed_input_octets = @unconfirmedInputOctets, unconfirmed_output_octets = @unconfirmedOutputOctets,
+        unconfirmed_input_packets = @unconfirmedInputPackets, unconfirmed_output_packets = @unconfirmedOutputPackets
       WHERE uid = @uid`),
     deleteSession: db.prepare('DELETE FROM diameter_session WHERE uid = ?'),
+    clearUnconfirmed: db.prepare(`UPDATE diameter_session SET unconfirmed_input_octets = 0, unconfirmed_output_octets = 0,
+        unconfirmed_input_packets = 0, unconfirmed_output_packets = 0`),
     loadSeq: db.prepare(`SELECT value FROM diameter_meta WHERE key = 'session_seq'`),
     saveSeq: db.prepare(`INSERT INTO diameter_meta VALUES ('session_seq', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`),
     enqueue: db.prepare('INSERT INTO diameter_outbox (session_id, record_number, record_type, message) VALUES (?, ?, ?, ?)'),
@@ -136,6 +155,7 @@ export function openDiameterLedger(db: Db): DiameterLedger {
     insertSession: (s) => void st.insertSession.run(s),
     updateSession: (s) => void st.updateSession.run(s),
     deleteSession: (uid) => void st.deleteSession.run(uid),
+    clearUnconfirmed: () => void st.clearUnconfirmed.run(),
     loadSessionSequence: () => (st.loadSeq.get() as { value: number } | undefined)?.value ?? 0,
     saveSessionSequence: (value) => void st.saveSeq.run(value),
     enqueue: (r) => Number(st.enqueue.run(r.sessionId, r.recordNumber, r.recordType, r.message).lastInsertRowid),

@@ -19,6 +19,9 @@ export interface SessionSettings {
 export interface Sessions {
   /** adds one poll's deltas: STARTs sessions for new users, INTERIMs those that are due */
   addUsage(interval: UsageInterval): void;
+  /** the agent saved its checkpoint (or goes on without a restart): the deltas added so
+   *  far will not be handed over again */
+  confirmed(): void;
   /** INTERIMs that are due and STOPs for sessions idle longer than idleStopS */
   tick(nowMs: number): void;
   /** the user's last login session ended */
@@ -32,6 +35,15 @@ export interface Sessions {
   readonly count: number;
 }
 
+/** Each session counter, its unconfirmed part, and the delta it adds up. Input is what
+ *  the user sent, as NAS accounting counts it (RFC 7155 §4.4.1). */
+const COUNTERS = [
+  ['inputOctets', 'unconfirmedInputOctets', 'txBytes'],
+  ['outputOctets', 'unconfirmedOutputOctets', 'rxBytes'],
+  ['inputPackets', 'unconfirmedInputPackets', 'txPackets'],
+  ['outputPackets', 'unconfirmedOutputPackets', 'rxPackets'],
+] as const;
+
 export function createSessions(
   ledger: DiameterLedger,
   settings: SessionSettings,
@@ -41,6 +53,13 @@ export function createSessions(
   // sessions survive a restart: same Session-Id, record numbers continue
   const byUid = new Map<number, SessionRow>(ledger.loadSessions().map((s) => [s.uid, s]));
   const bySessionId = new Map<string, SessionRow>([...byUid.values()].map((s) => [s.sessionId, s]));
+  // After a crash the agent resumes from its last checkpoint and hands the deltas since
+  // then over again: per session, that much of the next deltas was counted already.
+  const replay = new Map<number, number[]>();
+  for (const s of byUid.values()) {
+    const again = COUNTERS.map(([, unconfirmed]) => s[unconfirmed]);
+    if (again.some((v) => v > 0)) replay.set(s.uid, again);
+  }
 
   // the low 32 bits of new Session-Ids; persisted once per transaction
   let sequence = ledger.loadSessionSequence();
@@ -67,6 +86,10 @@ export function createSessions(
       outputOctets: 0,
       inputPackets: 0,
       outputPackets: 0,
+      unconfirmedInputOctets: 0,
+      unconfirmedOutputOctets: 0,
+      unconfirmedInputPackets: 0,
+      unconfirmedOutputPackets: 0,
     };
     byUid.set(uid, s);
     bySessionId.set(s.sessionId, s);
@@ -98,9 +121,25 @@ export function createSessions(
       if (!fresh.delete(s)) ledger.deleteSession(s.uid);
       byUid.delete(s.uid);
       bySessionId.delete(s.sessionId);
+      replay.delete(s.uid);
     } else {
       save(s);
     }
+  }
+
+  function count(s: SessionRow, u: UsageInterval['users'][number]): void {
+    const again = replay.get(s.uid);
+    COUNTERS.forEach(([total, unconfirmed, source], k) => {
+      let d = u[source];
+      if (again) {
+        const counted = Math.min(d, again[k]!);
+        again[k]! -= counted;
+        d -= counted;
+      }
+      s[total] += d;
+      s[unconfirmed] += d;
+    });
+    if (again?.every((v) => v === 0)) replay.delete(s.uid);
   }
 
   function interimsDue(nowMs: number): void {
@@ -131,17 +170,18 @@ export function createSessions(
           if (u.rxBytes === 0 && u.txBytes === 0 && u.rxPackets === 0 && u.txPackets === 0) continue;
           const existing = byUid.get(u.uid);
           const s = existing ?? newSession(u.uid, u.user, interval.startMs);
-          // input = octets from the user (what the user sent), as NAS accounting counts them (RFC 7155 §4.4.1)
-          s.inputOctets += u.txBytes;
-          s.outputOctets += u.rxBytes;
-          s.inputPackets += u.txPackets;
-          s.outputPackets += u.rxPackets;
+          count(s, u);
           s.lastTrafficMs = interval.endMs;
           if (!existing) record(s, RecordType.Start, interval.endMs);
           else save(s);
         }
         interimsDue(interval.endMs);
       });
+    },
+    confirmed() {
+      replay.clear();
+      for (const s of byUid.values()) for (const [, unconfirmed] of COUNTERS) s[unconfirmed] = 0;
+      ledger.clearUnconfirmed();
     },
     tick(nowMs) {
       const idle = [...byUid.values()].filter((s) => nowMs - s.lastTrafficMs >= settings.idleStopS * 1000);

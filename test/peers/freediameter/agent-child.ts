@@ -1,7 +1,7 @@
 // The Diameter exporter in a process of its own, so a test can kill -9 it and start it
 // again on the same ledger. Commands come as JSON lines on stdin:
-//   {"usage": UsageInterval} | {"status": true} | {"close": true}
-// and each gets one JSON line on stdout ({"status": ExporterStatus} or {"closed": true}).
+//   {"usage": UsageInterval} | {"checkpointed": true} | {"status": true} | {"close": true}
+// status and close get one JSON line on stdout ({"status": ExporterStatus} or {"closed": true}).
 //   node agent-child.js <ledger.db> '<DiameterConfig as JSON>' <hostName>
 import Database from 'better-sqlite3';
 import { createInterface } from 'node:readline';
@@ -25,8 +25,9 @@ const acct = createDiameterAccounting(diameterConfigSchema.parse(JSON.parse(conf
 const reply = (o: unknown): void => void process.stdout.write(`${JSON.stringify(o)}\n`);
 
 for await (const line of createInterface({ input: process.stdin })) {
-  const cmd = JSON.parse(line) as { usage?: Parameters<typeof acct.usage>[0]; status?: true; close?: true };
+  const cmd = JSON.parse(line) as { usage?: Parameters<typeof acct.usage>[0]; checkpointed?: true; status?: true; close?: true };
   if (cmd.usage) acct.usage(cmd.usage);
+  if (cmd.checkpointed) acct.checkpointed!();
   if (cmd.status) reply({ status: acct.status() });
   if (cmd.close) {
     await acct.close();

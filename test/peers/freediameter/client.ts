@@ -107,6 +107,8 @@ export function compileAgentChild(): { script: string; dispose(): void } {
 
 export interface AgentChild {
   usage(interval: UsageInterval): void;
+  /** as the agent after saving its checkpoint */
+  checkpointed(): void;
   status(): Promise<ExporterStatus>;
   close(): Promise<void>;
   kill9(): Promise<void>;
@@ -128,6 +130,7 @@ export function spawnAgentChild(script: string, ledgerPath: string, config: Diam
     });
   return {
     usage: (interval) => void child.stdin!.write(`${JSON.stringify({ usage: interval })}\n`),
+    checkpointed: () => void child.stdin!.write(`${JSON.stringify({ checkpointed: true })}\n`),
     status: async () => (await ask({ status: true })).status as ExporterStatus,
     async close() {
       await ask({ close: true });
