@@ -61,40 +61,50 @@ function exitOf(p: ChildProcess): Promise<number | null> {
   return p.exitCode !== null ? Promise.resolve(p.exitCode) : new Promise((r) => p.once('exit', (code) => r(code)));
 }
 
+interface ManagedAgent {
+  manager: ServiceManager;
+  agent: ChildProcess;
+  pinDir: string;
+  socket: string;
+  logs(): string;
+}
+
+/** `ubia agent` started as systemd would: NOTIFY_SOCKET (abstract unless `pathSocket`),
+ *  and WATCHDOG_USEC when `watchdog`; everything is removed after the test. */
+async function startManaged(tag: string, o: { pathSocket?: boolean; watchdog?: boolean; pollInterval?: number } = {}): Promise<ManagedAgent> {
+  const dir = tempDir('ubia-svc-');
+  const pinDir = `/sys/fs/bpf/ubia-svctest-${process.pid}-${tag}`;
+  cleanups.push(() => {
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(pinDir, { recursive: true, force: true });
+  });
+  const manager = await startNotifySocket(o.pathSocket ? join(dir, 'notify.sock') : `@ubia-test-${process.pid}-${tag}`);
+  cleanups.push(() => manager.stop());
+  const env = { ...process.env, NOTIFY_SOCKET: manager.address, ...(o.watchdog ? { WATCHDOG_USEC: String(WATCHDOG_USEC) } : {}) };
+  const config = writeAgentConfig({ dir, pinDir, pollInterval: o.pollInterval });
+  const agent = spawn(process.execPath, [CLI, 'agent', '--config', config], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  let logs = '';
+  agent.stderr!.on('data', (d: Buffer) => (logs += d.toString()));
+  cleanups.push(async () => {
+    if (agent.exitCode === null) agent.kill('SIGKILL');
+    await exitOf(agent);
+  });
+  return { manager, agent, pinDir, socket: join(dir, 'control.sock'), logs: () => logs };
+}
+
 describe('ubia agent under a service manager', () => {
   beforeAll(() => ensureBuilt());
 
   for (const kind of ['abstract', 'path'] as const) {
     it(`speaks sd_notify on a ${kind} NOTIFY_SOCKET: READY, WATCHDOG, stall, reload, STOPPING`, async () => {
-      const dir = tempDir('ubia-svc-');
-      const pinDir = `/sys/fs/bpf/ubia-svctest-${process.pid}-${kind}`;
-      cleanups.push(() => {
-        rmSync(dir, { recursive: true, force: true });
-        rmSync(pinDir, { recursive: true, force: true });
-      });
-      const manager = await startNotifySocket(kind === 'abstract' ? `@ubia-test-${process.pid}` : join(dir, 'notify.sock'));
-      cleanups.push(() => manager.stop());
-      const config = writeAgentConfig({ dir, pinDir });
-      const socket = join(dir, 'control.sock');
-
-      const agent = spawn(process.execPath, [CLI, 'agent', '--config', config], {
-        env: { ...process.env, NOTIFY_SOCKET: manager.address, WATCHDOG_USEC: String(WATCHDOG_USEC) },
-        stdio: ['ignore', 'ignore', 'pipe'],
-      });
-      let logs = '';
-      agent.stderr!.on('data', (d: Buffer) => (logs += d.toString()));
-      cleanups.push(async () => {
-        if (agent.exitCode === null) agent.kill('SIGKILL');
-        await exitOf(agent);
-      });
+      const { manager, agent, pinDir, socket, logs } = await startManaged(kind, { pathSocket: kind === 'path', watchdog: true });
       const seen = (text: string, afterMs = 0) => manager.messages.find((m) => m.text === text && m.atMs >= afterMs);
-
       // READY=1 after attachment: by then the programs are pinned and the agent answers
       const ready = await waitFor('READY=1', () => {
         if (agent.exitCode !== null) return { exited: agent.exitCode };
         return seen('READY=1');
       }, 60_000);
-      expect('exited' in ready ? logs : '', 'the agent exited before READY=1').toBe('');
+      expect('exited' in ready ? logs() : '', 'the agent exited before READY=1').toBe('');
       expect(readdirSync(pinDir).length).toBeGreaterThan(0);
       const status = await controlRequest<{ meter: { hooks: { active: boolean }[] } }>(socket, { op: 'status' });
       expect(status.meter.hooks.some((h) => h.active)).toBe(true);
@@ -126,7 +136,7 @@ describe('ubia agent under a service manager', () => {
       // SIGTERM: STOPPING=1, then a clean exit well within TimeoutStopSec (30 s)
       const termAt = Date.now();
       agent.kill('SIGTERM');
-      expect(await exitOf(agent), logs).toBe(0);
+      expect(await exitOf(agent), logs()).toBe(0);
       expect(Date.now() - termAt).toBeLessThan(10_000);
       expect(seen('STOPPING=1', termAt)).toBeDefined();
     });
@@ -135,22 +145,7 @@ describe('ubia agent under a service manager', () => {
   it('pings at half the watchdog interval even when polls are further apart than that', async () => {
     // poll_interval may be up to 60 s while WatchdogSec= is 30 s: the pings must follow
     // $WATCHDOG_USEC, not the poll timer, or systemd kills a healthy agent
-    const dir = tempDir('ubia-svc-');
-    const pinDir = `/sys/fs/bpf/ubia-svctest-${process.pid}-slowpoll`;
-    cleanups.push(() => {
-      rmSync(dir, { recursive: true, force: true });
-      rmSync(pinDir, { recursive: true, force: true });
-    });
-    const manager = await startNotifySocket(`@ubia-test-slowpoll-${process.pid}`);
-    cleanups.push(() => manager.stop());
-    const agent = spawn(process.execPath, [CLI, 'agent', '--config', writeAgentConfig({ dir, pinDir, pollInterval: 3 * HALF_MS / 1000 })], {
-      env: { ...process.env, NOTIFY_SOCKET: manager.address, WATCHDOG_USEC: String(WATCHDOG_USEC) },
-      stdio: 'ignore',
-    });
-    cleanups.push(async () => {
-      if (agent.exitCode === null) agent.kill('SIGTERM');
-      await exitOf(agent);
-    });
+    const { manager } = await startManaged('slowpoll', { watchdog: true, pollInterval: (3 * HALF_MS) / 1000 });
     await waitFor('READY=1', () => manager.messages.find((m) => m.text === 'READY=1'), 60_000);
     const start = Date.now();
     await sleep(4 * HALF_MS);
@@ -160,24 +155,9 @@ describe('ubia agent under a service manager', () => {
   });
 
   it('sends STATUS= lines with a one-line summary', async () => {
-    const dir = tempDir('ubia-svc-');
-    const pinDir = `/sys/fs/bpf/ubia-svctest-${process.pid}-status`;
-    cleanups.push(() => {
-      rmSync(dir, { recursive: true, force: true });
-      rmSync(pinDir, { recursive: true, force: true });
-    });
-    const manager = await startNotifySocket(`@ubia-test-status-${process.pid}`);
-    cleanups.push(() => manager.stop());
-    const agent = spawn(process.execPath, [CLI, 'agent', '--config', writeAgentConfig({ dir, pinDir })], {
-      env: { ...process.env, NOTIFY_SOCKET: manager.address },
-      stdio: 'ignore',
-    });
-    cleanups.push(async () => {
-      if (agent.exitCode === null) agent.kill('SIGTERM');
-      await exitOf(agent);
-    });
+    const { manager } = await startManaged('status');
     const status = await waitFor('a STATUS= line', () => manager.messages.find((m) => m.text.startsWith('STATUS=')), 30_000);
-    expect(status.text.length).toBeGreaterThan('STATUS='.length);
-    expect(status.text).not.toContain('\n');
+    // what `systemctl status ubia` shows under "Status:": activity, flows, exporters
+    expect(status.text).toMatch(/^STATUS=\d+ users active, in .+\/s, out .+\/s; \d+ flows; no exporters$/);
   });
 });
