@@ -126,6 +126,26 @@ describe('TCP collector outages', () => {
     expect(await receivedPorts([sink])).toEqual(range(30000, 110));
   });
 
+  it('closes within the agent\'s 1.5 s shutdown budget behind a collector that does not read, with the rest on disk', async () => {
+    const port = await freePort();
+    const sink = await tcpSink(port, { paused: true });
+    const exporter = exporterTo(port);
+    try {
+      await waitFor(() => exporter.status().state === 'ok', 5000, 'the connection');
+      sendFlows(exporter, 0, 65_000); // more than the socket buffers of an idle reader hold
+      const t0 = Date.now();
+      await exporter.close();
+      expect(Date.now() - t0).toBeLessThan(1500); // the agent exits after 1.5 s (closeExporters)
+      const queued = exporter.status().queued;
+      expect(queued).toBeGreaterThan(0);
+      const onDisk = spoolFiles(port).reduce((n, f) => n + Number(/-(\d+)\.spool$/.exec(f)![1]), 0);
+      expect(onDisk).toBe(queued);
+    } finally {
+      await exporter.close();
+      await sink.close();
+    }
+  });
+
   it('drops the oldest records when the spool is full, and counts them', async () => {
     const port = await freePort();
     const exporter = exporterTo(port, { spool_max_bytes: 65536 });

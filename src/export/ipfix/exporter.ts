@@ -16,7 +16,10 @@ import { createTcpStream } from './tcp.js';
 import { createUdpStream } from './udp.js';
 import { createUsageAggregator, type UserRecord } from './usage.js';
 
-const CLOSE_TIMEOUT_MS = 5000;
+/** How long close() tries to deliver before it writes the rest to the spool: the agent
+ *  gives all exporters 1.5 s together and then exits (closeExporters in agent.ts), so
+ *  the spool must be on disk well before that. */
+const CLOSE_TIMEOUT_MS = 1000;
 /** Skipped records logged one by one; after that they are only counted. */
 const MAX_SKIP_LOGS = 10;
 
