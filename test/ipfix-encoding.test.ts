@@ -182,18 +182,18 @@ describe('exporter', () => {
     }
   });
 
-  it('skips and counts a record too large for the UDP message size, and sends the others', async () => {
+  it('skips and counts a record too large for the smallest UDP message size, and sends the others', async () => {
     const dir = tempDir('ubia-ipfix-exporter-');
     const port = await freePort();
     const sink = await udpSink(port);
-    const exporter = createIpfixExporter(ipfixConfig({ collectors: [{ address: '127.0.0.1', port, udp_message_bytes: 256, records: ['flows'] }] }), { logger: silentLogger, spoolDir: dir.path });
+    const exporter = createIpfixExporter(ipfixConfig({ collectors: [{ address: '127.0.0.1', port, udp_message_bytes: 512 }] }), { logger: silentLogger, spoolDir: dir.path });
     try {
-      exporter.flowEnded(flowSnapshot({ user: 'x'.repeat(300), txBytes: 1, txPackets: 1 }));
+      exporter.flowEnded(flowSnapshot({ user: 'x'.repeat(600), txBytes: 1, txPackets: 1 }));
       exporter.flowEnded(flowSnapshot({ user: 'ubia-test-fits', txBytes: 1, txPackets: 1 }));
       expect(exporter.status()).toMatchObject({ dropped: 1, extra: { unencodable: 1 } });
       await exporter.close();
       await waitFor(() => sink.datagrams.some((d) => d.includes('ubia-test-fits')), 5000, 'the record that fits');
-      expect(sink.datagrams.some((d) => d.includes('x'.repeat(300)))).toBe(false);
+      expect(sink.datagrams.some((d) => d.includes('x'.repeat(600)))).toBe(false);
     } finally {
       await exporter.close();
       await sink.close();
@@ -259,6 +259,7 @@ describe('config', () => {
     expect(problems({ collectors: [{ address: '' }] })[0]).toMatch(/collector address is empty/);
     expect(problems({ collectors: [{ address: 'c', port: 70000 }] })[0]).toMatch(/^collectors\.0\.port: .*65535/);
     expect(problems({ collectors: [{ address: 'c', port: 0 }] })[0]).toMatch(/^collectors\.0\.port: /);
+    expect(problems({ collectors: [{ address: 'c', udp_message_bytes: 300 }] })[0]).toMatch(/^collectors\.0\.udp_message_bytes: .*at least 512/);
     expect(problems({ collectors: [{ address: 'c' }], enterprise_number: 2 ** 32 })[0]).toMatch(/^enterprise_number: .*4294967295/);
     expect(problems({ collectors: [{ address: 'c' }], enterprise_number: 0 })[0]).toMatch(/^enterprise_number: /);
     expect(problems({ collectors: [{ address: 'c', anonymize: 'cryptopan' }] })[0]).toMatch(/cryptopan_key_file/);

@@ -40,7 +40,9 @@ export const ipfixCollectorSchema = z.strictObject({
     .describe('udp: templates re-sent every template_refresh seconds, records lost if the collector is down; tcp: templates once per connection, reconnect with backoff, records spooled on disk while the collector is unreachable'),
   records: z.array(z.enum(['flows', 'users'])).min(1).default(['flows', 'users'])
     .describe('which records this collector gets: "flows" (per-flow, per-direction) and/or "users" (one per user per usage_interval)'),
-  udp_message_bytes: z.number().int().min(256).max(65507).default(1400)
+  // 512: every template ubia sends fits one message (about 300 bytes) with room for records;
+  // any IPv4 path carries 576-byte datagrams (RFC 791), so a smaller limit is never needed
+  udp_message_bytes: z.number().int().min(512, 'udp_message_bytes must be at least 512 (the templates need about 300)').max(65507).default(1400)
     .describe('largest IPFIX message sent over UDP, in bytes; keep it under the path MTU minus 28 (IPv4) or 48 (IPv6) header bytes; default 1400. TCP messages go up to 65535 bytes'),
   template_refresh: seconds(86400, 600, 'UDP only: seconds between template re-sends (RFC 7011 §8.4)'),
   reconnect_min: seconds(3600, 1, 'TCP only: first reconnect delay in seconds, doubled after each failure'),
