@@ -2,9 +2,10 @@
 // veth; the real agent (dist/, eBPF meter) books it in its ledger and its Diameter
 // exporter sends START, INTERIMs and, at SIGTERM, STOP to freeDiameter, whose app_acct
 // stores them in PostgreSQL. The STOP's cumulative counters must equal the ledger's
-// totals for each user, and `ubia status` must show the peer and the outbox.
+// totals for each user, and `ubia status` must show the peer and the outbox. The same
+// after a kill -9 of the agent in the middle of the traffic.
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { rmSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Ledger } from '../src/ledger/ledger.js';
 import type { StatusResult } from '../src/control/protocol.js';
@@ -27,9 +28,10 @@ import {
   type TestUser,
 } from './helpers/agent.js';
 import { REALM, startFreeDiameter, startPostgres, type AcctRow, type FreeDiameter, type Postgres } from './peers/freediameter/harness.js';
+import { bySession, dedupeChecked, expectWellFormedSession } from './peers/freediameter/checks.js';
 
 let dir: string;
-let pinDir: string;
+const pinDirs: string[] = [];
 let net: TestNet;
 let sink: Sink;
 let alice: TestUser;
@@ -43,7 +45,6 @@ beforeAll(async () => {
   pg = await startPostgres();
   fd = await startFreeDiameter({ pg, dumpMessages: true });
   dir = tempDir('ubia-diam-e2e-');
-  pinDir = `/sys/fs/bpf/ubia-test-diam-${process.pid}`;
   net = createNet();
   alice = createUser();
   bob = createUser();
@@ -52,17 +53,73 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await agent?.kill();
+  for (const p of pinDirs) await removeMeter(p);
   sink?.stop();
   net?.remove();
   if (alice) deleteUser(alice);
   if (bob) deleteUser(bob);
-  await removeMeter(pinDir);
   await fd?.close();
   await pg?.stop();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 const ORIGIN_HOST = `agent.${REALM}`;
+
+/** An agent setup of its own (ledger, socket, pin dir) with Diameter to the test server. */
+function agentSetup(name: string) {
+  const sub = join(dir, name);
+  mkdirSync(sub, { mode: 0o755 });
+  const pinDir = `/sys/fs/bpf/ubia-test-diam-${name}-${process.pid}`;
+  pinDirs.push(pinDir);
+  return {
+    dir: sub,
+    pinDir,
+    extra: `
+[diameter]
+origin_host = "${ORIGIN_HOST}"
+origin_realm = "${REALM}"
+destination_realm = "${REALM}"
+interim_interval = 1
+servers = [ { host = "127.0.0.1", port = ${fd.port} } ]
+`,
+  };
+}
+
+const waitPeerOpen = () =>
+  waitFor('the Diameter peer open in ubia status', () => {
+    const d = status().exporters.find((e) => e.name === 'diameter');
+    return d?.state === 'ok' ? d : undefined;
+  });
+
+/** Per test user: one accounting session (START, INTERIMs, STOP at shutdown), each record
+ *  stored once (or again only when re-sent with T), and the STOP's counters equal to the
+ *  ledger's totals for that user since the test began. */
+function expectSessionsEqualLedger(ledgerPath: string, sinceMs: number, receivedBefore: number): Map<number, AcctRow> {
+  const ledger = new Ledger(ledgerPath);
+  const totals = ledger.totals(sinceMs - 60_000, Date.now() + 60_000);
+  ledger.close();
+  const mineOnly = (sessionId: string) => [alice, bob].some((u) => sessionId.endsWith(`;ubia-${u.uid}`));
+  const received = fd.receivedAcrs().slice(receivedBefore).filter((r) => mineOnly(r.sessionId));
+  const sessions = bySession(dedupeChecked(pg.rows().filter((r) => mineOnly(r.sessionId)), received));
+  expect(sessions.size).toBe(2);
+  const stops = new Map<number, AcctRow>();
+  for (const u of [alice, bob]) {
+    const [sessionId, rows] = [...sessions].find(([id]) => id.endsWith(`;ubia-${u.uid}`))!;
+    expect(sessionId).toMatch(new RegExp(`^${ORIGIN_HOST.replace(/\./g, '\\.')};\\d+;\\d+;ubia-${u.uid}$`));
+    expectWellFormedSession(rows);
+    expect(rows.length).toBeGreaterThanOrEqual(3);
+    for (const r of rows) expect(r.userName).toBe(u.name);
+    const stop = rows.at(-1)!;
+    expect(stop.terminationCause).toBe(4); // ADMINISTRATIVE: the agent stopped
+    const booked = totals.filter((t) => t.uid === u.uid && t.scope === 'external');
+    expect(booked).toHaveLength(1);
+    const t = booked[0]!;
+    // input = what the user sent (RFC 7155 §4.4.1), wire counts as the ledger keeps them
+    expect(counters(stop)).toEqual({ inputOctets: t.txBytes, outputOctets: t.rxBytes, inputPackets: t.txPackets, outputPackets: t.rxPackets });
+    stops.set(u.uid, stop);
+  }
+  return stops;
+}
 
 function status(): StatusResult {
   const r = cli(agent!.socket, ['status', '--json']);
@@ -72,28 +129,17 @@ function status(): StatusResult {
 
 describe('real agent → Diameter → freeDiameter/app_acct → PostgreSQL', () => {
   it('two users\' real traffic: START, INTERIMs and STOP rows whose counters equal the ledger', async () => {
-    agent = await startAgent({
-      dir,
-      pinDir,
-      extra: `
-[diameter]
-origin_host = "${ORIGIN_HOST}"
-origin_realm = "${REALM}"
-destination_realm = "${REALM}"
-interim_interval = 1
-servers = [ { host = "127.0.0.1", port = ${fd.port} } ]
-`,
-    });
+    const setup = agentSetup('clean');
+    pg.sql('TRUNCATE incoming');
+    const receivedBefore = fd.receivedAcrs().length;
+    agent = await startAgent(setup);
     onTestFailed(() => console.log(agent?.logs().slice(-4000), fd.log().slice(-3000)));
-    await waitFor('the Diameter peer open in ubia status', () => {
-      const d = status().exporters.find((e) => e.name === 'diameter');
-      return d?.state === 'ok' ? d : undefined;
-    });
+    await waitPeerOpen();
 
     const t0 = Date.now();
     const [a, b] = await Promise.all([
-      runTraffic(alice, dir, { host: net.peerV4, port: sink.port, send: 3_000_000, reply: 1_000_000, ms: 3000 }),
-      runTraffic(bob, dir, { host: net.peerV6, port: sink.port, send: 200_000, reply: 5_000_000, ms: 3000 }),
+      runTraffic(alice, setup.dir, { host: net.peerV4, port: sink.port, send: 3_000_000, reply: 1_000_000, ms: 3000 }),
+      runTraffic(bob, setup.dir, { host: net.peerV6, port: sink.port, send: 200_000, reply: 5_000_000, ms: 3000 }),
     ]);
     expect([a, b]).toEqual([1_000_000, 5_000_000]);
     // both users' INTERIMs came while they were sending (1 s interval, 3 s of traffic)
@@ -113,41 +159,45 @@ servers = [ { host = "127.0.0.1", port = ${fd.port} } ]
 
     // SIGTERM: the agent's last poll, then a STOP for every session (ADMINISTRATIVE)
     expect(await agent.stop()).toBe(0);
-    const t1 = Date.now();
-    const ledger = new Ledger(join(dir, 'ledger.db'));
-    const totals = ledger.totals(t0 - 60_000, t1 + 60_000);
-    ledger.close();
-
-    const rows = pg.rows();
-    for (const u of [alice, bob]) {
-      const mine = rows.filter((r) => r.userName === u.name).sort((x, y) => x.recordNumber - y.recordNumber);
-      // one session: START, INTERIMs, STOP, numbered 0,1,2,… and stored once each
-      expect(new Set(mine.map((r) => r.sessionId)).size).toBe(1);
-      expect(mine[0]!.sessionId).toMatch(new RegExp(`^${ORIGIN_HOST.replace(/\./g, '\\.')};\\d+;\\d+;ubia-${u.uid}$`));
-      expect(mine.map((r) => r.recordNumber)).toEqual(mine.map((_, i) => i));
-      expect(mine.map((r) => r.recordType)).toEqual([RecordType.Start, ...mine.slice(1, -1).map(() => RecordType.Interim), RecordType.Stop]);
-      expect(mine.length).toBeGreaterThanOrEqual(3);
-      for (let i = 1; i < mine.length; i++) {
-        expect(mine[i]!.inputOctets).toBeGreaterThanOrEqual(mine[i - 1]!.inputOctets);
-        expect(mine[i]!.outputOctets).toBeGreaterThanOrEqual(mine[i - 1]!.outputOctets);
-      }
-      const stop = mine.at(-1)!;
-      expect(stop.terminationCause).toBe(4);
-      const booked = totals.filter((t) => t.uid === u.uid && t.scope === 'external');
-      expect(booked).toHaveLength(1);
-      const t = booked[0]!;
-      // input = what the user sent (RFC 7155 §4.4.1), wire counts as the ledger keeps them
-      expect(counters(stop)).toEqual({ inputOctets: t.txBytes, outputOctets: t.rxBytes, inputPackets: t.txPackets, outputPackets: t.rxPackets });
-    }
+    const stops = expectSessionsEqualLedger(join(setup.dir, 'ledger.db'), t0, receivedBefore);
     // what the test users sent and received is in there (payload plus headers)
-    const stopOf = (u: TestUser): AcctRow => rows.filter((r) => r.userName === u.name).at(-1)!;
-    expect(stopOf(alice).inputOctets).toBeGreaterThan(3_000_000);
-    expect(stopOf(alice).outputOctets).toBeGreaterThan(1_000_000);
-    expect(stopOf(bob).outputOctets).toBeGreaterThan(5_000_000);
-    // no record went out twice
-    const received = fd.receivedAcrs().filter((r) => r.sessionId.endsWith(`ubia-${alice.uid}`) || r.sessionId.endsWith(`ubia-${bob.uid}`));
-    expect(received.length).toBe(rows.filter((r) => r.userName === alice.name || r.userName === bob.name).length);
-    expect(received.some((r) => r.retransmit)).toBe(false);
+    expect(stops.get(alice.uid)!.inputOctets).toBeGreaterThan(3_000_000);
+    expect(stops.get(alice.uid)!.outputOctets).toBeGreaterThan(1_000_000);
+    expect(stops.get(bob.uid)!.outputOctets).toBeGreaterThan(5_000_000);
+    // with the server up all along, no record was sent twice
+    expect(fd.receivedAcrs().slice(receivedBefore).some((r) => r.retransmit)).toBe(false);
+    await removeMeter(setup.pinDir); // the next agent attaches a meter of its own
+  });
+
+  it('kill -9 of the agent mid-traffic: the restarted agent continues the sessions, and the STOPs still equal the ledger', async () => {
+    const setup = agentSetup('crash');
+    pg.sql('TRUNCATE incoming');
+    const receivedBefore = fd.receivedAcrs().length;
+    agent = await startAgent(setup);
+    onTestFailed(() => console.log(agent?.logs().slice(-4000), fd.log().slice(-3000)));
+    await waitPeerOpen();
+
+    const t0 = Date.now();
+    const traffic = Promise.all([
+      runTraffic(alice, setup.dir, { host: net.peerV4, port: sink.port, send: 4_000_000, reply: 2_000_000, ms: 5000 }),
+      runTraffic(bob, setup.dir, { host: net.peerV6, port: sink.port, send: 300_000, reply: 6_000_000, ms: 5000 }),
+    ]);
+    await waitFor('INTERIM rows for both users', () => {
+      const users = new Set(pg.rows().filter((r) => r.recordType === RecordType.Interim).map((r) => r.userName));
+      return users.has(alice.name) && users.has(bob.name) ? true : undefined;
+    });
+    // the ledger is flushed every second, the Diameter sessions at every 0.2 s poll: the
+    // restarted agent hands over again what came after its last flush
+    await agent.kill();
+    agent = await startAgent(setup);
+    expect(await traffic).toEqual([2_000_000, 6_000_000]);
+    await waitPeerOpen();
+    await waitFor('the outbox sent', () => (status().exporters.find((e) => e.name === 'diameter')!.queued === 0 ? true : undefined));
+
+    expect(await agent.stop()).toBe(0);
+    const stops = expectSessionsEqualLedger(join(setup.dir, 'ledger.db'), t0, receivedBefore);
+    expect(stops.get(alice.uid)!.inputOctets).toBeGreaterThan(4_000_000);
+    expect(stops.get(bob.uid)!.outputOctets).toBeGreaterThan(6_000_000);
   });
 });
 
