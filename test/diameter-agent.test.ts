@@ -85,6 +85,23 @@ servers = [ { host = "127.0.0.1", port = ${fd.port} } ]
   };
 }
 
+/** An empty accounting table, and an agent of its own whose Diameter peer is open. */
+async function startWithDiameter(name: string) {
+  const setup = agentSetup(name);
+  pg.sql('TRUNCATE incoming');
+  const receivedBefore = fd.receivedAcrs().length;
+  agent = await startAgent(setup);
+  onTestFailed(() => console.log(agent?.logs().slice(-4000), fd.log().slice(-3000)));
+  await waitPeerOpen();
+  return { setup, receivedBefore };
+}
+
+const interimsOfBoth = () =>
+  waitFor('INTERIM rows for both users', () => {
+    const users = new Set(pg.rows().filter((r) => r.recordType === RecordType.Interim).map((r) => r.userName));
+    return users.has(alice.name) && users.has(bob.name) ? true : undefined;
+  });
+
 const waitPeerOpen = () =>
   waitFor('the Diameter peer open in ubia status', () => {
     const d = status().exporters.find((e) => e.name === 'diameter');
@@ -129,12 +146,7 @@ function status(): StatusResult {
 
 describe('real agent → Diameter → freeDiameter/app_acct → PostgreSQL', () => {
   it('two users\' real traffic: START, INTERIMs and STOP rows whose counters equal the ledger', async () => {
-    const setup = agentSetup('clean');
-    pg.sql('TRUNCATE incoming');
-    const receivedBefore = fd.receivedAcrs().length;
-    agent = await startAgent(setup);
-    onTestFailed(() => console.log(agent?.logs().slice(-4000), fd.log().slice(-3000)));
-    await waitPeerOpen();
+    const { setup, receivedBefore } = await startWithDiameter('clean');
 
     const t0 = Date.now();
     const [a, b] = await Promise.all([
@@ -143,10 +155,7 @@ describe('real agent → Diameter → freeDiameter/app_acct → PostgreSQL', () 
     ]);
     expect([a, b]).toEqual([1_000_000, 5_000_000]);
     // both users' INTERIMs came while they were sending (1 s interval, 3 s of traffic)
-    await waitFor('INTERIM rows for both users', () => {
-      const users = new Set(pg.rows().filter((r) => r.recordType === RecordType.Interim).map((r) => r.userName));
-      return users.has(alice.name) && users.has(bob.name) ? true : undefined;
-    });
+    await interimsOfBoth();
     const d = status().exporters.find((e) => e.name === 'diameter')!;
     const peers = d.extra!.peers as { name: string; state: string; remoteHost: string }[];
     expect(peers).toEqual([expect.objectContaining({ name: `127.0.0.1:${fd.port}`, state: 'open', remoteHost: 'aaa.test.local' })]);
@@ -170,22 +179,14 @@ describe('real agent → Diameter → freeDiameter/app_acct → PostgreSQL', () 
   });
 
   it('kill -9 of the agent mid-traffic: the restarted agent continues the sessions, and the STOPs still equal the ledger', async () => {
-    const setup = agentSetup('crash');
-    pg.sql('TRUNCATE incoming');
-    const receivedBefore = fd.receivedAcrs().length;
-    agent = await startAgent(setup);
-    onTestFailed(() => console.log(agent?.logs().slice(-4000), fd.log().slice(-3000)));
-    await waitPeerOpen();
+    const { setup, receivedBefore } = await startWithDiameter('crash');
 
     const t0 = Date.now();
     const traffic = Promise.all([
       runTraffic(alice, setup.dir, { host: net.peerV4, port: sink.port, send: 4_000_000, reply: 2_000_000, ms: 5000 }),
       runTraffic(bob, setup.dir, { host: net.peerV6, port: sink.port, send: 300_000, reply: 6_000_000, ms: 5000 }),
     ]);
-    await waitFor('INTERIM rows for both users', () => {
-      const users = new Set(pg.rows().filter((r) => r.recordType === RecordType.Interim).map((r) => r.userName));
-      return users.has(alice.name) && users.has(bob.name) ? true : undefined;
-    });
+    await interimsOfBoth();
     // the ledger is flushed every second, the Diameter sessions at every 0.2 s poll: the
     // restarted agent hands over again what came after its last flush
     await agent.kill();

@@ -5,15 +5,18 @@ import { ConfigError, parseConfig } from '../src/config/load.js';
 import { createDiameterAccounting } from '../src/export/diameter/index.js';
 import { memoryLogger, tempLedger } from './peers/freediameter/client.js';
 
-function problems(text: string): string[] {
-  try {
-    parseConfig(text, 'ubia.toml');
-  } catch (e) {
-    expect(e).toBeInstanceOf(ConfigError);
-    return (e as ConfigError).problems;
-  }
-  throw new Error('expected a ConfigError');
-}
+/** What the loader says about a bad file: one "file:line: key: problem (allowed: …)" each. */
+const problems = (text: string): string[] => {
+  const err = ((): unknown => {
+    try {
+      parseConfig(text, 'ubia.toml');
+    } catch (e) {
+      return e;
+    }
+  })();
+  expect(err, 'a ConfigError').toBeInstanceOf(ConfigError);
+  return (err as ConfigError).problems;
+};
 
 const MINIMAL = '[diameter]\norigin_realm = "example.net"\ndestination_realm = "aaa.example.net"\n[[diameter.servers]]\nhost = "aaa1.example.net"\n';
 
