@@ -53,6 +53,17 @@ async function receivedPorts(sinks: TcpSink[]): Promise<number[]> {
   return ports;
 }
 
+/** An exporter connected to a collector that does not read, with 65 000 records (~6.5 MB,
+ *  more than the socket buffers of an idle reader hold) handed to it. */
+async function behindStalledCollector(): Promise<{ port: number; sink: TcpSink; exporter: Exporter }> {
+  const port = await freePort();
+  const sink = await tcpSink(port, { paused: true });
+  const exporter = exporterTo(port);
+  await waitFor(() => exporter.status().state === 'ok', 5000, 'the connection');
+  sendFlows(exporter, 0, 65_000);
+  return { port, sink, exporter };
+}
+
 const range = (from: number, count: number) => Array.from({ length: count }, (_, i) => from + i);
 
 describe('TCP collector outages', () => {
@@ -87,12 +98,8 @@ describe('TCP collector outages', () => {
   });
 
   it('queues behind a collector that stops reading, and delivers everything when it reads again', async () => {
-    const port = await freePort();
-    const sink = await tcpSink(port, { paused: true });
-    const exporter = exporterTo(port);
+    const { port, sink, exporter } = await behindStalledCollector();
     try {
-      await waitFor(() => exporter.status().state === 'ok', 5000, 'the connection');
-      sendFlows(exporter, 0, 65_000); // ~6.5 MB: more than the socket buffers of an idle reader hold
       await waitFor(() => spoolFiles(port).length > 0, 5000, 'records to back up into the spool');
       expect(exporter.status().state).not.toBe('down');
       sink.resume();
@@ -127,12 +134,8 @@ describe('TCP collector outages', () => {
   });
 
   it('closes within the agent\'s 1.5 s shutdown budget behind a collector that does not read, with the rest on disk', async () => {
-    const port = await freePort();
-    const sink = await tcpSink(port, { paused: true });
-    const exporter = exporterTo(port);
+    const { port, sink, exporter } = await behindStalledCollector();
     try {
-      await waitFor(() => exporter.status().state === 'ok', 5000, 'the connection');
-      sendFlows(exporter, 0, 65_000); // more than the socket buffers of an idle reader hold
       const t0 = Date.now();
       await exporter.close();
       expect(Date.now() - t0).toBeLessThan(1500); // the agent exits after 1.5 s (closeExporters)
