@@ -9,6 +9,12 @@
  *    without a local user socket, so attribution can be checked against the total.
  * All counters are monotonic; user space computes deltas and removes entries only after
  * it has read their final values (or received them through the ring buffer).
+ *
+ * The per-packet and per-call paths add to counters in the socket's own storage
+ * (socks); those are folded into the per-user, per-process and per-flow maps when
+ * user space reads (the ubia_fold iterator), when the socket changes owner or scope, and
+ * when it ends. Shared hash entries are thus touched once per socket per read, not once
+ * per packet from every CPU.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -33,6 +39,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Set by the loader: inode of the host's network namespace. Per-interface figures are
  * kept for its interfaces only (ifindex numbers repeat across namespaces). */
 const volatile __u32 host_netns_ino = 0;
+extern unsigned long CONFIG_HZ __kconfig;
 
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
 extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
@@ -146,6 +153,16 @@ static __always_inline void counters_add(struct ubia_counters *c, const struct d
 		__sync_fetch_and_add(&c->tx_payload, d->tx_payload);
 }
 
+/* Report this process's exit (sched_process_exit), so that user space reads its final
+ * figures and removes its entries. Marked when it comes to own a socket, since what its
+ * sockets counted may be folded into its entry only later. */
+static __always_inline void mark_metered(__u32 tgid)
+{
+	__u8 one = 1;
+	if (tgid && !bpf_map_lookup_elem(&metered_tgids, &tgid))
+		bpf_map_update_elem(&metered_tgids, &tgid, &one, BPF_ANY);
+}
+
 static __always_inline void count_user_and_process(const struct ubia_owner *o, __u32 scope,
 						    const struct delta *d)
 {
@@ -171,10 +188,7 @@ static __always_inline void count_user_and_process(const struct ubia_owner *o, _
 			stat_add(UBIA_STAT_PROC_OVERFLOW, 1);
 			return;
 		}
-		if (o->tgid) {
-			__u8 one = 1;
-			bpf_map_update_elem(&metered_tgids, &o->tgid, &one, BPF_ANY);
-		}
+		mark_metered(o->tgid);
 	}
 	counters_add(c, d);
 }
@@ -205,7 +219,7 @@ static __always_inline bool is_loopback_addr(struct sock *sk, __u16 family)
 	return false;
 }
 
-static __always_inline void flow_fill_endpoints(struct ubia_flow *f, struct sock *sk)
+static __always_inline void fill_endpoints(struct ubia_endpoints *f, struct sock *sk)
 {
 	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	f->protocol = BPF_CORE_READ(sk, sk_protocol);
@@ -222,22 +236,21 @@ static __always_inline void flow_fill_endpoints(struct ubia_flow *f, struct sock
 	}
 }
 
-static __always_inline void count_flow(__u64 cookie, struct sock *sk, struct ubia_sock *s,
+static __always_inline void count_flow(__u64 cookie, const struct ubia_endpoints *ep, struct ubia_sock *s,
 				       const struct ubia_owner *o, __u32 scope,
-				       const struct delta *d)
+				       const struct delta *d, __u64 first_ns, __u64 last_ns)
 {
 	if (s && s->flow_state == UBIA_FLOW_ENDED)
 		return;
-	__u64 now = bpf_ktime_get_boot_ns();
 	struct ubia_flow *f = bpf_map_lookup_elem(&flows, &cookie);
 	if (!f) {
 		if (s && s->flow_state == UBIA_FLOW_OVERFLOW)
 			return;
 		struct ubia_flow nf = {};
-		flow_fill_endpoints(&nf, sk);
+		nf.ep = *ep;
 		nf.owner = *o;
 		nf.scope = scope;
-		nf.first_ns = now;
+		nf.first_ns = first_ns;
 		long err = bpf_map_update_elem(&flows, &cookie, &nf, BPF_NOEXIST);
 		if (err == -E2BIG || err == -ENOMEM) {
 			/* the per-user and per-process totals still have these bytes */
@@ -251,17 +264,96 @@ static __always_inline void count_flow(__u64 cookie, struct sock *sk, struct ubi
 			return;
 		if (s)
 			s->flow_state = UBIA_FLOW_TRACKED;
-	} else if (f->remote_port == 0) {
-		/* connect() after the first packet (UDP): take the endpoints again */
-		flow_fill_endpoints(f, sk);
+	} else if (f->ep.remote_port == 0 && ep->remote_port != 0) {
+		/* connect() after the first packet (UDP) */
+		f->ep = *ep;
 	}
 	counters_add(&f->c, d);
-	f->last_ns = now;
+	if (f->last_ns < last_ns)
+		f->last_ns = last_ns;
 	/* written only on change: every CPU touching this socket shares the cache line */
 	if (f->owner.tgid != o->tgid || f->owner.uid != o->uid)
 		f->owner = *o;
 	if (f->scope != scope)
 		f->scope = scope;
+}
+
+/* Counts with no socket storage to hold them (it could not be allocated) go straight
+ * into the shared maps. */
+static __always_inline void count_direct(__u64 cookie, struct sock *sk, const struct ubia_owner *o,
+					 __u32 scope, const struct delta *d)
+{
+	__u64 now = bpf_ktime_get_boot_ns();
+	struct ubia_endpoints ep = {};
+	fill_endpoints(&ep, sk);
+	count_user_and_process(o, scope, d);
+	count_flow(cookie, &ep, NULL, o, scope, d, now, now);
+}
+
+static __always_inline void count_pending(struct sock *sk, struct ubia_sock *s, const struct delta *d)
+{
+	__u64 now = bpf_jiffies64();
+	/* unconnected until now (UDP connect() after the first packet) */
+	if (s->ep.remote_port == 0)
+		fill_endpoints(&s->ep, sk);
+	counters_add(&s->pending, d);
+	if (!s->first_jiffies)
+		s->first_jiffies = now;
+	if (s->last_jiffies != now) /* spare the shared cache line a write */
+		s->last_jiffies = now;
+}
+
+/* A jiffies stamp as CLOCK_BOOTTIME nanoseconds, by its distance from now. */
+static __always_inline __u64 jiffies_boot_ns(__u64 j, __u64 now_jiffies, __u64 now_ns)
+{
+	return now_ns - (now_jiffies - j) * (1000000000ULL / CONFIG_HZ);
+}
+
+/* Moves what a socket counted since the last fold to its owner's user, process and flow
+ * entries. The exchange hands each increment to exactly one fold, whichever CPUs fold
+ * and count at the same time. */
+static __always_inline void fold(__u64 cookie, struct ubia_sock *s)
+{
+	struct ubia_counters *p = &s->pending;
+	/* most sockets are idle between two reads: plain loads spare them six exchanges */
+	if (!(p->rx_bytes | p->tx_bytes | p->rx_packets | p->tx_packets | p->rx_payload | p->tx_payload))
+		return;
+	struct delta d = {
+		.rx_bytes = __sync_lock_test_and_set(&s->pending.rx_bytes, 0),
+		.tx_bytes = __sync_lock_test_and_set(&s->pending.tx_bytes, 0),
+		.rx_packets = __sync_lock_test_and_set(&s->pending.rx_packets, 0),
+		.tx_packets = __sync_lock_test_and_set(&s->pending.tx_packets, 0),
+		.rx_payload = __sync_lock_test_and_set(&s->pending.rx_payload, 0),
+		.tx_payload = __sync_lock_test_and_set(&s->pending.tx_payload, 0),
+	};
+	if (!(d.rx_bytes | d.tx_bytes | d.rx_packets | d.tx_packets | d.rx_payload | d.tx_payload))
+		return;
+	__u64 now_ns = bpf_ktime_get_boot_ns();
+	__u64 now_jiffies = bpf_jiffies64();
+	count_user_and_process(&s->owner, s->scope, &d);
+	count_flow(cookie, &s->ep, s, &s->owner, s->scope, &d,
+		   jiffies_boot_ns(s->first_jiffies, now_jiffies, now_ns),
+		   jiffies_boot_ns(s->last_jiffies, now_jiffies, now_ns));
+}
+
+/* Is the current task the socket's owner? The cheap uid/tgid check spares the full owner
+ * look-up on every call. */
+static __always_inline bool current_owns(const struct ubia_sock *s)
+{
+	/* direct loads through the task's BTF type: the uid/gid helper costs ~20 ns here */
+	struct task_struct *t = bpf_get_current_task_btf();
+	return s->owner_known && s->owner.tgid == t->tgid && s->owner.uid == t->cred->uid.val;
+}
+
+/* The current task takes the socket over (fork, SCM_RIGHTS). The caller has folded what
+ * was counted so far: that stays with the previous owner. */
+static __always_inline void become_owner(struct ubia_sock *s)
+{
+	__u64 created = s->owner.created_ns;
+	owner_from_current(&s->owner);
+	s->owner.created_ns = created ? created : bpf_ktime_get_boot_ns();
+	s->owner_known = 1;
+	mark_metered(s->owner.tgid);
 }
 
 /* ---- socket owner ---------------------------------------------------------------- */
@@ -277,6 +369,7 @@ int ubia_sock_create(struct bpf_sock *ctx)
 	owner_from_current(&s->owner);
 	s->owner.created_ns = bpf_ktime_get_boot_ns();
 	s->owner_known = 1;
+	mark_metered(s->owner.tgid);
 	return 1;
 }
 
@@ -294,39 +387,30 @@ static __always_inline void count_payload(struct sock *sk, int ret, int flags, b
 	if (BPF_CORE_READ_BITFIELD(sk, sk_kern_sock))
 		return; /* kernel sockets (NFS, tunnels) have no user behind the call */
 
-	struct ubia_sock *s = bpf_sk_storage_get(&socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	struct ubia_owner cur = {};
-	const struct ubia_owner *o = &cur;
-	__u32 scope;
-	if (s) {
-		/* the process doing the I/O owns the socket from now on (fork, SCM_RIGHTS);
-		 * the cheap uid/tgid check spares the full owner look-up on every call */
-		__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-		__u32 uid = (__u32)bpf_get_current_uid_gid();
-		if (!s->owner_known || s->owner.tgid != tgid || s->owner.uid != uid) {
-			__u64 created = s->owner.created_ns;
-			owner_from_current(&s->owner);
-			s->owner.created_ns = created ? created : bpf_ktime_get_boot_ns();
-			s->owner_known = 1;
-		}
-		if (!s->scope_known) {
-			s->scope = is_loopback_addr(sk, family) ? UBIA_SCOPE_LOOPBACK : UBIA_SCOPE_EXTERNAL;
-			s->scope_known = 1;
-		}
-		scope = s->scope;
-		o = &s->owner;
-	} else {
-		owner_from_current(&cur);
-		scope = is_loopback_addr(sk, family) ? UBIA_SCOPE_LOOPBACK : UBIA_SCOPE_EXTERNAL;
-	}
-
 	struct delta d = {};
 	if (rx)
 		d.rx_payload = ret;
 	else
 		d.tx_payload = ret;
-	count_user_and_process(o, scope, &d);
-	count_flow(bpf_get_socket_cookie(sk), sk, s, o, scope, &d);
+	struct ubia_sock *s = bpf_sk_storage_get(&socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!s) {
+		struct ubia_owner cur = {};
+		owner_from_current(&cur);
+		count_direct(bpf_get_socket_cookie(sk), sk, &cur,
+			     is_loopback_addr(sk, family) ? UBIA_SCOPE_LOOPBACK : UBIA_SCOPE_EXTERNAL, &d);
+		return;
+	}
+	/* the process doing the I/O owns the socket from now on */
+	if (!current_owns(s)) {
+		fold(bpf_get_socket_cookie(sk), s);
+		become_owner(s);
+	}
+	if (!s->scope_known) {
+		/* until its first packet tells the interface, the address tells the scope */
+		s->scope = is_loopback_addr(sk, family) ? UBIA_SCOPE_LOOPBACK : UBIA_SCOPE_EXTERNAL;
+		s->scope_known = 1;
+	}
+	count_pending(sk, s, &d);
 }
 
 SEC("tp_btf/sock_send_length")
@@ -461,34 +545,6 @@ static __always_inline int count_wire(struct __sk_buff *skb, bool egress)
 
 	__u32 ifindex = skb->ifindex;
 	__u32 scope = ifindex == LOOPBACK_IFINDEX ? UBIA_SCOPE_LOOPBACK : UBIA_SCOPE_EXTERNAL;
-	struct ubia_sock *s = bpf_sk_storage_get(&socks, bsk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	struct ubia_owner fallback = {};
-	const struct ubia_owner *o;
-	if (s) {
-		if (egress && sending_in_process_context(ksk)) {
-			/* the sender is current: a socket passed to another process (fork,
-			 * SCM_RIGHTS) counts for the new sender from its first packet on */
-			__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-			__u32 uid = (__u32)bpf_get_current_uid_gid();
-			if (!s->owner_known || s->owner.tgid != tgid || s->owner.uid != uid) {
-				__u64 created = s->owner.created_ns;
-				owner_from_current(&s->owner);
-				s->owner.created_ns = created ? created : bpf_ktime_get_boot_ns();
-				s->owner_known = 1;
-			}
-		} else if (!s->owner_known && !s->owner.created_ns) {
-			/* socket predates the agent: its uid is all we know until it does I/O */
-			s->owner.uid = bpf_get_socket_uid(skb);
-			s->owner.created_ns = bpf_ktime_get_boot_ns();
-		}
-		s->scope = scope;
-		s->scope_known = 1;
-		o = &s->owner;
-	} else {
-		fallback.uid = bpf_get_socket_uid(skb);
-		o = &fallback;
-	}
-
 	struct delta d = {};
 	if (egress) {
 		d.tx_bytes = bytes;
@@ -497,8 +553,37 @@ static __always_inline int count_wire(struct __sk_buff *skb, bool egress)
 		d.rx_bytes = bytes;
 		d.rx_packets = packets;
 	}
-	count_user_and_process(o, scope, &d);
-	count_flow(bpf_get_socket_cookie(skb), ksk, s, o, scope, &d);
+	struct ubia_sock *s = bpf_sk_storage_get(&socks, bsk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!s) {
+		struct ubia_owner fallback = { .uid = bpf_get_socket_uid(skb) };
+		count_direct(bpf_get_socket_cookie(skb), ksk, &fallback, scope, &d);
+	} else if (ksk->__sk_common.skc_state == TCP_LISTEN) {
+		/* handshakes count straight for the listener's owner: a listener holds no
+		 * pending counts for its accepted sockets to inherit */
+		count_direct(bpf_get_socket_cookie(skb), ksk, &s->owner, scope, &d);
+	} else {
+		if (egress && sending_in_process_context(ksk)) {
+			/* the sender is current: a socket passed to another process (fork,
+			 * SCM_RIGHTS) counts for the new sender from its first packet on */
+			if (!current_owns(s)) {
+				fold(bpf_get_socket_cookie(skb), s);
+				become_owner(s);
+			}
+		} else if (!s->owner_known && !s->owner.created_ns) {
+			/* socket predates the agent: its uid is all we know until it does I/O */
+			s->owner.uid = bpf_get_socket_uid(skb);
+			s->owner.created_ns = bpf_ktime_get_boot_ns();
+		}
+		if (!s->scope_known || s->scope != scope) {
+			/* a socket's scope changes rarely (a route moved): what it counted before
+			 * keeps the old scope */
+			if (s->scope_known)
+				fold(bpf_get_socket_cookie(skb), s);
+			s->scope = scope;
+			s->scope_known = 1;
+		}
+		count_pending(ksk, s, &d);
+	}
 
 	if (ifindex != LOOPBACK_IFINDEX && ksk->__sk_common.skc_net.net->ns.inum == host_netns_ino) {
 		struct ubia_iface *ifc = iface_entry(ifindex);
@@ -664,8 +749,12 @@ int BPF_PROG(ubia_sock_set_state, const struct sock *sk, const int oldstate, con
 	__u16 family = sk->__sk_common.skc_family;
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
-	struct ubia_sock *s = bpf_sk_storage_get(&socks, (struct sock *)sk, 0, 0);
-	end_flow(bpf_get_socket_cookie((struct sock *)sk), s);
+	struct sock *ksk = (struct sock *)sk;
+	__u64 cookie = bpf_get_socket_cookie(ksk);
+	struct ubia_sock *s = bpf_sk_storage_get(&socks, ksk, 0, 0);
+	if (s)
+		fold(cookie, s);
+	end_flow(cookie, s);
 	return 0;
 }
 
@@ -677,8 +766,11 @@ int ubia_sock_release(struct bpf_sock *ctx)
 		return 1;
 	if (ctx->protocol == IPPROTO_TCP && ctx->state != BPF_TCP_CLOSE)
 		return 1;
+	__u64 cookie = bpf_get_socket_cookie(ctx);
 	struct ubia_sock *s = bpf_sk_storage_get(&socks, ctx, 0, 0);
-	end_flow(bpf_get_socket_cookie(ctx), s);
+	if (s)
+		fold(cookie, s);
+	end_flow(cookie, s);
 	return 1;
 }
 
@@ -703,5 +795,30 @@ int BPF_PROG(ubia_process_exit, struct task_struct *task)
 	e->tgid = tgid;
 	e->ns = bpf_ktime_get_boot_ns();
 	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/* Run by user space (a read of an iterator fd) before it reads the user, process and flow
+ * maps: folds the pending counts of every socket a process holds. (An iterator over the
+ * socks map itself would be the direct way, but kernels may refuse map iterators,
+ * as these machines do.) Threads sharing a file table are visited once; a socket open in
+ * several processes is folded once and found empty after. Sockets without a file (closed
+ * but still sending, not yet accepted, in flight in SCM_RIGHTS) fold when they end or
+ * are next read through a file. */
+SEC("iter/task_file")
+int ubia_fold(struct bpf_iter__task_file *ctx)
+{
+	struct file *file = ctx->file;
+	if (!file)
+		return 0;
+	struct socket *sock = bpf_sock_from_file(file);
+	if (!sock)
+		return 0;
+	struct sock *sk = sock->sk;
+	if (!sk)
+		return 0;
+	struct ubia_sock *s = bpf_sk_storage_get(&socks, sk, 0, 0);
+	if (s)
+		fold(bpf_get_socket_cookie(sk), s);
 	return 0;
 }

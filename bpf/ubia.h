@@ -10,7 +10,7 @@
 #ifndef UBIA_H
 #define UBIA_H
 
-#define UBIA_ABI_VERSION 2
+#define UBIA_ABI_VERSION 3
 
 #define UBIA_COMM_LEN 16
 
@@ -77,7 +77,22 @@ enum ubia_flow_state {
 	UBIA_FLOW_ENDED = 3,    /* final record handed over; never re-create */
 };
 
-/* Socket local storage value. */
+struct ubia_endpoints {
+	__u8 family; /* 4 or 6 */
+	__u8 protocol;
+	__u16 local_port; /* host byte order */
+	__u16 remote_port;
+	__u16 pad;
+	__u8 local_addr[16]; /* IPv4 in the first 4 bytes */
+	__u8 remote_addr[16];
+};
+
+/* Socket local storage (cloned to accepted sockets, which thus start as their listener's).
+ * The packet and socket-call paths add to `pending`, one cache line the socket owns,
+ * instead of to three shared hash entries; folds move it into user_totals, proc_totals
+ * and flows with atomic exchanges, so no increment is lost or counted twice. A listener
+ * never holds pending counts (its handshake packets are counted directly), so a clone
+ * copies none. */
 struct ubia_sock {
 	struct ubia_owner owner;
 	__u8 scope;
@@ -85,17 +100,17 @@ struct ubia_sock {
 	__u8 flow_state;
 	__u8 owner_known; /* 0: owner.uid is the socket's uid only (socket predates the agent) */
 	__u32 pad;
+	struct ubia_endpoints ep; /* taken at the first count: a closing socket loses its port */
+	struct ubia_counters pending;
+	__u64 first_jiffies; /* of the first and the latest count: jiffies cost nothing to */
+	__u64 last_jiffies;  /* read, the boot-time clock ~45 ns a packet */
 };
 
 struct ubia_flow {
-	__u8 family; /* 4 or 6 */
-	__u8 protocol;
+	struct ubia_endpoints ep;
 	__u8 scope;
 	__u8 ended;
-	__u16 local_port; /* host byte order */
-	__u16 remote_port;
-	__u8 local_addr[16]; /* IPv4 in the first 4 bytes */
-	__u8 remote_addr[16];
+	__u16 pad[3];
 	struct ubia_owner owner;
 	struct ubia_counters c;
 	__u64 first_ns; /* CLOCK_BOOTTIME */

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -231,6 +232,10 @@ void Meter::load_and_attach() {
 
   attach_all();
 
+  // The fold iterator is this process's own (not pinned): nothing runs it but our reads.
+  fold_link_ = bpf_program__attach_iter(skel_->progs.ubia_fold, nullptr);
+  if (!fold_link_) fail_bpf("attaching the fold iterator failed", errno);
+
   rb_ = ring_buffer__new(
       bpf_map__fd(skel_->maps.events),
       [](void *ctx, void *data, size_t size) -> int {
@@ -407,15 +412,38 @@ void Meter::attach_new_interfaces() {
     it = present.count(*it) ? std::next(it) : tc_done_.erase(it);
 }
 
+// Runs the ubia_fold iterator over every process's sockets: reading the iterator's
+// (empty) output is what runs it. The maps read next then hold everything counted up to
+// now.
+void Meter::fold() const {
+  // One fold serves the reads of one poll (users, then processes and flows): what is
+  // counted meanwhile stays pending for the next read.
+  auto now = std::chrono::steady_clock::now();
+  if (now - last_fold_ < std::chrono::milliseconds(50)) return;
+  last_fold_ = now;
+  int fd = bpf_iter_create(bpf_link__fd(fold_link_));
+  if (fd < 0) fail_bpf("running the fold iterator failed", errno);
+  char buf[64];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)) {
+  }
+  int err = n < 0 ? errno : 0;
+  ::close(fd);
+  if (err) fail_bpf("running the fold iterator failed", err);
+}
+
 std::vector<Entry<ubia_user_key, ubia_counters>> Meter::read_users() const {
+  fold();
   return read_map<ubia_user_key, ubia_counters>(bpf_map__fd(skel_->maps.user_totals), false);
 }
 
 std::vector<Entry<ubia_proc_key, ubia_counters>> Meter::read_processes() const {
+  fold();
   return read_map<ubia_proc_key, ubia_counters>(bpf_map__fd(skel_->maps.proc_totals), false);
 }
 
 std::vector<Entry<uint64_t, ubia_flow>> Meter::read_flows() const {
+  fold();
   return read_map<uint64_t, ubia_flow>(bpf_map__fd(skel_->maps.flows), false);
 }
 
@@ -497,6 +525,8 @@ void Meter::close(bool detach) {
   closed_ = true;
   if (rb_) ring_buffer__free(rb_);
   rb_ = nullptr;
+  if (fold_link_) bpf_link__destroy(fold_link_);
+  fold_link_ = nullptr;
   for (int *fd : {&tc_ingress_fd_, &tc_egress_fd_, &cgroup_fd_})
     if (*fd >= 0) ::close(*fd), *fd = -1;
   if (skel_) ubia_bpf__destroy(skel_);

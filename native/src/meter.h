@@ -1,6 +1,7 @@
 // The kernel meter without JavaScript: load, attach, pin, read, detach.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -13,6 +14,7 @@
 #include "ubia.h"
 
 struct ubia_bpf;
+struct bpf_link;
 struct ring_buffer;
 
 namespace ubia {
@@ -83,10 +85,13 @@ class Meter {
   void probe_features();
   void attach_all();
   void attach_tc(uint32_t ifindex, const std::string &name);
+  void fold() const;
 
   MeterOptions opts_;
   ubia_bpf *skel_ = nullptr;
   ring_buffer *rb_ = nullptr;
+  bpf_link *fold_link_ = nullptr;
+  mutable std::chrono::steady_clock::time_point last_fold_{};
   int cgroup_fd_ = -1;
   int tc_ingress_fd_ = -1;
   int tc_egress_fd_ = -1;

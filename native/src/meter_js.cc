@@ -98,12 +98,12 @@ std::string address(uint8_t family, const uint8_t (&a)[16]) {
 template <typename Get>
 void flow_columns(Columns &c, Get get) {
   c.bigint("cookie", [&](size_t i) { return get(i).first; });
-  c.number("family", [&](size_t i) { return get(i).second.family; });
-  c.number("protocol", [&](size_t i) { return get(i).second.protocol; });
-  c.string("localAddress", [&](size_t i) { return address(get(i).second.family, get(i).second.local_addr); });
-  c.number("localPort", [&](size_t i) { return get(i).second.local_port; });
-  c.string("remoteAddress", [&](size_t i) { return address(get(i).second.family, get(i).second.remote_addr); });
-  c.number("remotePort", [&](size_t i) { return get(i).second.remote_port; });
+  c.number("family", [&](size_t i) { return get(i).second.ep.family; });
+  c.number("protocol", [&](size_t i) { return get(i).second.ep.protocol; });
+  c.string("localAddress", [&](size_t i) { return address(get(i).second.ep.family, get(i).second.ep.local_addr); });
+  c.number("localPort", [&](size_t i) { return get(i).second.ep.local_port; });
+  c.string("remoteAddress", [&](size_t i) { return address(get(i).second.ep.family, get(i).second.ep.remote_addr); });
+  c.number("remotePort", [&](size_t i) { return get(i).second.ep.remote_port; });
   c.number("uid", [&](size_t i) { return get(i).second.owner.uid; });
   c.number("gid", [&](size_t i) { return get(i).second.owner.gid; });
   c.number("pid", [&](size_t i) { return get(i).second.owner.tgid; });
