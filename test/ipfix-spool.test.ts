@@ -33,7 +33,8 @@ function sendFlows(exporter: Exporter, from: number, count: number): void {
 const spoolFiles = (port: number) => readdirSync(join(dir.path, `tcp-127.0.0.1-${port}`)).filter((f) => f.endsWith('.spool'));
 const delivered = (e: Exporter) => e.status().queued === 0 && e.status().state === 'ok';
 
-/** Every connection's records in arrival order, checking each connection's sequence numbers. */
+/** Every connection's records in arrival order, checking each connection's templates and
+ *  sequence numbers. */
 async function receivedPorts(sinks: TcpSink[]): Promise<number[]> {
   const ports: number[] = [];
   let n = 0;
@@ -41,7 +42,10 @@ async function receivedPorts(sinks: TcpSink[]): Promise<number[]> {
     for (const chunks of sink.connections) {
       const file = join(dir.path, `connection-${n++}.ipfix`);
       writeFileSync(file, Buffer.concat(chunks));
-      const { messages } = await ipfixDump(file, elementsXml);
+      const { messages, text } = await ipfixDump(file, elementsXml);
+      // templates once per connection, at its start (RFC 7011 §8.1): IPv4 and IPv6 flows
+      expect(text.match(/^--- template record/gm), 'template records in this connection').toHaveLength(2);
+      expect(messages[0]!.records, 'the first message holds only the templates').toHaveLength(0);
       let before = 0;
       for (const m of messages) {
         expect(m.sequence, 'sequence number = data records sent earlier in this connection').toBe(before);
