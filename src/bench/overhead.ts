@@ -31,7 +31,15 @@ const WORKLOADS: Workload[] = [
   { name: 'UDP 64 B messages, loopback', args: ['-u', '-b', '0', '-l', '64'], where: 'loopback', unit: 'kpkt/s' },
 ];
 
-function iperf(w: Workload, user: TestUser, ns: Netns): number {
+interface Sample {
+  /** throughput in the workload's unit */
+  rate: number;
+  /** CPU seconds (client + server, user + system, as iperf3 reports them) per GB or per
+   *  million packets: steadier than throughput on a shared 2-core machine */
+  cpuPerUnit: number;
+}
+
+function iperf(w: Workload, user: TestUser, ns: Netns): Sample {
   const host = w.where === 'loopback' ? '127.0.0.1' : ns.nsV4;
   const port = String(5201 + Math.floor(Math.random() * 1000));
   const serverCmd = w.where === 'veth' ? ['ip', 'netns', 'exec', ns.name, 'iperf3'] : ['iperf3'];
@@ -44,8 +52,10 @@ function iperf(w: Workload, user: TestUser, ns: Netns): number {
       { encoding: 'utf8', timeout: (SECONDS + 20) * 1000 },
     );
     const r = JSON.parse(out).end;
-    if (w.unit === 'kpkt/s') return r.sum.packets / r.sum.seconds / 1000;
-    return r.sum_received.bits_per_second / 1e9;
+    const cpu = r.cpu_utilization_percent;
+    const cpuSeconds = ((cpu.host_total + cpu.remote_total) / 100) * r.sum_sent.seconds;
+    if (w.unit === 'kpkt/s') return { rate: r.sum.packets / r.sum.seconds / 1000, cpuPerUnit: cpuSeconds / (r.sum.packets / 1e6) };
+    return { rate: r.sum_received.bits_per_second / 1e9, cpuPerUnit: cpuSeconds / (r.sum_sent.bytes / 1e9) };
   } finally {
     server.kill('SIGKILL');
   }
@@ -121,10 +131,12 @@ function main() {
   const users = [createUser('ubia-b'), createUser('ubia-b')];
   const ns = createNetns(77);
   let meter: Meter | undefined;
-  const results = new Map<string, Record<Variant, number[]>>();
+  const results = new Map<string, Record<Variant, Sample[]>>();
   try {
     for (let round = 0; round < ROUNDS; round++) {
-      for (const variant of ['detached', 'ubia', 'nftables'] as Variant[]) {
+      // each round starts with another variant, so that no variant always runs first
+      const order: Variant[] = ['detached', 'ubia', 'nftables'];
+      for (const variant of [...order.slice(round % 3), ...order.slice(0, round % 3)]) {
         if (variant === 'ubia') {
           meter = openMeter({ pinDir: PIN_DIR });
           meter.readInterfaces();
@@ -141,17 +153,21 @@ function main() {
       }
       process.stderr.write(`round ${round + 1}/${ROUNDS} done\n`);
     }
+    const of = (samples: Sample[], k: keyof Sample) => median(samples.map((x) => x[k]));
     const rows = WORKLOADS.map((w) => {
       const r = results.get(w.name)!;
-      const base = median(r.detached);
+      const base = of(r.detached, 'rate');
+      const baseCpu = of(r.detached, 'cpuPerUnit');
       return {
         workload: w.name,
         unit: w.unit,
         detached: +base.toFixed(3),
-        ubia: +median(r.ubia).toFixed(3),
-        nftables: +median(r.nftables).toFixed(3),
-        'ubia cost %': +((1 - median(r.ubia) / base) * 100).toFixed(2),
-        'nftables cost %': +((1 - median(r.nftables) / base) * 100).toFixed(2),
+        ubia: +of(r.ubia, 'rate').toFixed(3),
+        nftables: +of(r.nftables, 'rate').toFixed(3),
+        'ubia cost %': +((1 - of(r.ubia, 'rate') / base) * 100).toFixed(2),
+        'nftables cost %': +((1 - of(r.nftables, 'rate') / base) * 100).toFixed(2),
+        'ubia CPU/unit +%': +((of(r.ubia, 'cpuPerUnit') / baseCpu - 1) * 100).toFixed(2),
+        'nftables CPU/unit +%': +((of(r.nftables, 'cpuPerUnit') / baseCpu - 1) * 100).toFixed(2),
       };
     });
     console.table(rows);
