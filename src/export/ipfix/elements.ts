@@ -79,8 +79,10 @@ const USER_COUNTER_KINDS = [
   { key: 'payload_octets', name: 'PayloadOctets', what: 'payload bytes the user\'s processes', verbs: ['read', 'wrote'], counters: ['rxPayloadBytes', 'txPayloadBytes'] },
 ] as const;
 
-export const USER_COUNTER_ELEMENTS: readonly UbiaElement[] = USER_COUNTER_KINDS.flatMap((k) =>
-  (['in', 'out'] as const).map((dir, i): UbiaElement => ({
+type UserCounterElement = UbiaElement & { counter: keyof TrafficCounters };
+
+export const USER_COUNTER_ELEMENTS: readonly UserCounterElement[] = USER_COUNTER_KINDS.flatMap((k) =>
+  (['in', 'out'] as const).map((dir, i): UserCounterElement => ({
     key: `${k.key}_${dir}`,
     name: `ubia${k.name}${dir === 'in' ? 'In' : 'Out'}`,
     type: 'unsigned64',

@@ -56,7 +56,7 @@ function userTemplate(opts: ElementOptions): Template<UserRecord> {
       { spec: owner.uid, value: (r) => r.uid },
       { spec: IANA.flowStartMilliseconds, value: (r) => r.startMs },
       { spec: IANA.flowEndMilliseconds, value: (r) => r.endMs },
-      ...USER_COUNTER_ELEMENTS.map((e) => ({ spec: ubiaField(opts, e.key), value: (r: UserRecord) => r[e.counter!] })),
+      ...USER_COUNTER_ELEMENTS.map((e) => ({ spec: ubiaField(opts, e.key), value: (r: UserRecord) => r[e.counter] })),
       { spec: owner.userName, value: (r) => r.user },
     ],
   };
