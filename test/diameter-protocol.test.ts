@@ -308,6 +308,23 @@ describe('Diameter client against a scripted server', () => {
     expect(srv.connections).toBe(1);
   });
 
+  it('a stream out of step (a header no Diameter message has) closes the connection; the ACR goes again on the next one', async () => {
+    const srv = await scriptedServer();
+    srv.onAcr = (req, socket) => {
+      if (req.retransmit) return void socket.write(answer(req, 2001));
+      const bad = answer(req, 2001);
+      bad[0] = 2; // version 2: no way to find where the next message starts (RFC 6733 §3)
+      socket.write(bad);
+    };
+    const { acct, lines } = exporter([srv.port]);
+    await until('open', () => acct.status().state === 'ok', 5000);
+    startUsers(acct, 1);
+    await until('delivered on a new connection', () => delivered(acct), 10_000);
+    expect(srv.connections).toBe(2);
+    expect(srv.acrs.map((r) => r.retransmit)).toEqual([false, true]);
+    expect(lines.some((l) => /stream from peer out of step/.test(l.msg) && /version 2/.test(String(l.err)))).toBe(true);
+  });
+
   it('Result-Codes: 5xxx rejected for good with the Failed-AVP named; 3xxx and 4xxx retried; no Result-Code retried', async () => {
     const srv = await scriptedServer();
     srv.onAcr = (req, socket) => {
