@@ -8,10 +8,13 @@ import { join } from 'node:path';
 import { Accounting } from '../src/agent/accounting.js';
 import type { MeterReader } from '../src/agent/meter.js';
 import { createNameCache } from '../src/agent/names.js';
+import { columnsOf } from '../src/agent/counters.js';
 import { Ledger, UNATTRIBUTED_UID } from '../src/ledger/ledger.js';
 import type { FlowRecord, InterfaceCounters, ProcessCounters, Scope, UserCounters } from '../src/kernel/types.js';
 
 const c = (n: number) => ({ rxBytes: 100 * n, txBytes: 10 * n, rxPackets: n, txPackets: n, rxPayloadBytes: 50 * n, txPayloadBytes: 5 * n });
+
+const SCOPES: Scope[] = ['external', 'loopback'];
 
 /** A meter whose next readings the test sets; it records what the agent asked of it. */
 function scriptedMeter() {
@@ -26,7 +29,11 @@ function scriptedMeter() {
   };
   const meter: MeterReader = {
     status: () => ({ kernelRelease: 'test', mode: 'test', hooks: [], pinDir: '', resumed: false }),
-    readUsers: () => state.users.map((u) => ({ ...u })),
+    readUserColumns: () => ({
+      ...columnsOf(state.users),
+      uid: state.users.map((u) => u.uid),
+      scope: { codes: Uint32Array.from(state.users, (u) => SCOPES.indexOf(u.scope)), values: SCOPES },
+    }),
     readProcesses: () => {
       state.processReads++;
       return state.processes.map((p) => ({ ...p }));

@@ -4,7 +4,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CounterTracker, counterDelta } from '../src/agent/counters.js';
+import { columnsOf, CounterTracker, counterDelta } from '../src/agent/counters.js';
 import { decodeCheckpoint, encodeCheckpoint, userKey } from '../src/agent/checkpoint.js';
 import { DAY_MS, HOUR_MS, Ledger, MINUTE_MS } from '../src/ledger/ledger.js';
 import type { UserCounters } from '../src/kernel/types.js';
@@ -29,8 +29,12 @@ afterEach(() => rmSync(dir, { recursive: true, force: true }));
 /** One poll as the agent does it: deltas into the ledger, then (maybe) a flush with the
  *  checkpoint of the counter values behind them. */
 function poll(ledger: Ledger, tracker: CounterTracker<number>, snapshot: UserCounters[], atMs: number, flush = true) {
-  tracker.observe(snapshot, (u) => userKey(u.uid, u.scope), (u, d) => ledger.add(atMs, u.uid, u.scope, d));
-  if (flush) ledger.flush('boot-1', encodeCheckpoint(tracker.entries(), []));
+  tracker.observe(
+    columnsOf(snapshot),
+    (i) => userKey(snapshot[i]!.uid, snapshot[i]!.scope),
+    (i, d) => ledger.add(atMs, snapshot[i]!.uid, snapshot[i]!.scope, d),
+  );
+  if (flush) ledger.flush('boot-1', encodeCheckpoint(tracker.lastValues(), new Map()));
 }
 
 /** A fresh agent "life" on the ledger: the tracker starts from the stored checkpoint. */
@@ -50,10 +54,11 @@ describe('counter deltas', () => {
 describe('checkpoint', () => {
   it('round-trips users and interfaces', () => {
     const c = { rxBytes: 1, txBytes: 2, rxPackets: 3, txPackets: 4, rxPayloadBytes: 5, txPayloadBytes: 6 };
-    const text = encodeCheckpoint([[userKey(1000, 'loopback'), c]], [['2:eth0', c]]);
-    expect(decodeCheckpoint(text)).toEqual({ users: [[2001, c]], interfaces: [['2:eth0', c]] });
+    const data = encodeCheckpoint(new Map([[userKey(1000, 'loopback'), c]]), new Map([['2:eth0', c]]));
+    expect(decodeCheckpoint(data)).toEqual({ users: [[2001, c]], interfaces: [['2:eth0', c]] });
     expect(decodeCheckpoint(undefined)).toEqual({ users: [], interfaces: [] });
-    expect(() => decodeCheckpoint('{"v":9}')).toThrow(/version 9/);
+    data.writeUInt32LE(9, 0);
+    expect(() => decodeCheckpoint(data)).toThrow(/version 9 is not known/);
   });
 });
 
@@ -121,9 +126,9 @@ describe('ledger', () => {
     let n = 0;
     for (let t = start; t < t0; t += 7 * MINUTE_MS) {
       n++;
-      tracker.observe([user(3, n)], (u) => u.uid, (u, d) => ledger.add(t, u.uid, u.scope, d));
+      tracker.observe(columnsOf([user(3, n)]), () => 3, (_, d) => ledger.add(t, 3, 'external', d));
     }
-    ledger.flush('boot-1', encodeCheckpoint(tracker.entries(), []));
+    ledger.flush('boot-1', encodeCheckpoint(tracker.lastValues(), new Map()));
     const before = ledger.totals(0, t0 + DAY_MS)[0]!;
     expect(before.rxPackets).toBe(n);
     ledger.rollUp(t0, { minuteMs: 2 * DAY_MS, hourMs: 5 * DAY_MS, dayMs: 365 * DAY_MS });

@@ -3,7 +3,7 @@
 // active flows and a ring of recently ended ones for `ubia flows`.
 import type { FlowRecord, InterfaceCounters, ProcessCounters, Scope, TrafficCounters } from '../kernel/types.js';
 import type { FlowSnapshot, UsageInterval, UserUsage } from '../export/types.js';
-import { addInto, counterDelta, countersOf, CounterTracker, zeroCounters } from './counters.js';
+import { addInto, columnsOf, counterDelta, CounterTracker, zeroCounters } from './counters.js';
 import type { MeterReader } from './meter.js';
 import { encodeCheckpoint, userKey, type Checkpoint } from './checkpoint.js';
 import type { NameCache } from './names.js';
@@ -41,6 +41,18 @@ const unattributedOf = (i: InterfaceCounters): TrafficCounters & { ifindex: numb
   ...i.unattributed,
   rxPayloadBytes: 0,
   txPayloadBytes: 0,
+});
+
+/** One allocation, one shape: built for every active user at every poll. */
+const usageOf = (uid: number, user: string, d: TrafficCounters): UserUsage => ({
+  uid,
+  user,
+  rxBytes: d.rxBytes,
+  txBytes: d.txBytes,
+  rxPackets: d.rxPackets,
+  txPackets: d.txPackets,
+  rxPayloadBytes: d.rxPayloadBytes,
+  txPayloadBytes: d.txPayloadBytes,
 });
 
 export class Accounting {
@@ -109,25 +121,31 @@ export class Accounting {
   poll(nowMs: number): { interval: UsageInterval; flows: FlowSnapshot[] | undefined } {
     const startMs = this.lastPollMs ?? nowMs;
     const interval = new Map<number, UserUsage>();
+    const users = this.meter.readUserColumns();
+    const scopeAt = (i: number) => users.scope.values[users.scope.codes[i]!] as Scope;
     this.users.observe(
-      this.meter.readUsers(),
-      (u) => userKey(u.uid, u.scope),
-      (u, d) => {
-        if (!this.counts(u.scope)) return;
-        this.ledger.add(nowMs, u.uid, u.scope, d);
-        const usage = interval.get(u.uid);
+      users,
+      (i) => userKey(users.uid[i]!, scopeAt(i)),
+      (i, d) => {
+        const uid = users.uid[i]!;
+        const scope = scopeAt(i);
+        if (!this.counts(scope)) return;
+        this.ledger.add(nowMs, uid, scope, d);
+        const usage = interval.get(uid);
         if (usage) addInto(usage, d);
-        else interval.set(u.uid, { uid: u.uid, user: this.names.name(u.uid), ...countersOf(d) });
+        else interval.set(uid, usageOf(uid, this.names.name(uid, nowMs), d));
       },
     );
     this.lastInterval = { seconds: this.lastPollMs === undefined ? 0 : (nowMs - this.lastPollMs) / 1000, users: interval };
     this.userRates = undefined;
 
+    const interfaces = this.meter.readInterfaces().map(unattributedOf);
     this.interfaces.observe(
-      this.meter.readInterfaces().map(unattributedOf),
-      (i) => `${i.ifindex}:${i.name}`,
+      columnsOf(interfaces),
+      (i) => `${interfaces[i]!.ifindex}:${interfaces[i]!.name}`,
       (i, d) => {
-        if (this.counts(interfaceScope(i))) this.ledger.add(nowMs, UNATTRIBUTED_UID, interfaceScope(i), d);
+        const scope = interfaceScope(interfaces[i]!);
+        if (this.counts(scope)) this.ledger.add(nowMs, UNATTRIBUTED_UID, scope, d);
       },
     );
 
@@ -183,7 +201,7 @@ export class Accounting {
 
   /** Writes the pending usage with the counter values behind it, in one transaction. */
   persist(bootId: string): void {
-    this.ledger.flush(bootId, encodeCheckpoint(this.users.entries(), this.interfaces.entries()));
+    this.ledger.flush(bootId, encodeCheckpoint(this.users.lastValues(), this.interfaces.lastValues()));
   }
 
   /** Wire bytes per second per user over the last poll interval (counted scopes). */

@@ -1,6 +1,9 @@
 // The checkpoint stored with every ledger flush: the last kernel counter values the
-// booked usage was computed from, per user key and per interface. Compact JSON arrays:
-// it holds every key (10,000s) and is rewritten at each flush.
+// booked usage was computed from, per user key and per interface. It holds every key
+// (10,000s) and is rewritten at each flush, so users go in binary: 7 little-endian
+// float64 per key (key, then the six counters; exact up to 2^53 like the counters
+// themselves). Layout: u32 version, u32 length of the interfaces' JSON, that JSON
+// padded to 8 bytes, the user rows.
 import type { Scope, TrafficCounters } from '../kernel/types.js';
 
 /** A user's counter key: uid and scope in one number (cheap Map key in the poll loop). */
@@ -11,6 +14,10 @@ export interface Checkpoint {
   interfaces: [string, TrafficCounters][];
 }
 
+const VERSION = 2;
+const HEADER = 8;
+const FIELDS = 7;
+
 type Row<K> = [K, number, number, number, number, number, number];
 
 const row = <K>([k, c]: [K, TrafficCounters]): Row<K> => [k, c.rxBytes, c.txBytes, c.rxPackets, c.txPackets, c.rxPayloadBytes, c.txPayloadBytes];
@@ -20,16 +27,42 @@ const unrow = <K>(r: Row<K>): [K, TrafficCounters] => [
   { rxBytes: r[1], txBytes: r[2], rxPackets: r[3], txPackets: r[4], rxPayloadBytes: r[5], txPayloadBytes: r[6] },
 ];
 
-export function encodeCheckpoint(
-  users: Iterable<[number, TrafficCounters]>,
-  interfaces: Iterable<[string, TrafficCounters]>,
-): string {
-  return JSON.stringify({ v: 1, users: Array.from(users, row), interfaces: Array.from(interfaces, row) });
+export function encodeCheckpoint(users: ReadonlyMap<number, TrafficCounters>, interfaces: ReadonlyMap<string, TrafficCounters>): Buffer {
+  const json = Buffer.from(JSON.stringify(Array.from(interfaces, row)));
+  const jsonEnd = HEADER + Math.ceil(json.length / 8) * 8;
+  // Buffer.alloc never hands out a slice of the shared pool, so the floats are aligned
+  const out = Buffer.alloc(jsonEnd + users.size * FIELDS * 8);
+  out.writeUInt32LE(VERSION, 0);
+  out.writeUInt32LE(json.length, 4);
+  json.copy(out, HEADER);
+  const values = new Float64Array(out.buffer, out.byteOffset + jsonEnd, users.size * FIELDS);
+  let o = 0;
+  users.forEach((c, k) => {
+    values[o++] = k;
+    values[o++] = c.rxBytes;
+    values[o++] = c.txBytes;
+    values[o++] = c.rxPackets;
+    values[o++] = c.txPackets;
+    values[o++] = c.rxPayloadBytes;
+    values[o++] = c.txPayloadBytes;
+  });
+  return out;
 }
 
-export function decodeCheckpoint(text: string | undefined): Checkpoint {
-  if (text === undefined) return { users: [], interfaces: [] };
-  const data = JSON.parse(text) as { v: number; users: Row<number>[]; interfaces: Row<string>[] };
-  if (data.v !== 1) throw new Error(`ledger checkpoint version ${data.v} is not known to this agent; use the agent version that wrote it`);
-  return { users: data.users.map(unrow), interfaces: data.interfaces.map(unrow) };
+export function decodeCheckpoint(data: Buffer | undefined): Checkpoint {
+  if (data === undefined) return { users: [], interfaces: [] };
+  const version = Buffer.isBuffer(data) && data.length >= HEADER ? data.readUInt32LE(0) : undefined;
+  if (version !== VERSION) {
+    throw new Error(
+      `ledger checkpoint version ${version ?? '1 (text)'} is not known to this agent; use the agent version that wrote it, or delete the ledger's "checkpoint" row in table meta to count the kernel counters again from zero`,
+    );
+  }
+  const jsonLength = data.readUInt32LE(4);
+  const interfaces = (JSON.parse(data.toString('utf8', HEADER, HEADER + jsonLength)) as Row<string>[]).map(unrow);
+  const users: [number, TrafficCounters][] = [];
+  for (let o = HEADER + Math.ceil(jsonLength / 8) * 8; o + FIELDS * 8 <= data.length; o += FIELDS * 8) {
+    const r = Array.from({ length: FIELDS }, (_, f) => data.readDoubleLE(o + f * 8)) as Row<number>;
+    users.push(unrow(r));
+  }
+  return { users, interfaces };
 }

@@ -2,6 +2,10 @@
 // vanish (ended flow, forgotten process, reboot) and come back from zero: any field
 // lower than the last value seen means a new entry, whose whole value is the delta.
 import type { TrafficCounters } from '../kernel/types.js';
+import type { Columns } from '../kernel/native.js';
+
+/** The six counter columns of a table as the addon hands it over (typed arrays). */
+export type CounterColumns = Pick<Columns<TrafficCounters>, 'length' | keyof TrafficCounters>;
 
 export function zeroCounters(): TrafficCounters {
   return { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0, rxPayloadBytes: 0, txPayloadBytes: 0 };
@@ -9,13 +13,21 @@ export function zeroCounters(): TrafficCounters {
 
 /** Only the six counter fields of a record that has more. */
 export function countersOf(c: TrafficCounters): TrafficCounters {
+  const out = zeroCounters();
+  copyInto(out, c);
+  return out;
+}
+
+/** Counter columns of a few rows (interfaces, tests); the big tables come as columns. */
+export function columnsOf(rows: readonly TrafficCounters[]): CounterColumns {
   return {
-    rxBytes: c.rxBytes,
-    txBytes: c.txBytes,
-    rxPackets: c.rxPackets,
-    txPackets: c.txPackets,
-    rxPayloadBytes: c.rxPayloadBytes,
-    txPayloadBytes: c.txPayloadBytes,
+    length: rows.length,
+    rxBytes: rows.map((r) => r.rxBytes),
+    txBytes: rows.map((r) => r.txBytes),
+    rxPackets: rows.map((r) => r.rxPackets),
+    txPackets: rows.map((r) => r.txPackets),
+    rxPayloadBytes: rows.map((r) => r.rxPayloadBytes),
+    txPayloadBytes: rows.map((r) => r.txPayloadBytes),
   };
 }
 
@@ -34,45 +46,54 @@ export function addInto(acc: TrafficCounters, d: TrafficCounters): void {
   acc.txPayloadBytes += d.txPayloadBytes;
 }
 
-/** Did any counter go down? Then the kernel entry is a new one that started from zero. */
-function restarted(current: TrafficCounters, last: TrafficCounters): boolean {
-  return (
+function copyInto(out: TrafficCounters, c: TrafficCounters): void {
+  out.rxBytes = c.rxBytes;
+  out.txBytes = c.txBytes;
+  out.rxPackets = c.rxPackets;
+  out.txPackets = c.txPackets;
+  out.rxPayloadBytes = c.rxPayloadBytes;
+  out.txPayloadBytes = c.txPayloadBytes;
+}
+
+/** `current` − `last` into `out` when no counter went down (else `current` whole: the
+ *  kernel entry is a new one that started from zero). */
+function deltaInto(out: TrafficCounters, current: TrafficCounters, last: TrafficCounters): void {
+  const restarted =
     current.rxBytes < last.rxBytes ||
     current.txBytes < last.txBytes ||
     current.rxPackets < last.rxPackets ||
     current.txPackets < last.txPackets ||
     current.rxPayloadBytes < last.rxPayloadBytes ||
-    current.txPayloadBytes < last.txPayloadBytes
-  );
+    current.txPayloadBytes < last.txPayloadBytes;
+  const base = restarted ? 0 : 1;
+  out.rxBytes = current.rxBytes - base * last.rxBytes;
+  out.txBytes = current.txBytes - base * last.txBytes;
+  out.rxPackets = current.rxPackets - base * last.rxPackets;
+  out.txPackets = current.txPackets - base * last.txPackets;
+  out.rxPayloadBytes = current.rxPayloadBytes - base * last.rxPayloadBytes;
+  out.txPayloadBytes = current.txPayloadBytes - base * last.txPayloadBytes;
 }
 
 /** current − last; the whole current value when there is no last or the entry restarted. */
 export function counterDelta(current: TrafficCounters, last: TrafficCounters | undefined): TrafficCounters {
-  if (!last || restarted(current, last)) return countersOf(current);
-  return {
-    rxBytes: current.rxBytes - last.rxBytes,
-    txBytes: current.txBytes - last.txBytes,
-    rxPackets: current.rxPackets - last.rxPackets,
-    txPackets: current.txPackets - last.txPackets,
-    rxPayloadBytes: current.rxPayloadBytes - last.rxPayloadBytes,
-    txPayloadBytes: current.txPayloadBytes - last.txPayloadBytes,
-  };
-}
-
-interface Seen extends TrafficCounters {
-  /** the observe() round that last saw the key */
-  round: number;
+  const d = countersOf(current);
+  if (last) deltaInto(d, current, last);
+  return d;
 }
 
 /**
  * Last values seen per key. `observe` one full snapshot at a time; keys missing from it
  * are forgotten (their entry is gone in the kernel, a re-created one starts from zero).
- * Runs every poll over thousands of keys, so it updates in place instead of allocating.
+ * Runs every poll over 10,000s of rows straight from the addon's columns: it allocates
+ * nothing for a row whose counters did not move, and only a key's first sighting
+ * allocates at all.
  */
 export class CounterTracker<K> {
-  private last = new Map<K, Seen>();
+  private last = new Map<K, TrafficCounters & { round: number }>();
   private round = 0;
-  private readonly scratch: TrafficCounters = zeroCounters();
+  /** the row being looked at, and its delta: reused for every row */
+  private readonly current: TrafficCounters = zeroCounters();
+  private readonly delta: TrafficCounters = zeroCounters();
 
   /** Starts from persisted last values (none after a reboot). */
   constructor(initial?: Iterable<[K, TrafficCounters]>) {
@@ -80,43 +101,31 @@ export class CounterTracker<K> {
   }
 
   /**
-   * Feeds one complete snapshot; calls `onDelta` for each key with a non-zero delta.
-   * The delta object is reused between calls: copy it to keep it.
+   * Feeds one complete snapshot; calls `onDelta(i, delta)` for each row i whose counters
+   * moved. The delta object is reused between calls: copy it to keep it.
    */
-  observe<T extends TrafficCounters>(
-    snapshot: Iterable<T>,
-    keyOf: (entry: T) => K,
-    onDelta: (entry: T, delta: Readonly<TrafficCounters>) => void,
-  ): void {
+  observe(table: CounterColumns, keyAt: (i: number) => K, onDelta: (i: number, delta: Readonly<TrafficCounters>) => void): void {
     const round = ++this.round;
-    const d = this.scratch;
-    for (const entry of snapshot) {
-      const key = keyOf(entry);
+    const cur = this.current;
+    const d = this.delta;
+    for (let i = 0; i < table.length; i++) {
+      cur.rxBytes = table.rxBytes[i]!;
+      cur.txBytes = table.txBytes[i]!;
+      cur.rxPackets = table.rxPackets[i]!;
+      cur.txPackets = table.txPackets[i]!;
+      cur.rxPayloadBytes = table.rxPayloadBytes[i]!;
+      cur.txPayloadBytes = table.txPayloadBytes[i]!;
+      const key = keyAt(i);
       const seen = this.last.get(key);
       if (!seen) {
-        this.last.set(key, { ...countersOf(entry), round });
-        if (!isZero(entry)) onDelta(entry, countersOf(entry));
+        this.last.set(key, { ...countersOf(cur), round });
+        if (!isZero(cur)) onDelta(i, cur);
         continue;
       }
       seen.round = round;
-      if (restarted(entry, seen)) {
-        Object.assign(d, countersOf(entry));
-      } else {
-        d.rxBytes = entry.rxBytes - seen.rxBytes;
-        d.txBytes = entry.txBytes - seen.txBytes;
-        d.rxPackets = entry.rxPackets - seen.rxPackets;
-        d.txPackets = entry.txPackets - seen.txPackets;
-        d.rxPayloadBytes = entry.rxPayloadBytes - seen.rxPayloadBytes;
-        d.txPayloadBytes = entry.txPayloadBytes - seen.txPayloadBytes;
-        if (isZero(d)) continue;
-      }
-      seen.rxBytes = entry.rxBytes;
-      seen.txBytes = entry.txBytes;
-      seen.rxPackets = entry.rxPackets;
-      seen.txPackets = entry.txPackets;
-      seen.rxPayloadBytes = entry.rxPayloadBytes;
-      seen.txPayloadBytes = entry.txPayloadBytes;
-      onDelta(entry, d);
+      deltaInto(d, cur, seen);
+      copyInto(seen, cur);
+      if (!isZero(d)) onDelta(i, d);
     }
     for (const [key, seen] of this.last) if (seen.round !== round) this.last.delete(key);
   }
@@ -126,7 +135,7 @@ export class CounterTracker<K> {
   }
 
   /** Every key with its last values (for the ledger checkpoint). */
-  *entries(): IterableIterator<[K, TrafficCounters]> {
-    for (const [k, v] of this.last) yield [k, v];
+  lastValues(): ReadonlyMap<K, TrafficCounters> {
+    return this.last;
   }
 }

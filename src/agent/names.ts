@@ -3,7 +3,8 @@
 export type UserNameLookup = (uid: number) => string | undefined;
 
 export interface NameCache {
-  name(uid: number): string;
+  /** `atMs`: the caller's clock reading when it has one (a poll names 1,000s of users) */
+  name(uid: number, atMs?: number): string;
   setTtl(ttlMs: number): void;
 }
 
@@ -11,8 +12,8 @@ export function createNameCache(lookup: UserNameLookup, ttlMs: number, now: () =
   const cache = new Map<number, { name: string; until: number }>();
   let ttl = ttlMs;
   return {
-    name(uid) {
-      const t = now();
+    name(uid, atMs) {
+      const t = atMs ?? now();
       const hit = cache.get(uid);
       if (hit && hit.until > t) return hit.name;
       let name: string | undefined;
