@@ -5,26 +5,52 @@
 // a clean stop, and `dpkg --purge` removing the pins. The container gets exactly the
 // capabilities the unit keeps (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN) plus nspawn's defaults.
 //
-// The Debian root file system is built once with debootstrap (needs the Debian mirror) and
-// kept in /var/cache/ubia-test/nspawn-bookworm; each run boots a throw-away copy of it.
+// The Debian root file system is built once with debootstrap from the Debian mirror the
+// host's apt uses (about 90 s and 250 MB on a fresh machine) and kept in
+// /var/cache/ubia-test/nspawn-bookworm; each run boots a throw-away copy of it. Nothing is
+// skipped: a missing tool, an unreachable mirror or a container that does not boot fails
+// the test with what to do.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROOT, ensureBuilt, tempDir } from './helpers/agent.js';
 
 const ROOTFS = '/var/cache/ubia-test/nspawn-bookworm';
-const MIRROR = 'http://deb.debian.org/debian';
+const SUITE = 'bookworm';
+
+/** The mirror the host's apt fetches bookworm from (the one this machine can reach):
+ *  deb822 `.sources` files first, then one-line `sources.list` entries. */
+function debianMirror(): string {
+  const dir = '/etc/apt/sources.list.d';
+  const deb822 = (existsSync(dir) ? readdirSync(dir) : []).filter((f) => f.endsWith('.sources')).map((f) => readFileSync(join(dir, f), 'utf8'));
+  for (const stanza of deb822.join('\n\n').split(/\n\s*\n/)) {
+    const field = (name: string) => new RegExp(`^${name}:\\s*(.+)$`, 'mi').exec(stanza)?.[1]?.trim().split(/\s+/) ?? [];
+    if (field('Types').includes('deb') && field('Suites').includes(SUITE)) return field('URIs')[0]!;
+  }
+  const list = existsSync('/etc/apt/sources.list') ? readFileSync('/etc/apt/sources.list', 'utf8') : '';
+  return new RegExp(`^deb\\s+(?:\\[[^\\]]*\\]\\s+)?(\\S+)\\s+${SUITE}\\s`, 'm').exec(list)?.[1] ?? 'http://deb.debian.org/debian';
+}
 
 function ensureRootfs(): void {
   if (existsSync(join(ROOTFS, 'etc/os-release'))) return;
   const building = `${ROOTFS}.tmp`;
   rmSync(building, { recursive: true, force: true });
   mkdirSync(building, { recursive: true });
-  execFileSync('debootstrap', ['--variant=minbase', '--include=systemd,systemd-sysv,dbus,libbpf1,libelf1,zlib1g', 'bookworm', building, MIRROR], {
-    stdio: 'ignore',
+  const mirror = debianMirror();
+  const r = spawnSync('debootstrap', ['--variant=minbase', '--include=systemd,systemd-sysv,dbus,libbpf1,libelf1,zlib1g', SUITE, building, mirror], {
+    encoding: 'utf8',
     timeout: 540_000,
+    killSignal: 'SIGKILL',
   });
+  if (r.status !== 0) {
+    const log = existsSync(join(building, 'debootstrap/debootstrap.log')) ? readFileSync(join(building, 'debootstrap/debootstrap.log'), 'utf8') : '';
+    throw new Error(
+      `debootstrap of Debian ${SUITE} from ${mirror} into ${building} failed (${r.error?.message ?? `exit ${r.status}`}); ` +
+        `install it with scripts/setup install (APT_PACKAGES has debootstrap and systemd-container) and check that the mirror is reachable:\n` +
+        `${r.stderr}\n${log.slice(-3000)}`,
+    );
+  }
   renameSync(building, ROOTFS);
 }
 
@@ -123,7 +149,11 @@ describe('the package in a systemd-nspawn container with systemd as PID 1', () =
     journal = existsSync(join(result, 'journal')) ? readFileSync(join(result, 'journal'), 'utf8') : '';
     if (!facts.done) {
       const log = existsSync(join(result, 'log')) ? readFileSync(join(result, 'log'), 'utf8') : '';
-      throw new Error(`the container run did not finish (nspawn exit ${boot.status}):\n${boot.stdout}\n${boot.stderr}\n${log.slice(-4000)}`);
+      throw new Error(
+        `the container run did not finish (systemd-nspawn: ${boot.error?.message ?? `exit ${boot.status}`}); systemd-nspawn comes with ` +
+          `scripts/setup install (systemd-container) and needs root; its output and the in-container log follow:\n` +
+          `${boot.stdout}\n${boot.stderr}\n${log.slice(-4000)}`,
+      );
     }
   }, 900_000);
 
