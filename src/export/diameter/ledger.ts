@@ -50,7 +50,12 @@ export interface DiameterLedger {
   insertSession(s: SessionRow): void;
   updateSession(s: SessionRow): void;
   deleteSession(uid: number): void;
-  /** the agent saved its checkpoint: no session has unconfirmed counts any more */
+  /** a session stopped with unconfirmed counts: after a crash the agent hands them over
+   *  again, and the user's next session must not count them (added up per user) */
+  keepUnconfirmed(uid: number, counts: number[]): void;
+  /** per user, what stopped sessions counted that the agent has not checkpointed */
+  loadUnconfirmed(): { uid: number; counts: number[] }[];
+  /** the agent saved its checkpoint: nothing is unconfirmed any more */
   clearUnconfirmed(): void;
   /** the last sequence number used in a Session-Id (0 at first) */
   loadSessionSequence(): number;
@@ -109,6 +114,13 @@ export function openDiameterLedger(db: Db): DiameterLedger {
       at_ms INTEGER NOT NULL,
       message BLOB NOT NULL
     );
+    CREATE TABLE IF NOT EXISTS diameter_stopped_unconfirmed (
+      uid INTEGER PRIMARY KEY,
+      input_octets INTEGER NOT NULL,
+      output_octets INTEGER NOT NULL,
+      input_packets INTEGER NOT NULL,
+      output_packets INTEGER NOT NULL
+    );
     CREATE TABLE IF NOT EXISTS diameter_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
   `);
 
@@ -132,6 +144,11 @@ export function openDiameterLedger(db: Db): DiameterLedger {
     deleteSession: db.prepare('DELETE FROM diameter_session WHERE uid = ?'),
     clearUnconfirmed: db.prepare(`UPDATE diameter_session SET unconfirmed_input_octets = 0, unconfirmed_output_octets = 0,
         unconfirmed_input_packets = 0, unconfirmed_output_packets = 0`),
+    clearStoppedUnconfirmed: db.prepare('DELETE FROM diameter_stopped_unconfirmed'),
+    keepUnconfirmed: db.prepare(`INSERT INTO diameter_stopped_unconfirmed VALUES (?, ?, ?, ?, ?) ON CONFLICT(uid) DO UPDATE SET
+        input_octets = input_octets + excluded.input_octets, output_octets = output_octets + excluded.output_octets,
+        input_packets = input_packets + excluded.input_packets, output_packets = output_packets + excluded.output_packets`),
+    loadUnconfirmed: db.prepare('SELECT uid, input_octets, output_octets, input_packets, output_packets FROM diameter_stopped_unconfirmed').raw(),
     loadSeq: db.prepare(`SELECT value FROM diameter_meta WHERE key = 'session_seq'`),
     saveSeq: db.prepare(`INSERT INTO diameter_meta VALUES ('session_seq', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`),
     enqueue: db.prepare('INSERT INTO diameter_outbox (session_id, record_number, record_type, message) VALUES (?, ?, ?, ?)'),
@@ -155,7 +172,13 @@ export function openDiameterLedger(db: Db): DiameterLedger {
     insertSession: (s) => void st.insertSession.run(s),
     updateSession: (s) => void st.updateSession.run(s),
     deleteSession: (uid) => void st.deleteSession.run(uid),
-    clearUnconfirmed: () => void st.clearUnconfirmed.run(),
+    keepUnconfirmed: (uid, counts) => void st.keepUnconfirmed.run(uid, ...counts),
+    loadUnconfirmed: () => (st.loadUnconfirmed.all() as number[][]).map(([uid, ...counts]) => ({ uid: uid!, counts })),
+    clearUnconfirmed: () =>
+      transaction(() => {
+        st.clearUnconfirmed.run();
+        st.clearStoppedUnconfirmed.run();
+      }),
     loadSessionSequence: () => (st.loadSeq.get() as { value: number } | undefined)?.value ?? 0,
     saveSessionSequence: (value) => void st.saveSeq.run(value),
     enqueue: (r) => Number(st.enqueue.run(r.sessionId, r.recordNumber, r.recordType, r.message).lastInsertRowid),

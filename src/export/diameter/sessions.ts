@@ -55,11 +55,16 @@ export function createSessions(
   const bySessionId = new Map<string, SessionRow>([...byUid.values()].map((s) => [s.sessionId, s]));
   // After a crash the agent resumes from its last checkpoint and hands the deltas since
   // then over again: per session, that much of the next deltas was counted already.
+  // Keyed by user: a session STOPped since the checkpoint (logout) leaves its part to the
+  // user's next session.
   const replay = new Map<number, number[]>();
-  for (const s of byUid.values()) {
-    const again = COUNTERS.map(([, unconfirmed]) => s[unconfirmed]);
-    if (again.some((v) => v > 0)) replay.set(s.uid, again);
-  }
+  const replayAlso = (uid: number, counts: number[]): void => {
+    if (counts.every((v) => v === 0)) return;
+    const sum = replay.get(uid);
+    replay.set(uid, sum ? sum.map((v, k) => v + counts[k]!) : counts);
+  };
+  for (const s of byUid.values()) replayAlso(s.uid, COUNTERS.map(([, unconfirmed]) => s[unconfirmed]));
+  for (const { uid, counts } of ledger.loadUnconfirmed()) replayAlso(uid, counts);
 
   // the low 32 bits of new Session-Ids; persisted once per transaction
   let sequence = ledger.loadSessionSequence();
@@ -121,7 +126,8 @@ export function createSessions(
       if (!fresh.delete(s)) ledger.deleteSession(s.uid);
       byUid.delete(s.uid);
       bySessionId.delete(s.sessionId);
-      replay.delete(s.uid);
+      const unconfirmed = COUNTERS.map(([, u]) => s[u]);
+      if (unconfirmed.some((v) => v > 0)) ledger.keepUnconfirmed(s.uid, unconfirmed);
     } else {
       save(s);
     }
