@@ -3,9 +3,9 @@
 // detaches and returns once the agent serves; argument errors are plain messages.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLI, ensureBuilt, removeMeter, tempDir, waitFor, writeAgentConfig } from './helpers/agent.js';
+import { CLI, ensureBuilt, removeMeter, startAgent, tempDir, waitFor, writeAgentConfig } from './helpers/agent.js';
 import { controlRequest } from '../src/control/client.js';
 import type { StatusResult } from '../src/control/protocol.js';
 import { humanBytes, parseDuration, table } from '../src/cli/format.js';
@@ -89,6 +89,33 @@ describe('ubia agent --daemon', () => {
     } finally {
       if (pid) spawnSync('kill', ['-9', String(pid)]);
       await removeMeter(pinDir);
+    }
+  });
+});
+
+describe('ubia detach', () => {
+  it('refuses while the agent runs; once it is stopped, removes the pinned meter', async () => {
+    const pinDir = `/sys/fs/bpf/ubia-test-detach-${process.pid}`;
+    const own = tempDir('ubia-detach-');
+    const agent = await startAgent({ dir: own, pinDir });
+    try {
+      // no --socket: the running agent is found through the config's control.socket
+      const refused = run(['detach', '--config', agent.configFile]);
+      expect(refused.stderr).toMatch(/the agent is running \(it answers on .*control\.sock\); stop it first/);
+      expect(refused.status).toBe(1);
+      expect(existsSync(join(pinDir, 'maps'))).toBe(true);
+
+      expect(await agent.stop()).toBe(0);
+      expect(existsSync(join(pinDir, 'maps'))).toBe(true); // stopped, the kernel keeps counting
+      const done = run(['detach', '--config', agent.configFile]);
+      expect(done.stderr).toBe('');
+      expect(done.status).toBe(0);
+      expect(done.stdout).toContain(`detached: the eBPF programs and counters under ${pinDir} are gone`);
+      expect(existsSync(pinDir)).toBe(false);
+    } finally {
+      await agent.stop();
+      await removeMeter(pinDir);
+      rmSync(own, { recursive: true, force: true });
     }
   });
 });

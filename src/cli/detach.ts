@@ -1,6 +1,7 @@
 // `ubia detach`: the kernel keeps counting while the agent is down (pinned programs and
 // maps); this is how an admin really stops metering. Refuses while an agent is running,
 // since that agent would go on reading maps that no longer count anything.
+import type { UbiaConfig } from '../config/config.js';
 import { ConfigError, loadConfig } from '../config/load.js';
 import { controlRequest } from '../control/client.js';
 import { detachMeter } from '../kernel/index.js';
@@ -10,25 +11,28 @@ export async function detach(opts: { config?: string; socket: string }): Promise
     process.stderr.write('ubia detach: must run as root (it removes pinned eBPF programs)\n');
     return 1;
   }
-  let pinDir: string;
+  let config: UbiaConfig;
   try {
-    pinDir = loadConfig(opts.config).config.agent.pin_dir;
+    config = loadConfig(opts.config).config;
   } catch (e) {
     if (!(e instanceof ConfigError)) throw e;
     process.stderr.write(`ubia detach: ${e.message}\n`);
     return 1;
   }
-  const running = await controlRequest(opts.socket, { op: 'status' }, 1000).then(
-    () => true,
-    () => false,
-  );
-  if (running) {
-    process.stderr.write(
-      `ubia detach: the agent is running (it answers on ${opts.socket}); stop it first: systemctl stop ubia (or pkill ubia-agent)\n`,
+  // the agent of that config answers on its control.socket; --socket may name another
+  for (const socket of new Set([config.control.socket, opts.socket])) {
+    const running = await controlRequest(socket, { op: 'status' }, 1000).then(
+      () => true,
+      () => false,
     );
-    return 1;
+    if (running) {
+      process.stderr.write(
+        `ubia detach: the agent is running (it answers on ${socket}); stop it first: systemctl stop ubia (or pkill ubia-agent)\n`,
+      );
+      return 1;
+    }
   }
-  detachMeter(pinDir);
-  process.stdout.write(`detached: the eBPF programs and counters under ${pinDir} are gone\n`);
+  detachMeter(config.agent.pin_dir);
+  process.stdout.write(`detached: the eBPF programs and counters under ${config.agent.pin_dir} are gone\n`);
   return 0;
 }
