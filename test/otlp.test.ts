@@ -579,5 +579,19 @@ describe('OTLP metrics from the real agent', () => {
         ),
       ) || undefined,
     );
+
+    // the agent's own health, as the agent fills it in (meter, poll timer, exporters)
+    const health = decode(receiver.requests.at(-1)!);
+    const one = (metric: string, attrs: Record<string, AttrValue> = {}) => {
+      const ps = find(health, metric, attrs);
+      expect(ps, `${metric} ${JSON.stringify(attrs)}`).toHaveLength(1);
+      return ps[0]!;
+    };
+    expect(one('ubia.poll.duration').value).toBeGreaterThan(0);
+    expect(one('ubia.poll.duration').value).toBeLessThan(1);
+    expect(one('ubia.unattributed.io', { 'network.io.direction': 'receive' }).kind).toBe('sum');
+    expect(one('ubia.meter.overflows', { 'ubia.map': 'flows' }).value).toBe(0);
+    expect(one('ubia.exporter.queue.depth', { 'ubia.exporter': 'otlp' }).value).toBe(0);
+    expect(one('ubia.exporter.dropped', { 'ubia.exporter': 'otlp' }).value).toBe(0);
   });
 });
