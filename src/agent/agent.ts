@@ -183,7 +183,13 @@ export async function startAgent(
     try {
       accounting.persist(bootId);
       lastFlushAt = Date.now();
-      toExporters('checkpointed', (e) => e.checkpointed?.());
+      for (const e of exporters) {
+        try {
+          e.checkpointed?.();
+        } catch (err) {
+          logger.error({ exporter: e.name, err }, 'exporter could not note the saved checkpoint; after a crash it may count some usage twice');
+        }
+      }
       if (flushError !== undefined) logger.info({ path: ledger.path }, 'ledger writes work again');
       flushError = undefined;
     } catch (err) {
