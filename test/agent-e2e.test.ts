@@ -4,55 +4,34 @@
 // non-root user sees only their own row.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   cli,
-  createNet,
-  createUser,
-  deleteUser,
-  ensureBuilt,
-  removeMeter,
+  createTestbed,
   runTraffic,
   sleep,
   startAgent,
-  startSink,
-  tempDir,
   waitFor,
   writeAgentConfig,
   type AgentProcess,
-  type Sink,
-  type TestNet,
+  type Testbed,
   type TestUser,
 } from './helpers/agent.js';
 import type { UsersResult } from '../src/control/protocol.js';
 
-let dir: string;
-let pinDir: string;
-let net: TestNet;
-let sink: Sink;
+let bed: Testbed;
 let alice: TestUser;
 let bob: TestUser;
 let agent: AgentProcess | undefined;
 
 beforeAll(async () => {
-  ensureBuilt();
-  dir = tempDir('ubia-e2e-');
-  pinDir = `/sys/fs/bpf/ubia-test-${process.pid}`;
-  net = createNet();
-  alice = createUser();
-  bob = createUser();
-  sink = await startSink(net, dir, 9000);
+  bed = await createTestbed('e2e', { users: 2, sinkPort: 9000 });
+  [alice, bob] = bed.users as [TestUser, TestUser];
 });
 
 afterAll(async () => {
   await agent?.stop();
-  sink?.stop();
-  net?.remove();
-  if (alice) deleteUser(alice);
-  if (bob) deleteUser(bob);
-  await removeMeter(pinDir);
-  rmSync(dir, { recursive: true, force: true });
+  await bed?.remove();
 });
 
 function usersJson(asUser?: TestUser): UsersResult {
@@ -76,10 +55,10 @@ function expectWireConsistent(row: NonNullable<ReturnType<typeof rowOf>>) {
 
 describe('ubia agent end to end (real kernel)', () => {
   it('books each user\'s exact payload bytes, over IPv4 and IPv6', async () => {
-    agent = await startAgent({ dir, pinDir });
+    agent = await startAgent({ dir: bed.dir, pinDir: bed.pinDir });
     const [a, b] = await Promise.all([
-      runTraffic(alice, dir, { host: net.peerV4, port: sink.port, send: 3_000_000, reply: 1_000_000, ms: 500 }),
-      runTraffic(bob, dir, { host: net.peerV6, port: sink.port, send: 200_000, reply: 5_000_000, ms: 500 }),
+      runTraffic(alice, bed.dir, { host: bed.net.peerV4, port: bed.sink.port, send: 3_000_000, reply: 1_000_000, ms: 500 }),
+      runTraffic(bob, bed.dir, { host: bed.net.peerV6, port: bed.sink.port, send: 200_000, reply: 5_000_000, ms: 500 }),
     ]);
     expect(a).toBe(1_000_000);
     expect(b).toBe(5_000_000);
@@ -116,7 +95,7 @@ describe('ubia agent end to end (real kernel)', () => {
     execFileSync('groupadd', [group]);
     try {
       execFileSync('usermod', ['-aG', group, bob.name]);
-      writeAgentConfig({ dir, pinDir, adminGroup: group });
+      writeAgentConfig({ dir: bed.dir, pinDir: bed.pinDir, adminGroup: group });
       agent!.proc.kill('SIGHUP');
       await waitFor('the reload', () => (agent!.logs().includes('configuration reloaded') ? true : undefined));
       const seen = usersJson(bob);
@@ -124,7 +103,7 @@ describe('ubia agent end to end (real kernel)', () => {
       expect(seen.unattributed).not.toBeNull();
       expect(usersJson(alice).users.map((u) => u.uid)).toEqual([alice.uid]);
     } finally {
-      writeAgentConfig({ dir, pinDir });
+      writeAgentConfig({ dir: bed.dir, pinDir: bed.pinDir });
       agent!.proc.kill('SIGHUP');
       spawnSync('groupdel', [group]);
     }
@@ -132,11 +111,11 @@ describe('ubia agent end to end (real kernel)', () => {
 
   it('SIGKILL in the middle of traffic, then a restart: no loss, no double count', async () => {
     const before = rowOf(usersJson(), alice)!;
-    const traffic = runTraffic(alice, dir, { host: net.peerV4, port: sink.port, send: 4_000_000, reply: 2_000_000, ms: 3000 });
+    const traffic = runTraffic(alice, bed.dir, { host: bed.net.peerV4, port: bed.sink.port, send: 4_000_000, reply: 2_000_000, ms: 3000 });
     await sleep(1200);
     await agent!.kill(); // the kernel keeps counting in the pinned maps
     await sleep(800);
-    agent = await startAgent({ dir, pinDir });
+    agent = await startAgent({ dir: bed.dir, pinDir: bed.pinDir });
     expect(await traffic).toBe(2_000_000);
     const want = { tx: before.txPayloadBytes + 4_000_008, rx: before.rxPayloadBytes + 2_000_000 };
     const row = await waitFor('the rest of the traffic booked', () => {
@@ -157,21 +136,21 @@ describe('ubia agent end to end (real kernel)', () => {
     const t0 = Date.now();
     expect(await agent!.stop()).toBe(0);
     expect(Date.now() - t0).toBeLessThan(2000);
-    const down = cli(join(dir, 'control.sock'), ['users', '--json']);
+    const down = cli(join(bed.dir, 'control.sock'), ['users', '--json']);
     expect(down.code).toBe(2);
     expect(down.stderr).toMatch(/not running.*\n.*ubia agent --daemon/);
-    agent = await startAgent({ dir, pinDir });
+    agent = await startAgent({ dir: bed.dir, pinDir: bed.pinDir });
     const after = usersJson();
     expect(rowOf(after, alice)).toEqual(rowOf(before, alice));
     expect(rowOf(after, bob)).toEqual(rowOf(before, bob));
   });
 
   it('procs and flows show the test users\' processes and flows', async () => {
-    const traffic = runTraffic(bob, dir, { host: net.peerV4, port: sink.port, send: 500_000, reply: 100, ms: 1500 });
+    const traffic = runTraffic(bob, bed.dir, { host: bed.net.peerV4, port: bed.sink.port, send: 500_000, reply: 100, ms: 1500 });
     const active = await waitFor('bob\'s active flow', () => {
       const r = cli(agent!.socket, ['flows', '--user', bob.name, '--json']);
       const f = (JSON.parse(r.stdout) as { active: { remoteAddress: string; remotePort: number; pid: number; user: string }[] }).active;
-      return f.find((x) => x.remoteAddress === net.peerV4 && x.remotePort === sink.port);
+      return f.find((x) => x.remoteAddress === bed.net.peerV4 && x.remotePort === bed.sink.port);
     });
     expect(active.user).toBe(bob.name);
     const procs = JSON.parse(cli(agent!.socket, ['procs', '--user', String(bob.uid), '--json']).stdout) as { processes: { pid: number; uid: number }[] };
@@ -179,7 +158,7 @@ describe('ubia agent end to end (real kernel)', () => {
     await traffic;
     await waitFor('the flow to show as ended', () => {
       const r = JSON.parse(cli(agent!.socket, ['flows', '--user', bob.name, '--json']).stdout) as { ended: { remotePort: number; txPayloadBytes: number }[] };
-      return r.ended.find((f) => f.remotePort === sink.port && f.txPayloadBytes === 500_008);
+      return r.ended.find((f) => f.remotePort === bed.sink.port && f.txPayloadBytes === 500_008);
     });
   });
 });

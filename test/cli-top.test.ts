@@ -2,65 +2,34 @@
 // their processes on `p`, and quits on `q`. Plus `--once` as plain text.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { rmSync } from 'node:fs';
-import {
-  CLI,
-  cli,
-  createNet,
-  createUser,
-  deleteUser,
-  ensureBuilt,
-  removeMeter,
-  runTraffic,
-  startAgent,
-  startSink,
-  tempDir,
-  waitFor,
-  type AgentProcess,
-  type Sink,
-  type TestNet,
-  type TestUser,
-} from './helpers/agent.js';
+import { CLI, cli, createTestbed, runTraffic, startAgent, waitFor, type AgentProcess, type Testbed, type TestUser } from './helpers/agent.js';
 
 const TMUX = ['-L', `ubia-test-${process.pid}`];
 const tmux = (...args: string[]) => execFileSync('tmux', [...TMUX, ...args], { encoding: 'utf8' });
 const screen = () => tmux('capture-pane', '-p', '-t', 'top');
 
-let dir: string;
-let pinDir: string;
-let net: TestNet;
-let sink: Sink;
+let bed: Testbed;
 let dave: TestUser;
 let erin: TestUser;
 let agent: AgentProcess;
 
 beforeAll(async () => {
-  ensureBuilt();
-  dir = tempDir('ubia-top-');
-  pinDir = `/sys/fs/bpf/ubia-test-top-${process.pid}`;
-  net = createNet();
-  dave = createUser();
-  erin = createUser();
-  sink = await startSink(net, dir, 9001);
-  agent = await startAgent({ dir, pinDir });
+  bed = await createTestbed('top', { users: 2, sinkPort: 9001 });
+  [dave, erin] = bed.users as [TestUser, TestUser];
+  agent = await startAgent({ dir: bed.dir, pinDir: bed.pinDir });
 });
 
 afterAll(async () => {
   spawnSync('tmux', [...TMUX, 'kill-server'], { stdio: 'ignore' });
   await agent?.stop();
-  sink?.stop();
-  net?.remove();
-  if (dave) deleteUser(dave);
-  if (erin) deleteUser(erin);
-  await removeMeter(pinDir);
-  rmSync(dir, { recursive: true, force: true });
+  await bed?.remove();
 });
 
 describe('ubia top', () => {
   it('shows the users sending now, their processes on p, and quits on q (80x24 terminal)', async () => {
     const traffic = Promise.all([
-      runTraffic(dave, dir, { host: net.peerV4, port: sink.port, send: 20_000_000, reply: 1000, ms: 6000 }),
-      runTraffic(erin, dir, { host: net.peerV6, port: sink.port, send: 2_000_000, reply: 1000, ms: 6000 }),
+      runTraffic(dave, bed.dir, { host: bed.net.peerV4, port: bed.sink.port, send: 20_000_000, reply: 1000, ms: 6000 }),
+      runTraffic(erin, bed.dir, { host: bed.net.peerV6, port: bed.sink.port, send: 2_000_000, reply: 1000, ms: 6000 }),
     ]);
     tmux('new-session', '-d', '-s', 'top', '-x', '80', '-y', '24', `${process.execPath} ${CLI} --socket ${agent.socket} top --interval 0.3`);
     const shown = await waitFor('both users with a rate on screen', () => {
@@ -76,10 +45,13 @@ describe('ubia top', () => {
     for (const l of lines) expect(l.length).toBeLessThanOrEqual(80);
 
     tmux('send-keys', '-t', 'top', 'p');
-    await waitFor('process rows under the users', () => {
+    // each user's busiest process is their traffic client, shown sending (node names
+    // its main thread, hence the comm, "MainThread")
+    const underUser = (rows: string[], u: TestUser) => rows[rows.findIndex((l) => l.startsWith(u.name)) + 1] ?? '';
+    await waitFor('each user\'s traffic client under them', () => {
       const rows = screen().split('\n');
-      const i = rows.findIndex((l) => l.startsWith(dave.name));
-      return i >= 0 && /^\s+\d+ \S+/.test(rows[i + 1] ?? '') ? true : undefined;
+      if ([dave, erin].every((u) => /^\s+\d+ MainThread\s.*[KM]iB\/s/.test(underUser(rows, u)))) return true;
+      throw new Error(`the screen shows:\n${rows.join('\n')}`);
     });
 
     tmux('send-keys', '-t', 'top', 'q');

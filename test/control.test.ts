@@ -3,42 +3,25 @@
 // who the caller is; debug.stall (root only) stops the poll loop; SIGHUP reloads.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createConnection } from 'node:net';
-import { rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
-import {
-  createUser,
-  deleteUser,
-  ensureBuilt,
-  removeMeter,
-  sleep,
-  startAgent,
-  tempDir,
-  waitFor,
-  writeAgentConfig,
-  type AgentProcess,
-  type TestUser,
-} from './helpers/agent.js';
+import { createTestbed, sleep, startAgent, waitFor, writeAgentConfig, type AgentProcess, type Testbed, type TestUser } from './helpers/agent.js';
 import { controlRequest } from '../src/control/client.js';
 import type { StatusResult } from '../src/control/protocol.js';
 
-let dir: string;
-let pinDir: string;
+let bed: Testbed;
 let agent: AgentProcess;
 let carol: TestUser;
 
 beforeAll(async () => {
-  ensureBuilt();
-  dir = tempDir('ubia-ctl-');
-  pinDir = `/sys/fs/bpf/ubia-test-ctl-${process.pid}`;
-  carol = createUser();
-  agent = await startAgent({ dir, pinDir });
+  bed = await createTestbed('ctl', { users: 1 });
+  [carol] = bed.users as [TestUser];
+  agent = await startAgent({ dir: bed.dir, pinDir: bed.pinDir });
 });
 
 afterAll(async () => {
   await agent?.stop();
-  if (carol) deleteUser(carol);
-  await removeMeter(pinDir);
-  rmSync(dir, { recursive: true, force: true });
+  await bed?.remove();
 });
 
 /** Writes raw bytes, collects reply lines until `lines` arrived or the peer closed. */
@@ -158,7 +141,7 @@ describe('control socket', () => {
     expect(agent.logs()).toMatch(/ubia\.toml:1/);
     expect((await status()).agent.pollIntervalSeconds).toBe(0.2);
 
-    writeAgentConfig({ dir, pinDir, pollInterval: 0.5 });
+    writeAgentConfig({ dir: bed.dir, pinDir: bed.pinDir, pollInterval: 0.5 });
     agent.proc.kill('SIGHUP');
     await waitFor('the new poll interval', async () => ((await status()).agent.pollIntervalSeconds === 0.5 ? true : undefined));
     expect(agent.logs()).toContain('configuration reloaded');

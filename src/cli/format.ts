@@ -21,6 +21,15 @@ export interface Column<T> {
   value(row: T): string;
 }
 
+export const left = <T>(title: string, value: (row: T) => string): Column<T> => ({ title, align: 'left', value });
+export const right = <T>(title: string, value: (row: T) => string): Column<T> => ({ title, align: 'right', value });
+
+/** RX and TX wire bytes, human-readable: every table of users, processes and flows has them. */
+export const bytesColumns = <T extends { rxBytes: number; txBytes: number }>(): Column<T>[] => [
+  right('RX', (r) => humanBytes(r.rxBytes)),
+  right('TX', (r) => humanBytes(r.txBytes)),
+];
+
 const fit = (s: string, width: number, align: Align) => {
   const cut = s.length > width ? `${s.slice(0, Math.max(0, width - 1))}…` : s;
   return align === 'left' ? cut.padEnd(width) : cut.padStart(width);

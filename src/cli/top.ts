@@ -2,7 +2,7 @@
 // `p` each user's top processes. Full-screen on a TTY (q quits), plain frames otherwise.
 import { connectControl } from '../control/client.js';
 import type { TopResult } from '../control/protocol.js';
-import { humanBytes, humanRate, processName, table, type Column } from './format.js';
+import { humanBytes, humanRate, left, processName, right, table, type Column } from './format.js';
 
 interface Row {
   name: string;
@@ -14,12 +14,12 @@ interface Row {
 }
 
 const COLUMNS: Column<Row>[] = [
-  { title: 'USER / PROCESS', align: 'left', value: (r) => r.name },
-  { title: 'UID', align: 'right', value: (r) => r.uid },
-  { title: 'RX/s', align: 'right', value: (r) => r.rx },
-  { title: 'TX/s', align: 'right', value: (r) => r.tx },
-  { title: 'RX today', align: 'right', value: (r) => r.rxToday },
-  { title: 'TX today', align: 'right', value: (r) => r.txToday },
+  left('USER / PROCESS', (r) => r.name),
+  right('UID', (r) => r.uid),
+  right('RX/s', (r) => r.rx),
+  right('TX/s', (r) => r.tx),
+  right('RX today', (r) => r.rxToday),
+  right('TX today', (r) => r.txToday),
 ];
 
 const NAME_WIDTH = 24;

@@ -1,7 +1,7 @@
 // `ubia users | procs | flows | status`: ask the agent, print JSON (exact) or a table.
 import { controlRequest } from '../control/client.js';
-import type { FlowRow, FlowsResult, ProcsResult, StatusResult, UsersResult } from '../control/protocol.js';
-import { humanBytes, humanRate, processName, table } from './format.js';
+import type { FlowRow, FlowsResult, ProcessRow, ProcsResult, StatusResult, UserTotals, UsersResult } from '../control/protocol.js';
+import { bytesColumns, humanBytes, humanRate, left, processName, right, table } from './format.js';
 
 export interface ViewOptions {
   socket: string;
@@ -18,16 +18,15 @@ export async function showUsers(opts: ViewOptions & { fromMs: number; toMs: numb
   print([
     `usage from ${r.from} to ${r.to} (wire bytes; payload = what processes sent/received)`,
     '',
-    ...table(
+    ...table<UserTotals>(
       [
-        { title: 'USER', align: 'left', value: (u) => u.user },
-        { title: 'UID', align: 'right', value: (u) => String(u.uid) },
-        { title: 'RX', align: 'right', value: (u) => humanBytes(u.rxBytes) },
-        { title: 'TX', align: 'right', value: (u) => humanBytes(u.txBytes) },
-        { title: 'RX pkts', align: 'right', value: (u) => String(u.rxPackets) },
-        { title: 'TX pkts', align: 'right', value: (u) => String(u.txPackets) },
-        { title: 'RX payload', align: 'right', value: (u) => humanBytes(u.rxPayloadBytes) },
-        { title: 'TX payload', align: 'right', value: (u) => humanBytes(u.txPayloadBytes) },
+        left('USER', (u) => u.user),
+        right('UID', (u) => String(u.uid)),
+        ...bytesColumns(),
+        right('RX pkts', (u) => String(u.rxPackets)),
+        right('TX pkts', (u) => String(u.txPackets)),
+        right('RX payload', (u) => humanBytes(u.rxPayloadBytes)),
+        right('TX payload', (u) => humanBytes(u.txPayloadBytes)),
       ],
       r.users,
       width(),
@@ -42,15 +41,14 @@ export async function showProcs(opts: ViewOptions & { user?: string }): Promise<
   const r = await controlRequest<ProcsResult>(opts.socket, { op: 'procs', user: opts.user });
   if (opts.json) return printJson(r);
   print(
-    table(
+    table<ProcessRow>(
       [
-        { title: 'PID', align: 'right', value: (p) => String(p.pid) },
-        { title: 'USER', align: 'left', value: (p) => p.user },
-        { title: 'COMM', align: 'left', value: (p) => processName(p.pid, p.comm) },
-        { title: 'RX/s', align: 'right', value: (p) => humanRate(p.rxRate) },
-        { title: 'TX/s', align: 'right', value: (p) => humanRate(p.txRate) },
-        { title: 'RX', align: 'right', value: (p) => humanBytes(p.rxBytes) },
-        { title: 'TX', align: 'right', value: (p) => humanBytes(p.txBytes) },
+        right('PID', (p) => String(p.pid)),
+        left('USER', (p) => p.user),
+        left('COMM', (p) => processName(p.pid, p.comm)),
+        right('RX/s', (p) => humanRate(p.rxRate)),
+        right('TX/s', (p) => humanRate(p.txRate)),
+        ...bytesColumns(),
       ],
       r.processes,
       width(),
@@ -62,16 +60,15 @@ const PROTOCOLS: Record<number, string> = { 6: 'tcp', 17: 'udp', 1: 'icmp', 58: 
 const endpoint = (addr: string, port: number, family: number) => (family === 6 ? `[${addr}]:${port}` : `${addr}:${port}`);
 
 function flowTable(rows: FlowRow[]): string[] {
-  return table(
+  return table<FlowRow>(
     [
-      { title: 'PROTO', align: 'left', value: (f) => PROTOCOLS[f.protocol] ?? String(f.protocol) },
-      { title: 'LOCAL', align: 'left', value: (f) => endpoint(f.localAddress, f.localPort, f.family) },
-      { title: 'REMOTE', align: 'left', value: (f) => endpoint(f.remoteAddress, f.remotePort, f.family) },
-      { title: 'USER', align: 'left', value: (f) => f.user },
-      { title: 'PID', align: 'right', value: (f) => String(f.pid) },
-      { title: 'COMM', align: 'left', value: (f) => f.comm },
-      { title: 'RX', align: 'right', value: (f) => humanBytes(f.rxBytes) },
-      { title: 'TX', align: 'right', value: (f) => humanBytes(f.txBytes) },
+      left('PROTO', (f) => PROTOCOLS[f.protocol] ?? String(f.protocol)),
+      left('LOCAL', (f) => endpoint(f.localAddress, f.localPort, f.family)),
+      left('REMOTE', (f) => endpoint(f.remoteAddress, f.remotePort, f.family)),
+      left('USER', (f) => f.user),
+      right('PID', (f) => String(f.pid)),
+      left('COMM', (f) => f.comm),
+      ...bytesColumns(),
     ],
     rows,
     width(),

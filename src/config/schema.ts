@@ -5,6 +5,7 @@
 import { z } from 'zod';
 
 const seconds = (min: number, max: number) => z.number().min(min).max(max);
+const integer = (min: number, max: number) => z.number().int().min(min).max(max);
 
 export const agentSectionSchema = z
   .strictObject({
@@ -23,21 +24,13 @@ export const agentSectionSchema = z
       .min(1)
       .default('/sys/fs/bpf/ubia')
       .describe('bpffs directory where the meter pins its maps and links; default /sys/fs/bpf/ubia'),
-    flow_capacity: z
-      .number()
-      .int()
-      .min(1024)
-      .max(4_194_304)
+    flow_capacity: integer(1024, 4_194_304)
       .default(65_536)
       .describe('how many active flows the kernel flow table holds; default 65536'),
     name_cache_ttl: seconds(1, 86_400)
       .default(300)
       .describe('seconds a uid → user name look-up (NSS) stays cached; default 300'),
-    recent_flows: z
-      .number()
-      .int()
-      .min(0)
-      .max(100_000)
+    recent_flows: integer(0, 100_000)
       .default(1000)
       .describe('how many ended flows `ubia flows` remembers; default 1000'),
   })
@@ -76,18 +69,10 @@ export const controlSectionSchema = z
       .string()
       .default('')
       .describe('members of this group see every user like root does; empty = root only (default)'),
-    max_request_bytes: z
-      .number()
-      .int()
-      .min(256)
-      .max(1_048_576)
+    max_request_bytes: integer(256, 1_048_576)
       .default(65_536)
       .describe('longest accepted request line; longer ones get an error reply; default 65536'),
-    max_clients: z
-      .number()
-      .int()
-      .min(1)
-      .max(10_000)
+    max_clients: integer(1, 10_000)
       .default(256)
       .describe('simultaneous control connections; more are refused with an error; default 256'),
   })

@@ -52,29 +52,10 @@ function processRow(p: ProcessView): ProcessRow {
   };
 }
 
+/** gid and cgroupId are left out (for exporters); identity and times made JSON-safe. */
 function flowRow(f: FlowSnapshot): FlowRow {
-  return {
-    cookie: f.cookie.toString(),
-    family: f.family,
-    protocol: f.protocol,
-    localAddress: f.localAddress,
-    localPort: f.localPort,
-    remoteAddress: f.remoteAddress,
-    remotePort: f.remotePort,
-    uid: f.uid,
-    user: f.user,
-    pid: f.pid,
-    comm: f.comm,
-    scope: f.scope,
-    rxBytes: f.rxBytes,
-    txBytes: f.txBytes,
-    rxPackets: f.rxPackets,
-    txPackets: f.txPackets,
-    rxPayloadBytes: f.rxPayloadBytes,
-    txPayloadBytes: f.txPayloadBytes,
-    firstSeen: new Date(f.firstSeenMs).toISOString(),
-    lastSeen: new Date(f.lastSeenMs).toISOString(),
-  };
+  const { cookie, gid, cgroupId, firstSeenMs, lastSeenMs, ...rest } = f;
+  return { ...rest, cookie: cookie.toString(), firstSeen: new Date(firstSeenMs).toISOString(), lastSeen: new Date(lastSeenMs).toISOString() };
 }
 
 /** Per-user totals (counted scopes merged) and the unattributed total over a time range. */

@@ -4,7 +4,7 @@
 // docs/cli.md documents each op and its result.
 import { z } from 'zod';
 import type { ExporterStatus } from '../export/types.js';
-import type { HookStatus, InterfaceCounters, MeterHealth, TrafficCounters } from '../kernel/types.js';
+import type { FlowRecord, HookStatus, InterfaceCounters, MeterHealth, TrafficCounters } from '../kernel/types.js';
 
 const id = z.union([z.string().max(128), z.number()]).optional();
 const userFilter = z.string().min(1).max(64).optional().describe('user name or uid');
@@ -64,22 +64,15 @@ export interface ProcsResult {
   processes: ProcessRow[];
 }
 
-export interface FlowRow extends TrafficCounters {
+/** A flow as `ubia flows --json` shows it: the kernel's record with JSON-safe identity
+ *  and times, its owner's name, and without what only exporters use (gid, cgroup). */
+export type FlowRow = Omit<FlowRecord, 'cookie' | 'gid' | 'cgroupId' | 'firstSeenMs' | 'lastSeenMs'> & {
+  /** the socket cookie (a 64-bit integer) in decimal */
   cookie: string;
-  family: 4 | 6;
-  protocol: number;
-  localAddress: string;
-  localPort: number;
-  remoteAddress: string;
-  remotePort: number;
-  uid: number;
   user: string;
-  pid: number;
-  comm: string;
-  scope: string;
   firstSeen: string;
   lastSeen: string;
-}
+};
 
 export interface FlowsResult {
   active: FlowRow[];

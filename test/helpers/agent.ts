@@ -303,6 +303,50 @@ export function runTraffic(
   });
 }
 
+/** What the real-agent tests share: a temp dir, a pin dir of their own (never the
+ *  system's), throw-away users and, with `sinkPort`, a netns behind a veth with a sink
+ *  server in it. `remove()` undoes whatever was made, also after a partial set-up. */
+export interface Testbed {
+  dir: string;
+  pinDir: string;
+  users: TestUser[];
+  /** present when a sink port was asked for */
+  net: TestNet;
+  sink: Sink;
+  remove(): Promise<void>;
+}
+
+export async function createTestbed(name: string, opts: { users: number; sinkPort?: number }): Promise<Testbed> {
+  ensureBuilt();
+  const undo: (() => void | Promise<void>)[] = [];
+  const bed = {
+    dir: tempDir(`ubia-${name}-`),
+    pinDir: `/sys/fs/bpf/ubia-test-${name}-${process.pid}`,
+    users: [] as TestUser[],
+    async remove() {
+      for (const step of undo.splice(0).reverse()) await step();
+    },
+  } as Testbed;
+  undo.push(() => rmSync(bed.dir, { recursive: true, force: true }), () => removeMeter(bed.pinDir));
+  try {
+    for (let i = 0; i < opts.users; i++) {
+      const u = createUser();
+      bed.users.push(u);
+      undo.push(() => deleteUser(u));
+    }
+    if (opts.sinkPort !== undefined) {
+      bed.net = createNet();
+      undo.push(() => bed.net.remove());
+      bed.sink = await startSink(bed.net, bed.dir, opts.sinkPort);
+      undo.push(() => bed.sink.stop());
+    }
+  } catch (e) {
+    await bed.remove();
+    throw e;
+  }
+  return bed;
+}
+
 /** Detaches and unpins a meter a test agent left in the kernel. */
 export async function removeMeter(pinDir: string): Promise<void> {
   const { detachMeter } = await import('../../src/kernel/index.js');
