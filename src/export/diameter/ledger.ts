@@ -143,7 +143,8 @@ export function openDiameterLedger(db: Db): DiameterLedger {
       WHERE uid = @uid`),
     deleteSession: db.prepare('DELETE FROM diameter_session WHERE uid = ?'),
     clearUnconfirmed: db.prepare(`UPDATE diameter_session SET unconfirmed_input_octets = 0, unconfirmed_output_octets = 0,
-        unconfirmed_input_packets = 0, unconfirmed_output_packets = 0`),
+        unconfirmed_input_packets = 0, unconfirmed_output_packets = 0
+      WHERE unconfirmed_input_octets + unconfirmed_output_octets + unconfirmed_input_packets + unconfirmed_output_packets > 0`),
     clearStoppedUnconfirmed: db.prepare('DELETE FROM diameter_stopped_unconfirmed'),
     keepUnconfirmed: db.prepare(`INSERT INTO diameter_stopped_unconfirmed VALUES (?, ?, ?, ?, ?) ON CONFLICT(uid) DO UPDATE SET
         input_octets = input_octets + excluded.input_octets, output_octets = output_octets + excluded.output_octets,

@@ -1,6 +1,8 @@
 // Per-user accounting sessions: when a user's START, INTERIMs and STOP are due, and the
 // cumulative counters each record carries. Every record and the session state that goes
-// with it are written to the ledger in one transaction.
+// with it are written to the ledger in one transaction. Between records a session's
+// counters are saved only when the agent saves its checkpoint: a crash in between is
+// made good by the agent handing those deltas over again (see `unconfirmed*`).
 import type { UsageInterval } from '../types.js';
 import { buildAcr } from './acr.js';
 import { RecordType, TerminationCause, type RecordTypeValue } from './dictionary.js';
@@ -70,6 +72,7 @@ export function createSessions(
   let sequence = ledger.loadSessionSequence();
   let savedSequence = sequence;
   const fresh = new Set<SessionRow>(); // created in this transaction, not yet inserted
+  const dirty = new Set<SessionRow>(); // counted since the last save, saved at the next checkpoint
 
   const interimMs = (s: SessionRow): number => (s.serverInterimS ?? settings.interimIntervalS) * 1000;
 
@@ -124,6 +127,7 @@ export function createSessions(
     s.lastRecordMs = nowMs;
     if (type === RecordType.Stop) {
       if (!fresh.delete(s)) ledger.deleteSession(s.uid);
+      dirty.delete(s);
       byUid.delete(s.uid);
       bySessionId.delete(s.sessionId);
       const unconfirmed = COUNTERS.map(([, u]) => s[u]);
@@ -155,6 +159,7 @@ export function createSessions(
   }
 
   function save(s: SessionRow): void {
+    dirty.delete(s);
     if (fresh.delete(s)) ledger.insertSession(s);
     else ledger.updateSession(s);
   }
@@ -179,7 +184,7 @@ export function createSessions(
           count(s, u);
           s.lastTrafficMs = interval.endMs;
           if (!existing) record(s, RecordType.Start, interval.endMs);
-          else save(s);
+          else dirty.add(s);
         }
         interimsDue(interval.endMs);
       });
@@ -187,7 +192,11 @@ export function createSessions(
     confirmed() {
       replay.clear();
       for (const s of byUid.values()) for (const [, unconfirmed] of COUNTERS) s[unconfirmed] = 0;
-      ledger.clearUnconfirmed();
+      ledger.transaction(() => {
+        ledger.clearUnconfirmed();
+        for (const s of dirty) ledger.updateSession(s);
+      });
+      dirty.clear();
     },
     tick(nowMs) {
       const idle = [...byUid.values()].filter((s) => nowMs - s.lastTrafficMs >= settings.idleStopS * 1000);
