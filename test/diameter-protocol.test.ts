@@ -81,6 +81,14 @@ function answer(req: Request, resultCode: number | undefined, extra: Buffer[] = 
 const RECORD_TYPES: Record<string, number> = { 'Event Record': 1, 'Start Record': 2, 'Interim Record': 3, 'Stop Record': 4 };
 const recordTypeCode = (req: Request): number => RECORD_TYPES[String(req.avps.get('Accounting-Record-Type'))] ?? 0;
 const ok: AcrBehaviour = (req, socket) => socket.write(answer(req, 2001));
+/** The first send of each ACR gets a 2001 ACA spoiled by `spoil`; a re-send (T) a good one. */
+const spoilFirstSend =
+  (spoil: (aca: Buffer) => void): AcrBehaviour =>
+  (req, socket) => {
+    const aca = answer(req, 2001);
+    if (!req.retransmit) spoil(aca);
+    socket.write(aca);
+  };
 
 async function scriptedServer(): Promise<ScriptedServer> {
   const srv = net.createServer();
@@ -292,12 +300,8 @@ describe('Diameter client against a scripted server', () => {
 
   it('a malformed answer does not wedge the connection: the ACR is retried and delivered', async () => {
     const srv = await scriptedServer();
-    srv.onAcr = (req, socket) => {
-      if (req.retransmit) return void socket.write(answer(req, 2001));
-      const bad = answer(req, 2001);
-      bad.writeUInt32BE((bad.readUInt32BE(20 + 4) & 0xff000000) | 0xfff0, 20 + 4); // first AVP's length overruns the message
-      socket.write(bad);
-    };
+    // the first AVP's length overruns the message
+    srv.onAcr = spoilFirstSend((aca) => aca.writeUInt32BE((aca.readUInt32BE(20 + 4) & 0xff000000) | 0xfff0, 20 + 4));
     const { acct, lines } = exporter([srv.port]);
     onTestFailed(() => console.log(srv.acrs.map((r) => [r.avps.get('User-Name'), r.retransmit, r.raw[4]])));
     await until('open', () => acct.status().state === 'ok', 5000);
@@ -310,12 +314,8 @@ describe('Diameter client against a scripted server', () => {
 
   it('a stream out of step (a header no Diameter message has) closes the connection; the ACR goes again on the next one', async () => {
     const srv = await scriptedServer();
-    srv.onAcr = (req, socket) => {
-      if (req.retransmit) return void socket.write(answer(req, 2001));
-      const bad = answer(req, 2001);
-      bad[0] = 2; // version 2: no way to find where the next message starts (RFC 6733 §3)
-      socket.write(bad);
-    };
+    // version 2: no way to find where the next message starts (RFC 6733 §3)
+    srv.onAcr = spoilFirstSend((aca) => (aca[0] = 2));
     const { acct, lines } = exporter([srv.port]);
     await until('open', () => acct.status().state === 'ok', 5000);
     startUsers(acct, 1);
