@@ -495,103 +495,125 @@ describe('OTLP metrics exporter', () => {
 });
 
 describe('OTLP metrics from the real agent', () => {
-  it('keeps counting while the receiver is down, then reports what test users really sent and received', async () => {
-    ensureBuilt();
-    // the receiver is down when the agent starts and while the users send
-    const port = await closedPort();
-    const dir = tempDir('ubia-otlp-e2e-');
-    const pinDir = `/sys/fs/bpf/ubia-otlptest-${process.pid}`;
-    cleanups.push(async () => {
-      await removeMeter(pinDir);
-      rmSync(dir, { recursive: true, force: true });
+  for (const [protocol, temporality] of [['http/protobuf', 'cumulative'], ['http/json', 'delta']] as const) {
+    it(`keeps counting while the receiver is down, then reports what test users really sent and received (${protocol}, ${temporality})`, async () => {
+      ensureBuilt();
+      // the receiver is down when the agent starts and while the users send
+      const port = await closedPort();
+      const dir = tempDir('ubia-otlp-e2e-');
+      const pinDir = `/sys/fs/bpf/ubia-otlptest-${process.pid}-${temporality}`;
+      cleanups.push(async () => {
+        await removeMeter(pinDir);
+        rmSync(dir, { recursive: true, force: true });
+      });
+      const net = createNet();
+      cleanups.push(() => net.remove());
+      const alice = createUser();
+      const bob = createUser();
+      cleanups.push(() => {
+        deleteUser(alice);
+        deleteUser(bob);
+      });
+      const sink = await startSink(net, dir, 9000);
+      cleanups.push(() => sink.stop());
+      const agent = await startAgent({
+        dir,
+        pinDir,
+        extra: `\n[otlp]\nendpoint = "http://127.0.0.1:${port}/v1/metrics"\nprotocol = "${protocol}"\ntemporality = "${temporality}"\ninterval = 1\ntimeout = 1\ntop_processes = 100\n`,
+      });
+      cleanups.push(async () => {
+        await agent.stop();
+      });
+
+      await Promise.all([
+        runTraffic(alice, dir, { host: net.peerV4, port: sink.port, send: 300_000, reply: 50_000, ms: 300 }),
+        runTraffic(bob, dir, { host: net.peerV6, port: sink.port, send: 20_000, reply: 400_000, ms: 300 }),
+      ]);
+      // the exporter retries while the agent keeps polling, booking and answering
+      const down = await waitFor('ubia status to show the OTLP exporter retrying', () => {
+        const r = cli(agent.socket, ['status', '--json']);
+        const otlp = (JSON.parse(r.stdout) as StatusResult).exporters.find((e) => e.name === 'otlp');
+        return otlp?.state === 'degraded' && (otlp.extra!.failures as number) >= 2 ? otlp : undefined;
+      });
+      expect(down.detail).toContain(`retrying http://127.0.0.1:${port}/v1/metrics`);
+      const ledgerUsers = () => {
+        const res = JSON.parse(cli(agent.socket, ['users', '--since', '1h', '--json']).stdout) as UsersResult;
+        const ours = res.users.filter((u) => u.uid === alice.uid || u.uid === bob.uid);
+        return ours.length === 2 ? ours : undefined;
+      };
+      await waitFor('the ledger to book both users during the outage', ledgerUsers);
+      expect(agent.proc.exitCode).toBeNull();
+
+      const receiver = await startReceiver(port);
+      cleanups.push(() => receiver.close());
+      // the client sends an 8-byte header before its payload (test/helpers/agent.ts)
+      const expected = { [alice.name]: { tx: 300_008, rx: 50_000 }, [bob.name]: { tx: 20_008, rx: 400_000 } };
+      const points = (metric: string, attrs: Record<string, AttrValue>) =>
+        receiver.requests.map((r) => find(decode(r), metric, attrs)).filter((ps) => ps.length > 0);
+      /** What the receiver knows of a user's total: the latest cumulative point, or the sum
+       *  of every delta point (each delivered exactly once). */
+      const total = (name: string, metric: string, direction: string) => {
+        const ps = points(metric, { 'user.name': name, 'network.io.direction': direction });
+        for (const p of ps.flat()) expect(p.temporality).toBe(temporality);
+        return temporality === 'cumulative' ? ps.at(-1)?.[0]?.value : ps.flat().reduce((sum, p) => sum + p.value, 0);
+      };
+      await waitFor('exports with both users\' payload bytes', () =>
+        Object.entries(expected).every(([name, e]) =>
+          total(name, 'ubia.user.network.payload.io', 'transmit') === e.tx && total(name, 'ubia.user.network.payload.io', 'receive') === e.rx,
+        ) || undefined,
+      );
+
+      // wire figures: the same as the agent's own ledger shows (once the last packets of the
+      // connections, booked in the same poll, have been exported too)
+      const mismatches = () =>
+        ledgerUsers()!.flatMap((u) => [
+          [`${u.user} tx`, total(u.user, 'ubia.user.network.io', 'transmit'), u.txBytes],
+          [`${u.user} rx`, total(u.user, 'ubia.user.network.io', 'receive'), u.rxBytes],
+          [`${u.user} tx packets`, total(u.user, 'ubia.user.network.packets', 'transmit'), u.txPackets],
+        ]).filter(([, exported, booked]) => exported !== booked);
+      await waitFor('exported wire bytes and packets equal to the ledger', () => (mismatches().length === 0 ? true : undefined)).catch(() => {
+        expect(mismatches()).toEqual([]);
+      });
+
+      await waitFor('ubia status to show the OTLP exporter delivering again', () =>
+        (JSON.parse(cli(agent.socket, ['status', '--json']).stdout) as StatusResult).exporters.find((e) => e.name === 'otlp' && e.state === 'ok'),
+      );
+
+      // per process: the traffic clients (node, run as each user), wire bytes at least the
+      // payload (top_processes is large: other tests' traffic on a shared machine must not
+      // push them out; the cut itself is checked above)
+      const processTx = (name: string) => {
+        const ps = points('process.network.io', { 'user.name': name, 'network.io.direction': 'transmit' }).flat();
+        return temporality === 'cumulative' ? Math.max(0, ...ps.map((p) => p.value)) : ps.reduce((sum, p) => sum + p.value, 0);
+      };
+      await waitFor('per-process figures for both clients', () =>
+        Object.entries(expected).every(([name, e]) => processTx(name) >= e.tx) || undefined,
+      ).catch((err: Error) => {
+        const seen = points('process.network.io', { 'network.io.direction': 'transmit' }).flat();
+        throw new Error(`${err.message}; process.network.io transmit points: ${JSON.stringify(seen.map((p) => [p.attrs['user.name'], p.attrs['process.executable.name'], p.value]))}`);
+      });
+
+      // the agent's own health, as the agent fills it in (meter, poll timer, exporters), in
+      // the export collected last (delta exports queued in the outage arrive after newer ones
+      // were collected): once delivery has caught up, the OTLP queue is empty
+      const collectedAt = (d: Decoded) => d.points.reduce((max, p) => (p.endNs > max ? p.endNs : max), 0n);
+      const newest = () => receiver.requests.map(decode).reduce((a, b) => (collectedAt(b) > collectedAt(a) ? b : a));
+      const otlpQueue = (d: Decoded) => find(d, 'ubia.exporter.queue.depth', { 'ubia.exporter': 'otlp' })[0]?.value;
+      const health = await waitFor('an export collected after the queue drained', () => {
+        const d = newest();
+        return otlpQueue(d) === 0 ? d : undefined;
+      });
+      const one = (metric: string, attrs: Record<string, AttrValue> = {}) => {
+        const ps = find(health, metric, attrs);
+        expect(ps, `${metric} ${JSON.stringify(attrs)}`).toHaveLength(1);
+        return ps[0]!;
+      };
+      expect(one('ubia.poll.duration').value).toBeGreaterThan(0);
+      expect(one('ubia.poll.duration').value).toBeLessThan(1);
+      expect(one('ubia.unattributed.io', { 'network.io.direction': 'receive' }).kind).toBe('sum');
+      expect(one('ubia.meter.overflows', { 'ubia.map': 'flows' }).value).toBe(0);
+      expect(one('ubia.exporter.queue.depth', { 'ubia.exporter': 'otlp' }).value).toBe(0);
+      expect(one('ubia.exporter.dropped', { 'ubia.exporter': 'otlp' }).value).toBe(0);
     });
-    const net = createNet();
-    cleanups.push(() => net.remove());
-    const alice = createUser();
-    const bob = createUser();
-    cleanups.push(() => {
-      deleteUser(alice);
-      deleteUser(bob);
-    });
-    const sink = await startSink(net, dir, 9000);
-    cleanups.push(() => sink.stop());
-    const agent = await startAgent({
-      dir,
-      pinDir,
-      extra: `\n[otlp]\nendpoint = "http://127.0.0.1:${port}/v1/metrics"\ninterval = 1\ntimeout = 1\ntop_processes = 5\n`,
-    });
-    cleanups.push(async () => {
-      await agent.stop();
-    });
-
-    await Promise.all([
-      runTraffic(alice, dir, { host: net.peerV4, port: sink.port, send: 300_000, reply: 50_000, ms: 300 }),
-      runTraffic(bob, dir, { host: net.peerV6, port: sink.port, send: 20_000, reply: 400_000, ms: 300 }),
-    ]);
-    // the exporter retries while the agent keeps polling, booking and answering
-    const down = await waitFor('ubia status to show the OTLP exporter retrying', () => {
-      const r = cli(agent.socket, ['status', '--json']);
-      const otlp = (JSON.parse(r.stdout) as StatusResult).exporters.find((e) => e.name === 'otlp');
-      return otlp?.state === 'degraded' && (otlp.extra!.failures as number) >= 2 ? otlp : undefined;
-    });
-    expect(down.detail).toContain(`retrying http://127.0.0.1:${port}/v1/metrics`);
-    const ledgerUsers = () => {
-      const res = JSON.parse(cli(agent.socket, ['users', '--since', '1h', '--json']).stdout) as UsersResult;
-      const ours = res.users.filter((u) => u.uid === alice.uid || u.uid === bob.uid);
-      return ours.length === 2 ? ours : undefined;
-    };
-    await waitFor('the ledger to book both users during the outage', ledgerUsers);
-    expect(agent.proc.exitCode).toBeNull();
-
-    const receiver = await startReceiver(port);
-    cleanups.push(() => receiver.close());
-    // the client sends an 8-byte header before its payload (test/helpers/agent.ts)
-    const expected = { [alice.name]: { tx: 300_008, rx: 50_000 }, [bob.name]: { tx: 20_008, rx: 400_000 } };
-    const latest = (name: string, metric: string, direction: string) => {
-      for (let i = receiver.requests.length - 1; i >= 0; i--) {
-        const ps = find(decode(receiver.requests[i]!), metric, { 'user.name': name, 'network.io.direction': direction });
-        if (ps.length) return ps[0]!.value;
-      }
-      return undefined;
-    };
-    await waitFor('exports with both users\' payload bytes', () =>
-      Object.entries(expected).every(([name, e]) =>
-        latest(name, 'ubia.user.network.payload.io', 'transmit') === e.tx && latest(name, 'ubia.user.network.payload.io', 'receive') === e.rx,
-      ) || undefined,
-    );
-
-    // wire figures: the same as the agent's own ledger shows
-    for (const u of (await waitFor('the ledger to have both users', ledgerUsers))) {
-      expect(latest(u.user, 'ubia.user.network.io', 'transmit'), `${u.user} tx`).toBe(u.txBytes);
-      expect(latest(u.user, 'ubia.user.network.io', 'receive'), `${u.user} rx`).toBe(u.rxBytes);
-      expect(latest(u.user, 'ubia.user.network.packets', 'transmit'), `${u.user} tx packets`).toBe(u.txPackets);
-    }
-
-    await waitFor('ubia status to show the OTLP exporter delivering again', () =>
-      (JSON.parse(cli(agent.socket, ['status', '--json']).stdout) as StatusResult).exporters.find((e) => e.name === 'otlp' && e.state === 'ok'),
-    );
-
-    // per process: the traffic clients (node, run as each user), wire bytes at least the payload
-    await waitFor('per-process figures for both clients', () =>
-      Object.entries(expected).every(([name, e]) =>
-        receiver.requests.some((r) =>
-          find(decode(r), 'process.network.io', { 'user.name': name, 'network.io.direction': 'transmit' }).some((p) => p.value >= e.tx),
-        ),
-      ) || undefined,
-    );
-
-    // the agent's own health, as the agent fills it in (meter, poll timer, exporters)
-    const health = decode(receiver.requests.at(-1)!);
-    const one = (metric: string, attrs: Record<string, AttrValue> = {}) => {
-      const ps = find(health, metric, attrs);
-      expect(ps, `${metric} ${JSON.stringify(attrs)}`).toHaveLength(1);
-      return ps[0]!;
-    };
-    expect(one('ubia.poll.duration').value).toBeGreaterThan(0);
-    expect(one('ubia.poll.duration').value).toBeLessThan(1);
-    expect(one('ubia.unattributed.io', { 'network.io.direction': 'receive' }).kind).toBe('sum');
-    expect(one('ubia.meter.overflows', { 'ubia.map': 'flows' }).value).toBe(0);
-    expect(one('ubia.exporter.queue.depth', { 'ubia.exporter': 'otlp' }).value).toBe(0);
-    expect(one('ubia.exporter.dropped', { 'ubia.exporter': 'otlp' }).value).toBe(0);
-  });
+  }
 });
