@@ -84,15 +84,20 @@ describe('packaging/ubia.toml', () => {
     expect(parsed.diameter?.tls).toBeDefined();
   });
 
-  it('has every key of the agent tables and of [otlp] in the reference of docs/systemd.md', () => {
+  it('has every key of the agent tables and of [otlp], with its real default, in the reference of docs/systemd.md', () => {
     const doc = readFileSync(new URL('../docs/systemd.md', import.meta.url), 'utf8');
+    const wrong: string[] = [];
     for (const section of ['agent', 'ledger', 'control', 'log', 'otlp'] as const) {
-      const table = doc.slice(doc.indexOf(`### [${section}]`));
       expect(doc.includes(`### [${section}]`), `docs/systemd.md has no "### [${section}]"`).toBe(true);
-      const u = unwrap(configSchema.shape[section]);
-      for (const key of Object.keys(u && 'fields' in u ? u.fields : {})) {
-        expect(table, `[${section}] ${key} in docs/systemd.md`).toContain(`| \`${key}\` |`);
-      }
+      const table = doc.slice(doc.indexOf(`### [${section}]`));
+      visit(configSchema.shape[section], undefined, section, (path, field) => {
+        const key = path.slice(section.length + 1);
+        // a row "| `key` | `default` | meaning |"
+        const documented = new RegExp(`^\\| \`${key}\` \\| \`([^\`]*)\` \\|`, 'm').exec(table)?.[1];
+        const real = JSON.stringify(field.parse(undefined));
+        if (documented !== real) wrong.push(`[${section}] ${key}: docs say ${documented ?? 'nothing'}, default is ${real}`);
+      });
     }
+    expect(wrong).toEqual([]);
   });
 });

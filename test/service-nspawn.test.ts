@@ -32,13 +32,18 @@ function debianMirror(): string {
   return new RegExp(`^deb\\s+(?:\\[[^\\]]*\\]\\s+)?(\\S+)\\s+${SUITE}\\s`, 'm').exec(list)?.[1] ?? 'http://deb.debian.org/debian';
 }
 
+/** systemd as PID 1, and the runtime libraries the package depends on */
+const DEBOOTSTRAP_ARGS = ['--variant=minbase', '--include=systemd,systemd-sysv,dbus,libbpf1,libelf1,zlib1g', SUITE];
+/** Written into a finished root file system: a cache built with other arguments is rebuilt. */
+const STAMP = join(ROOTFS, '.ubia-debootstrap');
+
 function ensureRootfs(): void {
-  if (existsSync(join(ROOTFS, 'etc/os-release'))) return;
+  if (existsSync(STAMP) && readFileSync(STAMP, 'utf8') === DEBOOTSTRAP_ARGS.join(' ')) return;
   const building = `${ROOTFS}.tmp`;
   rmSync(building, { recursive: true, force: true });
   mkdirSync(building, { recursive: true });
   const mirror = debianMirror();
-  const r = spawnSync('debootstrap', ['--variant=minbase', '--include=systemd,systemd-sysv,dbus,libbpf1,libelf1,zlib1g', SUITE, building, mirror], {
+  const r = spawnSync('debootstrap', [...DEBOOTSTRAP_ARGS, building, mirror], {
     encoding: 'utf8',
     timeout: 540_000,
     killSignal: 'SIGKILL',
@@ -51,6 +56,8 @@ function ensureRootfs(): void {
         `${r.stderr}\n${log.slice(-3000)}`,
     );
   }
+  writeFileSync(join(building, '.ubia-debootstrap'), DEBOOTSTRAP_ARGS.join(' '));
+  rmSync(ROOTFS, { recursive: true, force: true });
   renameSync(building, ROOTFS);
 }
 
