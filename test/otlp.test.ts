@@ -616,4 +616,41 @@ describe('OTLP metrics from the real agent', () => {
       expect(one('ubia.exporter.dropped', { 'ubia.exporter': 'otlp' }).value).toBe(0);
     });
   }
+
+  it('exports the Diameter peer\'s state and every exporter\'s queue as the agent sees them', async () => {
+    ensureBuilt();
+    const receiver = await startReceiver();
+    cleanups.push(() => receiver.close());
+    const aaaPort = await closedPort(); // an AAA server that is down
+    const dir = tempDir('ubia-otlp-health-');
+    const pinDir = `/sys/fs/bpf/ubia-otlptest-${process.pid}-health`;
+    cleanups.push(async () => {
+      await removeMeter(pinDir);
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const agent = await startAgent({
+      dir,
+      pinDir,
+      extra:
+        `\n[otlp]\nendpoint = "http://127.0.0.1:${receiver.port}/v1/metrics"\ninterval = 1\ntimeout = 1\n` +
+        `\n[diameter]\norigin_realm = "example.net"\ndestination_realm = "example.net"\n` +
+        `[[diameter.servers]]\nhost = "127.0.0.1"\nport = ${aaaPort}\n`,
+    });
+    cleanups.push(async () => {
+      await agent.stop();
+    });
+    const status = JSON.parse(cli(agent.socket, ['status', '--json']).stdout) as StatusResult;
+    const peerState = (status.exporters.find((e) => e.name === 'diameter')!.extra!.peers as Array<{ state: string }>)[0]!.state;
+    expect(peerState).not.toBe('open');
+
+    const exported = await waitFor('an export with the Diameter peer', () =>
+      receiver.requests.map(decode).find((d) => d.points.some((p) => p.metric === 'ubia.diameter.peer.state')),
+    );
+    const peer = find(exported, 'ubia.diameter.peer.state', { 'ubia.diameter.peer': `127.0.0.1:${aaaPort}` });
+    expect(peer).toHaveLength(1);
+    expect(peer[0]!.value).toBe(1);
+    expect(['closed', 'connecting', 'wait-cea']).toContain(peer[0]!.attrs['ubia.diameter.peer.state']);
+    const queues = find(exported, 'ubia.exporter.queue.depth', {}).map((p) => p.attrs['ubia.exporter']);
+    expect(new Set(queues)).toEqual(new Set(['diameter', 'otlp']));
+  });
 });
