@@ -51,16 +51,25 @@ struct {
 	__type(value, struct ubia_sock);
 } socks SEC(".maps");
 
-/* Never evicts: an insert that fails is counted, the bytes go to the unattributed stats.
- * Preallocated and shared (atomic adds) rather than per-CPU: a per-CPU hash without
- * preallocation could not hold more than ~56k entries here (the kernel's per-CPU
- * allocator ran dry: ENOMEM), and a preallocated per-CPU one costs max_entries x CPUs. */
+/* Per-user totals never evict: a user that finds no free slot is counted as an overflow
+ * and its bytes go to the unattributed stats. Shared (atomic adds at folds) rather than
+ * per-CPU: a per-CPU hash without preallocation could not hold more than ~56k entries
+ * here (the per-CPU allocator ran dry: ENOMEM), and a preallocated one costs
+ * max_entries x CPUs. user_index finds a (uid, scope)'s slot in user_slots. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, UBIA_MAX_USERS);
 	__type(key, struct ubia_user_key);
-	__type(value, struct ubia_counters);
-} user_totals SEC(".maps");
+	__type(value, __u32);
+} user_index SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, UBIA_MAX_USERS);
+	__type(key, __u32);
+	__type(value, struct ubia_user_slot);
+} user_slots SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -163,11 +172,37 @@ static __always_inline void mark_metered(__u32 tgid)
 		bpf_map_update_elem(&metered_tgids, &tgid, &one, BPF_ANY);
 }
 
+/* The (uid, scope)'s slot, taken from the free ones when it has none yet. */
+static __always_inline struct ubia_counters *user_counters(const struct ubia_user_key *uk)
+{
+	__u32 *idx = bpf_map_lookup_elem(&user_index, uk);
+	if (!idx) {
+		__u32 zero = 0;
+		struct ubia_meta *m = bpf_map_lookup_elem(&meta, &zero);
+		if (!m || m->user_slots_used >= UBIA_MAX_USERS)
+			return NULL; /* full: no atomic add, so the count cannot wrap */
+		__u32 n = __sync_fetch_and_add(&m->user_slots_used, 1);
+		struct ubia_user_slot *slot = bpf_map_lookup_elem(&user_slots, &n);
+		if (!slot)
+			return NULL;
+		slot->key = *uk;
+		/* another CPU may have indexed this user meanwhile: then its slot counts and
+		 * this one stays unused (used = 0, never shown) */
+		if (bpf_map_update_elem(&user_index, uk, &n, BPF_NOEXIST) == 0)
+			__sync_lock_test_and_set(&slot->used, 1); /* a full barrier: key is final */
+		idx = bpf_map_lookup_elem(&user_index, uk);
+		if (!idx)
+			return NULL;
+	}
+	struct ubia_user_slot *slot = bpf_map_lookup_elem(&user_slots, idx);
+	return slot ? &slot->c : NULL;
+}
+
 static __always_inline void count_user_and_process(const struct ubia_owner *o, __u32 scope,
 						    const struct delta *d)
 {
 	struct ubia_user_key uk = { .uid = o->uid, .scope = scope };
-	struct ubia_counters *c = counters_entry(&user_totals, &uk);
+	struct ubia_counters *c = user_counters(&uk);
 	if (c) {
 		counters_add(c, d);
 	} else {

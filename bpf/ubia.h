@@ -10,7 +10,7 @@
 #ifndef UBIA_H
 #define UBIA_H
 
-#define UBIA_ABI_VERSION 3
+#define UBIA_ABI_VERSION 4
 
 #define UBIA_COMM_LEN 16
 
@@ -89,7 +89,7 @@ struct ubia_endpoints {
 
 /* Socket local storage (cloned to accepted sockets, which thus start as their listener's).
  * The packet and socket-call paths add to `pending`, one cache line the socket owns,
- * instead of to three shared hash entries; folds move it into user_totals, proc_totals
+ * instead of to three shared hash entries; folds move it into user_slots, proc_totals
  * and flows with atomic exchanges, so no increment is lost or counted twice. A listener
  * never holds pending counts (its handshake packets are counted directly), so a clone
  * copies none. */
@@ -154,7 +154,18 @@ enum ubia_stat {
 
 struct ubia_meta {
 	__u32 abi_version;
+	__u32 user_slots_used; /* slots of user_slots handed out so far (may pass the size) */
+};
+
+/* One user and scope's counters: a slot of the mmap-able user_slots array, so that user
+ * space reads 65,536 users straight from memory (a batch look-up of a hash that size
+ * takes the kernel ~18 ms here). Users are never evicted: a slot, once taken, is that
+ * (uid, scope)'s for the life of the pinned state. */
+struct ubia_user_slot {
+	struct ubia_user_key key;
+	__u32 used; /* set once key is final and the index points here */
 	__u32 pad;
+	struct ubia_counters c;
 };
 
 #endif /* UBIA_H */

@@ -11,6 +11,7 @@
 #include <net/if.h>
 #include <stdarg.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -18,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -226,9 +228,18 @@ void Meter::load_and_attach() {
   int err = ubia_bpf__load(skel_);
   if (err) fail_bpf("loading the BPF programs failed", err);
 
+  // the ABI version marks the pinned state as ours; the slot count of resumed state stays
   uint32_t zero = 0;
-  ubia_meta meta{UBIA_ABI_VERSION, 0};
-  bpf_map_update_elem(bpf_map__fd(skel_->maps.meta), &zero, &meta, BPF_ANY);
+  int meta_fd = bpf_map__fd(skel_->maps.meta);
+  ubia_meta meta{};
+  bpf_map_lookup_elem(meta_fd, &zero, &meta);
+  meta.abi_version = UBIA_ABI_VERSION;
+  bpf_map_update_elem(meta_fd, &zero, &meta, BPF_ANY);
+
+  user_slots_len_ = sizeof(ubia_user_slot) * bpf_map__max_entries(skel_->maps.user_slots);
+  void *mem = mmap(nullptr, user_slots_len_, PROT_READ, MAP_SHARED, bpf_map__fd(skel_->maps.user_slots), 0);
+  if (mem == MAP_FAILED) fail_bpf("mapping the user counters into memory failed", errno);
+  user_slots_ = static_cast<const ubia_user_slot *>(mem);
 
   attach_all();
 
@@ -434,7 +445,22 @@ void Meter::fold() const {
 
 std::vector<Entry<ubia_user_key, ubia_counters>> Meter::read_users() const {
   fold();
-  return read_map<ubia_user_key, ubia_counters>(bpf_map__fd(skel_->maps.user_totals), false);
+  uint32_t zero = 0;
+  ubia_meta meta{};
+  if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.meta), &zero, &meta))
+    throw MeterError("reading the meter's meta map failed: " + errno_text(errno));
+  const size_t n = std::min<size_t>(meta.user_slots_used, user_slots_len_ / sizeof(ubia_user_slot));
+  std::vector<Entry<ubia_user_key, ubia_counters>> out;
+  out.reserve(n);
+  for (size_t i = 0; i < n; i++) {
+    // `used` is set (with a full barrier) only after the key is final
+    const volatile ubia_user_slot &slot = user_slots_[i];
+    if (!slot.used) continue;
+    const volatile uint64_t *c = reinterpret_cast<const volatile uint64_t *>(&slot.c);
+    ubia_counters v{c[0], c[1], c[2], c[3], c[4], c[5]};
+    out.push_back({ubia_user_key{slot.key.uid, slot.key.scope}, v});
+  }
+  return out;
 }
 
 std::vector<Entry<ubia_proc_key, ubia_counters>> Meter::read_processes() const {
@@ -527,6 +553,8 @@ void Meter::close(bool detach) {
   rb_ = nullptr;
   if (fold_link_) bpf_link__destroy(fold_link_);
   fold_link_ = nullptr;
+  if (user_slots_) munmap(const_cast<ubia_user_slot *>(user_slots_), user_slots_len_);
+  user_slots_ = nullptr;
   for (int *fd : {&tc_ingress_fd_, &tc_egress_fd_, &cgroup_fd_})
     if (*fd >= 0) ::close(*fd), *fd = -1;
   if (skel_) ubia_bpf__destroy(skel_);

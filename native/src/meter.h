@@ -91,6 +91,8 @@ class Meter {
   ubia_bpf *skel_ = nullptr;
   ring_buffer *rb_ = nullptr;
   bpf_link *fold_link_ = nullptr;
+  const ubia_user_slot *user_slots_ = nullptr;  // mmap of the user_slots map
+  size_t user_slots_len_ = 0;
   mutable std::chrono::steady_clock::time_point last_fold_{};
   int cgroup_fd_ = -1;
   int tc_ingress_fd_ = -1;
