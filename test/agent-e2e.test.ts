@@ -17,7 +17,7 @@ import {
   type Testbed,
   type TestUser,
 } from './helpers/agent.js';
-import type { UsersResult } from '../src/control/protocol.js';
+import type { StatusResult, UsersResult } from '../src/control/protocol.js';
 
 let bed: Testbed;
 let alice: TestUser;
@@ -77,6 +77,31 @@ describe('ubia agent end to end (real kernel)', () => {
     expect(Object.keys(ra)).toEqual(['uid', 'user', 'rxBytes', 'txBytes', 'rxPackets', 'txPackets', 'rxPayloadBytes', 'txPayloadBytes']);
     expect(res.unattributed).toEqual(expect.objectContaining({ rxBytes: expect.any(Number), txBytes: expect.any(Number) }));
     expect(Date.parse(res.to) - Date.parse(res.from)).toBe(3_600_000);
+
+    // an explicit --from/--to range holding the traffic gives the same rows
+    const from = new Date(Date.now() - 600_000).toISOString();
+    const to = new Date(Date.now() + 60_000).toISOString();
+    const ranged = JSON.parse(cli(agent!.socket, ['users', '--from', from, '--to', to, '--json']).stdout) as UsersResult;
+    expect(ranged.from).toBe(from);
+    expect(rowOf(ranged, alice)).toEqual(ra);
+    expect(rowOf(ranged, bob)).toEqual(rb);
+  });
+
+  it('status shows the kernel hooks (and why any is off), the ledger and the health counters', () => {
+    const r = cli(agent!.socket, ['status', '--json']);
+    expect(r.code).toBe(0);
+    const st = JSON.parse(r.stdout) as StatusResult;
+    expect(st.agent.pid).toBe(agent!.proc.pid);
+    expect(st.meter.hooks.length).toBeGreaterThan(0);
+    for (const h of st.meter.hooks) expect(h.detail).not.toBe('');
+    expect(st.meter.hooks.some((h) => h.active)).toBe(true);
+    expect(st.meter.health.overflows).toEqual({ users: 0, processes: 0, flows: 0, interfaces: 0 });
+    expect(st.meter.interfaces.map((i) => i.name)).toContain(bed.net.hostInterface);
+    expect(st.ledger.sizeBytes).toBeGreaterThan(0);
+    expect(st.ledger.lastError).toBeNull();
+    const text = cli(agent!.socket, ['status']).stdout;
+    expect(text).toMatch(/^agent: {6}running, pid \d+/);
+    expect(text).toMatch(/ledger: {5}.*ledger\.db, [\d.]+ (B|KiB|MiB)/);
   });
 
   it('a non-root user sees only their own row; root sees all', () => {

@@ -7,9 +7,10 @@
 // (typed-array columns) and go through the same src/kernel code as the real ones; only
 // filling the columns is left out of the figures (the addon does that in C++, and
 // `npm run bench:overhead` measures it as "readUsers").
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { pino } from 'pino';
 import { startAgent } from '../agent/agent.js';
 import { configSchema } from '../config/config.js';
@@ -124,6 +125,13 @@ function syntheticNative(): NativeMeter {
   };
 }
 
+/** /proc/self/smaps_rollup: the process's memory by kind, in KiB. */
+function smapsRollupKiB(): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const m of readFileSync('/proc/self/smaps_rollup', 'utf8').matchAll(/^(\w+):\s+(\d+) kB/gm)) out[m[1]!] = Number(m[2]);
+  return out;
+}
+
 async function main(): Promise<void> {
   const seconds = Number(process.argv[2] ?? 30);
   const dir = mkdtempSync(join(tmpdir(), 'ubia-bench-'));
@@ -145,6 +153,11 @@ async function main(): Promise<void> {
   const sleep = (s: number) => new Promise((r) => setTimeout(r, s * 1000));
   // the first polls book every counter as new and fill the NSS name cache
   await sleep(WARMUP_S);
+  let gcPauseMs = 0;
+  const gc = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) gcPauseMs += e.duration;
+  });
+  gc.observe({ entryTypes: ['gc'] });
   fillCpuMs = 0;
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
@@ -155,7 +168,9 @@ async function main(): Promise<void> {
   }
   const cpuMs = cpuMsSince(cpu0);
   const wallMs = performance.now() - t0;
+  gc.disconnect();
   const mem = process.memoryUsage();
+  const rollup = smapsRollupKiB();
   await agent.stop('benchmark done');
   rmSync(dir, { recursive: true, force: true });
   const result = {
@@ -165,10 +180,17 @@ async function main(): Promise<void> {
     seconds: Math.round(wallMs / 1000),
     /** the agent's JS, SQLite and GC: all of the process but filling the synthetic columns */
     agentCpuPercentOfOneCore: +(((cpuMs - fillCpuMs) / wallMs) * 100).toFixed(2),
+    /** the same per 1 s poll (flushes, flow and process reads spread over the polls) */
+    agentCpuMsPerPoll: +((cpuMs - fillCpuMs) / (wallMs / 1000)).toFixed(1),
+    /** of which the main thread stood in garbage collection */
+    gcPauseMsPerPoll: +(gcPauseMs / (wallMs / 1000)).toFixed(1),
     fillCpuPercentOfOneCore: +((fillCpuMs / wallMs) * 100).toFixed(2),
     rssMaxMiB: Math.round(rssMax / MiB),
     memoryAtEndMiB: {
       rss: Math.round(mem.rss / MiB),
+      /** of RSS: private memory (V8 heap, malloc) vs file pages (node's own 40+ MiB binary) */
+      rssAnonymous: Math.round(rollup.Anonymous! / 1024),
+      rssFileBacked: Math.round((rollup.Rss! - rollup.Anonymous!) / 1024),
       heapTotal: Math.round(mem.heapTotal / MiB),
       heapUsed: Math.round(mem.heapUsed / MiB),
       external: Math.round(mem.external / MiB),

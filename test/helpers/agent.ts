@@ -163,6 +163,8 @@ export function deleteUser(u: TestUser): void {
 
 export interface TestNet {
   ns: string;
+  /** the host end of the veth pair */
+  hostInterface: string;
   hostV4: string;
   peerV4: string;
   hostV6: string;
@@ -181,6 +183,7 @@ export function createNet(): TestNet {
   const peer = `ubt${tag}p`;
   const net = {
     ns,
+    hostInterface: host,
     hostV4: `198.18.${n}.1`,
     peerV4: `198.18.${n}.2`,
     hostV6: `2001:db8:${tag}::1`,
