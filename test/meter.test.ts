@@ -290,6 +290,32 @@ describe('kernel meter', () => {
   });
 });
 
+describe('wire-only mode (the fallback for kernels without the socket-length tracepoints)', () => {
+  it('leaves the payload hooks out, says why, and still attributes wire bytes to the sender', async () => {
+    const pinDir = `${PIN_DIR}-wire`;
+    const wire = openMeter({ pinDir, wireOnly: true });
+    try {
+      const st = wire.status();
+      expect(st.mode).toBe('wire-only');
+      const send = st.hooks.find((h) => h.name === 'tp_btf/sock_send_length')!;
+      expect(send.active).toBe(false);
+      expect(send.detail).toMatch(/payload not counted/);
+      const before = userTotal(wire, alice.uid);
+      const port = freePort();
+      const bytes = 1_000_000;
+      await exchange(['tcp-sink', ns.nsV4, String(port)], ['tcp-send', ns.nsV4, String(port), String(bytes)], { server: { netns: ns }, client: { user: alice } });
+      await sleep(150);
+      const d = minus(userTotal(wire, alice.uid), before);
+      expect(d.txPayloadBytes).toBe(0);
+      expect(d.rxPayloadBytes).toBe(0);
+      expect(d.txBytes).toBeGreaterThan(bytes);
+      expect(d.txBytes - bytes).toBeLessThanOrEqual(d.txPackets * MAX_HDR);
+    } finally {
+      wire.close({ detach: true });
+    }
+  });
+});
+
 describe('without privileges', () => {
   it('fails with a clear message and a non-zero exit', () => {
     const user = alice;

@@ -298,8 +298,9 @@ void Meter::probe_features() {
   btf *vmlinux = btf__load_vmlinux_btf();
   struct utsname u;
   uname(&u);
-  const bool has_len = btf_has(vmlinux, "btf_trace_sock_send_length", BTF_KIND_TYPEDEF) &&
-                       btf_has(vmlinux, "btf_trace_sock_recv_length", BTF_KIND_TYPEDEF);
+  const bool kernel_has_len = btf_has(vmlinux, "btf_trace_sock_send_length", BTF_KIND_TYPEDEF) &&
+                              btf_has(vmlinux, "btf_trace_sock_recv_length", BTF_KIND_TYPEDEF);
+  const bool has_len = kernel_has_len && !opts_.wire_only;
   const bool has_state = btf_has(vmlinux, "btf_trace_inet_sock_set_state", BTF_KIND_TYPEDEF);
   const bool has_exit = btf_has(vmlinux, "btf_trace_sched_process_exit", BTF_KIND_TYPEDEF);
   const bool has_kctx = btf_has(vmlinux, "bpf_cast_to_kern_ctx", BTF_KIND_FUNC) &&
@@ -316,10 +317,11 @@ void Meter::probe_features() {
   hook("cgroup/sock_release", true, "end of UDP and other non-TCP flows", "");
   hook("cgroup_skb/egress", true, "wire bytes and packets sent, per socket owner", "");
   hook("cgroup_skb/ingress", true, "wire bytes and packets received, per socket owner", "");
-  hook("tp_btf/sock_send_length", has_len, "payload bytes sent, by the sending process",
-       "kernel lacks the sock_send_length tracepoint (Linux < 6.3): payload not counted, owner from socket creation or socket uid");
-  hook("tp_btf/sock_recv_length", has_len, "payload bytes received, by the reading process",
-       "kernel lacks the sock_recv_length tracepoint (Linux < 6.3): payload not counted");
+  const char *no_len = kernel_has_len
+                           ? "left out (wire-only requested): payload not counted, owner from socket creation and sends"
+                           : "kernel lacks the sock_send_length/sock_recv_length tracepoints (Linux < 6.3): payload not counted, owner from socket creation and sends";
+  hook("tp_btf/sock_send_length", has_len, "payload bytes sent, by the sending process", no_len);
+  hook("tp_btf/sock_recv_length", has_len, "payload bytes received, by the reading process", no_len);
   hook("tp_btf/inet_sock_set_state", has_state, "end of TCP flows (after the last byte the kernel sends)",
        "kernel lacks the inet_sock_set_state tracepoint: TCP flows end at close()");
   hook("tp_btf/sched_process_exit", has_exit, "exited processes, so their entries can be removed",
@@ -336,8 +338,11 @@ void Meter::probe_features() {
 void Meter::attach_all() {
   std::string links = opts_.pin_dir + "/links/";
   auto attach = [&](bpf_program *prog, bool cgroup) {
-    if (!bpf_program__autoload(prog)) return;
     std::string pin = links + bpf_program__name(prog);
+    if (!bpf_program__autoload(prog)) {
+      unlink(pin.c_str());  // attached by an earlier agent that used it: detach
+      return;
+    }
     if (exists(pin)) return;  // attached by an earlier agent: the kernel kept counting
     bpf_link *link = cgroup ? bpf_program__attach_cgroup(prog, cgroup_fd_) : bpf_program__attach(prog);
     if (!link) fail_bpf(std::string("attaching ") + bpf_program__name(prog) + " failed", errno);

@@ -144,6 +144,7 @@ class MeterWrap : public Napi::ObjectWrap<MeterWrap> {
       if (o.Has("pinDir") && o.Get("pinDir").IsString()) opts.pin_dir = o.Get("pinDir").As<Napi::String>();
       if (o.Has("flowCapacity") && o.Get("flowCapacity").IsNumber())
         opts.flow_capacity = o.Get("flowCapacity").As<Napi::Number>().Uint32Value();
+      if (o.Has("wireOnly") && o.Get("wireOnly").IsBoolean()) opts.wire_only = o.Get("wireOnly").As<Napi::Boolean>().Value();
     }
     try {
       meter_ = std::make_unique<Meter>(opts);

@@ -2,7 +2,7 @@
 // pinned meter, reads monotonic counters, and delivers flow-ended / process-exited
 // events, including those the ring buffer could not carry.
 import { release } from 'node:os';
-import { addon, rows, type Columns, type NativeEvents, type NativeMeter } from './native.js';
+import { addon, rows, selectRows, type Columns, type NativeEvents, type NativeMeter } from './native.js';
 import type { FlowRecord, InterfaceCounters, MeterEvent, MeterHealth, MeterStatus, ProcessCounters, UnattributedCounters, UserCounters } from './types.js';
 
 export * from './types.js';
@@ -16,6 +16,8 @@ export interface MeterOptions {
   pinDir?: string;
   /** size of the per-flow map (a pinned map keeps the size it was made with) */
   flowCapacity?: number;
+  /** leave the socket-layer (payload) hooks out, as on a kernel without them */
+  wireOnly?: boolean;
 }
 
 export interface Meter {
@@ -24,7 +26,11 @@ export interface Meter {
   /** the same as the addon's columns: what the agent's poll loop reads every second */
   readUserColumns(): Columns<UserCounters>;
   readProcesses(): ProcessCounters[];
+  /** the same as columns: the agent keeps them between reads and makes rows only when asked */
+  readProcessColumns(): Columns<ProcessCounters>;
   readFlows(): FlowRecord[];
+  /** the same as columns: rows are made only for whoever needs them (exporters, `ubia flows`) */
+  readFlowColumns(): Columns<FlowRecord>;
   readInterfaces(): InterfaceCounters[];
   /** packets with no user socket behind them, as the cgroup layer saw them */
   readUnattributed(): UnattributedCounters;
@@ -47,7 +53,7 @@ export function openMeter(opts: MeterOptions = {}): Meter {
   const pinDir = opts.pinDir ?? DEFAULT_PIN_DIR;
   let native: NativeMeter;
   try {
-    native = new addon.Meter({ pinDir, ...(opts.flowCapacity ? { flowCapacity: opts.flowCapacity } : {}) });
+    native = new addon.Meter({ pinDir, ...(opts.flowCapacity ? { flowCapacity: opts.flowCapacity } : {}), wireOnly: !!opts.wireOnly });
   } catch (err) {
     throw new MeterError((err as Error).message);
   }
@@ -75,14 +81,14 @@ export function meterOver(native: NativeMeter): Meter {
   // removed it (a closed TCP socket still sending). Found by the pid no longer existing,
   // after dropped events and at least every SWEEP_MS.
   let lastSweepMs = 0;
-  const sweepDeadProcesses = (procs: ProcessCounters[]) => {
+  const sweepDeadProcesses = (pids: ArrayLike<number>) => {
     const dropped = native.readStats().eventsDropped;
     const now = Date.now();
     if (dropped === droppedSeen && now - lastSweepMs < SWEEP_MS) return;
     droppedSeen = dropped;
     lastSweepMs = now;
     const gone: MeterEvent[] = [];
-    for (const pid of new Set(procs.map((p) => p.pid))) {
+    for (const pid of new Set(Array.from(pids))) {
       if (pid === 0 || reportedExits.has(pid) || pidAlive(pid)) continue;
       reportedExits.add(pid);
       gone.push({ kind: 'processExited', pid, exitedMs: now });
@@ -90,28 +96,34 @@ export function meterOver(native: NativeMeter): Meter {
     emit(gone);
   };
 
+  const readProcessColumns = () => {
+    const columns = native.readProcesses();
+    sweepDeadProcesses(columns.pid);
+    return columns;
+  };
+
+  // Flows that ended while the ring buffer was full are still in the table, marked: they
+  // become flowEnded events (rows made for those few only) and leave the kernel map.
+  const readFlowColumns = (): Columns<FlowRecord> => {
+    const { ended, ...columns } = native.readFlows();
+    const active: number[] = [];
+    const gone: number[] = [];
+    for (let i = 0; i < columns.length; i++) (ended[i] ? gone : active).push(i);
+    if (gone.length === 0) return columns;
+    const events = rows(selectRows<FlowRecord>(columns, gone)).map((flow): MeterEvent => ({ kind: 'flowEnded', flow }));
+    emit(events);
+    for (const e of events) if (e.kind === 'flowEnded') native.forgetFlow(e.flow.cookie);
+    return selectRows<FlowRecord>(columns, active);
+  };
+
   return {
     status: () => ({ kernelRelease: release(), ...native.status() }),
     readUsers: () => rows(native.readUsers()),
     readUserColumns: () => native.readUsers(),
-    readProcesses: () => {
-      const procs = rows(native.readProcesses());
-      sweepDeadProcesses(procs);
-      return procs;
-    },
-    readFlows: () => {
-      // the ended column is split off once, not per row: object rest per row cost ~5 µs
-      const { ended: endedColumn, ...columns } = native.readFlows();
-      const active: FlowRecord[] = [];
-      const ended: MeterEvent[] = [];
-      rows<FlowRecord>(columns).forEach((flow, i) => {
-        if (endedColumn[i]) ended.push({ kind: 'flowEnded', flow });
-        else active.push(flow);
-      });
-      emit(ended);
-      for (const e of ended) if (e.kind === 'flowEnded') native.forgetFlow(e.flow.cookie);
-      return active;
-    },
+    readProcesses: () => rows(readProcessColumns()),
+    readProcessColumns,
+    readFlows: () => rows(readFlowColumns()),
+    readFlowColumns,
     readInterfaces: () => native.readInterfaces(),
     readUnattributed: () => native.readStats().unattributed,
     health: () => {

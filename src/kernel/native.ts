@@ -65,12 +65,23 @@ export function rows<T>(cols: Columns<T>): T[] {
   return out;
 }
 
+/** The rows at `indexes` of a table, still as columns. */
+export function selectRows<T>(cols: Columns<T>, indexes: number[]): Columns<T> {
+  const out: Record<string, unknown> = { length: indexes.length };
+  for (const [key, col] of Object.entries(cols as unknown as Record<string, unknown>)) {
+    if (key === 'length') continue;
+    const pick = (a: ArrayLike<unknown>) => indexes.map((i) => a[i]);
+    out[key] = isDict(col) ? { codes: Uint32Array.from(pick(col.codes) as number[]), values: col.values } : pick(col as ArrayLike<unknown>);
+  }
+  return out as Columns<T>;
+}
+
 function isDict(v: unknown): v is DictColumn {
   return typeof v === 'object' && v !== null && 'codes' in v;
 }
 
 interface NativeAddon {
-  Meter: new (opts: { pinDir?: string; flowCapacity?: number }) => NativeMeter;
+  Meter: new (opts: { pinDir?: string; flowCapacity?: number; wireOnly?: boolean }) => NativeMeter;
   detachPinned(pinDir: string): void;
   abiVersion: number;
   userName(uid: number): string | undefined;
