@@ -80,6 +80,8 @@ describe('the unit\'s sandbox, measured', () => {
       // EPERM (no CAP_BPF, no CAP_NET_ADMIN) or the verifier's EINVAL (no CAP_PERFMON:
       // sk_storage and BTF pointers are perfmon-only)
       expect(logs).toMatch(/loading the BPF programs failed: (Operation not permitted|Invalid argument)/);
+      // and says what to grant
+      expect(logs).toMatch(missing === 'CAP_PERFMON' ? /without CAP_PERFMON: grant it/ : /grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN/);
     });
   }
 

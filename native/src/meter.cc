@@ -59,12 +59,25 @@ int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap) {
 
 std::string errno_text(int err) { return strerror(err < 0 ? -err : err); }
 
+// Is this capability in the process's effective set (/proc/self/status CapEff)?
+bool has_capability(int cap) {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("CapEff:", 0) == 0) return (std::stoull(line.substr(7), nullptr, 16) >> cap) & 1;
+  return false;
+}
+
 [[noreturn]] void fail_bpf(const std::string &what, int err) {
+  constexpr int kCapPerfmon = 38, kCapBpf = 39;
   int e = err < 0 ? -err : err;
   std::string msg = what + ": " + errno_text(e);
   if (e == EPERM || e == EACCES)
-    msg += ". BPF not permitted: run as root or grant CAP_BPF+CAP_PERFMON+CAP_NET_ADMIN"
-           " (+CAP_SYS_ADMIN to mount bpffs and attach to the cgroup root)";
+    msg += ". BPF not permitted: run as root or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN"
+           " (CAP_SYS_ADMIN only to mount bpffs on /sys/fs/bpf when it is not mounted)";
+  else if (e == EINVAL && has_capability(kCapBpf) && !has_capability(kCapPerfmon))
+    msg += ". The verifier refuses ubia's tracing programs and socket-storage access without"
+           " CAP_PERFMON: grant it (with CAP_BPF and CAP_NET_ADMIN)";
   if (!g_libbpf_log.empty()) {
     // the tail says which check failed
     std::string tail = g_libbpf_log.size() > 1500 ? g_libbpf_log.substr(g_libbpf_log.size() - 1500)
