@@ -84,20 +84,32 @@ describe('packaging/ubia.toml', () => {
     expect(parsed.diameter?.tls).toBeDefined();
   });
 
-  it('has every key of the agent tables and of [otlp], with its real default, in the reference of docs/systemd.md', () => {
-    const doc = readFileSync(new URL('../docs/systemd.md', import.meta.url), 'utf8');
+  it('has every key of every table, with its real default, in the README\'s configuration reference', () => {
+    const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
     const wrong: string[] = [];
-    for (const section of ['agent', 'ledger', 'control', 'log', 'otlp'] as const) {
-      expect(doc.includes(`### [${section}]`), `docs/systemd.md has no "### [${section}]"`).toBe(true);
-      const table = doc.slice(doc.indexOf(`### [${section}]`));
-      visit(configSchema.shape[section], undefined, section, (path, field) => {
-        const key = path.slice(section.length + 1);
-        // a row "| `key` | `default` | meaning |"
-        const documented = new RegExp(`^\\| \`${key}\` \\| \`([^\`]*)\` \\|`, 'm').exec(table)?.[1];
-        const real = JSON.stringify(field.parse(undefined));
-        if (documented !== real) wrong.push(`[${section}] ${key}: docs say ${documented ?? 'nothing'}, default is ${real}`);
-      });
-    }
+    /** Each table of the schema as it is written in TOML ("[ipfix]", "[[ipfix.collectors]]"),
+     *  with its leaf keys: sub-tables are tables of their own. */
+    const check = (schema: z.ZodType, table: string, header: string) => {
+      const u = unwrap(schema);
+      if (!u || !('fields' in u)) return;
+      const at = readme.indexOf(`**\`${header}\`**`);
+      if (at < 0) return void wrong.push(`README has no table **\`${header}\`**`);
+      const rows = readme.slice(at, readme.indexOf('\n\n**', at + 1) >>> 0);
+      for (const [key, field] of Object.entries(u.fields)) {
+        const inner = unwrap(field);
+        if (inner && 'fields' in inner) check(field, `${table}.${key}`, `[${table}.${key}]`);
+        else if (inner && 'element' in inner && unwrap(inner.element)) check(inner.element, `${table}.${key}`, `[[${table}.${key}]]`);
+        else {
+          // a row "| `key` | `default` | meaning |"; keys without a default say so in words
+          const documented = new RegExp(`^\\| \`${key}\` \\| ([^|]*) \\|`, 'm').exec(rows)?.[1];
+          const d = field.safeParse(undefined);
+          const real = d.success && d.data !== undefined ? `\`${JSON.stringify(d.data)}\`` : undefined;
+          if (documented === undefined || (real !== undefined && documented !== real))
+            wrong.push(`${header} ${key}: README says ${documented ?? 'nothing'}, default is ${real ?? 'none'}`);
+        }
+      }
+    };
+    for (const section of SECTIONS) check(configSchema.shape[section], section, `[${section}]`);
     expect(wrong).toEqual([]);
   });
 });
