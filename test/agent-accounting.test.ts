@@ -8,13 +8,26 @@ import { join } from 'node:path';
 import { Accounting } from '../src/agent/accounting.js';
 import type { MeterReader } from '../src/agent/meter.js';
 import { createNameCache } from '../src/agent/names.js';
-import { columnsOf } from '../src/agent/counters.js';
+import type { Columns } from '../src/kernel/native.js';
 import { Ledger, UNATTRIBUTED_UID } from '../src/ledger/ledger.js';
 import type { FlowRecord, InterfaceCounters, ProcessCounters, Scope, UserCounters } from '../src/kernel/types.js';
 
 const c = (n: number) => ({ rxBytes: 100 * n, txBytes: 10 * n, rxPackets: n, txPackets: n, rxPayloadBytes: 50 * n, txPayloadBytes: 5 * n });
 
-const SCOPES: Scope[] = ['external', 'loopback'];
+/** Rows as the addon hands tables over: a typed column per number field, strings
+ *  dictionary-encoded. */
+function columns<T extends object>(list: T[]): Columns<T> {
+  const out: Record<string, unknown> = { length: list.length };
+  for (const key of Object.keys(list[0] ?? {})) {
+    const values = list.map((r) => (r as Record<string, unknown>)[key]);
+    if (typeof values[0] !== 'string') out[key] = values;
+    else {
+      const distinct = [...new Set(values as string[])];
+      out[key] = { codes: Uint32Array.from(values as string[], (v) => distinct.indexOf(v)), values: distinct };
+    }
+  }
+  return out as Columns<T>;
+}
 
 /** A meter whose next readings the test sets; it records what the agent asked of it. */
 function scriptedMeter() {
@@ -29,18 +42,14 @@ function scriptedMeter() {
   };
   const meter: MeterReader = {
     status: () => ({ kernelRelease: 'test', mode: 'test', hooks: [], pinDir: '', resumed: false }),
-    readUserColumns: () => ({
-      ...columnsOf(state.users),
-      uid: state.users.map((u) => u.uid),
-      scope: { codes: Uint32Array.from(state.users, (u) => SCOPES.indexOf(u.scope)), values: SCOPES },
-    }),
-    readProcesses: () => {
+    readUserColumns: () => columns(state.users),
+    readProcessColumns: () => {
       state.processReads++;
-      return state.processes.map((p) => ({ ...p }));
+      return columns(state.processes);
     },
-    readFlows: () => {
+    readFlowColumns: () => {
       state.flowReads++;
-      return state.flows.map((f) => ({ ...f }));
+      return columns(state.flows);
     },
     readInterfaces: () => state.interfaces,
     health: () => ({ overflows: { users: 0, processes: 0, flows: 0, interfaces: 0 }, eventsDropped: 0 }),
@@ -98,9 +107,10 @@ describe('accounting', () => {
     const acc = new Accounting(meter, ledger, { users: [], interfaces: [] }, names, { countLoopback: false, recentFlows: 10, flowIntervalMs: 5000 });
     state.flows = [flow(1, 1000, 'external'), flow(2, 1000, 'loopback')];
     const first = acc.poll(T);
-    expect(first.flows!.map((f) => [f.cookie, f.user])).toEqual([[1n, 'alice']]);
+    expect(first.flows!().map((f) => [f.cookie, f.user])).toEqual([[1n, 'alice']]);
+    expect(acc.activeFlowCount()).toBe(1);
     expect(acc.poll(T + 1000).flows).toBeUndefined();
-    expect(acc.poll(T + 5000).flows).toHaveLength(1);
+    expect(acc.poll(T + 5000).flows!()).toHaveLength(1);
     expect(state.flowReads).toBe(2);
   });
 

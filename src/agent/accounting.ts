@@ -5,6 +5,7 @@ import type { FlowRecord, InterfaceCounters, ProcessCounters, Scope, TrafficCoun
 import type { FlowSnapshot, UsageInterval, UserUsage } from '../export/types.js';
 import { addInto, columnsOf, counterDelta, CounterTracker, zeroCounters } from './counters.js';
 import type { MeterReader } from './meter.js';
+import { rows, type Columns } from '../kernel/native.js';
 import { encodeCheckpoint, userKey, type Checkpoint } from './checkpoint.js';
 import type { NameCache } from './names.js';
 import { UNATTRIBUTED_UID, type Ledger } from '../ledger/ledger.js';
@@ -29,9 +30,13 @@ export interface AccountingOptions {
   flowIntervalMs: number;
 }
 
+/** A read of the process table, kept as the addon's columns (typed arrays, outside the
+ *  JS heap): rows are made only when someone asks for processes. Kept as objects, the
+ *  10,000s of rows that live from one read to the next are what V8 moves to its old
+ *  space and has to collect there. */
 interface ProcessRead {
   atMs: number;
-  list: ProcessCounters[];
+  columns: Columns<ProcessCounters>;
 }
 
 const interfaceScope = (i: { name: string }): Scope => (i.name === 'lo' ? 'loopback' : 'external');
@@ -67,7 +72,8 @@ export class Accounting {
   private procPrev: ProcessRead | undefined;
   private procViews: ProcessView[] | undefined;
   private watchedUntilMs = 0;
-  private flows: FlowSnapshot[] = [];
+  /** the last flow-table read, as columns: rows are made for each consumer, not kept */
+  private flowRead: Columns<FlowRecord> | undefined;
   private ended: FlowSnapshot[] = [];
   private exited = new Set<number>();
 
@@ -116,9 +122,10 @@ export class Accounting {
   /**
    * Reads the meter once; books deltas and returns what the exporters get. Flows are
    * read every `flowIntervalMs` only (`flows` undefined in between): they are the bulk
-   * of the data, and exporters apply their own active timeouts anyway.
+   * of the data, and exporters apply their own active timeouts anyway. `flows` makes
+   * the rows when called: an agent without exporters never makes them.
    */
-  poll(nowMs: number): { interval: UsageInterval; flows: FlowSnapshot[] | undefined } {
+  poll(nowMs: number): { interval: UsageInterval; flows: (() => FlowSnapshot[]) | undefined } {
     const startMs = this.lastPollMs ?? nowMs;
     const interval = new Map<number, UserUsage>();
     const users = this.meter.readUserColumns();
@@ -154,21 +161,18 @@ export class Accounting {
     const flowsDue = this.lastFlowsMs === undefined || nowMs - this.lastFlowsMs >= this.options.flowIntervalMs;
     if (flowsDue || nowMs < this.watchedUntilMs) {
       this.procPrev = this.procNow;
-      this.procNow = { atMs: nowMs, list: this.meter.readProcesses() };
+      this.procNow = { atMs: nowMs, columns: this.meter.readProcessColumns() };
       this.procViews = undefined;
       for (const pid of this.exited) this.meter.forgetProcess(pid);
       this.exited.clear();
     }
 
-    let flows: FlowSnapshot[] | undefined;
     if (flowsDue) {
-      flows = [];
-      for (const f of this.meter.readFlows()) if (this.counts(f.scope)) flows.push(this.snapshotFlow(f));
-      this.flows = flows;
+      this.flowRead = this.meter.readFlowColumns();
       this.lastFlowsMs = nowMs;
     }
     this.lastPollMs = nowMs;
-    return { interval: { startMs, endMs: nowMs, users: [...interval.values()] }, flows };
+    return { interval: { startMs, endMs: nowMs, users: [...interval.values()] }, flows: flowsDue ? () => this.activeFlows() : undefined };
   }
 
   /** Processes of the counted scopes, one row per (pid, uid, comm), with the rate
@@ -179,9 +183,9 @@ export class Accounting {
     const prev = this.procPrev;
     const seconds = prev ? (now.atMs - prev.atMs) / 1000 : 0;
     const before = new Map<string, ProcessCounters>();
-    if (prev) for (const p of prev.list) before.set(`${p.pid}:${p.uid}:${p.comm}:${p.scope}`, p);
+    if (prev) for (const p of rows(prev.columns)) before.set(`${p.pid}:${p.uid}:${p.comm}:${p.scope}`, p);
     const views = new Map<string, ProcessView>();
-    for (const p of now.list) {
+    for (const p of rows(now.columns)) {
       if (!this.counts(p.scope)) continue;
       const key = `${p.pid}:${p.uid}:${p.comm}`;
       let v = views.get(key);
@@ -226,8 +230,20 @@ export class Accounting {
     return this.procViews;
   }
 
+  /** The flows of the counted scopes as of the last read, with their owners' names. */
   activeFlows(): FlowSnapshot[] {
-    return this.flows;
+    if (!this.flowRead) return [];
+    return rows(this.flowRead).filter((f) => this.counts(f.scope)).map((f) => this.snapshotFlow(f));
+  }
+
+  /** How many flows `activeFlows()` would list, without making them. */
+  activeFlowCount(): number {
+    const scope = this.flowRead?.scope;
+    if (!scope) return 0;
+    const counted = scope.values.map((v) => this.counts(v as Scope));
+    let n = 0;
+    for (const code of scope.codes) if (counted[code]) n++;
+    return n;
   }
 
   endedFlows(): FlowSnapshot[] {

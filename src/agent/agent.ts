@@ -149,7 +149,10 @@ export async function startAgent(
       if (pollError !== undefined) logger.info('meter reads work again');
       pollError = undefined;
       if (interval.users.length) toExporters('usage', (e) => e.usage(interval));
-      if (flows) toExporters('activeFlows', (e) => e.activeFlows(flows, now));
+      if (flows && exporters.length) {
+        const list = flows();
+        toExporters('activeFlows', (e) => e.activeFlows(list, now));
+      }
     } catch (err) {
       const msg = (err as Error).message;
       if (pollError !== msg) logger.error({ err }, 'reading the meter failed; retrying every poll');
@@ -171,7 +174,7 @@ export async function startAgent(
     const unhealthy = exporters.map((e) => e.status()).filter((s) => s.state !== 'ok');
     return [
       `${accounting.rates().size} users active, in ${humanRate(rx)}, out ${humanRate(tx)}`,
-      `${accounting.activeFlows().length} flows`,
+      `${accounting.activeFlowCount()} flows`,
       unhealthy.length ? unhealthy.map((s) => `${s.name} ${s.state}`).join(', ') : exporters.length ? 'exporters ok' : 'no exporters',
       ...(pollError ? ['meter reads failing'] : []),
       ...(flushError ? ['ledger writes failing'] : []),

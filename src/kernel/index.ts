@@ -106,10 +106,10 @@ export function meterOver(native: NativeMeter): Meter {
   // become flowEnded events (rows made for those few only) and leave the kernel map.
   const readFlowColumns = (): Columns<FlowRecord> => {
     const { ended, ...columns } = native.readFlows();
-    const active: number[] = [];
     const gone: number[] = [];
-    for (let i = 0; i < columns.length; i++) (ended[i] ? gone : active).push(i);
+    for (let i = 0; i < columns.length; i++) if (ended[i]) gone.push(i);
     if (gone.length === 0) return columns;
+    const active = Array.from({ length: columns.length }, (_, i) => i).filter((i) => !ended[i]);
     const events = rows(selectRows<FlowRecord>(columns, gone)).map((flow): MeterEvent => ({ kind: 'flowEnded', flow }));
     emit(events);
     for (const e of events) if (e.kind === 'flowEnded') native.forgetFlow(e.flow.cookie);
