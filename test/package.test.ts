@@ -82,6 +82,8 @@ describe('Debian package', () => {
     const documented = /reports an overall\s+exposure of \*\*([\d.]+) /.exec(readFileSync(join(ROOT, 'docs', 'systemd.md'), 'utf8'))?.[1];
     expect(documented, 'docs/systemd.md states the exposure score').toBeDefined();
     expect(score, `systemd-analyze security now says ${score}: update docs/systemd.md and the README`).toBe(documented);
+    const inReadme = /rates the unit\s+an overall exposure of \*\*([\d.]+) /.exec(readFileSync(join(ROOT, 'README.md'), 'utf8'))?.[1];
+    expect(inReadme, 'the README states the same exposure score').toBe(score);
   });
 
   it('starts the installed agent and answers `ubia status`', async () => {
