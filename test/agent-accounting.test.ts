@@ -94,12 +94,19 @@ describe('accounting', () => {
     acc.poll(T);
     state.users = [user(1000, 'external', 4), user(1000, 'loopback', 9), user(2000, 'external', 2)];
     state.interfaces = [iface(1, 'lo', 6), iface(2, 'eth0', 3)];
-    const { interval } = acc.poll(T + 1000);
-    expect(interval.users).toEqual([{ uid: 1000, user: 'alice', ...c(3) }]);
+    const { usage } = acc.poll(T + 1000);
+    expect(usage()).toEqual({ startMs: T, endMs: T + 1000, users: [{ uid: 1000, user: 'alice', ...c(3) }] });
     const totals = new Map(ledger.totals(T, T + 60_000).map((t) => [`${t.uid}/${t.scope}`, t.rxPackets]));
     expect(totals).toEqual(new Map([['1000/external', 4], ['2000/external', 2], [`${UNATTRIBUTED_UID}/external`, 3]]));
     expect(acc.rates().get(1000)).toEqual({ rxRate: 300, txRate: 30 });
     expect(names.name(2000)).toBe('2000');
+    // the next poll's usage holds that poll's deltas only
+    state.users = [user(1000, 'external', 5), user(1000, 'loopback', 9), user(2000, 'external', 4)];
+    expect(acc.poll(T + 3000).usage().users).toEqual([
+      { uid: 1000, user: 'alice', ...c(1) },
+      { uid: 2000, user: '2000', ...c(2) },
+    ]);
+    expect(acc.rates()).toEqual(new Map([[1000, { rxRate: 50, txRate: 5 }], [2000, { rxRate: 100, txRate: 10 }]]));
   });
 
   it('reads flows at their own cadence and only the counted scopes', () => {

@@ -110,6 +110,30 @@ describe('ledger', () => {
     ledger.close();
   });
 
+  it('an open minute is stored as a blob: read back after a crash, written as rows once complete', () => {
+    const minuteRows = (l: Ledger) =>
+      l.db.prepare('SELECT rx_packets AS n FROM usage WHERE resolution_ms = ? AND bucket_ms = ?').all(MINUTE_MS, t0) as { n: number }[];
+    const tracker = new CounterTracker<number>();
+    const book = (l: Ledger, n: number, at: number) =>
+      tracker.observe(columnsOf([user(1, n)]), () => 1, (_, d) => l.add(at, 1, 'external', d));
+    let ledger = new Ledger(path());
+    book(ledger, 10, t0 + 5000);
+    ledger.flush('boot-1', encodeCheckpoint(tracker.lastValues(), new Map()), t0 + 6000); // the minute is still open
+    expect(minuteRows(ledger)).toEqual([]);
+    ledger.db.close(); // "SIGKILL"
+
+    ledger = new Ledger(path());
+    expect(ledger.totals(t0, t0 + MINUTE_MS)[0]!.rxPackets).toBe(10);
+    book(ledger, 15, t0 + 30_000);
+    ledger.flush('boot-1', encodeCheckpoint(tracker.lastValues(), new Map()), t0 + MINUTE_MS); // now complete
+    expect(minuteRows(ledger)).toEqual([{ n: 15 }]);
+    expect(ledger.totals(t0, t0 + MINUTE_MS)[0]!.rxPackets).toBe(15); // the rows, not rows + blob
+    ledger.close();
+    ledger = new Ledger(path());
+    expect(ledger.totals(t0, t0 + MINUTE_MS)[0]!.rxPackets).toBe(15);
+    ledger.close();
+  });
+
   it('pending (unflushed) usage shows in totals', () => {
     const ledger = new Ledger(path());
     const tracker = new CounterTracker<number>();

@@ -3,7 +3,7 @@
 // active flows and a ring of recently ended ones for `ubia flows`.
 import type { FlowRecord, InterfaceCounters, ProcessCounters, Scope, TrafficCounters } from '../kernel/types.js';
 import type { FlowSnapshot, UsageInterval, UserUsage } from '../export/types.js';
-import { addInto, columnsOf, counterDelta, CounterTracker, zeroCounters } from './counters.js';
+import { addInto, columnsOf, copyInto, counterDelta, countersOf, CounterTracker, zeroCounters } from './counters.js';
 import type { MeterReader } from './meter.js';
 import { rows, type Columns } from '../kernel/native.js';
 import { encodeCheckpoint, userKey, type Checkpoint } from './checkpoint.js';
@@ -48,24 +48,20 @@ const unattributedOf = (i: InterfaceCounters): TrafficCounters & { ifindex: numb
   txPayloadBytes: 0,
 });
 
-/** One allocation, one shape: built for every active user at every poll. */
-const usageOf = (uid: number, user: string, d: TrafficCounters): UserUsage => ({
-  uid,
-  user,
-  rxBytes: d.rxBytes,
-  txBytes: d.txBytes,
-  rxPackets: d.rxPackets,
-  txPackets: d.txPackets,
-  rxPayloadBytes: d.rxPayloadBytes,
-  txPayloadBytes: d.txPayloadBytes,
-});
+/** A user's deltas in the poll numbered `round`: one object per uid for the agent's
+ *  life, overwritten when the user moves again, so a poll allocates nothing per user. */
+interface PollDelta extends TrafficCounters {
+  round: number;
+}
 
 export class Accounting {
   private users: CounterTracker<number>;
   private interfaces: CounterTracker<string>;
   private lastPollMs: number | undefined;
   private lastFlowsMs: number | undefined;
-  private lastInterval: { seconds: number; users: Map<number, UserUsage> } = { seconds: 0, users: new Map() };
+  private round = 0;
+  private pollDeltas = new Map<number, PollDelta>();
+  private lastRound = { round: 0, startMs: 0, endMs: 0 };
   private userRates: Map<number, Rate> | undefined;
   /** the last two process reads; views and rates are built from them only when asked */
   private procNow: ProcessRead | undefined;
@@ -120,14 +116,13 @@ export class Accounting {
   }
 
   /**
-   * Reads the meter once; books deltas and returns what the exporters get. Flows are
-   * read every `flowIntervalMs` only (`flows` undefined in between): they are the bulk
-   * of the data, and exporters apply their own active timeouts anyway. `flows` makes
-   * the rows when called: an agent without exporters never makes them.
+   * Reads the meter once and books the deltas. Returns what the exporters get, as
+   * functions that make it when called (an agent without exporters never does): the
+   * users' usage in this poll, and every `flowIntervalMs` (else undefined) the active
+   * flows, the bulk of the data, which exporters apply their own active timeouts to.
    */
-  poll(nowMs: number): { interval: UsageInterval; flows: (() => FlowSnapshot[]) | undefined } {
-    const startMs = this.lastPollMs ?? nowMs;
-    const interval = new Map<number, UserUsage>();
+  poll(nowMs: number): { usage: () => UsageInterval; flows: (() => FlowSnapshot[]) | undefined } {
+    const round = ++this.round;
     const users = this.meter.readUserColumns();
     const scopeAt = (i: number) => users.scope.values[users.scope.codes[i]!] as Scope;
     this.users.observe(
@@ -138,12 +133,16 @@ export class Accounting {
         const scope = scopeAt(i);
         if (!this.counts(scope)) return;
         this.ledger.add(nowMs, uid, scope, d);
-        const usage = interval.get(uid);
-        if (usage) addInto(usage, d);
-        else interval.set(uid, usageOf(uid, this.names.name(uid, nowMs), d));
+        const seen = this.pollDeltas.get(uid);
+        if (!seen) this.pollDeltas.set(uid, { ...countersOf(d), round });
+        else if (seen.round === round) addInto(seen, d);
+        else {
+          copyInto(seen, d);
+          seen.round = round;
+        }
       },
     );
-    this.lastInterval = { seconds: this.lastPollMs === undefined ? 0 : (nowMs - this.lastPollMs) / 1000, users: interval };
+    this.lastRound = { round, startMs: this.lastPollMs ?? nowMs, endMs: nowMs };
     this.userRates = undefined;
 
     const interfaces = this.meter.readInterfaces().map(unattributedOf);
@@ -172,7 +171,8 @@ export class Accounting {
       this.lastFlowsMs = nowMs;
     }
     this.lastPollMs = nowMs;
-    return { interval: { startMs, endMs: nowMs, users: [...interval.values()] }, flows: flowsDue ? () => this.activeFlows() : undefined };
+    const { startMs, endMs } = this.lastRound;
+    return { usage: () => ({ startMs, endMs, users: this.usersOfRound(round) }), flows: flowsDue ? () => this.activeFlows() : undefined };
   }
 
   /** Processes of the counted scopes, one row per (pid, uid, comm), with the rate
@@ -208,13 +208,22 @@ export class Accounting {
     this.ledger.flush(bootId, encodeCheckpoint(this.users.lastValues(), this.interfaces.lastValues()));
   }
 
+  /** Each user's deltas in poll `round`, with their names. */
+  private usersOfRound(round: number): UserUsage[] {
+    const out: UserUsage[] = [];
+    for (const [uid, d] of this.pollDeltas) if (d.round === round) out.push({ uid, user: this.names.name(uid), ...countersOf(d) });
+    return out;
+  }
+
   /** Wire bytes per second per user over the last poll interval (counted scopes). */
   rates(): Map<number, Rate> {
     if (!this.userRates) {
-      const { seconds, users } = this.lastInterval;
-      this.userRates = new Map(
-        [...users].map(([uid, u]) => [uid, seconds > 0 ? { rxRate: u.rxBytes / seconds, txRate: u.txBytes / seconds } : { rxRate: 0, txRate: 0 }]),
-      );
+      const { round, startMs, endMs } = this.lastRound;
+      const seconds = (endMs - startMs) / 1000;
+      this.userRates = new Map();
+      for (const [uid, d] of this.pollDeltas) {
+        if (d.round === round) this.userRates.set(uid, seconds > 0 ? { rxRate: d.rxBytes / seconds, txRate: d.txBytes / seconds } : { rxRate: 0, txRate: 0 });
+      }
     }
     return this.userRates;
   }

@@ -143,12 +143,13 @@ export async function startAgent(
       logger.warn('poll loop resumed after debug.stall');
     }
     try {
-      const { interval, flows } = accounting.poll(now);
+      const { usage, flows } = accounting.poll(now);
       lastPollAt = now;
       lastPollSeconds = (Date.now() - now) / 1000;
       if (pollError !== undefined) logger.info('meter reads work again');
       pollError = undefined;
-      if (interval.users.length) toExporters('usage', (e) => e.usage(interval));
+      const interval = exporters.length ? usage() : undefined;
+      if (interval?.users.length) toExporters('usage', (e) => e.usage(interval));
       if (flows && exporters.length) {
         const list = flows();
         toExporters('activeFlows', (e) => e.activeFlows(list, now));

@@ -46,7 +46,7 @@ export function addInto(acc: TrafficCounters, d: TrafficCounters): void {
   acc.txPayloadBytes += d.txPayloadBytes;
 }
 
-function copyInto(out: TrafficCounters, c: TrafficCounters): void {
+export function copyInto(out: TrafficCounters, c: TrafficCounters): void {
   out.rxBytes = c.rxBytes;
   out.txBytes = c.txBytes;
   out.rxPackets = c.rxPackets;

@@ -3,7 +3,9 @@
 // kernel counter values that produced it (opaque here, see agent/checkpoint.ts). Both are
 // written in ONE transaction, so after a crash the next delta (current − checkpointed)
 // covers exactly what was not yet written: no byte is lost or counted twice. Deltas wait
-// in memory between flushes and are merged into reads.
+// in memory between flushes and are merged into reads. A minute still open is written
+// as one blob (in meta, same transaction) rather than as thousands of upserts at every
+// flush; it becomes usage rows once, when a flush finds it complete.
 import Database from 'better-sqlite3';
 import { mkdirSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -78,6 +80,37 @@ interface Pending extends UsageTotal {
 
 const RESOLUTIONS = [MINUTE_MS, HOUR_MS, DAY_MS];
 
+/** Open minutes' usage as stored: per (bucket, uid, scope) 9 little-endian float64:
+ *  bucket, uid, scope (1 = loopback), then the six counters. */
+const OPEN_FIELDS = 9;
+
+function encodeOpen(rows: Pending[]): Buffer {
+  const out = Buffer.alloc(rows.length * OPEN_FIELDS * 8);
+  const f = new Float64Array(out.buffer, out.byteOffset, rows.length * OPEN_FIELDS);
+  let o = 0;
+  for (const p of rows) {
+    f[o++] = p.bucketMs;
+    f[o++] = p.uid;
+    f[o++] = p.scope === 'loopback' ? 1 : 0;
+    f[o++] = p.rxBytes;
+    f[o++] = p.txBytes;
+    f[o++] = p.rxPackets;
+    f[o++] = p.txPackets;
+    f[o++] = p.rxPayloadBytes;
+    f[o++] = p.txPayloadBytes;
+  }
+  return out;
+}
+
+function decodeOpen(data: Buffer): Pending[] {
+  const rows: Pending[] = [];
+  for (let o = 0; o + OPEN_FIELDS * 8 <= data.length; o += OPEN_FIELDS * 8) {
+    const v = (field: number) => data.readDoubleLE(o + field * 8);
+    rows.push({ bucketMs: v(0), uid: v(1), scope: v(2) === 1 ? 'loopback' : 'external', rxBytes: v(3), txBytes: v(4), rxPackets: v(5), txPackets: v(6), rxPayloadBytes: v(7), txPayloadBytes: v(8) });
+  }
+  return rows;
+}
+
 export class Ledger {
   readonly db: Database.Database;
   /** minute bucket → (uid, scope) → usage not yet written */
@@ -98,13 +131,15 @@ export class Ledger {
       addUsageBatch: this.db.prepare(insertUsage(ROWS_PER_INSERT)),
       setMeta: this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value'),
       getMeta: this.db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?'),
-      getCheckpoint: this.db.prepare<[], { value: Buffer }>("SELECT value FROM meta WHERE key = 'checkpoint'"),
+      getBlob: this.db.prepare<[string], { value: Buffer }>('SELECT value FROM meta WHERE key = ?'),
       totals: this.db.prepare<[number, number, number], CounterRow & { uid: number; scope: Scope }>(
         `SELECT uid, scope, SUM(rx_bytes) AS rx_bytes, SUM(tx_bytes) AS tx_bytes, SUM(rx_packets) AS rx_packets,
            SUM(tx_packets) AS tx_packets, SUM(rx_payload_bytes) AS rx_payload_bytes, SUM(tx_payload_bytes) AS tx_payload_bytes
          FROM usage WHERE resolution_ms = ? AND bucket_ms > ? AND bucket_ms < ? GROUP BY uid, scope`,
       ),
     };
+    const open = this.stmt.getBlob.get('open_minutes')?.value;
+    if (open) for (const p of decodeOpen(open)) this.add(p.bucketMs, p.uid, p.scope, p);
   }
 
   /**
@@ -114,7 +149,7 @@ export class Ledger {
   loadCheckpoint(bootId: string): { checkpoint: Buffer | undefined; rebooted: boolean } {
     const stored = this.stmt.getMeta.get('boot_id')?.value;
     if (stored !== undefined && stored !== bootId) return { checkpoint: undefined, rebooted: true };
-    return { checkpoint: this.stmt.getCheckpoint.get()?.value, rebooted: false };
+    return { checkpoint: this.stmt.getBlob.get('checkpoint')?.value, rebooted: false };
   }
 
   /** Books a delta into its minute bucket; durable at the next `flush`. */
@@ -139,11 +174,19 @@ export class Ledger {
     addInto(p, delta);
   }
 
-  /** Writes pending usage and the checkpoint behind it in one transaction. On failure
-   *  nothing is written and the pending usage is kept for the next try. */
-  flush(bootId: string, checkpoint: Buffer): void {
+  /** Writes pending usage and the checkpoint behind it in one transaction: complete
+   *  minutes as usage rows, open ones (at `nowMs`) as a blob they are read back from. On
+   *  failure nothing is written and the pending usage is kept for the next try. */
+  flush(bootId: string, checkpoint: Buffer, nowMs = Date.now()): void {
+    const complete: number[] = [];
     const params: (number | string)[] = [];
-    for (const bucket of this.pending.values()) {
+    const open: Pending[] = [];
+    for (const [bucketMs, bucket] of this.pending) {
+      if (bucketMs + MINUTE_MS > nowMs) {
+        for (const p of bucket.values()) open.push(p);
+        continue;
+      }
+      complete.push(bucketMs);
       for (const p of bucket.values()) {
         params.push(MINUTE_MS, p.bucketMs, p.uid, p.scope, p.rxBytes, p.txBytes, p.rxPackets, p.txPackets, p.rxPayloadBytes, p.txPayloadBytes);
       }
@@ -153,11 +196,12 @@ export class Ledger {
       let at = 0;
       for (; at + batch <= params.length; at += batch) this.stmt.addUsageBatch.run(params.slice(at, at + batch));
       for (; at < params.length; at += USAGE_PARAMS) this.stmt.addUsage.run(params.slice(at, at + USAGE_PARAMS));
+      this.stmt.setMeta.run('open_minutes', encodeOpen(open));
       this.stmt.setMeta.run('checkpoint', checkpoint);
       this.stmt.setMeta.run('boot_id', bootId);
     })();
-    this.pending.clear();
-    this.lastBucket = undefined;
+    for (const bucketMs of complete) this.pending.delete(bucketMs);
+    if (this.lastBucket && complete.includes(this.lastBucket.bucketMs)) this.lastBucket = undefined;
   }
 
   /** Usage per (uid, scope) of every bucket overlapping [fromMs, toMs), pending included. */
