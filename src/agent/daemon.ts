@@ -20,7 +20,8 @@ function tail(file: string, lines: number): string {
 export async function startDaemon(agentArgs: string[], socket: string, logFile: string): Promise<number> {
   mkdirSync(dirname(logFile), { recursive: true });
   const fd = openSync(logFile, 'a');
-  const child = spawn(process.execPath, [process.argv[1]!, 'agent', ...agentArgs], {
+  // with this process's node flags (bin/ubia's heap sizing)
+  const child = spawn(process.execPath, [...process.execArgv, process.argv[1]!, 'agent', ...agentArgs], {
     detached: true,
     stdio: ['ignore', fd, fd],
   });
