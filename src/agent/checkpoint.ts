@@ -5,6 +5,7 @@
 // themselves). Layout: u32 version, u32 length of the interfaces' JSON, that JSON
 // padded to 8 bytes, the user rows.
 import type { Scope, TrafficCounters } from '../kernel/types.js';
+import { getCounters, putCounters } from './counters.js';
 
 /** A user's counter key: uid and scope in one number (cheap Map key in the poll loop). */
 export const userKey = (uid: number, scope: Scope): number => uid * 2 + (scope === 'loopback' ? 1 : 0);
@@ -38,13 +39,8 @@ export function encodeCheckpoint(users: ReadonlyMap<number, TrafficCounters>, in
   const values = new Float64Array(out.buffer, out.byteOffset + jsonEnd, users.size * FIELDS);
   let o = 0;
   users.forEach((c, k) => {
-    values[o++] = k;
-    values[o++] = c.rxBytes;
-    values[o++] = c.txBytes;
-    values[o++] = c.rxPackets;
-    values[o++] = c.txPackets;
-    values[o++] = c.rxPayloadBytes;
-    values[o++] = c.txPayloadBytes;
+    values[o] = k;
+    o = putCounters(values, o + 1, c);
   });
   return out;
 }
@@ -61,8 +57,7 @@ export function decodeCheckpoint(data: Buffer | undefined): Checkpoint {
   const interfaces = (JSON.parse(data.toString('utf8', HEADER, HEADER + jsonLength)) as Row<string>[]).map(unrow);
   const users: [number, TrafficCounters][] = [];
   for (let o = HEADER + Math.ceil(jsonLength / 8) * 8; o + FIELDS * 8 <= data.length; o += FIELDS * 8) {
-    const r = Array.from({ length: FIELDS }, (_, f) => data.readDoubleLE(o + f * 8)) as Row<number>;
-    users.push(unrow(r));
+    users.push([data.readDoubleLE(o), getCounters(data, o + 8)]);
   }
   return { users, interfaces };
 }

@@ -31,6 +31,24 @@ export function columnsOf(rows: readonly TrafficCounters[]): CounterColumns {
   };
 }
 
+/** Stores the six counters as float64 at `values[at]` onward (binary checkpoint, open
+ *  ledger minutes); exact like the counters themselves. Returns the next offset. */
+export function putCounters(values: Float64Array, at: number, c: TrafficCounters): number {
+  values[at] = c.rxBytes;
+  values[at + 1] = c.txBytes;
+  values[at + 2] = c.rxPackets;
+  values[at + 3] = c.txPackets;
+  values[at + 4] = c.rxPayloadBytes;
+  values[at + 5] = c.txPayloadBytes;
+  return at + 6;
+}
+
+/** The six counters `putCounters` stored, read from little-endian bytes at `offset`. */
+export function getCounters(data: Buffer, offset: number): TrafficCounters {
+  const v = (i: number) => data.readDoubleLE(offset + i * 8);
+  return { rxBytes: v(0), txBytes: v(1), rxPackets: v(2), txPackets: v(3), rxPayloadBytes: v(4), txPayloadBytes: v(5) };
+}
+
 export function isZero(c: TrafficCounters): boolean {
   return (
     c.rxBytes === 0 && c.txBytes === 0 && c.rxPackets === 0 && c.txPackets === 0 && c.rxPayloadBytes === 0 && c.txPayloadBytes === 0

@@ -10,7 +10,7 @@ import Database from 'better-sqlite3';
 import { mkdirSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Scope, TrafficCounters } from '../kernel/types.js';
-import { addInto, zeroCounters } from '../agent/counters.js';
+import { addInto, getCounters, putCounters, zeroCounters } from '../agent/counters.js';
 
 /** uid under which packets without a local socket owner are booked (per interface scope). */
 export const UNATTRIBUTED_UID = -1;
@@ -89,15 +89,10 @@ function encodeOpen(rows: Pending[]): Buffer {
   const f = new Float64Array(out.buffer, out.byteOffset, rows.length * OPEN_FIELDS);
   let o = 0;
   for (const p of rows) {
-    f[o++] = p.bucketMs;
-    f[o++] = p.uid;
-    f[o++] = p.scope === 'loopback' ? 1 : 0;
-    f[o++] = p.rxBytes;
-    f[o++] = p.txBytes;
-    f[o++] = p.rxPackets;
-    f[o++] = p.txPackets;
-    f[o++] = p.rxPayloadBytes;
-    f[o++] = p.txPayloadBytes;
+    f[o] = p.bucketMs;
+    f[o + 1] = p.uid;
+    f[o + 2] = p.scope === 'loopback' ? 1 : 0;
+    o = putCounters(f, o + 3, p);
   }
   return out;
 }
@@ -106,7 +101,7 @@ function decodeOpen(data: Buffer): Pending[] {
   const rows: Pending[] = [];
   for (let o = 0; o + OPEN_FIELDS * 8 <= data.length; o += OPEN_FIELDS * 8) {
     const v = (field: number) => data.readDoubleLE(o + field * 8);
-    rows.push({ bucketMs: v(0), uid: v(1), scope: v(2) === 1 ? 'loopback' : 'external', rxBytes: v(3), txBytes: v(4), rxPackets: v(5), txPackets: v(6), rxPayloadBytes: v(7), txPayloadBytes: v(8) });
+    rows.push({ bucketMs: v(0), uid: v(1), scope: v(2) === 1 ? 'loopback' : 'external', ...getCounters(data, o + 24) });
   }
   return rows;
 }
