@@ -6,89 +6,53 @@ import { z } from 'zod';
 
 const seconds = (min: number, max: number) => z.number().min(min).max(max);
 const integer = (min: number, max: number) => z.number().int().min(min).max(max);
+const text = () => z.string().min(1);
+
+/** A key with its default; the description (what config errors say is allowed) ends
+ *  with that default, so the two cannot disagree. */
+function setting<T extends z.ZodType>(schema: T, fallback: z.output<T>, meaning: string) {
+  return schema.default(fallback as never).describe(`${meaning}; default ${fallback === '' ? '""' : String(fallback)}`);
+}
 
 export const agentSectionSchema = z
   .strictObject({
-    poll_interval: seconds(0.1, 60)
-      .default(1)
-      .describe('seconds between two reads of the kernel counters (the live view rate); default 1'),
-    flow_interval: seconds(0.1, 300)
-      .default(5)
-      .describe('seconds between two reads of the active flow table (for exporters and `ubia flows`); default 5'),
-    count_loopback: z
-      .boolean()
-      .default(false)
-      .describe('count traffic over the loopback interface in user totals and exports; default false'),
-    pin_dir: z
-      .string()
-      .min(1)
-      .default('/sys/fs/bpf/ubia')
-      .describe('bpffs directory where the meter pins its maps and links; default /sys/fs/bpf/ubia'),
-    flow_capacity: integer(1024, 4_194_304)
-      .default(65_536)
-      .describe('how many active flows the kernel flow table holds; default 65536'),
-    name_cache_ttl: seconds(1, 86_400)
-      .default(300)
-      .describe('seconds a uid → user name look-up (NSS) stays cached; default 300'),
-    recent_flows: integer(0, 100_000)
-      .default(1000)
-      .describe('how many ended flows `ubia flows` remembers; default 1000'),
+    poll_interval: setting(seconds(0.1, 60), 1, 'seconds between two reads of the kernel counters (the live view rate)'),
+    flow_interval: setting(seconds(0.1, 300), 5, 'seconds between two reads of the active flow table (for exporters and `ubia flows`)'),
+    count_loopback: setting(z.boolean(), false, 'count traffic over the loopback interface in user totals and exports'),
+    pin_dir: setting(text(), '/sys/fs/bpf/ubia', 'bpffs directory where the meter pins its maps and links'),
+    flow_capacity: setting(integer(1024, 4_194_304), 65_536, 'how many active flows the kernel flow table holds'),
+    name_cache_ttl: setting(seconds(1, 86_400), 300, 'seconds a uid → user name look-up (NSS) stays cached'),
+    recent_flows: setting(integer(0, 100_000), 1000, 'how many ended flows `ubia flows` remembers'),
   })
   .describe('[agent] metering loop');
 
 export const ledgerSectionSchema = z
   .strictObject({
-    path: z
-      .string()
-      .min(1)
-      .default('/var/lib/ubia/ledger.db')
-      .describe('SQLite ledger file (WAL mode); default /var/lib/ubia/ledger.db'),
-    flush_interval: seconds(1, 3600)
-      .default(10)
-      .describe('seconds between two ledger transactions; default 10. An agent crash loses nothing (the kernel keeps counting and the next start books the difference); a host crash or reboot loses at most this much'),
-    minute_retention_days: seconds(1 / 24, 3650)
-      .default(2)
-      .describe('days per-minute buckets are kept before being rolled up into hours; default 2'),
-    hour_retention_days: seconds(1, 36_500)
-      .default(90)
-      .describe('days per-hour buckets are kept before being rolled up into days; default 90'),
-    day_retention_days: seconds(1, 36_500)
-      .default(3650)
-      .describe('days per-day buckets are kept before being deleted; default 3650'),
+    path: setting(text(), '/var/lib/ubia/ledger.db', 'SQLite ledger file (WAL mode)'),
+    flush_interval: setting(
+      seconds(1, 3600),
+      10,
+      'seconds between two ledger transactions (an agent crash loses nothing: the kernel keeps counting and the next start books the difference; a host crash or reboot loses at most this much)',
+    ),
+    minute_retention_days: setting(seconds(1 / 24, 3650), 2, 'days per-minute buckets are kept before being rolled up into hours'),
+    hour_retention_days: setting(seconds(1, 36_500), 90, 'days per-hour buckets are kept before being rolled up into days'),
+    day_retention_days: setting(seconds(1, 36_500), 3650, 'days per-day buckets are kept before being deleted'),
   })
   .describe('[ledger] durable usage store');
 
 export const controlSectionSchema = z
   .strictObject({
-    socket: z
-      .string()
-      .min(1)
-      .default('/run/ubia/control.sock')
-      .describe('unix socket of the control API used by the CLI; default /run/ubia/control.sock'),
-    admin_group: z
-      .string()
-      .default('')
-      .describe('members of this group see every user like root does; empty = root only (default)'),
-    max_request_bytes: integer(256, 1_048_576)
-      .default(65_536)
-      .describe('longest accepted request line; longer ones get an error reply; default 65536'),
-    max_clients: integer(1, 10_000)
-      .default(256)
-      .describe('simultaneous control connections; more are refused with an error; default 256'),
+    socket: setting(text(), '/run/ubia/control.sock', 'unix socket of the control API used by the CLI'),
+    admin_group: setting(z.string(), '', 'members of this group see every user like root does; empty = root only'),
+    max_request_bytes: setting(integer(256, 1_048_576), 65_536, 'longest accepted request line; longer ones get an error reply'),
+    max_clients: setting(integer(1, 10_000), 256, 'simultaneous control connections; more are refused with an error'),
   })
   .describe('[control] local API');
 
 export const logSectionSchema = z
   .strictObject({
-    level: z
-      .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])
-      .default('info')
-      .describe('log level (one JSON line per event on stderr); default info'),
-    daemon_file: z
-      .string()
-      .min(1)
-      .default('/var/log/ubia/agent.log')
-      .describe('where `ubia agent --daemon` appends the log lines; default /var/log/ubia/agent.log'),
+    level: setting(z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']), 'info', 'log level (one JSON line per event on stderr)'),
+    daemon_file: setting(text(), '/var/log/ubia/agent.log', 'where `ubia agent --daemon` appends the log lines'),
   })
   .describe('[log]');
 
