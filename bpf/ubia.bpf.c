@@ -793,18 +793,21 @@ int BPF_PROG(ubia_sock_set_state, const struct sock *sk, const int oldstate, con
 	return 0;
 }
 
-/* Everything but TCP ends when the process releases it; TCP too if it never left CLOSE. */
+/* Everything but TCP ends when the process releases it; TCP too if it never left CLOSE.
+ * A TCP socket closed while still sending lives on without a file, out of the fold
+ * iterator's reach: folding here puts everything its process did in the totals at once,
+ * and only what the kernel sends after close() waits for TCP_CLOSE. */
 SEC("cgroup/sock_release")
 int ubia_sock_release(struct bpf_sock *ctx)
 {
 	if (ctx->family != AF_INET && ctx->family != AF_INET6)
 		return 1;
-	if (ctx->protocol == IPPROTO_TCP && ctx->state != BPF_TCP_CLOSE)
-		return 1;
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 	struct ubia_sock *s = bpf_sk_storage_get(&socks, ctx, 0, 0);
 	if (s)
 		fold(cookie, s);
+	if (ctx->protocol == IPPROTO_TCP && ctx->state != BPF_TCP_CLOSE)
+		return 1;
 	end_flow(cookie, s);
 	return 1;
 }

@@ -42,12 +42,24 @@ function sumCounters(a: TrafficCounters, b: TrafficCounters): TrafficCounters {
   return minus(a, minus(ZERO, b));
 }
 
+/** A user's totals once they stop moving: the last ACKs and FINs, and what a closed TCP
+ *  socket sent after close() (folded into the totals when the socket reaches CLOSE). */
+async function settledTotal(m: Meter, uid: number, scope: UserCounters['scope'] = 'external'): Promise<TrafficCounters> {
+  let last = userTotal(m, uid, scope);
+  for (let i = 0; i < 50; i++) {
+    await sleep(100);
+    const now = userTotal(m, uid, scope);
+    if (JSON.stringify(now) === JSON.stringify(last)) return now;
+    last = now;
+  }
+  return last;
+}
+
 /** Measures what one piece of traffic did to a user's totals. */
 async function measure(uid: number, run: () => Promise<unknown> | unknown, scope: UserCounters['scope'] = 'external') {
   const before = userTotal(meter, uid, scope);
   const result = await run();
-  await sleep(150); // the last ACKs and FINs
-  return { delta: minus(userTotal(meter, uid, scope), before), result };
+  return { delta: minus(await settledTotal(meter, uid, scope), before), result };
 }
 
 function expectWireConsistent(d: TrafficCounters) {
@@ -191,12 +203,12 @@ describe('kernel meter', () => {
     await srv.ready;
     const r = traffic(['pass-fd', ns.nsV4, String(port), String(alice.uid), String(alice.gid), String(bob.uid), String(bob.gid), '600000']);
     await srv.done;
-    await sleep(150);
+    const bobDelta = minus(await settledTotal(meter, bob.uid), beforeB);
     expect(r.sent).toBe(600_000);
-    expect(minus(userTotal(meter, bob.uid), beforeB).txPayloadBytes).toBe(600_000);
+    expect(bobDelta.txPayloadBytes).toBe(600_000);
     expect(minus(userTotal(meter, alice.uid), beforeA).txPayloadBytes).toBe(0);
     // the wire bytes follow the new owner too (the SYN went out as alice's)
-    expect(minus(userTotal(meter, bob.uid), beforeB).txBytes).toBeGreaterThanOrEqual(600_000);
+    expect(bobDelta.txBytes).toBeGreaterThanOrEqual(600_000);
   });
 
   it('counts every byte of a large write followed at once by close(), in the flow record too', async () => {
@@ -284,9 +296,8 @@ describe('kernel meter', () => {
     expect(meter.status().resumed).toBe(true);
     const sent = await client.done;
     await srv.done;
-    await sleep(150);
     expect(sent.sent).toBe(2_000_000);
-    expect(minus(userTotal(meter, bob.uid), before).txPayloadBytes).toBe(2_000_000);
+    expect(minus(await settledTotal(meter, bob.uid), before).txPayloadBytes).toBe(2_000_000);
   });
 });
 
@@ -304,8 +315,7 @@ describe('wire-only mode (the fallback for kernels without the socket-length tra
       const port = freePort();
       const bytes = 1_000_000;
       await exchange(['tcp-sink', ns.nsV4, String(port)], ['tcp-send', ns.nsV4, String(port), String(bytes)], { server: { netns: ns }, client: { user: alice } });
-      await sleep(150);
-      const d = minus(userTotal(wire, alice.uid), before);
+      const d = minus(await settledTotal(wire, alice.uid), before);
       expect(d.txPayloadBytes).toBe(0);
       expect(d.rxPayloadBytes).toBe(0);
       expect(d.txBytes).toBeGreaterThan(bytes);
