@@ -4,7 +4,7 @@
 // that the machine's noise hits every variant alike. Also: time to read 65,536 users.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openMeter, detachMeter, type Meter } from '../kernel/index.js';
 import { createNetns, createUser, removeNetns, removeUser, type Netns, type TestUser } from './testbed.js';
@@ -42,13 +42,17 @@ interface Sample {
 function iperf(w: Workload, user: TestUser, ns: Netns): Sample {
   const host = w.where === 'loopback' ? '127.0.0.1' : ns.nsV4;
   const port = String(5201 + Math.floor(Math.random() * 1000));
-  const serverCmd = w.where === 'veth' ? ['ip', 'netns', 'exec', ns.name, 'iperf3'] : ['iperf3'];
+  // client and server pinned to CPUs 0 and 1: left to the scheduler, iperf3 on two
+  // cores lands in one of two placements that differ by ~50% in throughput, which
+  // drowned the meter's cost in earlier runs
+  const serverCpu = availableParallelism() > 1 ? '1' : '0';
+  const serverCmd = [...(w.where === 'veth' ? ['ip', 'netns', 'exec', ns.name] : []), 'taskset', '-c', serverCpu, 'iperf3'];
   const server = spawn(serverCmd[0]!, [...serverCmd.slice(1), '-s', '-1', '-p', port, '-B', host], { stdio: 'ignore' });
   try {
     execFileSync('sleep', ['0.3']);
     const out = execFileSync(
       'setpriv',
-      [`--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', 'iperf3', '-c', host, '-p', port, '-t', String(SECONDS), '-J', ...w.args],
+      [`--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', 'taskset', '-c', '0', 'iperf3', '-c', host, '-p', port, '-t', String(SECONDS), '-J', ...w.args],
       { encoding: 'utf8', timeout: (SECONDS + 20) * 1000 },
     );
     const r = JSON.parse(out).end;
