@@ -38,10 +38,12 @@ function scriptedMeter() {
     interfaces: [] as InterfaceCounters[],
     flowReads: 0,
     processReads: 0,
+    folds: 0,
     forgotten: [] as number[],
   };
   const meter: MeterReader = {
     status: () => ({ kernelRelease: 'test', mode: 'test', hooks: [], pinDir: '', resumed: false }),
+    fold: () => void state.folds++,
     readUserColumns: () => columns(state.users),
     readProcessColumns: () => {
       state.processReads++;
@@ -139,6 +141,16 @@ describe('accounting', () => {
     acc.poll(T + 20_000); // no longer watched, but due at the flow cadence
     acc.poll(T + 21_000); // neither
     expect(state.processReads).toBe(3);
+  });
+
+  it('folds the sockets\' pending counts every poll while watched, else at the flow cadence', () => {
+    const { meter, state } = scriptedMeter();
+    const acc = new Accounting(meter, ledger, { users: [], interfaces: [] }, names, { countLoopback: false, recentFlows: 10, flowIntervalMs: 5000 });
+    for (let s = 0; s < 10; s++) acc.poll(T + s * 1000); // due at 0 and 5 s
+    expect(state.folds).toBe(2);
+    acc.watchProcesses(T + 10_000);
+    for (let s = 10; s < 15; s++) acc.poll(T + s * 1000);
+    expect(state.folds).toBe(7);
   });
 
   it('keeps the last `recentFlows` ended flows of counted scopes', () => {

@@ -444,12 +444,15 @@ void Meter::attach_new_interfaces() {
 // Runs the ubia_fold iterator over every process's sockets: reading the iterator's
 // (empty) output is what runs it. The maps read next then hold everything counted up to
 // now.
-void Meter::fold() const {
+void Meter::fold_if_stale() const {
   // One fold serves the reads of one poll (users, then processes and flows): what is
   // counted meanwhile stays pending for the next read.
-  auto now = std::chrono::steady_clock::now();
-  if (now - last_fold_ < std::chrono::milliseconds(50)) return;
-  last_fold_ = now;
+  if (!opts_.fold_on_read || std::chrono::steady_clock::now() - last_fold_ < std::chrono::milliseconds(50)) return;
+  fold();
+}
+
+void Meter::fold() const {
+  last_fold_ = std::chrono::steady_clock::now();
   int fd = bpf_iter_create(bpf_link__fd(fold_link_));
   if (fd < 0) fail_bpf("running the fold iterator failed", errno);
   char buf[64];
@@ -462,7 +465,7 @@ void Meter::fold() const {
 }
 
 std::vector<Entry<ubia_user_key, ubia_counters>> Meter::read_users() const {
-  fold();
+  fold_if_stale();
   uint32_t zero = 0;
   ubia_meta meta{};
   if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.meta), &zero, &meta))
@@ -482,12 +485,12 @@ std::vector<Entry<ubia_user_key, ubia_counters>> Meter::read_users() const {
 }
 
 std::vector<Entry<ubia_proc_key, ubia_counters>> Meter::read_processes() const {
-  fold();
+  fold_if_stale();
   return read_map<ubia_proc_key, ubia_counters>(bpf_map__fd(skel_->maps.proc_totals), false);
 }
 
 std::vector<Entry<uint64_t, ubia_flow>> Meter::read_flows() const {
-  fold();
+  fold_if_stale();
   return read_map<uint64_t, ubia_flow>(bpf_map__fd(skel_->maps.flows), false);
 }
 

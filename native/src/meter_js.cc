@@ -123,6 +123,7 @@ class MeterWrap : public Napi::ObjectWrap<MeterWrap> {
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "Meter",
                        {
+                           InstanceMethod("fold", &MeterWrap::Fold),
                            InstanceMethod("readUsers", &MeterWrap::ReadUsers),
                            InstanceMethod("readProcesses", &MeterWrap::ReadProcesses),
                            InstanceMethod("readFlows", &MeterWrap::ReadFlows),
@@ -145,6 +146,7 @@ class MeterWrap : public Napi::ObjectWrap<MeterWrap> {
       if (o.Has("flowCapacity") && o.Get("flowCapacity").IsNumber())
         opts.flow_capacity = o.Get("flowCapacity").As<Napi::Number>().Uint32Value();
       if (o.Has("wireOnly") && o.Get("wireOnly").IsBoolean()) opts.wire_only = o.Get("wireOnly").As<Napi::Boolean>().Value();
+      if (o.Has("foldOnRead") && o.Get("foldOnRead").IsBoolean()) opts.fold_on_read = o.Get("foldOnRead").As<Napi::Boolean>().Value();
     }
     try {
       meter_ = std::make_unique<Meter>(opts);
@@ -159,6 +161,11 @@ class MeterWrap : public Napi::ObjectWrap<MeterWrap> {
   Meter &meter(Napi::Env env) {
     if (!meter_) throw Napi::Error::New(env, "the meter is closed");
     return *meter_;
+  }
+
+  Napi::Value Fold(const Napi::CallbackInfo &info) {
+    meter(info.Env()).fold();
+    return info.Env().Undefined();
   }
 
   Napi::Value ReadUsers(const Napi::CallbackInfo &info) {

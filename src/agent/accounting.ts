@@ -123,6 +123,12 @@ export class Accounting {
    */
   poll(nowMs: number): { usage: () => UsageInterval; flows: (() => FlowSnapshot[]) | undefined } {
     const round = ++this.round;
+    // A fold visits every open socket (~1 µs each): every poll only while someone
+    // watches the live view, else at the flow cadence. The ledger's minute buckets and
+    // the exporters' intervals (60 s and more) lose nothing by it.
+    const flowsDue = this.lastFlowsMs === undefined || nowMs - this.lastFlowsMs >= this.options.flowIntervalMs;
+    const watched = nowMs < this.watchedUntilMs;
+    if (flowsDue || watched) this.meter.fold();
     const users = this.meter.readUserColumns();
     const scopeAt = (i: number) => users.scope.values[users.scope.codes[i]!] as Scope;
     this.users.observe(
@@ -157,8 +163,7 @@ export class Accounting {
 
     // the process table only feeds `ubia top`/`procs`: read it every poll while someone
     // watches, else at the flow cadence (enough to drop exited processes' entries)
-    const flowsDue = this.lastFlowsMs === undefined || nowMs - this.lastFlowsMs >= this.options.flowIntervalMs;
-    if (flowsDue || nowMs < this.watchedUntilMs) {
+    if (flowsDue || watched) {
       this.procPrev = this.procNow;
       this.procNow = { atMs: nowMs, columns: this.meter.readProcessColumns() };
       this.procViews = undefined;
@@ -228,7 +233,8 @@ export class Accounting {
     return this.userRates;
   }
 
-  /** Someone looks at processes: read them every poll for the next 10 s. */
+  /** Someone looks at the live view (top, procs): fold and read processes every poll for
+   *  the next 10 s. */
   watchProcesses(nowMs: number): void {
     this.watchedUntilMs = nowMs + 10_000;
   }

@@ -46,7 +46,8 @@ export async function runAgentCommand(opts: AgentCommandOptions): Promise<number
   let agent;
   try {
     agent = await startAgent(loaded, logger, {
-      openMeter: (o) => openMeter(o),
+      // the accounting decides when a fold is worth its cost
+      openMeter: (o) => openMeter({ ...o, foldOnRead: false }),
       userName,
       groupMembers,
       peerCredentials,

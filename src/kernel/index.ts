@@ -18,10 +18,16 @@ export interface MeterOptions {
   flowCapacity?: number;
   /** leave the socket-layer (payload) hooks out, as on a kernel without them */
   wireOnly?: boolean;
+  /** fold the sockets' pending counts into the totals before each read (default true);
+   *  false: reads show the totals as of the last fold() */
+  foldOnRead?: boolean;
 }
 
 export interface Meter {
   status(): MeterStatus;
+  /** moves every open socket's pending counts into the totals (~1 µs per open socket);
+   *  needed before reads only when opened with foldOnRead: false */
+  fold(): void;
   readUsers(): UserCounters[];
   /** the same as the addon's columns: what the agent's poll loop reads every second */
   readUserColumns(): Columns<UserCounters>;
@@ -53,7 +59,12 @@ export function openMeter(opts: MeterOptions = {}): Meter {
   const pinDir = opts.pinDir ?? DEFAULT_PIN_DIR;
   let native: NativeMeter;
   try {
-    native = new addon.Meter({ pinDir, ...(opts.flowCapacity ? { flowCapacity: opts.flowCapacity } : {}), wireOnly: !!opts.wireOnly });
+    native = new addon.Meter({
+      pinDir,
+      ...(opts.flowCapacity ? { flowCapacity: opts.flowCapacity } : {}),
+      wireOnly: !!opts.wireOnly,
+      foldOnRead: opts.foldOnRead ?? true,
+    });
   } catch (err) {
     throw new MeterError((err as Error).message);
   }
@@ -118,6 +129,7 @@ export function meterOver(native: NativeMeter): Meter {
 
   return {
     status: () => ({ kernelRelease: release(), ...native.status() }),
+    fold: () => native.fold(),
     readUsers: () => rows(native.readUsers()),
     readUserColumns: () => native.readUsers(),
     readProcesses: () => rows(readProcessColumns()),

@@ -29,6 +29,7 @@ export interface NativeEvents {
 }
 
 export interface NativeMeter {
+  fold(): void;
   readUsers(): Columns<UserCounters>;
   readProcesses(): Columns<ProcessCounters>;
   /** active flows, and flows that ended while the ring buffer was full (ended: 1) */
@@ -81,7 +82,7 @@ function isDict(v: unknown): v is DictColumn {
 }
 
 interface NativeAddon {
-  Meter: new (opts: { pinDir?: string; flowCapacity?: number; wireOnly?: boolean }) => NativeMeter;
+  Meter: new (opts: { pinDir?: string; flowCapacity?: number; wireOnly?: boolean; foldOnRead?: boolean }) => NativeMeter;
   detachPinned(pinDir: string): void;
   abiVersion: number;
   userName(uid: number): string | undefined;
