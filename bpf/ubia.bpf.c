@@ -380,10 +380,12 @@ static __always_inline bool current_owns(const struct ubia_sock *s)
 	return s->owner_known && s->owner.tgid == t->tgid && s->owner.uid == t->cred->uid.val;
 }
 
-/* The current task takes the socket over (fork, SCM_RIGHTS). The caller has folded what
- * was counted so far: that stays with the previous owner. */
-static __always_inline void become_owner(struct ubia_sock *s)
+/* The current task takes the socket over (fork, SCM_RIGHTS). What was counted so far is
+ * folded first: it stays with the previous owner. The caller computes the cookie only
+ * when the owner changes (a helper call the per-packet path need not pay). */
+static __always_inline void take_over(__u64 cookie, struct ubia_sock *s)
 {
+	fold(cookie, s);
 	__u64 created = s->owner.created_ns;
 	owner_from_current(&s->owner);
 	s->owner.created_ns = created ? created : bpf_ktime_get_boot_ns();
@@ -436,10 +438,8 @@ static __always_inline void count_payload(struct sock *sk, int ret, int flags, b
 		return;
 	}
 	/* the process doing the I/O owns the socket from now on */
-	if (!current_owns(s)) {
-		fold(bpf_get_socket_cookie(sk), s);
-		become_owner(s);
-	}
+	if (!current_owns(s))
+		take_over(bpf_get_socket_cookie(sk), s);
 	if (!s->scope_known) {
 		/* until its first packet tells the interface, the address tells the scope */
 		s->scope = is_loopback_addr(sk, family) ? UBIA_SCOPE_LOOPBACK : UBIA_SCOPE_EXTERNAL;
@@ -600,10 +600,8 @@ static __always_inline int count_wire(struct __sk_buff *skb, bool egress)
 		if (egress && sending_in_process_context(ksk)) {
 			/* the sender is current: a socket passed to another process (fork,
 			 * SCM_RIGHTS) counts for the new sender from its first packet on */
-			if (!current_owns(s)) {
-				fold(bpf_get_socket_cookie(skb), s);
-				become_owner(s);
-			}
+			if (!current_owns(s))
+				take_over(bpf_get_socket_cookie(skb), s);
 		} else if (!s->owner_known && !s->owner.created_ns) {
 			/* socket predates the agent: its uid is all we know until it does I/O */
 			s->owner.uid = bpf_get_socket_uid(skb);

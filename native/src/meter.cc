@@ -441,16 +441,16 @@ void Meter::attach_new_interfaces() {
     it = present.count(*it) ? std::next(it) : tc_done_.erase(it);
 }
 
-// Runs the ubia_fold iterator over every process's sockets: reading the iterator's
-// (empty) output is what runs it. The maps read next then hold everything counted up to
-// now.
+// One fold serves the reads of one poll (users, then processes and flows): what is
+// counted meanwhile stays pending for the next read.
 void Meter::fold_if_stale() const {
-  // One fold serves the reads of one poll (users, then processes and flows): what is
-  // counted meanwhile stays pending for the next read.
   if (!opts_.fold_on_read || std::chrono::steady_clock::now() - last_fold_ < std::chrono::milliseconds(50)) return;
   fold();
 }
 
+// Runs the ubia_fold iterator over every process's sockets: reading the iterator's
+// (empty) output is what runs it. The maps read next then hold everything counted up to
+// now.
 void Meter::fold() const {
   last_fold_ = std::chrono::steady_clock::now();
   int fd = bpf_iter_create(bpf_link__fd(fold_link_));
