@@ -4,7 +4,7 @@
 import { spawn } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { controlRequest } from '../control/client.js';
+import { agentAnswers } from '../control/client.js';
 
 const START_TIMEOUT_MS = 20_000;
 
@@ -35,12 +35,7 @@ export async function startDaemon(agentArgs: string[], socket: string, logFile: 
     if (exited !== undefined) {
       throw new Error(`the agent exited (code ${exited}) while starting; last lines of ${logFile}:\n${tail(logFile, 15)}`);
     }
-    try {
-      await controlRequest(socket, { op: 'status' }, 1000);
-      return child.pid!;
-    } catch {
-      // not serving yet
-    }
+    if (await agentAnswers(socket)) return child.pid!;
   }
   throw new Error(`the agent (pid ${child.pid}) did not answer on ${socket} within ${START_TIMEOUT_MS / 1000} s; see ${logFile}`);
 }

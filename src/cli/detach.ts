@@ -3,7 +3,7 @@
 // since that agent would go on reading maps that no longer count anything.
 import type { UbiaConfig } from '../config/config.js';
 import { ConfigError, loadConfig } from '../config/load.js';
-import { controlRequest } from '../control/client.js';
+import { agentAnswers } from '../control/client.js';
 import { detachMeter } from '../kernel/index.js';
 
 export async function detach(opts: { config?: string; socket: string }): Promise<number> {
@@ -21,11 +21,7 @@ export async function detach(opts: { config?: string; socket: string }): Promise
   }
   // the agent of that config answers on its control.socket; --socket may name another
   for (const socket of new Set([config.control.socket, opts.socket])) {
-    const running = await controlRequest(socket, { op: 'status' }, 1000).then(
-      () => true,
-      () => false,
-    );
-    if (running) {
+    if (await agentAnswers(socket)) {
       process.stderr.write(
         `ubia detach: the agent is running (it answers on ${socket}); stop it first: systemctl stop ubia (or pkill ubia-agent)\n`,
       );

@@ -90,6 +90,14 @@ export function connectControl(socketPath: string): Promise<ControlConnection> {
   });
 }
 
+/** Does an agent answer on this socket (within timeoutMs)? */
+export function agentAnswers(socketPath: string, timeoutMs = 1000): Promise<boolean> {
+  return controlRequest(socketPath, { op: 'status' }, timeoutMs).then(
+    () => true,
+    () => false,
+  );
+}
+
 /** One request on a fresh connection. */
 export async function controlRequest<T>(socketPath: string, req: RequestInput, timeoutMs = 5000): Promise<T> {
   const conn = await connectControl(socketPath);
