@@ -4,13 +4,13 @@
  * buffer events. Included by bpf/ubia.bpf.c and by the native addon; nothing here may
  * be defined a second time anywhere else (the addon turns these into JS objects).
  *
- * Bump UBIA_ABI_VERSION whenever a layout or a map's meaning changes: an agent finding
- * pinned maps of another ABI version does not re-use them.
+ * Bump UBIA_ABI_VERSION whenever a layout, a map's size or a map's meaning changes: an
+ * agent finding pinned maps of another ABI version does not re-use them.
  */
 #ifndef UBIA_H
 #define UBIA_H
 
-#define UBIA_ABI_VERSION 4
+#define UBIA_ABI_VERSION 5
 
 #define UBIA_COMM_LEN 16
 
@@ -19,7 +19,10 @@
 #define UBIA_MAX_PROCS 65536
 #define UBIA_MAX_FLOWS 65536
 #define UBIA_MAX_IFACES 4096
-#define UBIA_RINGBUF_BYTES (4 * 1024 * 1024)
+/* ~5,400 events. Mapped twice into the agent (4 MiB made 8 MiB of its resident memory);
+ * it is drained as events arrive, and what a burst does not fit waits in the flow table,
+ * marked ended, until the next flow read. */
+#define UBIA_RINGBUF_BYTES (1024 * 1024)
 
 enum ubia_scope {
 	UBIA_SCOPE_EXTERNAL = 0,

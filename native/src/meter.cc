@@ -9,6 +9,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -183,12 +185,11 @@ std::vector<Entry<K, V>> read_map(int fd, bool percpu) {
 
 }  // namespace
 
-double boot_ns_to_epoch_ms(uint64_t ns) {
+BootClock::BootClock() {
   timespec real, boot;
   clock_gettime(CLOCK_REALTIME, &real);
   clock_gettime(CLOCK_BOOTTIME, &boot);
-  double offset_ns = (real.tv_sec - boot.tv_sec) * 1e9 + (real.tv_nsec - boot.tv_nsec);
-  return (ns + offset_ns) / 1e6;
+  offset_ns_ = (real.tv_sec - boot.tv_sec) * 1e9 + (real.tv_nsec - boot.tv_nsec);
 }
 
 Meter::Meter(const MeterOptions &opts) : opts_(opts) {
@@ -238,7 +239,14 @@ void Meter::load_and_attach() {
     if (name.find('.') != std::string::npos) continue;  // .rodata/.bss are per load
     bpf_map__set_pin_path(map, (maps_dir + "/" + name).c_str());
   }
+  // The verifier gives up with EAGAIN when a signal is pending, and libbpf retries only
+  // a few times: a profiler's SIGPROF, or SIGCHLD/SIGHUP arriving at start-up, would fail
+  // the load. Signals wait until it is done.
+  sigset_t all, before;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &before);
   int err = ubia_bpf__load(skel_);
+  pthread_sigmask(SIG_SETMASK, &before, nullptr);
   if (err) fail_bpf("loading the BPF programs failed", err);
 
   // the ABI version marks the pinned state as ours; the slot count of resumed state stays
@@ -249,10 +257,7 @@ void Meter::load_and_attach() {
   meta.abi_version = UBIA_ABI_VERSION;
   bpf_map_update_elem(meta_fd, &zero, &meta, BPF_ANY);
 
-  user_slots_len_ = sizeof(ubia_user_slot) * bpf_map__max_entries(skel_->maps.user_slots);
-  void *mem = mmap(nullptr, user_slots_len_, PROT_READ, MAP_SHARED, bpf_map__fd(skel_->maps.user_slots), 0);
-  if (mem == MAP_FAILED) fail_bpf("mapping the user counters into memory failed", errno);
-  user_slots_ = static_cast<const ubia_user_slot *>(mem);
+  map_user_slots(meta.user_slots_used);
 
   attach_all();
 
@@ -464,12 +469,28 @@ void Meter::fold() const {
   if (err) fail_bpf("running the fold iterator failed", err);
 }
 
+// Maps the user slots in use, rounded up to kSlotsPerMapping: the whole array (4 MiB for
+// 65,536 users) would count in the agent's resident memory, all of it, from the start.
+void Meter::map_user_slots(size_t used) const {
+  constexpr size_t kSlotsPerMapping = 4096;
+  const size_t max = bpf_map__max_entries(skel_->maps.user_slots);
+  const size_t slots = std::min(max, (used / kSlotsPerMapping + 1) * kSlotsPerMapping);
+  const size_t len = slots * sizeof(ubia_user_slot);
+  if (user_slots_ && len <= user_slots_len_) return;
+  void *mem = mmap(nullptr, len, PROT_READ, MAP_SHARED, bpf_map__fd(skel_->maps.user_slots), 0);
+  if (mem == MAP_FAILED) fail_bpf("mapping the user counters into memory failed", errno);
+  if (user_slots_) munmap(const_cast<ubia_user_slot *>(user_slots_), user_slots_len_);
+  user_slots_ = static_cast<const ubia_user_slot *>(mem);
+  user_slots_len_ = len;
+}
+
 std::vector<Entry<ubia_user_key, ubia_counters>> Meter::read_users() const {
   fold_if_stale();
   uint32_t zero = 0;
   ubia_meta meta{};
   if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.meta), &zero, &meta))
     throw MeterError("reading the meter's meta map failed: " + errno_text(errno));
+  map_user_slots(meta.user_slots_used);
   const size_t n = std::min<size_t>(meta.user_slots_used, user_slots_len_ / sizeof(ubia_user_slot));
   std::vector<Entry<ubia_user_key, ubia_counters>> out;
   out.reserve(n);

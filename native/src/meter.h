@@ -95,13 +95,15 @@ class Meter {
   void attach_all();
   void attach_tc(uint32_t ifindex, const std::string &name);
   void fold_if_stale() const;
+  void map_user_slots(size_t used) const;
 
   MeterOptions opts_;
   ubia_bpf *skel_ = nullptr;
   ring_buffer *rb_ = nullptr;
   bpf_link *fold_link_ = nullptr;
-  const ubia_user_slot *user_slots_ = nullptr;  // mmap of the user_slots map
-  size_t user_slots_len_ = 0;
+  // mmap of the user_slots in use (grows with them: reads map more as users come)
+  mutable const ubia_user_slot *user_slots_ = nullptr;
+  mutable size_t user_slots_len_ = 0;
   mutable std::chrono::steady_clock::time_point last_fold_{};
   int cgroup_fd_ = -1;
   int tc_ingress_fd_ = -1;
@@ -119,7 +121,15 @@ class Meter {
 // pins, with no meter loaded: for `ubia detach` and package removal.
 void detach_pinned(const std::string &pin_dir);
 
-// CLOCK_BOOTTIME nanoseconds (what the BPF programs stamp) to epoch milliseconds.
-double boot_ns_to_epoch_ms(uint64_t ns);
+// CLOCK_BOOTTIME nanoseconds (what the BPF programs stamp) to epoch milliseconds, with
+// the clocks' offset taken once (a read converts 10,000s of stamps).
+class BootClock {
+ public:
+  BootClock();
+  double epoch_ms(uint64_t boot_ns) const { return (double(boot_ns) + offset_ns_) / 1e6; }
+
+ private:
+  double offset_ns_;
+};
 
 }  // namespace ubia

@@ -6,16 +6,13 @@
 #include <uv.h>
 
 #include <memory>
+#include <string_view>
 #include <unordered_map>
 
 #include "meter.h"
 
 namespace ubia {
 namespace {
-
-std::string comm_string(const char (&comm)[UBIA_COMM_LEN]) {
-  return std::string(comm, strnlen(comm, UBIA_COMM_LEN));
-}
 
 const char *scope_name(uint32_t scope) { return scope == UBIA_SCOPE_LOOPBACK ? "loopback" : "external"; }
 
@@ -40,27 +37,38 @@ class Columns {
     obj_.Set(name, a);
   }
   // Dictionary-encoded: { codes: Uint32Array, values: string[] } with one JS string per
-  // distinct value (a few comms, two scopes), not one per row.
-  template <typename F>
-  void string(const char *name, F get) {
-    std::unordered_map<std::string, uint32_t> index;
-    std::vector<std::string> values;
+  // distinct value (a few comms, two scopes), not one per row. Rows are told apart by
+  // their raw bytes (key: a view into the rows, alive while the columns are built);
+  // format makes the string only for the first row of each distinct value.
+  template <typename Key, typename Format>
+  void dict(const char *name, Key key, Format format) {
+    std::unordered_map<std::string_view, uint32_t> index;
     Napi::Uint32Array codes = Napi::Uint32Array::New(env_, n_);
+    std::vector<size_t> first_rows;
     for (size_t i = 0; i < n_; i++) {
-      std::string v = get(i);
-      auto it = index.find(v);
-      if (it == index.end()) {
-        it = index.emplace(v, uint32_t(values.size())).first;
-        values.push_back(v);
-      }
+      auto [it, added] = index.try_emplace(key(i), uint32_t(first_rows.size()));
+      if (added) first_rows.push_back(i);
       codes[i] = it->second;
     }
-    Napi::Array vals = Napi::Array::New(env_, values.size());
-    for (size_t k = 0; k < values.size(); k++) vals.Set(uint32_t(k), values[k]);
+    Napi::Array vals = Napi::Array::New(env_, first_rows.size());
+    for (size_t k = 0; k < first_rows.size(); k++) vals.Set(uint32_t(k), format(first_rows[k]));
     Napi::Object col = Napi::Object::New(env_);
     col.Set("codes", codes);
     col.Set("values", vals);
     obj_.Set(name, col);
+  }
+  template <typename F>
+  void scope(F get) {
+    dict("scope", [&](size_t i) { return std::string_view(scope_name(get(i))); },
+         [&](size_t i) { return std::string(scope_name(get(i))); });
+  }
+  template <typename F>
+  void comm(F get) {
+    auto view = [&](size_t i) {
+      const char(&c)[UBIA_COMM_LEN] = get(i);
+      return std::string_view(c, strnlen(c, UBIA_COMM_LEN));
+    };
+    dict("comm", view, [&](size_t i) { return std::string(view(i)); });
   }
   template <typename F>
   void counters(F get) {
@@ -94,26 +102,35 @@ std::string address(uint8_t family, const uint8_t (&a)[16]) {
   return buf;
 }
 
+// An address's bytes: 4 for IPv4, 16 for IPv6, so the two families never compare equal.
+std::string_view address_bytes(uint8_t family, const uint8_t (&a)[16]) {
+  return std::string_view(reinterpret_cast<const char *>(a), family == 4 ? 4 : 16);
+}
+
 // One flow's columns; events carry few flows, reads many.
 template <typename Get>
 void flow_columns(Columns &c, Get get) {
+  const BootClock clock;
+  auto ep = [&](size_t i) -> const ubia_endpoints & { return get(i).second.ep; };
   c.bigint("cookie", [&](size_t i) { return get(i).first; });
-  c.number("family", [&](size_t i) { return get(i).second.ep.family; });
-  c.number("protocol", [&](size_t i) { return get(i).second.ep.protocol; });
-  c.string("localAddress", [&](size_t i) { return address(get(i).second.ep.family, get(i).second.ep.local_addr); });
-  c.number("localPort", [&](size_t i) { return get(i).second.ep.local_port; });
-  c.string("remoteAddress", [&](size_t i) { return address(get(i).second.ep.family, get(i).second.ep.remote_addr); });
-  c.number("remotePort", [&](size_t i) { return get(i).second.ep.remote_port; });
+  c.number("family", [&](size_t i) { return ep(i).family; });
+  c.number("protocol", [&](size_t i) { return ep(i).protocol; });
+  c.dict("localAddress", [&](size_t i) { return address_bytes(ep(i).family, ep(i).local_addr); },
+         [&](size_t i) { return address(ep(i).family, ep(i).local_addr); });
+  c.number("localPort", [&](size_t i) { return ep(i).local_port; });
+  c.dict("remoteAddress", [&](size_t i) { return address_bytes(ep(i).family, ep(i).remote_addr); },
+         [&](size_t i) { return address(ep(i).family, ep(i).remote_addr); });
+  c.number("remotePort", [&](size_t i) { return ep(i).remote_port; });
   c.number("uid", [&](size_t i) { return get(i).second.owner.uid; });
   c.number("gid", [&](size_t i) { return get(i).second.owner.gid; });
   c.number("pid", [&](size_t i) { return get(i).second.owner.tgid; });
-  c.string("comm", [&](size_t i) { return comm_string(get(i).second.owner.comm); });
+  c.comm([&](size_t i) -> const char(&)[UBIA_COMM_LEN] { return get(i).second.owner.comm; });
   c.bigint("cgroupId", [&](size_t i) { return uint64_t(get(i).second.owner.cgroup_id); });
-  c.string("scope", [&](size_t i) { return std::string(scope_name(get(i).second.scope)); });
-  c.number("firstSeenMs", [&](size_t i) { return boot_ns_to_epoch_ms(get(i).second.first_ns); });
+  c.scope([&](size_t i) { return get(i).second.scope; });
+  c.number("firstSeenMs", [&](size_t i) { return clock.epoch_ms(get(i).second.first_ns); });
   c.number("lastSeenMs", [&](size_t i) {
     const ubia_flow &f = get(i).second;
-    return boot_ns_to_epoch_ms(f.last_ns ? f.last_ns : f.first_ns);
+    return clock.epoch_ms(f.last_ns ? f.last_ns : f.first_ns);
   });
   c.counters([&](size_t i) -> const ubia_counters & { return get(i).second.c; });
 }
@@ -172,7 +189,7 @@ class MeterWrap : public Napi::ObjectWrap<MeterWrap> {
     auto rows = meter(info.Env()).read_users();
     Columns c(info.Env(), rows.size());
     c.number("uid", [&](size_t i) { return rows[i].key.uid; });
-    c.string("scope", [&](size_t i) { return std::string(scope_name(rows[i].key.scope)); });
+    c.scope([&](size_t i) { return rows[i].key.scope; });
     c.counters([&](size_t i) -> const ubia_counters & { return rows[i].value; });
     return c.value();
   }
@@ -182,8 +199,8 @@ class MeterWrap : public Napi::ObjectWrap<MeterWrap> {
     Columns c(info.Env(), rows.size());
     c.number("uid", [&](size_t i) { return rows[i].key.uid; });
     c.number("pid", [&](size_t i) { return rows[i].key.tgid; });
-    c.string("comm", [&](size_t i) { return comm_string(rows[i].key.comm); });
-    c.string("scope", [&](size_t i) { return std::string(scope_name(rows[i].key.scope)); });
+    c.comm([&](size_t i) -> const char(&)[UBIA_COMM_LEN] { return rows[i].key.comm; });
+    c.scope([&](size_t i) { return rows[i].key.scope; });
     c.counters([&](size_t i) -> const ubia_counters & { return rows[i].value; });
     return c.value();
   }
@@ -266,9 +283,10 @@ class MeterWrap : public Napi::ObjectWrap<MeterWrap> {
   Napi::Object Drain(Napi::Env env) {
     std::vector<std::pair<uint64_t, ubia_flow>> ended;
     std::vector<std::pair<uint32_t, double>> exited;
+    const BootClock clock;
     std::function<void(const ubia_event &)> handler = [&](const ubia_event &e) {
       if (e.kind == UBIA_EV_FLOW_ENDED) ended.emplace_back(e.cookie, e.flow);
-      if (e.kind == UBIA_EV_PROC_EXITED) exited.emplace_back(e.tgid, boot_ns_to_epoch_ms(e.ns));
+      if (e.kind == UBIA_EV_PROC_EXITED) exited.emplace_back(e.tgid, clock.epoch_ms(e.ns));
     };
     meter(env).consume(handler);
     Napi::Object out = Napi::Object::New(env);
