@@ -39,6 +39,7 @@ function scriptedMeter() {
     flowReads: 0,
     processReads: 0,
     folds: 0,
+    eventsDropped: 0,
     forgotten: [] as number[],
   };
   const meter: MeterReader = {
@@ -54,7 +55,7 @@ function scriptedMeter() {
       return columns(state.flows);
     },
     readInterfaces: () => state.interfaces,
-    health: () => ({ overflows: { users: 0, processes: 0, flows: 0, interfaces: 0 }, eventsDropped: 0 }),
+    health: () => ({ overflows: { users: 0, processes: 0, flows: 0, interfaces: 0 }, eventsDropped: state.eventsDropped }),
     onEvent: () => undefined,
     forgetProcess: (pid) => state.forgotten.push(pid),
     close: () => undefined,
@@ -90,7 +91,7 @@ const T = Date.UTC(2026, 10, 23, 12, 0, 0);
 describe('accounting', () => {
   it('books only the counted scopes; unattributed per interface; names or numbers', () => {
     const { meter, state } = scriptedMeter();
-    const acc = new Accounting(meter, ledger, { users: [], interfaces: [] }, names, { countLoopback: false, recentFlows: 10, flowIntervalMs: 0 });
+    const acc = new Accounting(meter, ledger, { users: [], interfaces: [] }, names, { countLoopback: false, recentFlows: 10, flowIntervalMs: 0, flowsWanted: true });
     state.users = [user(1000, 'external', 1), user(1000, 'loopback', 5), user(2000, 'external', 2)];
     state.interfaces = [iface(1, 'lo', 3), iface(2, 'eth0', 1)];
     acc.poll(T);
@@ -113,7 +114,7 @@ describe('accounting', () => {
 
   it('reads flows at their own cadence and only the counted scopes', () => {
     const { meter, state } = scriptedMeter();
-    const acc = new Accounting(meter, ledger, { users: [], interfaces: [] }, names, { countLoopback: false, recentFlows: 10, flowIntervalMs: 5000 });
+    const acc = new Accounting(meter, ledger, { users: [], interfaces: [] }, names, { countLoopback: false, recentFlows: 10, flowIntervalMs: 5000, flowsWanted: true });
     state.flows = [flow(1, 1000, 'external'), flow(2, 1000, 'loopback')];
     const first = acc.poll(T);
     expect(first.flows!().map((f) => [f.cookie, f.user])).toEqual([[1n, 'alice']]);
@@ -123,9 +124,30 @@ describe('accounting', () => {
     expect(state.flowReads).toBe(2);
   });
 
+  it('with no exporter of flows: reads them every minute, after dropped events, and when asked (after a fold)', () => {
+    const { meter, state } = scriptedMeter();
+    const acc = new Accounting(meter, ledger, { users: [], interfaces: [] }, names, { countLoopback: false, recentFlows: 10, flowIntervalMs: 5000, flowsWanted: false });
+    state.flows = [flow(1, 1000, 'external')];
+    for (let s = 0; s < 60; s++) expect(acc.poll(T + s * 1000).flows).toBeUndefined();
+    expect(state.flowReads).toBe(1); // the first poll's
+    acc.poll(T + 60_000);
+    expect(state.flowReads).toBe(2);
+    state.eventsDropped = 3; // flows that ended meanwhile wait in the table
+    acc.poll(T + 61_000);
+    acc.poll(T + 62_000);
+    expect(state.flowReads).toBe(3);
+    const folds = state.folds;
+    state.flows = [flow(1, 1000, 'external'), flow(2, 2000, 'external')];
+    acc.refreshFlows(T + 61_500); // the last read (61 s) is fresh enough
+    expect(state.flowReads).toBe(3);
+    acc.refreshFlows(T + 63_500);
+    expect([state.flowReads, state.folds]).toEqual([4, folds + 1]);
+    expect(acc.activeFlows().map((f) => f.cookie)).toEqual([1n, 2n]);
+  });
+
   it('process rates between two reads; every poll while watched; exited ones forgotten after a read', () => {
     const { meter, state } = scriptedMeter();
-    const acc = new Accounting(meter, ledger, { users: [], interfaces: [] }, names, { countLoopback: false, recentFlows: 10, flowIntervalMs: 5000 });
+    const acc = new Accounting(meter, ledger, { users: [], interfaces: [] }, names, { countLoopback: false, recentFlows: 10, flowIntervalMs: 5000, flowsWanted: true });
     state.processes = [proc(10, 1000, 1), proc(11, 1000, 1, 'loopback')];
     acc.poll(T);
     acc.watchProcesses(T);
@@ -145,7 +167,7 @@ describe('accounting', () => {
 
   it('folds the sockets\' pending counts every poll while watched, else at the flow cadence', () => {
     const { meter, state } = scriptedMeter();
-    const acc = new Accounting(meter, ledger, { users: [], interfaces: [] }, names, { countLoopback: false, recentFlows: 10, flowIntervalMs: 5000 });
+    const acc = new Accounting(meter, ledger, { users: [], interfaces: [] }, names, { countLoopback: false, recentFlows: 10, flowIntervalMs: 5000, flowsWanted: true });
     for (let s = 0; s < 10; s++) acc.poll(T + s * 1000); // due at 0 and 5 s
     expect(state.folds).toBe(2);
     acc.watchProcesses(T + 10_000);
@@ -155,7 +177,7 @@ describe('accounting', () => {
 
   it('keeps the last `recentFlows` ended flows of counted scopes', () => {
     const { meter } = scriptedMeter();
-    const acc = new Accounting(meter, ledger, { users: [], interfaces: [] }, names, { countLoopback: false, recentFlows: 2, flowIntervalMs: 0 });
+    const acc = new Accounting(meter, ledger, { users: [], interfaces: [] }, names, { countLoopback: false, recentFlows: 2, flowIntervalMs: 0, flowsWanted: true });
     for (let i = 1; i <= 4; i++) acc.flowEnded(flow(i, 1000, 'external'));
     acc.flowEnded(flow(9, 1000, 'loopback'));
     expect(acc.endedFlows().map((f) => f.cookie)).toEqual([3n, 4n]);

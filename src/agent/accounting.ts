@@ -26,9 +26,18 @@ export interface ProcessView extends TrafficCounters, Rate {
 export interface AccountingOptions {
   countLoopback: boolean;
   recentFlows: number;
-  /** read the flow table at most this often */
+  /** fold (and read processes) this often, and read the flow table this often while
+   *  flowsWanted */
   flowIntervalMs: number;
+  /** an exporter takes the active flows: else the flow table is read only when asked
+   *  (`ubia flows`) and every FLOW_HOUSEKEEPING_MS */
+  flowsWanted: boolean;
 }
+
+/** With no exporter of flows: how often the flow table is read anyway, to keep the flow
+ *  count of `systemctl status` recent. (Flows that ended while the ring buffer was full
+ *  wait in the table: a read after events were dropped hands them over.) */
+const FLOW_HOUSEKEEPING_MS = 60_000;
 
 /** A read of the process table, kept as the addon's columns (typed arrays, outside the
  *  JS heap): rows are made only when someone asks for processes. Kept as objects, the
@@ -58,7 +67,9 @@ export class Accounting {
   private users: CounterTracker<number>;
   private interfaces: CounterTracker<string>;
   private lastPollMs: number | undefined;
+  private lastFoldMs: number | undefined;
   private lastFlowsMs: number | undefined;
+  private droppedAtFlowRead = 0;
   private round = 0;
   private pollDeltas = new Map<number, PollDelta>();
   private lastRound = { round: 0, startMs: 0, endMs: 0 };
@@ -118,17 +129,21 @@ export class Accounting {
   /**
    * Reads the meter once and books the deltas. Returns what the exporters get, as
    * functions that make it when called (an agent without exporters never does): the
-   * users' usage in this poll, and every `flowIntervalMs` (else undefined) the active
-   * flows, the bulk of the data, which exporters apply their own active timeouts to.
+   * users' usage in this poll, and every `flowIntervalMs` while flows are wanted (else
+   * undefined) the active flows, the bulk of the data, which exporters apply their own
+   * active timeouts to.
    */
   poll(nowMs: number): { usage: () => UsageInterval; flows: (() => FlowSnapshot[]) | undefined } {
     const round = ++this.round;
     // A fold visits every open socket (~1 µs each): every poll only while someone
-    // watches the live view, else at the flow cadence. The ledger's minute buckets and
+    // watches the live view, else every flowIntervalMs. The ledger's minute buckets and
     // the exporters' intervals (60 s and more) lose nothing by it.
-    const flowsDue = this.lastFlowsMs === undefined || nowMs - this.lastFlowsMs >= this.options.flowIntervalMs;
+    const foldDue = this.lastFoldMs === undefined || nowMs - this.lastFoldMs >= this.options.flowIntervalMs;
     const watched = nowMs < this.watchedUntilMs;
-    if (flowsDue || watched) this.meter.fold();
+    if (foldDue || watched) {
+      this.meter.fold();
+      this.lastFoldMs = nowMs;
+    }
     const users = this.meter.readUserColumns();
     const scopeAt = (i: number) => users.scope.values[users.scope.codes[i]!] as Scope;
     this.users.observe(
@@ -162,8 +177,8 @@ export class Accounting {
     );
 
     // the process table only feeds `ubia top`/`procs`: read it every poll while someone
-    // watches, else at the flow cadence (enough to drop exited processes' entries)
-    if (flowsDue || watched) {
+    // watches, else at the fold cadence (enough to drop exited processes' entries)
+    if (foldDue || watched) {
       this.procPrev = this.procNow;
       this.procNow = { atMs: nowMs, columns: this.meter.readProcessColumns() };
       this.procViews = undefined;
@@ -171,13 +186,32 @@ export class Accounting {
       this.exited.clear();
     }
 
+    // reading 10,000 flows costs as much as the rest of a poll: only for their consumers
+    const flowsEvery = this.options.flowsWanted ? this.options.flowIntervalMs : FLOW_HOUSEKEEPING_MS;
+    const dropped = this.meter.health().eventsDropped;
+    const flowsDue = this.lastFlowsMs === undefined || nowMs - this.lastFlowsMs >= flowsEvery || dropped !== this.droppedAtFlowRead;
     if (flowsDue) {
-      this.flowRead = this.meter.readFlowColumns();
-      this.lastFlowsMs = nowMs;
+      this.readFlows(nowMs);
+      this.droppedAtFlowRead = dropped;
     }
     this.lastPollMs = nowMs;
     const { startMs, endMs } = this.lastRound;
-    return { usage: () => ({ startMs, endMs, users: this.usersOfRound(round) }), flows: flowsDue ? () => this.activeFlows() : undefined };
+    const exported = flowsDue && this.options.flowsWanted;
+    return { usage: () => ({ startMs, endMs, users: this.usersOfRound(round) }), flows: exported ? () => this.activeFlows() : undefined };
+  }
+
+  private readFlows(nowMs: number): void {
+    this.flowRead = this.meter.readFlowColumns();
+    this.lastFlowsMs = nowMs;
+  }
+
+  /** Someone asks for the flows (`ubia flows`): read them now, after a fold, unless the
+   *  last read is from this very moment. Their counts reach the users' totals at the next
+   *  poll, as with any fold. */
+  refreshFlows(nowMs: number): void {
+    if (this.lastFlowsMs !== undefined && nowMs - this.lastFlowsMs < 1000) return;
+    this.meter.fold();
+    this.readFlows(nowMs);
   }
 
   /** Processes of the counted scopes, one row per (pid, uid, comm), with the rate

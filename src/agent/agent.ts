@@ -76,14 +76,15 @@ export async function startAgent(
   if (loaded.rebooted) logger.info('new boot since the last run: kernel counters restarted from zero, counting them all as new');
   ledger.rollUp(Date.now(), retentionOf(config));
   const names = createNameCache(deps.userName, config.agent.name_cache_ttl * 1000);
+  let exporters: Exporter[] = [];
   const accountingOptions = (c: UbiaConfig) => ({
     countLoopback: c.agent.count_loopback,
     recentFlows: c.agent.recent_flows,
     flowIntervalMs: c.agent.flow_interval * 1000,
+    flowsWanted: exporters.some((e) => e.activeFlows),
   });
   const accounting = new Accounting(meter, ledger, decodeCheckpoint(loaded.checkpoint), names, accountingOptions(config));
   let lastPollSeconds = 0;
-  let exporters: Exporter[] = [];
   const health = (): OtlpHealth => {
     const unattributed = { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 };
     for (const i of meter.readInterfaces()) {
@@ -108,6 +109,7 @@ export async function startAgent(
     version: deps.version,
   });
   exporters = await deps.createExporters(config, exporterContext());
+  accounting.setOptions(accountingOptions(config));
   const failing = new Set<string>();
 
   /** Runs one exporter call; a throwing exporter is logged once, never stops the others. */
@@ -152,7 +154,7 @@ export async function startAgent(
       if (interval?.users.length) toExporters('usage', (e) => e.usage(interval));
       if (flows && exporters.length) {
         const list = flows();
-        toExporters('activeFlows', (e) => e.activeFlows(list, now));
+        toExporters('activeFlows', (e) => e.activeFlows?.(list, now));
       }
     } catch (err) {
       const msg = (err as Error).message;
@@ -318,6 +320,7 @@ export async function startAgent(
         exporters = [];
         logger.error({ err }, 'SIGHUP: could not start the exporters of the new configuration; exporting nothing until fixed');
       }
+      accounting.setOptions(accountingOptions(config));
     }
     logger.info({ exportersRestarted: exportersChanged }, 'configuration reloaded');
     deps.sdNotify('READY=1');

@@ -110,6 +110,7 @@ export function createRequestHandler(view: AgentView): RequestHandler {
         };
       case 'flows': {
         const keep = (f: FlowSnapshot) => visible(f.uid) && matchesUser(req.user, f.uid, f.user);
+        view.accounting.refreshFlows(Date.now());
         return {
           active: view.accounting.activeFlows().filter(keep).map(flowRow),
           ended: view.accounting.endedFlows().filter(keep).map(flowRow),

@@ -39,8 +39,9 @@ export interface Exporter {
   readonly name: string;
   /** per-user deltas for one poll interval */
   usage(interval: UsageInterval): void;
-  /** every active flow at a poll, cumulative counters (exporters do their own active timeout) */
-  activeFlows(flows: FlowSnapshot[], nowMs: number): void;
+  /** every active flow at a poll, cumulative counters (exporters do their own active
+   *  timeout); an exporter without it spares the agent reading the flow table */
+  activeFlows?(flows: FlowSnapshot[], nowMs: number): void;
   /** a flow closed; counters are its final cumulative values */
   flowEnded(flow: FlowSnapshot): void;
   status(): ExporterStatus;

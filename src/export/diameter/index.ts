@@ -95,7 +95,6 @@ export function createDiameterAccounting(config: DiameterConfig, deps: DiameterD
       sessions.confirmed();
     },
     // Diameter accounting here is per user; flows are the IPFIX exporter's business
-    activeFlows() {},
     flowEnded() {},
     status(): ExporterStatus {
       const open = peers.filter((p) => p.state === 'open');
