@@ -1,210 +1,143 @@
-// `npm run bench:agent [SECONDS]`: the whole agent (startAgent: accounting, SQLite ledger
-// on disk, control socket, logger) at a 1 s poll and 10 s flush, with 10,000 active
-// flows, 5,000 users (both scopes) and 10,000 processes whose counters ALL move every
-// poll (the worst case), for SECONDS (default 30) after a warm-up. Reports the
-// process's CPU (% of one core) and RSS. The tables come from a synthetic native meter:
-// no test host has 5,000 active users. They are handed over as the addon hands them
-// (typed-array columns) and go through the same src/kernel code as the real ones; only
-// filling the columns is left out of the figures (the addon does that in C++, and
-// `npm run bench:overhead` measures it as "readUsers").
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+// `npm run bench:agent [SECONDS]`: the real agent (`bin/ubia agent`, its own process,
+// real eBPF meter, SQLite ledger on disk, 1 s poll, 5 s flow reads, 10 s flushes) while
+// 5,000 users hold 10,000 active flows that all move every second: one process
+// (src/bench/flowgen.py) plays the users, each with a TCP connection to a server in a
+// network namespace behind a veth pair, both ends metered. Reports the agent process's
+// CPU (% of one core, from /proc: its JavaScript, SQLite and the kernel time of its
+// reads and folds) and RSS over SECONDS (default 60) after a warm-up.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { PerformanceObserver } from 'node:perf_hooks';
-import { pino } from 'pino';
-import { startAgent } from '../agent/agent.js';
-import { configSchema } from '../config/config.js';
-import { meterOver } from '../kernel/index.js';
-import { groupMembers, peerCredentials, userName, type Columns, type DictColumn, type NativeMeter } from '../kernel/native.js';
-import type { FlowRecord, ProcessCounters, TrafficCounters, UserCounters } from '../kernel/types.js';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { agentAnswers, controlRequest } from '../control/client.js';
+import { detachMeter } from '../kernel/index.js';
+import { createNetns, removeNetns } from './testbed.js';
 
 const USERS = 5000;
-const PROCESSES = 10_000;
-const FLOWS = 10_000;
-const WARMUP_S = 5;
-const MiB = 2 ** 20;
+/** connections: each has two metered ends, the user's and the server's */
+const CONNECTIONS = 5000;
+const FIRST_UID = 200_000;
+const WARMUP_S = 10;
+const PORT = 7300;
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const FLOWGEN = join(root, 'src', 'bench', 'flowgen.py');
+/** Debian's (scripts/setup installs it): files every uid can read, unlike a ~/.pyenv one */
+const PYTHON = '/usr/bin/python3';
+const sleep = (s: number) => new Promise((r) => setTimeout(r, s * 1000));
 
-/** CPU time (user + system, all threads) since `from`, in ms: wall time would count
- *  whatever else the machine is running. */
-function cpuMsSince(from: NodeJS.CpuUsage): number {
-  const d = process.cpuUsage(from);
-  return (d.user + d.system) / 1000;
+/** Starts a child and waits for its "ready" line (it fails the benchmark if it exits first). */
+async function startReady(cmd: string, args: string[], what: string, timeoutS: number): Promise<ChildProcess> {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  const ready = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what} not ready within ${timeoutS} s`)), timeoutS * 1000);
+    createInterface({ input: child.stdout! }).on('line', (l) => {
+      if (l === 'ready') {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`${what} exited (${code}) before it was ready`)));
+  });
+  await ready;
+  return child;
 }
 
-/** CPU spent filling the synthetic columns (the addon's C++ work), left out of the result. */
-let fillCpuMs = 0;
-function filling<R>(fn: () => R): R {
-  const t = process.cpuUsage();
-  try {
-    return fn();
-  } finally {
-    fillCpuMs += cpuMsSince(t);
-  }
+/** user and system CPU of a process, in ms (/proc/PID/stat fields 14 and 15, in clock ticks of 10 ms) */
+function cpuMs(pid: number): { user: number; system: number } {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return { user: Number(fields[11]) * 10, system: Number(fields[12]) * 10 };
 }
 
-const numbers = (n: number, at: (i: number) => number) => Float64Array.from({ length: n }, (_, i) => at(i));
-const dict = (n: number, values: string[], codeAt: (i: number) => number): DictColumn => ({
-  codes: Uint32Array.from({ length: n }, (_, i) => codeAt(i)),
-  values,
-});
-const uidOf = (i: number) => 100_000 + (i % USERS);
-
-/** Counter columns growing with `tick`: every row moves at every read. */
-function counters(n: number, tick: number): Columns<TrafficCounters> {
-  return {
-    length: n,
-    rxBytes: numbers(n, (i) => (1500 + i) * tick),
-    txBytes: numbers(n, (i) => (700 + i) * tick),
-    rxPackets: numbers(n, () => 2 * tick),
-    txPackets: numbers(n, () => tick),
-    rxPayloadBytes: numbers(n, (i) => (1400 + i) * tick),
-    txPayloadBytes: numbers(n, (i) => (600 + i) * tick),
-  };
+/** /proc/PID/smaps_rollup: the process's resident memory by kind, in MiB. */
+function rssByKind(pid: number): { anonymous: number; fileBacked: number } {
+  const kib = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'))![1]);
+  return { anonymous: Math.round(kib('Anonymous') / 1024), fileBacked: Math.round((kib('Rss') - kib('Anonymous')) / 1024) };
 }
 
-const COMMS = Array.from({ length: 50 }, (_, i) => `proc${i}`);
-const PROCESS_NAMES = Array.from({ length: PROCESSES }, (_, i) => `proc${i}`);
-const SCOPES = ['external', 'loopback'];
-
-function syntheticNative(): NativeMeter {
-  let tick = 0;
-  const wire = () => ({ rxBytes: 10 * tick, txBytes: 10 * tick, rxPackets: tick, txPackets: tick });
-  return {
-    // the synthetic counters need no folding; a real fold costs ~1 µs per open socket
-    // (bench:overhead has no figure for it; measured apart: 10,000 sockets, 7.5–11 ms)
-    fold: () => undefined,
-    readUsers: () =>
-      filling((): Columns<UserCounters> => {
-        tick++;
-        const n = 2 * USERS;
-        return { ...counters(n, tick), uid: numbers(n, (i) => uidOf(i >> 1)), scope: dict(n, SCOPES, (i) => i & 1) };
-      }),
-    readProcesses: () =>
-      filling(
-        (): Columns<ProcessCounters> => ({
-          ...counters(PROCESSES, tick),
-          uid: numbers(PROCESSES, uidOf),
-          // live pids only (the meter's sweep reports dead ones as exited), so one
-          // pid with a distinct comm per row keeps 10,000 distinct processes
-          pid: numbers(PROCESSES, () => process.pid),
-          comm: dict(PROCESSES, PROCESS_NAMES, (i) => i),
-          scope: dict(PROCESSES, SCOPES, () => 0),
-        }),
-      ),
-    readFlows: () =>
-      filling((): Columns<FlowRecord & { ended: number }> => {
-        const now = Date.now();
-        // one string per distinct address, as the addon's dictionary columns have
-        const remote = Array.from({ length: FLOWS }, (_, i) => `198.19.${(i >> 8) & 255}.${i & 255}`);
-        return {
-          ...counters(FLOWS, tick),
-          cookie: BigUint64Array.from({ length: FLOWS }, (_, i) => BigInt(i + 1)),
-          family: numbers(FLOWS, () => 4) as ArrayLike<number> as ArrayLike<4>,
-          protocol: numbers(FLOWS, () => 6),
-          localAddress: dict(FLOWS, ['198.18.0.1'], () => 0),
-          localPort: numbers(FLOWS, (i) => 40_000 + (i % 20_000)),
-          remoteAddress: dict(FLOWS, remote, (i) => i),
-          remotePort: numbers(FLOWS, () => 443),
-          uid: numbers(FLOWS, uidOf),
-          gid: numbers(FLOWS, () => 100),
-          pid: numbers(FLOWS, (i) => 10_000 + i),
-          comm: dict(FLOWS, COMMS, (i) => i % COMMS.length),
-          cgroupId: BigUint64Array.from({ length: FLOWS }, () => 1n),
-          scope: dict(FLOWS, SCOPES, () => 0),
-          firstSeenMs: numbers(FLOWS, () => now - 60_000),
-          lastSeenMs: numbers(FLOWS, () => now),
-          ended: numbers(FLOWS, () => 0),
-        };
-      }),
-    readInterfaces: () =>
-      ['lo', 'eth0'].map((name, i) => ({ ifindex: i + 1, name, total: wire(), attributed: wire(), unattributed: wire() })),
-    readStats: () => ({ userOverflows: 0, processOverflows: 0, flowOverflows: 0, interfaceOverflows: 0, eventsDropped: 0, unattributed: wire() }),
-    forgetProcesses: () => 0,
-    forgetFlow: () => undefined,
-    status: () => ({ mode: 'synthetic', pinDir: '(none)', resumed: false, hooks: [] }),
-    onEvents: () => undefined,
-    pollEvents: () => ({ flowsEnded: { length: 0 } as Columns<FlowRecord>, processesExited: { length: 0 } as Columns<{ pid: number; exitedMs: number }> }),
-    close: () => undefined,
-  };
-}
-
-/** /proc/self/smaps_rollup: the process's memory by kind, in KiB. */
-function smapsRollupKiB(): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const m of readFileSync('/proc/self/smaps_rollup', 'utf8').matchAll(/^(\w+):\s+(\d+) kB/gm)) out[m[1]!] = Number(m[2]);
-  return out;
+function statusKiB(pid: number, key: 'VmRSS' | 'VmHWM'): number {
+  const m = new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number(m![1]);
 }
 
 async function main(): Promise<void> {
-  const seconds = Number(process.argv[2] ?? 30);
+  const seconds = Number(process.argv[2] ?? 60);
   const dir = mkdtempSync(join(tmpdir(), 'ubia-bench-'));
-  const config = configSchema.parse({
-    agent: { poll_interval: 1, pin_dir: join(dir, 'pins') },
-    ledger: { path: join(dir, 'ledger.db'), flush_interval: 10 },
-    control: { socket: join(dir, 'control.sock') },
-  });
-  const agent = await startAgent({ config, file: undefined }, pino({ level: 'warn' }, pino.destination(2)), {
-    openMeter: () => meterOver(syntheticNative()),
-    userName,
-    groupMembers,
-    peerCredentials,
-    sdNotify: () => false,
-    createExporters: async () => [],
-    hostName: 'bench',
-    version: 'bench',
-  });
-  const sleep = (s: number) => new Promise((r) => setTimeout(r, s * 1000));
-  // the first polls book every counter as new and fill the NSS name cache
-  await sleep(WARMUP_S);
-  let gcPauseMs = 0;
-  const gc = new PerformanceObserver((list) => {
-    for (const e of list.getEntries()) gcPauseMs += e.duration;
-  });
-  gc.observe({ entryTypes: ['gc'] });
-  fillCpuMs = 0;
-  const cpu0 = process.cpuUsage();
-  const t0 = performance.now();
-  let rssMax = 0;
-  for (let i = 0; i < seconds; i++) {
-    await sleep(1);
-    rssMax = Math.max(rssMax, process.memoryUsage.rss());
+  const pinDir = '/sys/fs/bpf/ubia-bench-agent';
+  const socket = join(dir, 'control.sock');
+  writeFileSync(
+    join(dir, 'ubia.toml'),
+    `[agent]\npoll_interval = 1\nflow_interval = 5\npin_dir = "${pinDir}"\n` +
+      `[ledger]\npath = "${join(dir, 'ledger.db')}"\nflush_interval = 10\n` +
+      `[control]\nsocket = "${socket}"\n[log]\nlevel = "warn"\n`,
+  );
+  const ns = createNetns(78);
+  const children: ChildProcess[] = [];
+  const lifetime = String(WARMUP_S + seconds + 60);
+  try {
+    children.push(await startReady('ip', ['netns', 'exec', ns.name, PYTHON, FLOWGEN, 'serve', ns.nsV4, String(PORT), lifetime], 'flow server', 10));
+    const agent = spawn(join(root, 'bin', 'ubia'), ['agent', '--config', join(dir, 'ubia.toml')], { stdio: 'inherit' });
+    children.push(agent);
+    for (let i = 0; i < 100 && !(await agentAnswers(socket, 200)); i++) await sleep(0.1);
+    if (!(await agentAnswers(socket))) throw new Error('the agent did not answer on its control socket within 10 s');
+    children.push(
+      await startReady(
+        PYTHON,
+        [FLOWGEN, 'client', ns.nsV4, String(PORT), String(CONNECTIONS), String(FIRST_UID), String(USERS), lifetime],
+        'flow client',
+        60,
+      ),
+    );
+    // the first polls book every counter as new and fill the name cache
+    await sleep(WARMUP_S);
+    const pid = agent.pid!;
+    const cpu0 = cpuMs(pid);
+    const t0 = performance.now();
+    let rssMaxKiB = 0;
+    for (let i = 0; i < seconds; i++) {
+      await sleep(1);
+      rssMaxKiB = Math.max(rssMaxKiB, statusKiB(pid, 'VmRSS'));
+    }
+    const cpu1 = cpuMs(pid);
+    const userMs = cpu1.user - cpu0.user;
+    const systemMs = cpu1.system - cpu0.system;
+    const cpu = userMs + systemMs;
+    const rssAtEnd = rssByKind(pid);
+    const wallMs = performance.now() - t0;
+    const hwmKiB = statusKiB(pid, 'VmHWM');
+
+    // what the agent saw: the benchmark's users and their moving flows
+    const { active } = await controlRequest<{ active: Array<{ uid: number; rxBytes: number; txBytes: number }> }>(socket, { op: 'flows' }, 30_000);
+    const theirs = active.filter((f) => f.uid >= FIRST_UID && f.uid < FIRST_UID + USERS);
+    const result = {
+      users: new Set(theirs.map((f) => f.uid)).size,
+      activeFlows: active.length,
+      usersFlows: theirs.length,
+      seconds: Math.round(wallMs / 1000),
+      agentCpuPercentOfOneCore: +((cpu / wallMs) * 100).toFixed(2),
+      agentCpuMsPerPoll: +(cpu / (wallMs / 1000)).toFixed(1),
+      /** of which in the kernel: map reads, the fold, the ledger's writes */
+      agentSystemCpuMsPerPoll: +(systemMs / (wallMs / 1000)).toFixed(1),
+      rssMaxMiB: Math.round(rssMaxKiB / 1024),
+      rssPeakSinceStartMiB: Math.round(hwmKiB / 1024),
+      /** private memory (V8 heap, malloc) vs file pages (node's own binary, libraries) and mmap-ed maps */
+      rssAtEndMiB: rssAtEnd,
+    };
+    const stopped = new Promise((resolve) => agent.once('exit', resolve));
+    agent.kill('SIGTERM');
+    await Promise.race([stopped, sleep(10)]);
+    process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+    if (result.users < USERS || result.activeFlows < 2 * CONNECTIONS) process.stdout.write(`NOT THE INTENDED LOAD: expected ${USERS} users and ${2 * CONNECTIONS} flows\n`);
+    const ok = result.agentCpuPercentOfOneCore < 1 && hwmKiB < 100 * 1024;
+    process.stdout.write(ok ? 'within target (< 1% of a core, < 100 MiB RSS)\n' : 'OVER TARGET (< 1% of a core, < 100 MiB RSS)\n');
+  } finally {
+    for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+    await sleep(0.5);
+    detachMeter(pinDir);
+    removeNetns(ns);
+    rmSync(dir, { recursive: true, force: true });
   }
-  const cpuMs = cpuMsSince(cpu0);
-  const wallMs = performance.now() - t0;
-  gc.disconnect();
-  const mem = process.memoryUsage();
-  const rollup = smapsRollupKiB();
-  await agent.stop('benchmark done');
-  rmSync(dir, { recursive: true, force: true });
-  const result = {
-    users: USERS,
-    processes: PROCESSES,
-    flows: FLOWS,
-    seconds: Math.round(wallMs / 1000),
-    /** the agent's JS, SQLite and GC: all of the process but filling the synthetic columns */
-    agentCpuPercentOfOneCore: +(((cpuMs - fillCpuMs) / wallMs) * 100).toFixed(2),
-    /** the same per 1 s poll (flushes, flow and process reads spread over the polls) */
-    agentCpuMsPerPoll: +((cpuMs - fillCpuMs) / (wallMs / 1000)).toFixed(1),
-    /** of which the main thread stood in garbage collection */
-    gcPauseMsPerPoll: +(gcPauseMs / (wallMs / 1000)).toFixed(1),
-    fillCpuPercentOfOneCore: +((fillCpuMs / wallMs) * 100).toFixed(2),
-    rssMaxMiB: Math.round(rssMax / MiB),
-    memoryAtEndMiB: {
-      rss: Math.round(mem.rss / MiB),
-      /** of RSS: private memory (V8 heap, malloc) vs file pages (node's own 40+ MiB binary) */
-      rssAnonymous: Math.round(rollup.Anonymous! / 1024),
-      rssFileBacked: Math.round((rollup.Rss! - rollup.Anonymous!) / 1024),
-      heapTotal: Math.round(mem.heapTotal / MiB),
-      heapUsed: Math.round(mem.heapUsed / MiB),
-      external: Math.round(mem.external / MiB),
-      arrayBuffers: Math.round(mem.arrayBuffers / MiB),
-    },
-    nodeFlags: process.execArgv.join(' '),
-  };
-  process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
-  const ok = result.agentCpuPercentOfOneCore < 1 && result.rssMaxMiB < 100;
-  process.stdout.write(ok ? 'within target (< 1% of a core, < 100 MiB RSS)\n' : 'OVER TARGET (< 1% of a core, < 100 MiB RSS)\n');
-  process.exit(0);
 }
 
 await main();

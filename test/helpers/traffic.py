@@ -2,10 +2,13 @@
 """Known, bounded test traffic for ubia's tests. Each command prints one JSON line with
 what it really moved (bytes as the system calls returned them), so tests compare the
 meter against facts, not against intentions. Every socket has a timeout."""
+import fcntl
 import json
 import os
 import socket
+import struct
 import sys
+import termios
 import time
 
 TIMEOUT = 20
@@ -51,6 +54,20 @@ def send_bytes(s, total, chunk=1 << 16):
     return sent
 
 
+def retransmitted_once_acked(s):
+    """Bytes TCP sent again (tcp_info.tcpi_bytes_retrans, Linux 4.19+), once everything
+    written is acknowledged: they cross the wire twice, so wire counts exceed payload
+    plus headers by them."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        unsent = struct.unpack('i', fcntl.ioctl(s, termios.TIOCOUTQ, b'\0' * 4))[0]
+        if unsent == 0:
+            break
+        time.sleep(0.01)
+    info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 232)
+    return struct.unpack_from('Q', info, 208)[0]  # tcpi_bytes_retrans
+
+
 def tcp_sink(host, port):
     """accept one connection, read to EOF"""
     s = listen(host, int(port))
@@ -72,8 +89,13 @@ def tcp_send(host, port, nbytes, close_now='0'):
     c = connect(host, int(port))
     sent = send_bytes(c, int(nbytes), 1 << 20 if close_now == '1' else 1 << 16)
     lport = c.getsockname()[1]
-    c.close()  # with close_now the kernel is still sending what was written
-    out(sent=sent, pid=os.getpid(), lport=lport)
+    if close_now == '1':
+        c.close()  # the kernel is still sending what was written
+        out(sent=sent, pid=os.getpid(), lport=lport)
+        return
+    retransmitted = retransmitted_once_acked(c)
+    c.close()
+    out(sent=sent, pid=os.getpid(), lport=lport, retransmitted=retransmitted)
 
 
 def tcp_recv(host, port):
