@@ -1,19 +1,35 @@
 // npm run bench:overhead — what ubia's programs cost the traffic they meter.
-// Throughput with the meter attached vs detached, and vs the classic alternative (one
-// nftables `meta skuid` counter rule per user), in interleaved rounds within one run so
-// that the machine's noise hits every variant alike. Also: time to read 65,536 users.
+// Each workload is one long iperf3 transfer (client and server pinned to their own CPUs)
+// during which the bench switches between phases: detached, ubia attached, detached,
+// one nftables `meta skuid` counter rule per user (the classic alternative), detached,
+// programs that do nothing at ubia's hooks (bpf/floor.bpf.c: what the hooks themselves
+// cost, the floor for any meter there), and so on.
+// Each attached phase is compared with the detached phases on either side of it, in
+// the same connection: between separate iperf3 runs this VM's throughput jumps between
+// modes 20-50 % apart, which drowned a cost of a few percent. Intervals during which the
+// variant changed are left out. Also: each program's own time per run, and the time to
+// read 65,536 users.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
 import { openMeter, detachMeter, type Meter } from '../kernel/index.js';
 import { createNetns, createUser, removeNetns, removeUser, type Netns, type TestUser } from './testbed.js';
 
 const PIN_DIR = '/sys/fs/bpf/ubia-bench';
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const FLOOR_PIN_DIR = '/sys/fs/bpf/ubia-bench-floor';
+/** seconds per phase (iperf3 reports every half second; a phase's first second is left
+ *  out). Short phases: the VM's throughput mode also changes within a connection, every
+ *  10-20 s, and a phase should be compared with neighbours in the same mode. */
+const PHASE_SECONDS = Number(process.env.BENCH_PHASE_SECONDS ?? 3);
+/** rounds of detached, ubia, detached, nftables */
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 8);
 
-type Variant = 'detached' | 'ubia' | 'nftables';
+type Variant = 'detached' | 'ubia' | 'nftables' | 'floor';
+type Compared = Exclude<Variant, 'detached'>;
+const COMPARED: Compared[] = ['ubia', 'nftables', 'floor'];
 interface Workload {
   name: string;
   /** iperf3 client arguments after -c HOST */
@@ -31,38 +47,163 @@ const WORKLOADS: Workload[] = [
   { name: 'UDP 64 B messages, loopback', args: ['-u', '-b', '0', '-l', '64'], where: 'loopback', unit: 'kpkt/s' },
 ];
 
-interface Sample {
-  /** throughput in the workload's unit */
+/** One iperf3 report interval (half a second): its rate in the workload's unit, and when it ended. */
+interface Interval {
   rate: number;
-  /** CPU seconds (client + server, user + system, as iperf3 reports them) per GB or per
-   *  million packets: steadier than throughput on a shared 2-core machine */
-  cpuPerUnit: number;
+  seconds: number;
+  endedMs: number;
 }
 
-function iperf(w: Workload, user: TestUser, ns: Netns): Sample {
+// "[  5]   3.00-4.00   sec  3.25 GBytes  27895329 Kbits/sec    2    895 KBytes" (TCP: then
+// retransmits and window) or "... 178481 Kbits/sec  348600" (UDP: then datagrams)
+const INTERVAL_LINE = /^\[\s*\d+\]\s+([\d.]+)-([\d.]+)\s+sec\s+[\d.]+ \w?Bytes\s+([\d.]+) Kbits\/sec(?:\s+(\d+))?/;
+
+/**
+ * Runs one iperf3 transfer of `seconds` as `user` while `during` runs (it switches
+ * variants); resolves with the per-second intervals as they arrived.
+ */
+async function iperfRun(w: Workload, user: TestUser, ns: Netns, seconds: number, during: () => Promise<void>): Promise<Interval[]> {
   const host = w.where === 'loopback' ? '127.0.0.1' : ns.nsV4;
   const port = String(5201 + Math.floor(Math.random() * 1000));
   // client and server pinned to CPUs 0 and 1: left to the scheduler, iperf3 on two
-  // cores lands in one of two placements that differ by ~50% in throughput, which
-  // drowned the meter's cost in earlier runs
+  // cores lands in one of two placements that differ by ~50% in throughput
   const serverCpu = availableParallelism() > 1 ? '1' : '0';
   const serverCmd = [...(w.where === 'veth' ? ['ip', 'netns', 'exec', ns.name] : []), 'taskset', '-c', serverCpu, 'iperf3'];
   const server = spawn(serverCmd[0]!, [...serverCmd.slice(1), '-s', '-1', '-p', port, '-B', host], { stdio: 'ignore' });
   try {
     execFileSync('sleep', ['0.3']);
-    const out = execFileSync(
+    const client = spawn(
       'setpriv',
-      [`--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', 'taskset', '-c', '0', 'iperf3', '-c', host, '-p', port, '-t', String(SECONDS), '-J', ...w.args],
-      { encoding: 'utf8', timeout: (SECONDS + 20) * 1000 },
+      [`--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', 'taskset', '-c', '0', 'iperf3', '-c', host, '-p', port, '-t', String(seconds), '-i', '0.5', '-f', 'k', '--forceflush', ...w.args],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
     );
-    const r = JSON.parse(out).end;
-    const cpu = r.cpu_utilization_percent;
-    const cpuSeconds = ((cpu.host_total + cpu.remote_total) / 100) * r.sum_sent.seconds;
-    if (w.unit === 'kpkt/s') return { rate: r.sum.packets / r.sum.seconds / 1000, cpuPerUnit: cpuSeconds / (r.sum.packets / 1e6) };
-    return { rate: r.sum_received.bits_per_second / 1e9, cpuPerUnit: cpuSeconds / (r.sum_sent.bytes / 1e9) };
+    const intervals: Interval[] = [];
+    createInterface({ input: client.stdout! }).on('line', (line) => {
+      const m = INTERVAL_LINE.exec(line);
+      if (!m) return;
+      const len = Number(m[2]) - Number(m[1]);
+      if (len <= 0 || len > 1.5) return; // the summary lines at the end
+      const rate = w.unit === 'kpkt/s' ? Number(m[4]) / len / 1000 : Number(m[3]) / 1e6;
+      intervals.push({ rate, seconds: len, endedMs: performance.now() });
+    });
+    let failed: string | undefined;
+    client.once('exit', (code, signal) => {
+      if (code !== 0 && signal !== 'SIGTERM') failed = `iperf3 client exited with ${code ?? signal} (${w.name})`;
+    });
+    await during();
+    client.kill('SIGTERM');
+    if (failed) throw new Error(failed);
+    return intervals;
   } finally {
     server.kill('SIGKILL');
   }
+}
+
+/** A phase of one variant: the time from when it was in place to when the next began. */
+interface Phase {
+  variant: Variant;
+  fromMs: number;
+  toMs: number;
+}
+
+/** The mean rate of the intervals wholly inside a phase, its first second left out (the
+ *  first packets after attaching create the socket's storage). */
+function phaseRate(p: Phase, intervals: Interval[]): number | undefined {
+  const inside = intervals.filter((i) => i.endedMs - i.seconds * 1000 >= p.fromMs + 1000 && i.endedMs <= p.toMs);
+  if (inside.length === 0) return undefined;
+  return inside.reduce((a, i) => a + i.rate, 0) / inside.length;
+}
+
+const sleepMs = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** bpf/floor.bpf.c and its loader (src/bench/floor-loader.c), built into dir. */
+interface Floor {
+  attach(): void;
+  detach(): void;
+}
+
+function buildFloor(dir: string, ns: Netns): Floor {
+  const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+  const object = join(dir, 'floor.bpf.o');
+  const loader = join(dir, 'floor-loader');
+  // bpf/vmlinux.h is made by `npm run build`
+  execFileSync('clang', ['-O2', '-g', '-target', 'bpf', '-I', join(root, 'bpf'), '-c', join(root, 'bpf', 'floor.bpf.c'), '-o', object]);
+  execFileSync('cc', ['-O2', join(root, 'src', 'bench', 'floor-loader.c'), '-o', loader, '-lbpf']);
+  const ifindex = readFileSync(`/sys/class/net/${ns.hostIf}/ifindex`, 'utf8').trim();
+  return {
+    attach: () => {
+      mkdirSync(FLOOR_PIN_DIR, { recursive: true });
+      execFileSync(loader, ['attach', object, FLOOR_PIN_DIR, ifindex]);
+    },
+    detach: () => {
+      execFileSync(loader, ['detach', ifindex]);
+      rmSync(FLOOR_PIN_DIR, { recursive: true, force: true }); // the links go with their pins
+    },
+  };
+}
+
+/**
+ * One workload: an iperf3 transfer through rounds of detached, ubia, detached,
+ * nftables, detached, floor, detached... Returns, per variant, each phase's rate
+ * relative to the mean of the detached phases before and after it.
+ */
+async function measure(
+  w: Workload,
+  users: TestUser[],
+  ns: Netns,
+  floor: Floor,
+): Promise<{ detached: number[]; ratios: Record<Compared, number[]>; phases: Array<[Variant, number | undefined]> }> {
+  const sequence: Variant[] = [];
+  for (let r = 0; r < ROUNDS; r++) for (const v of COMPARED) sequence.push('detached', v);
+  sequence.push('detached');
+  const phases: Phase[] = [];
+  let meter: Meter | undefined;
+  let floorOn = false;
+  const setVariant = (v: Variant) => {
+    meter?.close({ detach: true });
+    meter = undefined;
+    if (floorOn) floor.detach();
+    floorOn = false;
+    nftables(users, v === 'nftables');
+    if (v === 'ubia') {
+      meter = openMeter({ pinDir: PIN_DIR });
+      meter.readInterfaces(); // attaches the tc counters to the veth
+    }
+    if (v === 'floor') {
+      floor.attach();
+      floorOn = true;
+    }
+  };
+  // attaching takes ~0.7 s a time (the verifier): iperf3 runs long enough, and is
+  // stopped when the phases are done
+  const seconds = sequence.length * (PHASE_SECONDS + 1) + 5;
+  const intervals = await iperfRun(w, users[0]!, ns, seconds, async () => {
+    try {
+      await sleepMs(500); // the connection is up
+      for (const variant of sequence) {
+        setVariant(variant);
+        const fromMs = performance.now();
+        await sleepMs(PHASE_SECONDS * 1000);
+        phases.push({ variant, fromMs, toMs: performance.now() });
+      }
+    } finally {
+      setVariant('detached');
+    }
+  });
+  const ratios: Record<Compared, number[]> = { ubia: [], nftables: [], floor: [] };
+  const detached: number[] = [];
+  phases.forEach((p, i) => {
+    const rate = phaseRate(p, intervals);
+    if (p.variant === 'detached') {
+      if (rate !== undefined) detached.push(rate);
+      return;
+    }
+    const before = phaseRate(phases[i - 1]!, intervals);
+    const after = phases[i + 1] && phaseRate(phases[i + 1]!, intervals);
+    if (rate === undefined || before === undefined || after === undefined) return;
+    ratios[p.variant].push(rate / ((before + after) / 2));
+  });
+  return { detached, ratios, phases: phases.map((p) => [p.variant, phaseRate(p, intervals)]) };
 }
 
 function nftables(users: TestUser[], on: boolean) {
@@ -127,13 +268,13 @@ function readTiming(n: number): { ms: number; rowsMs: number; users: number } {
 }
 
 /** The kernel's own accounting of each program's run time (kernel.bpf_stats_enabled),
- *  over the veth workloads: nanoseconds per run, less sensitive to machine noise. */
-function programCosts(user: TestUser, ns: Netns): Array<{ program: string; runs: number; 'ns/run': number }> {
+ *  over every workload: nanoseconds per run, less sensitive to machine noise. */
+async function programCosts(user: TestUser, ns: Netns): Promise<Array<{ program: string; runs: number; 'ns/run': number }>> {
   const meter = openMeter({ pinDir: PIN_DIR });
   meter.readInterfaces();
   execFileSync('sysctl', ['-qw', 'kernel.bpf_stats_enabled=1']);
   try {
-    for (const w of WORKLOADS) iperf(w, user, ns);
+    for (const w of WORKLOADS) await iperfRun(w, user, ns, PHASE_SECONDS + 5, () => sleepMs(PHASE_SECONDS * 1000));
     const progs = JSON.parse(execFileSync('bpftool', ['-j', 'prog', 'show'], { encoding: 'utf8' })) as Array<{ name?: string; run_time_ns?: number; run_cnt?: number }>;
     return progs
       .filter((p) => p.name?.startsWith('ubia_') && p.run_cnt)
@@ -144,62 +285,44 @@ function programCosts(user: TestUser, ns: Netns): Array<{ program: string; runs:
   }
 }
 
-function main() {
+const pct = (ratio: number) => +((1 - ratio) * 100).toFixed(2);
+
+async function main() {
   const users = [createUser('ubia-b'), createUser('ubia-b')];
   const ns = createNetns(77);
-  let meter: Meter | undefined;
-  const results = new Map<string, Record<Variant, Sample[]>>();
+  const dir = mkdtempSync(join(tmpdir(), 'ubia-bench-'));
   try {
-    for (let round = 0; round < ROUNDS; round++) {
-      // each round starts with another variant, so that no variant always runs first
-      const order: Variant[] = ['detached', 'ubia', 'nftables'];
-      for (const variant of [...order.slice(round % 3), ...order.slice(0, round % 3)]) {
-        if (variant === 'ubia') {
-          meter = openMeter({ pinDir: PIN_DIR });
-          meter.readInterfaces();
-        }
-        nftables(users, variant === 'nftables');
-        for (const w of WORKLOADS) {
-          const r = results.get(w.name) ?? { detached: [], ubia: [], nftables: [] };
-          r[variant].push(iperf(w, users[0]!, ns));
-          results.set(w.name, r);
-        }
-        nftables(users, false);
-        meter?.close({ detach: true });
-        meter = undefined;
-      }
-      process.stderr.write(`round ${round + 1}/${ROUNDS} done\n`);
-    }
-    const of = (samples: Sample[], k: keyof Sample) => median(samples.map((x) => x[k]));
-    const rows = WORKLOADS.map((w) => {
-      const r = results.get(w.name)!;
-      const base = of(r.detached, 'rate');
-      const baseCpu = of(r.detached, 'cpuPerUnit');
-      return {
+    const floor = buildFloor(dir, ns);
+    const rows = [];
+    const phases: Record<string, Array<[Variant, number | undefined]>> = {};
+    // BENCH_WORKLOADS=veth (say): only the workloads whose name contains it
+    for (const w of WORKLOADS.filter((x) => x.name.includes(process.env.BENCH_WORKLOADS ?? ''))) {
+      const r = await measure(w, users, ns, floor);
+      const costs = (xs: number[]) => (xs.length ? `${pct(median(xs))} (${pct(Math.max(...xs))} to ${pct(Math.min(...xs))})` : 'no phase measured');
+      rows.push({
         workload: w.name,
-        unit: w.unit,
-        detached: +base.toFixed(3),
-        ubia: +of(r.ubia, 'rate').toFixed(3),
-        nftables: +of(r.nftables, 'rate').toFixed(3),
-        'ubia cost %': +((1 - of(r.ubia, 'rate') / base) * 100).toFixed(2),
-        'nftables cost %': +((1 - of(r.nftables, 'rate') / base) * 100).toFixed(2),
-        'ubia CPU/unit +%': +((of(r.ubia, 'cpuPerUnit') / baseCpu - 1) * 100).toFixed(2),
-        'nftables CPU/unit +%': +((of(r.nftables, 'cpuPerUnit') / baseCpu - 1) * 100).toFixed(2),
-      };
-    });
+        detached: `${median(r.detached).toPrecision(4)} ${w.unit}`,
+        'ubia cost % (median, range)': costs(r.ratios.ubia),
+        'nftables cost % (median, range)': costs(r.ratios.nftables),
+        'hooks only (empty programs) cost % (median, range)': costs(r.ratios.floor),
+      });
+      phases[w.name] = r.phases.map(([v, rate]) => [v, rate === undefined ? undefined : +rate.toPrecision(4)]);
+      process.stderr.write(`${w.name}: done (${COMPARED.map((v) => `${r.ratios[v].length} ${v}`).join(', ')} phases compared)\n`);
+    }
     console.table(rows);
-    const perRun = programCosts(users[0]!, ns);
+    const perRun = await programCosts(users[0]!, ns);
     console.table(perRun);
     const read = readTiming(65_536);
     console.log(`read ${read.users} users' totals in ${read.ms.toFixed(1)} ms as columns (what the agent reads), ${read.rowsMs.toFixed(1)} ms as row objects (median of 5)`);
-    console.log(JSON.stringify({ seconds: SECONDS, rounds: ROUNDS, rows, programCosts: perRun, readUsers: read }));
+    console.log(JSON.stringify({ phaseSeconds: PHASE_SECONDS, rounds: ROUNDS, rows, phases, programCosts: perRun, readUsers: read }));
   } finally {
-    meter?.close({ detach: true });
     detachMeter(PIN_DIR);
+    rmSync(FLOOR_PIN_DIR, { recursive: true, force: true });
     nftables(users, false);
-    removeNetns(ns);
+    removeNetns(ns); // its veth, and the floor's tc filters on it
     users.forEach(removeUser);
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 
-main();
+await main();
