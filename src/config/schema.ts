@@ -17,7 +17,7 @@ function setting<T extends z.ZodType>(schema: T, fallback: z.output<T>, meaning:
 export const agentSectionSchema = z
   .strictObject({
     poll_interval: setting(seconds(0.1, 60), 1, 'seconds between two reads of the kernel counters (the live view rate)'),
-    flow_interval: setting(seconds(0.1, 300), 5, 'seconds between two reads of the active flow table (for exporters and `ubia flows`)'),
+    flow_interval: setting(seconds(0.1, 300), 5, "seconds between two folds of the sockets' counts into the totals (users' figures move at this pace unless `ubia top` watches), and between two reads of the active flow table while an exporter takes flows"),
     count_loopback: setting(z.boolean(), false, 'count traffic over the loopback interface in user totals and exports'),
     pin_dir: setting(text(), '/sys/fs/bpf/ubia', 'bpffs directory where the meter pins its maps and links'),
     flow_capacity: setting(integer(1024, 4_194_304), 65_536, 'how many active flows the kernel flow table holds'),
