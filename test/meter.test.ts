@@ -302,7 +302,7 @@ describe('kernel meter', () => {
     const FIRST_UID = 300_000;
     const port = String(freePort());
     const flowgen = new URL('../src/bench/flowgen.py', import.meta.url).pathname;
-    const server = spawn('ip', ['netns', 'exec', ns.name, '/usr/bin/python3', flowgen, 'serve', ns.nsV4, port, '30'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const server = spawn('ip', ['netns', 'exec', ns.name, '/usr/bin/python3', flowgen, 'serve', ns.nsV4, port, '30', String(USERS)], { stdio: ['ignore', 'pipe', 'inherit'] });
     try {
       await new Promise((resolve, reject) => {
         server.stdout!.once('data', resolve);

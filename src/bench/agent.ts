@@ -76,7 +76,7 @@ async function main(): Promise<void> {
   const children: ChildProcess[] = [];
   const lifetime = String(WARMUP_S + seconds + 60);
   try {
-    children.push(await startReady('ip', ['netns', 'exec', ns.name, PYTHON, FLOWGEN, 'serve', ns.nsV4, String(PORT), lifetime], 'flow server', 10));
+    children.push(await startReady('ip', ['netns', 'exec', ns.name, PYTHON, FLOWGEN, 'serve', ns.nsV4, String(PORT), lifetime, String(CONNECTIONS)], 'flow server', 10));
     const agent = spawn(join(root, 'bin', 'ubia'), ['agent', '--config', join(dir, 'ubia.toml')], { stdio: 'inherit' });
     children.push(agent);
     for (let i = 0; i < 100 && !(await agentAnswers(socket, 200)); i++) await sleep(0.1);

@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """Many real, moving flows of many users, for `npm run bench:agent`.
 
-  flowgen.py serve ADDR PORT SECONDS
-      accept connections and echo what arrives (run inside the bench's netns)
+  flowgen.py serve ADDR PORT SECONDS CONNECTIONS
+      accept up to CONNECTIONS connections and echo what arrives (run inside the bench's
+      netns)
   flowgen.py client ADDR PORT CONNECTIONS FIRST_UID USERS SECONDS
       open CONNECTIONS TCP connections, connection i as uid FIRST_UID + i % USERS,
       then once a second send 64 bytes on each and read the echo, as its uid
@@ -20,8 +21,6 @@ import sys
 import time
 
 MESSAGE = b"x" * 64
-# the server holds one socket per connection
-CONNECTIONS_MAX = 10_000
 
 
 def raise_fd_limit(n):
@@ -40,8 +39,8 @@ def as_root():
     os.setresuid(0, 0, 0)
 
 
-def serve(addr, port, seconds):
-    raise_fd_limit(CONNECTIONS_MAX)
+def serve(addr, port, seconds, connections):
+    raise_fd_limit(connections)
     listener = socket.create_server((addr, port), family=socket.AF_INET, backlog=4096)
     listener.setblocking(False)
     sel = selectors.DefaultSelector()
@@ -107,7 +106,7 @@ def client(addr, port, connections, first_uid, users, seconds):
 if __name__ == "__main__":
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == "serve":
-        serve(args[0], int(args[1]), float(args[2]))
+        serve(args[0], int(args[1]), float(args[2]), int(args[3]))
     elif mode == "client":
         client(args[0], int(args[1]), int(args[2]), int(args[3]), int(args[4]), float(args[5]))
     else:
