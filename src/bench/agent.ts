@@ -121,6 +121,7 @@ async function main(): Promise<void> {
       agentSystemCpuMsPerPoll: +(systemMs / (wallMs / 1000)).toFixed(1),
       rssMaxMiB: Math.round(rssMaxKiB / 1024),
       rssPeakSinceStartMiB: Math.round(hwmKiB / 1024),
+      rssPeakSinceStartMB: +((hwmKiB * 1024) / 1e6).toFixed(1),
       /** private memory (V8 heap, malloc) vs file pages (node's own binary, libraries) and mmap-ed maps */
       rssAtEndMiB: rssAtEnd,
     };
@@ -129,8 +130,9 @@ async function main(): Promise<void> {
     await Promise.race([stopped, sleep(10)]);
     process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
     if (result.users < USERS || result.activeFlows < 2 * CONNECTIONS) process.stdout.write(`NOT THE INTENDED LOAD: expected ${USERS} users and ${2 * CONNECTIONS} flows\n`);
-    const ok = result.agentCpuPercentOfOneCore < 1 && hwmKiB < 100 * 1024;
-    process.stdout.write(ok ? 'within target (< 1% of a core, < 100 MiB RSS)\n' : 'OVER TARGET (< 1% of a core, < 100 MiB RSS)\n');
+    // the target is 100 MB: decimal megabytes, the stricter reading
+    const ok = result.agentCpuPercentOfOneCore < 1 && hwmKiB * 1024 < 100e6;
+    process.stdout.write(ok ? 'within target (< 1% of a core, peak RSS < 100 MB)\n' : 'OVER TARGET (< 1% of a core, peak RSS < 100 MB)\n');
   } finally {
     for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
     await sleep(0.5);
