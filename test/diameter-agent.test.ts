@@ -5,35 +5,18 @@
 // totals for each user, and `ubia status` must show the peer and the outbox. The same
 // after a kill -9 of the agent in the middle of the traffic.
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Ledger } from '../src/ledger/ledger.js';
 import type { StatusResult } from '../src/control/protocol.js';
 import { RecordType } from '../src/export/diameter/dictionary.js';
-import {
-  cli,
-  createNet,
-  createUser,
-  deleteUser,
-  ensureBuilt,
-  removeMeter,
-  runTraffic,
-  startAgent,
-  startSink,
-  tempDir,
-  waitFor,
-  type AgentProcess,
-  type Sink,
-  type TestNet,
-  type TestUser,
-} from './helpers/agent.js';
+import { cli, createTestbed, removeMeter, runTraffic, startAgent, waitFor, type AgentProcess, type Testbed, type TestUser } from './helpers/agent.js';
 import { REALM, startFreeDiameter, startPostgres, type AcctRow, type FreeDiameter, type Postgres } from './peers/freediameter/harness.js';
 import { bySession, dedupeChecked, expectWellFormedSession } from './peers/freediameter/checks.js';
 
-let dir: string;
+let bed: Testbed;
+/** one per agent setup, so each test's agent starts from counters of its own */
 const pinDirs: string[] = [];
-let net: TestNet;
-let sink: Sink;
 let alice: TestUser;
 let bob: TestUser;
 let pg: Postgres;
@@ -41,35 +24,27 @@ let fd: FreeDiameter;
 let agent: AgentProcess | undefined;
 
 beforeAll(async () => {
-  ensureBuilt();
   pg = await startPostgres();
   fd = await startFreeDiameter({ pg, dumpMessages: true });
-  dir = tempDir('ubia-diam-e2e-');
-  net = createNet();
-  alice = createUser();
-  bob = createUser();
-  sink = await startSink(net, dir, 9000);
+  bed = await createTestbed('diam', { users: 2, sinkPort: 9000 });
+  [alice, bob] = bed.users as [TestUser, TestUser];
 });
 
 afterAll(async () => {
   await agent?.kill();
   for (const p of pinDirs) await removeMeter(p);
-  sink?.stop();
-  net?.remove();
-  if (alice) deleteUser(alice);
-  if (bob) deleteUser(bob);
+  await bed?.remove();
   await fd?.close();
   await pg?.stop();
-  if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 const ORIGIN_HOST = `agent.${REALM}`;
 
 /** An agent setup of its own (ledger, socket, pin dir) with Diameter to the test server. */
 function agentSetup(name: string) {
-  const sub = join(dir, name);
+  const sub = join(bed.dir, name);
   mkdirSync(sub, { mode: 0o755 });
-  const pinDir = `/sys/fs/bpf/ubia-test-diam-${name}-${process.pid}`;
+  const pinDir = `${bed.pinDir}-${name}`;
   pinDirs.push(pinDir);
   return {
     dir: sub,
@@ -150,8 +125,8 @@ describe('real agent → Diameter → freeDiameter/app_acct → PostgreSQL', () 
 
     const t0 = Date.now();
     const [a, b] = await Promise.all([
-      runTraffic(alice, setup.dir, { host: net.peerV4, port: sink.port, send: 3_000_000, reply: 1_000_000, ms: 3000 }),
-      runTraffic(bob, setup.dir, { host: net.peerV6, port: sink.port, send: 200_000, reply: 5_000_000, ms: 3000 }),
+      runTraffic(alice, setup.dir, { host: bed.net.peerV4, port: bed.sink.port, send: 3_000_000, reply: 1_000_000, ms: 3000 }),
+      runTraffic(bob, setup.dir, { host: bed.net.peerV6, port: bed.sink.port, send: 200_000, reply: 5_000_000, ms: 3000 }),
     ]);
     expect([a, b]).toEqual([1_000_000, 5_000_000]);
     // both users' INTERIMs came while they were sending (1 s interval, 3 s of traffic)
@@ -183,8 +158,8 @@ describe('real agent → Diameter → freeDiameter/app_acct → PostgreSQL', () 
 
     const t0 = Date.now();
     const traffic = Promise.all([
-      runTraffic(alice, setup.dir, { host: net.peerV4, port: sink.port, send: 4_000_000, reply: 2_000_000, ms: 5000 }),
-      runTraffic(bob, setup.dir, { host: net.peerV6, port: sink.port, send: 300_000, reply: 6_000_000, ms: 5000 }),
+      runTraffic(alice, setup.dir, { host: bed.net.peerV4, port: bed.sink.port, send: 4_000_000, reply: 2_000_000, ms: 5000 }),
+      runTraffic(bob, setup.dir, { host: bed.net.peerV6, port: bed.sink.port, send: 300_000, reply: 6_000_000, ms: 5000 }),
     ]);
     await interimsOfBoth();
     // the ledger is flushed every second, the Diameter sessions at every 0.2 s poll: the

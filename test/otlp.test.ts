@@ -5,24 +5,12 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
-import { rmSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { createOtlpExporter, otlpConfigSchema, type OtlpHealth } from '../src/export/otlp/index.js';
 import type { Exporter, FlowSnapshot, UserUsage } from '../src/export/types.js';
 import type { StatusResult, UsersResult } from '../src/control/protocol.js';
-import {
-  cli,
-  createNet,
-  createUser,
-  deleteUser,
-  ensureBuilt,
-  removeMeter,
-  runTraffic,
-  startAgent,
-  startSink,
-  tempDir,
-} from './helpers/agent.js';
+import { cli, createTestbed, runTraffic, startAgent, waitFor, type TestUser } from './helpers/agent.js';
 
 // ---------- a receiver ----------
 // (the last describe block runs the real agent with real traffic against it)
@@ -282,16 +270,6 @@ function logCapture() {
   return { logger: pino({ level: 'info' }, stream), lines };
 }
 
-async function waitFor<T>(what: string, probe: () => T | undefined, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const v = probe();
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-}
-
 const find = (d: Decoded, metric: string, attrs: Record<string, AttrValue>) =>
   d.points.filter((p) => p.metric === metric && Object.entries(attrs).every(([k, v]) => p.attrs[k] === v));
 
@@ -497,25 +475,12 @@ describe('OTLP metrics exporter', () => {
 describe('OTLP metrics from the real agent', () => {
   for (const [protocol, temporality] of [['http/protobuf', 'cumulative'], ['http/json', 'delta']] as const) {
     it(`keeps counting while the receiver is down, then reports what test users really sent and received (${protocol}, ${temporality})`, async () => {
-      ensureBuilt();
       // the receiver is down when the agent starts and while the users send
       const port = await closedPort();
-      const dir = tempDir('ubia-otlp-e2e-');
-      const pinDir = `/sys/fs/bpf/ubia-otlptest-${process.pid}-${temporality}`;
-      cleanups.push(async () => {
-        await removeMeter(pinDir);
-        rmSync(dir, { recursive: true, force: true });
-      });
-      const net = createNet();
-      cleanups.push(() => net.remove());
-      const alice = createUser();
-      const bob = createUser();
-      cleanups.push(() => {
-        deleteUser(alice);
-        deleteUser(bob);
-      });
-      const sink = await startSink(net, dir, 9000);
-      cleanups.push(() => sink.stop());
+      const bed = await createTestbed(`otlp-${temporality}`, { users: 2, sinkPort: 9000 });
+      cleanups.push(() => bed.remove());
+      const { dir, pinDir, net, sink } = bed;
+      const [alice, bob] = bed.users as [TestUser, TestUser];
       const agent = await startAgent({
         dir,
         pinDir,
@@ -618,19 +583,14 @@ describe('OTLP metrics from the real agent', () => {
   }
 
   it('exports the Diameter peer\'s state and every exporter\'s queue as the agent sees them', async () => {
-    ensureBuilt();
     const receiver = await startReceiver();
     cleanups.push(() => receiver.close());
     const aaaPort = await closedPort(); // an AAA server that is down
-    const dir = tempDir('ubia-otlp-health-');
-    const pinDir = `/sys/fs/bpf/ubia-otlptest-${process.pid}-health`;
-    cleanups.push(async () => {
-      await removeMeter(pinDir);
-      rmSync(dir, { recursive: true, force: true });
-    });
+    const bed = await createTestbed('otlp-health', { users: 0 });
+    cleanups.push(() => bed.remove());
     const agent = await startAgent({
-      dir,
-      pinDir,
+      dir: bed.dir,
+      pinDir: bed.pinDir,
       extra:
         `\n[otlp]\nendpoint = "http://127.0.0.1:${receiver.port}/v1/metrics"\ninterval = 1\ntimeout = 1\n` +
         `\n[diameter]\norigin_realm = "example.net"\ndestination_realm = "example.net"\n` +
