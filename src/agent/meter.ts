@@ -1,5 +1,5 @@
-// What the agent needs from the kernel meter (src/kernel's Meter): the accounting loop,
-// the control handlers and the benchmark's synthetic meter depend only on this much.
+// What the agent needs from the kernel meter (src/kernel's Meter): the accounting loop
+// and the control handlers depend only on this much (the accounting tests script it).
 import type { Meter } from '../kernel/index.js';
 
 export type MeterReader = Pick<

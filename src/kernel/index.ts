@@ -71,9 +71,8 @@ export function openMeter(opts: MeterOptions = {}): Meter {
   return meterOver(native);
 }
 
-/** The typed meter over a native one (the addon's, or the agent benchmark's synthetic
- *  tables, which thus go through the same JS as the real ones). */
-export function meterOver(native: NativeMeter): Meter {
+/** The typed meter over the addon's native one. */
+function meterOver(native: NativeMeter): Meter {
   const listeners: Array<(e: MeterEvent) => void> = [];
   const emit = (events: MeterEvent[]) => {
     for (const e of events) for (const l of listeners) l(e);
