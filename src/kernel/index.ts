@@ -68,11 +68,6 @@ export function openMeter(opts: MeterOptions = {}): Meter {
   } catch (err) {
     throw new MeterError((err as Error).message);
   }
-  return meterOver(native);
-}
-
-/** The typed meter over the addon's native one. */
-function meterOver(native: NativeMeter): Meter {
   const listeners: Array<(e: MeterEvent) => void> = [];
   const emit = (events: MeterEvent[]) => {
     for (const e of events) for (const l of listeners) l(e);
