@@ -96,7 +96,7 @@ describe('control socket', () => {
       s.destroy();
     }
     await sleep(200);
-    expect((await status()).agent.you).toEqual({ uid: 0, admin: true });
+    expect((await status()).agent.you).toEqual({ uid: 0, admin: true, role: 'admin' });
   });
 
   it('a client pipelining thousands of requests gets every answer without holding up others', async () => {
@@ -120,7 +120,7 @@ describe('control socket', () => {
       timeout: 10_000,
     });
     const [st, stall] = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { ok: boolean; result?: StatusResult; error?: { code: string } });
-    expect(st!.result!.agent.you).toEqual({ uid: carol.uid, admin: false });
+    expect(st!.result!.agent.you).toEqual({ uid: carol.uid, admin: false, role: 'self' });
     expect(stall).toMatchObject({ ok: false, error: { code: 'forbidden' } });
   });
 

@@ -1,10 +1,10 @@
 // Byte-exact IPFIX encoding against vectors worked out by hand from RFC 7011, plus the
 // pieces around it: addresses, Crypto-PAn, config validation, flow and usage records.
 import { describe, expect, it } from 'vitest';
-import { parseAddress, truncateAddress } from '../src/export/ipfix/address.js';
+import { parseAddress, truncateAddress } from '../src/privacy/address.js';
 import { ConfigError, parseConfig } from '../src/config/load.js';
 import { ipfixConfigSchema } from '../src/export/ipfix/config.js';
-import { createCryptoPan } from '../src/export/ipfix/cryptopan.js';
+import { createCryptoPan } from '../src/privacy/cryptopan.js';
 import { IANA, ownerFields } from '../src/export/ipfix/elements.js';
 import { createMessagePacker, encodeRecord, encodeTemplateSet, type EncodedMessage, type Template } from '../src/export/ipfix/encoding.js';
 import { createFlowTracker } from '../src/export/ipfix/flows.js';

@@ -2,7 +2,7 @@
 // exporters, serves the control socket, and handles SIGHUP reloads and orderly shutdown.
 // Kernel, NSS and exporter construction come in through AgentDeps (wired in main.ts).
 import { readFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Exporter } from '../export/types.js';
 import { humanRate } from '../cli/format.js';
@@ -15,6 +15,9 @@ import type { MeterReader } from './meter.js';
 import { createNameCache, type UserNameLookup } from './names.js';
 import { createRequestHandler } from '../control/handlers.js';
 import { startControlServer, type Caller, type ControlServer } from '../control/server.js';
+import { scopeOf, type Directory } from '../control/scope.js';
+import { createPseudonyms, type Pseudonyms } from '../privacy/pseudonyms.js';
+import { readOrCreateSecret } from '../privacy/secret.js';
 import type { ExporterContext } from './exporters.js';
 import type { OtlpHealth } from '../export/otlp/index.js';
 
@@ -22,6 +25,8 @@ export interface AgentDeps {
   openMeter(opts: { pinDir: string; flowCapacity: number }): MeterReader;
   userName: UserNameLookup;
   groupMembers(name: string): { gid: number; members: string[] } | undefined;
+  userByName(name: string): { uid: number; gid: number } | undefined;
+  primaryGroup(uid: number): number | undefined;
   peerCredentials(fd: number): Caller;
   sdNotify(state: string): boolean;
   /** one Exporter per configured exporter section of `config` */
@@ -205,12 +210,19 @@ export async function startAgent(
     }
   };
 
-  const isAdmin = (caller: Caller) => {
-    if (caller.uid === 0) return true;
-    const group = config.control.admin_group;
-    if (!group) return false;
-    const g = deps.groupMembers(group);
-    return g !== undefined && (caller.gid === g.gid || g.members.includes(names.name(caller.uid)));
+  const directory: Directory = {
+    name: (uid) => names.name(uid),
+    userByName: deps.userByName,
+    primaryGroup: deps.primaryGroup,
+    group: deps.groupMembers,
+  };
+  // the auditor's secret is read (or created) when an auditor first asks, and again when
+  // a reload names another file
+  let auditor: { file: string; pseudonyms: Pseudonyms } | undefined;
+  const pseudonyms = () => {
+    const file = config.control.auditor_key_file || join(dirname(config.ledger.path), 'auditor.key');
+    if (auditor?.file !== file) auditor = { file, pseudonyms: createPseudonyms(readOrCreateSecret(file)) };
+    return auditor.pseudonyms;
   };
 
   const server: ControlServer = await startControlServer({
@@ -228,7 +240,7 @@ export async function startAgent(
       pollIntervalSeconds: () => config.agent.poll_interval,
       countLoopback: () => config.agent.count_loopback,
       exporters: () => exporters.map((e) => e.status()),
-      isAdmin,
+      scopeOf: (caller) => scopeOf(caller, { adminGroup: config.control.admin_group, roles: config.control.roles ?? [], pseudonyms }, directory),
       times: () => ({ startedAt, lastPollAt, stalledUntil, lastFlushAt }),
       lastFlushError: () => flushError,
       stall: (ms) => {

@@ -4,7 +4,7 @@
 import { createRequire } from 'node:module';
 import { hostname } from 'node:os';
 import { openMeter } from '../kernel/index.js';
-import { groupMembers, peerCredentials, sdNotify, userName } from '../kernel/native.js';
+import { groupMembers, peerCredentials, primaryGroup, sdNotify, userByName, userName } from '../kernel/native.js';
 import { ConfigError, loadConfig, type LoadedConfig } from '../config/load.js';
 import { createLogger } from '../log.js';
 import { startAgent } from './agent.js';
@@ -50,6 +50,8 @@ export async function runAgentCommand(opts: AgentCommandOptions): Promise<number
       openMeter: (o) => openMeter({ ...o, foldOnRead: false }),
       userName,
       groupMembers,
+      userByName,
+      primaryGroup,
       peerCredentials,
       sdNotify,
       createExporters,

@@ -120,7 +120,9 @@ async function main(): Promise<void> {
       );
       process.exitCode = 2;
     } else if (e instanceof AgentReplyError) {
-      process.stderr.write(`ubia: the agent refused the request (${e.code}): ${e.message}\n`);
+      // these say what happened in words meant for the user; the rest are the agent's own
+      const plain = e.code === 'forbidden' || e.code === 'no_such_user';
+      process.stderr.write(plain ? `ubia: ${e.message}\n` : `ubia: the agent refused the request (${e.code}): ${e.message}\n`);
       process.exitCode = 1;
     } else if (e instanceof InvalidArgumentError) {
       process.stderr.write(`ubia: ${e.message}\n`);

@@ -40,10 +40,43 @@ export const ledgerSectionSchema = z
   })
   .describe('[ledger] durable usage store');
 
+const groupName = () => z.string().min(1).max(64);
+
+/** `[[control.roles]]`: access between root/admin_group (everything) and self (own usage). */
+export const roleSchema = z
+  .discriminatedUnion('role', [
+    z
+      .strictObject({
+        role: z.literal('manager'),
+        group: groupName().describe('unix group whose members get the role'),
+        sees_group: groupName().describe("unix group whose members' usage, processes and flows they see (members: primary group or listed in /etc/group)"),
+      })
+      .describe('group manager: members of `group` see every member of `sees_group`, by name, and nobody else'),
+    z
+      .strictObject({
+        role: z.literal('auditor'),
+        group: groupName().describe('unix group whose members get the role'),
+      })
+      .describe("auditor: members of `group` see every user's figures under keyed pseudonyms, remote addresses Crypto-PAn-anonymised"),
+  ])
+  .describe('one access role: role = "manager" (group, sees_group) or "auditor" (group)');
+
+export type RoleConfig = z.infer<typeof roleSchema>;
+
 export const controlSectionSchema = z
   .strictObject({
     socket: setting(text(), '/run/ubia/control.sock', 'unix socket of the control API used by the CLI'),
     admin_group: setting(z.string(), '', 'members of this group see every user like root does; empty = root only'),
+    roles: z
+      .array(roleSchema)
+      .max(1000)
+      .optional()
+      .describe('access roles beyond admin_group: [[control.roles]] tables with role = "manager" (group, sees_group) or "auditor" (group); a caller matched by several gets admin, else every manager role at once, else auditor; absent = none'),
+    auditor_key_file: setting(
+      z.string(),
+      '',
+      "32-byte secret (raw or 64 hex digits, readable by root only) behind the auditor role's pseudonyms and Crypto-PAn addresses; empty = auditor.key next to ledger.path, generated (mode 0600) on first use",
+    ),
     max_request_bytes: setting(integer(256, 1_048_576), 65_536, 'longest accepted request line; longer ones get an error reply'),
     max_clients: setting(integer(1, 10_000), 256, 'simultaneous control connections; more are refused with an error'),
   })

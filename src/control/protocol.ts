@@ -4,6 +4,7 @@
 // docs/cli.md documents each op and its result.
 import { z } from 'zod';
 import type { ExporterStatus } from '../export/types.js';
+import type { Role } from './scope.js';
 import type { FlowRecord, HookStatus, InterfaceCounters, MeterHealth, TrafficCounters } from '../kernel/types.js';
 
 const id = z.union([z.string().max(128), z.number()]).optional();
@@ -22,7 +23,7 @@ export const requestSchema = z.discriminatedUnion('op', [
 export type Request = z.infer<typeof requestSchema>;
 export type RequestInput = z.input<typeof requestSchema>;
 
-export type ErrorCode = 'bad_json' | 'bad_request' | 'too_large' | 'forbidden' | 'busy' | 'internal';
+export type ErrorCode = 'bad_json' | 'bad_request' | 'too_large' | 'forbidden' | 'no_such_user' | 'busy' | 'internal';
 
 export interface ErrorReply {
   id?: string | number;
@@ -107,7 +108,8 @@ export interface StatusResult {
     countLoopback: boolean;
     lastPollAt: string | null;
     stalledUntil: string | null;
-    you: { uid: number; admin: boolean };
+    /** the caller and the role they see the agent with (control/scope.ts) */
+    you: { uid: number; admin: boolean; role: Role };
   };
   meter: {
     kernelRelease: string;

@@ -87,7 +87,9 @@ interface NativeAddon {
   abiVersion: number;
   userName(uid: number): string | undefined;
   groupMembers(name: string): { gid: number; members: string[] } | undefined;
-  peerCredentials(fd: number): { pid: number; uid: number; gid: number };
+  userByName(name: string): { uid: number; gid: number } | undefined;
+  primaryGroup(uid: number): number | undefined;
+  peerCredentials(fd: number): { pid: number; uid: number; gid: number; groups: number[] };
   sdNotify(state: string): boolean;
 }
 
@@ -107,7 +109,11 @@ export const addon: NativeAddon = load();
 /** NSS user name (LDAP/SSSD aware), or undefined when the uid has none. */
 export const userName = (uid: number): string | undefined => addon.userName(uid);
 export const groupMembers = (name: string) => addon.groupMembers(name);
-/** SO_PEERCRED of a connected unix socket fd. */
+/** getpwnam: uid and primary gid of a user name, or undefined when there is no such user. */
+export const userByName = (name: string) => addon.userByName(name);
+/** getpwuid: the primary gid of a uid, or undefined when it has no passwd entry. */
+export const primaryGroup = (uid: number) => addon.primaryGroup(uid);
+/** SO_PEERCRED and SO_PEERGROUPS of a connected unix socket fd. */
 export const peerCredentials = (fd: number) => addon.peerCredentials(fd);
 /** One datagram to $NOTIFY_SOCKET (abstract addresses included); false when unset. */
 export const sdNotify = (state: string): boolean => addon.sdNotify(state);

@@ -1,6 +1,7 @@
 // Crypto-PAn prefix-preserving address anonymisation (Xu, Fan, Ammar, Moon, ICNP 2002):
 // two addresses sharing a k-bit prefix map to addresses sharing a k-bit prefix. Same output
 // as the reference implementation for IPv4 and its common 128-bit extension for IPv6.
+// Shared by the IPFIX exporter and the control API's auditor role.
 import { createCipheriv } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 

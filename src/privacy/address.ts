@@ -1,4 +1,5 @@
-// Textual IP addresses → network-order bytes, and prefix truncation for privacy.
+// Textual IP addresses ↔ network-order bytes, and prefix truncation for privacy (used by the
+// IPFIX exporter and by the control API's auditor role).
 import { isIPv4, isIPv6 } from 'node:net';
 
 function parseIPv4Into(s: string, out: Uint8Array, at: number): boolean {
@@ -66,4 +67,22 @@ export function truncateAddress(a: Uint8Array, prefix: number): Uint8Array {
   const rest = prefix & 7;
   if (rest !== 0 && full < a.length) out[full] = a[full]! & (0xff << (8 - rest));
   return out;
+}
+
+/** 4 or 16 network-order bytes → text: dotted quad, or RFC 5952 §4 canonical IPv6 (lower
+ *  case, the longest run of two or more zero groups as "::", the first on a tie; §5:
+ *  IPv4-mapped addresses keep their dotted tail). */
+export function formatAddress(a: Uint8Array): string {
+  if (a.length === 4) return a.join('.');
+  const groups = Array.from({ length: 8 }, (_, i) => (a[2 * i]! << 8) | a[2 * i + 1]!);
+  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) return `::ffff:${a.subarray(12).join('.')}`;
+  let best = { at: -1, len: 1 };
+  for (let i = 0; i < 8; ) {
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > best.len) best = { at: i, len: j - i };
+    i = j === i ? i + 1 : j;
+  }
+  const hex = (gs: number[]) => gs.map((g) => g.toString(16)).join(':');
+  return best.at < 0 ? hex(groups) : `${hex(groups.slice(0, best.at))}::${hex(groups.slice(best.at + best.len))}`;
 }
