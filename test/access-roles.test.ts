@@ -7,10 +7,11 @@
 //   carol:  nobody special
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLI, createTestbed, runTraffic, startAgent, waitFor, type AgentProcess, type Testbed, type TestUser } from './helpers/agent.js';
 import type { FlowsResult, ProcsResult, UsersResult } from '../src/control/protocol.js';
+import { createPseudonyms } from '../src/privacy/pseudonyms.js';
 
 let bed: Testbed;
 let agent: AgentProcess;
@@ -161,16 +162,18 @@ describe('access roles', () => {
         expect(t).not.toContain(who.name);
         expect(t).not.toMatch(new RegExp(`"uid": ${who.uid}\\b`));
       }
-      expect(t).not.toContain(bed.net.peerV4);
-      expect(t).not.toContain(bed.net.peerV6);
     }
-    // the figures are the real ones: each sender's row is there, found by its byte counts
-    const [hers, ...others] = [alice, bob, carol].map((who) => {
-      const real = rootView.users.find((r) => r.uid === who.uid)!;
-      return u.users.find((r) => r.rxBytes === real.rxBytes && r.txBytes === real.txBytes)!;
-    });
-    for (const row of [hers, ...others]) expect(row).toBeDefined();
-    expect(new Set([hers, ...others].map((r) => r!.uid)).size).toBe(3);
+    // remote ends anonymised (local ones are the host's own addresses and stay)
+    const all = json<FlowsResult>(aud, 'init', ['flows']);
+    const real = [bed.net.peerV4, bed.net.peerV6, bed.net.hostV4, bed.net.hostV6];
+    for (const r of [...all.active, ...all.ended]) expect(real.some((a) => r.remoteAddress.endsWith(a))).toBe(false);
+    // the figures are the real ones, under the pseudonym the agent's secret gives each sender
+    const p = createPseudonyms(readFileSync(join(bed.dir, 'auditor.key')));
+    for (const who of [alice, bob, carol]) {
+      const { uid, user, ...figures } = rootView.users.find((r) => r.uid === who.uid)!;
+      expect(u.users.find((r) => r.user === p.user(who.uid))).toEqual({ uid: p.uid(who.uid), user: p.user(who.uid), ...figures });
+    }
+    const hers = { uid: p.uid(alice.uid), user: p.user(alice.uid) };
     // every process row pseudonymous, pids too
     expect(procsSeen.aud!.processes.length).toBeGreaterThanOrEqual(3);
     for (const p of procsSeen.aud!.processes) {
@@ -178,11 +181,11 @@ describe('access roles', () => {
       if (p.pid !== 0) expect(p.pid).toBeGreaterThanOrEqual(2 ** 32);
     }
     // flows: prefix-preserving, so alice's and carol's flows to the one IPv4 peer share an address
-    const f = json<FlowsResult>(aud, 'init', ['flows', '-u', hers!.user]);
+    const f = json<FlowsResult>(aud, 'init', ['flows', '-u', hers.user]);
     expect(f.ended.length).toBeGreaterThan(0);
-    expect(new Set(f.ended.map((r) => r.uid))).toEqual(new Set([hers!.uid]));
+    expect(new Set(f.ended.map((r) => r.uid))).toEqual(new Set([hers.uid]));
     const v4 = f.ended.find((r) => r.family === 4 || r.remoteAddress.includes('.'))!;
-    const carols = json<FlowsResult>(aud, 'init', ['flows']).ended.filter((r) => r.uid !== hers!.uid && r.remoteAddress === v4.remoteAddress);
+    const carols = all.ended.filter((r) => r.uid !== hers.uid && r.remoteAddress === v4.remoteAddress);
     expect(carols.length).toBeGreaterThan(0);
     // a real name would say whose rows they are
     const byName = as(aud, 'init', ['procs', '-u', alice.name]);
