@@ -2,6 +2,7 @@
 // NSS look-ups and exporters into the agent, and maps signals: SIGTERM/SIGINT flush and
 // exit 0, SIGHUP reloads the config.
 import { createRequire } from 'node:module';
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { openMeter } from '../kernel/index.js';
 import { groupMembers, peerCredentials, primaryGroup, sdNotify, userByName, userName } from '../kernel/native.js';
@@ -18,8 +19,23 @@ export interface AgentCommandOptions {
   daemon?: boolean;
 }
 
+/** capability(7) numbers of what loading and attaching the meter needs */
+const NEEDED_CAPS: [string, number][] = [['CAP_NET_ADMIN', 12], ['CAP_PERFMON', 38], ['CAP_BPF', 39]];
+
+/** The capabilities the meter needs that this process lacks (its effective set). */
+function missingCapabilities(): string[] {
+  const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'latin1'))?.[1] ?? '0';
+  const eff = BigInt(`0x${hex}`);
+  return NEEDED_CAPS.filter(([, bit]) => ((eff >> BigInt(bit)) & 1n) === 0n).map(([name]) => name);
+}
+
 /** Runs the agent until a signal stops it; resolves with the process exit code. */
 export async function runAgentCommand(opts: AgentCommandOptions): Promise<number> {
+  const missing = missingCapabilities();
+  if (missing.length > 0) {
+    process.stderr.write(`ubia agent: must run as root (it loads eBPF programs; missing ${missing.join(', ')}): sudo ubia agent, or systemctl start ubia\n`);
+    return 1;
+  }
   let loaded: LoadedConfig;
   try {
     loaded = loadConfig(opts.config);

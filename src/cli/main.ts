@@ -3,17 +3,34 @@ import { createRequire } from 'node:module';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { AgentNotRunningError, AgentReplyError } from '../control/client.js';
 import { localDayStart } from '../control/day.js';
+import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from '../config/load.js';
 import { parseDuration } from './format.js';
 import { runTop } from './top.js';
 import { showFlows, showProcs, showStatus, showUsers } from './views.js';
 
-const DEFAULT_SOCKET = '/run/ubia/control.sock';
 const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
 
 function positiveNumber(v: string): number {
   const n = Number(v);
   if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a positive number');
   return n;
+}
+
+/** A whole number within [min, max], checked here rather than by the agent's protocol. */
+const wholeNumber = (min: number, max: number) => (v: string): number => {
+  const n = Number(v);
+  if (!Number.isInteger(n)) throw new InvalidArgumentError(`expected a whole number from ${min} to ${max}`);
+  if (n < min) throw new InvalidArgumentError(`at least ${min}`);
+  if (n > max) throw new InvalidArgumentError(`at most ${max}`);
+  return n;
+};
+
+/** commander's "error: option '--processes <n>' argument '500' is invalid. at most 100"
+ *  as "ubia: --processes: at most 100 (got 500)"; its other errors keep their words. */
+export function plainError(text: string): string {
+  const m = /^error: option '(-\S+, )?(--[\w-]+)[^']*' argument '([^']*)' is invalid\. (.*)$/m.exec(text);
+  if (m) return `ubia: ${m[2]}: ${m[4]} (got ${m[3]})\n`;
+  return text.replace(/^error: /, 'ubia: ');
 }
 
 function timeArg(v: string): number {
@@ -28,24 +45,41 @@ function durationArg(v: string): number {
   return ms;
 }
 
-const socketOf = (cmd: Command): string => (cmd.optsWithGlobals() as { socket: string }).socket;
+interface GlobalOptions {
+  socket?: string;
+  config?: string;
+}
+
+/** --socket (or UBIA_SOCKET) when given, else control.socket of the config file (--config,
+ *  default /etc/ubia/ubia.toml; the built-in default when there is none). */
+function socketOf(cmd: Command): string {
+  const o = cmd.optsWithGlobals() as GlobalOptions;
+  if (o.socket !== undefined) return o.socket;
+  try {
+    return loadConfig(o.config).config.control.socket;
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    throw new InvalidArgumentError(`${e.message}\n(the agent's socket is control.socket of that file; or name it with --socket)`);
+  }
+}
 
 export function buildProgram(): Command {
   const program = new Command('ubia')
     .description('User-Based IP Accounting: who sends and receives what on this host')
     .version(version)
-    .addOption(new Option('--socket <path>', 'control socket of the agent').env('UBIA_SOCKET').default(DEFAULT_SOCKET))
-    .showHelpAfterError();
+    .option('-c, --config <file>', `config file: the agent's settings, and where the other commands find its socket (default ${DEFAULT_CONFIG_PATH}; built-in defaults when absent)`)
+    .addOption(new Option('--socket <path>', "control socket of the agent (default: the config's control.socket)").env('UBIA_SOCKET'))
+    .configureOutput({ outputError: (text, write) => write(plainError(text)) })
+    .showHelpAfterError('(add --help for the options)');
 
   program
     .command('agent')
     .description('run the metering agent (as root)')
-    .option('-c, --config <file>', 'config file (default /etc/ubia/ubia.toml; built-in defaults when absent)')
     .option('--daemon', 'detach; logs go to log.daemon_file (/var/log/ubia/agent.log)')
-    .action(async (o: { config?: string; daemon?: boolean }) => {
+    .action(async (o: { daemon?: boolean }, cmd: Command) => {
       const { runAgentCommand } = await import('../agent/main.js');
       // exit right away: the kernel meter's event polling would keep the loop alive
-      process.exit(await runAgentCommand(o));
+      process.exit(await runAgentCommand({ config: (cmd.optsWithGlobals() as GlobalOptions).config, daemon: o.daemon }));
     });
 
   program
@@ -53,8 +87,8 @@ export function buildProgram(): Command {
     .description('live per-user rates and today\'s totals (p: processes, q: quit)')
     .option('-i, --interval <seconds>', 'refresh interval', positiveNumber, 1)
     .option('--once', 'print one frame and exit')
-    .option('-n, --iterations <n>', 'frames to print when not on a terminal (0 = until interrupted)', (v) => Math.floor(positiveNumber(v)), 0)
-    .option('--processes <n>', 'processes shown under each user', (v) => Math.floor(positiveNumber(v)), 5)
+    .option('-n, --iterations <n>', 'frames to print when not on a terminal (0 = until interrupted)', wholeNumber(0, 1_000_000_000), 0)
+    .option('--processes <n>', 'processes shown under each user (0-100)', wholeNumber(0, 100), 5)
     .action(async (o: { interval: number; once?: boolean; iterations: number; processes: number }, cmd: Command) => {
       await runTop({ socket: socketOf(cmd), intervalSeconds: o.interval, once: !!o.once, iterations: o.iterations, processes: o.processes });
     });
@@ -101,10 +135,11 @@ export function buildProgram(): Command {
   program
     .command('detach')
     .description('remove the kernel programs and pinned counters (as root; the agent must be stopped)')
-    .option('-c, --config <file>', 'config file whose agent.pin_dir to use (default /etc/ubia/ubia.toml)')
-    .action(async (o: { config?: string }, cmd: Command) => {
+    .option('--force', 'detach even while a process (an agent that does not answer) holds the pinned maps')
+    .action(async (o: { force?: boolean }, cmd: Command) => {
       const { detach } = await import('./detach.js');
-      process.exitCode = await detach({ config: o.config, socket: socketOf(cmd) });
+      const g = cmd.optsWithGlobals() as GlobalOptions;
+      process.exitCode = await detach({ config: g.config, socket: g.socket, force: !!o.force });
     });
 
   return program;

@@ -6,6 +6,7 @@ import { addon, rows, selectRows, type Columns, type NativeEvents, type NativeMe
 import type { FlowRecord, InterfaceCounters, MeterEvent, MeterHealth, MeterStatus, ProcessCounters, UnattributedCounters, UserCounters } from './types.js';
 
 export * from './types.js';
+export { pinHolders } from './pins.js';
 export { userName, userByName, primaryGroup, groupMembers, peerCredentials, sdNotify } from './native.js';
 
 export const DEFAULT_PIN_DIR = '/sys/fs/bpf/ubia';

@@ -84,6 +84,7 @@ function isDict(v: unknown): v is DictColumn {
 interface NativeAddon {
   Meter: new (opts: { pinDir?: string; flowCapacity?: number; wireOnly?: boolean; foldOnRead?: boolean }) => NativeMeter;
   detachPinned(pinDir: string): void;
+  pinnedMapId(path: string): number | undefined;
   abiVersion: number;
   userName(uid: number): string | undefined;
   groupMembers(name: string): { gid: number; members: string[] } | undefined;
