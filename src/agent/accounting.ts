@@ -14,6 +14,16 @@ export interface Rate {
   /** wire bytes per second over the last poll interval */
   rxRate: number;
   txRate: number;
+  /** payload bytes (what processes sent and received) per second, same interval */
+  rxPayloadRate: number;
+  txPayloadRate: number;
+}
+
+const NO_RATE: Rate = { rxRate: 0, txRate: 0, rxPayloadRate: 0, txPayloadRate: 0 };
+
+function rateOf(d: TrafficCounters, seconds: number): Rate {
+  if (seconds <= 0) return NO_RATE;
+  return { rxRate: d.rxBytes / seconds, txRate: d.txBytes / seconds, rxPayloadRate: d.rxPayloadBytes / seconds, txPayloadRate: d.txPayloadBytes / seconds };
 }
 
 export interface ProcessView extends TrafficCounters, Rate {
@@ -229,15 +239,15 @@ export class Accounting {
       const key = `${p.pid}:${p.uid}:${p.comm}`;
       let v = views.get(key);
       if (!v) {
-        v = { uid: p.uid, user: this.names.name(p.uid), pid: p.pid, comm: p.comm, ...zeroCounters(), rxRate: 0, txRate: 0 };
+        v = { uid: p.uid, user: this.names.name(p.uid), pid: p.pid, comm: p.comm, ...zeroCounters(), ...NO_RATE };
         views.set(key, v);
       }
       addInto(v, p);
-      if (seconds > 0) {
-        const d = counterDelta(p, before.get(`${key}:${p.scope}`));
-        v.rxRate += d.rxBytes / seconds;
-        v.txRate += d.txBytes / seconds;
-      }
+      const r = rateOf(counterDelta(p, before.get(`${key}:${p.scope}`)), seconds);
+      v.rxRate += r.rxRate;
+      v.txRate += r.txRate;
+      v.rxPayloadRate += r.rxPayloadRate;
+      v.txPayloadRate += r.txPayloadRate;
     }
     return [...views.values()];
   }
@@ -254,14 +264,14 @@ export class Accounting {
     return out;
   }
 
-  /** Wire bytes per second per user over the last poll interval (counted scopes). */
+  /** Wire and payload bytes per second per user over the last poll interval (counted scopes). */
   rates(): Map<number, Rate> {
     if (!this.userRates) {
       const { round, startMs, endMs } = this.lastRound;
       const seconds = (endMs - startMs) / 1000;
       this.userRates = new Map();
       for (const [uid, d] of this.pollDeltas) {
-        if (d.round === round) this.userRates.set(uid, seconds > 0 ? { rxRate: d.rxBytes / seconds, txRate: d.txBytes / seconds } : { rxRate: 0, txRate: 0 });
+        if (d.round === round) this.userRates.set(uid, rateOf(d, seconds));
       }
     }
     return this.userRates;

@@ -59,3 +59,49 @@ export function parseDuration(text: string): number | undefined {
 /** What to call a process row: pid 0 stands for sockets opened before the meter ran,
  *  whose owning process the kernel could not tell. */
 export const processName = (pid: number, comm: string) => (pid === 0 ? '(sockets older than the meter)' : comm);
+
+const BIT_UNITS = ['bit/s', 'kbit/s', 'Mbit/s', 'Gbit/s', 'Tbit/s'];
+
+/** A byte rate as bits per second in SI units (as link speeds are given). */
+export function humanBitRate(bytesPerSecond: number): string {
+  let v = bytesPerSecond * 8;
+  let u = 0;
+  while (v >= 1000 && u < BIT_UNITS.length - 1) {
+    v /= 1000;
+    u++;
+  }
+  return u === 0 ? `${Math.round(v)} bit/s` : `${v < 10 ? v.toFixed(1) : Math.round(v)} ${BIT_UNITS[u]}`;
+}
+
+export interface FitColumn<T> extends Column<T> {
+  /** on a narrow terminal, columns with a higher `drop` go first; 0 = always shown */
+  drop: number;
+  /** a text column (names) may be cut down to this width; figures never are */
+  minWidth?: number;
+}
+
+/** A table that fits `width`: the text column is cut first (down to its minWidth), then
+ *  whole columns are dropped, so no figure is ever shown cut. */
+export function fitTable<T>(columns: FitColumn<T>[], rows: T[], width: number): string[] {
+  let shown = columns;
+  for (;;) {
+    const cells = rows.map((r) => shown.map((c) => c.value(r)));
+    const widths = shown.map((c, i) => Math.max(c.title.length, ...cells.map((row) => row[i]!.length)));
+    const total = widths.reduce((a, b) => a + b, 0) + 2 * (shown.length - 1);
+    const flex = shown.findIndex((c) => c.minWidth !== undefined);
+    const spare = flex >= 0 ? widths[flex]! - Math.max(shown[flex]!.minWidth!, shown[flex]!.title.length) : 0;
+    const droppable = shown.filter((c) => c.drop > 0);
+    if (total <= width || total - spare <= width || droppable.length === 0) {
+      if (total > width && flex >= 0) widths[flex] = Math.max(widths[flex]! - (total - width), shown[flex]!.minWidth!);
+      const line = (values: string[]) =>
+        values
+          .map((v, i) => fit(v, widths[i]!, shown[i]!.align))
+          .join('  ')
+          .trimEnd()
+          .slice(0, width);
+      return [line(shown.map((c) => c.title)), ...cells.map(line)];
+    }
+    const victim = droppable.reduce((a, b) => (b.drop > a.drop ? b : a));
+    shown = shown.filter((c) => c !== victim);
+  }
+}

@@ -84,13 +84,14 @@ export function buildProgram(): Command {
 
   program
     .command('top')
-    .description('live per-user rates and today\'s totals (p: processes, q: quit)')
+    .description("live per-user rates and today's totals; keys: h or ? (help), r d i o n (sort), / (filter), Enter/Esc (drill down/back), w (wire/payload), b (bytes/bits), p (processes), q (quit)")
     .option('-i, --interval <seconds>', 'refresh interval', positiveNumber, 1)
     .option('--once', 'print one frame and exit')
     .option('-n, --iterations <n>', 'frames to print when not on a terminal (0 = until interrupted)', wholeNumber(0, 1_000_000_000), 0)
     .option('--processes <n>', 'processes shown under each user (0-100)', wholeNumber(0, 100), 5)
-    .action(async (o: { interval: number; once?: boolean; iterations: number; processes: number }, cmd: Command) => {
-      await runTop({ socket: socketOf(cmd), intervalSeconds: o.interval, once: !!o.once, iterations: o.iterations, processes: o.processes });
+    .option('--json', 'one JSON document per interval (NDJSON), exact figures, for scripts')
+    .action(async (o: { interval: number; once?: boolean; iterations: number; processes: number; json?: boolean }, cmd: Command) => {
+      await runTop({ socket: socketOf(cmd), intervalSeconds: o.interval, once: !!o.once, iterations: o.iterations, processes: o.processes, json: !!o.json });
     });
 
   program

@@ -1,6 +1,7 @@
 // `ubia users | procs | flows | status`: ask the agent, print JSON (exact) or a table.
 import { controlRequest } from '../control/client.js';
 import type { FlowRow, FlowsResult, ProcessRow, ProcsResult, StatusResult, UserTotals, UsersResult } from '../control/protocol.js';
+import { endpoint, protocolName } from './endpoints.js';
 import { bytesColumns, humanBytes, humanRate, left, processName, right, table } from './format.js';
 
 export interface ViewOptions {
@@ -56,13 +57,11 @@ export async function showProcs(opts: ViewOptions & { user?: string }): Promise<
   );
 }
 
-const PROTOCOLS: Record<number, string> = { 6: 'tcp', 17: 'udp', 1: 'icmp', 58: 'icmp6', 132: 'sctp' };
-const endpoint = (addr: string, port: number, family: number) => (family === 6 ? `[${addr}]:${port}` : `${addr}:${port}`);
 
 function flowTable(rows: FlowRow[]): string[] {
   return table<FlowRow>(
     [
-      left('PROTO', (f) => PROTOCOLS[f.protocol] ?? String(f.protocol)),
+      left('PROTO', (f) => protocolName(f.protocol)),
       left('LOCAL', (f) => endpoint(f.localAddress, f.localPort, f.family)),
       left('REMOTE', (f) => endpoint(f.remoteAddress, f.remotePort, f.family)),
       left('USER', (f) => f.user),

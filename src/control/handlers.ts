@@ -48,6 +48,8 @@ function processRow(p: ProcessView): ProcessRow {
     txPayloadBytes: p.txPayloadBytes,
     rxRate: Math.round(p.rxRate),
     txRate: Math.round(p.txRate),
+    rxPayloadRate: Math.round(p.rxPayloadRate),
+    txPayloadRate: Math.round(p.txPayloadRate),
   };
 }
 
@@ -127,8 +129,12 @@ export function createRequestHandler(view: AgentView): RequestHandler {
             user: view.names.name(uid),
             rxRate: Math.round(rate?.rxRate ?? 0),
             txRate: Math.round(rate?.txRate ?? 0),
+            rxPayloadRate: Math.round(rate?.rxPayloadRate ?? 0),
+            txPayloadRate: Math.round(rate?.txPayloadRate ?? 0),
             rxBytesToday: today?.rxBytes ?? 0,
             txBytesToday: today?.txBytes ?? 0,
+            rxPayloadBytesToday: today?.rxPayloadBytes ?? 0,
+            txPayloadBytesToday: today?.txPayloadBytes ?? 0,
             processes: procs
               .filter((p) => p.uid === uid)
               .sort(byRateThenBytes)

@@ -57,8 +57,11 @@ export interface ProcessRow extends TrafficCounters {
   user: string;
   pid: number;
   comm: string;
+  /** wire and payload bytes per second over the last poll */
   rxRate: number;
   txRate: number;
+  rxPayloadRate: number;
+  txPayloadRate: number;
 }
 
 export interface ProcsResult {
@@ -83,11 +86,16 @@ export interface FlowsResult {
 export interface TopUser {
   uid: number;
   user: string;
+  /** wire and payload bytes per second over the last poll */
   rxRate: number;
   txRate: number;
-  /** wire bytes since the local start of the day */
+  rxPayloadRate: number;
+  txPayloadRate: number;
+  /** wire and payload bytes since the local start of the day */
   rxBytesToday: number;
   txBytesToday: number;
+  rxPayloadBytesToday: number;
+  txPayloadBytesToday: number;
   processes: ProcessRow[];
 }
 
