@@ -6,7 +6,7 @@ import { localDayStart } from '../control/day.js';
 import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from '../config/load.js';
 import { parseDuration } from './format.js';
 import { runTop } from './top.js';
-import { showFlows, showProcs, showStatus, showUsers } from './views.js';
+import { showFlows, showProcs, showStatus, showUsers, type OutputFormat } from './views.js';
 
 const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
 
@@ -44,6 +44,15 @@ function durationArg(v: string): number {
   if (ms === undefined) throw new InvalidArgumentError('expected a duration such as 90s, 30m, 1h, 2d or 1w');
   return ms;
 }
+
+interface FormatFlags {
+  json?: boolean;
+  csv?: boolean;
+}
+
+const jsonOption = () => new Option('--json', 'exact figures as JSON').conflicts('csv');
+const csvOption = () => new Option('--csv', 'exact figures as CSV (RFC 4180, a header line first)');
+const formatOf = (o: FormatFlags): OutputFormat => (o.json ? 'json' : o.csv ? 'csv' : 'table');
 
 interface GlobalOptions {
   socket?: string;
@@ -89,9 +98,10 @@ export function buildProgram(): Command {
     .option('--once', 'print one frame and exit')
     .option('-n, --iterations <n>', 'frames to print when not on a terminal (0 = until interrupted)', wholeNumber(0, 1_000_000_000), 0)
     .option('--processes <n>', 'processes shown under each user (0-100)', wholeNumber(0, 100), 5)
-    .option('--json', 'one JSON document per interval (NDJSON), exact figures, for scripts')
-    .action(async (o: { interval: number; once?: boolean; iterations: number; processes: number; json?: boolean }, cmd: Command) => {
-      await runTop({ socket: socketOf(cmd), intervalSeconds: o.interval, once: !!o.once, iterations: o.iterations, processes: o.processes, json: !!o.json });
+    .addOption(new Option('--json', 'one JSON document per interval (NDJSON), exact figures, for scripts').conflicts('csv'))
+    .addOption(new Option('--csv', "each interval's users as CSV lines (exact figures; the header once)"))
+    .action(async (o: { interval: number; once?: boolean; iterations: number; processes: number } & FormatFlags, cmd: Command) => {
+      await runTop({ socket: socketOf(cmd), intervalSeconds: o.interval, once: !!o.once, iterations: o.iterations, processes: o.processes, format: formatOf(o) });
     });
 
   program
@@ -100,37 +110,44 @@ export function buildProgram(): Command {
     .option('--since <duration>', 'from this long ago until now, e.g. 1h, 30m, 7d', durationArg)
     .option('--from <time>', 'start (ISO-8601)', timeArg)
     .option('--to <time>', 'end (ISO-8601; default now)', timeArg)
-    .option('--json', 'exact figures as JSON')
-    .action(async (o: { since?: number; from?: number; to?: number; json?: boolean }, cmd: Command) => {
+    .addOption(jsonOption())
+    .addOption(csvOption())
+    .action(async (o: { since?: number; from?: number; to?: number } & FormatFlags, cmd: Command) => {
       if (o.since !== undefined && o.from !== undefined) throw new InvalidArgumentError('use either --since or --from/--to, not both');
       const now = Date.now();
       const toMs = o.to ?? now;
       const fromMs = o.since !== undefined ? now - o.since : (o.from ?? localDayStart(now));
       if (toMs < fromMs) throw new InvalidArgumentError('--to is before the start of the range');
-      await showUsers({ socket: socketOf(cmd), json: !!o.json, fromMs, toMs });
+      await showUsers({ socket: socketOf(cmd), format: formatOf(o), fromMs, toMs });
     });
 
-  const views = [
-    ['procs', 'processes with network traffic (cumulative, and rates)', showProcs],
-    ['flows', 'active flows and recently ended ones', showFlows],
-  ] as const;
-  for (const [name, description, show] of views) {
-    program
-      .command(name)
-      .description(description)
-      .option('-u, --user <name|uid>', 'only this user')
-      .option('--json', 'exact figures as JSON')
-      .action(async (o: { user?: string; json?: boolean }, cmd: Command) => {
-        await show({ socket: socketOf(cmd), json: !!o.json, user: o.user });
-      });
-  }
+  program
+    .command('procs')
+    .description('processes with network traffic (cumulative, and rates)')
+    .option('-u, --user <name|uid>', 'only this user')
+    .addOption(jsonOption())
+    .addOption(csvOption())
+    .action(async (o: { user?: string } & FormatFlags, cmd: Command) => {
+      await showProcs({ socket: socketOf(cmd), format: formatOf(o), user: o.user });
+    });
+
+  program
+    .command('flows')
+    .description('active flows and recently ended ones (newest first, with their end time)')
+    .option('-u, --user <name|uid>', 'only this user')
+    .option('--limit <n>', 'at most this many active and this many ended flows', wholeNumber(1, 1_000_000))
+    .addOption(jsonOption())
+    .addOption(csvOption())
+    .action(async (o: { user?: string; limit?: number } & FormatFlags, cmd: Command) => {
+      await showFlows({ socket: socketOf(cmd), format: formatOf(o), user: o.user, limit: o.limit });
+    });
 
   program
     .command('status')
     .description('agent, kernel hooks, ledger and exporter health')
-    .option('--json', 'as JSON')
-    .action(async (o: { json?: boolean }, cmd: Command) => {
-      await showStatus({ socket: socketOf(cmd), json: !!o.json });
+    .addOption(jsonOption())
+    .action(async (o: FormatFlags, cmd: Command) => {
+      await showStatus({ socket: socketOf(cmd), format: formatOf(o) });
     });
 
   program

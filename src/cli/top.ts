@@ -4,6 +4,8 @@
 // the start is an error (exit 2, with how to start it).
 import { AgentReplyError, connectControl, type ControlConnection } from '../control/client.js';
 import type { FlowRow, FlowsResult, TopResult } from '../control/protocol.js';
+import { csvLines } from './csv.js';
+import type { OutputFormat } from './views.js';
 import { initialState, levelOf, press, renderTop, splitKeys, type TopState } from './top-view.js';
 
 export interface TopOptions {
@@ -13,7 +15,7 @@ export interface TopOptions {
   /** frames to print when stdout is not a terminal; 0 = until interrupted */
   iterations: number;
   processes: number;
-  json: boolean;
+  format: OutputFormat;
 }
 
 const ALT_SCREEN_ON = '\x1b[?1049h\x1b[?25l';
@@ -21,6 +23,8 @@ const ALT_SCREEN_OFF = '\x1b[?25h\x1b[?1049l';
 const RECONNECT_EVERY_MS = 500;
 /** processes asked for while one user's are shown */
 const DRILL_PROCESSES = 100;
+
+const TOP_CSV = ['at', 'uid', 'user', 'rxRate', 'txRate', 'rxPayloadRate', 'txPayloadRate', 'rxBytesToday', 'txBytesToday', 'rxPayloadBytesToday', 'txPayloadBytesToday'] as const;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -30,8 +34,11 @@ async function printFrames(conn: ControlConnection, opts: TopOptions): Promise<v
   for (let i = 0; frames === 0 || i < frames; i++) {
     if (i > 0) await sleep(opts.intervalSeconds * 1000);
     const top = await conn.request<TopResult>({ op: 'top', processes: opts.processes });
-    if (opts.json) out.write(`${JSON.stringify(top)}\n`);
-    else {
+    if (opts.format === 'json') out.write(`${JSON.stringify(top)}\n`);
+    else if (opts.format === 'csv') {
+      const rows = top.users.map(({ processes, ...u }) => ({ at: top.at, ...u }));
+      out.write(`${csvLines<(typeof rows)[number]>(TOP_CSV, rows, i === 0).join('\n')}\n`);
+    } else {
       const s = { ...initialState(), showProcesses: true };
       const frame = renderTop(top, [], s, { width: out.columns ?? 80, height: Infinity });
       out.write(`${i > 0 ? '\n' : ''}${frame.join('\n')}\n`);
@@ -42,7 +49,7 @@ async function printFrames(conn: ControlConnection, opts: TopOptions): Promise<v
 export async function runTop(opts: TopOptions): Promise<void> {
   let conn = await connectControl(opts.socket);
   const out = process.stdout;
-  if (opts.json || opts.once || !out.isTTY || !process.stdin.isTTY) {
+  if (opts.format !== 'table' || opts.once || !out.isTTY || !process.stdin.isTTY) {
     try {
       await printFrames(conn, opts);
     } finally {

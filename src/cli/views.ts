@@ -1,13 +1,18 @@
-// `ubia users | procs | flows | status`: ask the agent, print JSON (exact) or a table.
+// `ubia users | procs | flows | status`: ask the agent, print a table, JSON or CSV (exact).
 import { controlRequest } from '../control/client.js';
 import type { FlowRow, FlowsResult, ProcessRow, ProcsResult, StatusResult, UserTotals, UsersResult } from '../control/protocol.js';
 import { endpoint, protocolName } from './endpoints.js';
-import { bytesColumns, humanBytes, humanRate, left, processName, right, table } from './format.js';
+import { csvLines } from './csv.js';
+import { bytesColumns, humanBytes, humanRate, left, processName, right, table, type Column } from './format.js';
+
+export type OutputFormat = 'table' | 'json' | 'csv';
 
 export interface ViewOptions {
   socket: string;
-  json: boolean;
+  format: OutputFormat;
 }
+
+const COUNTERS = ['rxBytes', 'txBytes', 'rxPackets', 'txPackets', 'rxPayloadBytes', 'txPayloadBytes'] as const;
 
 const width = () => process.stdout.columns ?? 200;
 const print = (lines: string[]): void => void process.stdout.write(`${lines.join('\n')}\n`);
@@ -15,7 +20,8 @@ const printJson = (v: unknown): void => void process.stdout.write(`${JSON.string
 
 export async function showUsers(opts: ViewOptions & { fromMs: number; toMs: number }): Promise<void> {
   const r = await controlRequest<UsersResult>(opts.socket, { op: 'users', from: opts.fromMs, to: opts.toMs });
-  if (opts.json) return printJson(r);
+  if (opts.format === 'json') return printJson(r);
+  if (opts.format === 'csv') return print(csvLines<UserTotals>(['uid', 'user', ...COUNTERS], r.users));
   print([
     `usage from ${r.from} to ${r.to} (wire bytes; payload = what processes sent/received)`,
     '',
@@ -40,7 +46,8 @@ export async function showUsers(opts: ViewOptions & { fromMs: number; toMs: numb
 
 export async function showProcs(opts: ViewOptions & { user?: string }): Promise<void> {
   const r = await controlRequest<ProcsResult>(opts.socket, { op: 'procs', user: opts.user });
-  if (opts.json) return printJson(r);
+  if (opts.format === 'json') return printJson(r);
+  if (opts.format === 'csv') return print(csvLines<ProcessRow>(['pid', 'uid', 'user', 'comm', 'rxRate', 'txRate', 'rxPayloadRate', 'txPayloadRate', ...COUNTERS], r.processes));
   print(
     table<ProcessRow>(
       [
@@ -58,7 +65,7 @@ export async function showProcs(opts: ViewOptions & { user?: string }): Promise<
 }
 
 
-function flowTable(rows: FlowRow[]): string[] {
+function flowTable(rows: FlowRow[], extra: Column<FlowRow>[]): string[] {
   return table<FlowRow>(
     [
       left('PROTO', (f) => protocolName(f.protocol)),
@@ -68,21 +75,46 @@ function flowTable(rows: FlowRow[]): string[] {
       right('PID', (f) => String(f.pid)),
       left('COMM', (f) => f.comm),
       ...bytesColumns(),
+      ...extra,
     ],
     rows,
     width(),
   );
 }
 
-export async function showFlows(opts: ViewOptions & { user?: string }): Promise<void> {
+const byEndNewestFirst = (a: FlowRow, b: FlowRow) => b.lastSeen.localeCompare(a.lastSeen);
+const clock = (iso: string) => new Date(iso).toLocaleTimeString('en-GB', { hour12: false });
+
+type FlowCsvRow = FlowRow & { state: 'active' | 'ended'; proto: string; local: string; remote: string };
+
+export async function showFlows(opts: ViewOptions & { user?: string; limit?: number }): Promise<void> {
   const r = await controlRequest<FlowsResult>(opts.socket, { op: 'flows', user: opts.user });
-  if (opts.json) return printJson(r);
-  print([`active flows: ${r.active.length}`, ...flowTable(r.active), '', `recently ended: ${r.ended.length}`, ...flowTable(r.ended)]);
+  const limit = opts.limit ?? Infinity;
+  const shown: FlowsResult = { active: r.active.slice(0, limit), ended: r.ended.slice().sort(byEndNewestFirst).slice(0, limit) };
+  if (opts.format === 'json') return printJson(shown);
+  if (opts.format === 'csv') {
+    const rows = (state: 'active' | 'ended', fs: FlowRow[]): FlowCsvRow[] =>
+      fs.map((f) => ({ ...f, state, proto: protocolName(f.protocol), local: endpoint(f.localAddress, f.localPort, f.family), remote: endpoint(f.remoteAddress, f.remotePort, f.family) }));
+    return print(
+      csvLines<FlowCsvRow>(
+        ['state', 'proto', 'local', 'remote', 'uid', 'user', 'pid', 'comm', ...COUNTERS, 'firstSeen', 'lastSeen', 'cookie'],
+        [...rows('active', shown.active), ...rows('ended', shown.ended)],
+      ),
+    );
+  }
+  const more = (all: FlowRow[], some: FlowRow[]) => (all.length > some.length ? ` (newest ${some.length} shown; --limit)` : '');
+  print([
+    `active flows: ${r.active.length}${more(r.active, shown.active)}`,
+    ...flowTable(shown.active, []),
+    '',
+    `recently ended, newest first: ${r.ended.length}${more(r.ended, shown.ended)}`,
+    ...flowTable(shown.ended, [right('ENDED', (f) => clock(f.lastSeen))]),
+  ]);
 }
 
 export async function showStatus(opts: ViewOptions): Promise<void> {
   const r = await controlRequest<StatusResult>(opts.socket, { op: 'status' });
-  if (opts.json) return printJson(r);
+  if (opts.format === 'json') return printJson(r);
   const h = r.meter.health;
   const unattributed = r.meter.interfaces.reduce((s, i) => s + i.unattributed.rxBytes + i.unattributed.txBytes, 0);
   print([
