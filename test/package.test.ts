@@ -66,6 +66,15 @@ describe('Debian package', () => {
     expect(help.stdout).toContain('Usage: ubia');
   });
 
+  it('installs ubia(8) and the bash and zsh completions', () => {
+    const man = run('man', ['-P', 'cat', '8', 'ubia']);
+    expect(man.status, man.stderr).toBe(0);
+    expect(man.stdout).toMatch(/ubia top \[options\]/);
+    const bash = run('bash', ['-c', 'source /usr/share/bash-completion/completions/ubia; COMP_WORDS=(ubia fl); COMP_CWORD=1; _ubia; echo "${COMPREPLY[@]}"']);
+    expect(bash.stdout.trim()).toBe('flows');
+    expect(existsSync('/usr/share/zsh/vendor-completions/_ubia')).toBe(true);
+  });
+
   it('prints its version with `ubia --version`', () => {
     const v = run('/usr/bin/ubia', ['--version']);
     expect(v.status, v.stderr).toBe(0);
