@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { CLI, ensureBuilt, removeMeter, startAgent, tempDir, waitFor, writeAgentConfig } from './helpers/agent.js';
 import { controlRequest } from '../src/control/client.js';
 import type { StatusResult } from '../src/control/protocol.js';
-import { humanBytes, parseDuration, table } from '../src/cli/format.js';
+import { fitTable, humanBitRate, humanBytes, left, parseDuration, right, table, type FitColumn } from '../src/cli/format.js';
 
 let dir: string;
 beforeAll(() => {
@@ -201,5 +201,20 @@ describe('formatting', () => {
       ],
     );
     expect(lines).toEqual(['NAME      V', 'a       100', 'longer    2']);
+  });
+
+  it('fitTable cuts the name column first, then drops whole columns, never a figure', () => {
+    type R = { n: string; a: string; b: string };
+    const cols: FitColumn<R>[] = [
+      { ...left<R>('NAME', (r) => r.n), drop: 0, minWidth: 4 },
+      { ...right<R>('AAAA', (r) => r.a), drop: 1 },
+      { ...right<R>('B', (r) => r.b), drop: 0 },
+    ];
+    const rows = [{ n: 'abcdefghij', a: '1.5 MiB', b: '20 KiB/s' }];
+    expect(fitTable(cols, rows, 40)).toEqual(['NAME           AAAA         B', 'abcdefghij  1.5 MiB  20 KiB/s']);
+    expect(fitTable(cols, rows, 26)).toEqual(['NAME        AAAA         B', 'abcdef…  1.5 MiB  20 KiB/s']);
+    expect(fitTable(cols, rows, 20)).toEqual(['NAME               B', 'abcdefghij  20 KiB/s']);
+    expect(humanBitRate(1_250_000)).toBe('10 Mbit/s');
+    expect(humanBitRate(100)).toBe('800 bit/s');
   });
 });

@@ -38,7 +38,14 @@ const fit = (s: string, width: number, align: Align) => {
 /** Lines of a table whose columns are as wide as their widest cell, cut to `maxWidth`. */
 export function table<T>(columns: Column<T>[], rows: T[], maxWidth = Infinity): string[] {
   const cells = rows.map((r) => columns.map((c) => c.value(r)));
-  const widths = columns.map((c, i) => Math.max(c.title.length, ...cells.map((row) => row[i]!.length)));
+  return layOut(columns, cells, naturalWidths(columns, cells), maxWidth);
+}
+
+const naturalWidths = <T>(columns: Column<T>[], cells: string[][]) =>
+  columns.map((c, i) => Math.max(c.title.length, ...cells.map((row) => row[i]!.length)));
+
+/** The title line and one line per row, each cell fitted to its column's width. */
+function layOut<T>(columns: Column<T>[], cells: string[][], widths: number[], maxWidth: number): string[] {
   const line = (values: string[]) =>
     values
       .map((v, i) => fit(v, widths[i]!, columns[i]!.align))
@@ -86,20 +93,14 @@ export function fitTable<T>(columns: FitColumn<T>[], rows: T[], width: number): 
   let shown = columns;
   for (;;) {
     const cells = rows.map((r) => shown.map((c) => c.value(r)));
-    const widths = shown.map((c, i) => Math.max(c.title.length, ...cells.map((row) => row[i]!.length)));
+    const widths = naturalWidths(shown, cells);
     const total = widths.reduce((a, b) => a + b, 0) + 2 * (shown.length - 1);
     const flex = shown.findIndex((c) => c.minWidth !== undefined);
     const spare = flex >= 0 ? widths[flex]! - Math.max(shown[flex]!.minWidth!, shown[flex]!.title.length) : 0;
     const droppable = shown.filter((c) => c.drop > 0);
     if (total <= width || total - spare <= width || droppable.length === 0) {
       if (total > width && flex >= 0) widths[flex] = Math.max(widths[flex]! - (total - width), shown[flex]!.minWidth!);
-      const line = (values: string[]) =>
-        values
-          .map((v, i) => fit(v, widths[i]!, shown[i]!.align))
-          .join('  ')
-          .trimEnd()
-          .slice(0, width);
-      return [line(shown.map((c) => c.title)), ...cells.map(line)];
+      return layOut(shown, cells, widths, width);
     }
     const victim = droppable.reduce((a, b) => (b.drop > a.drop ? b : a));
     shown = shown.filter((c) => c !== victim);
