@@ -10,7 +10,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLI, createTestbed, runTraffic, startAgent, waitFor, type AgentProcess, type Testbed, type TestUser } from './helpers/agent.js';
-import type { FlowsResult, ProcsResult, UsersResult } from '../src/control/protocol.js';
+import type { FlowsResult, ProcsResult, StatusResult, UsersResult } from '../src/control/protocol.js';
 import { createPseudonyms } from '../src/privacy/pseudonyms.js';
 
 let bed: Testbed;
@@ -191,6 +191,15 @@ describe('access roles', () => {
     const byName = as(aud, 'init', ['procs', '-u', alice.name]);
     expect(byName.code).toBe(1);
     expect(byName.stderr).toMatch(/as an auditor you name users by pseudonym/);
+  });
+
+  it('interface figures (host-wide) only for root and the auditor', () => {
+    const interfaces = (user: TestUser | undefined, groups: Groups) => json<StatusResult>(user, groups, ['status']).meter.interfaces.length;
+    expect(interfaces(undefined, 'none')).toBeGreaterThan(0);
+    expect(interfaces(aud, 'init')).toBeGreaterThan(0);
+    expect(interfaces(lead, { gids: [gid(leads)] })).toBe(0);
+    expect(interfaces(carol, 'none')).toBe(0);
+    expect(json<StatusResult>(lead, { gids: [gid(leads)] }, ['status']).agent.you).toEqual({ uid: lead.uid, admin: false, role: 'manager' });
   });
 
   it('the auditor secret was created next to the ledger, root-only', () => {
