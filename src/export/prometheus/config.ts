@@ -5,6 +5,7 @@
 // client_ca_file) so an admin who runs node_exporter recognises them.
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { topProcessesSetting } from '../top-processes.js';
 
 export const DEFAULT_LISTEN = '127.0.0.1:9781';
 
@@ -55,13 +56,7 @@ export const prometheusConfigSchema = z
       .string()
       .default('')
       .describe('file whose content (trimmed) scrapes must send as a bearer token; it must be owned by root and not readable by group or others (chmod 600); with bearer_token too, either is accepted; empty = none; default ""'),
-    top_processes: z
-      .number()
-      .int()
-      .min(0)
-      .max(1000)
-      .default(10)
-      .describe('per-process series for the N processes with the highest rate at the last read of the process table (bounds cardinality); 0 = none; default 10'),
+    top_processes: topProcessesSetting('with the highest rate at the last read of the process table'),
     tls: prometheusTlsSchema.optional(),
   })
   .refine((c) => c.allow_remote || isLoopback(parseListen(c.listen)?.host ?? 'localhost'), {
