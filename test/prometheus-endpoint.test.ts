@@ -1,6 +1,10 @@
 // The exposition formats byte for byte (OpenMetrics 1.0 and text 0.0.4), the scrape's
-// metric families from a small agent state, and the [prometheus] config rules.
-import { describe, expect, it } from 'vitest';
+// metric families from a small agent state, the HTTP server on loopback (no kernel
+// needed), and the [prometheus] config rules.
+import { gunzipSync } from 'node:zlib';
+import { pino } from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { startScrapeServer } from '../src/export/prometheus/server.js';
 import { exposition, negotiate, type MetricFamily } from '../src/export/prometheus/exposition.js';
 import { busiest, scrapeFamilies, type ScrapeSources } from '../src/export/prometheus/metrics.js';
 import { isLoopback, parseListen } from '../src/export/prometheus/config.js';
@@ -162,5 +166,54 @@ describe('[prometheus] config', () => {
     expect(() => parseConfig(text, '/etc/ubia/ubia.toml')).toThrow(/\/etc\/ubia\/ubia\.toml:5: prometheus\.listen: listen is not a loopback address.*allow_remote = true/);
     expect(parseConfig(`${text}allow_remote = true\n`, 'ubia.toml').prometheus?.listen).toBe('0.0.0.0:9781');
     expect(() => parseConfig('[prometheus]\nlisten = "9781"\n', 'u.toml')).toThrow(/u\.toml:2: prometheus\.listen: listen is "address:port"/);
+  });
+});
+
+describe('scrape server', () => {
+  const closers: (() => Promise<void>)[] = [];
+  afterEach(async () => {
+    for (const c of closers.splice(0)) await c();
+  });
+
+  it('answers 503 until ready, then the negotiated format, gzipped when asked; 404 elsewhere, 405 for POST', async () => {
+    let ready = false;
+    const server = await startScrapeServer({
+      host: '127.0.0.1',
+      port: 0,
+      tokens: [],
+      ready: () => ready,
+      exposition: (format) => exposition(FAMILIES.slice(2, 3), format),
+      logger: pino({ level: 'silent' }),
+    });
+    closers.push(() => server.close());
+    const url = `http://127.0.0.1:${server.address.port}`;
+    const starting = await fetch(`${url}/metrics`);
+    expect(starting.status).toBe(503);
+    expect(starting.headers.get('retry-after')).toBe('1');
+    ready = true;
+    const om = await fetch(`${url}/metrics`, { headers: { accept: 'application/openmetrics-text;version=1.0.0', 'accept-encoding': 'identity' } });
+    expect(om.headers.get('content-type')).toBe('application/openmetrics-text; version=1.0.0; charset=utf-8');
+    expect(await om.text()).toBe(exposition(FAMILIES.slice(2, 3), 'openmetrics'));
+    // Node's fetch would unzip by itself: read the raw body over node:http
+    const { request } = await import('node:http');
+    const raw = await new Promise<{ encoding: string | undefined; body: Buffer }>((resolve, reject) => {
+      request(`${url}/metrics`, { headers: { 'accept-encoding': 'gzip' } }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ encoding: res.headers['content-encoding'], body: Buffer.concat(chunks) }));
+      }).on('error', reject).end();
+    });
+    expect(raw.encoding).toBe('gzip');
+    expect(gunzipSync(raw.body).toString()).toBe(exposition(FAMILIES.slice(2, 3), 'text'));
+    expect((await fetch(`${url}/`)).status).toBe(404);
+    expect((await fetch(`${url}/metrics`, { method: 'POST' })).status).toBe(405);
+    expect(server.counts().served).toBe(2);
+  });
+
+  it('refuses a port already in use with what to do', async () => {
+    const opts = { host: '127.0.0.1', port: 0, tokens: [], ready: () => true, exposition: () => '', logger: pino({ level: 'silent' }) };
+    const first = await startScrapeServer(opts);
+    closers.push(() => first.close());
+    await expect(startScrapeServer({ ...opts, port: first.address.port })).rejects.toThrow(/cannot listen on 127\.0\.0\.1:\d+: the port is in use/);
   });
 });
