@@ -26,8 +26,11 @@ export interface MetricFamily {
   samples: Sample[];
 }
 
-/** Label values escape \, " and newline in both formats (OpenMetrics "Escaping"). */
-const escapeLabel = (v: string) => v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+const NEEDS_ESCAPE = /[\\"\n]/;
+/** Label values escape \, " and newline in both formats (OpenMetrics "Escaping"). Most
+ *  values need none: a scrape writes 10,000s of them, so test before replacing. */
+const escapeLabel = (v: string) =>
+  NEEDS_ESCAPE.test(v) ? v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n') : v;
 /** HELP: 0.0.4 escapes \ and newline; OpenMetrics also " (its HELP is an escaped-string). */
 const escapeHelp = (v: string, format: Format) =>
   format === 'openmetrics' ? escapeLabel(v) : v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n');
