@@ -157,6 +157,10 @@ describe('Prometheus endpoint scraped by a real Prometheus', () => {
 
     // kill -9; alice keeps sending while no agent runs (the kernel counts); a new agent
     // books it at its first poll, and only then answers scrapes
+    // killed once the traffic's minute is complete and flushed (ledger rows, not only the
+    // open minute), as it would be on a host
+    const minute = 60_000;
+    await new Promise((r) => setTimeout(r, minute - (Date.now() % minute) + 2500));
     const before = num((await prom.query(`ubia_user_network_bytes_total{user="${alice.name}",direction="transmit"}`))[0]);
     await agent.kill();
     await waitFor('Prometheus to see the agent down', async () => (num((await prom.query('up{job="ubia"}'))[0]) === 0 ? true : undefined));
