@@ -169,4 +169,31 @@ describe('ledger', () => {
     expect(ledger.totals(0, t0 + DAY_MS)[0]!.rxPackets).toBeLessThan(n);
     ledger.close();
   });
+
+  it('lifetime totals never go back: pending usage, open minutes after a crash, days deleted by retention', () => {
+    const lifetime = (l: Ledger) => [...l.lifetimeTotals()].map((t) => ({ ...t }));
+    let ledger = new Ledger(path());
+    let { tracker } = resume(ledger, 'boot-1');
+    // an old day, complete minutes, an open minute, and a poll never flushed
+    poll(ledger, tracker, [user(1, 10)], t0 - 30 * DAY_MS);
+    poll(ledger, tracker, [user(1, 100)], t0);
+    poll(ledger, tracker, [user(1, 150)], t0 + MINUTE_MS + 1000);
+    poll(ledger, tracker, [user(1, 170)], t0 + MINUTE_MS + 2000, false);
+    expect(lifetime(ledger)).toEqual([user(1, 170)]);
+    ledger.db.close(); // "SIGKILL"
+
+    ledger = new Ledger(path());
+    // reopened: what was flushed (the open minute included) until the agent's first poll
+    expect(lifetime(ledger)).toEqual([user(1, 150)]);
+    tracker = resume(ledger, 'boot-1').tracker;
+    poll(ledger, tracker, [user(1, 200)], t0 + MINUTE_MS + 5000);
+    expect(lifetime(ledger)).toEqual([user(1, 200)]);
+    // the 30-day-old usage passes its retention: deleted from usage, kept in the lifetime
+    ledger.rollUp(t0 + 2 * MINUTE_MS, { minuteMs: DAY_MS, hourMs: DAY_MS, dayMs: 7 * DAY_MS });
+    expect(ledger.totals(0, t0 + DAY_MS)[0]!.rxPackets).toBe(190);
+    ledger.close();
+    ledger = new Ledger(path());
+    expect(lifetime(ledger)).toEqual([user(1, 200)]);
+    ledger.close();
+  });
 });

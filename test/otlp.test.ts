@@ -7,8 +7,8 @@ import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
-import { createOtlpExporter, otlpConfigSchema, type OtlpHealth } from '../src/export/otlp/index.js';
-import type { Exporter, FlowSnapshot, UserUsage } from '../src/export/types.js';
+import { createOtlpExporter, otlpConfigSchema } from '../src/export/otlp/index.js';
+import type { AgentHealth, Exporter, FlowSnapshot, UserUsage } from '../src/export/types.js';
 import type { StatusResult, UsersResult } from '../src/control/protocol.js';
 import { cli, createTestbed, runTraffic, startAgent, waitFor, type TestUser } from './helpers/agent.js';
 
@@ -288,7 +288,7 @@ async function closedPort(): Promise<number> {
 }
 
 /** An exporter sending to 127.0.0.1:port every second, closed after the test. */
-function exporterTo(port: number, settings: Record<string, unknown>, health?: () => OtlpHealth) {
+function exporterTo(port: number, settings: Record<string, unknown>, health?: () => AgentHealth) {
   const { logger, lines } = logCapture();
   const cfg = otlpConfigSchema.parse({ endpoint: `http://127.0.0.1:${port}/v1/metrics`, interval: 1, timeout: 1, ...settings });
   const exporter: Exporter = createOtlpExporter(cfg, { logger, hostName: 'test-host', version: '9.9.9', health });
@@ -301,10 +301,11 @@ describe('OTLP metrics exporter', () => {
     it(`exports per-user, top-N process and health metrics over ${protocol}`, async () => {
       const receiver = await startReceiver();
       cleanups.push(() => receiver.close());
-      const health: OtlpHealth = {
+      const health: AgentHealth = {
         unattributed: { txBytes: 1234, rxBytes: 5678, txPackets: 12, rxPackets: 56 },
         meter: { overflows: { users: 0, processes: 3, flows: 7, interfaces: 0 }, eventsDropped: 2 },
         lastPollSeconds: 0.0042,
+        lastPollAtMs: Date.now(),
         exporters: [{ name: 'ipfix', state: 'ok', detail: '', queued: 17, dropped: 1 }],
         diameterPeers: [{ peer: 'aaa.example.net', state: 'I-Open' }],
       };

@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
-import type { Exporter } from '../export/types.js';
+import type { AgentHealth, Exporter } from '../export/types.js';
 import { humanRate } from '../cli/format.js';
 import { loadConfig } from '../config/load.js';
 import type { UbiaConfig } from '../config/config.js';
@@ -16,7 +16,6 @@ import { createNameCache, type UserNameLookup } from './names.js';
 import { createRequestHandler } from '../control/handlers.js';
 import { startControlServer, type Caller, type ControlServer } from '../control/server.js';
 import type { ExporterContext } from './exporters.js';
-import type { OtlpHealth } from '../export/otlp/index.js';
 
 export interface AgentDeps {
   openMeter(opts: { pinDir: string; flowCapacity: number }): MeterReader;
@@ -38,7 +37,7 @@ export interface RunningAgent {
 }
 
 /** Exporter sections whose change means closing and re-creating the exporters. */
-const exporterSections = (c: UbiaConfig) => JSON.stringify([c.ipfix, c.diameter, c.otlp]);
+const exporterSections = (c: UbiaConfig) => JSON.stringify([c.ipfix, c.diameter, c.otlp, c.prometheus]);
 
 const RESTART_ONLY: [string, (c: UbiaConfig) => unknown][] = [
   ['ledger.path', (c) => c.ledger.path],
@@ -85,7 +84,8 @@ export async function startAgent(
   });
   const accounting = new Accounting(meter, ledger, decodeCheckpoint(loaded.checkpoint), names, accountingOptions(config));
   let lastPollSeconds = 0;
-  const health = (): OtlpHealth => {
+  let lastPollAt: number | undefined;
+  const health = (): AgentHealth => {
     const unattributed = { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 };
     for (const i of meter.readInterfaces()) {
       unattributed.rxBytes += i.unattributed.rxBytes;
@@ -98,7 +98,7 @@ export async function startAgent(
     const peers = statuses.flatMap((s) =>
       Array.isArray(s.extra?.peers) ? (s.extra.peers as { name: string; state: string }[]).map((p) => ({ peer: p.name, state: p.state })) : [],
     );
-    return { unattributed, meter: meter.health(), lastPollSeconds, exporters: statuses, diameterPeers: peers };
+    return { unattributed, meter: meter.health(), lastPollSeconds, lastPollAtMs: lastPollAt, exporters: statuses, diameterPeers: peers };
   };
   const exporterContext = (): ExporterContext => ({
     logger,
@@ -107,6 +107,10 @@ export async function startAgent(
     stateDir: dirname(config.ledger.path),
     health,
     version: deps.version,
+    userName: (uid) => names.name(uid),
+    counts: (scope) => accounting.counts(scope),
+    processes: () => accounting.processList(),
+    interfaces: () => meter.readInterfaces(),
   });
   exporters = await deps.createExporters(config, exporterContext());
   accounting.setOptions(accountingOptions(config));
@@ -131,7 +135,6 @@ export async function startAgent(
     if (accounting.counts(ev.flow.scope)) toExporters('flowEnded', (e) => e.flowEnded(snap));
   });
 
-  let lastPollAt: number | undefined;
   let lastFlushAt: number | undefined;
   let flushError: string | undefined;
   let pollError: string | undefined;

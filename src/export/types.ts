@@ -1,7 +1,7 @@
-// The contract between the agent and its exporters (ipfix, diameter, otlp). The agent
-// polls the meter, computes deltas, and hands each exporter the same facts; each
-// exporter keeps its own queue/spool and retry so that none can stall another.
-import type { FlowRecord, TrafficCounters } from '../kernel/types.js';
+// The contract between the agent and its exporters (ipfix, diameter, otlp, prometheus).
+// The agent polls the meter, computes deltas, and hands each exporter the same facts;
+// each exporter keeps its own queue/spool and retry so that none can stall another.
+import type { FlowRecord, MeterHealth, TrafficCounters, UnattributedCounters } from '../kernel/types.js';
 
 /** One user's traffic over one poll interval (deltas), scope already filtered by config. */
 export interface UserUsage extends TrafficCounters {
@@ -51,4 +51,34 @@ export interface Exporter {
   checkpointed?(): void;
   /** flush what can be flushed and release sockets/timers; called at shutdown */
   close(): Promise<void>;
+}
+
+/** ubia's own health as the agent sees it (OTLP and Prometheus publish it). */
+export interface AgentHealth {
+  /** cumulative since the meter was loaded, summed over interfaces */
+  unattributed: UnattributedCounters;
+  /** the meter's cumulative map overflows and dropped ring-buffer events */
+  meter: MeterHealth;
+  /** wall-clock seconds the last poll of the kernel counters took */
+  lastPollSeconds: number;
+  /** when the last poll succeeded (ms since the epoch); undefined before the first one */
+  lastPollAtMs: number | undefined;
+  /** every exporter's status (queue depth, drops, state) */
+  exporters: ExporterStatus[];
+  /** Diameter peers and the state of their connection ('open', 'suspect', 'closed', …) */
+  diameterPeers: Array<{ peer: string; state: string }>;
+}
+
+/** Called at collection time (an export, a scrape), never per poll. */
+export type HealthSource = () => AgentHealth | undefined;
+
+/** A process's traffic as the kernel counts it since the process was first seen. */
+export interface ProcessUsage extends TrafficCounters {
+  pid: number;
+  uid: number;
+  user: string;
+  comm: string;
+  /** wire bytes per second between the last two reads of the process table */
+  rxRate: number;
+  txRate: number;
 }

@@ -3,6 +3,7 @@
 // specification's settings (endpoint, protocol, headers, timeout, compression,
 // temporality preference) so an admin who knows OTEL_EXPORTER_OTLP_* recognises them.
 import { z } from 'zod';
+import { topProcessesSetting } from '../top-processes.js';
 
 export const otlpConfigSchema = z
   .strictObject({
@@ -38,13 +39,7 @@ export const otlpConfigSchema = z
       .enum(['none', 'gzip'])
       .default('none')
       .describe('request body compression: "none" or "gzip"; default none'),
-    top_processes: z
-      .number()
-      .int()
-      .min(0)
-      .max(1000)
-      .default(10)
-      .describe('per-process metrics are sent for the N processes with the most bytes in each interval (bounds cardinality); 0 = no per-process metrics; default 10'),
+    top_processes: topProcessesSetting('with the most bytes in each interval'),
     max_queue: z
       .number()
       .int()

@@ -14,14 +14,13 @@ import {
 } from '@opentelemetry/exporter-metrics-otlp-http';
 import { OTLPMetricExporter as ProtobufExporter } from '@opentelemetry/exporter-metrics-otlp-proto';
 import type { TrafficCounters } from '../../kernel/types.js';
-import type { Exporter, ExporterStatus } from '../types.js';
+import type { Exporter, ExporterStatus, HealthSource } from '../types.js';
 import type { OtlpConfig } from './config.js';
-import { registerHealthMetrics, type HealthSource } from './health.js';
+import { registerHealthMetrics } from './health.js';
 import { createProcessTop } from './processes.js';
 import { createSpoolingExporter } from './spool.js';
 
 export { otlpConfigSchema, type OtlpConfig } from './config.js';
-export type { OtlpHealth, HealthSource } from './health.js';
 
 export interface OtlpExporterOptions {
   logger: Logger;
