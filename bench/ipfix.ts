@@ -5,12 +5,12 @@
 // Reports records per second of the exporter's thread (wall and CPU) and bytes per record.
 import { Worker } from 'node:worker_threads';
 import pino from 'pino';
-import { ipfixConfigSchema } from '../export/ipfix/config.js';
-import { createMessagePacker } from '../export/ipfix/encoding.js';
-import { createIpfixExporter } from '../export/ipfix/exporter.js';
-import type { FlowExport } from '../export/ipfix/flows.js';
-import { createRecordEncoder } from '../export/ipfix/records.js';
-import type { FlowSnapshot } from '../export/types.js';
+import { ipfixConfigSchema } from '../src/export/ipfix/config.js';
+import { createMessagePacker } from '../src/export/ipfix/encoding.js';
+import { createIpfixExporter } from '../src/export/ipfix/exporter.js';
+import type { FlowExport } from '../src/export/ipfix/flows.js';
+import { createRecordEncoder } from '../src/export/ipfix/records.js';
+import type { FlowSnapshot } from '../src/export/types.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
