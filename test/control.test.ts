@@ -5,7 +5,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createConnection } from 'node:net';
 import { writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
-import { createTestbed, sleep, startAgent, waitFor, writeAgentConfig, type AgentProcess, type Testbed, type TestUser } from './helpers/agent.js';
+import { startAgent, writeAgentConfig, type AgentProcess } from './support/agent.js';
+import { createTestbed, type Testbed, type TestUser } from './support/testbed.js';
+import { sleep, waitFor } from './support/wait.js';
 import { controlRequest } from '../src/control/client.js';
 import type { StatusResult } from '../src/control/protocol.js';
 

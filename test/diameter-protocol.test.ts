@@ -18,7 +18,8 @@ import {
 import { buildAcr } from '../src/export/diameter/acr.js';
 import { Avp, Command, RecordType } from '../src/export/diameter/dictionary.js';
 import { createDiameterAccounting, type DiameterAccounting } from '../src/export/diameter/index.js';
-import { memoryLogger, tempLedger, testConfig, until, usage, type LogLine } from './peers/freediameter/client.js';
+import { memoryLogger, tempLedger, testConfig, usage, type LogLine } from './peers/freediameter/client.js';
+import { waitFor } from './support/wait.js';
 
 const require = createRequire(import.meta.url);
 // the npm `diameter` package's codec, as a second, independent decoder
@@ -254,9 +255,9 @@ describe('Diameter client against a scripted server', () => {
       if (held.length === 20) socket.write(Buffer.concat(held.splice(0))); // 20 ACAs in one segment
     };
     const { acct } = exporter([srv.port]);
-    await until('open', () => acct.status().state === 'ok', 5000);
+    await waitFor('open', () => acct.status().state === 'ok', 5000);
     startUsers(acct, 20);
-    await until('20 ACRs delivered', () => delivered(acct), 5000);
+    await waitFor('20 ACRs delivered', () => delivered(acct), 5000);
 
     // one byte per write, 1 ms apart, answers one after the other
     const drip: number[] = [];
@@ -272,7 +273,7 @@ describe('Diameter client against a scripted server', () => {
       if (start) step();
     };
     startUsers(acct, 3, 2000);
-    await until('3 ACRs delivered byte by byte', () => delivered(acct), 10_000);
+    await waitFor('3 ACRs delivered byte by byte', () => delivered(acct), 10_000);
     expect(srv.connections).toBe(1);
     expect(srv.acrs.every((r) => !r.retransmit)).toBe(true);
   });
@@ -286,9 +287,9 @@ describe('Diameter client against a scripted server', () => {
       socket.write(answer(req, 2001));
     };
     const { acct, lines } = exporter([srv.port]);
-    await until('open', () => acct.status().state === 'ok', 5000);
+    await waitFor('open', () => acct.status().state === 'ok', 5000);
     startUsers(acct, 2);
-    await until('both delivered', () => delivered(acct), 10_000);
+    await waitFor('both delivered', () => delivered(acct), 10_000);
     expect(srv.acrs.map((r) => [r.avps.get('User-Name'), r.retransmit])).toEqual([
       ['user0', false],
       ['user1', false],
@@ -304,9 +305,9 @@ describe('Diameter client against a scripted server', () => {
     srv.onAcr = spoilFirstSend((aca) => aca.writeUInt32BE((aca.readUInt32BE(20 + 4) & 0xff000000) | 0xfff0, 20 + 4));
     const { acct, lines } = exporter([srv.port]);
     onTestFailed(() => console.log(srv.acrs.map((r) => [r.avps.get('User-Name'), r.retransmit, r.raw[4]])));
-    await until('open', () => acct.status().state === 'ok', 5000);
+    await waitFor('open', () => acct.status().state === 'ok', 5000);
     startUsers(acct, 3);
-    await until('delivered after retry', () => delivered(acct), 10_000);
+    await waitFor('delivered after retry', () => delivered(acct), 10_000);
     expect(srv.acrs.filter((r) => r.retransmit).length).toBe(3);
     expect(lines.some((l) => /malformed answer rejected/.test(l.msg) && /outside its message/.test(String(l.err)))).toBe(true);
     expect(srv.connections).toBe(1);
@@ -317,9 +318,9 @@ describe('Diameter client against a scripted server', () => {
     // version 2: no way to find where the next message starts (RFC 6733 §3)
     srv.onAcr = spoilFirstSend((aca) => (aca[0] = 2));
     const { acct, lines } = exporter([srv.port]);
-    await until('open', () => acct.status().state === 'ok', 5000);
+    await waitFor('open', () => acct.status().state === 'ok', 5000);
     startUsers(acct, 1);
-    await until('delivered on a new connection', () => delivered(acct), 10_000);
+    await waitFor('delivered on a new connection', () => delivered(acct), 10_000);
     expect(srv.connections).toBe(2);
     expect(srv.acrs.map((r) => r.retransmit)).toEqual([false, true]);
     expect(lines.some((l) => /stream from peer out of step/.test(l.msg) && /version 2/.test(String(l.err)))).toBe(true);
@@ -339,9 +340,9 @@ describe('Diameter client against a scripted server', () => {
       socket.write(answer(req, undefined));
     };
     const { acct, lines } = exporter([srv.port]);
-    await until('open', () => acct.status().state === 'ok', 5000);
+    await waitFor('open', () => acct.status().state === 'ok', 5000);
     startUsers(acct, 4);
-    await until('settled', () => delivered(acct), 10_000);
+    await waitFor('settled', () => delivered(acct), 10_000);
     const status = acct.status();
     expect(status.dropped).toBe(1);
     expect(status.extra!.rejected).toBe(1);
@@ -358,15 +359,15 @@ describe('Diameter client against a scripted server', () => {
   it('a silent server: requests time out and free their state, the watchdog drops the peer, records arrive after it answers again', async () => {
     const srv = await scriptedServer();
     const { acct, lines } = exporter([srv.port], { request_timeout: 1, watchdog_interval: 3 });
-    await until('open', () => acct.status().state === 'ok', 5000);
+    await waitFor('open', () => acct.status().state === 'ok', 5000);
     srv.silent = true;
     startUsers(acct, 5);
-    await until('requests timed out', () => lines.some((l) => /timeout answer/.test(l.msg)), 5000);
+    await waitFor('requests timed out', () => lines.some((l) => /timeout answer/.test(l.msg)), 5000);
     expect(acct.status().extra!.inFlight).toBe(0);
-    await until('watchdog gave up on the peer', () => lines.some((l) => /peer connection lost/.test(l.msg)), 15_000);
+    await waitFor('watchdog gave up on the peer', () => lines.some((l) => /peer connection lost/.test(l.msg)), 15_000);
     expect(lines.some((l) => /peer suspect/.test(l.msg))).toBe(true);
     srv.silent = false;
-    await until('delivered after the server came back', () => delivered(acct), 15_000);
+    await waitFor('delivered after the server came back', () => delivered(acct), 15_000);
     expect(srv.connections).toBeGreaterThanOrEqual(2);
     const answered = new Map(srv.acrs.map((r) => [String(r.avps.get('Session-Id')), r]));
     expect(answered.size).toBe(5);
@@ -376,7 +377,7 @@ describe('Diameter client against a scripted server', () => {
   it('answers the server\'s DWR, and its DPR, then reconnects', async () => {
     const srv = await scriptedServer();
     const { acct } = exporter([srv.port]);
-    await until('open', () => acct.status().state === 'ok', 5000);
+    await waitFor('open', () => acct.status().state === 'ok', 5000);
     const socket = [...srv.sockets][0]!;
     const got: Buffer[] = [];
     socket.on('data', (b: Buffer) => got.push(b));
@@ -387,21 +388,21 @@ describe('Diameter client against a scripted server', () => {
         ...extra,
       ]);
     socket.write(request(Command.DeviceWatchdog, []));
-    await until('DWA', () => got.length > 0, 3000);
+    await waitFor('DWA', () => got.length > 0, 3000);
     const dwa = reference.decodeMessage(Buffer.concat(got.splice(0)));
     expect([dwa.header.commandCode, dwa.header.flags.request, dwa.header.hopByHopId]).toEqual([280, false, 77]);
     expect(new Map(dwa.body).get('Result-Code')).toBe('DIAMETER_SUCCESS');
     socket.write(request(Command.DisconnectPeer, [avpU32(Avp.DisconnectCause, 0)]));
-    await until('DPA', () => got.length > 0, 3000);
+    await waitFor('DPA', () => got.length > 0, 3000);
     expect(reference.decodeMessage(Buffer.concat(got)).header.commandCode).toBe(282);
     socket.end(); // RFC 6733 §5.4: the DPR sender closes
-    await until('reconnected', () => srv.connections === 2 && acct.status().state === 'ok', 10_000);
+    await waitFor('reconnected', () => srv.connections === 2 && acct.status().state === 'ok', 10_000);
   });
 
   it('CER carries the RFC 6733 §5.3.1 AVPs; close() sends the STOPs, then a DPR (§5.4)', async () => {
     const srv = await scriptedServer();
     const { acct } = exporter([srv.port], { vendor_id: 99, product_name: 'ubia-test' });
-    await until('open', () => acct.status().state === 'ok', 5000);
+    await waitFor('open', () => acct.status().state === 'ok', 5000);
     const cer = srv.baseRequests.find((r) => r.command === Command.CapabilitiesExchange)!;
     expect(cer.avps.get('Origin-Host')).toBe('agent.test.local');
     expect(cer.avps.get('Origin-Realm')).toBe('test.local');
@@ -412,7 +413,7 @@ describe('Diameter client against a scripted server', () => {
     expect(cer.avps.get('Acct-Application-Id')).toBe('Diameter Base Accounting');
     expect(cer.raw.readUInt32BE(8)).toBe(0); // base protocol application (§2.4)
     startUsers(acct, 2);
-    await until('2 STARTs delivered', () => delivered(acct), 5000);
+    await waitFor('2 STARTs delivered', () => delivered(acct), 5000);
     await acct.close();
     const types = srv.acrs.map((r) => r.avps.get('Accounting-Record-Type'));
     expect(types).toEqual(['Start Record', 'Start Record', 'Stop Record', 'Stop Record']);
@@ -429,7 +430,7 @@ describe('Diameter client against a scripted server', () => {
     // a server that takes the connection and closes it at once, before any CEA
     srv.onConnection = (socket) => socket.destroy();
     const { acct, lines } = exporter([srv.port], { reconnect_interval: 2 });
-    await until('4 connection attempts', () => srv.connections >= 4, 10_000);
+    await waitFor('4 connection attempts', () => srv.connections >= 4, 10_000);
     const gaps = srv.connectedAt.slice(1, 4).map((t, i) => (t - srv.connectedAt[i]!) / 1000);
     expect(gaps[0]).toBeGreaterThanOrEqual(0.9);
     expect(gaps[0]).toBeLessThan(1.6);
@@ -447,10 +448,10 @@ describe('Diameter client against a scripted server', () => {
     const primary = await scriptedServer();
     const secondary = await scriptedServer();
     const { acct } = exporter([primary.port, secondary.port], { request_timeout: 5, watchdog_interval: 1 });
-    await until('both open', () => (acct.status().extra!.peers as { state: string }[]).every((p) => p.state === 'open'), 5000);
+    await waitFor('both open', () => (acct.status().extra!.peers as { state: string }[]).every((p) => p.state === 'open'), 5000);
     primary.silent = true;
     startUsers(acct, 4);
-    await until('delivered through the secondary', () => delivered(acct), 10_000);
+    await waitFor('delivered through the secondary', () => delivered(acct), 10_000);
     expect(primary.acrs.length).toBe(0); // silent: never recorded
     expect(secondary.acrs.length).toBe(4);
     expect(secondary.acrs.every((r) => r.retransmit)).toBe(true);
@@ -464,9 +465,9 @@ describe('Diameter client against a scripted server', () => {
     const srv = await scriptedServer();
     srv.onAcr = (req, socket) => socket.write(answer(req, 2001, [avpU32(Avp.AcctInterimInterval, 1)]));
     const { acct } = exporter([srv.port], { interim_interval: 3600 });
-    await until('open', () => acct.status().state === 'ok', 5000);
+    await waitFor('open', () => acct.status().state === 'ok', 5000);
     startUsers(acct, 1);
-    await until('an INTERIM a second or so after the START', () => srv.acrs.some((r) => r.avps.get('Accounting-Record-Type') === 'Interim Record'), 5000);
+    await waitFor('an INTERIM a second or so after the START', () => srv.acrs.some((r) => r.avps.get('Accounting-Record-Type') === 'Interim Record'), 5000);
     const interim = srv.acrs.find((r) => r.avps.get('Accounting-Record-Type') === 'Interim Record')!;
     expect(interim.avps.get('Acct-Interim-Interval')).toBe(1);
     expect(interim.avps.get('Accounting-Record-Number')).toBe(1);

@@ -6,7 +6,9 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { appendFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ROOT, ensureBuilt, tempDir, waitFor, writeAgentConfig } from './helpers/agent.js';
+import { ROOT, writeAgentConfig } from './support/agent.js';
+import { tempDir } from './support/testbed.js';
+import { waitFor } from './support/wait.js';
 
 const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 // what an admin's shell has: no project runtime on the PATH, so the bundled node must serve
@@ -22,7 +24,6 @@ describe('Debian package', () => {
   const existedBefore = new Set<string>();
 
   beforeAll(() => {
-    ensureBuilt();
     // a package left by an interrupted run would hide what this one installs
     if (installed()) run('dpkg', ['--purge', 'ubia']);
     const out = execFileSync(join(ROOT, 'scripts', 'package-deb'), [join(work, 'out')], {

@@ -14,7 +14,8 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ROOT, ensureBuilt, tempDir } from './helpers/agent.js';
+import { ROOT } from './support/agent.js';
+import { tempDir } from './support/testbed.js';
 
 const ROOTFS = '/var/cache/ubia-test/nspawn-bookworm';
 const SUITE = 'bookworm';
@@ -127,7 +128,6 @@ describe('the package in a systemd-nspawn container with systemd as PID 1', () =
   let journal = '';
 
   beforeAll(() => {
-    ensureBuilt();
     ensureRootfs();
     const deb = execFileSync(join(ROOT, 'scripts', 'package-deb'), [join(work, 'out')], { encoding: 'utf8', timeout: 280_000 })
       .trim()

@@ -8,9 +8,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { controlRequest } from '../src/control/client.js';
-import { CLI, ensureBuilt, sleep, tempDir, waitFor, writeAgentConfig } from './helpers/agent.js';
+import { CLI, writeAgentConfig } from './support/agent.js';
+import { tempDir } from './support/testbed.js';
+import { sleep, waitFor } from './support/wait.js';
 
 const WATCHDOG_USEC = 2_000_000;
 const HALF_MS = WATCHDOG_USEC / 1000 / 2;
@@ -93,7 +95,6 @@ async function startManaged(tag: string, o: { pathSocket?: boolean; watchdog?: b
 }
 
 describe('ubia agent under a service manager', () => {
-  beforeAll(() => ensureBuilt());
 
   for (const kind of ['abstract', 'path'] as const) {
     it(`speaks sd_notify on a ${kind} NOTIFY_SOCKET: READY, WATCHDOG, stall, reload, STOPPING`, async () => {
