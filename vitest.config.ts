@@ -10,6 +10,8 @@ export const UNIT_TESTS = [
   'test/agent-accounting.test.ts',
   'test/config.test.ts',
   'test/diameter-config.test.ts',
+  'test/diameter-failover.test.ts',
+  'test/diameter-peer.test.ts',
   'test/diameter-protocol.test.ts',
   'test/diameter-sessions.test.ts',
   'test/ipfix-encoding.test.ts',
@@ -27,6 +29,8 @@ export default defineConfig({
           name: 'unit',
           include: UNIT_TESTS,
           testTimeout: 30_000,
+          // these files mostly wait on timers and loopback sockets, not on the CPU
+          maxWorkers: 4,
         },
       },
       {
