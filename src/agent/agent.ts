@@ -135,15 +135,9 @@ export async function startAgent(
   let lastFlushAt: number | undefined;
   let flushError: string | undefined;
   let pollError: string | undefined;
-  let stalledUntil: number | undefined;
 
   const poll = () => {
     const now = Date.now();
-    if (stalledUntil !== undefined) {
-      if (now < stalledUntil) return;
-      stalledUntil = undefined;
-      logger.warn('poll loop resumed after debug.stall');
-    }
     try {
       const { usage, flows } = accounting.poll(now);
       lastPollAt = now;
@@ -163,10 +157,9 @@ export async function startAgent(
     }
   };
 
-  // Healthy = not stalled and the last poll succeeded within two intervals: a poll loop
-  // that stops (or keeps failing) stops the watchdog pings, and systemd restarts us.
-  const pollHealthy = (now: number) =>
-    stalledUntil === undefined && lastPollAt !== undefined && now - lastPollAt <= 2 * config.agent.poll_interval * 1000 + 1000;
+  // Healthy = the last poll succeeded within two intervals: a poll loop that stops (or
+  // keeps failing) stops the watchdog pings, and systemd restarts us.
+  const pollHealthy = (now: number) => lastPollAt !== undefined && now - lastPollAt <= 2 * config.agent.poll_interval * 1000 + 1000;
   const statusLine = () => {
     let rx = 0;
     let tx = 0;
@@ -229,12 +222,8 @@ export async function startAgent(
       countLoopback: () => config.agent.count_loopback,
       exporters: () => exporters.map((e) => e.status()),
       isAdmin,
-      times: () => ({ startedAt, lastPollAt, stalledUntil, lastFlushAt }),
+      times: () => ({ startedAt, lastPollAt, lastFlushAt }),
       lastFlushError: () => flushError,
-      stall: (ms) => {
-        stalledUntil = Date.now() + ms;
-        logger.warn({ ms }, 'poll loop stalled by a debug.stall request');
-      },
     }),
   });
 
@@ -281,7 +270,6 @@ export async function startAgent(
       clearInterval(timers.flush);
       clearInterval(timers.rollUp);
       clearInterval(timers.watchdog);
-      stalledUntil = undefined;
       poll();
       flush();
       await server.close();

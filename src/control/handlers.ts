@@ -22,9 +22,8 @@ export interface AgentView {
   exporters(): ExporterStatus[];
   isAdmin(caller: Caller): boolean;
   /** times in ms since the epoch */
-  times(): { startedAt: number; lastPollAt?: number; stalledUntil?: number; lastFlushAt?: number };
+  times(): { startedAt: number; lastPollAt?: number; lastFlushAt?: number };
   lastFlushError(): string | undefined;
-  stall(ms: number): void;
 }
 
 const iso = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).toISOString());
@@ -167,7 +166,6 @@ export function createRequestHandler(view: AgentView): RequestHandler {
             pollIntervalSeconds: view.pollIntervalSeconds(),
             countLoopback: view.countLoopback(),
             lastPollAt: iso(t.lastPollAt),
-            stalledUntil: t.stalledUntil !== undefined && t.stalledUntil > Date.now() ? iso(t.stalledUntil) : null,
             you: { uid: caller.uid, admin },
           },
           meter: {
@@ -189,10 +187,6 @@ export function createRequestHandler(view: AgentView): RequestHandler {
         };
         return result;
       }
-      case 'debug.stall':
-        if (caller.uid !== 0) throw new ControlError('forbidden', 'debug.stall is for root only (it is a test switch)');
-        view.stall(req.ms);
-        return { stalledMs: req.ms };
     }
   };
 }
