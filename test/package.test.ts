@@ -3,7 +3,7 @@
 // unit passes systemd-analyze, the installed agent starts and `ubia status` talks to it,
 // and `dpkg --purge` leaves nothing behind: files, state, config, enable links, pins.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { appendFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROOT, writeAgentConfig } from './support/agent.js';
@@ -56,6 +56,16 @@ describe('Debian package', () => {
     // no development packages in the bundle
     expect(contents.some((p) => p.startsWith('/usr/lib/ubia/node_modules/vitest/'))).toBe(false);
     expect(contents.some((p) => p.startsWith('/usr/lib/ubia/node_modules/typescript/'))).toBe(false);
+  });
+
+  it('ships the product only: its JavaScript is src/ compiled, nothing of bench/ or test/', () => {
+    const fromSrc = (readdirSync(join(ROOT, 'src'), { recursive: true }) as string[])
+      .filter((f) => f.endsWith('.ts'))
+      .map((f) => `/usr/lib/ubia/dist/${f.replace(/\.ts$/, '.js')}`);
+    const shipped = contents.filter((p) => p.startsWith('/usr/lib/ubia/dist/') && p.endsWith('.js'));
+    expect(shipped.sort()).toEqual(fromSrc.sort());
+    const ours = contents.filter((p) => !p.startsWith('/usr/lib/ubia/node_modules/'));
+    expect(ours.filter((p) => /\/(bench|test|support)(\/|$)|\.test\.|floor|traffic\.py/.test(p))).toEqual([]);
   });
 
   it('installs with dpkg -i and runs on its bundled Node.js 24', () => {
