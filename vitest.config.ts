@@ -9,6 +9,7 @@ import { defineConfig } from 'vitest/config';
 export const UNIT_TESTS = [
   'test/agent-accounting.test.ts',
   'test/config.test.ts',
+  'test/config-documents.test.ts',
   'test/diameter-config.test.ts',
   'test/diameter-failover.test.ts',
   'test/diameter-peer.test.ts',

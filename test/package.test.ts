@@ -52,7 +52,7 @@ describe('Debian package', () => {
     const depends = execFileSync('dpkg-deb', ['-f', deb, 'Depends'], { encoding: 'utf8' });
     for (const lib of ['libbpf1', 'libelf1', 'zlib1g']) expect(depends).toContain(lib);
     expect(execFileSync('dpkg-deb', ['-I', deb, 'conffiles'], { encoding: 'utf8' }).trim()).toBe('/etc/ubia/ubia.toml');
-    expect(contents).toEqual(expect.arrayContaining(['/usr/bin/ubia', '/usr/lib/ubia/node', '/lib/systemd/system/ubia.service', '/etc/ubia/ubia.toml']));
+    expect(contents).toEqual(expect.arrayContaining(['/usr/bin/ubia', '/usr/lib/ubia/node', '/lib/systemd/system/ubia.service', '/etc/ubia/ubia.toml', '/usr/share/man/man5/ubia.toml.5.gz']));
     // no development packages in the bundle
     expect(contents.some((p) => p.startsWith('/usr/lib/ubia/node_modules/vitest/'))).toBe(false);
     expect(contents.some((p) => p.startsWith('/usr/lib/ubia/node_modules/typescript/'))).toBe(false);

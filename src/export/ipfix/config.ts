@@ -33,7 +33,8 @@ export const ipfixElementIdsSchema = z.strictObject({
 export const ipfixCollectorSchema = z.strictObject({
   address: z.string({ error: 'each [[ipfix.collectors]] table needs address = "<host or IP of the IPFIX collector>"' })
     .min(1, 'collector address is empty: set address = "<host or IP of the IPFIX collector>"')
-    .describe('host name or IP address of the collector (required)'),
+    .describe('host name or IP address of the collector')
+    .meta({ examples: ['192.0.2.10'] }),
   port: z.number().int().min(1, PORT_RANGE).max(65535, PORT_RANGE).default(4739)
     .describe('collector port, 1..65535; default 4739 (IANA ipfix)'),
   transport: z.enum(['udp', 'tcp']).default('udp')
@@ -56,7 +57,8 @@ export const ipfixCollectorSchema = z.strictObject({
   truncate_ipv6_prefix: z.number().int().min(0).max(128).default(48)
     .describe('anonymize = "truncate": IPv6 prefix length kept; default 48'),
   cryptopan_key_file: z.string().min(1).optional()
-    .describe('anonymize = "cryptopan": file holding the 32-byte key (raw, or 64 hex digits); create one with `head -c 32 /dev/urandom > /etc/ubia/cryptopan.key`'),
+    .describe('anonymize = "cryptopan": file holding the 32-byte key (raw, or 64 hex digits); create one with `head -c 32 /dev/urandom > /etc/ubia/cryptopan.key`')
+    .meta({ examples: ['/etc/ubia/cryptopan.key'] }),
   process_names: z.boolean().default(true)
     .describe('false leaves what ran out of the records sent to this collector: the process name (comm) and the cgroup path (systemd unit)'),
 }).refine((c) => c.anonymize !== 'cryptopan' || c.cryptopan_key_file !== undefined, {

@@ -1,6 +1,7 @@
-// The benchmarks run from their TypeScript sources (node --experimental-transform-types
-// --import ./bench/ts-hooks.mjs bench/X.ts): nothing of them is compiled into dist/. The
-// sources import each other as './x.js', as tsc wants; this resolves those to './x.ts'.
+// The benchmarks and npm run gen:config run from their TypeScript sources (node
+// --experimental-transform-types --import ./scripts/ts-hooks.mjs bench/X.ts): nothing of
+// them is compiled into dist/. The sources import each other as './x.js', as tsc wants;
+// this resolves those to './x.ts'.
 import { registerHooks } from 'node:module';
 
 registerHooks({
