@@ -1,13 +1,14 @@
 // The `ubia` command line. Exit codes: 0 done, 1 bad usage or error, 2 agent not running.
 import { createRequire } from 'node:module';
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { controlSectionSchema } from '../config/schema.js';
 import { AgentNotRunningError, AgentReplyError } from '../control/client.js';
 import { localDayStart } from '../control/day.js';
 import { parseDuration } from './format.js';
 import { runTop } from './top.js';
 import { showFlows, showProcs, showStatus, showUsers } from './views.js';
 
-const DEFAULT_SOCKET = '/run/ubia/control.sock';
+const DEFAULT_SOCKET = controlSectionSchema.parse({}).socket;
 const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
 
 function positiveNumber(v: string): number {

@@ -3,16 +3,7 @@
 // empty file (or no file) is a valid configuration. Exporter sections belong to their
 // exporters (src/export/<name>/config.ts); absent section = exporter disabled.
 import { z } from 'zod';
-
-const seconds = (min: number, max: number) => z.number().min(min).max(max);
-const integer = (min: number, max: number) => z.number().int().min(min).max(max);
-const text = () => z.string().min(1);
-
-/** A key with its default; the description (what config errors say is allowed) ends
- *  with that default, so the two cannot disagree. */
-function setting<T extends z.ZodType>(schema: T, fallback: z.output<T>, meaning: string) {
-  return schema.default(fallback as never).describe(`${meaning}; default ${fallback === '' ? '""' : String(fallback)}`);
-}
+import { integer, seconds, setting, text } from '../core/settings.js';
 
 export const agentSectionSchema = z
   .strictObject({
