@@ -135,7 +135,7 @@ describe('real agent → Diameter → freeDiameter/app_acct → PostgreSQL', () 
     // both users' INTERIMs came while they were sending (1 s interval, 3 s of traffic)
     await interimsOfBoth();
     const d = status().exporters.find((e) => e.name === 'diameter')!;
-    const peers = d.extra!.peers as { name: string; state: string; remoteHost: string }[];
+    const peers = d.peers!;
     expect(peers).toEqual([expect.objectContaining({ name: `127.0.0.1:${fd.port}`, state: 'open', remoteHost: 'aaa.test.local' })]);
     expect(d.extra).toEqual(expect.objectContaining({ outbox: expect.any(Number), sessions: expect.any(Number), rejected: 0 }));
     // the text view: each peer's state and the outbox depth

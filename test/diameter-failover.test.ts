@@ -33,7 +33,7 @@ describe('Diameter reconnection and failover against scripted servers', () => {
     const primary = await scriptedServer();
     const secondary = await scriptedServer();
     const { acct } = exporter([primary.port, secondary.port], { request_timeout: 5, watchdog_interval: 1 });
-    await waitFor('both open', () => (acct.status().extra!.peers as { state: string }[]).every((p) => p.state === 'open'), 5000);
+    await waitFor('both open', () => acct.status().peers!.every((p) => p.state === 'open'), 5000);
     primary.silent = true;
     startUsers(acct, 4);
     await waitFor('delivered through the secondary', () => delivered(acct), 10_000);

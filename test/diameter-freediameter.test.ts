@@ -321,7 +321,7 @@ describe('Diameter over TLS (RFC 6733 §13) to freeDiameter', () => {
         ['heidi', RecordType.Start, 123, 456, null],
         ['heidi', RecordType.Stop, 123, 456, 4], // ADMINISTRATIVE (RFC 6733 §8.15)
       ]);
-      const lastError = (): string => String((refused.status().extra!.peers as { lastError?: string }[])[0]!.lastError);
+      const lastError = (): string => String(refused.status().peers![0]!.lastError);
       await waitFor('the wrong-CA client to fail', () => lastError() !== 'undefined', 10_000);
       expect(refused.status().state).toBe('down');
       expect(lastError()).toMatch(/certificate/i);

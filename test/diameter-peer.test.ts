@@ -74,7 +74,7 @@ describe('Diameter peer connection against a scripted server', () => {
     const dpr = srv.baseRequests.at(-1)!;
     expect(dpr.command).toBe(Command.DisconnectPeer);
     expect(dpr.avps.get('Disconnect-Cause')).toBe('REBOOTING');
-    expect((acct.status().extra!.peers as { state: string }[])[0]!.state).toBe('closed');
+    expect(acct.status().peers![0]!.state).toBe('closed');
   });
 
 });

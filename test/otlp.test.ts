@@ -603,7 +603,7 @@ describe('OTLP metrics from the real agent', () => {
       await agent.stop();
     });
     const status = JSON.parse(cli(agent.socket, ['status', '--json']).stdout) as StatusResult;
-    const peerState = (status.exporters.find((e) => e.name === 'diameter')!.extra!.peers as Array<{ state: string }>)[0]!.state;
+    const peerState = status.exporters.find((e) => e.name === 'diameter')!.peers![0]!.state;
     expect(peerState).not.toBe('open');
 
     const exported = await waitFor('an export with the Diameter peer', () =>

@@ -1,28 +1,63 @@
 // The agent: one event loop that polls the meter, books deltas in the ledger, feeds the
 // exporters, serves the control socket, and handles SIGHUP reloads and orderly shutdown.
-// Kernel, NSS and exporter construction come in through AgentDeps (wired in main.ts).
+// Kernel, NSS, exporter construction and the control socket's server come in through
+// AgentDeps (wired by the `ubia agent` command, cli/agent.ts: the agent does not import
+// the control layer above it).
 import { readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import type { Exporter } from '../export/types.js';
-import { humanRate } from '../cli/format.js';
+import { humanRate } from '../core/units.js';
 import { loadConfig } from '../config/load.js';
 import type { UbiaConfig } from '../config/config.js';
 import { DAY_MS, HOUR_MS, Ledger } from '../ledger/ledger.js';
 import { Accounting } from './accounting.js';
 import { decodeCheckpoint } from './checkpoint.js';
 import type { MeterReader } from './meter.js';
-import { createNameCache, type UserNameLookup } from './names.js';
-import { createRequestHandler } from '../control/handlers.js';
-import { startControlServer, type Caller, type ControlServer } from '../control/server.js';
+import { createNameCache, type NameCache, type UserNameLookup } from './names.js';
 import type { ExporterContext } from './exporters.js';
 import type { OtlpHealth } from '../export/otlp/index.js';
+
+/** A client of the control socket, as the kernel names it (SO_PEERCRED). */
+export interface Peer {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+/** What the agent shows of itself to its control socket. */
+export interface AgentState {
+  accounting: Accounting;
+  ledger: Ledger;
+  meter: MeterReader;
+  names: NameCache;
+  configFile: string | undefined;
+  pollIntervalSeconds(): number;
+  countLoopback(): boolean;
+  exporters(): ReturnType<Exporter['status']>[];
+  isAdmin(caller: Peer): boolean;
+  /** times in ms since the epoch */
+  times(): { startedAt: number; lastPollAt?: number; lastFlushAt?: number };
+  lastFlushError(): string | undefined;
+}
+
+export interface ControlLimits {
+  maxRequestBytes: number;
+  maxClients: number;
+}
+
+/** The control socket's server, as the agent drives it. */
+export interface ControlService {
+  setLimits(limits: ControlLimits): void;
+  close(): Promise<void>;
+}
 
 export interface AgentDeps {
   openMeter(opts: { pinDir: string; flowCapacity: number }): MeterReader;
   userName: UserNameLookup;
   groupMembers(name: string): { gid: number; members: string[] } | undefined;
-  peerCredentials(fd: number): Caller;
+  /** serves the control socket at `path` over the agent's state */
+  serveControl(state: AgentState, opts: ControlLimits & { path: string; logger: Logger }): Promise<ControlService>;
   sdNotify(state: string): boolean;
   /** one Exporter per configured exporter section of `config` */
   createExporters(config: UbiaConfig, ctx: ExporterContext): Promise<Exporter[]>;
@@ -94,10 +129,7 @@ export async function startAgent(
       unattributed.txPackets += i.unattributed.txPackets;
     }
     const statuses = exporters.map((e) => e.status());
-    // the Diameter exporter lists its peers in status().extra.peers as { name, state, … }
-    const peers = statuses.flatMap((s) =>
-      Array.isArray(s.extra?.peers) ? (s.extra.peers as { name: string; state: string }[]).map((p) => ({ peer: p.name, state: p.state })) : [],
-    );
+    const peers = statuses.flatMap((s) => (s.peers ?? []).map((p) => ({ peer: p.name, state: p.state })));
     return { unattributed, meter: meter.health(), lastPollSeconds, exporters: statuses, diameterPeers: peers };
   };
   const exporterContext = (): ExporterContext => ({
@@ -198,7 +230,7 @@ export async function startAgent(
     }
   };
 
-  const isAdmin = (caller: Caller) => {
+  const isAdmin = (caller: Peer) => {
     if (caller.uid === 0) return true;
     const group = config.control.admin_group;
     if (!group) return false;
@@ -206,13 +238,8 @@ export async function startAgent(
     return g !== undefined && (caller.gid === g.gid || g.members.includes(names.name(caller.uid)));
   };
 
-  const server: ControlServer = await startControlServer({
-    path: config.control.socket,
-    maxRequestBytes: config.control.max_request_bytes,
-    maxClients: config.control.max_clients,
-    logger,
-    peerCredentials: deps.peerCredentials,
-    handle: createRequestHandler({
+  const server = await deps.serveControl(
+    {
       accounting,
       ledger,
       meter,
@@ -224,8 +251,9 @@ export async function startAgent(
       isAdmin,
       times: () => ({ startedAt, lastPollAt, lastFlushAt }),
       lastFlushError: () => flushError,
-    }),
-  });
+    },
+    { path: config.control.socket, maxRequestBytes: config.control.max_request_bytes, maxClients: config.control.max_clients, logger },
+  );
 
   const timers = {
     poll: undefined as NodeJS.Timeout | undefined,

@@ -44,7 +44,7 @@ export function buildProgram(): Command {
     .option('-c, --config <file>', 'config file (default /etc/ubia/ubia.toml; built-in defaults when absent)')
     .option('--daemon', 'detach; logs go to log.daemon_file (/var/log/ubia/agent.log)')
     .action(async (o: { config?: string; daemon?: boolean }) => {
-      const { runAgentCommand } = await import('../agent/main.js');
+      const { runAgentCommand } = await import('./agent.js');
       // exit right away: the kernel meter's event polling would keep the loop alive
       process.exit(await runAgentCommand(o));
     });

@@ -2,20 +2,41 @@
 // admin group see everything; anyone else sees only their own uid's usage, processes and
 // flows (and not the host-wide unattributed figures).
 import type { ExporterStatus, FlowSnapshot } from '../export/types.js';
-import type { Accounting, ProcessView } from '../agent/accounting.js';
-import type { MeterReader } from '../agent/meter.js';
-import type { NameCache } from '../agent/names.js';
-import { addInto, zeroCounters } from '../agent/counters.js';
+import type { Meter } from '../kernel/index.js';
+import { addInto, zeroCounters, type TrafficCounters } from '../core/counters.js';
 import { UNATTRIBUTED_UID, type Ledger } from '../ledger/ledger.js';
 import { ControlError, type Caller, type RequestHandler } from './server.js';
 import { localDayStart } from './day.js';
 import type { FlowRow, ProcessRow, StatusResult, TopResult, TopUser, UserTotals, UsersResult } from './protocol.js';
 
+/** A process's counters and rates as the live accounting keeps them. */
+export interface ProcessView extends TrafficCounters {
+  uid: number;
+  user: string;
+  pid: number;
+  comm: string;
+  rxRate: number;
+  txRate: number;
+}
+
+/** What the control API reads of the agent's live accounting: this much, declared here, so
+ *  control/ depends on no class of the agent's (its Accounting provides it). */
+export interface LiveAccounting {
+  rates(): Map<number, { rxRate: number; txRate: number }>;
+  processList(): ProcessView[];
+  activeFlows(): FlowSnapshot[];
+  endedFlows(): FlowSnapshot[];
+  /** reads the flow table now (a `flows` request wants it fresh) */
+  refreshFlows(nowMs: number): void;
+  /** keeps the per-process reads going while someone watches (`ubia top`) */
+  watchProcesses(nowMs: number): void;
+}
+
 export interface AgentView {
-  accounting: Accounting;
-  ledger: Ledger;
-  meter: MeterReader;
-  names: NameCache;
+  accounting: LiveAccounting;
+  ledger: Pick<Ledger, 'path' | 'sizeBytes' | 'totals'>;
+  meter: Pick<Meter, 'status' | 'health' | 'readInterfaces'>;
+  names: { name(uid: number): string };
   configFile: string | undefined;
   pollIntervalSeconds(): number;
   countLoopback(): boolean;

@@ -31,8 +31,19 @@ export interface ExporterStatus {
   queued: number;
   /** records given up on (e.g. spool full, permanent failures) */
   dropped: number;
+  /** the peers an exporter talks to (Diameter: its AAA servers, primary first) */
+  peers?: ExporterPeer[];
   /** free-form per-exporter figures shown by `ubia status --json` */
   extra?: Record<string, unknown>;
+}
+
+export interface ExporterPeer {
+  name: string;
+  /** the exporter's word for the connection's state ("open" when delivering) */
+  state: string;
+  remoteHost?: string;
+  inFlight?: number;
+  lastError?: string;
 }
 
 export interface Exporter {

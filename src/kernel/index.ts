@@ -6,7 +6,7 @@ import { addon, rows, selectRows, type Columns, type NativeEvents, type NativeMe
 import type { FlowRecord, InterfaceCounters, MeterEvent, MeterHealth, MeterStatus, ProcessCounters, UnattributedCounters, UserCounters } from './types.js';
 
 export * from './types.js';
-export { userName, groupMembers, peerCredentials, sdNotify } from './native.js';
+export { userName, groupMembers, peerCredentials, sdNotify, rows, type Columns } from './native.js';
 
 const SWEEP_MS = 30_000;
 

@@ -2,20 +2,10 @@
 // Every counter here is monotonic as the kernel keeps it (never read-then-cleared);
 // consumers compute deltas. Counts fit exactly in a JS number up to 2^53 (8 PiB).
 
-/** Whether a socket's packets use the loopback interface or a real one. */
-export type Scope = 'loopback' | 'external';
+import type { Scope, TrafficCounters } from '../core/counters.js';
 
-/** Wire figures are L3 bytes (IP header included) and packets as they cross the wire
- *  (a GSO/TSO super-packet counts as its segments); payload figures are what the socket
- *  layer handed to or took from the process. */
-export interface TrafficCounters {
-  rxBytes: number;
-  txBytes: number;
-  rxPackets: number;
-  txPackets: number;
-  rxPayloadBytes: number;
-  txPayloadBytes: number;
-}
+// the counting vocabulary is the ground floor's (core/counters.ts)
+export type { Scope, TrafficCounters };
 
 export interface UserCounters extends TrafficCounters {
   uid: number;

@@ -10,7 +10,7 @@ import Database from 'better-sqlite3';
 import { mkdirSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Scope, TrafficCounters } from '../kernel/types.js';
-import { addInto, getCounters, putCounters, zeroCounters } from '../agent/counters.js';
+import { addInto, getCounters, putCounters, zeroCounters } from '../core/counters.js';
 
 /** uid under which packets without a local socket owner are booked (per interface scope). */
 export const UNATTRIBUTED_UID = -1;

@@ -116,8 +116,8 @@ export function createDiameterAccounting(config: DiameterConfig, deps: DiameterD
         detail,
         queued,
         dropped: rejected,
+        peers: peers.map((p) => ({ name: p.name, state: p.state, remoteHost: p.remoteHost, inFlight: p.inFlight, lastError: p.lastError })),
         extra: {
-          peers: peers.map((p) => ({ name: p.name, state: p.state, remoteHost: p.remoteHost, inFlight: p.inFlight, lastError: p.lastError })),
           sessions: sessions.count,
           outbox: queued,
           inFlight: sender.inFlight,
