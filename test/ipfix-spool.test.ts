@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createIpfixExporter } from '../src/export/ipfix/index.js';
 import type { Exporter } from '../src/export/types.js';
-import { createRecordQueue } from '../src/export/ipfix/spool.js';
+import { createRecordQueue } from '../src/export/ipfix/disk-queue.js';
 import { createTcpStream } from '../src/export/ipfix/tcp.js';
 import { freePort, tempDir } from './support/testbed.js';
 import { sleep, waitFor } from './support/wait.js';

@@ -3,7 +3,7 @@
 // events, including those the ring buffer could not carry.
 import { release } from 'node:os';
 import { addon, rows, selectRows, type Columns, type NativeEvents, type NativeMeter } from './native.js';
-import type { FlowRecord, InterfaceCounters, MeterEvent, MeterHealth, MeterStatus, ProcessCounters, UnattributedCounters, UserCounters } from './types.js';
+import type { FlowRecord, InterfaceCounters, MeterEvent, MeterHealth, MeterStatus, ProcessCounters, WireCounters, UserCounters } from './types.js';
 
 export * from './types.js';
 export { userName, groupMembers, peerCredentials, sdNotify, rows, type Columns } from './native.js';
@@ -39,7 +39,7 @@ export interface Meter {
   readFlowColumns(): Columns<FlowRecord>;
   readInterfaces(): InterfaceCounters[];
   /** packets with no user socket behind them, as the cgroup layer saw them */
-  readUnattributed(): UnattributedCounters;
+  readUnattributed(): WireCounters;
   health(): MeterHealth;
   onEvent(cb: (e: MeterEvent) => void): void;
   /** deliver queued events now (they also arrive on their own from the event loop) */

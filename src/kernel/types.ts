@@ -54,9 +54,10 @@ export interface ProcessExited {
 
 export type MeterEvent = FlowEnded | ProcessExited;
 
-/** Packets the kernel moved without a local user socket behind them (kernel-generated
- *  replies, time-wait ACKs, packets for no socket). */
-export interface UnattributedCounters {
+/** Wire figures only (L3 bytes and packets, no payload): what tc sees on an interface,
+ *  in total, attributed to a socket's owner, or unattributed (kernel-generated replies,
+ *  time-wait ACKs, packets for no socket). */
+export interface WireCounters {
   rxBytes: number;
   txBytes: number;
   rxPackets: number;
@@ -67,11 +68,11 @@ export interface InterfaceCounters {
   ifindex: number;
   name: string;
   /** what tc (clsact) saw on the interface: IP packets only, L3 bytes */
-  total: UnattributedCounters;
+  total: WireCounters;
   /** of that, what was attributed to a local socket's owner */
-  attributed: UnattributedCounters;
+  attributed: WireCounters;
   /** of that, what had no local socket */
-  unattributed: UnattributedCounters;
+  unattributed: WireCounters;
 }
 
 export interface MeterHealth {
@@ -88,10 +89,13 @@ export interface HookStatus {
   detail: string;
 }
 
+export type MeterMode = 'socket+wire' | 'wire-only';
+
 export interface MeterStatus {
   kernelRelease: string;
-  /** 'full' (socket + wire), 'wire-only' (no socket-length tracepoints), … */
-  mode: string;
+  /** what the meter counts: wire figures and socket payload, or wire figures only (a
+   *  kernel without the socket-length tracepoints, or `wireOnly`) */
+  mode: MeterMode;
   hooks: HookStatus[];
   pinDir: string;
   /** true when this meter re-used pinned state left by an earlier agent */

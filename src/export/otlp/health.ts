@@ -2,12 +2,12 @@
 // timing, every exporter's status, the Diameter peers), so the agent passes a function
 // that returns them; it is called once per export, at collection time, never per poll.
 import { ValueType, type Meter } from '@opentelemetry/api';
-import type { MeterHealth, UnattributedCounters } from '../../kernel/types.js';
+import type { MeterHealth, WireCounters } from '../../kernel/types.js';
 import type { ExporterStatus } from '../types.js';
 
 export interface OtlpHealth {
   /** cumulative since the meter was loaded, summed over interfaces */
-  unattributed: UnattributedCounters;
+  unattributed: WireCounters;
   /** the meter's cumulative map overflows and dropped ring-buffer events */
   meter: MeterHealth;
   /** wall-clock seconds the last poll of the kernel counters took */
