@@ -18,6 +18,7 @@ export const UNIT_TESTS = [
   'test/ipfix-encoding.test.ts',
   'test/ipfix-udp.test.ts',
   'test/ledger.test.ts',
+  'test/native-columns.test.ts',
   'test/package-config.test.ts',
 ];
 
