@@ -3,27 +3,18 @@
 // flows (and not the host-wide unattributed figures).
 import type { ExporterStatus, FlowSnapshot } from '../export/types.js';
 import type { Meter } from '../kernel/index.js';
-import { addInto, zeroCounters, type TrafficCounters } from '../core/counters.js';
+import { addInto, zeroCounters } from '../core/counters.js';
 import { UNATTRIBUTED_UID, type Ledger } from '../ledger/ledger.js';
 import { ControlError, type Caller, type RequestHandler } from './server.js';
 import { localDayStart } from './day.js';
 import type { FlowRow, ProcessRow, StatusResult, TopResult, TopUser, UserTotals, UsersResult } from './protocol.js';
 
-/** A process's counters and rates as the live accounting keeps them. */
-export interface ProcessView extends TrafficCounters {
-  uid: number;
-  user: string;
-  pid: number;
-  comm: string;
-  rxRate: number;
-  txRate: number;
-}
-
 /** What the control API reads of the agent's live accounting: this much, declared here, so
  *  control/ depends on no class of the agent's (its Accounting provides it). */
 export interface LiveAccounting {
   rates(): Map<number, { rxRate: number; txRate: number }>;
-  processList(): ProcessView[];
+  /** live processes, already in the protocol's row shape */
+  processList(): ProcessRow[];
   activeFlows(): FlowSnapshot[];
   endedFlows(): FlowSnapshot[];
   /** reads the flow table now (a `flows` request wants it fresh) */
@@ -52,10 +43,10 @@ const iso = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).
 const matchesUser = (query: string | undefined, uid: number, user: string) =>
   query === undefined || query === String(uid) || query === user;
 
-const byRateThenBytes = (a: ProcessView, b: ProcessView) =>
+const byRateThenBytes = (a: ProcessRow, b: ProcessRow) =>
   b.rxRate + b.txRate - (a.rxRate + a.txRate) || b.rxBytes + b.txBytes - (a.rxBytes + a.txBytes);
 
-function processRow(p: ProcessView): ProcessRow {
+function processRow(p: ProcessRow): ProcessRow {
   return {
     uid: p.uid,
     user: p.user,
