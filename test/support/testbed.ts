@@ -62,7 +62,7 @@ export interface TestNet {
 
 // Picks the first 198.18.0.0/15 /24 no host interface has an address in, and claims it by
 // adding the host end's address, all under one lock: concurrently running tests (and
-// benchmarks) never share a subnet. The IPv6 /64 follows from the same number.
+// benchmarks) never share a subnet. The IPv6 /64 follows from the same number (plus one).
 const CREATE_NET = `
 set -eu
 ns=$1 host=$2 peer=$3
@@ -70,7 +70,8 @@ used=" $(ip -o -4 addr show | sed -n 's/.* inet 198\\.\\(1[89]\\.[0-9]*\\)\\..*/
 for a in 18 19; do
   for b in $(seq 0 255); do
     case "$used" in *" $a.$b "*) continue ;; esac
-    n=$(( (a - 18) * 256 + b ))
+    # 1..512, never 0: addresses are then written as tools print them (no "2001:db8:0::")
+    n=$(( (a - 18) * 256 + b + 1 ))
     v6=$(printf '2001:db8:%x' "$n")
     ip netns add "$ns"
     ip link add "$host" type veth peer name "$peer"
