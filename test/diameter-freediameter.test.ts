@@ -111,7 +111,7 @@ describe('Diameter accounting into freeDiameter/app_acct/PostgreSQL', () => {
           t.outP += u.rxPackets;
         }
         acct.usage(usage(t0 + i * 500, t0 + (i + 1) * 500, users));
-        await new Promise((r) => setTimeout(r, 500));
+        await sleep(500);
       }
       logind.set(60002, undefined); // bob's last login session ended: logind removes his file
       // alice goes idle: her STOP comes after idleStopSeconds
