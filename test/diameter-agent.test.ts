@@ -10,7 +10,10 @@ import { join } from 'node:path';
 import { Ledger } from '../src/ledger/ledger.js';
 import type { StatusResult } from '../src/control/protocol.js';
 import { RecordType } from '../src/export/diameter/dictionary.js';
-import { cli, createTestbed, removeMeter, runTraffic, startAgent, waitFor, type AgentProcess, type Testbed, type TestUser } from './helpers/agent.js';
+import { cli, startAgent, type AgentProcess } from './support/agent.js';
+import { createTestbed, removeMeter, type Testbed, type TestUser } from './support/testbed.js';
+import { sinkTraffic } from './support/traffic.js';
+import { waitFor } from './support/wait.js';
 import { REALM, startFreeDiameter, startPostgres, type AcctRow, type FreeDiameter, type Postgres } from './peers/freediameter/harness.js';
 import { bySession, dedupeChecked, expectWellFormedSession } from './peers/freediameter/checks.js';
 
@@ -125,24 +128,24 @@ describe('real agent → Diameter → freeDiameter/app_acct → PostgreSQL', () 
 
     const t0 = Date.now();
     const [a, b] = await Promise.all([
-      runTraffic(alice, setup.dir, { host: bed.net.peerV4, port: bed.sink.port, send: 3_000_000, reply: 1_000_000, ms: 3000 }),
-      runTraffic(bob, setup.dir, { host: bed.net.peerV6, port: bed.sink.port, send: 200_000, reply: 5_000_000, ms: 3000 }),
+      sinkTraffic(alice, { host: bed.net.peerV4, port: bed.sink.port, send: 3_000_000, reply: 1_000_000, ms: 3000 }),
+      sinkTraffic(bob, { host: bed.net.peerV6, port: bed.sink.port, send: 200_000, reply: 5_000_000, ms: 3000 }),
     ]);
     expect([a, b]).toEqual([1_000_000, 5_000_000]);
     // both users' INTERIMs came while they were sending (1 s interval, 3 s of traffic)
     await interimsOfBoth();
     const d = status().exporters.find((e) => e.name === 'diameter')!;
-    const peers = d.extra!.peers as { name: string; state: string; remoteHost: string }[];
+    const peers = d.peers!;
     expect(peers).toEqual([expect.objectContaining({ name: `127.0.0.1:${fd.port}`, state: 'open', remoteHost: 'aaa.test.local' })]);
     expect(d.extra).toEqual(expect.objectContaining({ outbox: expect.any(Number), sessions: expect.any(Number), rejected: 0 }));
     // the text view: each peer's state and the outbox depth
     const peer = `127\\.0\\.0\\.1:${fd.port}`;
-    expect(cli(agent.socket, ['status']).stdout).toMatch(
+    expect(cli(agent!.socket, ['status']).stdout).toMatch(
       new RegExp(`diameter: ok — sending to ${peer}; peers: ${peer} open \\(aaa\\.test\\.local\\); outbox \\d+, in flight \\d+, sessions \\d+ \\(queued \\d+, dropped 0\\)`),
     );
 
     // SIGTERM: the agent's last poll, then a STOP for every session (ADMINISTRATIVE)
-    expect(await agent.stop()).toBe(0);
+    expect(await agent!.stop()).toBe(0);
     const stops = expectSessionsEqualLedger(join(setup.dir, 'ledger.db'), t0, receivedBefore);
     // what the test users sent and received is in there (payload plus headers)
     expect(stops.get(alice.uid)!.inputOctets).toBeGreaterThan(3_000_000);
@@ -158,13 +161,13 @@ describe('real agent → Diameter → freeDiameter/app_acct → PostgreSQL', () 
 
     const t0 = Date.now();
     const traffic = Promise.all([
-      runTraffic(alice, setup.dir, { host: bed.net.peerV4, port: bed.sink.port, send: 4_000_000, reply: 2_000_000, ms: 5000 }),
-      runTraffic(bob, setup.dir, { host: bed.net.peerV6, port: bed.sink.port, send: 300_000, reply: 6_000_000, ms: 5000 }),
+      sinkTraffic(alice, { host: bed.net.peerV4, port: bed.sink.port, send: 4_000_000, reply: 2_000_000, ms: 5000 }),
+      sinkTraffic(bob, { host: bed.net.peerV6, port: bed.sink.port, send: 300_000, reply: 6_000_000, ms: 5000 }),
     ]);
     await interimsOfBoth();
     // the ledger is flushed every second, the Diameter sessions at every 0.2 s poll: the
     // restarted agent hands over again what came after its last flush
-    await agent.kill();
+    await agent!.kill();
     agent = await startAgent(setup);
     expect(await traffic).toEqual([2_000_000, 6_000_000]);
     await waitPeerOpen();

@@ -4,7 +4,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { createIdSequence, decodeMessage, findAvp, readU32 } from '../src/export/diameter/codec.js';
 import { Avp, RecordType } from '../src/export/diameter/dictionary.js';
-import { openDiameterLedger, type DiameterLedger } from '../src/export/diameter/ledger.js';
+import { openDiameterOutbox, type DiameterOutbox } from '../src/export/diameter/outbox.js';
 import { createSessions, type Sessions } from '../src/export/diameter/sessions.js';
 import { tempLedger, usage } from './peers/freediameter/client.js';
 
@@ -12,10 +12,10 @@ const disposers: (() => void)[] = [];
 afterEach(() => disposers.splice(0).forEach((d) => d()));
 
 /** A ledger database, and sessions over it that can be "restarted" as after a kill -9. */
-function setup(): { ledger: DiameterLedger; start(): Sessions } {
+function setup(): { ledger: DiameterOutbox; start(): Sessions } {
   const db = tempLedger();
   disposers.push(db.dispose);
-  const ledger = openDiameterLedger(db.db);
+  const ledger = openDiameterOutbox(db.db);
   const start = (): Sessions =>
     createSessions(
       ledger,
@@ -36,7 +36,7 @@ function poll(sessions: Sessions, deltas: Record<number, [number, number, number
 }
 
 /** The ACRs in the outbox: type, Session-Id and the four counters (input, output octets; input, output packets). */
-function records(ledger: DiameterLedger) {
+function records(ledger: DiameterOutbox) {
   return ledger.readOutbox(0, 1000).map((r) => {
     const m = decodeMessage(r.message);
     const u64 = (code: number) => Number(findAvp(m.avps, code)!.data.readBigUInt64BE());

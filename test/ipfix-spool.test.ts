@@ -1,26 +1,28 @@
 // No loss over TCP: while the collector is down records wait in the on-disk spool and
 // arrive exactly once, in order, when it is back; each connection is its own stream whose
 // sequence numbers count the records before each message. Decoded with ipfixDump.
-import { readdirSync, writeFileSync } from 'node:fs';
+import { readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createIpfixExporter } from '../src/export/ipfix/index.js';
 import type { Exporter } from '../src/export/types.js';
-import { createRecordQueue } from '../src/export/ipfix/spool.js';
+import { createRecordQueue } from '../src/export/ipfix/disk-queue.js';
 import { createTcpStream } from '../src/export/ipfix/tcp.js';
-import { flowSnapshot, freePort, ipfixConfig, ipfixDump, silentLogger, sleep, tcpSink, tempDir, waitFor, type TcpSink } from './helpers/ipfix.js';
+import { freePort, tempDir } from './support/testbed.js';
+import { sleep, waitFor } from './support/wait.js';
+import { flowSnapshot, ipfixConfig, ipfixDump, silentLogger, tcpSink, type TcpSink } from './support/ipfix.js';
 
 const elementsXml = join(import.meta.dirname, '..', 'packaging', 'ipfix', 'ubia-elements.xml');
 /** One template (256: sourceIPv4Address, octetDeltaCount) for streams tested on their own. */
 const TEMPLATE_SET = Buffer.from('00020010' + '01000002' + '00080004' + '00010008', 'hex');
-let dir: ReturnType<typeof tempDir>;
+let dir: string;
 beforeEach(() => { dir = tempDir('ubia-ipfix-spool-'); });
-afterEach(() => dir.remove());
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
 function exporterTo(port: number, over: Record<string, unknown> = {}): Exporter {
   return createIpfixExporter(ipfixConfig({
     collectors: [{ address: '127.0.0.1', port, transport: 'tcp', records: ['flows'], reconnect_min: 1, reconnect_max: 1, ...over }],
-  }), { logger: silentLogger, spoolDir: dir.path });
+  }), { logger: silentLogger, spoolDir: dir });
 }
 
 /** Flows that only sent, so each gives exactly one record; the local port (< 65536) numbers them. */
@@ -30,7 +32,7 @@ function sendFlows(exporter: Exporter, from: number, count: number): void {
   }
 }
 
-const spoolFiles = (port: number) => readdirSync(join(dir.path, `tcp-127.0.0.1-${port}`)).filter((f) => f.endsWith('.spool'));
+const spoolFiles = (port: number) => readdirSync(join(dir, `tcp-127.0.0.1-${port}`)).filter((f) => f.endsWith('.spool'));
 const delivered = (e: Exporter) => e.status().queued === 0 && e.status().state === 'ok';
 
 /** Every connection's records in arrival order, checking each connection's templates and
@@ -40,7 +42,7 @@ async function receivedPorts(sinks: TcpSink[]): Promise<number[]> {
   let n = 0;
   for (const sink of sinks) {
     for (const chunks of sink.connections) {
-      const file = join(dir.path, `connection-${n++}.ipfix`);
+      const file = join(dir, `connection-${n++}.ipfix`);
       writeFileSync(file, Buffer.concat(chunks));
       const { messages, text } = await ipfixDump(file, elementsXml);
       // templates once per connection, at its start (RFC 7011 §8.1): IPv4 and IPv6 flows
@@ -63,7 +65,7 @@ async function behindStalledCollector(): Promise<{ port: number; sink: TcpSink; 
   const port = await freePort();
   const sink = await tcpSink(port, { paused: true });
   const exporter = exporterTo(port);
-  await waitFor(() => exporter.status().state === 'ok', 5000, 'the connection');
+  await waitFor('the connection', () => exporter.status().state === 'ok', 5000);
   sendFlows(exporter, 0, 65_000);
   return { port, sink, exporter };
 }
@@ -76,20 +78,20 @@ describe('TCP collector outages', () => {
     const exporter = exporterTo(port);
     try {
       sendFlows(exporter, 20000, 300); // collector not there yet
-      await waitFor(() => exporter.status().state === 'down', 5000, 'the exporter to see the collector is down');
-      await waitFor(() => spoolFiles(port).length > 0, 5000, 'records to spill to the spool directory');
+      await waitFor('the exporter to see the collector is down', () => exporter.status().state === 'down', 5000);
+      await waitFor('records to spill to the spool directory', () => spoolFiles(port).length > 0, 5000);
       expect(exporter.status()).toMatchObject({ state: 'down', queued: 300, dropped: 0 });
 
       const first = await tcpSink(port);
-      await waitFor(() => delivered(exporter), 10_000, 'the spool to drain into the collector');
+      await waitFor('the spool to drain into the collector', () => delivered(exporter), 10_000);
       sendFlows(exporter, 20300, 300);
-      await waitFor(() => delivered(exporter), 10_000, 'live records to reach the collector');
+      await waitFor('live records to reach the collector', () => delivered(exporter), 10_000);
       await first.close();
-      await waitFor(() => exporter.status().state === 'down', 5000, 'the exporter to notice the collector went away');
+      await waitFor('the exporter to notice the collector went away', () => exporter.status().state === 'down', 5000);
       sendFlows(exporter, 20600, 300);
 
       const second = await tcpSink(port);
-      await waitFor(() => delivered(exporter), 10_000, 'the spool to drain after the second outage');
+      await waitFor('the spool to drain after the second outage', () => delivered(exporter), 10_000);
       await exporter.close();
       await second.close();
       expect(first.connections).toHaveLength(1);
@@ -104,10 +106,10 @@ describe('TCP collector outages', () => {
   it('queues behind a collector that stops reading, and delivers everything when it reads again', async () => {
     const { port, sink, exporter } = await behindStalledCollector();
     try {
-      await waitFor(() => spoolFiles(port).length > 0, 5000, 'records to back up into the spool');
+      await waitFor('records to back up into the spool', () => spoolFiles(port).length > 0, 5000);
       expect(exporter.status().state).not.toBe('down');
       sink.resume();
-      await waitFor(() => delivered(exporter), 30_000, 'the backlog to reach the collector');
+      await waitFor('the backlog to reach the collector', () => delivered(exporter), 30_000);
       await exporter.close();
       await sink.close();
       expect(sink.connections).toHaveLength(1);
@@ -129,7 +131,7 @@ describe('TCP collector outages', () => {
     try {
       expect(after.status().queued).toBe(100);
       sendFlows(after, 30100, 10);
-      await waitFor(() => delivered(after), 10_000, 'spooled records to reach the collector');
+      await waitFor('spooled records to reach the collector', () => delivered(after), 10_000);
     } finally {
       await after.close();
       await sink.close();
@@ -164,7 +166,7 @@ describe('TCP collector outages', () => {
       expect(dropped).toBeGreaterThan(2000);
       expect(s.queued).toBe(3000 - dropped);
       const sink = await tcpSink(port);
-      await waitFor(() => delivered(exporter), 10_000, 'the rest of the spool to drain');
+      await waitFor('the rest of the spool to drain', () => delivered(exporter), 10_000);
       await exporter.close();
       await sink.close();
       expect(await receivedPorts([sink])).toEqual(range(10000 + dropped, 3000 - dropped));
@@ -175,7 +177,7 @@ describe('TCP collector outages', () => {
 
   it('reconnects with a delay that doubles after each failure, up to reconnect_max', async () => {
     const port = await freePort();
-    const queue = createRecordQueue({ dir: join(dir.path, 'backoff'), maxBytes: 1 << 20, templateSet: TEMPLATE_SET, logger: silentLogger });
+    const queue = createRecordQueue({ dir: join(dir, 'backoff'), maxBytes: 1 << 20, templateSet: TEMPLATE_SET, logger: silentLogger });
     const t0 = Date.now();
     const stream = createTcpStream({ host: '127.0.0.1', port, reconnectMinMs: 100, reconnectMaxMs: 800, templateSet: TEMPLATE_SET, observationDomainId: 1, queue, logger: silentLogger });
     let sink: TcpSink | undefined;
@@ -185,7 +187,7 @@ describe('TCP collector outages', () => {
       // doubling only at 3.1 s.
       await sleep(1600 - (Date.now() - t0));
       sink = await tcpSink(port);
-      await waitFor(() => stream.status().state === 'ok', 5000, 'the reconnect');
+      await waitFor('the reconnect', () => stream.status().state === 'ok', 5000);
       const connectedAfter = Date.now() - t0;
       expect(connectedAfter).toBeGreaterThanOrEqual(2250);
       expect(connectedAfter).toBeLessThan(3050);

@@ -4,8 +4,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { columnsOf, CounterTracker, counterDelta } from '../src/agent/counters.js';
-import { decodeCheckpoint, encodeCheckpoint, userKey } from '../src/agent/checkpoint.js';
+import { columnsOf, CounterTracker, counterDelta, userKey } from '../src/core/counters.js';
+import { decodeCheckpoint, encodeCheckpoint } from '../src/agent/checkpoint.js';
 import { DAY_MS, HOUR_MS, Ledger, MINUTE_MS } from '../src/ledger/ledger.js';
 import type { UserCounters } from '../src/kernel/types.js';
 

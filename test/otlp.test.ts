@@ -10,7 +10,10 @@ import { pino } from 'pino';
 import { createOtlpExporter, otlpConfigSchema } from '../src/export/otlp/index.js';
 import type { AgentHealth, Exporter, FlowSnapshot, UserUsage } from '../src/export/types.js';
 import type { StatusResult, UsersResult } from '../src/control/protocol.js';
-import { cli, createTestbed, runTraffic, startAgent, waitFor, type TestUser } from './helpers/agent.js';
+import { cli, startAgent } from './support/agent.js';
+import { createTestbed, type TestUser } from './support/testbed.js';
+import { sinkTraffic } from './support/traffic.js';
+import { waitFor } from './support/wait.js';
 
 // ---------- a receiver ----------
 // (the last describe block runs the real agent with real traffic against it)
@@ -319,8 +322,8 @@ describe('OTLP metrics exporter', () => {
       const curl = flow(1001, 'alice', 4242, 'curl', 1_000, 200_000);
       const ssh = flow(1002, 'bob', 777, 'ssh', 5_000, 6_000);
       const ntpd = flow(0, 'root', 99, 'ntpd', 90, 90);
-      exporter.activeFlows([curl, ssh, ntpd], Date.now());
-      exporter.activeFlows([{ ...curl, txBytes: 2_000, rxBytes: 300_000 }, ssh, ntpd], Date.now());
+      exporter.activeFlows!([curl, ssh, ntpd], Date.now());
+      exporter.activeFlows!([{ ...curl, txBytes: 2_000, rxBytes: 300_000 }, ssh, ntpd], Date.now());
       exporter.flowEnded({ ...ssh, txBytes: 7_000, rxBytes: 8_000 });
 
       const req = await waitFor('an export with user metrics', () =>
@@ -425,7 +428,7 @@ describe('OTLP metrics exporter', () => {
     exporter.usage({ startMs: 0, endMs: 1, users: [user(1001, 'alice', 7_000, 9_000)] });
     // busy only during the outage: still the top process of the first delivered export
     const wget = flow(1001, 'alice', 31337, 'wget', 0, 0);
-    exporter.activeFlows([wget], Date.now());
+    exporter.activeFlows!([wget], Date.now());
     exporter.flowEnded({ ...wget, txBytes: 4_000, rxBytes: 90_000 });
     await waitFor('two failed exports', () => ((exporter.status().extra!.failures as number) >= 2 ? true : undefined));
     // nothing to keep: the next cumulative export supersedes the failed ones
@@ -492,8 +495,8 @@ describe('OTLP metrics from the real agent', () => {
       });
 
       await Promise.all([
-        runTraffic(alice, dir, { host: net.peerV4, port: sink.port, send: 300_000, reply: 50_000, ms: 300 }),
-        runTraffic(bob, dir, { host: net.peerV6, port: sink.port, send: 20_000, reply: 400_000, ms: 300 }),
+        sinkTraffic(alice, { host: net.peerV4, port: sink.port, send: 300_000, reply: 50_000, ms: 300 }),
+        sinkTraffic(bob, { host: net.peerV6, port: sink.port, send: 20_000, reply: 400_000, ms: 300 }),
       ]);
       // the exporter retries while the agent keeps polling, booking and answering
       const down = await waitFor('ubia status to show the OTLP exporter retrying', () => {
@@ -512,7 +515,7 @@ describe('OTLP metrics from the real agent', () => {
 
       const receiver = await startReceiver(port);
       cleanups.push(() => receiver.close());
-      // the client sends an 8-byte header before its payload (test/helpers/agent.ts)
+      // the client sends an 8-byte header before its payload (test/support/traffic.py sink-client)
       const expected = { [alice.name]: { tx: 300_008, rx: 50_000 }, [bob.name]: { tx: 20_008, rx: 400_000 } };
       const points = (metric: string, attrs: Record<string, AttrValue>) =>
         receiver.requests.map((r) => find(decode(r), metric, attrs)).filter((ps) => ps.length > 0);
@@ -545,7 +548,7 @@ describe('OTLP metrics from the real agent', () => {
         (JSON.parse(cli(agent.socket, ['status', '--json']).stdout) as StatusResult).exporters.find((e) => e.name === 'otlp' && e.state === 'ok'),
       );
 
-      // per process: the traffic clients (node, run as each user), wire bytes at least the
+      // per process: the traffic clients (python3, run as each user), wire bytes at least the
       // payload (top_processes is large: other tests' traffic on a shared machine must not
       // push them out; the cut itself is checked above)
       const processTx = (name: string) => {
@@ -601,7 +604,7 @@ describe('OTLP metrics from the real agent', () => {
       await agent.stop();
     });
     const status = JSON.parse(cli(agent.socket, ['status', '--json']).stdout) as StatusResult;
-    const peerState = (status.exporters.find((e) => e.name === 'diameter')!.extra!.peers as Array<{ state: string }>)[0]!.state;
+    const peerState = status.exporters.find((e) => e.name === 'diameter')!.peers![0]!.state;
     expect(peerState).not.toBe('open');
 
     const exported = await waitFor('an export with the Diameter peer', () =>

@@ -8,24 +8,18 @@
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
-import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { UsersResult } from '../src/control/protocol.js';
-import { CLI, cli, createTestbed, runTraffic, startAgent, waitFor, writeAgentConfig, type TestUser } from './helpers/agent.js';
+import { CLI, cli, startAgent, writeAgentConfig } from './support/agent.js';
+import { createTestbed, freePort, type TestUser } from './support/testbed.js';
+import { sinkTraffic } from './support/traffic.js';
+import { waitFor } from './support/wait.js';
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
-
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
-  const { port } = probe.address() as AddressInfo;
-  await new Promise((r) => probe.close(r));
-  return port;
-}
 
 // ---------- a real Prometheus of the test's own ----------
 
@@ -102,8 +96,8 @@ describe('Prometheus endpoint scraped by a real Prometheus', () => {
     const send = { [alice.name]: 12_000_000, [bob.name]: 3_000_000 };
     const reply = { [alice.name]: 1_000_000, [bob.name]: 2_000_000 };
     await Promise.all([
-      runTraffic(alice, dir, { host: net.peerV4, port: sink.port, send: send[alice.name]!, reply: reply[alice.name]!, ms: 4000 }),
-      runTraffic(bob, dir, { host: net.peerV6, port: sink.port, send: send[bob.name]!, reply: reply[bob.name]!, ms: 4000 }),
+      sinkTraffic(alice, { host: net.peerV4, port: sink.port, send: send[alice.name]!, reply: reply[alice.name]!, ms: 4000 }),
+      sinkTraffic(bob, { host: net.peerV6, port: sink.port, send: send[bob.name]!, reply: reply[bob.name]!, ms: 4000 }),
     ]);
     const ledger = () => {
       const res = JSON.parse(cli(agent.socket, ['users', '--since', '1h', '--json']).stdout) as UsersResult;
@@ -164,7 +158,7 @@ describe('Prometheus endpoint scraped by a real Prometheus', () => {
     const before = num((await prom.query(`ubia_user_network_bytes_total{user="${alice.name}",direction="transmit"}`))[0]);
     await agent.kill();
     await waitFor('Prometheus to see the agent down', async () => (num((await prom.query('up{job="ubia"}'))[0]) === 0 ? true : undefined));
-    await runTraffic(alice, dir, { host: net.peerV4, port: sink.port, send: 2_000_000, reply: 0, ms: 500 });
+    await sinkTraffic(alice, { host: net.peerV4, port: sink.port, send: 2_000_000, reply: 0, ms: 500 });
     agent = await startAgent(setup);
     await waitFor('a scrape of the restarted agent with the traffic sent while it was down', async () => {
       const now = num((await prom.query(`ubia_user_network_bytes_total{user="${alice.name}",direction="transmit"}`))[0]);

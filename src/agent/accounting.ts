@@ -3,10 +3,10 @@
 // active flows and a ring of recently ended ones for `ubia flows`.
 import type { FlowRecord, InterfaceCounters, ProcessCounters, Scope, TrafficCounters } from '../kernel/types.js';
 import type { FlowSnapshot, UsageInterval, UserUsage } from '../export/types.js';
-import { addInto, columnsOf, copyInto, counterDelta, countersOf, CounterTracker, zeroCounters } from './counters.js';
+import { addInto, columnsOf, copyInto, counterDelta, countersOf, CounterTracker, userKey, zeroCounters } from '../core/counters.js';
 import type { MeterReader } from './meter.js';
-import { rows, type Columns } from '../kernel/native.js';
-import { encodeCheckpoint, userKey, type Checkpoint } from './checkpoint.js';
+import { rows, type Columns } from '../kernel/index.js';
+import { encodeCheckpoint, type Checkpoint } from './checkpoint.js';
 import type { NameCache } from './names.js';
 import { UNATTRIBUTED_UID, type Ledger } from '../ledger/ledger.js';
 

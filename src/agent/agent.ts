@@ -1,27 +1,62 @@
 // The agent: one event loop that polls the meter, books deltas in the ledger, feeds the
 // exporters, serves the control socket, and handles SIGHUP reloads and orderly shutdown.
-// Kernel, NSS and exporter construction come in through AgentDeps (wired in main.ts).
+// Kernel, NSS, exporter construction and the control socket's server come in through
+// AgentDeps (wired by the `ubia agent` command, cli/agent.ts: the agent does not import
+// the control layer above it).
 import { readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import type { AgentHealth, Exporter } from '../export/types.js';
-import { humanRate } from '../cli/format.js';
+import { humanRate } from '../core/units.js';
 import { loadConfig } from '../config/load.js';
 import type { UbiaConfig } from '../config/config.js';
 import { DAY_MS, HOUR_MS, Ledger } from '../ledger/ledger.js';
 import { Accounting } from './accounting.js';
 import { decodeCheckpoint } from './checkpoint.js';
 import type { MeterReader } from './meter.js';
-import { createNameCache, type UserNameLookup } from './names.js';
-import { createRequestHandler } from '../control/handlers.js';
-import { startControlServer, type Caller, type ControlServer } from '../control/server.js';
+import { createNameCache, type NameCache, type UserNameLookup } from './names.js';
 import type { ExporterContext } from './exporters.js';
+
+/** A client of the control socket, as the kernel names it (SO_PEERCRED). */
+export interface Peer {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+/** What the agent shows of itself to its control socket. */
+export interface AgentState {
+  accounting: Accounting;
+  ledger: Ledger;
+  meter: MeterReader;
+  names: NameCache;
+  configFile: string | undefined;
+  pollIntervalSeconds(): number;
+  countLoopback(): boolean;
+  exporters(): ReturnType<Exporter['status']>[];
+  isAdmin(caller: Peer): boolean;
+  /** times in ms since the epoch */
+  times(): { startedAt: number; lastPollAt?: number; lastFlushAt?: number };
+  lastFlushError(): string | undefined;
+}
+
+export interface ControlLimits {
+  maxRequestBytes: number;
+  maxClients: number;
+}
+
+/** The control socket's server, as the agent drives it. */
+export interface ControlService {
+  setLimits(limits: ControlLimits): void;
+  close(): Promise<void>;
+}
 
 export interface AgentDeps {
   openMeter(opts: { pinDir: string; flowCapacity: number }): MeterReader;
   userName: UserNameLookup;
   groupMembers(name: string): { gid: number; members: string[] } | undefined;
-  peerCredentials(fd: number): Caller;
+  /** serves the control socket at `path` over the agent's state */
+  serveControl(state: AgentState, opts: ControlLimits & { path: string; logger: Logger }): Promise<ControlService>;
   sdNotify(state: string): boolean;
   /** one Exporter per configured exporter section of `config` */
   createExporters(config: UbiaConfig, ctx: ExporterContext): Promise<Exporter[]>;
@@ -94,10 +129,7 @@ export async function startAgent(
       unattributed.txPackets += i.unattributed.txPackets;
     }
     const statuses = exporters.map((e) => e.status());
-    // the Diameter exporter lists its peers in status().extra.peers as { name, state, … }
-    const peers = statuses.flatMap((s) =>
-      Array.isArray(s.extra?.peers) ? (s.extra.peers as { name: string; state: string }[]).map((p) => ({ peer: p.name, state: p.state })) : [],
-    );
+    const peers = statuses.flatMap((s) => (s.peers ?? []).map((p) => ({ peer: p.name, state: p.state })));
     return { unattributed, meter: meter.health(), lastPollSeconds, lastPollAtMs: lastPollAt, exporters: statuses, diameterPeers: peers };
   };
   const exporterContext = (): ExporterContext => ({
@@ -138,15 +170,9 @@ export async function startAgent(
   let lastFlushAt: number | undefined;
   let flushError: string | undefined;
   let pollError: string | undefined;
-  let stalledUntil: number | undefined;
 
   const poll = () => {
     const now = Date.now();
-    if (stalledUntil !== undefined) {
-      if (now < stalledUntil) return;
-      stalledUntil = undefined;
-      logger.warn('poll loop resumed after debug.stall');
-    }
     try {
       const { usage, flows } = accounting.poll(now);
       lastPollAt = now;
@@ -166,10 +192,9 @@ export async function startAgent(
     }
   };
 
-  // Healthy = not stalled and the last poll succeeded within two intervals: a poll loop
-  // that stops (or keeps failing) stops the watchdog pings, and systemd restarts us.
-  const pollHealthy = (now: number) =>
-    stalledUntil === undefined && lastPollAt !== undefined && now - lastPollAt <= 2 * config.agent.poll_interval * 1000 + 1000;
+  // Healthy = the last poll succeeded within two intervals: a poll loop that stops (or
+  // keeps failing) stops the watchdog pings, and systemd restarts us.
+  const pollHealthy = (now: number) => lastPollAt !== undefined && now - lastPollAt <= 2 * config.agent.poll_interval * 1000 + 1000;
   const statusLine = () => {
     let rx = 0;
     let tx = 0;
@@ -208,7 +233,7 @@ export async function startAgent(
     }
   };
 
-  const isAdmin = (caller: Caller) => {
+  const isAdmin = (caller: Peer) => {
     if (caller.uid === 0) return true;
     const group = config.control.admin_group;
     if (!group) return false;
@@ -216,13 +241,8 @@ export async function startAgent(
     return g !== undefined && (caller.gid === g.gid || g.members.includes(names.name(caller.uid)));
   };
 
-  const server: ControlServer = await startControlServer({
-    path: config.control.socket,
-    maxRequestBytes: config.control.max_request_bytes,
-    maxClients: config.control.max_clients,
-    logger,
-    peerCredentials: deps.peerCredentials,
-    handle: createRequestHandler({
+  const server = await deps.serveControl(
+    {
       accounting,
       ledger,
       meter,
@@ -232,14 +252,11 @@ export async function startAgent(
       countLoopback: () => config.agent.count_loopback,
       exporters: () => exporters.map((e) => e.status()),
       isAdmin,
-      times: () => ({ startedAt, lastPollAt, stalledUntil, lastFlushAt }),
+      times: () => ({ startedAt, lastPollAt, lastFlushAt }),
       lastFlushError: () => flushError,
-      stall: (ms) => {
-        stalledUntil = Date.now() + ms;
-        logger.warn({ ms }, 'poll loop stalled by a debug.stall request');
-      },
-    }),
-  });
+    },
+    { path: config.control.socket, maxRequestBytes: config.control.max_request_bytes, maxClients: config.control.max_clients, logger },
+  );
 
   const timers = {
     poll: undefined as NodeJS.Timeout | undefined,
@@ -284,7 +301,6 @@ export async function startAgent(
       clearInterval(timers.flush);
       clearInterval(timers.rollUp);
       clearInterval(timers.watchdog);
-      stalledUntil = undefined;
       poll();
       flush();
       await server.close();

@@ -88,7 +88,7 @@ export async function showStatus(opts: ViewOptions): Promise<void> {
   const unattributed = r.meter.interfaces.reduce((s, i) => s + i.unattributed.rxBytes + i.unattributed.txBytes, 0);
   print([
     `agent:      running, pid ${r.agent.pid}, up ${r.agent.uptimeSeconds} s, config ${r.agent.configFile ?? '(built-in defaults)'}`,
-    `            poll every ${r.agent.pollIntervalSeconds} s, last ${r.agent.lastPollAt ?? 'never'}${r.agent.stalledUntil ? `, STALLED until ${r.agent.stalledUntil}` : ''}, loopback ${r.agent.countLoopback ? 'counted' : 'not counted'}`,
+    `            poll every ${r.agent.pollIntervalSeconds} s, last ${r.agent.lastPollAt ?? 'never'}, loopback ${r.agent.countLoopback ? 'counted' : 'not counted'}`,
     `kernel:     ${r.meter.kernelRelease}, mode ${r.meter.mode}${r.meter.resumed ? ', resumed pinned state' : ''} (${r.meter.pinDir})`,
     ...r.meter.hooks.map((hk) => `  ${hk.active ? '[x]' : '[ ]'} ${hk.name}: ${hk.detail}`),
     `health:     overflows users ${h.overflows.users}, processes ${h.overflows.processes}, flows ${h.overflows.flows}, interfaces ${h.overflows.interfaces}; events dropped ${h.eventsDropped}`,

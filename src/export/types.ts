@@ -1,7 +1,7 @@
 // The contract between the agent and its exporters (ipfix, diameter, otlp, prometheus).
 // The agent polls the meter, computes deltas, and hands each exporter the same facts;
 // each exporter keeps its own queue/spool and retry so that none can stall another.
-import type { FlowRecord, MeterHealth, TrafficCounters, UnattributedCounters } from '../kernel/types.js';
+import type { FlowRecord, MeterHealth, TrafficCounters, WireCounters } from '../kernel/types.js';
 
 /** One user's traffic over one poll interval (deltas), scope already filtered by config. */
 export interface UserUsage extends TrafficCounters {
@@ -31,8 +31,19 @@ export interface ExporterStatus {
   queued: number;
   /** records given up on (e.g. spool full, permanent failures) */
   dropped: number;
+  /** the peers an exporter talks to (Diameter: its AAA servers, primary first) */
+  peers?: ExporterPeer[];
   /** free-form per-exporter figures shown by `ubia status --json` */
   extra?: Record<string, unknown>;
+}
+
+export interface ExporterPeer {
+  name: string;
+  /** the exporter's word for the connection's state ("open" when delivering) */
+  state: string;
+  remoteHost?: string;
+  inFlight?: number;
+  lastError?: string;
 }
 
 export interface Exporter {
@@ -56,7 +67,7 @@ export interface Exporter {
 /** ubia's own health as the agent sees it (OTLP and Prometheus publish it). */
 export interface AgentHealth {
   /** cumulative since the meter was loaded, summed over interfaces */
-  unattributed: UnattributedCounters;
+  unattributed: WireCounters;
   /** the meter's cumulative map overflows and dropped ring-buffer events */
   meter: MeterHealth;
   /** wall-clock seconds the last poll of the kernel counters took */

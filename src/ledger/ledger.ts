@@ -12,19 +12,14 @@ import Database from 'better-sqlite3';
 import { mkdirSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Scope, TrafficCounters } from '../kernel/types.js';
-import { addInto, getCounters, putCounters, zeroCounters } from '../agent/counters.js';
+import { addInto, getCounters, putCounters, userKey, zeroCounters, type UsageTotal } from '../core/counters.js';
+export { UNATTRIBUTED_UID, type UsageTotal } from '../core/counters.js';
 
-/** uid under which packets without a local socket owner are booked (per interface scope). */
-export const UNATTRIBUTED_UID = -1;
 
 export const MINUTE_MS = 60_000;
 export const HOUR_MS = 3_600_000;
 export const DAY_MS = 86_400_000;
 
-export interface UsageTotal extends TrafficCounters {
-  uid: number;
-  scope: Scope;
-}
 
 export interface Retention {
   minuteMs: number;
@@ -118,7 +113,7 @@ function decodeOpen(data: Buffer): Pending[] {
 }
 
 /** One number per (uid, scope): the key of pending buckets and of the lifetime totals. */
-const lifetimeKey = (uid: number, scope: Scope) => uid * 2 + (scope === 'loopback' ? 1 : 0);
+const lifetimeKey = userKey;
 
 export class Ledger {
   readonly db: Database.Database;

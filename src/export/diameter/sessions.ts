@@ -6,7 +6,7 @@
 import type { UsageInterval } from '../types.js';
 import { buildAcr } from './acr.js';
 import { RecordType, TerminationCause, type RecordTypeValue } from './dictionary.js';
-import type { DiameterLedger, SessionRow } from './ledger.js';
+import type { DiameterOutbox, SessionRow } from './outbox.js';
 
 export interface SessionSettings {
   originHost: string;
@@ -47,7 +47,7 @@ const COUNTERS = [
 ] as const;
 
 export function createSessions(
-  ledger: DiameterLedger,
+  ledger: DiameterOutbox,
   settings: SessionSettings,
   nextEndToEnd: () => number,
   onEnqueued: () => void,

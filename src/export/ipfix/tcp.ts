@@ -5,7 +5,7 @@
 import { createConnection, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { createMessagePacker } from './encoding.js';
-import { forEachEntry, type Batch, type RecordQueue } from './spool.js';
+import { forEachEntry, type Batch, type RecordQueue } from './disk-queue.js';
 import type { CollectorStatus, CollectorStream } from './stream.js';
 
 const TCP_MESSAGE_BYTES = 65535; // RFC 7011 §3.1: Length is 16 bits

@@ -52,6 +52,6 @@ export const otlpConfigSchema = z
     message: 'timeout must not exceed interval (an export must end before the next begins)',
     path: ['timeout'],
   })
-  .describe('[otlp] OpenTelemetry metrics exporter (absent = disabled)');
+  .describe('OpenTelemetry metrics over OTLP/HTTP: per-user bytes and packets by direction, the top processes of each interval and ubia\'s own health (absent = disabled)');
 
 export type OtlpConfig = z.output<typeof otlpConfigSchema>;

@@ -18,7 +18,7 @@ import type { Exporter, ExporterStatus, HealthSource } from '../types.js';
 import type { OtlpConfig } from './config.js';
 import { registerHealthMetrics } from './health.js';
 import { createProcessTop } from './processes.js';
-import { createSpoolingExporter } from './spool.js';
+import { createRetryingExporter } from './retry-queue.js';
 
 export { otlpConfigSchema, type OtlpConfig } from './config.js';
 
@@ -59,7 +59,7 @@ export function createOtlpExporter(cfg: OtlpConfig, opts: OtlpExporterOptions): 
   });
   const scope = { name: 'ubia', version: opts.version ?? '' };
   const processes = createProcessTop({ topN: cfg.top_processes, temporality: cfg.temporality, resource, scope });
-  const wire = createSpoolingExporter(createWireExporter(cfg), {
+  const wire = createRetryingExporter(createWireExporter(cfg), {
     keepFailed: cfg.temporality === 'delta',
     maxQueue: cfg.max_queue,
     endpoint: cfg.endpoint,

@@ -27,13 +27,14 @@ export function isLoopback(host: string): boolean {
 
 export const prometheusTlsSchema = z
   .strictObject({
-    cert_file: z.string().min(1).describe('PEM file with the server certificate (chain) the endpoint presents'),
-    key_file: z.string().min(1).describe('PEM file with the private key of cert_file'),
+    cert_file: z.string().min(1).describe('PEM file with the server certificate (chain) the endpoint presents').meta({ examples: ['/etc/ubia/prometheus-cert.pem'] }),
+    key_file: z.string().min(1).describe('PEM file with the private key of cert_file').meta({ examples: ['/etc/ubia/prometheus-key.pem'] }),
     client_ca_file: z
       .string()
       .min(1)
       .optional()
-      .describe('PEM file with the CA(s) client certificates must be signed by; when set, a scrape without a valid client certificate is refused in the TLS handshake (the exporter-toolkit\'s RequireAndVerifyClientCert); without it: no client certificates'),
+      .describe('PEM file with the CA(s) client certificates must be signed by; when set, a scrape without a valid client certificate is refused in the TLS handshake (the exporter-toolkit\'s RequireAndVerifyClientCert); without it: no client certificates')
+      .meta({ examples: ['/etc/ubia/prometheus-clients-ca.pem'] }),
   })
   .describe('[prometheus.tls] serve HTTPS (absent = plain HTTP)');
 

@@ -8,8 +8,8 @@
 // Cardinality (stated in docs/fleet.md): per user 6 series per counted scope (12 with
 // count_loopback); per process 2, for at most top_processes processes; per interface 12;
 // health 7 plus 2 per exporter and 1 per Diameter peer.
-import type { InterfaceCounters, Scope, TrafficCounters, UnattributedCounters } from '../../kernel/types.js';
-import { UNATTRIBUTED_UID, type UsageTotal } from '../../ledger/ledger.js';
+import type { InterfaceCounters, Scope, TrafficCounters, WireCounters } from '../../kernel/types.js';
+import { UNATTRIBUTED_UID, type UsageTotal } from '../../core/counters.js';
 import type { AgentHealth, ProcessUsage } from '../types.js';
 import type { MetricFamily, Sample } from './exposition.js';
 
@@ -44,7 +44,7 @@ function byDirection<T>(
   return { ...family, type: 'counter', samples };
 }
 
-const wire = (c: TrafficCounters | UnattributedCounters, d: Direction, what: 'Bytes' | 'Packets') =>
+const wire = (c: TrafficCounters | WireCounters, d: Direction, what: 'Bytes' | 'Packets') =>
   d === 'transmit' ? c[`tx${what}`] : c[`rx${what}`];
 const payload = (c: TrafficCounters, d: Direction) => (d === 'transmit' ? c.txPayloadBytes : c.rxPayloadBytes);
 

@@ -3,13 +3,14 @@
 // exit 0, SIGHUP reloads the config.
 import { createRequire } from 'node:module';
 import { hostname } from 'node:os';
-import { openMeter } from '../kernel/index.js';
-import { groupMembers, peerCredentials, sdNotify, userName } from '../kernel/native.js';
+import { groupMembers, openMeter, peerCredentials, sdNotify, userName } from '../kernel/index.js';
 import { ConfigError, loadConfig, type LoadedConfig } from '../config/load.js';
 import { createLogger } from '../log.js';
-import { startAgent } from './agent.js';
+import { startAgent } from '../agent/agent.js';
+import { createRequestHandler } from '../control/handlers.js';
+import { startControlServer } from '../control/server.js';
 import { startDaemon } from './daemon.js';
-import { createExporters } from './exporters.js';
+import { createExporters } from '../agent/exporters.js';
 
 const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
 
@@ -50,7 +51,7 @@ export async function runAgentCommand(opts: AgentCommandOptions): Promise<number
       openMeter: (o) => openMeter({ ...o, foldOnRead: false }),
       userName,
       groupMembers,
-      peerCredentials,
+      serveControl: (state, o) => startControlServer({ ...o, peerCredentials, handle: createRequestHandler(state) }),
       sdNotify,
       createExporters,
       hostName: hostname(),

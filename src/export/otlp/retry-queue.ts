@@ -34,7 +34,7 @@ function sendOnce(inner: PushMetricExporter, batch: ResourceMetrics): Promise<Ex
   return new Promise((resolve) => inner.export(batch, resolve));
 }
 
-export function createSpoolingExporter(
+export function createRetryingExporter(
   inner: PushMetricExporter,
   opts: { keepFailed: boolean; maxQueue: number; endpoint: string; logger: Logger; onDelivered?: () => void },
 ): SpoolingExporter {
