@@ -20,6 +20,7 @@ export const UNIT_TESTS = [
   'test/ledger.test.ts',
   'test/native-columns.test.ts',
   'test/package-config.test.ts',
+  'test/prometheus-endpoint.test.ts',
 ];
 
 export default defineConfig({
