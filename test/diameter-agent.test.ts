@@ -7,10 +7,11 @@
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { Ledger } from '../src/ledger/ledger.js';
 import type { StatusResult } from '../src/control/protocol.js';
 import { RecordType } from '../src/export/diameter/dictionary.js';
-import { cli, createTestbed, removeMeter, runTraffic, startAgent, waitFor, type AgentProcess, type Testbed, type TestUser } from './helpers/agent.js';
+import { cli, createTestbed, removeMeter, runTraffic, sleep, startAgent, waitFor, type AgentProcess, type Testbed, type TestUser } from './helpers/agent.js';
 import { REALM, startFreeDiameter, startPostgres, type AcctRow, type FreeDiameter, type Postgres } from './peers/freediameter/harness.js';
 import { bySession, dedupeChecked, expectWellFormedSession } from './peers/freediameter/checks.js';
 
@@ -174,6 +175,36 @@ describe('real agent → Diameter → freeDiameter/app_acct → PostgreSQL', () 
     const stops = expectSessionsEqualLedger(join(setup.dir, 'ledger.db'), t0, receivedBefore);
     expect(stops.get(alice.uid)!.inputOctets).toBeGreaterThan(4_000_000);
     expect(stops.get(bob.uid)!.outputOctets).toBeGreaterThan(6_000_000);
+  });
+
+  it('the ledger checkpoint and the sessions\' confirmed counts are one transaction: a kill -9 between the two steps cannot under-count', async () => {
+    const { setup, receivedBefore } = await startWithDiameter('one-transaction');
+    const ledgerPath = join(setup.dir, 'ledger.db');
+    const t0 = Date.now();
+    const send = (u: TestUser, host: string) => runTraffic(u, setup.dir, { host, port: bed.sink.port, send: 500_000, reply: 500_000, ms: 1500 });
+    await Promise.all([send(alice, bed.net.peerV4), send(bob, bed.net.peerV6)]);
+    await interimsOfBoth();
+    // The step after the checkpoint fails from now on, exactly as if the agent were killed
+    // between the two: separate commits leave the ledger's checkpoint saved and the
+    // sessions' counts since the previous one still "unconfirmed", which the restarted
+    // agent would discount from deltas it never hands over again.
+    const db = new Database(ledgerPath);
+    db.exec(`CREATE TRIGGER test_confirm_fails BEFORE UPDATE ON diameter_session
+      WHEN OLD.unconfirmed_input_octets > 0 AND NEW.unconfirmed_input_octets = 0
+      BEGIN SELECT RAISE(ABORT, 'test: the step after the checkpoint fails'); END`);
+    await Promise.all([send(alice, bed.net.peerV4), send(bob, bed.net.peerV6)]);
+    await sleep(2500); // flush_interval = 1: at least two flushes with the trigger in place
+    await agent!.kill();
+    db.exec('DROP TRIGGER test_confirm_fails');
+    db.close();
+
+    agent = await startAgent(setup);
+    await waitPeerOpen();
+    await Promise.all([send(alice, bed.net.peerV4), send(bob, bed.net.peerV6)]);
+    await sleep(1500);
+    expect(await agent.stop()).toBe(0);
+    expectSessionsEqualLedger(ledgerPath, t0, receivedBefore);
+    await removeMeter(setup.pinDir);
   });
 });
 

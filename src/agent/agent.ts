@@ -187,15 +187,13 @@ export async function startAgent(
   const flush = () => {
     deps.sdNotify(`STATUS=${statusLine()}`);
     try {
-      accounting.persist(bootId);
+      // Exporters note the checkpoint in the same transaction (Diameter clears the counts
+      // it would otherwise discount from the deltas handed over again after a crash): a
+      // kill between two separate commits under-counted or doubled an interval.
+      accounting.persist(bootId, () => {
+        for (const e of exporters) e.checkpointed?.();
+      });
       lastFlushAt = Date.now();
-      for (const e of exporters) {
-        try {
-          e.checkpointed?.();
-        } catch (err) {
-          logger.error({ exporter: e.name, err }, 'exporter could not note the saved checkpoint; after a crash it may count some usage twice');
-        }
-      }
       if (flushError !== undefined) logger.info({ path: ledger.path }, 'ledger writes work again');
       flushError = undefined;
     } catch (err) {

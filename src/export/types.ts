@@ -47,7 +47,9 @@ export interface Exporter {
   status(): ExporterStatus;
   /** The agent saved its checkpoint: after a crash it resumes from here, so the usage
    *  intervals handed over so far will not be handed over again (those since the previous
-   *  checkpoint would be). For exporters that keep running totals on disk. */
+   *  checkpoint would be). For exporters that keep running totals in the ledger database:
+   *  it runs inside the transaction that saves the checkpoint, so both are saved or
+   *  neither; a throw fails (and retries) the whole flush. */
   checkpointed?(): void;
   /** flush what can be flushed and release sockets/timers; called at shutdown */
   close(): Promise<void>;
