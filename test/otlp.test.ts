@@ -10,7 +10,10 @@ import { pino } from 'pino';
 import { createOtlpExporter, otlpConfigSchema, type OtlpHealth } from '../src/export/otlp/index.js';
 import type { Exporter, FlowSnapshot, UserUsage } from '../src/export/types.js';
 import type { StatusResult, UsersResult } from '../src/control/protocol.js';
-import { cli, createTestbed, runTraffic, startAgent, waitFor, type TestUser } from './helpers/agent.js';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { cli, createTestbed, runTraffic, sleep, startAgent, waitFor, type TestUser } from './helpers/agent.js';
 
 // ---------- a receiver ----------
 // (the last describe block runs the real agent with real traffic against it)
@@ -288,10 +291,10 @@ async function closedPort(): Promise<number> {
 }
 
 /** An exporter sending to 127.0.0.1:port every second, closed after the test. */
-function exporterTo(port: number, settings: Record<string, unknown>, health?: () => OtlpHealth) {
+function exporterTo(port: number, settings: Record<string, unknown>, health?: () => OtlpHealth, spoolDir?: string) {
   const { logger, lines } = logCapture();
   const cfg = otlpConfigSchema.parse({ endpoint: `http://127.0.0.1:${port}/v1/metrics`, interval: 1, timeout: 1, ...settings });
-  const exporter: Exporter = createOtlpExporter(cfg, { logger, hostName: 'test-host', version: '9.9.9', health });
+  const exporter: Exporter = createOtlpExporter(cfg, { logger, hostName: 'test-host', version: '9.9.9', health, spoolDir });
   cleanups.push(() => exporter.close());
   return { exporter, lines };
 }
@@ -416,6 +419,40 @@ describe('OTLP metrics exporter', () => {
     // one line when delivery broke, one when it came back: no line per retry
     expect(lines.filter((l) => l.msg.startsWith('OTLP export failed'))).toHaveLength(1);
     expect(lines.filter((l) => l.msg === 'OTLP export delivered again')).toHaveLength(1);
+  });
+
+  it('keeps delta exports not yet delivered on disk (0600) across a stop, and sends them after the restart', async () => {
+    const port = await closedPort();
+    const spoolDir = join(mkdtempSync(join(tmpdir(), 'ubia-otlp-spool-')), 'otlp-spool');
+    cleanups.push(async () => rmSync(dirname(spoolDir), { recursive: true, force: true }));
+    const settings = { protocol: 'http/protobuf', temporality: 'delta', top_processes: 0 };
+    const before = exporterTo(port, settings, undefined, spoolDir).exporter;
+    let sentTx = 0;
+    for (let i = 0; i < 3; i++) {
+      before.usage({ startMs: i, endMs: i + 1, users: [user(1001, 'alice', 1000 * (i + 1), 1)] });
+      sentTx += 1000 * (i + 1);
+      await waitFor(`failed export #${i + 1}`, () => (before.status().extra!.failures as number) > i || undefined);
+    }
+    await before.close(); // its last export fails too: everything stays queued
+    const files = readdirSync(spoolDir);
+    expect(files.length).toBeGreaterThanOrEqual(3);
+    expect(statSync(spoolDir).mode & 0o777).toBe(0o700);
+    for (const f of files) expect(statSync(join(spoolDir, f)).mode & 0o777, f).toBe(0o600);
+
+    const receiver = await startReceiver(port);
+    cleanups.push(() => receiver.close());
+    const after = exporterTo(port, settings, undefined, spoolDir).exporter;
+    after.usage({ startMs: 3, endMs: 4, users: [user(1001, 'alice', 500, 1)] });
+    sentTx += 500;
+    const deliveredTx = () =>
+      receiver.requests
+        .flatMap((r) => find(decode(r), 'ubia.user.network.io', { 'user.id': '1001', 'network.io.direction': 'transmit' }))
+        .reduce((sum, p) => sum + p.value, 0);
+    await waitFor('the exports of the first run and the new one delivered', () => (deliveredTx() === sentTx ? true : undefined));
+    await waitFor('the spool emptied', () => (readdirSync(spoolDir).length === 0 ? true : undefined));
+    // each delivered once: nothing more arrives
+    await sleep(1500);
+    expect(deliveredTx()).toBe(sentTx);
   });
 
   it('with cumulative temporality, the first export after an outage carries every byte and the busy processes', async () => {
