@@ -162,6 +162,8 @@ class MeterWrap : public Napi::ObjectWrap<MeterWrap> {
       if (o.Has("pinDir") && o.Get("pinDir").IsString()) opts.pin_dir = o.Get("pinDir").As<Napi::String>();
       if (o.Has("flowCapacity") && o.Get("flowCapacity").IsNumber())
         opts.flow_capacity = o.Get("flowCapacity").As<Napi::Number>().Uint32Value();
+      if (o.Has("userCapacity") && o.Get("userCapacity").IsNumber())
+        opts.user_capacity = o.Get("userCapacity").As<Napi::Number>().Uint32Value();
       if (o.Has("wireOnly") && o.Get("wireOnly").IsBoolean()) opts.wire_only = o.Get("wireOnly").As<Napi::Boolean>().Value();
       if (o.Has("foldOnRead") && o.Get("foldOnRead").IsBoolean()) opts.fold_on_read = o.Get("foldOnRead").As<Napi::Boolean>().Value();
     }
@@ -243,6 +245,14 @@ class MeterWrap : public Napi::ObjectWrap<MeterWrap> {
     ubia_wire w{s[UBIA_STAT_UNATTR_RX_BYTES], s[UBIA_STAT_UNATTR_TX_BYTES], s[UBIA_STAT_UNATTR_RX_PACKETS],
                 s[UBIA_STAT_UNATTR_TX_PACKETS]};
     o.Set("unattributed", wire_object(env, w));
+    Napi::Object beyond = Napi::Object::New(env);
+    beyond.Set("rxBytes", n(s[UBIA_STAT_OVERFLOW_RX_BYTES]));
+    beyond.Set("txBytes", n(s[UBIA_STAT_OVERFLOW_TX_BYTES]));
+    beyond.Set("rxPackets", n(s[UBIA_STAT_OVERFLOW_RX_PACKETS]));
+    beyond.Set("txPackets", n(s[UBIA_STAT_OVERFLOW_TX_PACKETS]));
+    beyond.Set("rxPayloadBytes", n(s[UBIA_STAT_OVERFLOW_RX_PAYLOAD]));
+    beyond.Set("txPayloadBytes", n(s[UBIA_STAT_OVERFLOW_TX_PAYLOAD]));
+    o.Set("beyondUserTable", beyond);
     return o;
   }
 

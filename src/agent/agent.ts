@@ -19,7 +19,7 @@ import type { ExporterContext } from './exporters.js';
 import type { OtlpHealth } from '../export/otlp/index.js';
 
 export interface AgentDeps {
-  openMeter(opts: { pinDir: string; flowCapacity: number }): MeterReader;
+  openMeter(opts: { pinDir: string; flowCapacity: number; userCapacity: number }): MeterReader;
   userName: UserNameLookup;
   groupMembers(name: string): { gid: number; members: string[] } | undefined;
   peerCredentials(fd: number): Caller;
@@ -45,6 +45,7 @@ const RESTART_ONLY: [string, (c: UbiaConfig) => unknown][] = [
   ['control.socket', (c) => c.control.socket],
   ['agent.pin_dir', (c) => c.agent.pin_dir],
   ['agent.flow_capacity', (c) => c.agent.flow_capacity],
+  ['agent.user_capacity', (c) => c.agent.user_capacity],
 ];
 
 export function readBootId(): string {
@@ -67,7 +68,7 @@ export async function startAgent(
   const startedAt = Date.now();
   const bootId = readBootId();
 
-  const meter = deps.openMeter({ pinDir: config.agent.pin_dir, flowCapacity: config.agent.flow_capacity });
+  const meter = deps.openMeter({ pinDir: config.agent.pin_dir, flowCapacity: config.agent.flow_capacity, userCapacity: config.agent.user_capacity });
   const st = meter.status();
   logger.info({ mode: st.mode, kernel: st.kernelRelease, resumed: st.resumed, hooks: st.hooks.filter((h) => h.active).map((h) => h.name) }, 'meter open');
 
@@ -304,7 +305,7 @@ export async function startAgent(
     }
     const exportersChanged = exporterSections(next) !== exporterSections(config);
     const old = config;
-    config = { ...next, ledger: { ...next.ledger, path: old.ledger.path }, control: { ...next.control, socket: old.control.socket }, agent: { ...next.agent, pin_dir: old.agent.pin_dir, flow_capacity: old.agent.flow_capacity } };
+    config = { ...next, ledger: { ...next.ledger, path: old.ledger.path }, control: { ...next.control, socket: old.control.socket }, agent: { ...next.agent, pin_dir: old.agent.pin_dir, flow_capacity: old.agent.flow_capacity, user_capacity: old.agent.user_capacity } };
     logger.level = config.log.level;
     names.setTtl(config.agent.name_cache_ttl * 1000);
     accounting.setOptions(accountingOptions(config));
