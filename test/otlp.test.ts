@@ -2,8 +2,6 @@
 // the exports (JSON and protobuf), decodes them (protobuf with the small reader below,
 // field numbers from opentelemetry-proto's metrics/v1 and collector/metrics/v1 protos)
 // and checks the figures against the usage and flows the test fed the exporter.
-import { createServer, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
@@ -13,64 +11,10 @@ import type { StatusResult, UsersResult } from '../src/control/protocol.js';
 import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { startReceiver, type Received } from './helpers/otlp-receiver.js';
 import { cli, createTestbed, runTraffic, sleep, startAgent, waitFor, type TestUser } from './helpers/agent.js';
 
-// ---------- a receiver ----------
-// (the last describe block runs the real agent with real traffic against it)
-
-interface Received {
-  contentType: string;
-  authorization: string | undefined;
-  body: Buffer;
-}
-
-interface Receiver {
-  server: Server;
-  port: number;
-  requests: Received[];
-  close(): Promise<void>;
-}
-
-/** `status(n)` is the HTTP status for the n-th request (0-based); 200 by default. */
-function startReceiver(port = 0, status: (n: number) => number = () => 200): Promise<Receiver> {
-  const requests: Received[] = [];
-  let served = 0;
-  const server = createServer((req: IncomingMessage, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      if (req.method !== 'POST' || req.url !== '/v1/metrics') {
-        res.writeHead(404).end();
-        return;
-      }
-      const contentType = req.headers['content-type'] ?? '';
-      const code = status(served++);
-      if (code !== 200) {
-        res.writeHead(code, { 'content-type': 'text/plain' }).end('refused by the test');
-        return;
-      }
-      requests.push({ contentType, authorization: req.headers.authorization, body: Buffer.concat(chunks) });
-      // OTLP/HTTP: an empty ExportMetricsServiceResponse means full success
-      if (contentType.includes('json')) res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
-      else res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end();
-    });
-  });
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, '127.0.0.1', () => {
-      resolve({
-        server,
-        port: (server.address() as AddressInfo).port,
-        requests,
-        close: () =>
-          new Promise<void>((r) => {
-            server.closeAllConnections();
-            server.close(() => r());
-          }),
-      });
-    });
-  });
-}
+// (the last describe block runs the real agent with real traffic against the receiver)
 
 // ---------- decoding both encodings into one shape ----------
 

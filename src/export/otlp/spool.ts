@@ -122,14 +122,16 @@ export function createSpoolingExporter(
   function enqueue(q: Queued): void {
     queue.push(q);
     if (queue.length > opts.maxQueue) {
-      disk?.remove(queue.shift()!.file);
+      const oldest = queue.shift()!; // not as disk?.remove(queue.shift()…): without a disk that skips the shift
+      disk?.remove(oldest.file);
       s.dropped++;
     }
     s.queued = queue.length;
   }
 
   function dequeue(): void {
-    disk?.remove(queue.shift()!.file);
+    const head = queue.shift()!;
+    disk?.remove(head.file);
     s.queued = queue.length;
   }
 
