@@ -110,6 +110,9 @@ export async function startAgent(s: AgentSetup): Promise<AgentProcess> {
     } finally {
       c.close();
     }
+  }).catch((e: unknown) => {
+    proc.kill('SIGKILL'); // not left running with nobody to stop it
+    throw e;
   });
   return {
     dir: s.dir,
@@ -303,7 +306,11 @@ export function runTraffic(
     proc.on('exit', (code) => {
       clearTimeout(t);
       if (code !== 0) return reject(new Error(`traffic client failed (${code}): ${err}`));
-      resolve((JSON.parse(out) as { received: number }).received);
+      try {
+        resolve((JSON.parse(out) as { received: number }).received);
+      } catch {
+        reject(new Error(`traffic client printed no result (stdout "${out}", stderr "${err}")`));
+      }
     });
   });
 }
