@@ -191,9 +191,14 @@ export async function startAgent(
       // Exporters note the checkpoint in the same transaction (Diameter clears the counts
       // it would otherwise discount from the deltas handed over again after a crash): a
       // kill between two separate commits under-counted or doubled an interval.
+      const committed: (() => void)[] = [];
       accounting.persist(bootId, () => {
-        for (const e of exporters) e.checkpointed?.();
+        for (const e of exporters) {
+          const then = e.checkpointed?.();
+          if (then) committed.push(then);
+        }
       });
+      for (const then of committed) then();
       lastFlushAt = Date.now();
       if (flushError !== undefined) logger.info({ path: ledger.path }, 'ledger writes work again');
       flushError = undefined;
