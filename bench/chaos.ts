@@ -13,7 +13,7 @@
 // `ubia status` latency bounded throughout. Run as root; about 3 minutes.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
-import { chmodSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { controlRequest } from '../src/control/client.js';
 import type { StatusResult } from '../src/control/protocol.js';
@@ -134,12 +134,15 @@ setTimeout(() => { for (const s of open) s.destroy(); process.exit(0); }, second
 async function trafficLoop(u: TestUser, i: number, endMs: number): Promise<void> {
   const g: Generated = { tx: 0, rx: 0, rounds: 0, failed: [] };
   generated.set(u.uid, g);
+  // a directory per user: runTraffic writes its client script there at every call
+  const dir = join(bed.dir, `traffic-${u.name}`);
+  mkdirSync(dir, { mode: 0o755 });
   const send = 400_000 + 200_000 * i;
   const reply = 600_000 + 100_000 * i;
   while (Date.now() < endMs) {
     const host = i % 2 ? bed.net.peerV6 : bed.net.peerV4;
     try {
-      g.rx += await runTraffic(u, bed.dir, { host, port: bed.sink.port, send, reply, ms: 3000 });
+      g.rx += await runTraffic(u, dir, { host, port: bed.sink.port, send, reply, ms: 3000 });
       g.tx += send + REQUEST_HEAD;
       g.rounds++;
     } catch (e) {
@@ -270,6 +273,12 @@ beforeAll(async () => {
     sampleResources(endMs),
     disturb(ipfixPort, otlp.port),
   ]);
+  if (!agentUp) {
+    // locked out while the attack went on: start it again so the other checks still measure
+    agent = await startAgent(setup);
+    agentUp = true;
+    note('agent started again once the attack was over');
+  }
   note('traffic and attack over; waiting for the exporters to deliver');
   await waitFor('the exporters to deliver what they queued', async () => {
     const s = await controlRequest<StatusResult>(agent.socket, { op: 'status' });
