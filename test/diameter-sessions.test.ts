@@ -68,6 +68,29 @@ describe('accounting sessions across agent crashes', () => {
     expect(recs.at(-1)!.counts).toEqual([100 + 30 + 5 + 1, 1000 + 300 + 50 + 2, 1 + 3 + 1 + 1, 2 + 4 + 1 + 1]);
   });
 
+  it('a checkpoint whose transaction is rolled back changes nothing, in the database or in memory', () => {
+    const { ledger, start } = setup();
+    let sessions = start();
+    poll(sessions, { 3000: [100, 1000, 1, 2] }); // START
+    sessions.confirmed();
+    poll(sessions, { 3000: [30, 300, 3, 4] }); // counted since the checkpoint
+    // the agent's flush fails (a full disk at commit): its transaction, Diameter's part
+    // included, is rolled back, and the step for memory never runs
+    expect(() =>
+      ledger.transaction(() => {
+        sessions.saveConfirmed();
+        throw new Error('test: the ledger commit fails');
+      }),
+    ).toThrow('test: the ledger commit fails');
+    // the next flush succeeds (no traffic in between): the session's row must be written
+    // with its counts, though no poll marked it again
+    sessions.confirmed();
+    sessions = start(); // kill -9 right after it: nothing to hand over again
+    poll(sessions, { 3000: [1, 1, 1, 1] });
+    sessions.stopAll(clock);
+    expect(records(ledger).at(-1)!.counts).toEqual([100 + 30 + 1, 1000 + 300 + 1, 1 + 3 + 1, 2 + 4 + 1]);
+  });
+
   it('a session stopped (logout) after the checkpoint leaves its unconfirmed part to the user\'s next session, also across two crashes', () => {
     const { ledger, start } = setup();
     let sessions = start();

@@ -78,6 +78,7 @@ describe('the addon and src/kernel agree on field names', () => {
 
   it('readStats', () => {
     expect(keysSet(body('Napi::Value ReadStats('))).toEqual(fieldsOf(returned(meter, 'readStats')));
+    expect(keysSet(body('Napi::Object traffic_object(')).concat(keysSet(body('Napi::Object wire_object('))).sort()).toEqual(fieldsOf(member(returned(meter, 'readStats'), 'beyondUserTable')));
   });
 
   it('the parsers see the columns (a broken regex would compare two empty lists)', () => {

@@ -242,9 +242,10 @@ export class Accounting {
     return [...views.values()];
   }
 
-  /** Writes the pending usage with the counter values behind it, in one transaction. */
-  persist(bootId: string): void {
-    this.ledger.flush(bootId, encodeCheckpoint(this.users.lastValues(), this.interfaces.lastValues()));
+  /** Writes the pending usage with the counter values behind it, and whatever
+   *  `alongside` writes, in one transaction. */
+  persist(bootId: string, alongside?: () => void): void {
+    this.ledger.flush(bootId, encodeCheckpoint(this.users.lastValues(), this.interfaces.lastValues()), Date.now(), alongside);
   }
 
   /** Each user's deltas in poll `round`, with their names. */

@@ -52,7 +52,7 @@ export interface ControlService {
 }
 
 export interface AgentDeps {
-  openMeter(opts: { pinDir: string; flowCapacity: number }): MeterReader;
+  openMeter(opts: { pinDir: string; flowCapacity: number; userCapacity: number }): MeterReader;
   userName: UserNameLookup;
   groupMembers(name: string): { gid: number; members: string[] } | undefined;
   /** serves the control socket at `path` over the agent's state */
@@ -79,6 +79,7 @@ const RESTART_ONLY: [string, (c: UbiaConfig) => unknown][] = [
   ['control.socket', (c) => c.control.socket],
   ['agent.pin_dir', (c) => c.agent.pin_dir],
   ['agent.flow_capacity', (c) => c.agent.flow_capacity],
+  ['agent.user_capacity', (c) => c.agent.user_capacity],
 ];
 
 export function readBootId(): string {
@@ -101,7 +102,7 @@ export async function startAgent(
   const startedAt = Date.now();
   const bootId = readBootId();
 
-  const meter = deps.openMeter({ pinDir: config.agent.pin_dir, flowCapacity: config.agent.flow_capacity });
+  const meter = deps.openMeter({ pinDir: config.agent.pin_dir, flowCapacity: config.agent.flow_capacity, userCapacity: config.agent.user_capacity });
   const st = meter.status();
   logger.info({ mode: st.mode, kernel: st.kernelRelease, resumed: st.resumed, hooks: st.hooks.filter((h) => h.active).map((h) => h.name) }, 'meter open');
 
@@ -215,15 +216,18 @@ export async function startAgent(
   const flush = () => {
     deps.sdNotify(`STATUS=${statusLine()}`);
     try {
-      accounting.persist(bootId);
-      lastFlushAt = Date.now();
-      for (const e of exporters) {
-        try {
-          e.checkpointed?.();
-        } catch (err) {
-          logger.error({ exporter: e.name, err }, 'exporter could not note the saved checkpoint; after a crash it may count some usage twice');
+      // Exporters note the checkpoint in the same transaction (Diameter clears the counts
+      // it would otherwise discount from the deltas handed over again after a crash): a
+      // kill between two separate commits under-counted or doubled an interval.
+      const committed: (() => void)[] = [];
+      accounting.persist(bootId, () => {
+        for (const e of exporters) {
+          const then = e.checkpointed?.();
+          if (then) committed.push(then);
         }
-      }
+      });
+      for (const then of committed) then();
+      lastFlushAt = Date.now();
       if (flushError !== undefined) logger.info({ path: ledger.path }, 'ledger writes work again');
       flushError = undefined;
     } catch (err) {
@@ -325,7 +329,7 @@ export async function startAgent(
     }
     const exportersChanged = exporterSections(next) !== exporterSections(config);
     const old = config;
-    config = { ...next, ledger: { ...next.ledger, path: old.ledger.path }, control: { ...next.control, socket: old.control.socket }, agent: { ...next.agent, pin_dir: old.agent.pin_dir, flow_capacity: old.agent.flow_capacity } };
+    config = { ...next, ledger: { ...next.ledger, path: old.ledger.path }, control: { ...next.control, socket: old.control.socket }, agent: { ...next.agent, pin_dir: old.agent.pin_dir, flow_capacity: old.agent.flow_capacity, user_capacity: old.agent.user_capacity } };
     logger.level = config.log.level;
     names.setTtl(config.agent.name_cache_ttl * 1000);
     accounting.setOptions(accountingOptions(config));

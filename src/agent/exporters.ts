@@ -40,7 +40,9 @@ export async function createExporters(config: UbiaConfig, ctx: ExporterContext):
   }
   if (config.otlp) {
     const { createOtlpExporter } = await import('../export/otlp/index.js');
-    out.push(createOtlpExporter(config.otlp, { logger: logger('otlp'), hostName: ctx.hostName, version: ctx.version, health: ctx.health }));
+    out.push(
+      createOtlpExporter(config.otlp, { logger: logger('otlp'), hostName: ctx.hostName, version: ctx.version, health: ctx.health, spoolDir: join(ctx.stateDir, 'otlp-spool') }),
+    );
   }
   if (config.prometheus) {
     const { createPrometheusExporter } = await import('../export/prometheus/index.js');

@@ -12,6 +12,11 @@ export const agentSectionSchema = z
     count_loopback: setting(z.boolean(), false, 'count traffic over the loopback interface in user totals and exports'),
     pin_dir: setting(text(), '/sys/fs/bpf/ubia', 'bpffs directory where the meter pins its maps and links (they outlive agent restarts; `dpkg --purge ubia` removes them)'),
     flow_capacity: setting(integer(1024, 4_194_304), 65_536, 'how many active flows the kernel flow table holds (restart to change)'),
+    user_capacity: setting(
+      integer(2, 1_048_576),
+      65_536,
+      'how many (user, loopback/external) pairs the kernel user table holds (64 bytes each); users beyond it are counted as unattributed and shown in `ubia status`; restart to change (takes effect when the meter is first loaded)',
+    ),
     name_cache_ttl: setting(seconds(1, 86_400), 300, 'seconds a uid → user name look-up (NSS: files, LDAP, SSSD) stays cached'),
     recent_flows: setting(integer(0, 100_000), 1000, 'how many ended flows `ubia flows` remembers'),
   })

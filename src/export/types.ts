@@ -58,8 +58,11 @@ export interface Exporter {
   status(): ExporterStatus;
   /** The agent saved its checkpoint: after a crash it resumes from here, so the usage
    *  intervals handed over so far will not be handed over again (those since the previous
-   *  checkpoint would be). For exporters that keep running totals on disk. */
-  checkpointed?(): void;
+   *  checkpoint would be). For exporters that keep running totals in the ledger database:
+   *  it runs inside the transaction that saves the checkpoint, so both are saved or
+   *  neither; a throw fails (and retries) the whole flush. What it returns runs once the
+   *  transaction committed (memory that must follow the database, not run ahead of it). */
+  checkpointed?(): (() => void) | void;
   /** flush what can be flushed and release sockets/timers; called at shutdown */
   close(): Promise<void>;
 }

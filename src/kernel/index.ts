@@ -16,6 +16,8 @@ export interface MeterOptions {
   pinDir: string;
   /** size of the per-flow map (a pinned map keeps the size it was made with) */
   flowCapacity?: number;
+  /** (uid, scope) slots of the per-user table (a pinned table keeps the size it was made with) */
+  userCapacity?: number;
   /** leave the socket-layer (payload) hooks out, as on a kernel without them */
   wireOnly?: boolean;
   /** fold the sockets' pending counts into the totals before each read (default true);
@@ -62,6 +64,7 @@ export function openMeter(opts: MeterOptions): Meter {
     native = new addon.Meter({
       pinDir,
       ...(opts.flowCapacity ? { flowCapacity: opts.flowCapacity } : {}),
+      ...(opts.userCapacity ? { userCapacity: opts.userCapacity } : {}),
       wireOnly: !!opts.wireOnly,
       foldOnRead: opts.foldOnRead ?? true,
     });
@@ -137,6 +140,7 @@ export function openMeter(opts: MeterOptions): Meter {
       return {
         overflows: { users: s.userOverflows, processes: s.processOverflows, flows: s.flowOverflows, interfaces: s.interfaceOverflows },
         eventsDropped: s.eventsDropped,
+        beyondUserTable: s.beyondUserTable,
       };
     },
     onEvent: (cb) => {

@@ -80,6 +80,9 @@ export interface MeterHealth {
   overflows: { users: number; processes: number; flows: number; interfaces: number };
   /** ring-buffer events that did not fit; their data stays in the maps for the sweep */
   eventsDropped: number;
+  /** what users who found no free slot in the user table did (their wire bytes and
+   *  packets are in the unattributed figures too; their payload only here) */
+  beyondUserTable: TrafficCounters;
 }
 
 export interface HookStatus {

@@ -200,9 +200,11 @@ export class Ledger {
   }
 
   /** Writes pending usage and the checkpoint behind it in one transaction: complete
-   *  minutes as usage rows, open ones (at `nowMs`) as a blob they are read back from. On
-   *  failure nothing is written and the pending usage is kept for the next try. */
-  flush(bootId: string, checkpoint: Buffer, nowMs = Date.now()): void {
+   *  minutes as usage rows, open ones (at `nowMs`) as a blob they are read back from.
+   *  `alongside` runs in the same transaction: state of others that must move with the
+   *  checkpoint (a crash can then never leave one saved without the other). On failure
+   *  (its own included) nothing is written and the pending usage is kept for the next try. */
+  flush(bootId: string, checkpoint: Buffer, nowMs = Date.now(), alongside?: () => void): void {
     const complete: number[] = [];
     const params: (number | string)[] = [];
     const open: Pending[] = [];
@@ -224,6 +226,7 @@ export class Ledger {
       this.stmt.setMeta.run('open_minutes', encodeOpen(open));
       this.stmt.setMeta.run('checkpoint', checkpoint);
       this.stmt.setMeta.run('boot_id', bootId);
+      alongside?.();
     })();
     for (const bucketMs of complete) this.pending.delete(bucketMs);
     if (this.lastBucket && complete.includes(this.lastBucket.bucketMs)) this.lastBucket = undefined;

@@ -32,13 +32,15 @@ export interface AgentSetup {
   pollInterval?: number;
   /** control.admin_group */
   adminGroup?: string;
+  /** agent.user_capacity (slots of the kernel user table); default the agent's */
+  userCapacity?: number;
 }
 
 export function writeAgentConfig(s: AgentSetup): string {
   const file = join(s.dir, 'ubia.toml');
   writeFileSync(
     file,
-    `[agent]\npoll_interval = ${s.pollInterval ?? 0.2}\nflow_interval = 0.2\npin_dir = "${s.pinDir}"\n\n[ledger]\npath = "${join(s.dir, 'ledger.db')}"\nflush_interval = 1\n\n[control]\nsocket = "${join(s.dir, 'control.sock')}"\nadmin_group = "${s.adminGroup ?? ''}"\n${s.extra ?? ''}`,
+    `[agent]\npoll_interval = ${s.pollInterval ?? 0.2}\nflow_interval = 0.2\npin_dir = "${s.pinDir}"\n${s.userCapacity ? `user_capacity = ${s.userCapacity}\n` : ''}\n[ledger]\npath = "${join(s.dir, 'ledger.db')}"\nflush_interval = 1\n\n[control]\nsocket = "${join(s.dir, 'control.sock')}"\nadmin_group = "${s.adminGroup ?? ''}"\n${s.extra ?? ''}`,
   );
   return file;
 }
@@ -61,6 +63,9 @@ export async function startAgent(s: AgentSetup): Promise<AgentProcess> {
     } finally {
       c.close();
     }
+  }).catch((e: unknown) => {
+    proc.kill('SIGKILL'); // not left running with nobody to stop it
+    throw e;
   });
   return {
     dir: s.dir,

@@ -82,5 +82,7 @@ export async function sinkTraffic(
   o: { host: string; port: number; send: number; reply: number; ms: number },
 ): Promise<number> {
   const run = serveTraffic(['sink-client', o.host, String(o.port), String(o.send), String(o.reply), String(o.ms)], { user }, o.ms + 30_000);
-  return (await run.done).received!;
+  const result = await run.done;
+  if (result.received === undefined) throw new Error(`traffic client printed no result (${JSON.stringify(result)})`);
+  return result.received;
 }

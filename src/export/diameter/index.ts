@@ -92,7 +92,7 @@ export function createDiameterAccounting(config: DiameterConfig, deps: DiameterD
       sessions.addUsage(interval);
     },
     checkpointed() {
-      sessions.confirmed();
+      return sessions.saveConfirmed();
     },
     // Diameter accounting here is per user; flows are the IPFIX exporter's business
     flowEnded() {},

@@ -46,7 +46,7 @@ export const otlpConfigSchema = z
       .min(1)
       .max(10_000)
       .default(60)
-      .describe('failed delta exports kept in memory and re-sent when the receiver is back (cumulative exports need no queue: the next one carries the totals); oldest dropped first; default 60'),
+      .describe('delta exports not yet delivered that are kept (in memory and as files in otlp-spool/ next to the ledger, so a restart sends them too) and re-sent when the receiver is back (cumulative exports need no queue: the next one carries the totals); oldest dropped first; default 60'),
   })
   .refine((c) => c.timeout <= c.interval, {
     message: 'timeout must not exceed interval (an export must end before the next begins)',

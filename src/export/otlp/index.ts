@@ -30,6 +30,9 @@ export interface OtlpExporterOptions {
   version?: string;
   /** ubia's health figures, read once per export; omit to send no health metrics */
   health?: HealthSource;
+  /** where delta exports not yet delivered are kept across restarts; omit to keep them
+   *  in memory only */
+  spoolDir?: string;
 }
 
 /** The per-user counters, each by network.io.direction: the tx field is "transmit", rx "receive". */
@@ -65,6 +68,7 @@ export function createOtlpExporter(cfg: OtlpConfig, opts: OtlpExporterOptions): 
     endpoint: cfg.endpoint,
     logger: opts.logger,
     onDelivered: () => processes.delivered(),
+    spoolDir: opts.spoolDir,
   });
   const reader = new PeriodicExportingMetricReader({
     exporter: wire,
