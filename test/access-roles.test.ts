@@ -9,7 +9,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLI, createTestbed, runTraffic, startAgent, waitFor, type AgentProcess, type Testbed, type TestUser } from './helpers/agent.js';
+import { CLI, startAgent, type AgentProcess } from './support/agent.js';
+import { createTestbed, type Testbed, type TestUser } from './support/testbed.js';
+import { sinkTraffic } from './support/traffic.js';
+import { waitFor } from './support/wait.js';
 import type { FlowsResult, ProcsResult, StatusResult, UsersResult } from '../src/control/protocol.js';
 import { createPseudonyms } from '../src/privacy/pseudonyms.js';
 
@@ -74,7 +77,7 @@ describe('access roles', () => {
   let procsSeen: Record<string, ProcsResult> = {};
 
   beforeAll(async () => {
-    const send = (u: TestUser, host: string) => runTraffic(u, bed.dir, { host, port: bed.sink.port, send: 3_000_000, reply: 500_000, ms: 5000 });
+    const send = (u: TestUser, host: string) => sinkTraffic(u, { host, port: bed.sink.port, send: 3_000_000, reply: 500_000, ms: 5000 });
     const traffic = Promise.all([send(alice, bed.net.peerV4), send(bob, bed.net.peerV6), send(carol, bed.net.peerV4)]);
     // while the three send: everyone's view of the processes
     await waitFor('the three senders among the processes', () => {

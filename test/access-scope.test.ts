@@ -7,7 +7,7 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { statSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
-import { createUser, deleteUser, ensureBuilt, tempDir, type TestUser } from './helpers/agent.js';
+import { createUser, removeUser, tempDir, type TestUser } from './support/testbed.js';
 import { groupMembers, peerCredentials, primaryGroup, userByName, userName } from '../src/kernel/native.js';
 import { createNameCache } from '../src/agent/names.js';
 import { scopeOf, type AccessPolicy, type Directory } from '../src/control/scope.js';
@@ -29,7 +29,6 @@ let nextCaller: ((c: Caller) => void) | undefined;
 const gid = (group: string) => groupMembers(group)!.gid;
 
 beforeAll(async () => {
-  ensureBuilt();
   dir = tempDir('ubia-scope-');
   users = Array.from({ length: 5 }, () => createUser());
   [alice, bob, carol, lead, aud] = users as [TestUser, TestUser, TestUser, TestUser, TestUser];
@@ -48,7 +47,7 @@ beforeAll(async () => {
 
 afterAll(() => {
   server?.close();
-  for (const u of users) deleteUser(u);
+  for (const u of users) removeUser(u);
   for (const g of [leads, audit, admins]) spawnSync('groupdel', [g]);
   spawnSync('rm', ['-rf', dir]);
 });

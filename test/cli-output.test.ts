@@ -2,7 +2,10 @@
 // IPv6 socket as 198.18.x.2:port), ended flows newest first with their end time,
 // --limit, and --csv with the same exact figures as --json.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cli, createTestbed, runTraffic, sleep, startAgent, waitFor, type AgentProcess, type Testbed, type TestUser } from './helpers/agent.js';
+import { cli, startAgent, type AgentProcess } from './support/agent.js';
+import { createTestbed, type Testbed, type TestUser } from './support/testbed.js';
+import { sinkTraffic } from './support/traffic.js';
+import { sleep, waitFor } from './support/wait.js';
 import type { FlowsResult, ProcsResult, UsersResult } from '../src/control/protocol.js';
 
 let bed: Testbed;
@@ -14,9 +17,9 @@ beforeAll(async () => {
   [fay] = bed.users as [TestUser];
   agent = await startAgent({ dir: bed.dir, pinDir: bed.pinDir });
   // first over an IPv6 socket to the IPv4-mapped address, then a plain IPv4 one
-  await runTraffic(fay, bed.dir, { host: `::ffff:${bed.net.peerV4}`, port: bed.sink.port, send: 100_000, reply: 1000, ms: 200 });
+  await sinkTraffic(fay, { host: `::ffff:${bed.net.peerV4}`, port: bed.sink.port, send: 100_000, reply: 1000, ms: 200 });
   await sleep(1100); // a second apart: distinct end times
-  await runTraffic(fay, bed.dir, { host: bed.net.peerV4, port: bed.sink.port, send: 200_000, reply: 1000, ms: 200 });
+  await sinkTraffic(fay, { host: bed.net.peerV4, port: bed.sink.port, send: 200_000, reply: 1000, ms: 200 });
   await waitFor('both flows ended', () => {
     const f = JSON.parse(cli(agent.socket, ['flows', '-u', fay.name, '--json']).stdout) as FlowsResult;
     return f.ended.filter((r) => r.txPayloadBytes >= 100_000).length === 2 ? true : undefined;

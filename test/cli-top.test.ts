@@ -4,7 +4,10 @@
 // as plain text and `--json` as NDJSON.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { CLI, cli, createTestbed, runTraffic, startAgent, waitFor, type AgentProcess, type Testbed, type TestUser } from './helpers/agent.js';
+import { CLI, cli, startAgent, type AgentProcess } from './support/agent.js';
+import { createTestbed, type Testbed, type TestUser } from './support/testbed.js';
+import { sinkTraffic } from './support/traffic.js';
+import { waitFor } from './support/wait.js';
 import type { TopResult } from '../src/control/protocol.js';
 
 const TMUX = ['-L', `ubia-test-${process.pid}`];
@@ -49,8 +52,8 @@ const busy = (rows: string[], u: TestUser) => /[KM]iB\/s/.test(rows[rowOf(rows, 
 describe('ubia top', () => {
   it('is driven by every key, survives an agent restart, and quits on q', async () => {
     const traffic = Promise.all([
-      runTraffic(dave, bed.dir, { host: bed.net.peerV4, port: bed.sink.port, send: 40_000_000, reply: 1000, ms: 25_000 }),
-      runTraffic(erin, bed.dir, { host: bed.net.peerV6, port: bed.sink.port, send: 4_000_000, reply: 1000, ms: 25_000 }),
+      sinkTraffic(dave, { host: bed.net.peerV4, port: bed.sink.port, send: 40_000_000, reply: 1000, ms: 25_000 }),
+      sinkTraffic(erin, { host: bed.net.peerV6, port: bed.sink.port, send: 4_000_000, reply: 1000, ms: 25_000 }),
     ]);
     tmux('new-session', '-d', '-s', 'top', '-x', '80', '-y', '24', `${process.execPath} ${CLI} --socket ${agent.socket} top --interval 0.3`);
     tmux('set-option', '-t', 'top', 'window-size', 'manual');
@@ -86,10 +89,10 @@ describe('ubia top', () => {
     keys('b', 'w');
     await until('wire bytes again', (s) => s.includes('wire B/s'));
 
-    // processes under each user: their traffic client (node's main thread is "MainThread")
+    // processes under each user: their traffic client (traffic.py)
     const under = (rows: string[], u: TestUser) => rows[rowOf(rows, u) + 1] ?? '';
     keys('p');
-    await until("each user's traffic client under them", (_, rows) => [dave, erin].every((u) => /^\s+\d+ MainThread\s.*[KM]iB\/s/.test(under(rows, u))));
+    await until("each user's traffic client under them", (_, rows) => [dave, erin].every((u) => /^\s+\d+ python3\s.*[KM]iB\/s/.test(under(rows, u))));
     keys('p');
 
     // filter: only erin; Esc while typing a new one clears it
@@ -107,7 +110,7 @@ describe('ubia top', () => {
     keys('Enter');
     await until('only dave', (_, rows) => rowOf(rows, dave) > 0 && rowOf(rows, erin) < 0);
     keys('Enter');
-    await until("dave's processes", (s, rows) => s.includes(`${dave.name} › processes`) && rows.some((l) => /^\d+ MainThread\s.*[KM]iB\/s/.test(l)));
+    await until("dave's processes", (s, rows) => s.includes(`${dave.name} › processes`) && rows.some((l) => /^\d+ python3\s.*[KM]iB\/s/.test(l)));
     keys('Enter');
     const flows = await until("the client's flow", (s) => s.includes('› flows') && s.includes(`${bed.net.peerV4}:${bed.sink.port}`));
     expect(flows).not.toContain('::ffff:');

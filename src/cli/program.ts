@@ -86,7 +86,7 @@ export function buildProgram(): Command {
     .description('run the metering agent (as root)')
     .option('--daemon', 'detach; logs go to log.daemon_file (/var/log/ubia/agent.log)')
     .action(async (o: { daemon?: boolean }, cmd: Command) => {
-      const { runAgentCommand } = await import('../agent/main.js');
+      const { runAgentCommand } = await import('./agent.js');
       // exit right away: the kernel meter's event polling would keep the loop alive
       process.exit(await runAgentCommand({ config: (cmd.optsWithGlobals() as GlobalOptions).config, daemon: o.daemon }));
     });

@@ -2,21 +2,33 @@
 // Scope (scope.ts) alone: each op gets it once, filters every row through it and shows
 // host-wide figures only where it allows.
 import type { ExporterStatus, FlowSnapshot } from '../export/types.js';
-import type { Accounting, ProcessView } from '../agent/accounting.js';
-import type { MeterReader } from '../agent/meter.js';
-import type { NameCache } from '../agent/names.js';
-import { addInto, zeroCounters } from '../agent/counters.js';
+import type { Meter } from '../kernel/index.js';
+import { addInto, zeroCounters } from '../core/counters.js';
 import { UNATTRIBUTED_UID, type Ledger } from '../ledger/ledger.js';
 import { ControlError, type Caller, type RequestHandler } from './server.js';
 import type { Scope } from './scope.js';
 import { localDayStart } from './day.js';
 import type { FlowRow, ProcessRow, StatusResult, TopResult, TopUser, UserTotals, UsersResult } from './protocol.js';
 
+/** What the control API reads of the agent's live accounting: this much, declared here, so
+ *  control/ depends on no class of the agent's (its Accounting provides it). */
+export interface LiveAccounting {
+  rates(): Map<number, { rxRate: number; txRate: number; rxPayloadRate: number; txPayloadRate: number }>;
+  /** live processes, already in the protocol's row shape */
+  processList(): ProcessRow[];
+  activeFlows(): FlowSnapshot[];
+  endedFlows(): FlowSnapshot[];
+  /** reads the flow table now (a `flows` request wants it fresh) */
+  refreshFlows(nowMs: number): void;
+  /** keeps the per-process reads going while someone watches (`ubia top`) */
+  watchProcesses(nowMs: number): void;
+}
+
 export interface AgentView {
-  accounting: Accounting;
-  ledger: Ledger;
-  meter: MeterReader;
-  names: NameCache;
+  accounting: LiveAccounting;
+  ledger: Pick<Ledger, 'path' | 'sizeBytes' | 'totals'>;
+  meter: Pick<Meter, 'status' | 'health' | 'readInterfaces'>;
+  names: { name(uid: number): string };
   configFile: string | undefined;
   pollIntervalSeconds(): number;
   countLoopback(): boolean;
@@ -24,17 +36,16 @@ export interface AgentView {
   /** the one visibility decision (scope.ts) */
   scopeOf(caller: Caller): Scope;
   /** times in ms since the epoch */
-  times(): { startedAt: number; lastPollAt?: number; stalledUntil?: number; lastFlushAt?: number };
+  times(): { startedAt: number; lastPollAt?: number; lastFlushAt?: number };
   lastFlushError(): string | undefined;
-  stall(ms: number): void;
 }
 
 const iso = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).toISOString());
 
-const byRateThenBytes = (a: ProcessView, b: ProcessView) =>
+const byRateThenBytes = (a: ProcessRow, b: ProcessRow) =>
   b.rxRate + b.txRate - (a.rxRate + a.txRate) || b.rxBytes + b.txBytes - (a.rxBytes + a.txBytes);
 
-function processRow(p: ProcessView): ProcessRow {
+function processRow(p: ProcessRow): ProcessRow {
   return {
     uid: p.uid,
     user: p.user,
@@ -168,7 +179,6 @@ export function createRequestHandler(view: AgentView): RequestHandler {
             pollIntervalSeconds: view.pollIntervalSeconds(),
             countLoopback: view.countLoopback(),
             lastPollAt: iso(t.lastPollAt),
-            stalledUntil: t.stalledUntil !== undefined && t.stalledUntil > Date.now() ? iso(t.stalledUntil) : null,
             you: { uid: caller.uid, admin: scope.role === 'admin', role: scope.role },
           },
           meter: {
@@ -190,10 +200,6 @@ export function createRequestHandler(view: AgentView): RequestHandler {
         };
         return result;
       }
-      case 'debug.stall':
-        if (caller.uid !== 0) throw new ControlError('forbidden', 'debug.stall is for root only (it is a test switch)');
-        view.stall(req.ms);
-        return { stalledMs: req.ms };
     }
   };
 }

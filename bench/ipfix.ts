@@ -5,15 +5,16 @@
 // Reports records per second of the exporter's thread (wall and CPU) and bytes per record.
 import { Worker } from 'node:worker_threads';
 import pino from 'pino';
-import { ipfixConfigSchema } from '../export/ipfix/config.js';
-import { createMessagePacker } from '../export/ipfix/encoding.js';
-import { createIpfixExporter } from '../export/ipfix/exporter.js';
-import type { FlowExport } from '../export/ipfix/flows.js';
-import { createRecordEncoder } from '../export/ipfix/records.js';
-import type { FlowSnapshot } from '../export/types.js';
+import { ipfixConfigSchema } from '../src/export/ipfix/config.js';
+import { createMessagePacker } from '../src/export/ipfix/encoding.js';
+import { createIpfixExporter } from '../src/export/ipfix/exporter.js';
+import type { FlowExport } from '../src/export/ipfix/flows.js';
+import { createRecordEncoder } from '../src/export/ipfix/records.js';
+import type { FlowSnapshot } from '../src/export/types.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { sleep } from '../test/support/wait.js';
 
 const ENCODE_RECORDS = 2_000_000;
 const E2E_FLOWS = 500_000; // two records each (one per direction)
@@ -89,7 +90,7 @@ async function benchEndToEnd(): Promise<EndToEnd> {
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   const cpu = process.threadCpuUsage(cpu0);
   const { sent, messages } = (exporter.status().extra!.collectors as Array<{ sent: number; messages: number }>)[0]!;
-  await new Promise((r) => setTimeout(r, 200));
+  await sleep(200);
   worker.postMessage('report');
   const got = await new Promise<{ datagrams: number; bytes: number }>((r) => worker.once('message', r));
   await worker.terminate();

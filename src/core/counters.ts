@@ -1,11 +1,38 @@
-// Monotonic kernel counters → deltas. The kernel never clears a counter, but an entry can
-// vanish (ended flow, forgotten process, reboot) and come back from zero: any field
-// lower than the last value seen means a new entry, whose whole value is the delta.
-import type { TrafficCounters } from '../kernel/types.js';
-import type { Columns } from '../kernel/native.js';
+// The counting vocabulary every layer shares (the ground floor: it imports nothing of
+// ubia): the six traffic counters, the scope, a user's key, and monotonic kernel counters
+// → deltas. The kernel never clears a counter, but an entry can vanish (ended flow,
+// forgotten process, reboot) and come back from zero: any field lower than the last value
+// seen means a new entry, whose whole value is the delta.
+
+/** Whether a socket's packets use the loopback interface or a real one. */
+export type Scope = 'loopback' | 'external';
+
+/** Wire figures are L3 bytes (IP header included) and packets as they cross the wire
+ *  (a GSO/TSO super-packet counts as its segments); payload figures are what the socket
+ *  layer handed to or took from the process. */
+export interface TrafficCounters {
+  rxBytes: number;
+  txBytes: number;
+  rxPackets: number;
+  txPackets: number;
+  rxPayloadBytes: number;
+  txPayloadBytes: number;
+}
+
+/** A user's counter key: uid and scope in one number (cheap Map key in the poll loop). */
+/** One (uid, scope)'s counters: a user's total over some range. */
+export interface UsageTotal extends TrafficCounters {
+  uid: number;
+  scope: Scope;
+}
+
+/** uid under which packets without a local socket owner are booked (per interface scope). */
+export const UNATTRIBUTED_UID = -1;
+
+export const userKey = (uid: number, scope: Scope): number => uid * 2 + (scope === 'loopback' ? 1 : 0);
 
 /** The six counter columns of a table as the addon hands it over (typed arrays). */
-export type CounterColumns = Pick<Columns<TrafficCounters>, 'length' | keyof TrafficCounters>;
+export type CounterColumns = { length: number } & { [K in keyof TrafficCounters]: ArrayLike<number> };
 
 export function zeroCounters(): TrafficCounters {
   return { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0, rxPayloadBytes: 0, txPayloadBytes: 0 };

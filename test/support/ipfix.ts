@@ -1,24 +1,20 @@
 // Test helpers for the IPFIX exporter: sample records, real collectors (tshark capture on
-// lo, a TCP sink whose bytes ipfixDump/ipfix2csv decode), and loopback port allocation.
+// lo, a TCP sink whose bytes ipfixDump/ipfix2csv decode).
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { createSocket } from 'node:dgram';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import pino from 'pino';
 import type { FlowSnapshot } from '../../src/export/types.js';
 import { cgroup2Mount } from '../../src/export/ipfix/cgroups.js';
 import { ipfixConfigSchema, type IpfixConfig } from '../../src/export/ipfix/config.js';
+import { freePort } from './testbed.js';
+import { sleep, waitFor } from './wait.js';
 
 export const run = promisify(execFile);
 export const silentLogger = pino({ level: 'silent' });
-
-export function tempDir(prefix: string): { path: string; remove(): void } {
-  const path = mkdtempSync(join(tmpdir(), prefix));
-  return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
-}
 
 /** Parses an [ipfix] section the way the agent does (schema defaults applied). */
 export function ipfixConfig(section: unknown): IpfixConfig {
@@ -37,26 +33,6 @@ export function flowSnapshot(over: Partial<FlowSnapshot> = {}): FlowSnapshot {
     user: 'ubia-test-alice',
     ...over,
   };
-}
-
-export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/** Polls `cond` every 20 ms until it holds or `timeoutMs` passes. */
-export async function waitFor(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(20);
-  }
-}
-
-/** A loopback port that is free for TCP (and, in practice, UDP) right now. */
-export async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
 }
 
 /** A UDP socket bound on the port, so the exporter's datagrams have a receiver. */
@@ -146,7 +122,7 @@ export async function startIpfix2csv(port: number, spec: string, columns: string
   collector.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
   try {
     // it prints this just before binding; exporters retry until the port is open
-    await waitFor(() => err.includes('starting TCP CP'), 10_000, `ipfix2csv to listen (${err})`);
+    await waitFor(`ipfix2csv to listen (${err})`, () => err.includes('starting TCP CP'), 10_000);
   } catch (e) {
     collector.kill('SIGKILL');
     throw e;

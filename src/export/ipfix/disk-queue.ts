@@ -2,6 +2,12 @@
 // the collector keeps up; batches that wait longer than a second (collector down or slow)
 // spill to files in the spool directory, which survive an agent restart. When the size
 // limit is reached the oldest batch is dropped and its records are counted as dropped.
+//
+// Each record gets its number at append: the collector's stream carries it as the IPFIX
+// Sequence Number (RFC 7011 §3.1), continued across connections and restarts, so a
+// record re-sent after a crash (the socket took it, the spool file still held it) comes
+// with the number it had, and a collector can drop it. Numbers are reserved on disk a
+// block ahead, so a restarted agent never re-uses one; see docs/ipfix.md.
 import { mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -17,6 +23,8 @@ export interface Batch {
   bytes: number;
   createdMs: number;
   file: string | null;
+  /** the number of the batch's first record (modulo 2^32) */
+  seq: number;
 }
 
 export interface RecordQueue {
@@ -30,6 +38,8 @@ export interface RecordQueue {
   maintain(nowMs: number, sending: Batch | null): void;
   /** Writes everything still queued to disk (shutdown). */
   persist(): void;
+  /** the number of the oldest record not yet delivered (of the next one appended if none) */
+  readonly firstUndelivered: number;
   readonly queued: number;
   readonly dropped: number;
   readonly spooledBytes: number;
@@ -37,7 +47,10 @@ export interface RecordQueue {
 
 const ENTRY_HEADER_BYTES = 4;
 const SPILL_AFTER_MS = 1000;
-const FILE_PATTERN = /^(\d{12})-(\d+)\.spool$/;
+/** <batch id>-<records>-<number of the first record>.spool */
+const FILE_PATTERN = /^(\d{12})-(\d+)-(\d+)\.spool$/;
+/** record numbers reserved on disk at a time (one small write per block) */
+const SEQUENCE_BLOCK = 65536;
 
 /** Calls fn for each record of `data` from byte `from`; fn gets the record's end offset. */
 export function forEachEntry(data: Buffer, from: number, fn: (setId: number, record: Buffer, end: number) => void): void {
@@ -72,8 +85,35 @@ export function createRecordQueue(opts: {
   let nextId = 0;
   let dropped = 0;
   let totalBytes = 0; // batches + tail, undelivered or not
+  const sequenceFile = join(dir, 'sequence');
+  // every number below the saved mark may have been sent by an earlier run
+  let nextSeq = readSequenceMark();
+  let reservedLeft = 0;
+  let tailSeq = nextSeq;
 
   loadFiles();
+
+  function readSequenceMark(): number {
+    try {
+      return Number(readFileSync(sequenceFile, 'utf8')) >>> 0;
+    } catch {
+      return 0; // first run
+    }
+  }
+
+  /** the next record's number, saving a new mark a block ahead when the reserve is used up */
+  function takeSeq(): number {
+    if (reservedLeft === 0) {
+      const mark = (nextSeq + SEQUENCE_BLOCK) >>> 0;
+      writeFileSync(`${sequenceFile}.tmp`, String(mark));
+      renameSync(`${sequenceFile}.tmp`, sequenceFile);
+      reservedLeft = SEQUENCE_BLOCK;
+    }
+    reservedLeft--;
+    const seq = nextSeq;
+    nextSeq = (nextSeq + 1) >>> 0;
+    return seq;
+  }
 
   function loadFiles(): void {
     const layoutFile = join(dir, 'templates');
@@ -96,7 +136,7 @@ export function createRecordQueue(opts: {
         continue;
       }
       const bytes = statSync(file).size;
-      batches.push({ id: Number(m[1]), count, done: 0, doneOffset: 0, data: null, bytes, createdMs: Date.now(), file });
+      batches.push({ id: Number(m[1]), count, done: 0, doneOffset: 0, data: null, bytes, createdMs: Date.now(), file, seq: Number(m[3]) >>> 0 });
       totalBytes += bytes;
       nextId = Number(m[1]) + 1;
     }
@@ -110,14 +150,14 @@ export function createRecordQueue(opts: {
   function seal(): void {
     if (tailCount === 0) return;
     const data = Buffer.concat(tail, tailBytes);
-    batches.push({ id: nextId++, count: tailCount, done: 0, doneOffset: 0, data, bytes: tailBytes, createdMs: tailCreated, file: null });
+    batches.push({ id: nextId++, count: tailCount, done: 0, doneOffset: 0, data, bytes: tailBytes, createdMs: tailCreated, file: null, seq: tailSeq });
     tail = [];
     tailBytes = 0;
     tailCount = 0;
   }
 
-  function fileName(b: Batch, remaining: number): string {
-    return join(dir, `${String(b.id).padStart(12, '0')}-${remaining}.spool`);
+  function fileName(b: Batch, remaining: number, seq: number): string {
+    return join(dir, `${String(b.id).padStart(12, '0')}-${remaining}-${seq}.spool`);
   }
 
   /** Writes a batch's undelivered records to its file, after which the batch is just those
@@ -125,7 +165,8 @@ export function createRecordQueue(opts: {
   function writeOut(b: Batch): boolean {
     if (b.data === null) return true;
     const remaining = b.count - b.done;
-    const file = fileName(b, remaining);
+    const seq = (b.seq + b.done) >>> 0;
+    const file = fileName(b, remaining, seq);
     const rest = b.data.subarray(b.doneOffset);
     try {
       writeFileSync(`${file}.tmp`, rest);
@@ -139,6 +180,7 @@ export function createRecordQueue(opts: {
     totalBytes -= b.bytes - rest.length;
     b.bytes = rest.length;
     b.count = remaining;
+    b.seq = seq;
     b.done = 0;
     b.doneOffset = 0;
     return true;
@@ -168,7 +210,11 @@ export function createRecordQueue(opts: {
       entry.writeUInt16BE(setId, 0);
       entry.writeUInt16BE(record.length, 2);
       entry.set(record, ENTRY_HEADER_BYTES);
-      if (tailCount === 0) tailCreated = Date.now();
+      const seq = takeSeq();
+      if (tailCount === 0) {
+        tailCreated = Date.now();
+        tailSeq = seq;
+      }
       tail.push(entry);
       tailBytes += entry.length;
       tailCount++;
@@ -211,6 +257,11 @@ export function createRecordQueue(opts: {
     },
     get queued() {
       return tailCount + batches.reduce((n, b) => n + b.count - b.done, 0);
+    },
+    get firstUndelivered() {
+      const b = batches[0];
+      if (b !== undefined) return (b.seq + b.done) >>> 0;
+      return tailCount > 0 ? tailSeq : nextSeq;
     },
     get dropped() { return dropped; },
     get spooledBytes() { return totalBytes; },

@@ -2,7 +2,7 @@
 // Each workload is one long iperf3 transfer (client and server pinned to their own CPUs)
 // during which the bench switches between phases: detached, ubia attached, detached,
 // one nftables `meta skuid` counter rule per user (the classic alternative), detached,
-// programs that do nothing at ubia's hooks (bpf/floor.bpf.c: what the hooks themselves
+// programs that do nothing at ubia's hooks (bench/floor.bpf.c: what the hooks themselves
 // cost, the floor for any meter there), and so on.
 // Each attached phase is compared with the detached phases on either side of it, in
 // the same connection: between separate iperf3 runs this VM's throughput jumps between
@@ -15,8 +15,9 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
-import { openMeter, detachMeter, type Meter } from '../kernel/index.js';
-import { createNetns, createUser, removeNetns, removeUser, type Netns, type TestUser } from './testbed.js';
+import { openMeter, detachMeter, type Meter } from '../src/kernel/index.js';
+import { createNet, createUser, removeUser, type TestNet, type TestUser } from '../test/support/testbed.js';
+import { sleep } from '../test/support/wait.js';
 
 const PIN_DIR = '/sys/fs/bpf/ubia-bench';
 const FLOOR_PIN_DIR = '/sys/fs/bpf/ubia-bench-floor';
@@ -62,13 +63,13 @@ const INTERVAL_LINE = /^\[\s*\d+\]\s+([\d.]+)-([\d.]+)\s+sec\s+[\d.]+ \w?Bytes\s
  * Runs one iperf3 transfer of `seconds` as `user` while `during` runs (it switches
  * variants); resolves with the per-second intervals as they arrived.
  */
-async function iperfRun(w: Workload, user: TestUser, ns: Netns, seconds: number, during: () => Promise<void>): Promise<Interval[]> {
-  const host = w.where === 'loopback' ? '127.0.0.1' : ns.nsV4;
+async function iperfRun(w: Workload, user: TestUser, net: TestNet, seconds: number, during: () => Promise<void>): Promise<Interval[]> {
+  const host = w.where === 'loopback' ? '127.0.0.1' : net.peerV4;
   const port = String(5201 + Math.floor(Math.random() * 1000));
   // client and server pinned to CPUs 0 and 1: left to the scheduler, iperf3 on two
   // cores lands in one of two placements that differ by ~50% in throughput
   const serverCpu = availableParallelism() > 1 ? '1' : '0';
-  const serverCmd = [...(w.where === 'veth' ? ['ip', 'netns', 'exec', ns.name] : []), 'taskset', '-c', serverCpu, 'iperf3'];
+  const serverCmd = [...(w.where === 'veth' ? ['ip', 'netns', 'exec', net.ns] : []), 'taskset', '-c', serverCpu, 'iperf3'];
   const server = spawn(serverCmd[0]!, [...serverCmd.slice(1), '-s', '-1', '-p', port, '-B', host], { stdio: 'ignore' });
   try {
     execFileSync('sleep', ['0.3']);
@@ -114,22 +115,20 @@ function phaseRate(p: Phase, intervals: Interval[]): number | undefined {
   return inside.reduce((a, i) => a + i.rate, 0) / inside.length;
 }
 
-const sleepMs = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/** bpf/floor.bpf.c and its loader (src/bench/floor-loader.c), built into dir. */
+/** bench/floor.bpf.c and its loader (bench/floor-loader.c), built into dir. */
 interface Floor {
   attach(): void;
   detach(): void;
 }
 
-function buildFloor(dir: string, ns: Netns): Floor {
-  const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+function buildFloor(dir: string, net: TestNet): Floor {
+  const root = join(dirname(fileURLToPath(import.meta.url)), '..');
   const object = join(dir, 'floor.bpf.o');
   const loader = join(dir, 'floor-loader');
   // bpf/vmlinux.h is made by `npm run build`
-  execFileSync('clang', ['-O2', '-g', '-target', 'bpf', '-I', join(root, 'bpf'), '-c', join(root, 'bpf', 'floor.bpf.c'), '-o', object]);
-  execFileSync('cc', ['-O2', join(root, 'src', 'bench', 'floor-loader.c'), '-o', loader, '-lbpf']);
-  const ifindex = readFileSync(`/sys/class/net/${ns.hostIf}/ifindex`, 'utf8').trim();
+  execFileSync('clang', ['-O2', '-g', '-target', 'bpf', '-I', join(root, 'bpf'), '-c', join(root, 'bench', 'floor.bpf.c'), '-o', object]);
+  execFileSync('cc', ['-O2', join(root, 'bench', 'floor-loader.c'), '-o', loader, '-lbpf']);
+  const ifindex = readFileSync(`/sys/class/net/${net.hostInterface}/ifindex`, 'utf8').trim();
   return {
     attach: () => {
       mkdirSync(FLOOR_PIN_DIR, { recursive: true });
@@ -150,7 +149,7 @@ function buildFloor(dir: string, ns: Netns): Floor {
 async function measure(
   w: Workload,
   users: TestUser[],
-  ns: Netns,
+  net: TestNet,
   floor: Floor,
 ): Promise<{ detached: number[]; ratios: Record<Compared, number[]>; phases: Array<[Variant, number | undefined]> }> {
   const sequence: Variant[] = [];
@@ -177,13 +176,13 @@ async function measure(
   // attaching takes ~0.7 s a time (the verifier): iperf3 runs long enough, and is
   // stopped when the phases are done
   const seconds = sequence.length * (PHASE_SECONDS + 1) + 5;
-  const intervals = await iperfRun(w, users[0]!, ns, seconds, async () => {
+  const intervals = await iperfRun(w, users[0]!, net, seconds, async () => {
     try {
-      await sleepMs(500); // the connection is up
+      await sleep(500); // the connection is up
       for (const variant of sequence) {
         setVariant(variant);
         const fromMs = performance.now();
-        await sleepMs(PHASE_SECONDS * 1000);
+        await sleep(PHASE_SECONDS * 1000);
         phases.push({ variant, fromMs, toMs: performance.now() });
       }
     } finally {
@@ -269,12 +268,12 @@ function readTiming(n: number): { ms: number; rowsMs: number; users: number } {
 
 /** The kernel's own accounting of each program's run time (kernel.bpf_stats_enabled),
  *  over every workload: nanoseconds per run, less sensitive to machine noise. */
-async function programCosts(user: TestUser, ns: Netns): Promise<Array<{ program: string; runs: number; 'ns/run': number }>> {
+async function programCosts(user: TestUser, net: TestNet): Promise<Array<{ program: string; runs: number; 'ns/run': number }>> {
   const meter = openMeter({ pinDir: PIN_DIR });
   meter.readInterfaces();
   execFileSync('sysctl', ['-qw', 'kernel.bpf_stats_enabled=1']);
   try {
-    for (const w of WORKLOADS) await iperfRun(w, user, ns, PHASE_SECONDS + 5, () => sleepMs(PHASE_SECONDS * 1000));
+    for (const w of WORKLOADS) await iperfRun(w, user, net, PHASE_SECONDS + 5, () => sleep(PHASE_SECONDS * 1000));
     const progs = JSON.parse(execFileSync('bpftool', ['-j', 'prog', 'show'], { encoding: 'utf8' })) as Array<{ name?: string; run_time_ns?: number; run_cnt?: number }>;
     return progs
       .filter((p) => p.name?.startsWith('ubia_') && p.run_cnt)
@@ -289,15 +288,15 @@ const pct = (ratio: number) => +((1 - ratio) * 100).toFixed(2);
 
 async function main() {
   const users = [createUser('ubia-b'), createUser('ubia-b')];
-  const ns = createNetns(77);
+  const net = createNet();
   const dir = mkdtempSync(join(tmpdir(), 'ubia-bench-'));
   try {
-    const floor = buildFloor(dir, ns);
+    const floor = buildFloor(dir, net);
     const rows = [];
     const phases: Record<string, Array<[Variant, number | undefined]>> = {};
     // BENCH_WORKLOADS=veth (say): only the workloads whose name contains it
     for (const w of WORKLOADS.filter((x) => x.name.includes(process.env.BENCH_WORKLOADS ?? ''))) {
-      const r = await measure(w, users, ns, floor);
+      const r = await measure(w, users, net, floor);
       const costs = (xs: number[]) => (xs.length ? `${pct(median(xs))} (${pct(Math.max(...xs))} to ${pct(Math.min(...xs))})` : 'no phase measured');
       rows.push({
         workload: w.name,
@@ -310,7 +309,7 @@ async function main() {
       process.stderr.write(`${w.name}: done (${COMPARED.map((v) => `${r.ratios[v].length} ${v}`).join(', ')} phases compared)\n`);
     }
     console.table(rows);
-    const perRun = await programCosts(users[0]!, ns);
+    const perRun = await programCosts(users[0]!, net);
     console.table(perRun);
     const read = readTiming(65_536);
     console.log(`read ${read.users} users' totals in ${read.ms.toFixed(1)} ms as columns (what the agent reads), ${read.rowsMs.toFixed(1)} ms as row objects (median of 5)`);
@@ -319,7 +318,7 @@ async function main() {
     detachMeter(PIN_DIR);
     rmSync(FLOOR_PIN_DIR, { recursive: true, force: true });
     nftables(users, false);
-    removeNetns(ns); // its veth, and the floor's tc filters on it
+    net.remove(); // its veth, and the floor's tc filters on it
     users.forEach(removeUser);
     rmSync(dir, { recursive: true, force: true });
   }

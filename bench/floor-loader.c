@@ -1,4 +1,4 @@
-// For `npm run bench:overhead`: attaches bpf/floor.bpf.c (programs that do nothing, at
+// For `npm run bench:overhead`: attaches bench/floor.bpf.c (programs that do nothing, at
 // ubia's data-path hooks) and detaches it again.
 //   floor-loader attach OBJECT PIN_DIR IFINDEX   links pinned under PIN_DIR, tc on IFINDEX
 //   floor-loader detach IFINDEX                  the tc filters (rm -r PIN_DIR drops the links)

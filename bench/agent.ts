@@ -1,7 +1,7 @@
 // `npm run bench:agent [SECONDS]`: the real agent (`bin/ubia agent`, its own process,
 // real eBPF meter, SQLite ledger on disk, 1 s poll, 5 s flow reads, 10 s flushes) while
 // 5,000 users hold 10,000 active flows that all move every second: one process
-// (src/bench/flowgen.py) plays the users, each with a TCP connection to a server in a
+// (test/support/traffic.py many-flows) plays the users, each with a TCP connection to a server in a
 // network namespace behind a veth pair, both ends metered. Reports the agent process's
 // CPU (% of one core, from /proc: its JavaScript, SQLite and the kernel time of its
 // reads and folds) and RSS over SECONDS (default 60) after a warm-up.
@@ -9,11 +9,12 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { agentAnswers, controlRequest } from '../control/client.js';
-import { detachMeter } from '../kernel/index.js';
-import { createNetns, removeNetns } from './testbed.js';
+import { agentAnswers, controlRequest } from '../src/control/client.js';
+import { detachMeter } from '../src/kernel/index.js';
+import { createNet } from '../test/support/testbed.js';
+import { serveTraffic } from '../test/support/traffic.js';
+import { sleep } from '../test/support/wait.js';
 
 const USERS = 5000;
 /** connections: each has two metered ends, the user's and the server's */
@@ -21,28 +22,7 @@ const CONNECTIONS = 5000;
 const FIRST_UID = 200_000;
 const WARMUP_S = 10;
 const PORT = 7300;
-const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const FLOWGEN = join(root, 'src', 'bench', 'flowgen.py');
-/** Debian's (scripts/setup installs it): files every uid can read, unlike a ~/.pyenv one */
-const PYTHON = '/usr/bin/python3';
-const sleep = (s: number) => new Promise((r) => setTimeout(r, s * 1000));
-
-/** Starts a child and waits for its "ready" line (it fails the benchmark if it exits first). */
-async function startReady(cmd: string, args: string[], what: string, timeoutS: number): Promise<ChildProcess> {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] });
-  const ready = new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${what} not ready within ${timeoutS} s`)), timeoutS * 1000);
-    createInterface({ input: child.stdout! }).on('line', (l) => {
-      if (l === 'ready') {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    child.once('exit', (code) => reject(new Error(`${what} exited (${code}) before it was ready`)));
-  });
-  await ready;
-  return child;
-}
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
 /** user and system CPU of a process, in ms (/proc/PID/stat fields 14 and 15, in clock ticks of 10 ms) */
 function cpuMs(pid: number): { user: number; system: number } {
@@ -72,31 +52,28 @@ async function main(): Promise<void> {
       `[ledger]\npath = "${join(dir, 'ledger.db')}"\nflush_interval = 10\n` +
       `[control]\nsocket = "${socket}"\n[log]\nlevel = "warn"\n`,
   );
-  const ns = createNetns(78);
+  const net = createNet();
   const children: ChildProcess[] = [];
   const lifetime = String(WARMUP_S + seconds + 60);
   try {
-    children.push(await startReady('ip', ['netns', 'exec', ns.name, PYTHON, FLOWGEN, 'serve', ns.nsV4, String(PORT), lifetime, String(CONNECTIONS)], 'flow server', 10));
+    const server = serveTraffic(['echo-many', net.peerV4, String(PORT), lifetime, String(CONNECTIONS)], { net }, Number(lifetime) * 1000);
+    children.push(server.proc);
+    await server.ready;
     const agent = spawn(join(root, 'bin', 'ubia'), ['agent', '--config', join(dir, 'ubia.toml')], { stdio: 'inherit' });
     children.push(agent);
-    for (let i = 0; i < 100 && !(await agentAnswers(socket, 200)); i++) await sleep(0.1);
+    for (let i = 0; i < 100 && !(await agentAnswers(socket, 200)); i++) await sleep(100);
     if (!(await agentAnswers(socket))) throw new Error('the agent did not answer on its control socket within 10 s');
-    children.push(
-      await startReady(
-        PYTHON,
-        [FLOWGEN, 'client', ns.nsV4, String(PORT), String(CONNECTIONS), String(FIRST_UID), String(USERS), lifetime],
-        'flow client',
-        60,
-      ),
-    );
+    const client = serveTraffic(['many-flows', net.peerV4, String(PORT), String(CONNECTIONS), String(FIRST_UID), String(USERS), lifetime], {}, Number(lifetime) * 1000);
+    children.push(client.proc);
+    await client.ready;
     // the first polls book every counter as new and fill the name cache
-    await sleep(WARMUP_S);
+    await sleep(WARMUP_S * 1000);
     const pid = agent.pid!;
     const cpu0 = cpuMs(pid);
     const t0 = performance.now();
     let rssMaxKiB = 0;
     for (let i = 0; i < seconds; i++) {
-      await sleep(1);
+      await sleep(1000);
       rssMaxKiB = Math.max(rssMaxKiB, statusKiB(pid, 'VmRSS'));
     }
     const cpu1 = cpuMs(pid);
@@ -127,7 +104,7 @@ async function main(): Promise<void> {
     };
     const stopped = new Promise((resolve) => agent.once('exit', resolve));
     agent.kill('SIGTERM');
-    await Promise.race([stopped, sleep(10)]);
+    await Promise.race([stopped, sleep(10000)]);
     process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
     if (result.users < USERS || result.activeFlows < 2 * CONNECTIONS) process.stdout.write(`NOT THE INTENDED LOAD: expected ${USERS} users and ${2 * CONNECTIONS} flows\n`);
     // the target is 100 MB: decimal megabytes, the stricter reading
@@ -135,9 +112,9 @@ async function main(): Promise<void> {
     process.stdout.write(ok ? 'within target (< 1% of a core, peak RSS < 100 MB)\n' : 'OVER TARGET (< 1% of a core, peak RSS < 100 MB)\n');
   } finally {
     for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
-    await sleep(0.5);
+    await sleep(500);
     detachMeter(pinDir);
-    removeNetns(ns);
+    net.remove();
     rmSync(dir, { recursive: true, force: true });
   }
 }

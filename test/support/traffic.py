@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
-"""Known, bounded test traffic for ubia's tests. Each command prints one JSON line with
-what it really moved (bytes as the system calls returned them), so tests compare the
-meter against facts, not against intentions. Every socket has a timeout."""
+"""The one traffic generator of ubia's tests and benchmarks: known, bounded traffic.
+Each command prints one JSON line with what it really moved (bytes as the system calls
+returned them), so tests compare the meter against facts, not against intentions. Every
+socket has a timeout; servers that serve many connections stop after SECONDS."""
 import fcntl
 import json
 import os
+import resource
+import selectors
 import socket
 import struct
 import sys
 import termios
+import threading
 import time
 
 TIMEOUT = 20
@@ -220,6 +224,142 @@ def pass_fd(host, port, uid_a, gid_a, uid_b, gid_b, nbytes):
     os.waitpid(a, 0)
     os.waitpid(b, 0)
     out(senderPid=b, connectorPid=a, sent=int(os.read(b_r, 64)))
+
+
+def sink(host, port, seconds='1800'):
+    """serve every connection until SECONDS pass: each sends an 8-byte big-endian reply
+    size, then data until it half-closes, and is answered with that many bytes (so payload
+    sizes are known exactly on both sides)"""
+    s = listen(host, int(port))
+    s.settimeout(1)
+    deadline = time.monotonic() + float(seconds)
+    while time.monotonic() < deadline:
+        try:
+            a, _ = s.accept()
+        except socket.timeout:
+            continue
+        threading.Thread(target=answer, args=(a,), daemon=True).start()
+
+
+def answer(a):
+    a.settimeout(TIMEOUT)
+    with a:
+        head = b''
+        while len(head) < 8:
+            b = a.recv(8 - len(head))
+            if not b:
+                return
+            head += b
+        read_all(a)
+        send_bytes(a, struct.unpack('>Q', head)[0])
+
+
+def sink_client(host, port, nbytes, reply, ms):
+    """to a sink: asks for REPLY bytes, sends NBYTES in even chunks over MS milliseconds,
+    half-closes and reads the answer to the end"""
+    c = connect(host, int(port))
+    c.sendall(struct.pack('>Q', int(reply)))
+    steps = max(1, round(int(ms) / 50))
+    left = int(nbytes)
+    for i in range(steps):
+        n = left if i == steps - 1 else int(nbytes) // steps
+        left -= n
+        send_bytes(c, n)
+        time.sleep(int(ms) / steps / 1000)
+    c.shutdown(socket.SHUT_WR)
+    received = read_all(c)
+    c.close()
+    out(received=received, pid=os.getpid())
+
+
+# Many real, moving flows of many users (the agent benchmark, the meter's scale test). One
+# process plays every user by switching its real uid with setresuid (the saved uid stays 0,
+# so it can switch back): ubia attributes a socket to the uid and process doing the I/O, so
+# each connection stays with its user. No passwd entries are needed: a uid without a name
+# is still metered.
+
+MESSAGE = b'x' * 64
+
+
+def raise_fd_limit(n):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < n + 100:
+        sys.exit(f'need {n + 100} open files, the hard limit is {hard}: raise it (ulimit -Hn)')
+    if soft < n + 100:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n + 100, hard))
+
+
+def echo_many(host, port, seconds, connections):
+    """accept up to CONNECTIONS connections and echo what arrives, for SECONDS"""
+    raise_fd_limit(int(connections))
+    listener = socket.create_server((host, int(port)), family=family(host), backlog=4096)
+    listener.setblocking(False)
+    sel = selectors.DefaultSelector()
+    sel.register(listener, selectors.EVENT_READ)
+    out(listening=int(port), pid=os.getpid())
+    deadline = time.monotonic() + float(seconds)
+    while time.monotonic() < deadline:
+        for key, _ in sel.select(timeout=1):
+            sock = key.fileobj
+            if sock is listener:
+                try:
+                    conn, _ = listener.accept()
+                except BlockingIOError:
+                    continue
+                conn.setblocking(False)
+                sel.register(conn, selectors.EVENT_READ)
+                continue
+            try:
+                data = sock.recv(65536)
+            except BlockingIOError:
+                continue
+            if not data:
+                sel.unregister(sock)
+                sock.close()
+                continue
+            sock.send(data)
+
+
+def as_uid(uid):
+    os.setresuid(uid, uid, 0)
+
+
+def many_flows(host, port, connections, first_uid, users, seconds):
+    """open CONNECTIONS TCP connections, connection i as uid FIRST_UID + i % USERS, then
+    once a second send 64 bytes on each and read the echo, as its uid, for SECONDS"""
+    connections, first_uid, users = int(connections), int(first_uid), int(users)
+    raise_fd_limit(connections)
+    deadline = time.monotonic() + float(seconds)
+    socks = []
+    for i in range(connections):
+        uid = first_uid + i % users
+        as_uid(uid)
+        try:
+            # no name resolution: the user may not read this Python's files
+            s = socket.socket(family(host), socket.SOCK_STREAM)
+            s.settimeout(10)
+            s.connect((host, int(port)))
+            s.setblocking(False)
+        finally:
+            as_uid(0)
+        socks.append((uid, s))
+    out(ready=len(socks))
+    while time.monotonic() < deadline:
+        started = time.monotonic()
+        for uid, s in socks:
+            as_uid(uid)
+            try:
+                s.send(MESSAGE)
+                try:
+                    s.recv(65536)
+                except BlockingIOError:
+                    pass
+            finally:
+                as_uid(0)
+        time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
+    for _, s in socks:
+        s.close()
+    out(connections=len(socks))
 
 
 if __name__ == '__main__':

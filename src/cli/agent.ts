@@ -4,13 +4,15 @@
 import { createRequire } from 'node:module';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { openMeter } from '../kernel/index.js';
-import { groupMembers, peerCredentials, primaryGroup, sdNotify, userByName, userName } from '../kernel/native.js';
+import { groupMembers, openMeter, peerCredentials, primaryGroup, sdNotify, userByName, userName } from '../kernel/index.js';
 import { ConfigError, loadConfig, type LoadedConfig } from '../config/load.js';
 import { createLogger } from '../log.js';
-import { startAgent } from './agent.js';
+import { startAgent } from '../agent/agent.js';
+import { createRequestHandler } from '../control/handlers.js';
+import { startControlServer } from '../control/server.js';
+import { scopeOf } from '../control/scope.js';
 import { startDaemon } from './daemon.js';
-import { createExporters } from './exporters.js';
+import { createExporters } from '../agent/exporters.js';
 
 const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
 
@@ -68,7 +70,12 @@ export async function runAgentCommand(opts: AgentCommandOptions): Promise<number
       groupMembers,
       userByName,
       primaryGroup,
-      peerCredentials,
+      serveControl: (state, o) =>
+        startControlServer({
+          ...o,
+          peerCredentials,
+          handle: createRequestHandler({ ...state, scopeOf: (caller) => scopeOf(caller, state.access(), state.directory) }),
+        }),
       sdNotify,
       createExporters,
       hostName: hostname(),

@@ -9,22 +9,15 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { createDiameterAccounting } from '../export/diameter/index.js';
-import { diameterConfigSchema } from '../export/diameter/config.js';
-import type { UserUsage } from '../export/types.js';
-
-// the test harness is TypeScript with only node: imports; Node 24 runs it as it is
-interface Harness {
-  startPostgres(): Promise<{ connInfo: string; sql(q: string): string; stop(): Promise<void> }>;
-  startFreeDiameter(opts: { pg: unknown }): Promise<{ port: number; close(): Promise<void> }>;
-}
-const harness = (await import(new URL('../../test/peers/freediameter/harness.ts', import.meta.url).href)) as Harness;
+import { createDiameterAccounting } from '../src/export/diameter/index.js';
+import { diameterConfigSchema } from '../src/export/diameter/config.js';
+import type { UserUsage } from '../src/export/types.js';
+import * as harness from '../test/peers/freediameter/harness.js';
+import { sleep } from '../test/support/wait.js';
 
 const SUSTAINED_RECORDS = 50_000;
 const INTERIM_USERS = 10_000;
 const INTERIM_S = 300;
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function users(n: number, firstUid: number): UserUsage[] {
   return Array.from({ length: n }, (_, k) => ({

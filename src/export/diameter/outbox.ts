@@ -45,7 +45,7 @@ export interface Rejection {
   atMs: number;
 }
 
-export interface DiameterLedger {
+export interface DiameterOutbox {
   loadSessions(): SessionRow[];
   insertSession(s: SessionRow): void;
   updateSession(s: SessionRow): void;
@@ -79,7 +79,7 @@ export interface DiameterLedger {
   readonly open: boolean;
 }
 
-export function openDiameterLedger(db: Db): DiameterLedger {
+export function openDiameterOutbox(db: Db): DiameterOutbox {
   db.exec(`
     CREATE TABLE IF NOT EXISTS diameter_session (
       uid INTEGER PRIMARY KEY,
