@@ -285,6 +285,8 @@ export async function startAgent(
       poll();
       flush();
       await server.close();
+      // a reload under way finishes first: else it would start exporters nobody closes
+      await reloads;
       await closeExporters(exporters, logger);
       meter.close();
       ledger.close();
@@ -293,7 +295,7 @@ export async function startAgent(
     return stopping;
   };
 
-  const reload = async () => {
+  const applyReload = async () => {
     let next: UbiaConfig;
     try {
       next = loadConfig(configFile).config;
@@ -324,6 +326,22 @@ export async function startAgent(
     }
     logger.info({ exportersRestarted: exportersChanged }, 'configuration reloaded');
     deps.sdNotify('READY=1');
+  };
+
+  // Reloads run one after the other, never interleaved (two would each close the same
+  // exporters and each start new ones, leaving one set running unowned). SIGHUPs that
+  // arrive while one is waiting to run fold into it: it reads the file as it is then.
+  let reloads: Promise<void> = Promise.resolve();
+  let reloadWaiting = false;
+  const reload = () => {
+    if (reloadWaiting) return reloads;
+    reloadWaiting = true;
+    reloads = reloads.then(async () => {
+      reloadWaiting = false;
+      if (stopping) return;
+      await applyReload().catch((err: unknown) => logger.error({ err }, 'SIGHUP: the reload failed; the running configuration may be partly applied'));
+    });
+    return reloads;
   };
 
   return { stop, reload };

@@ -3,13 +3,15 @@
 // exit 0, SIGHUP reloads the config.
 import { createRequire } from 'node:module';
 import { hostname } from 'node:os';
+import { dirname } from 'node:path';
 import { openMeter } from '../kernel/index.js';
 import { groupMembers, peerCredentials, sdNotify, userName } from '../kernel/native.js';
-import { ConfigError, loadConfig, type LoadedConfig } from '../config/load.js';
+import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, type LoadedConfig } from '../config/load.js';
 import { createLogger } from '../log.js';
 import { startAgent } from './agent.js';
 import { startDaemon } from './daemon.js';
 import { createExporters } from './exporters.js';
+import { checkTrustedFile, prepareDirectory, tightenLedgerFiles, UnsafePathError } from './paths.js';
 
 const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
 
@@ -20,17 +22,24 @@ export interface AgentCommandOptions {
 
 /** Runs the agent until a signal stops it; resolves with the process exit code. */
 export async function runAgentCommand(opts: AgentCommandOptions): Promise<number> {
+  // whatever started us (a shell, `--daemon`, systemd): what we create is root's alone;
+  // the few things meant for others (the control socket and its directory) get their
+  // modes set explicitly
+  process.umask(0o077);
   let loaded: LoadedConfig;
   try {
+    checkTrustedFile(opts.config ?? DEFAULT_CONFIG_PATH, 'the config file');
     loaded = loadConfig(opts.config);
   } catch (e) {
-    if (!(e instanceof ConfigError)) throw e;
+    if (!(e instanceof ConfigError) && !(e instanceof UnsafePathError)) throw e;
     process.stderr.write(`ubia agent: ${e.message}\n`);
     return 1;
   }
+  const { config } = loaded;
   if (opts.daemon) {
-    const logFile = loaded.config.log.daemon_file;
+    const logFile = config.log.daemon_file;
     try {
+      prepareDirectory(dirname(logFile), 0o700, 'log.daemon_file');
       const pid = await startDaemon(opts.config ? ['--config', opts.config] : [], loaded.config.control.socket, logFile);
       process.stdout.write(`ubia agent started (pid ${pid}); logs in ${logFile}\n`);
       return 0;
@@ -38,6 +47,17 @@ export async function runAgentCommand(opts: AgentCommandOptions): Promise<number
       process.stderr.write(`ubia agent: ${(e as Error).message}\n`);
       return 1;
     }
+  }
+
+  try {
+    prepareDirectory(dirname(config.ledger.path), 0o700, 'ledger.path');
+    tightenLedgerFiles(config.ledger.path);
+    // every local user connects to the control socket (what each sees is decided per uid)
+    prepareDirectory(dirname(config.control.socket), 0o755, 'control.socket');
+  } catch (e) {
+    if (!(e instanceof UnsafePathError)) throw e;
+    process.stderr.write(`ubia agent: ${e.message}\n`);
+    return 1;
   }
 
   // `pidof ubia-agent` / `pkill ubia-agent` find it, rather than every `node` process
@@ -62,7 +82,10 @@ export async function runAgentCommand(opts: AgentCommandOptions): Promise<number
     return 1;
   }
   return new Promise<number>((resolve) => {
+    let stopping = false;
     const stop = (signal: NodeJS.Signals) => {
+      if (stopping) return logger.info({ signal }, 'already stopping; the shutdown under way goes on');
+      stopping = true;
       void agent.stop(signal).then(
         () => resolve(0),
         (err: unknown) => {
@@ -71,8 +94,10 @@ export async function runAgentCommand(opts: AgentCommandOptions): Promise<number
         },
       );
     };
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
+    // `on`, not `once`: a second SIGTERM (`timeout -s TERM` sends two) must find our
+    // handler, not the default action that kills us before the exporters are closed
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
     process.on('SIGHUP', () => void agent.reload());
   });
 }
