@@ -7,6 +7,7 @@ import { appendFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROOT, ensureBuilt, tempDir, waitFor, writeAgentConfig } from './helpers/agent.js';
+import { dpkg, holdDpkgLock } from './helpers/dpkg.js';
 
 const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 // what an admin's shell has: no project runtime on the PATH, so the bundled node must serve
@@ -24,7 +25,7 @@ describe('Debian package', () => {
   beforeAll(() => {
     ensureBuilt();
     // a package left by an interrupted run would hide what this one installs
-    if (installed()) run('dpkg', ['--purge', 'ubia']);
+    if (installed()) dpkg(['--purge', 'ubia'], ENV);
     const out = execFileSync(join(ROOT, 'scripts', 'package-deb'), [join(work, 'out')], {
       encoding: 'utf8',
       env: { ...process.env, PATH: `${join(ROOT, '.runtime', 'bin')}:${process.env.PATH}` },
@@ -40,7 +41,7 @@ describe('Debian package', () => {
   });
 
   afterAll(() => {
-    if (installed()) run('dpkg', ['--purge', 'ubia']);
+    if (installed()) dpkg(['--purge', 'ubia'], ENV);
     rmSync(pinDir, { recursive: true, force: true });
     rmSync(work, { recursive: true, force: true });
   });
@@ -57,9 +58,16 @@ describe('Debian package', () => {
     expect(contents.some((p) => p.startsWith('/usr/lib/ubia/node_modules/typescript/'))).toBe(false);
   });
 
-  it('installs with dpkg -i and runs on its bundled Node.js 24', () => {
-    const r = run('dpkg', ['-i', deb]);
-    expect(r.status, r.stderr).toBe(0);
+  it('installs with dpkg -i, waiting while another process holds the dpkg lock, and runs on its bundled Node.js 24', async () => {
+    const holder = await holdDpkgLock(3000);
+    const heldUntil = Date.now() + 2500;
+    try {
+      const r = dpkg(['-i', deb], ENV);
+      expect(r.status, r.stderr).toBe(0);
+      expect(Date.now()).toBeGreaterThanOrEqual(heldUntil);
+    } finally {
+      holder.kill();
+    }
     expect(run('/usr/lib/ubia/node', ['--version']).stdout).toMatch(/^v24\./);
     const help = run('/usr/bin/ubia', ['--help']);
     expect(help.status, help.stderr).toBe(0);
@@ -113,7 +121,7 @@ describe('Debian package', () => {
   it('dpkg --purge removes everything it installed, the state and the pinned maps', () => {
     // point the installed config at this test's pins, as an admin with a custom pin_dir would
     appendFileSync('/etc/ubia/ubia.toml', `\n[agent]\npin_dir = "${pinDir}"\n`);
-    const r = run('dpkg', ['--purge', 'ubia']);
+    const r = dpkg(['--purge', 'ubia'], ENV);
     expect(r.status, r.stderr).toBe(0);
     expect(installed()).toBe(false);
     const left = contents.filter((p) => !existedBefore.has(p) && existsSync(p));

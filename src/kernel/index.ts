@@ -1,6 +1,7 @@
 // The kernel meter (real: eBPF programs through the native addon). Opens or resumes the
 // pinned meter, reads monotonic counters, and delivers flow-ended / process-exited
 // events, including those the ring buffer could not carry.
+import { readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { addon, rows, selectRows, type Columns, type NativeEvents, type NativeMeter } from './native.js';
 import type { FlowRecord, InterfaceCounters, MeterEvent, MeterHealth, MeterStatus, ProcessCounters, UnattributedCounters, UserCounters } from './types.js';
@@ -55,8 +56,28 @@ export class MeterError extends Error {
   override name = 'MeterError';
 }
 
+const CAP = { NET_ADMIN: 12, SYS_ADMIN: 21, PERFMON: 38, BPF: 39 };
+
+/** The capabilities loading the meter takes that this process lacks (CAP_SYS_ADMIN
+ *  stands for CAP_BPF and CAP_PERFMON, as on kernels before 5.8). */
+function missingCapabilities(): string[] {
+  const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? '0';
+  const has = (cap: number) => ((BigInt(`0x${hex}`) >> BigInt(cap)) & 1n) === 1n;
+  const missing: string[] = [];
+  if (!has(CAP.BPF) && !has(CAP.SYS_ADMIN)) missing.push('CAP_BPF');
+  if (!has(CAP.PERFMON) && !has(CAP.SYS_ADMIN)) missing.push('CAP_PERFMON');
+  if (!has(CAP.NET_ADMIN)) missing.push('CAP_NET_ADMIN');
+  return missing;
+}
+
 export function openMeter(opts: MeterOptions = {}): Meter {
   const pinDir = opts.pinDir ?? DEFAULT_PIN_DIR;
+  // before the pin directory is touched: what fails first without privileges depends on
+  // how bpffs is mounted (its mode), and the message must not
+  const missing = missingCapabilities();
+  if (missing.length) {
+    throw new MeterError(`BPF not permitted (missing ${missing.join(', ')}): run as root or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN`);
+  }
   let native: NativeMeter;
   try {
     native = new addon.Meter({
