@@ -70,6 +70,13 @@ export async function startAgent(
   const meter = deps.openMeter({ pinDir: config.agent.pin_dir, flowCapacity: config.agent.flow_capacity });
   const st = meter.status();
   logger.info({ mode: st.mode, kernel: st.kernelRelease, resumed: st.resumed, hooks: st.hooks.filter((h) => h.active).map((h) => h.name) }, 'meter open');
+  if (st.flowCapacity !== config.agent.flow_capacity) {
+    // the flow table is in use by the attached programs: a new size means a new meter
+    logger.warn(
+      { configured: config.agent.flow_capacity, inUse: st.flowCapacity, pinDir: st.pinDir },
+      'agent.flow_capacity is not applied: the running meter keeps its pinned flow table; to resize, stop the agent, run `ubia detach` (active flows are lost) and start it again',
+    );
+  }
 
   const ledger = new Ledger(config.ledger.path);
   const loaded = ledger.loadCheckpoint(bootId);
@@ -137,8 +144,24 @@ export async function startAgent(
   let pollError: string | undefined;
   let stalledUntil: number | undefined;
 
+  let pinsError: string | undefined;
+  /** Someone removed the pin directory (or pins in it): the programs still count, as we
+   *  hold them, but a restart would find nothing. Put the pins back. */
+  const keepPinned = () => {
+    try {
+      const lost = meter.checkPins();
+      if (lost.length) logger.warn({ pinDir: st.pinDir, lost: lost.length, example: lost[0] }, 'pins were removed while the agent ran: pinned again (counting never stopped)');
+      pinsError = undefined;
+    } catch (err) {
+      const msg = (err as Error).message;
+      if (pinsError !== msg) logger.error({ err }, 'pins were removed and cannot be put back; a restart would lose the kernel counters');
+      pinsError = msg;
+    }
+  };
+
   const poll = () => {
     const now = Date.now();
+    keepPinned();
     if (stalledUntil !== undefined) {
       if (now < stalledUntil) return;
       stalledUntil = undefined;

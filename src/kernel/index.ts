@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { addon, rows, selectRows, type Columns, type NativeEvents, type NativeMeter } from './native.js';
-import type { FlowRecord, InterfaceCounters, MeterEvent, MeterHealth, MeterStatus, ProcessCounters, UnattributedCounters, UserCounters } from './types.js';
+import type { FlowRecord, HookStatus, InterfaceCounters, MeterEvent, MeterHealth, MeterStatus, ProcessCounters, UnattributedCounters, UserCounters } from './types.js';
 
 export * from './types.js';
 export { userName, groupMembers, peerCredentials, sdNotify } from './native.js';
@@ -45,6 +45,9 @@ export interface Meter {
   onEvent(cb: (e: MeterEvent) => void): void;
   /** deliver queued events now (they also arrive on their own from the event loop) */
   drainEvents(): void;
+  /** Puts back pins removed while the meter runs (the programs kept counting: the meter
+   *  holds them); returns the pin paths that were missing. Throws when it cannot. */
+  checkPins(): string[];
   /** remove a dead process's entries once its final values are recorded */
   forgetProcess(pid: number): void;
   forgetProcesses(pids: number[]): void;
@@ -142,8 +145,34 @@ export function openMeter(opts: MeterOptions = {}): Meter {
     return selectRows<FlowRecord>(columns, active);
   };
 
+  // pins put back since the meter opened, shown with the hooks (`ubia status`)
+  const repins = { count: 0, lastMs: 0, failing: undefined as string | undefined };
+  const checkPins = (): string[] => {
+    const missing = native.missingPins();
+    if (missing.length === 0) return missing;
+    try {
+      native.repin();
+      repins.failing = undefined;
+    } catch (err) {
+      repins.failing = (err as Error).message;
+      throw new MeterError(`${missing.length} pins under ${pinDir} are gone and could not be put back: ${repins.failing}`);
+    }
+    repins.count++;
+    repins.lastMs = Date.now();
+    return missing;
+  };
+  const pinHook = (): HookStatus[] => {
+    if (repins.failing !== undefined) return [{ name: 'pins', active: false, detail: `gone from ${pinDir} and not put back (${repins.failing}): a restarted agent would start from zero` }];
+    if (repins.count === 0) return [];
+    return [{ name: 'pins', active: true, detail: `${pinDir} lost its pins ${repins.count} time(s), last at ${new Date(repins.lastMs).toISOString()}; pinned again, counting never stopped` }];
+  };
+
   return {
-    status: () => ({ kernelRelease: release(), ...native.status() }),
+    status: () => {
+      const st = native.status();
+      return { kernelRelease: release(), ...st, hooks: [...st.hooks, ...pinHook()] };
+    },
+    checkPins,
     fold: () => native.fold(),
     readUsers: () => rows(native.readUsers()),
     readUserColumns: () => native.readUsers(),
