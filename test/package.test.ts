@@ -7,7 +7,7 @@ import { appendFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROOT, ensureBuilt, tempDir, waitFor, writeAgentConfig } from './helpers/agent.js';
-import { dpkg, holdDpkgLock } from './helpers/dpkg.js';
+import { dpkg, holdDpkgLock, setAsideAgentState } from './helpers/dpkg.js';
 
 const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 // what an admin's shell has: no project runtime on the PATH, so the bundled node must serve
@@ -21,9 +21,11 @@ describe('Debian package', () => {
   let deb = '';
   let contents: string[] = [];
   const existedBefore = new Set<string>();
+  let restoreAgentState = () => {};
 
   beforeAll(() => {
     ensureBuilt();
+    restoreAgentState = setAsideAgentState(String(process.pid));
     // a package left by an interrupted run would hide what this one installs
     if (installed()) dpkg(['--purge', 'ubia'], ENV);
     const out = execFileSync(join(ROOT, 'scripts', 'package-deb'), [join(work, 'out')], {
@@ -42,6 +44,7 @@ describe('Debian package', () => {
 
   afterAll(() => {
     if (installed()) dpkg(['--purge', 'ubia'], ENV);
+    restoreAgentState();
     rmSync(pinDir, { recursive: true, force: true });
     rmSync(work, { recursive: true, force: true });
   });

@@ -3,6 +3,7 @@
 // was locked by another process"). Waiting for the lock, as apt's DPkg::Lock::Timeout
 // does, is what an admin would do.
 import { spawn, spawnSync, type ChildProcess, type SpawnSyncReturns } from 'node:child_process';
+import { existsSync, renameSync, rmSync } from 'node:fs';
 
 const LOCK_WAIT_MS = 10 * 60_000;
 const LOCKED = /lock.* (was )?locked by another process|database is locked by another process/i;
@@ -33,4 +34,28 @@ time.sleep(${ms / 1000})
     holder.once('exit', (code) => reject(new Error(`could not take the dpkg lock (exit ${code})`)));
   });
   return holder;
+}
+
+/** What the package owns and `dpkg --purge` removes (packaging/debian/postrm). */
+const PACKAGE_STATE = ['/etc/ubia', '/var/lib/ubia', '/var/log/ubia', '/run/ubia'];
+
+/**
+ * An agent may already run on this machine with these paths (`scripts/setup start` uses
+ * the defaults): the package test installs and purges, and purge removes them. They are
+ * renamed aside for the test and put back after (a running agent keeps its open ledger
+ * and listening socket across the renames; its socket path answers again once restored).
+ * Returns the function that puts them back.
+ */
+export function setAsideAgentState(tag: string): () => void {
+  const moved = PACKAGE_STATE.filter((p) => existsSync(p)).map((p) => {
+    const aside = `${p}.set-aside-${tag}`;
+    renameSync(p, aside);
+    return { p, aside };
+  });
+  return () => {
+    for (const { p, aside } of moved) {
+      rmSync(p, { recursive: true, force: true });
+      renameSync(aside, p);
+    }
+  };
 }
