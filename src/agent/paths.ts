@@ -32,7 +32,9 @@ function lstatOrUndefined(path: string): Stats | undefined {
   try {
     return lstatSync(path);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return undefined;
+    if (code === 'ENOTDIR') throw new UnsafePathError(`${path}: a component on the way is not a directory`);
     throw e;
   }
 }
