@@ -3,10 +3,12 @@
 // can write, their symbolic link, a config file they own) are refused before root
 // creates, appends to or reads anything there. Run as root with real test users.
 import { spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI, createTestbed, sleep, waitFor, type Testbed, type TestUser } from './helpers/agent.js';
+import { CLI } from './support/agent.js';
+import { createTestbed, type Testbed, type TestUser } from './support/testbed.js';
+import { sleep, waitFor } from './support/wait.js';
 
 let bed: Testbed;
 let mallory: TestUser;

@@ -8,7 +8,10 @@ import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StatusResult, UsersResult } from '../src/control/protocol.js';
-import { CLI, cli, createTestbed, runTraffic, startAgent, waitFor, writeAgentConfig, type AgentProcess, type Testbed, type TestUser } from './helpers/agent.js';
+import { CLI, cli, startAgent, writeAgentConfig, type AgentProcess } from './support/agent.js';
+import { createTestbed, type Testbed, type TestUser } from './support/testbed.js';
+import { sinkTraffic } from './support/traffic.js';
+import { waitFor } from './support/wait.js';
 
 let bed: Testbed;
 let alice: TestUser;
@@ -31,7 +34,7 @@ const payloadOf = (agent: AgentProcess) => {
   const row = json<UsersResult>(agent, ['users', '--since', '1h']).users.find((u) => u.uid === alice.uid);
   return { tx: row?.txPayloadBytes ?? 0, rx: row?.rxPayloadBytes ?? 0 };
 };
-const traffic = (send: number, reply: number) => runTraffic(alice, bed.dir, { host: bed.net.peerV4, port: bed.sink.port, send, reply, ms: 300 });
+const traffic = (send: number, reply: number) => sinkTraffic(alice, { host: bed.net.peerV4, port: bed.sink.port, send, reply, ms: 300 });
 
 /** Sends `send` bytes (and gets `reply` back) as alice; resolves once the ledger shows them all. */
 async function expectBooked(agent: AgentProcess, send: number, reply: number) {

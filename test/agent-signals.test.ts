@@ -5,7 +5,9 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestbed, sleep, startAgent, waitFor, writeAgentConfig, type AgentSetup, type Testbed } from './helpers/agent.js';
+import { startAgent, writeAgentConfig, type AgentSetup } from './support/agent.js';
+import { createTestbed, type Testbed } from './support/testbed.js';
+import { sleep, waitFor } from './support/wait.js';
 
 interface Receiver {
   port: number;

@@ -5,6 +5,7 @@ import { coreConfigShape } from './schema.js';
 import { ipfixConfigSchema } from '../export/ipfix/config.js';
 import { diameterConfigSchema } from '../export/diameter/config.js';
 import { otlpConfigSchema } from '../export/otlp/config.js';
+import { prometheusConfigSchema } from '../export/prometheus/config.js';
 
 export const configSchema = z
   .strictObject({
@@ -12,6 +13,7 @@ export const configSchema = z
     ipfix: ipfixConfigSchema.optional(),
     diameter: diameterConfigSchema.optional(),
     otlp: otlpConfigSchema.optional(),
+    prometheus: prometheusConfigSchema.optional(),
   })
   .superRefine((c, ctx) => {
     // Users' figures move once per flow_interval: a session idle for less than that

@@ -2,29 +2,40 @@
 // admin group see everything; anyone else sees only their own uid's usage, processes and
 // flows (and not the host-wide unattributed figures).
 import type { ExporterStatus, FlowSnapshot } from '../export/types.js';
-import type { Accounting, ProcessView } from '../agent/accounting.js';
-import type { MeterReader } from '../agent/meter.js';
-import type { NameCache } from '../agent/names.js';
-import { addInto, zeroCounters } from '../agent/counters.js';
+import type { Meter } from '../kernel/index.js';
+import { addInto, zeroCounters } from '../core/counters.js';
 import { UNATTRIBUTED_UID, type Ledger } from '../ledger/ledger.js';
 import { ControlError, type Caller, type RequestHandler } from './server.js';
 import { localDayStart } from './day.js';
 import type { FlowRow, ProcessRow, StatusResult, TopResult, TopUser, UserTotals, UsersResult } from './protocol.js';
 
+/** What the control API reads of the agent's live accounting: this much, declared here, so
+ *  control/ depends on no class of the agent's (its Accounting provides it). */
+export interface LiveAccounting {
+  rates(): Map<number, { rxRate: number; txRate: number }>;
+  /** live processes, already in the protocol's row shape */
+  processList(): ProcessRow[];
+  activeFlows(): FlowSnapshot[];
+  endedFlows(): FlowSnapshot[];
+  /** reads the flow table now (a `flows` request wants it fresh) */
+  refreshFlows(nowMs: number): void;
+  /** keeps the per-process reads going while someone watches (`ubia top`) */
+  watchProcesses(nowMs: number): void;
+}
+
 export interface AgentView {
-  accounting: Accounting;
-  ledger: Ledger;
-  meter: MeterReader;
-  names: NameCache;
+  accounting: LiveAccounting;
+  ledger: Pick<Ledger, 'path' | 'sizeBytes' | 'totals'>;
+  meter: Pick<Meter, 'status' | 'health' | 'readInterfaces'>;
+  names: { name(uid: number): string };
   configFile: string | undefined;
   pollIntervalSeconds(): number;
   countLoopback(): boolean;
   exporters(): ExporterStatus[];
   isAdmin(caller: Caller): boolean;
   /** times in ms since the epoch */
-  times(): { startedAt: number; lastPollAt?: number; stalledUntil?: number; lastFlushAt?: number };
+  times(): { startedAt: number; lastPollAt?: number; lastFlushAt?: number };
   lastFlushError(): string | undefined;
-  stall(ms: number): void;
 }
 
 const iso = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).toISOString());
@@ -32,10 +43,10 @@ const iso = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).
 const matchesUser = (query: string | undefined, uid: number, user: string) =>
   query === undefined || query === String(uid) || query === user;
 
-const byRateThenBytes = (a: ProcessView, b: ProcessView) =>
+const byRateThenBytes = (a: ProcessRow, b: ProcessRow) =>
   b.rxRate + b.txRate - (a.rxRate + a.txRate) || b.rxBytes + b.txBytes - (a.rxBytes + a.txBytes);
 
-function processRow(p: ProcessView): ProcessRow {
+function processRow(p: ProcessRow): ProcessRow {
   return {
     uid: p.uid,
     user: p.user,
@@ -167,7 +178,6 @@ export function createRequestHandler(view: AgentView): RequestHandler {
             pollIntervalSeconds: view.pollIntervalSeconds(),
             countLoopback: view.countLoopback(),
             lastPollAt: iso(t.lastPollAt),
-            stalledUntil: t.stalledUntil !== undefined && t.stalledUntil > Date.now() ? iso(t.stalledUntil) : null,
             you: { uid: caller.uid, admin },
           },
           meter: {
@@ -189,10 +199,6 @@ export function createRequestHandler(view: AgentView): RequestHandler {
         };
         return result;
       }
-      case 'debug.stall':
-        if (caller.uid !== 0) throw new ControlError('forbidden', 'debug.stall is for root only (it is a test switch)');
-        view.stall(req.ms);
-        return { stalledMs: req.ms };
     }
   };
 }

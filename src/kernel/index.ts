@@ -4,19 +4,21 @@
 import { readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { addon, rows, selectRows, type Columns, type NativeEvents, type NativeMeter } from './native.js';
-import type { FlowRecord, HookStatus, InterfaceCounters, MeterEvent, MeterHealth, MeterStatus, ProcessCounters, UnattributedCounters, UserCounters } from './types.js';
+import type { FlowRecord, HookStatus, InterfaceCounters, MeterEvent, MeterHealth, MeterStatus, ProcessCounters, WireCounters, UserCounters } from './types.js';
 
 export * from './types.js';
-export { userName, groupMembers, peerCredentials, sdNotify } from './native.js';
+export { userName, groupMembers, peerCredentials, sdNotify, rows, type Columns } from './native.js';
 
-export const DEFAULT_PIN_DIR = '/sys/fs/bpf/ubia';
 const SWEEP_MS = 30_000;
 
 export interface MeterOptions {
-  /** where maps, links and programs are pinned (a directory on bpffs) */
-  pinDir?: string;
+  /** where maps, links and programs are pinned (a directory on bpffs; the agent's is
+   *  agent.pin_dir, whose default the configuration schema holds) */
+  pinDir: string;
   /** size of the per-flow map (a pinned map keeps the size it was made with) */
   flowCapacity?: number;
+  /** (uid, scope) slots of the per-user table (a pinned table keeps the size it was made with) */
+  userCapacity?: number;
   /** leave the socket-layer (payload) hooks out, as on a kernel without them */
   wireOnly?: boolean;
   /** fold the sockets' pending counts into the totals before each read (default true);
@@ -40,7 +42,7 @@ export interface Meter {
   readFlowColumns(): Columns<FlowRecord>;
   readInterfaces(): InterfaceCounters[];
   /** packets with no user socket behind them, as the cgroup layer saw them */
-  readUnattributed(): UnattributedCounters;
+  readUnattributed(): WireCounters;
   health(): MeterHealth;
   onEvent(cb: (e: MeterEvent) => void): void;
   /** deliver queued events now (they also arrive on their own from the event loop) */
@@ -69,8 +71,8 @@ function withoutBpfCapabilities(): boolean {
   return Object.values(BPF_CAPABILITIES).every((cap) => ((effective >> BigInt(cap)) & 1n) === 0n);
 }
 
-export function openMeter(opts: MeterOptions = {}): Meter {
-  const pinDir = opts.pinDir ?? DEFAULT_PIN_DIR;
+export function openMeter(opts: MeterOptions): Meter {
+  const pinDir = opts.pinDir;
   // before the pin directory is touched: what fails first without privileges depends on
   // how bpffs is mounted (its mode), and the message must not
   if (withoutBpfCapabilities()) {
@@ -81,6 +83,7 @@ export function openMeter(opts: MeterOptions = {}): Meter {
     native = new addon.Meter({
       pinDir,
       ...(opts.flowCapacity ? { flowCapacity: opts.flowCapacity } : {}),
+      ...(opts.userCapacity ? { userCapacity: opts.userCapacity } : {}),
       wireOnly: !!opts.wireOnly,
       foldOnRead: opts.foldOnRead ?? true,
     });
@@ -182,6 +185,7 @@ export function openMeter(opts: MeterOptions = {}): Meter {
       return {
         overflows: { users: s.userOverflows, processes: s.processOverflows, flows: s.flowOverflows, interfaces: s.interfaceOverflows },
         eventsDropped: s.eventsDropped,
+        beyondUserTable: s.beyondUserTable,
       };
     },
     onEvent: (cb) => {
@@ -201,7 +205,7 @@ export function openMeter(opts: MeterOptions = {}): Meter {
 }
 
 /** Detach every program a meter left pinned under pinDir, without loading one. */
-export function detachMeter(pinDir: string = DEFAULT_PIN_DIR): void {
+export function detachMeter(pinDir: string): void {
   addon.detachPinned(pinDir);
 }
 
