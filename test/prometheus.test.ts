@@ -103,7 +103,7 @@ describe('Prometheus endpoint scraped by a real Prometheus', () => {
       const res = JSON.parse(cli(agent.socket, ['users', '--since', '1h', '--json']).stdout) as UsersResult;
       return new Map(res.users.filter((u) => u.uid === alice.uid || u.uid === bob.uid).map((u) => [u.user, u]));
     };
-    // the client sends an 8-byte header before its payload (test/helpers/agent.ts)
+    // the client sends an 8-byte header before its payload (test/support/traffic.py, sink)
     await waitFor('the ledger to book both users\' payload', () =>
       [alice, bob].every((u) => ledger().get(u.name)?.txPayloadBytes === send[u.name]! + 8 && ledger().get(u.name)?.rxPayloadBytes === reply[u.name]) || undefined,
     );
