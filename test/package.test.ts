@@ -7,6 +7,7 @@ import { appendFileSync, existsSync, readdirSync, readFileSync, rmSync } from 'n
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROOT, writeAgentConfig } from './support/agent.js';
+import { dpkg, holdDpkgLock, setAsideAgentState } from './support/dpkg.js';
 import { tempDir } from './support/testbed.js';
 import { waitFor } from './support/wait.js';
 
@@ -22,10 +23,12 @@ describe('Debian package', () => {
   let deb = '';
   let contents: string[] = [];
   const existedBefore = new Set<string>();
+  let restoreAgentState = () => {};
 
   beforeAll(() => {
+    restoreAgentState = setAsideAgentState(String(process.pid));
     // a package left by an interrupted run would hide what this one installs
-    if (installed()) run('dpkg', ['--purge', 'ubia']);
+    if (installed()) dpkg(['--purge', 'ubia'], ENV);
     const out = execFileSync(join(ROOT, 'scripts', 'package-deb'), [join(work, 'out')], {
       encoding: 'utf8',
       env: { ...process.env, PATH: `${join(ROOT, '.runtime', 'bin')}:${process.env.PATH}` },
@@ -41,7 +44,8 @@ describe('Debian package', () => {
   });
 
   afterAll(() => {
-    if (installed()) run('dpkg', ['--purge', 'ubia']);
+    if (installed()) dpkg(['--purge', 'ubia'], ENV);
+    restoreAgentState();
     rmSync(pinDir, { recursive: true, force: true });
     rmSync(work, { recursive: true, force: true });
   });
@@ -68,9 +72,16 @@ describe('Debian package', () => {
     expect(ours.filter((p) => /\/(bench|test|support)(\/|$)|\.test\.|floor|traffic\.py/.test(p))).toEqual([]);
   });
 
-  it('installs with dpkg -i and runs on its bundled Node.js 24', () => {
-    const r = run('dpkg', ['-i', deb]);
-    expect(r.status, r.stderr).toBe(0);
+  it('installs with dpkg -i, waiting while another process holds the dpkg lock, and runs on its bundled Node.js 24', async () => {
+    const holder = await holdDpkgLock(3000);
+    const heldUntil = Date.now() + 2500;
+    try {
+      const r = dpkg(['-i', deb], ENV);
+      expect(r.status, r.stderr).toBe(0);
+      expect(Date.now()).toBeGreaterThanOrEqual(heldUntil);
+    } finally {
+      holder.kill();
+    }
     expect(run('/usr/lib/ubia/node', ['--version']).stdout).toMatch(/^v24\./);
     const help = run('/usr/bin/ubia', ['--help']);
     expect(help.status, help.stderr).toBe(0);
@@ -133,7 +144,7 @@ describe('Debian package', () => {
   it('dpkg --purge removes everything it installed, the state and the pinned maps', () => {
     // point the installed config at this test's pins, as an admin with a custom pin_dir would
     appendFileSync('/etc/ubia/ubia.toml', `\n[agent]\npin_dir = "${pinDir}"\n`);
-    const r = run('dpkg', ['--purge', 'ubia']);
+    const r = dpkg(['--purge', 'ubia'], ENV);
     expect(r.status, r.stderr).toBe(0);
     expect(installed()).toBe(false);
     const left = contents.filter((p) => !existedBefore.has(p) && existsSync(p));

@@ -156,6 +156,8 @@ class MeterWrap : public Napi::ObjectWrap<MeterWrap> {
                            InstanceMethod("forgetProcesses", &MeterWrap::ForgetProcesses),
                            InstanceMethod("forgetFlow", &MeterWrap::ForgetFlow),
                            InstanceMethod("status", &MeterWrap::Status),
+                           InstanceMethod("missingPins", &MeterWrap::MissingPins),
+                           InstanceMethod("repin", &MeterWrap::Repin),
                            InstanceMethod("onEvents", &MeterWrap::OnEvents),
                            InstanceMethod("pollEvents", &MeterWrap::PollEvents),
                            InstanceMethod("close", &MeterWrap::Close),
@@ -273,6 +275,21 @@ class MeterWrap : public Napi::ObjectWrap<MeterWrap> {
     return info.Env().Undefined();
   }
 
+  Napi::Value MissingPins(const Napi::CallbackInfo &info) {
+    std::vector<std::string> missing = meter(info.Env()).missing_pins();
+    Napi::Array out = Napi::Array::New(info.Env(), missing.size());
+    for (size_t i = 0; i < missing.size(); i++) out.Set(i, missing[i]);
+    return out;
+  }
+
+  Napi::Value Repin(const Napi::CallbackInfo &info) {
+    try {
+      return Napi::Number::New(info.Env(), double(meter(info.Env()).repin()));
+    } catch (const MeterError &e) {
+      throw Napi::Error::New(info.Env(), e.what());
+    }
+  }
+
   Napi::Value Status(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
     Meter &m = meter(env);
@@ -280,6 +297,7 @@ class MeterWrap : public Napi::ObjectWrap<MeterWrap> {
     o.Set("mode", m.mode());
     o.Set("pinDir", m.pin_dir());
     o.Set("resumed", Napi::Boolean::New(env, m.resumed()));
+    o.Set("flowCapacity", Napi::Number::New(env, m.flow_capacity()));
     Napi::Array hooks = Napi::Array::New(env, m.hooks().size());
     for (size_t i = 0; i < m.hooks().size(); i++) {
       Napi::Object h = Napi::Object::New(env);

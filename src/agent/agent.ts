@@ -107,6 +107,13 @@ export async function startAgent(
   const meter = deps.openMeter({ pinDir: config.agent.pin_dir, flowCapacity: config.agent.flow_capacity, userCapacity: config.agent.user_capacity });
   const st = meter.status();
   logger.info({ mode: st.mode, kernel: st.kernelRelease, resumed: st.resumed, hooks: st.hooks.filter((h) => h.active).map((h) => h.name) }, 'meter open');
+  if (st.flowCapacity !== config.agent.flow_capacity) {
+    // the flow table is in use by the attached programs: a new size means a new meter
+    logger.warn(
+      { configured: config.agent.flow_capacity, inUse: st.flowCapacity, pinDir: st.pinDir },
+      'agent.flow_capacity is not applied: the running meter keeps its pinned flow table; to resize, stop the agent, run `ubia detach` (active flows are lost) and start it again',
+    );
+  }
 
   const ledger = new Ledger(config.ledger.path);
   const loaded = ledger.loadCheckpoint(bootId);
@@ -174,8 +181,24 @@ export async function startAgent(
   let flushError: string | undefined;
   let pollError: string | undefined;
 
+  let pinsError: string | undefined;
+  /** Someone removed the pin directory (or pins in it): the programs still count, as we
+   *  hold them, but a restart would find nothing. Put the pins back. */
+  const keepPinned = () => {
+    try {
+      const lost = meter.checkPins();
+      if (lost.length) logger.warn({ pinDir: st.pinDir, lost: lost.length, example: lost[0] }, 'pins were removed while the agent ran: pinned again (counting never stopped)');
+      pinsError = undefined;
+    } catch (err) {
+      const msg = (err as Error).message;
+      if (pinsError !== msg) logger.error({ err }, 'pins were removed and cannot be put back; a restart would lose the kernel counters');
+      pinsError = msg;
+    }
+  };
+
   const poll = () => {
     const now = Date.now();
+    keepPinned();
     try {
       const { usage, flows } = accounting.poll(now);
       lastPollAt = now;
@@ -318,6 +341,8 @@ export async function startAgent(
       poll();
       flush();
       await server.close();
+      // a reload under way finishes first: else it would start exporters nobody closes
+      await reloads;
       await closeExporters(exporters, logger);
       meter.close();
       ledger.close();
@@ -326,7 +351,7 @@ export async function startAgent(
     return stopping;
   };
 
-  const reload = async () => {
+  const applyReload = async () => {
     let next: UbiaConfig;
     try {
       next = loadConfig(configFile).config;
@@ -357,6 +382,22 @@ export async function startAgent(
     }
     logger.info({ exportersRestarted: exportersChanged }, 'configuration reloaded');
     deps.sdNotify('READY=1');
+  };
+
+  // Reloads run one after the other, never interleaved (two would each close the same
+  // exporters and each start new ones, leaving one set running unowned). SIGHUPs that
+  // arrive while one is waiting to run fold into it: it reads the file as it is then.
+  let reloads: Promise<void> = Promise.resolve();
+  let reloadWaiting = false;
+  const reload = () => {
+    if (reloadWaiting) return reloads;
+    reloadWaiting = true;
+    reloads = reloads.then(async () => {
+      reloadWaiting = false;
+      if (stopping) return;
+      await applyReload().catch((err: unknown) => logger.error({ err }, 'SIGHUP: the reload failed; the running configuration may be partly applied'));
+    });
+    return reloads;
   };
 
   return { stop, reload };

@@ -2,10 +2,10 @@
 // NSS look-ups and exporters into the agent, and maps signals: SIGTERM/SIGINT flush and
 // exit 0, SIGHUP reloads the config.
 import { createRequire } from 'node:module';
-import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { groupMembers, openMeter, peerCredentials, primaryGroup, sdNotify, userByName, userName } from '../kernel/index.js';
-import { ConfigError, loadConfig, type LoadedConfig } from '../config/load.js';
+import { dirname } from 'node:path';
+import { groupMembers, missingBpfCapabilities, openMeter, peerCredentials, primaryGroup, sdNotify, userByName, userName } from '../kernel/index.js';
+import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, type LoadedConfig } from '../config/load.js';
 import { createLogger } from '../log.js';
 import { startAgent } from '../agent/agent.js';
 import { createRequestHandler } from '../control/handlers.js';
@@ -13,6 +13,7 @@ import { startControlServer } from '../control/server.js';
 import { scopeOf } from '../control/scope.js';
 import { startDaemon } from './daemon.js';
 import { createExporters } from '../agent/exporters.js';
+import { checkTrustedFile, prepareDirectory, tightenLedgerFiles, UnsafePathError } from '../agent/paths.js';
 
 const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
 
@@ -21,34 +22,31 @@ export interface AgentCommandOptions {
   daemon?: boolean;
 }
 
-/** capability(7) numbers of what loading and attaching the meter needs */
-const NEEDED_CAPS: [string, number][] = [['CAP_NET_ADMIN', 12], ['CAP_PERFMON', 38], ['CAP_BPF', 39]];
-
-/** The capabilities the meter needs that this process lacks (its effective set). */
-function missingCapabilities(): string[] {
-  const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'latin1'))?.[1] ?? '0';
-  const eff = BigInt(`0x${hex}`);
-  return NEEDED_CAPS.filter(([, bit]) => ((eff >> BigInt(bit)) & 1n) === 0n).map(([name]) => name);
-}
-
 /** Runs the agent until a signal stops it; resolves with the process exit code. */
 export async function runAgentCommand(opts: AgentCommandOptions): Promise<number> {
-  const missing = missingCapabilities();
+  const missing = missingBpfCapabilities();
   if (missing.length > 0) {
     process.stderr.write(`ubia agent: must run as root (it loads eBPF programs; missing ${missing.join(', ')}): sudo ubia agent, or systemctl start ubia\n`);
     return 1;
   }
+  // whatever started us (a shell, `--daemon`, systemd): what we create is root's alone;
+  // the few things meant for others (the control socket and its directory) get their
+  // modes set explicitly
+  process.umask(0o077);
   let loaded: LoadedConfig;
   try {
+    checkTrustedFile(opts.config ?? DEFAULT_CONFIG_PATH, 'the config file');
     loaded = loadConfig(opts.config);
   } catch (e) {
-    if (!(e instanceof ConfigError)) throw e;
+    if (!(e instanceof ConfigError) && !(e instanceof UnsafePathError)) throw e;
     process.stderr.write(`ubia agent: ${e.message}\n`);
     return 1;
   }
+  const { config } = loaded;
   if (opts.daemon) {
-    const logFile = loaded.config.log.daemon_file;
+    const logFile = config.log.daemon_file;
     try {
+      prepareDirectory(dirname(logFile), 0o700, 'log.daemon_file');
       const pid = await startDaemon(opts.config ? ['--config', opts.config] : [], loaded.config.control.socket, logFile);
       process.stdout.write(`ubia agent started (pid ${pid}); logs in ${logFile}\n`);
       return 0;
@@ -56,6 +54,17 @@ export async function runAgentCommand(opts: AgentCommandOptions): Promise<number
       process.stderr.write(`ubia agent: ${(e as Error).message}\n`);
       return 1;
     }
+  }
+
+  try {
+    prepareDirectory(dirname(config.ledger.path), 0o700, 'ledger.path');
+    tightenLedgerFiles(config.ledger.path);
+    // every local user connects to the control socket (what each sees is decided per uid)
+    prepareDirectory(dirname(config.control.socket), 0o755, 'control.socket');
+  } catch (e) {
+    if (!(e instanceof UnsafePathError)) throw e;
+    process.stderr.write(`ubia agent: ${e.message}\n`);
+    return 1;
   }
 
   // `pidof ubia-agent` / `pkill ubia-agent` find it, rather than every `node` process
@@ -87,7 +96,10 @@ export async function runAgentCommand(opts: AgentCommandOptions): Promise<number
     return 1;
   }
   return new Promise<number>((resolve) => {
+    let stopping = false;
     const stop = (signal: NodeJS.Signals) => {
+      if (stopping) return logger.info({ signal }, 'already stopping; the shutdown under way goes on');
+      stopping = true;
       void agent.stop(signal).then(
         () => resolve(0),
         (err: unknown) => {
@@ -96,8 +108,10 @@ export async function runAgentCommand(opts: AgentCommandOptions): Promise<number
         },
       );
     };
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
+    // `on`, not `once`: a second SIGTERM (`timeout -s TERM` sends two) must find our
+    // handler, not the default action that kills us before the exporters are closed
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
     process.on('SIGHUP', () => void agent.reload());
   });
 }

@@ -2,8 +2,7 @@
 // appended to a file (log.daemon_file), and returns once its control socket answers
 // (or reports why it did not start).
 import { spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { closeSync, constants, fchmodSync, openSync, readFileSync } from 'node:fs';
 import { agentAnswers } from '../control/client.js';
 
 const START_TIMEOUT_MS = 20_000;
@@ -16,10 +15,19 @@ function tail(file: string, lines: number): string {
   }
 }
 
-/** Spawns `node <cli> agent <args>` detached; resolves with its pid once it serves `socket`. */
+/** Spawns `node <cli> agent <args>` detached; resolves with its pid once it serves `socket`.
+ *  The log file's directory must have been checked (agent/paths.ts): the file itself is
+ *  never followed if it is a symbolic link, and is made 0600 (it names every user). */
 export async function startDaemon(agentArgs: string[], socket: string, logFile: string): Promise<number> {
-  mkdirSync(dirname(logFile), { recursive: true });
-  const fd = openSync(logFile, 'a');
+  const { O_WRONLY, O_APPEND, O_CREAT, O_NOFOLLOW } = constants;
+  let fd: number;
+  try {
+    fd = openSync(logFile, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW, 0o600);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ELOOP') throw e;
+    throw new Error(`refusing log.daemon_file ${logFile}: it is a symbolic link; remove it (the agent creates the file)`);
+  }
+  fchmodSync(fd, 0o600);
   // with this process's node flags (bin/ubia's heap sizing)
   const child = spawn(process.execPath, [...process.execArgv, process.argv[1]!, 'agent', ...agentArgs], {
     detached: true,

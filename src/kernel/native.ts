@@ -39,7 +39,11 @@ export interface NativeMeter {
   readStats(): NativeStats;
   forgetProcesses(pids: number[]): number;
   forgetFlow(cookie: bigint): void;
-  status(): { mode: MeterMode; pinDir: string; resumed: boolean; hooks: HookStatus[] };
+  status(): { mode: MeterMode; pinDir: string; resumed: boolean; flowCapacity: number; hooks: HookStatus[] };
+  /** pin paths of this meter's maps, links and programs that are gone */
+  missingPins(): string[];
+  /** pins what is missing again from the fds the meter holds; how many it pinned */
+  repin(): number;
   onEvents(cb: (events: NativeEvents) => void): void;
   pollEvents(): NativeEvents;
   close(detach?: boolean): void;

@@ -103,4 +103,6 @@ export interface MeterStatus {
   pinDir: string;
   /** true when this meter re-used pinned state left by an earlier agent */
   resumed: boolean;
+  /** size of the flow table in use: a resumed meter keeps the pinned table's */
+  flowCapacity: number;
 }

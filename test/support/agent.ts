@@ -34,13 +34,15 @@ export interface AgentSetup {
   adminGroup?: string;
   /** agent.user_capacity (slots of the kernel user table); default the agent's */
   userCapacity?: number;
+  /** agent.flow_capacity (entries of the kernel flow table); default the agent's */
+  flowCapacity?: number;
 }
 
 export function writeAgentConfig(s: AgentSetup): string {
   const file = join(s.dir, 'ubia.toml');
   writeFileSync(
     file,
-    `[agent]\npoll_interval = ${s.pollInterval ?? 0.2}\nflow_interval = 0.2\npin_dir = "${s.pinDir}"\n${s.userCapacity ? `user_capacity = ${s.userCapacity}\n` : ''}\n[ledger]\npath = "${join(s.dir, 'ledger.db')}"\nflush_interval = 1\n\n[control]\nsocket = "${join(s.dir, 'control.sock')}"\nadmin_group = "${s.adminGroup ?? ''}"\n${s.extra ?? ''}`,
+    `[agent]\npoll_interval = ${s.pollInterval ?? 0.2}\nflow_interval = 0.2\npin_dir = "${s.pinDir}"\n${s.userCapacity ? `user_capacity = ${s.userCapacity}\n` : ''}${s.flowCapacity ? `flow_capacity = ${s.flowCapacity}\n` : ''}\n[ledger]\npath = "${join(s.dir, 'ledger.db')}"\nflush_interval = 1\n\n[control]\nsocket = "${join(s.dir, 'control.sock')}"\nadmin_group = "${s.adminGroup ?? ''}"\n${s.extra ?? ''}`,
   );
   return file;
 }

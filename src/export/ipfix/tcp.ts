@@ -2,7 +2,7 @@
 // start of each connection (§8.1), messages up to 65535 bytes, reconnect with exponential
 // backoff. Every record passes through the spool queue and leaves it only once the socket
 // has taken it, so records wait (in order) while the collector is unreachable. Messages
-// carry the spool's record numbers as Sequence Numbers (see spool.ts): continuous within
+// carry the spool's record numbers as Sequence Numbers (see disk-queue.ts): continuous within
 // a connection as §3.1 asks, and the same for a record however often it is sent.
 import { createConnection, type Socket } from 'node:net';
 import type { Logger } from 'pino';
