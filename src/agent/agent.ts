@@ -14,7 +14,7 @@ import { decodeCheckpoint } from './checkpoint.js';
 import type { MeterReader } from './meter.js';
 import { createNameCache, type UserNameLookup } from './names.js';
 import { createRequestHandler } from '../control/handlers.js';
-import { startControlServer, type Caller, type ControlServer } from '../control/server.js';
+import { startControlServer, type Caller, type ControlLimits, type ControlServer } from '../control/server.js';
 import type { ExporterContext } from './exporters.js';
 import type { OtlpHealth } from '../export/otlp/index.js';
 
@@ -50,6 +50,15 @@ const RESTART_ONLY: [string, (c: UbiaConfig) => unknown][] = [
 export function readBootId(): string {
   return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
 }
+
+const controlLimits = (c: UbiaConfig): ControlLimits => ({
+  maxRequestBytes: c.control.max_request_bytes,
+  maxClients: c.control.max_clients,
+  maxClientsPerUser: c.control.max_clients_per_user,
+  adminReservedClients: c.control.admin_reserved_clients,
+  requestTimeoutMs: c.control.request_timeout * 1000,
+  maxReplyBufferBytes: c.control.max_reply_buffer_bytes,
+});
 
 const retentionOf = (c: UbiaConfig) => ({
   minuteMs: c.ledger.minute_retention_days * DAY_MS,
@@ -215,10 +224,10 @@ export async function startAgent(
 
   const server: ControlServer = await startControlServer({
     path: config.control.socket,
-    maxRequestBytes: config.control.max_request_bytes,
-    maxClients: config.control.max_clients,
+    ...controlLimits(config),
     logger,
     peerCredentials: deps.peerCredentials,
+    isAdmin,
     handle: createRequestHandler({
       accounting,
       ledger,
@@ -310,7 +319,7 @@ export async function startAgent(
     logger.level = config.log.level;
     names.setTtl(config.agent.name_cache_ttl * 1000);
     accounting.setOptions(accountingOptions(config));
-    server.setLimits({ maxRequestBytes: config.control.max_request_bytes, maxClients: config.control.max_clients });
+    server.setLimits(controlLimits(config));
     schedule();
     if (exportersChanged) {
       await closeExporters(exporters, logger);

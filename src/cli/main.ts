@@ -75,20 +75,24 @@ export function buildProgram(): Command {
       await showUsers({ socket: socketOf(cmd), json: !!o.json, fromMs, toMs });
     });
 
-  const views = [
-    ['procs', 'processes with network traffic (cumulative, and rates)', showProcs],
-    ['flows', 'active flows and recently ended ones', showFlows],
-  ] as const;
-  for (const [name, description, show] of views) {
-    program
-      .command(name)
-      .description(description)
-      .option('-u, --user <name|uid>', 'only this user')
-      .option('--json', 'exact figures as JSON')
-      .action(async (o: { user?: string; json?: boolean }, cmd: Command) => {
-        await show({ socket: socketOf(cmd), json: !!o.json, user: o.user });
-      });
-  }
+  program
+    .command('procs')
+    .description('processes with network traffic (cumulative, and rates)')
+    .option('-u, --user <name|uid>', 'only this user')
+    .option('--json', 'exact figures as JSON')
+    .action(async (o: { user?: string; json?: boolean }, cmd: Command) => {
+      await showProcs({ socket: socketOf(cmd), json: !!o.json, user: o.user });
+    });
+
+  program
+    .command('flows')
+    .description('active flows and recently ended ones')
+    .option('-u, --user <name|uid>', 'only this user')
+    .option('-n, --limit <n>', 'only the n flows with the most bytes, of each list', (v) => Math.floor(positiveNumber(v)))
+    .option('--json', 'exact figures as JSON')
+    .action(async (o: { user?: string; limit?: number; json?: boolean }, cmd: Command) => {
+      await showFlows({ socket: socketOf(cmd), json: !!o.json, user: o.user, limit: o.limit });
+    });
 
   program
     .command('status')

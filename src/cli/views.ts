@@ -75,26 +75,38 @@ function flowTable(rows: FlowRow[]): string[] {
   );
 }
 
-export async function showFlows(opts: ViewOptions & { user?: string }): Promise<void> {
-  const r = await controlRequest<FlowsResult>(opts.socket, { op: 'flows', user: opts.user });
+/** a full table (65,536 flows, ≈ 23 MB) takes a few seconds to stream on a busy host */
+const FLOWS_TIMEOUT_MS = 60_000;
+
+export async function showFlows(opts: ViewOptions & { user?: string; limit?: number }): Promise<void> {
+  const r = await controlRequest<FlowsResult>(opts.socket, { op: 'flows', user: opts.user, limit: opts.limit }, FLOWS_TIMEOUT_MS);
   if (opts.json) return printJson(r);
-  print([`active flows: ${r.active.length}`, ...flowTable(r.active), '', `recently ended: ${r.ended.length}`, ...flowTable(r.ended)]);
+  const count = (shown: number, total: number) => (shown < total ? `${shown} of ${total} (most bytes first)` : String(total));
+  print([
+    `active flows: ${count(r.active.length, r.activeTotal)}`,
+    ...flowTable(r.active),
+    '',
+    `recently ended: ${count(r.ended.length, r.endedTotal)}`,
+    ...flowTable(r.ended),
+  ]);
 }
 
 export async function showStatus(opts: ViewOptions): Promise<void> {
   const r = await controlRequest<StatusResult>(opts.socket, { op: 'status' });
   if (opts.json) return printJson(r);
   const h = r.meter.health;
-  const unattributed = r.meter.interfaces.reduce((s, i) => s + i.unattributed.rxBytes + i.unattributed.txBytes, 0);
+  // null: not shown to non-admins (paths, host-wide totals)
+  const unattributed = r.meter.interfaces?.reduce((s, i) => s + i.unattributed.rxBytes + i.unattributed.txBytes, 0);
+  const admin = r.agent.you.admin;
   print([
-    `agent:      running, pid ${r.agent.pid}, up ${r.agent.uptimeSeconds} s, config ${r.agent.configFile ?? '(built-in defaults)'}`,
+    `agent:      running, pid ${r.agent.pid}, up ${r.agent.uptimeSeconds} s${admin ? `, config ${r.agent.configFile ?? '(built-in defaults)'}` : ''}`,
     `            poll every ${r.agent.pollIntervalSeconds} s, last ${r.agent.lastPollAt ?? 'never'}${r.agent.stalledUntil ? `, STALLED until ${r.agent.stalledUntil}` : ''}, loopback ${r.agent.countLoopback ? 'counted' : 'not counted'}`,
-    `kernel:     ${r.meter.kernelRelease}, mode ${r.meter.mode}${r.meter.resumed ? ', resumed pinned state' : ''} (${r.meter.pinDir})`,
+    `kernel:     ${r.meter.kernelRelease}, mode ${r.meter.mode}${r.meter.resumed ? ', resumed pinned state' : ''}${r.meter.pinDir ? ` (${r.meter.pinDir})` : ''}`,
     ...r.meter.hooks.map((hk) => `  ${hk.active ? '[x]' : '[ ]'} ${hk.name}: ${hk.detail}`),
     `health:     overflows users ${h.overflows.users}, processes ${h.overflows.processes}, flows ${h.overflows.flows}, interfaces ${h.overflows.interfaces}; events dropped ${h.eventsDropped}`,
-    `            unattributed since start of metering: ${humanBytes(unattributed)}`,
-    `ledger:     ${r.ledger.path}, ${humanBytes(r.ledger.sizeBytes)}, last flush ${r.ledger.lastFlushAt ?? 'never'}${r.ledger.lastError ? `, ERROR: ${r.ledger.lastError}` : ''}`,
+    ...(unattributed === undefined ? [] : [`            unattributed since start of metering: ${humanBytes(unattributed)}`]),
+    `ledger:     ${r.ledger.path === null ? '' : `${r.ledger.path}, ${humanBytes(r.ledger.sizeBytes ?? 0)}, `}last flush ${r.ledger.lastFlushAt ?? 'never'}${r.ledger.lastError ? `, ERROR: ${r.ledger.lastError}` : ''}`,
     `exporters:  ${r.exporters.length === 0 ? 'none configured' : ''}`,
-    ...r.exporters.map((e) => `  ${e.name}: ${e.state} — ${e.detail} (queued ${e.queued}, dropped ${e.dropped})`),
+    ...r.exporters.map((e) => `  ${e.name}: ${e.state}${e.detail ? ` — ${e.detail}` : ''} (queued ${e.queued}, dropped ${e.dropped})`),
   ]);
 }

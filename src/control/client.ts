@@ -29,17 +29,20 @@ export function connectControl(socketPath: string): Promise<ControlConnection> {
     const socket: Socket = createConnection(socketPath);
     const waiting = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
     let nextId = 1;
-    let buf = '';
+    // a reply line may be tens of MB (flows): its pieces are joined once it is complete
+    let pieces: string[] = [];
     const failAll = (e: Error) => {
       for (const w of waiting.values()) w.reject(e);
       waiting.clear();
     };
     socket.setEncoding('utf8');
     socket.on('data', (chunk: string) => {
-      buf += chunk;
-      for (let nl = buf.indexOf('\n'); nl !== -1; nl = buf.indexOf('\n')) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
+      let start = 0;
+      for (let nl = chunk.indexOf('\n'); nl !== -1; nl = chunk.indexOf('\n', start)) {
+        pieces.push(chunk.slice(start, nl));
+        start = nl + 1;
+        const line = pieces.join('');
+        pieces = [];
         let reply: Reply;
         try {
           reply = JSON.parse(line) as Reply;
@@ -54,6 +57,7 @@ export function connectControl(socketPath: string): Promise<ControlConnection> {
         waiting.delete(key);
         w.resolve(reply);
       }
+      if (start < chunk.length) pieces.push(chunk.slice(start));
     });
     socket.once('connect', () => {
       resolve({

@@ -1,13 +1,16 @@
 // Answers control requests from the agent's state. Visibility: root and members of the
 // admin group see everything; anyone else sees only their own uid's usage, processes and
-// flows (and not the host-wide unattributed figures).
+// flows (and not the host-wide unattributed figures); of `status` they see the agent's
+// health, not file paths or per-interface totals. Names are looked up only for the rows a
+// reply holds, within NAME_BUDGET_MS (NSS may be LDAP, and the event loop is everyone's).
 import type { ExporterStatus, FlowSnapshot } from '../export/types.js';
 import type { Accounting, ProcessView } from '../agent/accounting.js';
 import type { MeterReader } from '../agent/meter.js';
 import type { NameCache } from '../agent/names.js';
 import { addInto, zeroCounters } from '../agent/counters.js';
 import { UNATTRIBUTED_UID, type Ledger } from '../ledger/ledger.js';
-import { ControlError, type Caller, type RequestHandler } from './server.js';
+import { redactDeep } from '../log.js';
+import { ControlError, StreamedResult, type Caller, type RequestHandler } from './server.js';
 import { localDayStart } from './day.js';
 import type { FlowRow, ProcessRow, StatusResult, TopResult, TopUser, UserTotals, UsersResult } from './protocol.js';
 
@@ -26,6 +29,9 @@ export interface AgentView {
   lastFlushError(): string | undefined;
   stall(ms: number): void;
 }
+
+/** NSS time one reply may spend naming its rows; the rest show uids until looked up */
+const NAME_BUDGET_MS = 50;
 
 const iso = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).toISOString());
 
@@ -58,7 +64,8 @@ function flowRow(f: FlowSnapshot): FlowRow {
   return { ...rest, cookie: cookie.toString(), firstSeen: new Date(firstSeenMs).toISOString(), lastSeen: new Date(lastSeenMs).toISOString() };
 }
 
-/** Per-user totals (counted scopes merged) and the unattributed total over a time range. */
+/** Per-user totals (counted scopes merged; named later, only those shown) and the
+ *  unattributed total over a time range. */
 function usageTotals(view: AgentView, fromMs: number, toMs: number) {
   const users = new Map<number, UserTotals>();
   const unattributed = zeroCounters();
@@ -70,12 +77,18 @@ function usageTotals(view: AgentView, fromMs: number, toMs: number) {
     }
     let u = users.get(t.uid);
     if (!u) {
-      u = { uid: t.uid, user: view.names.name(t.uid), ...zeroCounters() };
+      u = { uid: t.uid, user: '', ...zeroCounters() };
       users.set(t.uid, u);
     }
     addInto(u, t);
   }
   return { users, unattributed };
+}
+
+/** The `limit` flows with the most bytes (all of them, in table order, without a limit). */
+function biggest(flows: FlowSnapshot[], limit: number | undefined): FlowSnapshot[] {
+  if (limit === undefined || flows.length <= limit) return flows;
+  return flows.sort((a, b) => b.rxBytes + b.txBytes - (a.rxBytes + a.txBytes)).slice(0, limit);
 }
 
 export function createRequestHandler(view: AgentView): RequestHandler {
@@ -84,11 +97,12 @@ export function createRequestHandler(view: AgentView): RequestHandler {
     const visible = (uid: number) => admin || uid === caller.uid;
     switch (req.op) {
       case 'users': {
-        if (req.to < req.from) throw new ControlError('bad_request', '"to" is before "from"');
         const { users, unattributed } = usageTotals(view, req.from, req.to);
+        const name = view.names.within(NAME_BUDGET_MS);
         const rows = [...users.values()]
           .filter((u) => visible(u.uid))
           .sort((a, b) => b.rxBytes + b.txBytes - (a.rxBytes + a.txBytes) || a.uid - b.uid);
+        for (const r of rows) r.user = name(r.uid);
         const result: UsersResult = {
           from: new Date(req.from).toISOString(),
           to: new Date(req.to).toISOString(),
@@ -111,10 +125,13 @@ export function createRequestHandler(view: AgentView): RequestHandler {
       case 'flows': {
         const keep = (f: FlowSnapshot) => visible(f.uid) && matchesUser(req.user, f.uid, f.user);
         view.accounting.refreshFlows(Date.now());
-        return {
-          active: view.accounting.activeFlows().filter(keep).map(flowRow),
-          ended: view.accounting.endedFlows().filter(keep).map(flowRow),
-        };
+        const active = view.accounting.activeFlows().filter(keep);
+        const ended = view.accounting.endedFlows().filter(keep);
+        // 65,536 flows are ≈ 23 MB of JSON: the rows are serialized a slice per turn
+        return new StreamedResult(
+          { activeTotal: active.length, endedTotal: ended.length },
+          { active: { items: biggest(active, req.limit), row: flowRow }, ended: { items: biggest(ended, req.limit), row: flowRow } },
+        );
       }
       case 'top': {
         const now = Date.now();
@@ -124,12 +141,13 @@ export function createRequestHandler(view: AgentView): RequestHandler {
         view.accounting.watchProcesses(now);
         const procs = view.accounting.processList();
         const uids = new Set([...users.keys(), ...rates.keys()].filter((uid) => uid !== UNATTRIBUTED_UID && visible(uid)));
+        const name = view.names.within(NAME_BUDGET_MS);
         const rows: TopUser[] = [...uids].map((uid) => {
           const rate = rates.get(uid);
           const today = users.get(uid);
           return {
             uid,
-            user: view.names.name(uid),
+            user: name(uid),
             rxRate: Math.round(rate?.rxRate ?? 0),
             txRate: Math.round(rate?.txRate ?? 0),
             rxBytesToday: today?.rxBytes ?? 0,
@@ -158,12 +176,13 @@ export function createRequestHandler(view: AgentView): RequestHandler {
       case 'status': {
         const t = view.times();
         const st = view.meter.status();
+        const flushError = view.lastFlushError();
         const result: StatusResult = {
           agent: {
             pid: process.pid,
             startedAt: new Date(t.startedAt).toISOString(),
             uptimeSeconds: Math.round((Date.now() - t.startedAt) / 1000),
-            configFile: view.configFile ?? null,
+            configFile: admin ? (view.configFile ?? null) : null,
             pollIntervalSeconds: view.pollIntervalSeconds(),
             countLoopback: view.countLoopback(),
             lastPollAt: iso(t.lastPollAt),
@@ -174,20 +193,21 @@ export function createRequestHandler(view: AgentView): RequestHandler {
             kernelRelease: st.kernelRelease,
             mode: st.mode,
             hooks: st.hooks,
-            pinDir: st.pinDir,
+            pinDir: admin ? st.pinDir : null,
             resumed: st.resumed,
             health: view.meter.health(),
-            interfaces: view.meter.readInterfaces(),
+            // per-interface totals at poll resolution would show others' traffic
+            interfaces: admin ? view.meter.readInterfaces() : null,
           },
           ledger: {
-            path: view.ledger.path,
-            sizeBytes: view.ledger.sizeBytes(),
+            path: admin ? view.ledger.path : null,
+            sizeBytes: admin ? view.ledger.sizeBytes() : null,
             lastFlushAt: iso(t.lastFlushAt),
-            lastError: view.lastFlushError() ?? null,
+            lastError: flushError === undefined ? null : admin ? flushError : 'ledger writes fail (an admin sees why in ubia status)',
           },
-          exporters: view.exporters(),
+          exporters: admin ? view.exporters() : view.exporters().map(({ name, state, queued, dropped }) => ({ name, state, detail: '', queued, dropped })),
         };
-        return result;
+        return redactDeep(result);
       }
       case 'debug.stall':
         if (caller.uid !== 0) throw new ControlError('forbidden', 'debug.stall is for root only (it is a test switch)');

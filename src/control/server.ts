@@ -1,11 +1,21 @@
 // The control socket: newline-delimited JSON over a unix stream socket. The caller is
 // whoever the kernel says is at the other end (SO_PEERCRED), never what it claims.
-// Bad input gets an error reply; nothing a client sends can crash or stall the agent:
-// lines are size-capped, handlers are synchronous and bounded, slow readers are dropped.
+// Bad input gets an error reply; nothing a client sends can crash, stall or bloat the agent:
+// - connections are limited per uid, and the last slots are kept for root and admins;
+//   a refused connection gets its `busy` reply and is closed, whatever the client does;
+// - a request line must arrive whole within request_timeout of its first byte, and an
+//   idle connection is closed after IDLE_TIMEOUT_MS;
+// - replies a client has not read are buffered up to max_reply_buffer_bytes; past that the
+//   agent stops reading that client (back-pressure) and closes it if it still does not
+//   read within request_timeout;
+// - requests are answered round-robin across clients, a bounded amount of work per
+//   event-loop turn, so polls, accepts and other clients always get their turn;
+// - long lists (flows) are written a slice per turn (StreamedResult), not built whole.
 import { chmodSync, mkdirSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
+import { rateLimitedLog } from './loglimit.js';
 import { requestSchema, type ErrorCode, type Reply, type Request } from './protocol.js';
 
 export interface Caller {
@@ -24,17 +34,32 @@ export class ControlError extends Error {
   }
 }
 
+/** A result with long lists: `fields` as they are, each list serialized a slice at a time. */
+export class StreamedResult {
+  constructor(
+    readonly fields: Record<string, unknown>,
+    readonly lists: Record<string, { items: readonly unknown[]; row: (item: never) => unknown }>,
+  ) {}
+}
+
 export type RequestHandler = (req: Request, caller: Caller) => unknown;
 
 export interface ControlLimits {
   maxRequestBytes: number;
   maxClients: number;
+  maxClientsPerUser: number;
+  /** of maxClients, kept for root and admins */
+  adminReservedClients: number;
+  requestTimeoutMs: number;
+  maxReplyBufferBytes: number;
 }
 
 export interface ControlServerOptions extends ControlLimits {
   path: string;
   logger: Logger;
   peerCredentials: (fd: number) => Caller;
+  /** root or an admin: not held to the per-user limit, may take the reserved slots */
+  isAdmin: (caller: Caller) => boolean;
   handle: RequestHandler;
 }
 
@@ -43,11 +68,18 @@ export interface ControlServer {
   close(): Promise<void>;
 }
 
+/** a connection with no request in progress is closed after this long (`ubia top -i` stays below) */
 const IDLE_TIMEOUT_MS = 300_000;
-/** requests of one connection answered per event-loop turn */
-const REQUESTS_PER_TURN = 16;
-/** replies a client has not read yet, at most; past this it is disconnected */
-const MAX_UNREAD_REPLY_BYTES = 16 * 1024 * 1024;
+/** requests (or slices of a streamed reply) answered per event-loop turn, across all clients */
+const WORK_PER_TURN = 64;
+/** ... and at most this much time per turn */
+const TURN_BUDGET_MS = 20;
+/** list items serialized per slice of a streamed reply */
+const STREAM_SLICE = 512;
+/** a refused client's `busy` reply gets this long to be sent before the socket is destroyed */
+const REFUSAL_GRACE_MS = 1000;
+/** lines a client may make the agent log per minute */
+const CLIENT_LOG_LINES_PER_MINUTE = 10;
 
 function describeIssues(e: { issues: { path: PropertyKey[]; message: string }[] }): string {
   return e.issues.map((i) => (i.path.length ? `${i.path.map(String).join('.')}: ${i.message}` : i.message)).join('; ');
@@ -71,115 +103,238 @@ async function claimSocketPath(path: string): Promise<void> {
   }
 }
 
+/** The reply line of `result`, in pieces: whole for a plain result, sliced for a StreamedResult. */
+function* replyPieces(head: { id?: string | number }, result: unknown): Generator<string> {
+  if (!(result instanceof StreamedResult)) {
+    yield `${JSON.stringify({ ...head, ok: true, result })}\n`;
+    return;
+  }
+  const fixed = JSON.stringify({ ...head, ok: true, result: result.fields });
+  // the fixed fields' object is left open: `…,"result":{…` then `,"name":[…]` per list
+  let open = fixed.slice(0, -2);
+  let first = Object.keys(result.fields).length === 0;
+  for (const [name, list] of Object.entries(result.lists)) {
+    yield `${open}${first ? '' : ','}${JSON.stringify(name)}:[`;
+    open = '';
+    first = false;
+    const row = list.row as (item: unknown) => unknown;
+    for (let i = 0; i < list.items.length; i += STREAM_SLICE) {
+      const slice = list.items.slice(i, i + STREAM_SLICE).map((item) => JSON.stringify(row(item)));
+      yield `${i === 0 ? '' : ','}${slice.join(',')}`;
+    }
+    yield ']';
+  }
+  yield `${open}}}\n`;
+}
+
+interface Client {
+  socket: Socket;
+  caller: Caller;
+  /** complete request lines not answered yet; TOO_LARGE marks one that was cut */
+  queue: (string | typeof TOO_LARGE)[];
+  /** the rest of a reply being written */
+  pieces?: Iterator<string>;
+  /** after the queue is answered: the stream cannot be re-synchronised (line too long) */
+  hangUp: boolean;
+  /** replies past max_reply_buffer_bytes wait to be read; nothing more is answered meanwhile */
+  blocked: boolean;
+  partial: Buffer[];
+  partialBytes: number;
+  /** the request line in progress must be complete by then; the unread replies read by then */
+  deadline?: NodeJS.Timeout;
+}
+
+const TOO_LARGE = Symbol('too large');
+
 export async function startControlServer(opts: ControlServerOptions): Promise<ControlServer> {
-  const { path, logger, handle, peerCredentials } = opts;
-  let limits: ControlLimits = { maxRequestBytes: opts.maxRequestBytes, maxClients: opts.maxClients };
+  const { path, logger, handle, peerCredentials, isAdmin } = opts;
+  let limits: ControlLimits = { ...opts };
   mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
   await claimSocketPath(path);
-  const clients = new Set<Socket>();
+  const clientLog = rateLimitedLog(logger, CLIENT_LOG_LINES_PER_MINUTE);
+  /** every open socket, refused ones too, so that close() ends them all */
+  const sockets = new Set<Socket>();
+  const perUid = new Map<number, number>();
+  let served = 0;
+  /** clients with work to do, in round-robin order */
+  const ready = new Set<Client>();
+  let pumping = false;
+  let closing = false;
+
+  const line = (reply: Reply) => `${JSON.stringify(reply)}\n`;
+  const errorReply = (code: ErrorCode, message: string, id?: string | number): Reply => ({
+    ...(id !== undefined ? { id } : {}),
+    ok: false,
+    error: { code, message },
+  });
+
+  /** Sends the refusal and closes the socket: at once when written, at the latest after the grace. */
+  const refuse = (socket: Socket, code: ErrorCode, message: string) => {
+    socket.pause();
+    const timer = setTimeout(() => socket.destroy(), REFUSAL_GRACE_MS);
+    socket.once('close', () => clearTimeout(timer));
+    socket.write(line(errorReply(code, message)), () => socket.destroy());
+  };
+
+  /** Why this caller may not have one more connection, or undefined. */
+  const refusal = (caller: Caller): string | undefined => {
+    const mine = perUid.get(caller.uid) ?? 0;
+    const forAll = limits.maxClients - limits.adminReservedClients;
+    if (mine < limits.maxClientsPerUser && served < forAll) return undefined;
+    // only now the admin question (it may ask NSS for the admin group)
+    const admin = isAdmin(caller);
+    if (served >= limits.maxClients) return `too many control connections (max_clients = ${limits.maxClients}); try again`;
+    if (admin) return undefined;
+    if (mine >= limits.maxClientsPerUser) return `you have ${mine} control connections open (max_clients_per_user = ${limits.maxClientsPerUser}); close one`;
+    return `too many control connections (the last ${limits.adminReservedClients} of max_clients = ${limits.maxClients} are kept for admins); try again`;
+  };
+
+  const setDeadline = (c: Client, what: 'request' | 'reply') => {
+    if (c.deadline) return;
+    c.deadline = setTimeout(() => {
+      clientLog(c.caller.uid, 'info', { pid: c.caller.pid }, `control: closing a client that did not ${what === 'request' ? 'finish its request line' : 'read its replies'} within control.request_timeout`);
+      if (what === 'request' && !c.socket.destroyed) c.socket.end(line(errorReply('timeout', `a request line must be complete within ${limits.requestTimeoutMs / 1000} s (control.request_timeout)`)));
+      c.socket.destroy();
+    }, limits.requestTimeoutMs);
+  };
+  const clearDeadline = (c: Client) => {
+    clearTimeout(c.deadline);
+    c.deadline = undefined;
+  };
+
+  const answer = (c: Client, text: string | typeof TOO_LARGE): Iterator<string> => {
+    const one = (reply: Reply) => [line(reply)].values();
+    if (text === TOO_LARGE) return one(errorReply('too_large', `request longer than ${limits.maxRequestBytes} bytes (control.max_request_bytes)`));
+    let raw: unknown;
+    try {
+      raw = JSON.parse(text);
+    } catch {
+      return one(errorReply('bad_json', 'the request is not valid JSON: send one JSON object per line, e.g. {"op":"status"}'));
+    }
+    const id = typeof raw === 'object' && raw !== null && 'id' in raw ? (raw as { id: unknown }).id : undefined;
+    const echo = typeof id === 'string' || typeof id === 'number' ? id : undefined;
+    const parsed = requestSchema.safeParse(raw);
+    if (!parsed.success) {
+      return one(errorReply('bad_request', `invalid request: ${describeIssues(parsed.error)}; ops: users, procs, flows, top, status`, echo));
+    }
+    try {
+      return replyPieces(echo !== undefined ? { id: echo } : {}, handle(parsed.data, c.caller));
+    } catch (e) {
+      if (e instanceof ControlError) return one(errorReply(e.code, e.message, echo));
+      clientLog(c.caller.uid, 'error', { err: e, op: parsed.data.op }, 'control: request failed');
+      return one(errorReply('internal', `the agent failed to answer ${parsed.data.op}: ${(e as Error).message}`, echo));
+    }
+  };
+
+  /** One unit of a client's work: a slice of the reply being written, or the next request. */
+  const step = (c: Client) => {
+    if (!c.pieces) c.pieces = answer(c, c.queue.shift()!);
+    const next = c.pieces.next();
+    if (next.done) c.pieces = undefined;
+    else c.socket.write(next.value);
+    if (c.socket.writableLength > limits.maxReplyBufferBytes) {
+      c.blocked = true;
+      setDeadline(c, 'reply');
+      c.socket.once('drain', () => {
+        c.blocked = false;
+        clearDeadline(c);
+        wake(c);
+      });
+    }
+  };
+
+  const hasWork = (c: Client) => !c.socket.destroyed && !c.blocked && (c.pieces !== undefined || c.queue.length > 0);
+
+  const pump = () => {
+    const stop = Date.now() + TURN_BUDGET_MS;
+    for (let n = 0; n < WORK_PER_TURN && ready.size && Date.now() < stop; n++) {
+      const c: Client = ready.values().next().value!;
+      ready.delete(c);
+      step(c);
+      if (hasWork(c)) ready.add(c); // to the back of the line
+      else idle(c);
+    }
+    pumping = ready.size > 0 && !closing;
+    if (pumping) setImmediate(pump);
+  };
+
+  const wake = (c: Client) => {
+    if (!hasWork(c)) return idle(c);
+    ready.add(c);
+    if (!pumping && !closing) {
+      pumping = true;
+      setImmediate(pump);
+    }
+  };
+
+  /** Nothing to answer right now: read more, or hang up when the stream is lost. */
+  const idle = (c: Client) => {
+    if (c.socket.destroyed || c.blocked || c.pieces || c.queue.length) return;
+    if (c.hangUp) c.socket.end();
+    else c.socket.resume();
+  };
+
+  const onData = (c: Client, chunk: Buffer) => {
+    let start = 0;
+    for (let nl = chunk.indexOf(10, start); nl !== -1; nl = chunk.indexOf(10, start)) {
+      const piece = chunk.subarray(start, nl);
+      start = nl + 1;
+      if (c.partialBytes + piece.length > limits.maxRequestBytes) c.queue.push(TOO_LARGE);
+      else {
+        const text = Buffer.concat([...c.partial, piece]).toString('utf8').trim();
+        if (text !== '') c.queue.push(text);
+      }
+      c.partial = [];
+      c.partialBytes = 0;
+      if (!c.blocked) clearDeadline(c);
+    }
+    const rest = chunk.subarray(start);
+    if (c.partialBytes + rest.length > limits.maxRequestBytes) {
+      // no newline within the limit: the stream cannot be re-synchronised, so hang up
+      c.queue.push(TOO_LARGE);
+      c.hangUp = true;
+      c.partial = [];
+      c.partialBytes = 0;
+    } else if (rest.length) {
+      c.partial.push(Buffer.from(rest));
+      c.partialBytes += rest.length;
+      setDeadline(c, 'request');
+    }
+    // read no more until what arrived is answered: a pipelining client fills its own
+    // socket buffer, not the agent's memory
+    c.socket.pause();
+    wake(c);
+  };
 
   const serve = (socket: Socket) => {
-    const send = (reply: Reply) => {
-      if (socket.destroyed) return;
-      socket.write(`${JSON.stringify(reply)}\n`);
-      if (socket.writableLength > MAX_UNREAD_REPLY_BYTES) socket.destroy();
-    };
-    const fail = (code: ErrorCode, message: string, id?: string | number) =>
-      send({ ...(id !== undefined ? { id } : {}), ok: false, error: { code, message } });
-
-    if (clients.size >= limits.maxClients) {
-      fail('busy', `too many control connections (max_clients = ${limits.maxClients}); try again`);
-      socket.end();
-      return;
-    }
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => socket.destroy());
+    if (closing) return void socket.destroy();
     let caller: Caller;
     try {
       caller = peerCredentials((socket as unknown as { _handle: { fd: number } })._handle.fd);
     } catch (e) {
-      logger.error({ err: e }, 'control: cannot read the peer credentials of a client; refusing it');
-      fail('internal', 'the agent could not identify you (SO_PEERCRED failed)');
-      socket.end();
-      return;
+      clientLog(-1, 'error', { err: e }, 'control: cannot read the peer credentials of a client; refusing it');
+      return refuse(socket, 'internal', 'the agent could not identify you (SO_PEERCRED failed)');
     }
-    clients.add(socket);
-    socket.setTimeout(IDLE_TIMEOUT_MS, () => socket.end());
-    socket.on('close', () => clients.delete(socket));
-    socket.on('error', () => socket.destroy());
-
-    const answer = (line: string) => {
-      let raw: unknown;
-      try {
-        raw = JSON.parse(line);
-      } catch {
-        return fail('bad_json', 'the request is not valid JSON: send one JSON object per line, e.g. {"op":"status"}');
-      }
-      const id = typeof raw === 'object' && raw !== null && 'id' in raw ? (raw as { id: unknown }).id : undefined;
-      const echo = typeof id === 'string' || typeof id === 'number' ? id : undefined;
-      const parsed = requestSchema.safeParse(raw);
-      if (!parsed.success) {
-        return fail('bad_request', `invalid request: ${describeIssues(parsed.error)}; ops: users, procs, flows, top, status`, echo);
-      }
-      try {
-        send({ ...(echo !== undefined ? { id: echo } : {}), ok: true, result: handle(parsed.data, caller) });
-      } catch (e) {
-        if (e instanceof ControlError) return fail(e.code, e.message, echo);
-        logger.error({ err: e, op: parsed.data.op }, 'control: request failed');
-        return fail('internal', `the agent failed to answer ${parsed.data.op}: ${(e as Error).message}`, echo);
-      }
-    };
-
-    // Complete lines wait here and are answered a few per event-loop turn, so a client
-    // that pipelines thousands of requests cannot hold up the poll loop or other clients.
-    const TOO_LARGE = Symbol('too large');
-    const queue: (string | typeof TOO_LARGE)[] = [];
-    let hangUp = false;
-    let draining = false;
-    const drain = () => {
-      for (let n = 0; n < REQUESTS_PER_TURN && queue.length; n++) {
-        const item = queue.shift()!;
-        if (item === TOO_LARGE) fail('too_large', `request longer than ${limits.maxRequestBytes} bytes (control.max_request_bytes)`);
-        else answer(item);
-      }
-      if (queue.length && !socket.destroyed) {
-        setImmediate(drain);
-        return;
-      }
-      draining = false;
-      if (hangUp) socket.end();
-      else socket.resume();
-    };
-
-    let buffered: Buffer[] = [];
-    let bufferedBytes = 0;
-    socket.on('data', (chunk: Buffer) => {
-      let start = 0;
-      for (let nl = chunk.indexOf(10, start); nl !== -1; nl = chunk.indexOf(10, start)) {
-        const piece = chunk.subarray(start, nl);
-        start = nl + 1;
-        if (bufferedBytes + piece.length > limits.maxRequestBytes) queue.push(TOO_LARGE);
-        else {
-          const line = Buffer.concat([...buffered, piece]).toString('utf8').trim();
-          if (line !== '') queue.push(line);
-        }
-        buffered = [];
-        bufferedBytes = 0;
-      }
-      const rest = chunk.subarray(start);
-      if (bufferedBytes + rest.length > limits.maxRequestBytes) {
-        // no newline within the limit: the stream cannot be re-synchronised, so hang up
-        queue.push(TOO_LARGE);
-        hangUp = true;
-        buffered = [];
-        bufferedBytes = 0;
-      } else if (rest.length) {
-        buffered.push(Buffer.from(rest));
-        bufferedBytes += rest.length;
-      }
-      socket.pause();
-      if (!draining) {
-        draining = true;
-        drain();
-      }
+    const why = refusal(caller);
+    if (why !== undefined) {
+      clientLog(caller.uid, 'warn', { pid: caller.pid }, `control: refused a connection: ${why}`);
+      return refuse(socket, 'busy', why);
+    }
+    served++;
+    perUid.set(caller.uid, (perUid.get(caller.uid) ?? 0) + 1);
+    const c: Client = { socket, caller, queue: [], hangUp: false, blocked: false, partial: [], partialBytes: 0 };
+    socket.setTimeout(IDLE_TIMEOUT_MS, () => socket.destroy());
+    socket.on('data', (chunk: Buffer) => onData(c, chunk));
+    socket.on('close', () => {
+      served--;
+      const left = (perUid.get(caller.uid) ?? 1) - 1;
+      if (left > 0) perUid.set(caller.uid, left);
+      else perUid.delete(caller.uid);
+      clearDeadline(c);
+      ready.delete(c);
     });
   };
 
@@ -201,8 +356,11 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       limits = l;
     },
     close() {
-      for (const c of clients) c.destroy();
-      return new Promise((resolve) => server.close(() => resolve()));
+      closing = true;
+      ready.clear();
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const s of sockets) s.destroy();
+      return closed;
     },
   };
 }
