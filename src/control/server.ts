@@ -3,13 +3,14 @@
 // Bad input gets an error reply; nothing a client sends can crash, stall or bloat the agent:
 // - connections are limited per uid, and the last slots are kept for root and admins;
 //   a refused connection gets its `busy` reply and is closed, whatever the client does;
-// - a request line must arrive whole within request_timeout of its first byte, and an
-//   idle connection is closed after IDLE_TIMEOUT_MS;
+// - a request line must arrive whole within request_timeout of its first byte (the first
+//   one within request_timeout of connecting), and an idle connection is closed after
+//   IDLE_TIMEOUT_MS;
 // - replies a client has not read are buffered up to max_reply_buffer_bytes; past that the
 //   agent stops reading that client (back-pressure) and closes it if it still does not
 //   read within request_timeout;
-// - requests are answered round-robin across clients, a bounded amount of work per
-//   event-loop turn, so polls, accepts and other clients always get their turn;
+// - requests are answered round-robin across clients, root's and admins' first, a bounded
+//   amount of work per event-loop turn, so polls, accepts and other clients get their turn;
 // - long lists (flows) are written a slice per turn (StreamedResult), not built whole.
 import { chmodSync, mkdirSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
@@ -80,6 +81,8 @@ const STREAM_SLICE = 512;
 const REFUSAL_GRACE_MS = 1000;
 /** lines a client may make the agent log per minute */
 const CLIENT_LOG_LINES_PER_MINUTE = 10;
+/** how long a uid's admin status is taken as known (a flood of connections asks it each time) */
+const ADMIN_CACHE_MS = 10_000;
 
 function describeIssues(e: { issues: { path: PropertyKey[]; message: string }[] }): string {
   return e.issues.map((i) => (i.path.length ? `${i.path.map(String).join('.')}: ${i.message}` : i.message)).join('; ');
@@ -130,6 +133,7 @@ function* replyPieces(head: { id?: string | number }, result: unknown): Generato
 interface Client {
   socket: Socket;
   caller: Caller;
+  admin: boolean;
   /** complete request lines not answered yet; TOO_LARGE marks one that was cut */
   queue: (string | typeof TOO_LARGE)[];
   /** the rest of a reply being written */
@@ -156,8 +160,20 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
   const sockets = new Set<Socket>();
   const perUid = new Map<number, number>();
   let served = 0;
-  /** clients with work to do, in round-robin order */
-  const ready = new Set<Client>();
+  /** clients with work to do, in round-robin order: admins' are served first, so no
+   *  number of expensive requests from others delays root by more than one of them */
+  const ready = { admins: new Set<Client>(), others: new Set<Client>() };
+  const queueOf = (c: Client) => (c.admin ? ready.admins : ready.others);
+  const adminCache = new Map<number, { admin: boolean; until: number }>();
+  const adminOf = (caller: Caller) => {
+    const now = Date.now();
+    const hit = adminCache.get(caller.uid);
+    if (hit && hit.until > now) return hit.admin;
+    if (adminCache.size > 1000) adminCache.clear();
+    const admin = isAdmin(caller);
+    adminCache.set(caller.uid, { admin, until: now + ADMIN_CACHE_MS });
+    return admin;
+  };
   let pumping = false;
   let closing = false;
 
@@ -177,16 +193,15 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
   };
 
   /** Why this caller may not have one more connection, or undefined. */
-  const refusal = (caller: Caller): string | undefined => {
+  const refusal = (caller: Caller, admin: boolean): string | undefined => {
     const mine = perUid.get(caller.uid) ?? 0;
-    const forAll = limits.maxClients - limits.adminReservedClients;
-    if (mine < limits.maxClientsPerUser && served < forAll) return undefined;
-    // only now the admin question (it may ask NSS for the admin group)
-    const admin = isAdmin(caller);
     if (served >= limits.maxClients) return `too many control connections (max_clients = ${limits.maxClients}); try again`;
     if (admin) return undefined;
     if (mine >= limits.maxClientsPerUser) return `you have ${mine} control connections open (max_clients_per_user = ${limits.maxClientsPerUser}); close one`;
-    return `too many control connections (the last ${limits.adminReservedClients} of max_clients = ${limits.maxClients} are kept for admins); try again`;
+    if (served >= limits.maxClients - limits.adminReservedClients) {
+      return `too many control connections (the last ${limits.adminReservedClients} of max_clients = ${limits.maxClients} are kept for admins); try again`;
+    }
+    return undefined;
   };
 
   const setDeadline = (c: Client, what: 'request' | 'reply') => {
@@ -245,22 +260,24 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
 
   const hasWork = (c: Client) => !c.socket.destroyed && !c.blocked && (c.pieces !== undefined || c.queue.length > 0);
 
+  const waiting = () => ready.admins.size + ready.others.size;
   const pump = () => {
     const stop = Date.now() + TURN_BUDGET_MS;
-    for (let n = 0; n < WORK_PER_TURN && ready.size && Date.now() < stop; n++) {
-      const c: Client = ready.values().next().value!;
-      ready.delete(c);
+    for (let n = 0; n < WORK_PER_TURN && waiting() && Date.now() < stop; n++) {
+      const line = ready.admins.size ? ready.admins : ready.others;
+      const c: Client = line.values().next().value!;
+      line.delete(c);
       step(c);
-      if (hasWork(c)) ready.add(c); // to the back of the line
+      if (hasWork(c)) line.add(c); // to the back of the line
       else idle(c);
     }
-    pumping = ready.size > 0 && !closing;
+    pumping = waiting() > 0 && !closing;
     if (pumping) setImmediate(pump);
   };
 
   const wake = (c: Client) => {
     if (!hasWork(c)) return idle(c);
-    ready.add(c);
+    queueOf(c).add(c);
     if (!pumping && !closing) {
       pumping = true;
       setImmediate(pump);
@@ -318,15 +335,19 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       clientLog(-1, 'error', { err: e }, 'control: cannot read the peer credentials of a client; refusing it');
       return refuse(socket, 'internal', 'the agent could not identify you (SO_PEERCRED failed)');
     }
-    const why = refusal(caller);
+    const admin = adminOf(caller);
+    const why = refusal(caller, admin);
     if (why !== undefined) {
       clientLog(caller.uid, 'warn', { pid: caller.pid }, `control: refused a connection: ${why}`);
       return refuse(socket, 'busy', why);
     }
     served++;
     perUid.set(caller.uid, (perUid.get(caller.uid) ?? 0) + 1);
-    const c: Client = { socket, caller, queue: [], hangUp: false, blocked: false, partial: [], partialBytes: 0 };
+    const c: Client = { socket, caller, admin, queue: [], hangUp: false, blocked: false, partial: [], partialBytes: 0 };
     socket.setTimeout(IDLE_TIMEOUT_MS, () => socket.destroy());
+    // the first request is due right away (the CLI sends it on connect); later ones may
+    // wait IDLE_TIMEOUT_MS (`ubia top` asks once per refresh)
+    setDeadline(c, 'request');
     socket.on('data', (chunk: Buffer) => onData(c, chunk));
     socket.on('close', () => {
       served--;
@@ -334,7 +355,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       if (left > 0) perUid.set(caller.uid, left);
       else perUid.delete(caller.uid);
       clearDeadline(c);
-      ready.delete(c);
+      queueOf(c).delete(c);
     });
   };
 
@@ -354,10 +375,12 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
   return {
     setLimits(l) {
       limits = l;
+      adminCache.clear(); // admin_group may have changed
     },
     close() {
       closing = true;
-      ready.clear();
+      ready.admins.clear();
+      ready.others.clear();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       for (const s of sockets) s.destroy();
       return closed;
