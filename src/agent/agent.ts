@@ -58,6 +58,7 @@ const controlLimits = (c: UbiaConfig): ControlLimits => ({
   adminReservedClients: c.control.admin_reserved_clients,
   requestTimeoutMs: c.control.request_timeout * 1000,
   maxReplyBufferBytes: c.control.max_reply_buffer_bytes,
+  userTimeBudgetMs: c.control.user_time_budget,
 });
 
 const retentionOf = (c: UbiaConfig) => ({

@@ -65,11 +65,11 @@ function flowRow(f: FlowSnapshot): FlowRow {
 }
 
 /** Per-user totals (counted scopes merged; named later, only those shown) and the
- *  unattributed total over a time range. */
-function usageTotals(view: AgentView, fromMs: number, toMs: number) {
+ *  unattributed total over a time range; `onlyUid`: of that user alone. */
+function usageTotals(view: AgentView, fromMs: number, toMs: number, onlyUid?: number) {
   const users = new Map<number, UserTotals>();
   const unattributed = zeroCounters();
-  for (const t of view.ledger.totals(fromMs, toMs)) {
+  for (const t of view.ledger.totals(fromMs, toMs, onlyUid)) {
     if (t.scope === 'loopback' && !view.countLoopback()) continue;
     if (t.uid === UNATTRIBUTED_UID) {
       addInto(unattributed, t);
@@ -95,9 +95,10 @@ export function createRequestHandler(view: AgentView): RequestHandler {
   return (req, caller) => {
     const admin = view.isAdmin(caller);
     const visible = (uid: number) => admin || uid === caller.uid;
+    const onlyUid = admin ? undefined : caller.uid;
     switch (req.op) {
       case 'users': {
-        const { users, unattributed } = usageTotals(view, req.from, req.to);
+        const { users, unattributed } = usageTotals(view, req.from, req.to, onlyUid);
         const name = view.names.within(NAME_BUDGET_MS);
         const rows = [...users.values()]
           .filter((u) => visible(u.uid))
@@ -136,7 +137,7 @@ export function createRequestHandler(view: AgentView): RequestHandler {
       case 'top': {
         const now = Date.now();
         const dayStart = localDayStart(now);
-        const { users } = usageTotals(view, dayStart, now + 1);
+        const { users } = usageTotals(view, dayStart, now + 1, onlyUid);
         const rates = view.accounting.rates();
         view.accounting.watchProcesses(now);
         const procs = view.accounting.processList();

@@ -11,6 +11,8 @@
 //   read within request_timeout;
 // - requests are answered round-robin across clients, root's and admins' first, a bounded
 //   amount of work per event-loop turn, so polls, accepts and other clients get their turn;
+//   a non-admin uid's requests may take user_time_budget ms of the agent's time per
+//   second (the rest wait unread), so no user can keep the agent busy or churn its memory;
 // - long lists (flows) are written a slice per turn (StreamedResult), not built whole.
 import { chmodSync, mkdirSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
@@ -53,6 +55,8 @@ export interface ControlLimits {
   adminReservedClients: number;
   requestTimeoutMs: number;
   maxReplyBufferBytes: number;
+  /** ms of the agent's time per second that one non-admin uid's requests may take */
+  userTimeBudgetMs: number;
 }
 
 export interface ControlServerOptions extends ControlLimits {
@@ -79,6 +83,9 @@ const TURN_BUDGET_MS = 20;
 const STREAM_SLICE = 512;
 /** a refused client's `busy` reply gets this long to be sent before the socket is destroyed */
 const REFUSAL_GRACE_MS = 1000;
+/** pending connections the kernel queues for accept (capped at net.core.somaxconn): a burst
+ *  of a user's connections past it would make root's connect fail with EAGAIN */
+const LISTEN_BACKLOG = 4096;
 /** lines a client may make the agent log per minute */
 const CLIENT_LOG_LINES_PER_MINUTE = 10;
 /** how long a uid's admin status is taken as known (a flood of connections asks it each time) */
@@ -144,8 +151,16 @@ interface Client {
   blocked: boolean;
   partial: Buffer[];
   partialBytes: number;
-  /** the request line in progress must be complete by then; the unread replies read by then */
-  deadline?: NodeJS.Timeout;
+  /** a request line is in progress (or none has come yet): it has lineLeftMs of reading
+   *  time left; time the agent is not reading (answering, throttled) does not count */
+  lineOpen: boolean;
+  lineLeftMs: number;
+  lineTimer?: NodeJS.Timeout;
+  lineTimerAt: number;
+  /** the unread replies must be read by then */
+  replyDeadline?: NodeJS.Timeout;
+  /** its uid used up its time budget: nothing is answered until this fires */
+  throttled?: NodeJS.Timeout;
 }
 
 const TOO_LARGE = Symbol('too large');
@@ -164,6 +179,25 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
    *  number of expensive requests from others delays root by more than one of them */
   const ready = { admins: new Set<Client>(), others: new Set<Client>() };
   const queueOf = (c: Client) => (c.admin ? ready.admins : ready.others);
+  /** non-admin uids' time budgets: ms of work left (a second's worth at most; below 0 after
+   *  an expensive request, which its next requests wait off) */
+  const budgets = new Map<number, { leftMs: number; at: number }>();
+  const budgetOf = (uid: number) => {
+    const now = Date.now();
+    const perSecond = limits.userTimeBudgetMs;
+    if (budgets.size > 10_000) budgets.clear();
+    const b = budgets.get(uid) ?? { leftMs: perSecond, at: now };
+    b.leftMs = Math.min(perSecond, b.leftMs + ((now - b.at) * perSecond) / 1000);
+    b.at = now;
+    budgets.set(uid, b);
+    return b;
+  };
+  /** ms until the client's uid has time again (0: now) */
+  const throttle = (c: Client): number => {
+    if (c.admin) return 0;
+    const b = budgetOf(c.caller.uid);
+    return b.leftMs > 0 ? 0 : Math.ceil(((1 - b.leftMs) * 1000) / limits.userTimeBudgetMs);
+  };
   const adminCache = new Map<number, { admin: boolean; until: number }>();
   const adminOf = (caller: Caller) => {
     const now = Date.now();
@@ -204,17 +238,20 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     return undefined;
   };
 
-  const setDeadline = (c: Client, what: 'request' | 'reply') => {
-    if (c.deadline) return;
-    c.deadline = setTimeout(() => {
-      clientLog(c.caller.uid, 'info', { pid: c.caller.pid }, `control: closing a client that did not ${what === 'request' ? 'finish its request line' : 'read its replies'} within control.request_timeout`);
-      if (what === 'request' && !c.socket.destroyed) c.socket.end(line(errorReply('timeout', `a request line must be complete within ${limits.requestTimeoutMs / 1000} s (control.request_timeout)`)));
-      c.socket.destroy();
-    }, limits.requestTimeoutMs);
+  /** Runs the clock of the request line in progress (while the agent reads the client). */
+  const armLine = (c: Client) => {
+    if (!c.lineOpen || c.lineTimer) return;
+    c.lineTimerAt = Date.now();
+    c.lineTimer = setTimeout(() => {
+      clientLog(c.caller.uid, 'info', { clientPid: c.caller.pid }, 'control: closing a client that did not send a whole request line within control.request_timeout');
+      refuse(c.socket, 'timeout', `a request line must be complete within ${limits.requestTimeoutMs / 1000} s (control.request_timeout)`);
+    }, Math.max(0, c.lineLeftMs));
   };
-  const clearDeadline = (c: Client) => {
-    clearTimeout(c.deadline);
-    c.deadline = undefined;
+  const stopLine = (c: Client) => {
+    if (!c.lineTimer) return;
+    clearTimeout(c.lineTimer);
+    c.lineTimer = undefined;
+    c.lineLeftMs -= Date.now() - c.lineTimerAt;
   };
 
   const answer = (c: Client, text: string | typeof TOO_LARGE): Iterator<string> => {
@@ -243,22 +280,35 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
 
   /** One unit of a client's work: a slice of the reply being written, or the next request. */
   const step = (c: Client) => {
-    if (!c.pieces) c.pieces = answer(c, c.queue.shift()!);
+    const wait = throttle(c);
+    if (wait > 0) {
+      c.throttled = setTimeout(() => {
+        c.throttled = undefined;
+        wake(c);
+      }, wait);
+      return;
+    }
+    const t0 = performance.now();
+    c.pieces ??= answer(c, c.queue.shift()!);
     const next = c.pieces.next();
     if (next.done) c.pieces = undefined;
     else c.socket.write(next.value);
+    if (!c.admin) budgetOf(c.caller.uid).leftMs -= performance.now() - t0;
     if (c.socket.writableLength > limits.maxReplyBufferBytes) {
       c.blocked = true;
-      setDeadline(c, 'reply');
+      c.replyDeadline = setTimeout(() => {
+        clientLog(c.caller.uid, 'info', { clientPid: c.caller.pid }, 'control: closing a client that left its replies unread for control.request_timeout');
+        c.socket.destroy();
+      }, limits.requestTimeoutMs);
       c.socket.once('drain', () => {
         c.blocked = false;
-        clearDeadline(c);
+        clearTimeout(c.replyDeadline);
         wake(c);
       });
     }
   };
 
-  const hasWork = (c: Client) => !c.socket.destroyed && !c.blocked && (c.pieces !== undefined || c.queue.length > 0);
+  const hasWork = (c: Client) => !c.socket.destroyed && !c.blocked && !c.throttled && (c.pieces !== undefined || c.queue.length > 0);
 
   const waiting = () => ready.admins.size + ready.others.size;
   const pump = () => {
@@ -286,12 +336,14 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
 
   /** Nothing to answer right now: read more, or hang up when the stream is lost. */
   const idle = (c: Client) => {
-    if (c.socket.destroyed || c.blocked || c.pieces || c.queue.length) return;
-    if (c.hangUp) c.socket.end();
-    else c.socket.resume();
+    if (c.socket.destroyed || c.blocked || c.throttled || c.pieces || c.queue.length) return;
+    if (c.hangUp) return void c.socket.end();
+    c.socket.resume();
+    armLine(c);
   };
 
   const onData = (c: Client, chunk: Buffer) => {
+    stopLine(c);
     let start = 0;
     for (let nl = chunk.indexOf(10, start); nl !== -1; nl = chunk.indexOf(10, start)) {
       const piece = chunk.subarray(start, nl);
@@ -303,7 +355,8 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       }
       c.partial = [];
       c.partialBytes = 0;
-      if (!c.blocked) clearDeadline(c);
+      c.lineOpen = false;
+      c.lineLeftMs = limits.requestTimeoutMs;
     }
     const rest = chunk.subarray(start);
     if (c.partialBytes + rest.length > limits.maxRequestBytes) {
@@ -315,7 +368,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     } else if (rest.length) {
       c.partial.push(Buffer.from(rest));
       c.partialBytes += rest.length;
-      setDeadline(c, 'request');
+      c.lineOpen = true;
     }
     // read no more until what arrived is answered: a pipelining client fills its own
     // socket buffer, not the agent's memory
@@ -338,23 +391,37 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     const admin = adminOf(caller);
     const why = refusal(caller, admin);
     if (why !== undefined) {
-      clientLog(caller.uid, 'warn', { pid: caller.pid }, `control: refused a connection: ${why}`);
+      clientLog(caller.uid, 'warn', { clientPid: caller.pid }, `control: refused a connection: ${why}`);
       return refuse(socket, 'busy', why);
     }
     served++;
     perUid.set(caller.uid, (perUid.get(caller.uid) ?? 0) + 1);
-    const c: Client = { socket, caller, admin, queue: [], hangUp: false, blocked: false, partial: [], partialBytes: 0 };
+    const c: Client = {
+      socket,
+      caller,
+      admin,
+      queue: [],
+      hangUp: false,
+      blocked: false,
+      partial: [],
+      partialBytes: 0,
+      lineOpen: true,
+      lineLeftMs: limits.requestTimeoutMs,
+      lineTimerAt: 0,
+    };
     socket.setTimeout(IDLE_TIMEOUT_MS, () => socket.destroy());
     // the first request is due right away (the CLI sends it on connect); later ones may
     // wait IDLE_TIMEOUT_MS (`ubia top` asks once per refresh)
-    setDeadline(c, 'request');
+    armLine(c);
     socket.on('data', (chunk: Buffer) => onData(c, chunk));
     socket.on('close', () => {
       served--;
       const left = (perUid.get(caller.uid) ?? 1) - 1;
       if (left > 0) perUid.set(caller.uid, left);
       else perUid.delete(caller.uid);
-      clearDeadline(c);
+      clearTimeout(c.lineTimer);
+      clearTimeout(c.replyDeadline);
+      clearTimeout(c.throttled);
       queueOf(c).delete(c);
     });
   };
@@ -362,7 +429,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
   const server: Server = createServer(serve);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(path, () => {
+    server.listen({ path, backlog: LISTEN_BACKLOG }, () => {
       server.off('error', reject);
       resolve();
     });
