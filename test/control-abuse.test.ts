@@ -123,6 +123,7 @@ describe('control socket under attack by a local user', () => {
     const stats = await attacking;
     const figures = {
       statusMs: { p50: percentile(seen.latencies, 50), p99: percentile(seen.latencies, 99), max: Math.max(...seen.latencies), samples: seen.latencies.length },
+      over100ms: seen.latencies.flatMap((ms, i) => (ms > 100 ? [`#${i}: ${Math.round(ms)}`] : [])),
       rssMiB: { before: rssBefore, max: Math.max(...seen.rssMiB) },
       fds: { before: fdsBefore, max: Math.max(...seen.fds) },
       attacker: stats,

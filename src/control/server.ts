@@ -414,6 +414,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     // wait IDLE_TIMEOUT_MS (`ubia top` asks once per refresh)
     armLine(c);
     socket.on('data', (chunk: Buffer) => onData(c, chunk));
+    socket.resume();
     socket.on('close', () => {
       served--;
       const left = (perUid.get(caller.uid) ?? 1) - 1;
@@ -426,7 +427,8 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     });
   };
 
-  const server: Server = createServer(serve);
+  // not read until accepted: a refused connection costs no read
+  const server: Server = createServer({ pauseOnConnect: true }, serve);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen({ path, backlog: LISTEN_BACKLOG }, () => {

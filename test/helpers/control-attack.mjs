@@ -1,6 +1,6 @@
 // A local user attacking the agent's control socket, every way at once, for `seconds`:
-//   flood N     keep N connections open that never send, read nor close (refused ones
-//               included); whenever the agent closes one, open another
+//   flood N     open N connections that never send, read nor close (refused ones
+//               included), 50 at a time, each as soon as the one before it connected
 //   loris N     N connections sending one byte of a request line every 2 s
 //   pipeline N  N connections writing requests as fast as the agent takes them, never
 //               reading; reopened when the agent closes them
@@ -32,9 +32,11 @@ function connect(kind, onClose) {
   return s;
 }
 
-function flood() {
-  const s = connect('flood', () => setTimeout(flood, 5));
-  s.pause(); // never read
+function flood(left) {
+  if (left <= 0 || over) return;
+  const s = connect('flood');
+  s.pause(); // never read: the agent's close is never seen, the socket stays open here
+  s.once('connect', () => flood(left - 1));
 }
 
 function loris() {
@@ -86,7 +88,8 @@ function badRange(n) {
 // the pipelines first: they take the connections the agent serves, the rest are refused
 for (let i = 0; i < (want.pipeline ?? 0); i++) pipeline();
 for (let i = 0; i < (want.loris ?? 0); i++) loris();
-for (let i = 0; i < (want.flood ?? 0); i++) flood();
+const FLOOD_CHAINS = 50;
+for (let i = 0; i < FLOOD_CHAINS; i++) flood(Math.ceil((want.flood ?? 0) / FLOOD_CHAINS));
 if (want.badrange) badRange(want.badrange);
 
 setTimeout(() => {
