@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Accounting } from '../src/agent/accounting.js';
+import { zeroCounters } from '../src/core/counters.js';
 import type { MeterReader } from '../src/agent/meter.js';
 import { createNameCache } from '../src/agent/names.js';
 import type { Columns } from '../src/kernel/native.js';
@@ -43,7 +44,7 @@ function scriptedMeter() {
     forgotten: [] as number[],
   };
   const meter: MeterReader = {
-    status: () => ({ kernelRelease: 'test', mode: 'test', hooks: [], pinDir: '', resumed: false }),
+    status: () => ({ kernelRelease: 'test', mode: 'socket+wire', hooks: [], pinDir: '', resumed: false }),
     fold: () => void state.folds++,
     readUserColumns: () => columns(state.users),
     readProcessColumns: () => {
@@ -55,7 +56,7 @@ function scriptedMeter() {
       return columns(state.flows);
     },
     readInterfaces: () => state.interfaces,
-    health: () => ({ overflows: { users: 0, processes: 0, flows: 0, interfaces: 0 }, eventsDropped: state.eventsDropped }),
+    health: () => ({ overflows: { users: 0, processes: 0, flows: 0, interfaces: 0 }, eventsDropped: state.eventsDropped, beyondUserTable: zeroCounters() }),
     onEvent: () => undefined,
     forgetProcess: (pid) => state.forgotten.push(pid),
     close: () => undefined,

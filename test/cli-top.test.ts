@@ -2,7 +2,10 @@
 // their processes on `p`, and quits on `q`. Plus `--once` as plain text.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { CLI, cli, createTestbed, runTraffic, startAgent, waitFor, type AgentProcess, type Testbed, type TestUser } from './helpers/agent.js';
+import { CLI, cli, startAgent, type AgentProcess } from './support/agent.js';
+import { createTestbed, type Testbed, type TestUser } from './support/testbed.js';
+import { sinkTraffic } from './support/traffic.js';
+import { waitFor } from './support/wait.js';
 
 const TMUX = ['-L', `ubia-test-${process.pid}`];
 const tmux = (...args: string[]) => execFileSync('tmux', [...TMUX, ...args], { encoding: 'utf8' });
@@ -28,8 +31,8 @@ afterAll(async () => {
 describe('ubia top', () => {
   it('shows the users sending now, their processes on p, and quits on q (80x24 terminal)', async () => {
     const traffic = Promise.all([
-      runTraffic(dave, bed.dir, { host: bed.net.peerV4, port: bed.sink.port, send: 20_000_000, reply: 1000, ms: 6000 }),
-      runTraffic(erin, bed.dir, { host: bed.net.peerV6, port: bed.sink.port, send: 2_000_000, reply: 1000, ms: 6000 }),
+      sinkTraffic(dave, { host: bed.net.peerV4, port: bed.sink.port, send: 20_000_000, reply: 1000, ms: 6000 }),
+      sinkTraffic(erin, { host: bed.net.peerV6, port: bed.sink.port, send: 2_000_000, reply: 1000, ms: 6000 }),
     ]);
     tmux('new-session', '-d', '-s', 'top', '-x', '80', '-y', '24', `${process.execPath} ${CLI} --socket ${agent.socket} top --interval 0.3`);
     const shown = await waitFor('both users with a rate on screen', () => {
@@ -45,12 +48,11 @@ describe('ubia top', () => {
     for (const l of lines) expect(l.length).toBeLessThanOrEqual(80);
 
     tmux('send-keys', '-t', 'top', 'p');
-    // each user's busiest process is their traffic client, shown sending (node names
-    // its main thread, hence the comm, "MainThread")
+    // each user's busiest process is their traffic client (traffic.py), shown sending
     const underUser = (rows: string[], u: TestUser) => rows[rows.findIndex((l) => l.startsWith(u.name)) + 1] ?? '';
     await waitFor('each user\'s traffic client under them', () => {
       const rows = screen().split('\n');
-      if ([dave, erin].every((u) => /^\s+\d+ MainThread\s.*[KM]iB\/s/.test(underUser(rows, u)))) return true;
+      if ([dave, erin].every((u) => /^\s+\d+ python3\s.*[KM]iB\/s/.test(underUser(rows, u)))) return true;
       throw new Error(`the screen shows:\n${rows.join('\n')}`);
     });
 

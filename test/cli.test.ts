@@ -5,14 +5,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLI, ensureBuilt, removeMeter, startAgent, tempDir, waitFor, writeAgentConfig } from './helpers/agent.js';
+import { CLI, startAgent, writeAgentConfig } from './support/agent.js';
+import { removeMeter, tempDir } from './support/testbed.js';
+import { waitFor } from './support/wait.js';
 import { controlRequest } from '../src/control/client.js';
 import type { StatusResult } from '../src/control/protocol.js';
 import { humanBytes, parseDuration, table } from '../src/cli/format.js';
 
 let dir: string;
 beforeAll(() => {
-  ensureBuilt();
   dir = tempDir('ubia-cli-');
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

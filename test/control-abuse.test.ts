@@ -7,12 +7,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLI, cli, createTestbed, sleep, startAgent, waitFor, type AgentProcess, type Testbed, type TestUser } from './helpers/agent.js';
+import { CLI, cli, startAgent, type AgentProcess } from './support/agent.js';
+import { createTestbed, type Testbed, type TestUser } from './support/testbed.js';
+import { sleep, waitFor } from './support/wait.js';
 import { controlRequest } from '../src/control/client.js';
 import type { FlowsResult, StatusResult, UsersResult } from '../src/control/protocol.js';
 import { Ledger } from '../src/ledger/ledger.js';
 
-const ATTACK = join(import.meta.dirname, 'helpers', 'control-attack.mjs');
+const ATTACK = join(import.meta.dirname, 'support', 'control-attack.mjs');
 const LEDGER_UIDS = 30_000;
 /** first uid of the ledger's made-up users: far from any real one */
 const FAKE_UID_BASE = 3_000_000;

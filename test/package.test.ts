@@ -3,10 +3,12 @@
 // unit passes systemd-analyze, the installed agent starts and `ubia status` talks to it,
 // and `dpkg --purge` leaves nothing behind: files, state, config, enable links, pins.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { appendFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ROOT, ensureBuilt, tempDir, waitFor, writeAgentConfig } from './helpers/agent.js';
+import { ROOT, writeAgentConfig } from './support/agent.js';
+import { tempDir } from './support/testbed.js';
+import { waitFor } from './support/wait.js';
 
 const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 // what an admin's shell has: no project runtime on the PATH, so the bundled node must serve
@@ -22,7 +24,6 @@ describe('Debian package', () => {
   const existedBefore = new Set<string>();
 
   beforeAll(() => {
-    ensureBuilt();
     // a package left by an interrupted run would hide what this one installs
     if (installed()) run('dpkg', ['--purge', 'ubia']);
     const out = execFileSync(join(ROOT, 'scripts', 'package-deb'), [join(work, 'out')], {
@@ -51,10 +52,20 @@ describe('Debian package', () => {
     const depends = execFileSync('dpkg-deb', ['-f', deb, 'Depends'], { encoding: 'utf8' });
     for (const lib of ['libbpf1', 'libelf1', 'zlib1g']) expect(depends).toContain(lib);
     expect(execFileSync('dpkg-deb', ['-I', deb, 'conffiles'], { encoding: 'utf8' }).trim()).toBe('/etc/ubia/ubia.toml');
-    expect(contents).toEqual(expect.arrayContaining(['/usr/bin/ubia', '/usr/lib/ubia/node', '/lib/systemd/system/ubia.service', '/etc/ubia/ubia.toml']));
+    expect(contents).toEqual(expect.arrayContaining(['/usr/bin/ubia', '/usr/lib/ubia/node', '/lib/systemd/system/ubia.service', '/etc/ubia/ubia.toml', '/usr/share/man/man5/ubia.toml.5.gz']));
     // no development packages in the bundle
     expect(contents.some((p) => p.startsWith('/usr/lib/ubia/node_modules/vitest/'))).toBe(false);
     expect(contents.some((p) => p.startsWith('/usr/lib/ubia/node_modules/typescript/'))).toBe(false);
+  });
+
+  it('ships the product only: its JavaScript is src/ compiled, nothing of bench/ or test/', () => {
+    const fromSrc = (readdirSync(join(ROOT, 'src'), { recursive: true }) as string[])
+      .filter((f) => f.endsWith('.ts'))
+      .map((f) => `/usr/lib/ubia/dist/${f.replace(/\.ts$/, '.js')}`);
+    const shipped = contents.filter((p) => p.startsWith('/usr/lib/ubia/dist/') && p.endsWith('.js'));
+    expect(shipped.sort()).toEqual(fromSrc.sort());
+    const ours = contents.filter((p) => !p.startsWith('/usr/lib/ubia/node_modules/'));
+    expect(ours.filter((p) => /\/(bench|test|support)(\/|$)|\.test\.|floor|traffic\.py/.test(p))).toEqual([]);
   });
 
   it('installs with dpkg -i and runs on its bundled Node.js 24', () => {

@@ -223,16 +223,22 @@ void Meter::load_and_attach() {
   // Maps live under <pin>/maps; libbpf re-uses a pinned map when its definition matches.
   std::string maps_dir = opts_.pin_dir + "/maps";
   if (resumed_) {
-    // keep the flow map's size the pinned one has, whatever the config says now
-    int fd = bpf_obj_get((maps_dir + "/flows").c_str());
-    if (fd >= 0) {
+    // keep the flow and user tables' sizes the pinned ones have, whatever the config says now
+    auto pinned_size = [&](const char *name, uint32_t &size) {
+      int fd = bpf_obj_get((maps_dir + "/" + name).c_str());
+      if (fd < 0) return;
       bpf_map_info info{};
       uint32_t len = sizeof(info);
-      if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0) opts_.flow_capacity = info.max_entries;
+      if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0) size = info.max_entries;
       ::close(fd);
-    }
+    };
+    pinned_size("flows", opts_.flow_capacity);
+    pinned_size("user_slots", opts_.user_capacity);
   }
   bpf_map__set_max_entries(skel_->maps.flows, opts_.flow_capacity);
+  bpf_map__set_max_entries(skel_->maps.user_slots, opts_.user_capacity);
+  bpf_map__set_max_entries(skel_->maps.user_index, opts_.user_capacity);
+  skel_->rodata->max_users = opts_.user_capacity;
   bpf_map *map;
   bpf_object__for_each_map(map, skel_->obj) {
     std::string name = bpf_map__name(map);

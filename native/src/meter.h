@@ -25,8 +25,12 @@ struct MeterError : std::runtime_error {
 };
 
 struct MeterOptions {
-  std::string pin_dir = "/sys/fs/bpf/ubia";
+  // always given by the caller: the agent's agent.pin_dir, whose default the configuration
+  // schema (src/config/schema.ts) holds
+  std::string pin_dir;
   uint32_t flow_capacity = UBIA_MAX_FLOWS;
+  // slots of the per-user table (a pinned table keeps the size it was made with)
+  uint32_t user_capacity = UBIA_MAX_USERS;
   // Leave the socket-layer (payload) hooks out, as on a kernel without them: for hosts
   // that want the lower overhead, and to test the fallback on kernels that have them.
   bool wire_only = false;

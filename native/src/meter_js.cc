@@ -96,6 +96,13 @@ Napi::Object wire_object(Napi::Env env, const ubia_wire &w) {
   return o;
 }
 
+Napi::Object traffic_object(Napi::Env env, const ubia_counters &c) {
+  Napi::Object o = wire_object(env, ubia_wire{c.rx_bytes, c.tx_bytes, c.rx_packets, c.tx_packets});
+  o.Set("rxPayloadBytes", Napi::Number::New(env, double(c.rx_payload)));
+  o.Set("txPayloadBytes", Napi::Number::New(env, double(c.tx_payload)));
+  return o;
+}
+
 std::string address(uint8_t family, const uint8_t (&a)[16]) {
   char buf[INET6_ADDRSTRLEN];
   inet_ntop(family == 4 ? AF_INET : AF_INET6, a, buf, sizeof buf);
@@ -162,6 +169,8 @@ class MeterWrap : public Napi::ObjectWrap<MeterWrap> {
       if (o.Has("pinDir") && o.Get("pinDir").IsString()) opts.pin_dir = o.Get("pinDir").As<Napi::String>();
       if (o.Has("flowCapacity") && o.Get("flowCapacity").IsNumber())
         opts.flow_capacity = o.Get("flowCapacity").As<Napi::Number>().Uint32Value();
+      if (o.Has("userCapacity") && o.Get("userCapacity").IsNumber())
+        opts.user_capacity = o.Get("userCapacity").As<Napi::Number>().Uint32Value();
       if (o.Has("wireOnly") && o.Get("wireOnly").IsBoolean()) opts.wire_only = o.Get("wireOnly").As<Napi::Boolean>().Value();
       if (o.Has("foldOnRead") && o.Get("foldOnRead").IsBoolean()) opts.fold_on_read = o.Get("foldOnRead").As<Napi::Boolean>().Value();
     }
@@ -243,6 +252,10 @@ class MeterWrap : public Napi::ObjectWrap<MeterWrap> {
     ubia_wire w{s[UBIA_STAT_UNATTR_RX_BYTES], s[UBIA_STAT_UNATTR_TX_BYTES], s[UBIA_STAT_UNATTR_RX_PACKETS],
                 s[UBIA_STAT_UNATTR_TX_PACKETS]};
     o.Set("unattributed", wire_object(env, w));
+    ubia_counters beyond{s[UBIA_STAT_OVERFLOW_RX_BYTES],   s[UBIA_STAT_OVERFLOW_TX_BYTES],
+                         s[UBIA_STAT_OVERFLOW_RX_PACKETS], s[UBIA_STAT_OVERFLOW_TX_PACKETS],
+                         s[UBIA_STAT_OVERFLOW_RX_PAYLOAD], s[UBIA_STAT_OVERFLOW_TX_PAYLOAD]};
+    o.Set("beyondUserTable", traffic_object(env, beyond));
     return o;
   }
 

@@ -3,10 +3,10 @@
 // active flows and a ring of recently ended ones for `ubia flows`.
 import type { FlowRecord, InterfaceCounters, ProcessCounters, Scope, TrafficCounters } from '../kernel/types.js';
 import type { FlowSnapshot, UsageInterval, UserUsage } from '../export/types.js';
-import { addInto, columnsOf, copyInto, counterDelta, countersOf, CounterTracker, zeroCounters } from './counters.js';
+import { addInto, columnsOf, copyInto, counterDelta, countersOf, CounterTracker, userKey, zeroCounters } from '../core/counters.js';
 import type { MeterReader } from './meter.js';
-import { rows, type Columns } from '../kernel/native.js';
-import { encodeCheckpoint, userKey, type Checkpoint } from './checkpoint.js';
+import { rows, type Columns } from '../kernel/index.js';
+import { encodeCheckpoint, type Checkpoint } from './checkpoint.js';
 import type { NameCache } from './names.js';
 import { UNATTRIBUTED_UID, type Ledger } from '../ledger/ledger.js';
 
@@ -242,9 +242,10 @@ export class Accounting {
     return [...views.values()];
   }
 
-  /** Writes the pending usage with the counter values behind it, in one transaction. */
-  persist(bootId: string): void {
-    this.ledger.flush(bootId, encodeCheckpoint(this.users.lastValues(), this.interfaces.lastValues()));
+  /** Writes the pending usage with the counter values behind it, and whatever
+   *  `alongside` writes, in one transaction. */
+  persist(bootId: string, alongside?: () => void): void {
+    this.ledger.flush(bootId, encodeCheckpoint(this.users.lastValues(), this.interfaces.lastValues()), Date.now(), alongside);
   }
 
   /** Each user's deltas in poll `round`, with their names. */

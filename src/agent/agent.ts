@@ -1,28 +1,70 @@
 // The agent: one event loop that polls the meter, books deltas in the ledger, feeds the
 // exporters, serves the control socket, and handles SIGHUP reloads and orderly shutdown.
-// Kernel, NSS and exporter construction come in through AgentDeps (wired in main.ts).
+// Kernel, NSS, exporter construction and the control socket's server come in through
+// AgentDeps (wired by the `ubia agent` command, cli/agent.ts: the agent does not import
+// the control layer above it).
 import { readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
-import type { Exporter } from '../export/types.js';
-import { humanRate } from '../cli/format.js';
+import type { AgentHealth, Exporter } from '../export/types.js';
+import { humanRate } from '../core/units.js';
 import { loadConfig } from '../config/load.js';
 import type { UbiaConfig } from '../config/config.js';
 import { DAY_MS, HOUR_MS, Ledger } from '../ledger/ledger.js';
 import { Accounting } from './accounting.js';
 import { decodeCheckpoint } from './checkpoint.js';
 import type { MeterReader } from './meter.js';
-import { createNameCache, type UserNameLookup } from './names.js';
-import { createRequestHandler } from '../control/handlers.js';
-import { startControlServer, type Caller, type ControlLimits, type ControlServer } from '../control/server.js';
+import { createNameCache, type NameCache, type UserNameLookup } from './names.js';
 import type { ExporterContext } from './exporters.js';
-import type { OtlpHealth } from '../export/otlp/index.js';
+
+/** A client of the control socket, as the kernel names it (SO_PEERCRED). */
+export interface Peer {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+/** What the agent shows of itself to its control socket. */
+export interface AgentState {
+  accounting: Accounting;
+  ledger: Ledger;
+  meter: MeterReader;
+  names: NameCache;
+  configFile: string | undefined;
+  pollIntervalSeconds(): number;
+  countLoopback(): boolean;
+  exporters(): ReturnType<Exporter['status']>[];
+  isAdmin(caller: Peer): boolean;
+  /** times in ms since the epoch */
+  times(): { startedAt: number; lastPollAt?: number; lastFlushAt?: number };
+  lastFlushError(): string | undefined;
+}
+
+/** The control socket's limits ([control] of the configuration). */
+export interface ControlLimits {
+  maxRequestBytes: number;
+  maxClients: number;
+  maxClientsPerUser: number;
+  /** of maxClients, kept for root and admins */
+  adminReservedClients: number;
+  requestTimeoutMs: number;
+  maxReplyBufferBytes: number;
+  /** ms of the agent's time per second that one non-admin uid's requests may take */
+  userTimeBudgetMs: number;
+}
+
+/** The control socket's server, as the agent drives it. */
+export interface ControlService {
+  setLimits(limits: ControlLimits): void;
+  close(): Promise<void>;
+}
 
 export interface AgentDeps {
-  openMeter(opts: { pinDir: string; flowCapacity: number }): MeterReader;
+  openMeter(opts: { pinDir: string; flowCapacity: number; userCapacity: number }): MeterReader;
   userName: UserNameLookup;
   groupMembers(name: string): { gid: number; members: string[] } | undefined;
-  peerCredentials(fd: number): Caller;
+  /** serves the control socket at `path` over the agent's state */
+  serveControl(state: AgentState, opts: ControlLimits & { path: string; logger: Logger }): Promise<ControlService>;
   sdNotify(state: string): boolean;
   /** one Exporter per configured exporter section of `config` */
   createExporters(config: UbiaConfig, ctx: ExporterContext): Promise<Exporter[]>;
@@ -38,13 +80,14 @@ export interface RunningAgent {
 }
 
 /** Exporter sections whose change means closing and re-creating the exporters. */
-const exporterSections = (c: UbiaConfig) => JSON.stringify([c.ipfix, c.diameter, c.otlp]);
+const exporterSections = (c: UbiaConfig) => JSON.stringify([c.ipfix, c.diameter, c.otlp, c.prometheus]);
 
 const RESTART_ONLY: [string, (c: UbiaConfig) => unknown][] = [
   ['ledger.path', (c) => c.ledger.path],
   ['control.socket', (c) => c.control.socket],
   ['agent.pin_dir', (c) => c.agent.pin_dir],
   ['agent.flow_capacity', (c) => c.agent.flow_capacity],
+  ['agent.user_capacity', (c) => c.agent.user_capacity],
 ];
 
 export function readBootId(): string {
@@ -77,7 +120,7 @@ export async function startAgent(
   const startedAt = Date.now();
   const bootId = readBootId();
 
-  const meter = deps.openMeter({ pinDir: config.agent.pin_dir, flowCapacity: config.agent.flow_capacity });
+  const meter = deps.openMeter({ pinDir: config.agent.pin_dir, flowCapacity: config.agent.flow_capacity, userCapacity: config.agent.user_capacity });
   const st = meter.status();
   logger.info({ mode: st.mode, kernel: st.kernelRelease, resumed: st.resumed, hooks: st.hooks.filter((h) => h.active).map((h) => h.name) }, 'meter open');
 
@@ -95,7 +138,8 @@ export async function startAgent(
   });
   const accounting = new Accounting(meter, ledger, decodeCheckpoint(loaded.checkpoint), names, accountingOptions(config));
   let lastPollSeconds = 0;
-  const health = (): OtlpHealth => {
+  let lastPollAt: number | undefined;
+  const health = (): AgentHealth => {
     const unattributed = { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 };
     for (const i of meter.readInterfaces()) {
       unattributed.rxBytes += i.unattributed.rxBytes;
@@ -104,11 +148,8 @@ export async function startAgent(
       unattributed.txPackets += i.unattributed.txPackets;
     }
     const statuses = exporters.map((e) => e.status());
-    // the Diameter exporter lists its peers in status().extra.peers as { name, state, … }
-    const peers = statuses.flatMap((s) =>
-      Array.isArray(s.extra?.peers) ? (s.extra.peers as { name: string; state: string }[]).map((p) => ({ peer: p.name, state: p.state })) : [],
-    );
-    return { unattributed, meter: meter.health(), lastPollSeconds, exporters: statuses, diameterPeers: peers };
+    const peers = statuses.flatMap((s) => (s.peers ?? []).map((p) => ({ peer: p.name, state: p.state })));
+    return { unattributed, meter: meter.health(), lastPollSeconds, lastPollAtMs: lastPollAt, exporters: statuses, diameterPeers: peers };
   };
   const exporterContext = (): ExporterContext => ({
     logger,
@@ -117,6 +158,10 @@ export async function startAgent(
     stateDir: dirname(config.ledger.path),
     health,
     version: deps.version,
+    userName: (uid) => names.name(uid),
+    counts: (scope) => accounting.counts(scope),
+    processes: () => accounting.processList(),
+    interfaces: () => meter.readInterfaces(),
   });
   exporters = await deps.createExporters(config, exporterContext());
   accounting.setOptions(accountingOptions(config));
@@ -141,19 +186,12 @@ export async function startAgent(
     if (accounting.counts(ev.flow.scope)) toExporters('flowEnded', (e) => e.flowEnded(snap));
   });
 
-  let lastPollAt: number | undefined;
   let lastFlushAt: number | undefined;
   let flushError: string | undefined;
   let pollError: string | undefined;
-  let stalledUntil: number | undefined;
 
   const poll = () => {
     const now = Date.now();
-    if (stalledUntil !== undefined) {
-      if (now < stalledUntil) return;
-      stalledUntil = undefined;
-      logger.warn('poll loop resumed after debug.stall');
-    }
     try {
       const { usage, flows } = accounting.poll(now);
       lastPollAt = now;
@@ -173,10 +211,9 @@ export async function startAgent(
     }
   };
 
-  // Healthy = not stalled and the last poll succeeded within two intervals: a poll loop
-  // that stops (or keeps failing) stops the watchdog pings, and systemd restarts us.
-  const pollHealthy = (now: number) =>
-    stalledUntil === undefined && lastPollAt !== undefined && now - lastPollAt <= 2 * config.agent.poll_interval * 1000 + 1000;
+  // Healthy = the last poll succeeded within two intervals: a poll loop that stops (or
+  // keeps failing) stops the watchdog pings, and systemd restarts us.
+  const pollHealthy = (now: number) => lastPollAt !== undefined && now - lastPollAt <= 2 * config.agent.poll_interval * 1000 + 1000;
   const statusLine = () => {
     let rx = 0;
     let tx = 0;
@@ -197,15 +234,18 @@ export async function startAgent(
   const flush = () => {
     deps.sdNotify(`STATUS=${statusLine()}`);
     try {
-      accounting.persist(bootId);
-      lastFlushAt = Date.now();
-      for (const e of exporters) {
-        try {
-          e.checkpointed?.();
-        } catch (err) {
-          logger.error({ exporter: e.name, err }, 'exporter could not note the saved checkpoint; after a crash it may count some usage twice');
+      // Exporters note the checkpoint in the same transaction (Diameter clears the counts
+      // it would otherwise discount from the deltas handed over again after a crash): a
+      // kill between two separate commits under-counted or doubled an interval.
+      const committed: (() => void)[] = [];
+      accounting.persist(bootId, () => {
+        for (const e of exporters) {
+          const then = e.checkpointed?.();
+          if (then) committed.push(then);
         }
-      }
+      });
+      for (const then of committed) then();
+      lastFlushAt = Date.now();
       if (flushError !== undefined) logger.info({ path: ledger.path }, 'ledger writes work again');
       flushError = undefined;
     } catch (err) {
@@ -215,7 +255,7 @@ export async function startAgent(
     }
   };
 
-  const isAdmin = (caller: Caller) => {
+  const isAdmin = (caller: Peer) => {
     if (caller.uid === 0) return true;
     const group = config.control.admin_group;
     if (!group) return false;
@@ -223,13 +263,8 @@ export async function startAgent(
     return g !== undefined && (caller.gid === g.gid || g.members.includes(names.name(caller.uid)));
   };
 
-  const server: ControlServer = await startControlServer({
-    path: config.control.socket,
-    ...controlLimits(config),
-    logger,
-    peerCredentials: deps.peerCredentials,
-    isAdmin,
-    handle: createRequestHandler({
+  const server = await deps.serveControl(
+    {
       accounting,
       ledger,
       meter,
@@ -239,14 +274,11 @@ export async function startAgent(
       countLoopback: () => config.agent.count_loopback,
       exporters: () => exporters.map((e) => e.status()),
       isAdmin,
-      times: () => ({ startedAt, lastPollAt, stalledUntil, lastFlushAt }),
+      times: () => ({ startedAt, lastPollAt, lastFlushAt }),
       lastFlushError: () => flushError,
-      stall: (ms) => {
-        stalledUntil = Date.now() + ms;
-        logger.warn({ ms }, 'poll loop stalled by a debug.stall request');
-      },
-    }),
-  });
+    },
+    { path: config.control.socket, ...controlLimits(config), logger },
+  );
 
   const timers = {
     poll: undefined as NodeJS.Timeout | undefined,
@@ -291,7 +323,6 @@ export async function startAgent(
       clearInterval(timers.flush);
       clearInterval(timers.rollUp);
       clearInterval(timers.watchdog);
-      stalledUntil = undefined;
       poll();
       flush();
       await server.close();
@@ -316,7 +347,7 @@ export async function startAgent(
     }
     const exportersChanged = exporterSections(next) !== exporterSections(config);
     const old = config;
-    config = { ...next, ledger: { ...next.ledger, path: old.ledger.path }, control: { ...next.control, socket: old.control.socket }, agent: { ...next.agent, pin_dir: old.agent.pin_dir, flow_capacity: old.agent.flow_capacity } };
+    config = { ...next, ledger: { ...next.ledger, path: old.ledger.path }, control: { ...next.control, socket: old.control.socket }, agent: { ...next.agent, pin_dir: old.agent.pin_dir, flow_capacity: old.agent.flow_capacity, user_capacity: old.agent.user_capacity } };
     logger.level = config.log.level;
     names.setTtl(config.agent.name_cache_ttl * 1000);
     accounting.setOptions(accountingOptions(config));

@@ -1,17 +1,7 @@
 // Human-readable figures and fixed-width tables for the CLI (JSON output stays exact).
-const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+import { humanBytes, humanRate } from '../core/units.js';
 
-export function humanBytes(n: number): string {
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u < UNITS.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return u === 0 ? `${v} B` : `${v < 10 ? v.toFixed(1) : Math.round(v)} ${UNITS[u]}`;
-}
-
-export const humanRate = (bytesPerSecond: number) => `${humanBytes(Math.round(bytesPerSecond))}/s`;
+export { humanBytes, humanRate };
 
 export type Align = 'left' | 'right';
 

@@ -1,13 +1,14 @@
 // The `ubia` command line. Exit codes: 0 done, 1 bad usage or error, 2 agent not running.
 import { createRequire } from 'node:module';
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { controlSectionSchema } from '../config/schema.js';
 import { AgentNotRunningError, AgentReplyError } from '../control/client.js';
 import { localDayStart } from '../control/day.js';
 import { parseDuration } from './format.js';
 import { runTop } from './top.js';
 import { showFlows, showProcs, showStatus, showUsers } from './views.js';
 
-const DEFAULT_SOCKET = '/run/ubia/control.sock';
+const DEFAULT_SOCKET = controlSectionSchema.parse({}).socket;
 const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
 
 function positiveNumber(v: string): number {
@@ -43,7 +44,7 @@ export function buildProgram(): Command {
     .option('-c, --config <file>', 'config file (default /etc/ubia/ubia.toml; built-in defaults when absent)')
     .option('--daemon', 'detach; logs go to log.daemon_file (/var/log/ubia/agent.log)')
     .action(async (o: { config?: string; daemon?: boolean }) => {
-      const { runAgentCommand } = await import('../agent/main.js');
+      const { runAgentCommand } = await import('./agent.js');
       // exit right away: the kernel meter's event polling would keep the loop alive
       process.exit(await runAgentCommand(o));
     });

@@ -1,6 +1,7 @@
 // `ubia users | procs | flows | status`: ask the agent, print JSON (exact) or a table.
 import { controlRequest } from '../control/client.js';
 import type { FlowRow, FlowsResult, ProcessRow, ProcsResult, StatusResult, UserTotals, UsersResult } from '../control/protocol.js';
+import type { TrafficCounters } from '../kernel/types.js';
 import { bytesColumns, humanBytes, humanRate, left, processName, right, table } from './format.js';
 
 export interface ViewOptions {
@@ -91,6 +92,10 @@ export async function showFlows(opts: ViewOptions & { user?: string; limit?: num
   ]);
 }
 
+/** Users who found the kernel user table full: their traffic, payload included. */
+const beyondUserTable = (b: TrafficCounters): string =>
+  `            users beyond the user table (booked as unattributed): in ${humanBytes(b.rxBytes)} (payload ${humanBytes(b.rxPayloadBytes)}), out ${humanBytes(b.txBytes)} (payload ${humanBytes(b.txPayloadBytes)})`;
+
 export async function showStatus(opts: ViewOptions): Promise<void> {
   const r = await controlRequest<StatusResult>(opts.socket, { op: 'status' });
   if (opts.json) return printJson(r);
@@ -100,11 +105,12 @@ export async function showStatus(opts: ViewOptions): Promise<void> {
   const admin = r.agent.you.admin;
   print([
     `agent:      running, pid ${r.agent.pid}, up ${r.agent.uptimeSeconds} s${admin ? `, config ${r.agent.configFile ?? '(built-in defaults)'}` : ''}`,
-    `            poll every ${r.agent.pollIntervalSeconds} s, last ${r.agent.lastPollAt ?? 'never'}${r.agent.stalledUntil ? `, STALLED until ${r.agent.stalledUntil}` : ''}, loopback ${r.agent.countLoopback ? 'counted' : 'not counted'}`,
+    `            poll every ${r.agent.pollIntervalSeconds} s, last ${r.agent.lastPollAt ?? 'never'}, loopback ${r.agent.countLoopback ? 'counted' : 'not counted'}`,
     `kernel:     ${r.meter.kernelRelease}, mode ${r.meter.mode}${r.meter.resumed ? ', resumed pinned state' : ''}${r.meter.pinDir ? ` (${r.meter.pinDir})` : ''}`,
     ...r.meter.hooks.map((hk) => `  ${hk.active ? '[x]' : '[ ]'} ${hk.name}: ${hk.detail}`),
     `health:     overflows users ${h.overflows.users}, processes ${h.overflows.processes}, flows ${h.overflows.flows}, interfaces ${h.overflows.interfaces}; events dropped ${h.eventsDropped}`,
     ...(unattributed === undefined ? [] : [`            unattributed since start of metering: ${humanBytes(unattributed)}`]),
+    ...(h.overflows.users > 0 ? [beyondUserTable(h.beyondUserTable)] : []),
     `ledger:     ${r.ledger.path === null ? '' : `${r.ledger.path}, ${humanBytes(r.ledger.sizeBytes ?? 0)}, `}last flush ${r.ledger.lastFlushAt ?? 'never'}${r.ledger.lastError ? `, ERROR: ${r.ledger.lastError}` : ''}`,
     `exporters:  ${r.exporters.length === 0 ? 'none configured' : ''}`,
     ...r.exporters.map((e) => `  ${e.name}: ${e.state}${e.detail ? ` — ${e.detail}` : ''} (queued ${e.queued}, dropped ${e.dropped})`),

@@ -4,30 +4,45 @@
 // health, not file paths or per-interface totals. Names are looked up only for the rows a
 // reply holds, within NAME_BUDGET_MS (NSS may be LDAP, and the event loop is everyone's).
 import type { ExporterStatus, FlowSnapshot } from '../export/types.js';
-import type { Accounting, ProcessView } from '../agent/accounting.js';
-import type { MeterReader } from '../agent/meter.js';
-import type { NameCache } from '../agent/names.js';
-import { addInto, zeroCounters } from '../agent/counters.js';
+import type { Meter } from '../kernel/index.js';
+import { addInto, zeroCounters } from '../core/counters.js';
 import { UNATTRIBUTED_UID, type Ledger } from '../ledger/ledger.js';
-import { redactDeep } from '../log.js';
-import { ControlError, StreamedResult, type Caller, type RequestHandler } from './server.js';
+import { redactDeep } from '../core/redact.js';
+import { StreamedResult, type Caller, type RequestHandler } from './server.js';
 import { localDayStart } from './day.js';
 import type { FlowRow, ProcessRow, StatusResult, TopResult, TopUser, UserTotals, UsersResult } from './protocol.js';
 
+/** What the control API reads of the agent's live accounting: this much, declared here, so
+ *  control/ depends on no class of the agent's (its Accounting provides it). */
+export interface LiveAccounting {
+  rates(): Map<number, { rxRate: number; txRate: number }>;
+  /** live processes, already in the protocol's row shape */
+  processList(): ProcessRow[];
+  activeFlows(): FlowSnapshot[];
+  endedFlows(): FlowSnapshot[];
+  /** reads the flow table now (a `flows` request wants it fresh) */
+  refreshFlows(nowMs: number): void;
+  /** keeps the per-process reads going while someone watches (`ubia top`) */
+  watchProcesses(nowMs: number): void;
+}
+
 export interface AgentView {
-  accounting: Accounting;
-  ledger: Ledger;
-  meter: MeterReader;
-  names: NameCache;
+  accounting: LiveAccounting;
+  ledger: Pick<Ledger, 'path' | 'sizeBytes' | 'totals'>;
+  meter: Pick<Meter, 'status' | 'health' | 'readInterfaces'>;
+  names: {
+    name(uid: number): string;
+    /** a namer for one reply: NSS look-ups for at most `budgetMs` in all, the rest as uids */
+    within(budgetMs: number): (uid: number) => string;
+  };
   configFile: string | undefined;
   pollIntervalSeconds(): number;
   countLoopback(): boolean;
   exporters(): ExporterStatus[];
   isAdmin(caller: Caller): boolean;
   /** times in ms since the epoch */
-  times(): { startedAt: number; lastPollAt?: number; stalledUntil?: number; lastFlushAt?: number };
+  times(): { startedAt: number; lastPollAt?: number; lastFlushAt?: number };
   lastFlushError(): string | undefined;
-  stall(ms: number): void;
 }
 
 /** NSS time one reply may spend naming its rows; the rest show uids until looked up */
@@ -38,10 +53,10 @@ const iso = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).
 const matchesUser = (query: string | undefined, uid: number, user: string) =>
   query === undefined || query === String(uid) || query === user;
 
-const byRateThenBytes = (a: ProcessView, b: ProcessView) =>
+const byRateThenBytes = (a: ProcessRow, b: ProcessRow) =>
   b.rxRate + b.txRate - (a.rxRate + a.txRate) || b.rxBytes + b.txBytes - (a.rxBytes + a.txBytes);
 
-function processRow(p: ProcessView): ProcessRow {
+function processRow(p: ProcessRow): ProcessRow {
   return {
     uid: p.uid,
     user: p.user,
@@ -91,11 +106,32 @@ function biggest(flows: FlowSnapshot[], limit: number | undefined): FlowSnapshot
   return flows.sort((a, b) => b.rxBytes + b.txBytes - (a.rxBytes + a.txBytes)).slice(0, limit);
 }
 
+/** The uids a caller may see: all for root and admins (`onlyUid` undefined), else their own. */
+function visibleUids(caller: Caller, admin: boolean) {
+  return { visible: (uid: number) => admin || uid === caller.uid, onlyUid: admin ? undefined : caller.uid };
+}
+
+/** `status` as a non-admin sees it: the agent's health, without the fields that name files
+ *  or show host-wide traffic (per-interface totals at poll resolution show others' traffic),
+ *  exporters without their detail, and a flush error only as the fact that there is one. */
+function redactStatusForNonAdmin(s: StatusResult): StatusResult {
+  return {
+    agent: { ...s.agent, configFile: null },
+    meter: { ...s.meter, pinDir: null, interfaces: null },
+    ledger: {
+      ...s.ledger,
+      path: null,
+      sizeBytes: null,
+      lastError: s.ledger.lastError === null ? null : 'ledger writes fail (an admin sees why in ubia status)',
+    },
+    exporters: s.exporters.map(({ name, state, queued, dropped }) => ({ name, state, detail: '', queued, dropped })),
+  };
+}
+
 export function createRequestHandler(view: AgentView): RequestHandler {
   return (req, caller) => {
     const admin = view.isAdmin(caller);
-    const visible = (uid: number) => admin || uid === caller.uid;
-    const onlyUid = admin ? undefined : caller.uid;
+    const { visible, onlyUid } = visibleUids(caller, admin);
     switch (req.op) {
       case 'users': {
         const { users, unattributed } = usageTotals(view, req.from, req.to, onlyUid);
@@ -177,43 +213,36 @@ export function createRequestHandler(view: AgentView): RequestHandler {
       case 'status': {
         const t = view.times();
         const st = view.meter.status();
-        const flushError = view.lastFlushError();
         const result: StatusResult = {
           agent: {
             pid: process.pid,
             startedAt: new Date(t.startedAt).toISOString(),
             uptimeSeconds: Math.round((Date.now() - t.startedAt) / 1000),
-            configFile: admin ? (view.configFile ?? null) : null,
+            configFile: view.configFile ?? null,
             pollIntervalSeconds: view.pollIntervalSeconds(),
             countLoopback: view.countLoopback(),
             lastPollAt: iso(t.lastPollAt),
-            stalledUntil: t.stalledUntil !== undefined && t.stalledUntil > Date.now() ? iso(t.stalledUntil) : null,
             you: { uid: caller.uid, admin },
           },
           meter: {
             kernelRelease: st.kernelRelease,
             mode: st.mode,
             hooks: st.hooks,
-            pinDir: admin ? st.pinDir : null,
+            pinDir: st.pinDir,
             resumed: st.resumed,
             health: view.meter.health(),
-            // per-interface totals at poll resolution would show others' traffic
-            interfaces: admin ? view.meter.readInterfaces() : null,
+            interfaces: view.meter.readInterfaces(),
           },
           ledger: {
-            path: admin ? view.ledger.path : null,
-            sizeBytes: admin ? view.ledger.sizeBytes() : null,
+            path: view.ledger.path,
+            sizeBytes: view.ledger.sizeBytes(),
             lastFlushAt: iso(t.lastFlushAt),
-            lastError: flushError === undefined ? null : admin ? flushError : 'ledger writes fail (an admin sees why in ubia status)',
+            lastError: view.lastFlushError() ?? null,
           },
-          exporters: admin ? view.exporters() : view.exporters().map(({ name, state, queued, dropped }) => ({ name, state, detail: '', queued, dropped })),
+          exporters: view.exporters(),
         };
-        return redactDeep(result);
+        return redactDeep(admin ? result : redactStatusForNonAdmin(result));
       }
-      case 'debug.stall':
-        if (caller.uid !== 0) throw new ControlError('forbidden', 'debug.stall is for root only (it is a test switch)');
-        view.stall(req.ms);
-        return { stalledMs: req.ms };
     }
   };
 }

@@ -27,8 +27,6 @@ export const requestSchema = z.discriminatedUnion('op', [
   }),
   z.strictObject({ op: z.literal('top'), id, processes: z.number().int().min(0).max(100).default(5) }),
   z.strictObject({ op: z.literal('status'), id }),
-  // test-only: stops the poll loop (and its watchdog pings) for `ms`; root only
-  z.strictObject({ op: z.literal('debug.stall'), id, ms: z.number().int().min(1).max(600_000) }),
 ]);
 
 export type Request = z.infer<typeof requestSchema>;
@@ -123,7 +121,6 @@ export interface StatusResult {
     pollIntervalSeconds: number;
     countLoopback: boolean;
     lastPollAt: string | null;
-    stalledUntil: string | null;
     you: { uid: number; admin: boolean };
   };
   meter: {

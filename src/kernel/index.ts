@@ -3,19 +3,21 @@
 // events, including those the ring buffer could not carry.
 import { release } from 'node:os';
 import { addon, rows, selectRows, type Columns, type NativeEvents, type NativeMeter } from './native.js';
-import type { FlowRecord, InterfaceCounters, MeterEvent, MeterHealth, MeterStatus, ProcessCounters, UnattributedCounters, UserCounters } from './types.js';
+import type { FlowRecord, InterfaceCounters, MeterEvent, MeterHealth, MeterStatus, ProcessCounters, WireCounters, UserCounters } from './types.js';
 
 export * from './types.js';
-export { userName, groupMembers, peerCredentials, sdNotify } from './native.js';
+export { userName, groupMembers, peerCredentials, sdNotify, rows, type Columns } from './native.js';
 
-export const DEFAULT_PIN_DIR = '/sys/fs/bpf/ubia';
 const SWEEP_MS = 30_000;
 
 export interface MeterOptions {
-  /** where maps, links and programs are pinned (a directory on bpffs) */
-  pinDir?: string;
+  /** where maps, links and programs are pinned (a directory on bpffs; the agent's is
+   *  agent.pin_dir, whose default the configuration schema holds) */
+  pinDir: string;
   /** size of the per-flow map (a pinned map keeps the size it was made with) */
   flowCapacity?: number;
+  /** (uid, scope) slots of the per-user table (a pinned table keeps the size it was made with) */
+  userCapacity?: number;
   /** leave the socket-layer (payload) hooks out, as on a kernel without them */
   wireOnly?: boolean;
   /** fold the sockets' pending counts into the totals before each read (default true);
@@ -39,7 +41,7 @@ export interface Meter {
   readFlowColumns(): Columns<FlowRecord>;
   readInterfaces(): InterfaceCounters[];
   /** packets with no user socket behind them, as the cgroup layer saw them */
-  readUnattributed(): UnattributedCounters;
+  readUnattributed(): WireCounters;
   health(): MeterHealth;
   onEvent(cb: (e: MeterEvent) => void): void;
   /** deliver queued events now (they also arrive on their own from the event loop) */
@@ -55,13 +57,14 @@ export class MeterError extends Error {
   override name = 'MeterError';
 }
 
-export function openMeter(opts: MeterOptions = {}): Meter {
-  const pinDir = opts.pinDir ?? DEFAULT_PIN_DIR;
+export function openMeter(opts: MeterOptions): Meter {
+  const pinDir = opts.pinDir;
   let native: NativeMeter;
   try {
     native = new addon.Meter({
       pinDir,
       ...(opts.flowCapacity ? { flowCapacity: opts.flowCapacity } : {}),
+      ...(opts.userCapacity ? { userCapacity: opts.userCapacity } : {}),
       wireOnly: !!opts.wireOnly,
       foldOnRead: opts.foldOnRead ?? true,
     });
@@ -137,6 +140,7 @@ export function openMeter(opts: MeterOptions = {}): Meter {
       return {
         overflows: { users: s.userOverflows, processes: s.processOverflows, flows: s.flowOverflows, interfaces: s.interfaceOverflows },
         eventsDropped: s.eventsDropped,
+        beyondUserTable: s.beyondUserTable,
       };
     },
     onEvent: (cb) => {
@@ -156,7 +160,7 @@ export function openMeter(opts: MeterOptions = {}): Meter {
 }
 
 /** Detach every program a meter left pinned under pinDir, without loading one. */
-export function detachMeter(pinDir: string = DEFAULT_PIN_DIR): void {
+export function detachMeter(pinDir: string): void {
   addon.detachPinned(pinDir);
 }
 
