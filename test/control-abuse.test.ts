@@ -167,6 +167,7 @@ describe('control socket under attack by a local user', () => {
     const mine = JSON.parse(r.stdout) as StatusResult;
     expect(mine.agent.you).toEqual({ uid: mallory.uid, admin: false });
     expect(mine.meter.interfaces).toBeNull();
+    expect(mine.meter.health.beyondUserTable).toBeNull();
     expect(mine.meter.health.eventsDropped).toBeTypeOf('number');
     expect([mine.agent.configFile, mine.meter.pinDir, mine.ledger.path, mine.ledger.sizeBytes]).toEqual([null, null, null, null]);
     expect(r.stdout).not.toContain(bed.dir);
@@ -174,7 +175,9 @@ describe('control socket under attack by a local user', () => {
     expect(cli(agent.socket, ['status'], mallory).stdout).toMatch(/^agent: {6}running/);
 
     const root = cli(agent.socket, ['status', '--json']);
-    expect((JSON.parse(root.stdout) as StatusResult).meter.interfaces).not.toBeNull();
+    const full = JSON.parse(root.stdout) as StatusResult;
+    expect(full.meter.interfaces).not.toBeNull();
+    expect(full.meter.health.beyondUserTable).not.toBeNull();
     expect(root.stdout).toContain(bed.dir);
     for (const text of [root.stdout, r.stdout, agent.logs()]) expect(text).not.toContain(SECRET);
     expect(agent.logs()).toContain('http://***@127.0.0.1:9/v1/metrics');

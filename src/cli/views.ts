@@ -110,7 +110,7 @@ export async function showStatus(opts: ViewOptions): Promise<void> {
     ...r.meter.hooks.map((hk) => `  ${hk.active ? '[x]' : '[ ]'} ${hk.name}: ${hk.detail}`),
     `health:     overflows users ${h.overflows.users}, processes ${h.overflows.processes}, flows ${h.overflows.flows}, interfaces ${h.overflows.interfaces}; events dropped ${h.eventsDropped}`,
     ...(unattributed === undefined ? [] : [`            unattributed since start of metering: ${humanBytes(unattributed)}`]),
-    ...(h.overflows.users > 0 ? [beyondUserTable(h.beyondUserTable)] : []),
+    ...(h.overflows.users > 0 && h.beyondUserTable ? [beyondUserTable(h.beyondUserTable)] : []),
     `ledger:     ${r.ledger.path === null ? '' : `${r.ledger.path}, ${humanBytes(r.ledger.sizeBytes ?? 0)}, `}last flush ${r.ledger.lastFlushAt ?? 'never'}${r.ledger.lastError ? `, ERROR: ${r.ledger.lastError}` : ''}`,
     `exporters:  ${r.exporters.length === 0 ? 'none configured' : ''}`,
     ...r.exporters.map((e) => `  ${e.name}: ${e.state}${e.detail ? ` — ${e.detail}` : ''} (queued ${e.queued}, dropped ${e.dropped})`),

@@ -112,12 +112,13 @@ function visibleUids(caller: Caller, admin: boolean) {
 }
 
 /** `status` as a non-admin sees it: the agent's health, without the fields that name files
- *  or show host-wide traffic (per-interface totals at poll resolution show others' traffic),
+ *  or show host-wide traffic (per-interface totals at poll resolution and the users beyond
+ *  the user table show others' traffic),
  *  exporters without their detail, and a flush error only as the fact that there is one. */
 function redactStatusForNonAdmin(s: StatusResult): StatusResult {
   return {
     agent: { ...s.agent, configFile: null },
-    meter: { ...s.meter, pinDir: null, interfaces: null },
+    meter: { ...s.meter, pinDir: null, interfaces: null, health: { ...s.meter.health, beyondUserTable: null } },
     ledger: {
       ...s.ledger,
       path: null,

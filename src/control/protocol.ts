@@ -111,7 +111,8 @@ export interface TopResult {
 }
 
 /** What a non-admin sees of `status` is the agent's health only: the fields that name
- *  files or show host-wide traffic (per-interface totals) are null for them. */
+ *  files or show host-wide traffic (per-interface totals, users beyond the user table)
+ *  are null for them. */
 export interface StatusResult {
   agent: {
     pid: number;
@@ -129,7 +130,7 @@ export interface StatusResult {
     hooks: HookStatus[];
     pinDir: string | null;
     resumed: boolean;
-    health: MeterHealth;
+    health: Omit<MeterHealth, 'beyondUserTable'> & { beyondUserTable: MeterHealth['beyondUserTable'] | null };
     interfaces: InterfaceCounters[] | null;
   };
   ledger: { path: string | null; sizeBytes: number | null; lastFlushAt: string | null; lastError: string | null };
