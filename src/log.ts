@@ -2,10 +2,14 @@
 // --daemon log file both take it from there).
 import { pino, type Logger } from 'pino';
 import type { UbiaConfig } from './config/config.js';
+import { redactCredentials } from './core/redact.js';
 
 /** log.level of the configuration (its schema holds the choices and the default) */
 export type LogLevel = UbiaConfig['log']['level'];
 
 export function createLogger(level: LogLevel): Logger {
-  return pino({ level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination({ fd: 2, sync: true }));
+  return pino(
+    { level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime, hooks: { streamWrite: redactCredentials } },
+    pino.destination({ fd: 2, sync: true }),
+  );
 }

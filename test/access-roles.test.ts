@@ -197,7 +197,7 @@ describe('access roles', () => {
   });
 
   it('interface figures (host-wide) only for root and the auditor', () => {
-    const interfaces = (user: TestUser | undefined, groups: Groups) => json<StatusResult>(user, groups, ['status']).meter.interfaces.length;
+    const interfaces = (user: TestUser | undefined, groups: Groups) => (json<StatusResult>(user, groups, ['status']).meter.interfaces ?? []).length;
     expect(interfaces(undefined, 'none')).toBeGreaterThan(0);
     expect(interfaces(aud, 'init')).toBeGreaterThan(0);
     expect(interfaces(lead, { gids: [gid(leads)] })).toBe(0);

@@ -77,7 +77,7 @@ describe('pins', () => {
       expect(json<StatusResult>(agent, ['status']).meter.resumed).toBe(false);
       await traffic(500_000, 500_000);
       const iface = await waitFor('tc totals of the veth', () => {
-        const i = json<StatusResult>(agent, ['status']).meter.interfaces.find((x) => x.name === bed.net.hostInterface);
+        const i = json<StatusResult>(agent, ['status']).meter.interfaces!.find((x) => x.name === bed.net.hostInterface);
         return i && i.total.txBytes > 500_000 && i.total.rxBytes > 500_000 ? i : undefined;
       });
       expect(iface.attributed.txBytes).toBeGreaterThan(500_000);

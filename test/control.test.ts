@@ -1,6 +1,6 @@
 // The control socket of a real agent: malformed, oversized, unknown and forbidden
 // requests get a JSON error reply, and the agent keeps serving; SO_PEERCRED decides
-// who the caller is; debug.stall (root only) stops the poll loop; SIGHUP reloads.
+// who the caller is; SIGHUP reloads.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createConnection } from 'node:net';
 import { writeFileSync } from 'node:fs';

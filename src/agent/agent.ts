@@ -40,9 +40,17 @@ export interface AgentState {
   lastFlushError(): string | undefined;
 }
 
+/** The control socket's limits ([control] of the configuration). */
 export interface ControlLimits {
   maxRequestBytes: number;
   maxClients: number;
+  maxClientsPerUser: number;
+  /** of maxClients, kept for root and admins */
+  adminReservedClients: number;
+  requestTimeoutMs: number;
+  maxReplyBufferBytes: number;
+  /** ms of the agent's time per second that one non-admin uid's requests may take */
+  userTimeBudgetMs: number;
 }
 
 /** The control socket's server, as the agent drives it. */
@@ -87,6 +95,16 @@ const RESTART_ONLY: [string, (c: UbiaConfig) => unknown][] = [
 export function readBootId(): string {
   return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
 }
+
+const controlLimits = (c: UbiaConfig): ControlLimits => ({
+  maxRequestBytes: c.control.max_request_bytes,
+  maxClients: c.control.max_clients,
+  maxClientsPerUser: c.control.max_clients_per_user,
+  adminReservedClients: c.control.admin_reserved_clients,
+  requestTimeoutMs: c.control.request_timeout * 1000,
+  maxReplyBufferBytes: c.control.max_reply_buffer_bytes,
+  userTimeBudgetMs: c.control.user_time_budget,
+});
 
 const retentionOf = (c: UbiaConfig) => ({
   minuteMs: c.ledger.minute_retention_days * DAY_MS,
@@ -292,7 +310,7 @@ export async function startAgent(
       times: () => ({ startedAt, lastPollAt, lastFlushAt }),
       lastFlushError: () => flushError,
     },
-    { path: config.control.socket, maxRequestBytes: config.control.max_request_bytes, maxClients: config.control.max_clients, logger },
+    { path: config.control.socket, ...controlLimits(config), logger },
   );
 
   const timers = {
@@ -368,7 +386,7 @@ export async function startAgent(
     logger.level = config.log.level;
     names.setTtl(config.agent.name_cache_ttl * 1000);
     accounting.setOptions(accountingOptions(config));
-    server.setLimits({ maxRequestBytes: config.control.max_request_bytes, maxClients: config.control.max_clients });
+    server.setLimits(controlLimits(config));
     schedule();
     if (exportersChanged) {
       await closeExporters(exporters, logger);

@@ -9,7 +9,7 @@ import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, type LoadedConfig } from 
 import { createLogger } from '../log.js';
 import { startAgent } from '../agent/agent.js';
 import { createRequestHandler } from '../control/handlers.js';
-import { startControlServer } from '../control/server.js';
+import { startControlServer, type Caller } from '../control/server.js';
 import { scopeOf } from '../control/scope.js';
 import { startDaemon } from './daemon.js';
 import { createExporters } from '../agent/exporters.js';
@@ -79,12 +79,16 @@ export async function runAgentCommand(opts: AgentCommandOptions): Promise<number
       groupMembers,
       userByName,
       primaryGroup,
-      serveControl: (state, o) =>
-        startControlServer({
+      serveControl: (state, o) => {
+        const scope = (caller: Caller) => scopeOf(caller, state.access(), state.directory);
+        return startControlServer({
           ...o,
           peerCredentials,
-          handle: createRequestHandler({ ...state, scopeOf: (caller) => scopeOf(caller, state.access(), state.directory) }),
-        }),
+          // root and admins get the reserved connection slots and are served first
+          isAdmin: (caller) => scope(caller).role === 'admin',
+          handle: createRequestHandler({ ...state, scopeOf: scope }),
+        });
+      },
       sdNotify,
       createExporters,
       hostName: hostname(),

@@ -135,7 +135,7 @@ export function buildProgram(): Command {
     .command('flows')
     .description('active flows and recently ended ones (newest first, with their end time)')
     .option('-u, --user <name|uid>', 'only this user')
-    .option('--limit <n>', 'at most this many active and this many ended flows', wholeNumber(1, 1_000_000))
+    .option('-n, --limit <n>', 'only the n flows with the most bytes, of each list (active, ended)', wholeNumber(1, 1_000_000))
     .addOption(jsonOption())
     .addOption(csvOption())
     .action(async (o: { user?: string; limit?: number } & FormatFlags, cmd: Command) => {

@@ -88,10 +88,14 @@ const clock = (iso: string) => new Date(iso).toLocaleTimeString('en-GB', { hour1
 
 type FlowCsvRow = FlowRow & { state: 'active' | 'ended'; proto: string; local: string; remote: string };
 
+/** a full table (65,536 flows, ≈ 23 MB) takes a few seconds to stream on a busy host */
+const FLOWS_TIMEOUT_MS = 60_000;
+
 export async function showFlows(opts: ViewOptions & { user?: string; limit?: number }): Promise<void> {
-  const r = await controlRequest<FlowsResult>(opts.socket, { op: 'flows', user: opts.user });
-  const limit = opts.limit ?? Infinity;
-  const shown: FlowsResult = { active: r.active.slice(0, limit), ended: r.ended.slice().sort(byEndNewestFirst).slice(0, limit) };
+  // the agent keeps the `limit` flows with the most bytes of each table (so a reply stays
+  // small); the ended ones are shown newest first
+  const r = await controlRequest<FlowsResult>(opts.socket, { op: 'flows', user: opts.user, limit: opts.limit }, FLOWS_TIMEOUT_MS);
+  const shown: FlowsResult = { ...r, ended: r.ended.slice().sort(byEndNewestFirst) };
   if (opts.format === 'json') return printJson(shown);
   if (opts.format === 'csv') {
     const rows = (state: 'active' | 'ended', fs: FlowRow[]): FlowCsvRow[] =>
@@ -103,12 +107,12 @@ export async function showFlows(opts: ViewOptions & { user?: string; limit?: num
       ),
     );
   }
-  const more = (all: FlowRow[], some: FlowRow[]) => (all.length > some.length ? ` (newest ${some.length} shown; --limit)` : '');
+  const count = (n: number, total: number) => (n < total ? `${n} of ${total} (most bytes first; --limit)` : String(total));
   print([
-    `active flows: ${r.active.length}${more(r.active, shown.active)}`,
+    `active flows: ${count(shown.active.length, r.activeTotal)}`,
     ...flowTable(shown.active, []),
     '',
-    `recently ended, newest first: ${r.ended.length}${more(r.ended, shown.ended)}`,
+    `recently ended, newest first: ${count(shown.ended.length, r.endedTotal)}`,
     ...flowTable(shown.ended, [right('ENDED', (f) => clock(f.lastSeen))]),
   ]);
 }
@@ -121,17 +125,19 @@ export async function showStatus(opts: ViewOptions): Promise<void> {
   const r = await controlRequest<StatusResult>(opts.socket, { op: 'status' });
   if (opts.format === 'json') return printJson(r);
   const h = r.meter.health;
-  const unattributed = r.meter.interfaces.reduce((s, i) => s + i.unattributed.rxBytes + i.unattributed.txBytes, 0);
+  // null: not shown to non-admins (paths, host-wide totals)
+  const unattributed = r.meter.interfaces?.reduce((s, i) => s + i.unattributed.rxBytes + i.unattributed.txBytes, 0);
+  const admin = r.agent.you.admin;
   print([
-    `agent:      running, pid ${r.agent.pid}, up ${r.agent.uptimeSeconds} s, config ${r.agent.configFile ?? '(built-in defaults)'}`,
+    `agent:      running, pid ${r.agent.pid}, up ${r.agent.uptimeSeconds} s${admin ? `, config ${r.agent.configFile ?? '(built-in defaults)'}` : ''}`,
     `            poll every ${r.agent.pollIntervalSeconds} s, last ${r.agent.lastPollAt ?? 'never'}, loopback ${r.agent.countLoopback ? 'counted' : 'not counted'}`,
-    `kernel:     ${r.meter.kernelRelease}, mode ${r.meter.mode}${r.meter.resumed ? ', resumed pinned state' : ''} (${r.meter.pinDir})`,
+    `kernel:     ${r.meter.kernelRelease}, mode ${r.meter.mode}${r.meter.resumed ? ', resumed pinned state' : ''}${r.meter.pinDir ? ` (${r.meter.pinDir})` : ''}`,
     ...r.meter.hooks.map((hk) => `  ${hk.active ? '[x]' : '[ ]'} ${hk.name}: ${hk.detail}`),
     `health:     overflows users ${h.overflows.users}, processes ${h.overflows.processes}, flows ${h.overflows.flows}, interfaces ${h.overflows.interfaces}; events dropped ${h.eventsDropped}`,
-    `            unattributed since start of metering: ${humanBytes(unattributed)}`,
-    ...(h.overflows.users > 0 ? [beyondUserTable(h.beyondUserTable)] : []),
-    `ledger:     ${r.ledger.path}, ${humanBytes(r.ledger.sizeBytes)}, last flush ${r.ledger.lastFlushAt ?? 'never'}${r.ledger.lastError ? `, ERROR: ${r.ledger.lastError}` : ''}`,
+    ...(unattributed === undefined ? [] : [`            unattributed since start of metering: ${humanBytes(unattributed)}`]),
+    ...(h.overflows.users > 0 && h.beyondUserTable ? [beyondUserTable(h.beyondUserTable)] : []),
+    `ledger:     ${r.ledger.path === null ? '' : `${r.ledger.path}, ${humanBytes(r.ledger.sizeBytes ?? 0)}, `}last flush ${r.ledger.lastFlushAt ?? 'never'}${r.ledger.lastError ? `, ERROR: ${r.ledger.lastError}` : ''}`,
     `exporters:  ${r.exporters.length === 0 ? 'none configured' : ''}`,
-    ...r.exporters.map((e) => `  ${e.name}: ${e.state} — ${e.detail} (queued ${e.queued}, dropped ${e.dropped})`),
+    ...r.exporters.map((e) => `  ${e.name}: ${e.state}${e.detail ? ` — ${e.detail}` : ''} (queued ${e.queued}, dropped ${e.dropped})`),
   ]);
 }

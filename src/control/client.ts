@@ -24,22 +24,50 @@ export interface ControlConnection {
   close(): void;
 }
 
-export function connectControl(socketPath: string): Promise<ControlConnection> {
+/** connect() gives EAGAIN while the agent's accept queue is full: retried for this long */
+const BACKLOG_RETRY_MS = 2000;
+
+/** A connected socket; a full accept queue (EAGAIN, a burst of connections) is retried. */
+async function connectSocket(socketPath: string): Promise<Socket> {
+  const deadline = Date.now() + BACKLOG_RETRY_MS;
+  for (let wait = 5; ; wait = Math.min(wait * 2, 100)) {
+    try {
+      return await new Promise<Socket>((resolve, reject) => {
+        const s = createConnection(socketPath);
+        s.once('connect', () => {
+          s.off('error', reject);
+          resolve(s);
+        });
+        s.once('error', reject);
+      });
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code ?? '';
+      if (NOT_RUNNING.has(code)) throw new AgentNotRunningError(socketPath, code);
+      if (code !== 'EAGAIN' || Date.now() > deadline) throw e;
+      await new Promise((r) => setTimeout(r, wait));
+    }
+  }
+}
+
+export async function connectControl(socketPath: string): Promise<ControlConnection> {
+  const socket = await connectSocket(socketPath);
   return new Promise((resolve, reject) => {
-    const socket: Socket = createConnection(socketPath);
     const waiting = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
     let nextId = 1;
-    let buf = '';
+    // a reply line may be tens of MB (flows): its pieces are joined once it is complete
+    let pieces: string[] = [];
     const failAll = (e: Error) => {
       for (const w of waiting.values()) w.reject(e);
       waiting.clear();
     };
     socket.setEncoding('utf8');
     socket.on('data', (chunk: string) => {
-      buf += chunk;
-      for (let nl = buf.indexOf('\n'); nl !== -1; nl = buf.indexOf('\n')) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
+      let start = 0;
+      for (let nl = chunk.indexOf('\n'); nl !== -1; nl = chunk.indexOf('\n', start)) {
+        pieces.push(chunk.slice(start, nl));
+        start = nl + 1;
+        const line = pieces.join('');
+        pieces = [];
         let reply: Reply;
         try {
           reply = JSON.parse(line) as Reply;
@@ -54,39 +82,37 @@ export function connectControl(socketPath: string): Promise<ControlConnection> {
         waiting.delete(key);
         w.resolve(reply);
       }
+      if (start < chunk.length) pieces.push(chunk.slice(start));
     });
-    socket.once('connect', () => {
-      resolve({
-        request<T>(req: RequestInput, timeoutMs = 5000) {
-          const id = nextId++;
-          // a write to a closed socket fails silently: say so at once, not after the time-out
-          if (socket.destroyed) return Promise.reject(new Error('the agent closed the connection'));
-          return new Promise<T>((res, rej) => {
-            const timer = setTimeout(() => {
-              waiting.delete(id);
-              rej(new Error(`the agent did not answer within ${timeoutMs} ms`));
-            }, timeoutMs);
-            waiting.set(id, {
-              resolve: (r) => {
-                clearTimeout(timer);
-                if (r.ok) res(r.result as T);
-                else rej(new AgentReplyError(r.error.code, r.error.message));
-              },
-              reject: (e) => {
-                clearTimeout(timer);
-                rej(e);
-              },
-            });
-            socket.write(`${JSON.stringify({ ...req, id })}\n`);
+    resolve({
+      request<T>(req: RequestInput, timeoutMs = 5000) {
+        const id = nextId++;
+        // a write to a closed socket fails silently: say so at once, not after the time-out
+        if (socket.destroyed) return Promise.reject(new Error('the agent closed the connection'));
+        return new Promise<T>((res, rej) => {
+          const timer = setTimeout(() => {
+            waiting.delete(id);
+            rej(new Error(`the agent did not answer within ${timeoutMs} ms`));
+          }, timeoutMs);
+          waiting.set(id, {
+            resolve: (r) => {
+              clearTimeout(timer);
+              if (r.ok) res(r.result as T);
+              else rej(new AgentReplyError(r.error.code, r.error.message));
+            },
+            reject: (e) => {
+              clearTimeout(timer);
+              rej(e);
+            },
           });
-        },
-        close: () => socket.destroy(),
-      });
+          socket.write(`${JSON.stringify({ ...req, id })}\n`);
+        });
+      },
+      close: () => socket.destroy(),
     });
     socket.on('error', (e: NodeJS.ErrnoException) => {
-      const err = NOT_RUNNING.has(e.code ?? '') ? new AgentNotRunningError(socketPath, e.code!) : e;
-      failAll(err);
-      reject(err);
+      failAll(e);
+      reject(e);
     });
     socket.on('close', () => failAll(new Error('the agent closed the connection')));
   });

@@ -1,11 +1,15 @@
 // Answers control requests from the agent's state. What a caller sees is decided by their
 // Scope (scope.ts) alone: each op gets it once, filters every row through it and shows
-// host-wide figures only where it allows.
+// host-wide figures only where it allows; of `status`, a caller without an admin's role sees
+// the agent's health, not file paths or per-interface totals. Names are looked up only for
+// the rows a reply holds, within NAME_BUDGET_MS (NSS may be LDAP, and the event loop is
+// everyone's).
 import type { ExporterStatus, FlowSnapshot } from '../export/types.js';
 import type { Meter } from '../kernel/index.js';
 import { addInto, zeroCounters } from '../core/counters.js';
 import { UNATTRIBUTED_UID, type Ledger } from '../ledger/ledger.js';
-import { ControlError, type Caller, type RequestHandler } from './server.js';
+import { redactDeep } from '../core/redact.js';
+import { StreamedResult, type Caller, type RequestHandler } from './server.js';
 import type { Scope } from './scope.js';
 import { localDayStart } from './day.js';
 import type { FlowRow, ProcessRow, StatusResult, TopResult, TopUser, UserTotals, UsersResult } from './protocol.js';
@@ -28,7 +32,11 @@ export interface AgentView {
   accounting: LiveAccounting;
   ledger: Pick<Ledger, 'path' | 'sizeBytes' | 'totals'>;
   meter: Pick<Meter, 'status' | 'health' | 'readInterfaces'>;
-  names: { name(uid: number): string };
+  names: {
+    name(uid: number): string;
+    /** a namer for one reply: NSS look-ups for at most `budgetMs` in all, the rest as uids */
+    within(budgetMs: number): (uid: number) => string;
+  };
   configFile: string | undefined;
   pollIntervalSeconds(): number;
   countLoopback(): boolean;
@@ -39,6 +47,9 @@ export interface AgentView {
   times(): { startedAt: number; lastPollAt?: number; lastFlushAt?: number };
   lastFlushError(): string | undefined;
 }
+
+/** NSS time one reply may spend naming its rows; the rest show uids until looked up */
+const NAME_BUDGET_MS = 50;
 
 const iso = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).toISOString());
 
@@ -70,12 +81,14 @@ function flowRow(f: FlowSnapshot): FlowRow {
   return { ...rest, cookie: cookie.toString(), firstSeen: new Date(firstSeenMs).toISOString(), lastSeen: new Date(lastSeenMs).toISOString() };
 }
 
-/** Per-user totals (counted scopes merged) of the users in sight, and the unattributed
- *  total, over a time range. */
+/** Per-user totals (counted scopes merged; named later, only those shown) of the users in
+ *  sight, and the unattributed total, over a time range. A caller who sees only themselves
+ *  reads only their own ledger rows. */
 function usageTotals(view: AgentView, scope: Scope, fromMs: number, toMs: number) {
+  const onlyUid = scope.role === 'self' ? scope.callerUid : undefined;
   const users = new Map<number, UserTotals>();
   const unattributed = zeroCounters();
-  for (const t of view.ledger.totals(fromMs, toMs)) {
+  for (const t of view.ledger.totals(fromMs, toMs, onlyUid)) {
     if (t.scope === 'loopback' && !view.countLoopback()) continue;
     if (t.uid === UNATTRIBUTED_UID) {
       addInto(unattributed, t);
@@ -84,7 +97,7 @@ function usageTotals(view: AgentView, scope: Scope, fromMs: number, toMs: number
     if (!scope.sees(t.uid)) continue;
     let u = users.get(t.uid);
     if (!u) {
-      u = { uid: t.uid, user: view.names.name(t.uid), ...zeroCounters() };
+      u = { uid: t.uid, user: '', ...zeroCounters() };
       users.set(t.uid, u);
     }
     addInto(u, t);
@@ -92,13 +105,43 @@ function usageTotals(view: AgentView, scope: Scope, fromMs: number, toMs: number
   return { users, unattributed };
 }
 
+/** The `limit` flows with the most bytes (all of them, in table order, without a limit). */
+function biggest(flows: FlowSnapshot[], limit: number | undefined): FlowSnapshot[] {
+  if (limit === undefined || flows.length <= limit) return flows;
+  return flows.sort((a, b) => b.rxBytes + b.txBytes - (a.rxBytes + a.txBytes)).slice(0, limit);
+}
+
+/** `status` as a caller without an admin's role sees it: the agent's health, without the
+ *  fields that name files, exporters without their detail, a flush error only as the fact
+ *  that there is one, and host-wide traffic (per-interface totals at poll resolution, the
+ *  users beyond the user table: others' traffic) only where the role allows (`hostWide`). */
+function redactStatusForNonAdmin(s: StatusResult, hostWide: boolean): StatusResult {
+  return {
+    agent: { ...s.agent, configFile: null },
+    meter: {
+      ...s.meter,
+      pinDir: null,
+      interfaces: hostWide ? s.meter.interfaces : null,
+      health: { ...s.meter.health, beyondUserTable: hostWide ? s.meter.health.beyondUserTable : null },
+    },
+    ledger: {
+      ...s.ledger,
+      path: null,
+      sizeBytes: null,
+      lastError: s.ledger.lastError === null ? null : 'ledger writes fail (an admin sees why in ubia status)',
+    },
+    exporters: s.exporters.map(({ name, state, queued, dropped }) => ({ name, state, detail: '', queued, dropped })),
+  };
+}
+
 export function createRequestHandler(view: AgentView): RequestHandler {
   return (req, caller) => {
     const scope = view.scopeOf(caller);
     switch (req.op) {
       case 'users': {
-        if (req.to < req.from) throw new ControlError('bad_request', '"to" is before "from"');
         const { users, unattributed } = usageTotals(view, scope, req.from, req.to);
+        const name = view.names.within(NAME_BUDGET_MS);
+        for (const u of users.values()) u.user = name(u.uid);
         const rows = scope
           .rows(users.values())
           .sort((a, b) => b.rxBytes + b.txBytes - (a.rxBytes + a.txBytes) || a.uid - b.uid);
@@ -120,9 +163,16 @@ export function createRequestHandler(view: AgentView): RequestHandler {
       }
       case 'flows': {
         const wanted = scope.userFilter(req.user);
-        const rows = (flows: FlowSnapshot[]) => scope.rows(flows.filter((f) => wanted(f.uid)).map(flowRow));
         view.accounting.refreshFlows(Date.now());
-        return { active: rows(view.accounting.activeFlows()), ended: rows(view.accounting.endedFlows()) };
+        const keep = (f: FlowSnapshot) => scope.sees(f.uid) && wanted(f.uid);
+        const active = view.accounting.activeFlows().filter(keep);
+        const ended = view.accounting.endedFlows().filter(keep);
+        const row = (f: FlowSnapshot) => scope.present(flowRow(f));
+        // 65,536 flows are ≈ 23 MB of JSON: the rows are serialized a slice per turn
+        return new StreamedResult(
+          { activeTotal: active.length, endedTotal: ended.length },
+          { active: { items: biggest(active, req.limit), row }, ended: { items: biggest(ended, req.limit), row } },
+        );
       }
       case 'top': {
         const now = Date.now();
@@ -132,12 +182,13 @@ export function createRequestHandler(view: AgentView): RequestHandler {
         view.accounting.watchProcesses(now);
         const procs = view.accounting.processList();
         const uids = new Set([...users.keys(), ...rates.keys()].filter((uid) => uid !== UNATTRIBUTED_UID && scope.sees(uid)));
+        const name = view.names.within(NAME_BUDGET_MS);
         const rows: TopUser[] = [...uids].map((uid) => {
           const rate = rates.get(uid);
           const today = users.get(uid);
           return scope.present({
             uid,
-            user: view.names.name(uid),
+            user: name(uid),
             rxRate: Math.round(rate?.rxRate ?? 0),
             txRate: Math.round(rate?.txRate ?? 0),
             rxPayloadRate: Math.round(rate?.rxPayloadRate ?? 0),
@@ -188,7 +239,7 @@ export function createRequestHandler(view: AgentView): RequestHandler {
             pinDir: st.pinDir,
             resumed: st.resumed,
             health: view.meter.health(),
-            interfaces: scope.hostWide ? view.meter.readInterfaces() : [],
+            interfaces: view.meter.readInterfaces(),
           },
           ledger: {
             path: view.ledger.path,
@@ -198,7 +249,7 @@ export function createRequestHandler(view: AgentView): RequestHandler {
           },
           exporters: view.exporters(),
         };
-        return result;
+        return redactDeep(scope.role === 'admin' ? result : redactStatusForNonAdmin(result, scope.hostWide));
       }
     }
   };

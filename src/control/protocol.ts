@@ -9,11 +9,23 @@ import type { FlowRecord, HookStatus, InterfaceCounters, MeterHealth, TrafficCou
 
 const id = z.union([z.string().max(128), z.number()]).optional();
 const userFilter = z.string().min(1).max(64).optional().describe('user name or uid');
+/** ECMA-262 §21.4.1.1: a Date holds at most ±8.64e15 ms; past that toISOString throws. */
+export const MAX_TIME_MS = 8.64e15;
+const time = z.number().int().min(0).max(MAX_TIME_MS);
+/** flows per list in one `flows` reply, at most (the kernel table holds up to 4 Mi) */
+export const MAX_FLOWS_LIMIT = 1_000_000;
 
 export const requestSchema = z.discriminatedUnion('op', [
-  z.strictObject({ op: z.literal('users'), id, from: z.number().int().min(0), to: z.number().int().min(0) }),
+  z
+    .strictObject({ op: z.literal('users'), id, from: time, to: time })
+    .refine((r) => r.to >= r.from, { message: '"to" is before "from"', path: ['to'] }),
   z.strictObject({ op: z.literal('procs'), id, user: userFilter }),
-  z.strictObject({ op: z.literal('flows'), id, user: userFilter }),
+  z.strictObject({
+    op: z.literal('flows'),
+    id,
+    user: userFilter,
+    limit: z.number().int().min(1).max(MAX_FLOWS_LIMIT).optional().describe('only the flows with the most bytes, this many of each list'),
+  }),
   z.strictObject({ op: z.literal('top'), id, processes: z.number().int().min(0).max(100).default(5) }),
   z.strictObject({ op: z.literal('status'), id }),
 ]);
@@ -21,7 +33,7 @@ export const requestSchema = z.discriminatedUnion('op', [
 export type Request = z.infer<typeof requestSchema>;
 export type RequestInput = z.input<typeof requestSchema>;
 
-export type ErrorCode = 'bad_json' | 'bad_request' | 'too_large' | 'forbidden' | 'no_such_user' | 'busy' | 'internal';
+export type ErrorCode = 'bad_json' | 'bad_request' | 'too_large' | 'timeout' | 'forbidden' | 'no_such_user' | 'busy' | 'internal';
 
 export interface ErrorReply {
   id?: string | number;
@@ -79,6 +91,9 @@ export type FlowRow = Omit<FlowRecord, 'cookie' | 'gid' | 'cgroupId' | 'firstSee
 export interface FlowsResult {
   active: FlowRow[];
   ended: FlowRow[];
+  /** flows in each list before `limit` */
+  activeTotal: number;
+  endedTotal: number;
 }
 
 export interface TopUser {
@@ -104,6 +119,9 @@ export interface TopResult {
   users: TopUser[];
 }
 
+/** What a non-admin sees of `status` is the agent's health only: the fields that name
+ *  files or show host-wide traffic (per-interface totals, users beyond the user table)
+ *  are null for them. */
 export interface StatusResult {
   agent: {
     pid: number;
@@ -120,11 +138,11 @@ export interface StatusResult {
     kernelRelease: string;
     mode: string;
     hooks: HookStatus[];
-    pinDir: string;
+    pinDir: string | null;
     resumed: boolean;
-    health: MeterHealth;
-    interfaces: InterfaceCounters[];
+    health: Omit<MeterHealth, 'beyondUserTable'> & { beyondUserTable: MeterHealth['beyondUserTable'] | null };
+    interfaces: InterfaceCounters[] | null;
   };
-  ledger: { path: string; sizeBytes: number; lastFlushAt: string | null; lastError: string | null };
+  ledger: { path: string | null; sizeBytes: number | null; lastFlushAt: string | null; lastError: string | null };
   exporters: ExporterStatus[];
 }

@@ -1,11 +1,24 @@
 // The control socket: newline-delimited JSON over a unix stream socket. The caller is
 // whoever the kernel says is at the other end (SO_PEERCRED), never what it claims.
-// Bad input gets an error reply; nothing a client sends can crash or stall the agent:
-// lines are size-capped, handlers are synchronous and bounded, slow readers are dropped.
+// Bad input gets an error reply; nothing a client sends can crash, stall or bloat the agent:
+// - connections are limited per uid, and the last slots are kept for root and admins;
+//   a refused connection gets its `busy` reply and is closed, whatever the client does;
+// - a request line must arrive whole within request_timeout of its first byte (the first
+//   one within request_timeout of connecting), and an idle connection is closed after
+//   IDLE_TIMEOUT_MS;
+// - replies a client has not read are buffered up to max_reply_buffer_bytes; past that the
+//   agent stops reading that client (back-pressure) and closes it if it still does not
+//   read within request_timeout;
+// - requests are answered round-robin across clients, root's and admins' first, a bounded
+//   amount of work per event-loop turn, so polls, accepts and other clients get their turn;
+//   a non-admin uid's requests may take user_time_budget ms of the agent's time per
+//   second (the rest wait unread), so no user can keep the agent busy or churn its memory;
+// - long lists (flows) are written a slice per turn (StreamedResult), not built whole.
 import { chmodSync, mkdirSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
+import { rateLimitedLog } from './loglimit.js';
 import { requestSchema, type ErrorCode, type Reply, type Request } from './protocol.js';
 
 export interface Caller {
@@ -26,17 +39,34 @@ export class ControlError extends Error {
   }
 }
 
+/** A result with long lists: `fields` as they are, each list serialized a slice at a time. */
+export class StreamedResult {
+  constructor(
+    readonly fields: Record<string, unknown>,
+    readonly lists: Record<string, { items: readonly unknown[]; row: (item: never) => unknown }>,
+  ) {}
+}
+
 export type RequestHandler = (req: Request, caller: Caller) => unknown;
 
 export interface ControlLimits {
   maxRequestBytes: number;
   maxClients: number;
+  maxClientsPerUser: number;
+  /** of maxClients, kept for root and admins */
+  adminReservedClients: number;
+  requestTimeoutMs: number;
+  maxReplyBufferBytes: number;
+  /** ms of the agent's time per second that one non-admin uid's requests may take */
+  userTimeBudgetMs: number;
 }
 
 export interface ControlServerOptions extends ControlLimits {
   path: string;
   logger: Logger;
   peerCredentials: (fd: number) => Caller;
+  /** root or an admin: not held to the per-user limit, may take the reserved slots */
+  isAdmin: (caller: Caller) => boolean;
   handle: RequestHandler;
 }
 
@@ -45,11 +75,23 @@ export interface ControlServer {
   close(): Promise<void>;
 }
 
+/** a connection with no request in progress is closed after this long (`ubia top -i` stays below) */
 const IDLE_TIMEOUT_MS = 300_000;
-/** requests of one connection answered per event-loop turn */
-const REQUESTS_PER_TURN = 16;
-/** replies a client has not read yet, at most; past this it is disconnected */
-const MAX_UNREAD_REPLY_BYTES = 16 * 1024 * 1024;
+/** requests (or slices of a streamed reply) answered per event-loop turn, across all clients */
+const WORK_PER_TURN = 64;
+/** ... and at most this much time per turn */
+const TURN_BUDGET_MS = 20;
+/** list items serialized per slice of a streamed reply */
+const STREAM_SLICE = 512;
+/** a refused client's `busy` reply gets this long to be sent before the socket is destroyed */
+const REFUSAL_GRACE_MS = 1000;
+/** pending connections the kernel queues for accept (capped at net.core.somaxconn): a burst
+ *  of a user's connections past it would make root's connect fail with EAGAIN */
+const LISTEN_BACKLOG = 4096;
+/** lines a client may make the agent log per minute */
+const CLIENT_LOG_LINES_PER_MINUTE = 10;
+/** how long a uid's admin status is taken as known (a flood of connections asks it each time) */
+const ADMIN_CACHE_MS = 10_000;
 
 function describeIssues(e: { issues: { path: PropertyKey[]; message: string }[] }): string {
   return e.issues.map((i) => (i.path.length ? `${i.path.map(String).join('.')}: ${i.message}` : i.message)).join('; ');
@@ -73,122 +115,325 @@ async function claimSocketPath(path: string): Promise<void> {
   }
 }
 
+/** The reply line of `result`, in pieces: whole for a plain result, sliced for a StreamedResult. */
+function* replyPieces(head: { id?: string | number }, result: unknown): Generator<string> {
+  if (!(result instanceof StreamedResult)) {
+    yield `${JSON.stringify({ ...head, ok: true, result })}\n`;
+    return;
+  }
+  const fixed = JSON.stringify({ ...head, ok: true, result: result.fields });
+  // the fixed fields' object is left open: `…,"result":{…` then `,"name":[…]` per list
+  let open = fixed.slice(0, -2);
+  let first = Object.keys(result.fields).length === 0;
+  for (const [name, list] of Object.entries(result.lists)) {
+    yield `${open}${first ? '' : ','}${JSON.stringify(name)}:[`;
+    open = '';
+    first = false;
+    const row = list.row as (item: unknown) => unknown;
+    for (let i = 0; i < list.items.length; i += STREAM_SLICE) {
+      const slice = list.items.slice(i, i + STREAM_SLICE).map((item) => JSON.stringify(row(item)));
+      yield `${i === 0 ? '' : ','}${slice.join(',')}`;
+    }
+    yield ']';
+  }
+  yield `${open}}}\n`;
+}
+
+interface Client {
+  socket: Socket;
+  caller: Caller;
+  admin: boolean;
+  /** complete request lines not answered yet; TOO_LARGE marks one that was cut */
+  queue: (string | typeof TOO_LARGE)[];
+  /** the rest of a reply being written */
+  pieces?: Iterator<string>;
+  /** after the queue is answered: the stream cannot be re-synchronised (line too long) */
+  hangUp: boolean;
+  /** replies past max_reply_buffer_bytes wait to be read; nothing more is answered meanwhile */
+  blocked: boolean;
+  partial: Buffer[];
+  partialBytes: number;
+  /** a request line is in progress (or none has come yet): it has lineLeftMs of reading
+   *  time left; time the agent is not reading (answering, throttled) does not count */
+  lineOpen: boolean;
+  lineLeftMs: number;
+  lineTimer?: NodeJS.Timeout;
+  lineTimerAt: number;
+  /** the unread replies must be read by then */
+  replyDeadline?: NodeJS.Timeout;
+  /** its uid used up its time budget: nothing is answered until this fires */
+  throttled?: NodeJS.Timeout;
+}
+
+const TOO_LARGE = Symbol('too large');
+
 export async function startControlServer(opts: ControlServerOptions): Promise<ControlServer> {
-  const { path, logger, handle, peerCredentials } = opts;
-  let limits: ControlLimits = { maxRequestBytes: opts.maxRequestBytes, maxClients: opts.maxClients };
+  const { path, logger, handle, peerCredentials, isAdmin } = opts;
+  let limits: ControlLimits = { ...opts };
   mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
   await claimSocketPath(path);
-  const clients = new Set<Socket>();
+  const clientLog = rateLimitedLog(logger, CLIENT_LOG_LINES_PER_MINUTE);
+  /** every open socket, refused ones too, so that close() ends them all */
+  const sockets = new Set<Socket>();
+  const perUid = new Map<number, number>();
+  let served = 0;
+  /** clients with work to do, in round-robin order: admins' are served first, so no
+   *  number of expensive requests from others delays root by more than one of them */
+  const ready = { admins: new Set<Client>(), others: new Set<Client>() };
+  const queueOf = (c: Client) => (c.admin ? ready.admins : ready.others);
+  /** non-admin uids' time budgets: ms of work left (a second's worth at most; below 0 after
+   *  an expensive request, which its next requests wait off) */
+  const budgets = new Map<number, { leftMs: number; at: number }>();
+  const budgetOf = (uid: number) => {
+    const now = Date.now();
+    const perSecond = limits.userTimeBudgetMs;
+    if (budgets.size > 10_000) budgets.clear();
+    const b = budgets.get(uid) ?? { leftMs: perSecond, at: now };
+    b.leftMs = Math.min(perSecond, b.leftMs + ((now - b.at) * perSecond) / 1000);
+    b.at = now;
+    budgets.set(uid, b);
+    return b;
+  };
+  /** ms until the client's uid has time again (0: now) */
+  const throttle = (c: Client): number => {
+    if (c.admin) return 0;
+    const b = budgetOf(c.caller.uid);
+    return b.leftMs > 0 ? 0 : Math.ceil(((1 - b.leftMs) * 1000) / limits.userTimeBudgetMs);
+  };
+  const adminCache = new Map<number, { admin: boolean; until: number }>();
+  const adminOf = (caller: Caller) => {
+    const now = Date.now();
+    const hit = adminCache.get(caller.uid);
+    if (hit && hit.until > now) return hit.admin;
+    if (adminCache.size > 1000) adminCache.clear();
+    const admin = isAdmin(caller);
+    adminCache.set(caller.uid, { admin, until: now + ADMIN_CACHE_MS });
+    return admin;
+  };
+  let pumping = false;
+  let closing = false;
 
-  const serve = (socket: Socket) => {
-    const send = (reply: Reply) => {
-      if (socket.destroyed) return;
-      socket.write(`${JSON.stringify(reply)}\n`);
-      if (socket.writableLength > MAX_UNREAD_REPLY_BYTES) socket.destroy();
-    };
-    const fail = (code: ErrorCode, message: string, id?: string | number) =>
-      send({ ...(id !== undefined ? { id } : {}), ok: false, error: { code, message } });
+  const line = (reply: Reply) => `${JSON.stringify(reply)}\n`;
+  const errorReply = (code: ErrorCode, message: string, id?: string | number): Reply => ({
+    ...(id !== undefined ? { id } : {}),
+    ok: false,
+    error: { code, message },
+  });
 
-    if (clients.size >= limits.maxClients) {
-      fail('busy', `too many control connections (max_clients = ${limits.maxClients}); try again`);
-      socket.end();
+  /** Sends the refusal and closes the socket: at once when written, at the latest after the grace. */
+  const refuse = (socket: Socket, code: ErrorCode, message: string) => {
+    socket.pause();
+    const timer = setTimeout(() => socket.destroy(), REFUSAL_GRACE_MS);
+    socket.once('close', () => clearTimeout(timer));
+    socket.write(line(errorReply(code, message)), () => socket.destroy());
+  };
+
+  /** Why this caller may not have one more connection, or undefined. */
+  const refusal = (caller: Caller, admin: boolean): string | undefined => {
+    const mine = perUid.get(caller.uid) ?? 0;
+    if (served >= limits.maxClients) return `too many control connections (max_clients = ${limits.maxClients}); try again`;
+    if (admin) return undefined;
+    if (mine >= limits.maxClientsPerUser) return `you have ${mine} control connections open (max_clients_per_user = ${limits.maxClientsPerUser}); close one`;
+    if (served >= limits.maxClients - limits.adminReservedClients) {
+      return `too many control connections (the last ${limits.adminReservedClients} of max_clients = ${limits.maxClients} are kept for admins); try again`;
+    }
+    return undefined;
+  };
+
+  /** Runs the clock of the request line in progress (while the agent reads the client). */
+  const armLine = (c: Client) => {
+    if (!c.lineOpen || c.lineTimer) return;
+    c.lineTimerAt = Date.now();
+    c.lineTimer = setTimeout(() => {
+      clientLog(c.caller.uid, 'info', { clientPid: c.caller.pid }, 'control: closing a client that did not send a whole request line within control.request_timeout');
+      refuse(c.socket, 'timeout', `a request line must be complete within ${limits.requestTimeoutMs / 1000} s (control.request_timeout)`);
+    }, Math.max(0, c.lineLeftMs));
+  };
+  const stopLine = (c: Client) => {
+    if (!c.lineTimer) return;
+    clearTimeout(c.lineTimer);
+    c.lineTimer = undefined;
+    c.lineLeftMs -= Date.now() - c.lineTimerAt;
+  };
+
+  const answer = (c: Client, text: string | typeof TOO_LARGE): Iterator<string> => {
+    const one = (reply: Reply) => [line(reply)].values();
+    if (text === TOO_LARGE) return one(errorReply('too_large', `request longer than ${limits.maxRequestBytes} bytes (control.max_request_bytes)`));
+    let raw: unknown;
+    try {
+      raw = JSON.parse(text);
+    } catch {
+      return one(errorReply('bad_json', 'the request is not valid JSON: send one JSON object per line, e.g. {"op":"status"}'));
+    }
+    const id = typeof raw === 'object' && raw !== null && 'id' in raw ? (raw as { id: unknown }).id : undefined;
+    const echo = typeof id === 'string' || typeof id === 'number' ? id : undefined;
+    const parsed = requestSchema.safeParse(raw);
+    if (!parsed.success) {
+      return one(errorReply('bad_request', `invalid request: ${describeIssues(parsed.error)}; ops: users, procs, flows, top, status`, echo));
+    }
+    try {
+      return replyPieces(echo !== undefined ? { id: echo } : {}, handle(parsed.data, c.caller));
+    } catch (e) {
+      if (e instanceof ControlError) return one(errorReply(e.code, e.message, echo));
+      clientLog(c.caller.uid, 'error', { err: e, op: parsed.data.op }, 'control: request failed');
+      return one(errorReply('internal', `the agent failed to answer ${parsed.data.op}: ${(e as Error).message}`, echo));
+    }
+  };
+
+  /** One unit of a client's work: a slice of the reply being written, or the next request. */
+  const step = (c: Client) => {
+    const wait = throttle(c);
+    if (wait > 0) {
+      c.throttled = setTimeout(() => {
+        c.throttled = undefined;
+        wake(c);
+      }, wait);
       return;
     }
+    const t0 = performance.now();
+    c.pieces ??= answer(c, c.queue.shift()!);
+    const next = c.pieces.next();
+    if (next.done) c.pieces = undefined;
+    else c.socket.write(next.value);
+    if (!c.admin) budgetOf(c.caller.uid).leftMs -= performance.now() - t0;
+    if (c.socket.writableLength > limits.maxReplyBufferBytes) {
+      c.blocked = true;
+      c.replyDeadline = setTimeout(() => {
+        clientLog(c.caller.uid, 'info', { clientPid: c.caller.pid }, 'control: closing a client that left its replies unread for control.request_timeout');
+        c.socket.destroy();
+      }, limits.requestTimeoutMs);
+      c.socket.once('drain', () => {
+        c.blocked = false;
+        clearTimeout(c.replyDeadline);
+        wake(c);
+      });
+    }
+  };
+
+  const hasWork = (c: Client) => !c.socket.destroyed && !c.blocked && !c.throttled && (c.pieces !== undefined || c.queue.length > 0);
+
+  const waiting = () => ready.admins.size + ready.others.size;
+  const pump = () => {
+    const stop = Date.now() + TURN_BUDGET_MS;
+    for (let n = 0; n < WORK_PER_TURN && waiting() && Date.now() < stop; n++) {
+      const line = ready.admins.size ? ready.admins : ready.others;
+      const c: Client = line.values().next().value!;
+      line.delete(c);
+      step(c);
+      if (hasWork(c)) line.add(c); // to the back of the line
+      else idle(c);
+    }
+    pumping = waiting() > 0 && !closing;
+    if (pumping) setImmediate(pump);
+  };
+
+  const wake = (c: Client) => {
+    if (!hasWork(c)) return idle(c);
+    queueOf(c).add(c);
+    if (!pumping && !closing) {
+      pumping = true;
+      setImmediate(pump);
+    }
+  };
+
+  /** Nothing to answer right now: read more, or hang up when the stream is lost. */
+  const idle = (c: Client) => {
+    if (c.socket.destroyed || c.blocked || c.throttled || c.pieces || c.queue.length) return;
+    if (c.hangUp) return void c.socket.end();
+    c.socket.resume();
+    armLine(c);
+  };
+
+  const onData = (c: Client, chunk: Buffer) => {
+    stopLine(c);
+    let start = 0;
+    for (let nl = chunk.indexOf(10, start); nl !== -1; nl = chunk.indexOf(10, start)) {
+      const piece = chunk.subarray(start, nl);
+      start = nl + 1;
+      if (c.partialBytes + piece.length > limits.maxRequestBytes) c.queue.push(TOO_LARGE);
+      else {
+        const text = Buffer.concat([...c.partial, piece]).toString('utf8').trim();
+        if (text !== '') c.queue.push(text);
+      }
+      c.partial = [];
+      c.partialBytes = 0;
+      c.lineOpen = false;
+      c.lineLeftMs = limits.requestTimeoutMs;
+    }
+    const rest = chunk.subarray(start);
+    if (c.partialBytes + rest.length > limits.maxRequestBytes) {
+      // no newline within the limit: the stream cannot be re-synchronised, so hang up
+      c.queue.push(TOO_LARGE);
+      c.hangUp = true;
+      c.partial = [];
+      c.partialBytes = 0;
+    } else if (rest.length) {
+      c.partial.push(Buffer.from(rest));
+      c.partialBytes += rest.length;
+      c.lineOpen = true;
+    }
+    // read no more until what arrived is answered: a pipelining client fills its own
+    // socket buffer, not the agent's memory
+    c.socket.pause();
+    wake(c);
+  };
+
+  const serve = (socket: Socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => socket.destroy());
+    if (closing) return void socket.destroy();
     let caller: Caller;
     try {
       caller = peerCredentials((socket as unknown as { _handle: { fd: number } })._handle.fd);
     } catch (e) {
-      logger.error({ err: e }, 'control: cannot read the peer credentials of a client; refusing it');
-      fail('internal', 'the agent could not identify you (SO_PEERCRED failed)');
-      socket.end();
-      return;
+      clientLog(-1, 'error', { err: e }, 'control: cannot read the peer credentials of a client; refusing it');
+      return refuse(socket, 'internal', 'the agent could not identify you (SO_PEERCRED failed)');
     }
-    clients.add(socket);
-    socket.setTimeout(IDLE_TIMEOUT_MS, () => socket.end());
-    socket.on('close', () => clients.delete(socket));
-    socket.on('error', () => socket.destroy());
-
-    const answer = (line: string) => {
-      let raw: unknown;
-      try {
-        raw = JSON.parse(line);
-      } catch {
-        return fail('bad_json', 'the request is not valid JSON: send one JSON object per line, e.g. {"op":"status"}');
-      }
-      const id = typeof raw === 'object' && raw !== null && 'id' in raw ? (raw as { id: unknown }).id : undefined;
-      const echo = typeof id === 'string' || typeof id === 'number' ? id : undefined;
-      const parsed = requestSchema.safeParse(raw);
-      if (!parsed.success) {
-        return fail('bad_request', `invalid request: ${describeIssues(parsed.error)}; ops: users, procs, flows, top, status`, echo);
-      }
-      try {
-        send({ ...(echo !== undefined ? { id: echo } : {}), ok: true, result: handle(parsed.data, caller) });
-      } catch (e) {
-        if (e instanceof ControlError) return fail(e.code, e.message, echo);
-        logger.error({ err: e, op: parsed.data.op }, 'control: request failed');
-        return fail('internal', `the agent failed to answer ${parsed.data.op}: ${(e as Error).message}`, echo);
-      }
+    const admin = adminOf(caller);
+    const why = refusal(caller, admin);
+    if (why !== undefined) {
+      clientLog(caller.uid, 'warn', { clientPid: caller.pid }, `control: refused a connection: ${why}`);
+      return refuse(socket, 'busy', why);
+    }
+    served++;
+    perUid.set(caller.uid, (perUid.get(caller.uid) ?? 0) + 1);
+    const c: Client = {
+      socket,
+      caller,
+      admin,
+      queue: [],
+      hangUp: false,
+      blocked: false,
+      partial: [],
+      partialBytes: 0,
+      lineOpen: true,
+      lineLeftMs: limits.requestTimeoutMs,
+      lineTimerAt: 0,
     };
-
-    // Complete lines wait here and are answered a few per event-loop turn, so a client
-    // that pipelines thousands of requests cannot hold up the poll loop or other clients.
-    const TOO_LARGE = Symbol('too large');
-    const queue: (string | typeof TOO_LARGE)[] = [];
-    let hangUp = false;
-    let draining = false;
-    const drain = () => {
-      for (let n = 0; n < REQUESTS_PER_TURN && queue.length; n++) {
-        const item = queue.shift()!;
-        if (item === TOO_LARGE) fail('too_large', `request longer than ${limits.maxRequestBytes} bytes (control.max_request_bytes)`);
-        else answer(item);
-      }
-      if (queue.length && !socket.destroyed) {
-        setImmediate(drain);
-        return;
-      }
-      draining = false;
-      if (hangUp) socket.end();
-      else socket.resume();
-    };
-
-    let buffered: Buffer[] = [];
-    let bufferedBytes = 0;
-    socket.on('data', (chunk: Buffer) => {
-      let start = 0;
-      for (let nl = chunk.indexOf(10, start); nl !== -1; nl = chunk.indexOf(10, start)) {
-        const piece = chunk.subarray(start, nl);
-        start = nl + 1;
-        if (bufferedBytes + piece.length > limits.maxRequestBytes) queue.push(TOO_LARGE);
-        else {
-          const line = Buffer.concat([...buffered, piece]).toString('utf8').trim();
-          if (line !== '') queue.push(line);
-        }
-        buffered = [];
-        bufferedBytes = 0;
-      }
-      const rest = chunk.subarray(start);
-      if (bufferedBytes + rest.length > limits.maxRequestBytes) {
-        // no newline within the limit: the stream cannot be re-synchronised, so hang up
-        queue.push(TOO_LARGE);
-        hangUp = true;
-        buffered = [];
-        bufferedBytes = 0;
-      } else if (rest.length) {
-        buffered.push(Buffer.from(rest));
-        bufferedBytes += rest.length;
-      }
-      socket.pause();
-      if (!draining) {
-        draining = true;
-        drain();
-      }
+    socket.setTimeout(IDLE_TIMEOUT_MS, () => socket.destroy());
+    // the first request is due right away (the CLI sends it on connect); later ones may
+    // wait IDLE_TIMEOUT_MS (`ubia top` asks once per refresh)
+    armLine(c);
+    socket.on('data', (chunk: Buffer) => onData(c, chunk));
+    socket.resume();
+    socket.on('close', () => {
+      served--;
+      const left = (perUid.get(caller.uid) ?? 1) - 1;
+      if (left > 0) perUid.set(caller.uid, left);
+      else perUid.delete(caller.uid);
+      clearTimeout(c.lineTimer);
+      clearTimeout(c.replyDeadline);
+      clearTimeout(c.throttled);
+      queueOf(c).delete(c);
     });
   };
 
-  const server: Server = createServer(serve);
+  // not read until accepted: a refused connection costs no read
+  const server: Server = createServer({ pauseOnConnect: true }, serve);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(path, () => {
+    server.listen({ path, backlog: LISTEN_BACKLOG }, () => {
       server.off('error', reject);
       resolve();
     });
@@ -201,10 +446,15 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
   return {
     setLimits(l) {
       limits = l;
+      adminCache.clear(); // admin_group may have changed
     },
     close() {
-      for (const c of clients) c.destroy();
-      return new Promise((resolve) => server.close(() => resolve()));
+      closing = true;
+      ready.admins.clear();
+      ready.others.clear();
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const s of sockets) s.destroy();
+      return closed;
     },
   };
 }

@@ -141,6 +141,11 @@ export class Ledger {
       totals: this.db.prepare<[number, number, number], CounterRow & { uid: number; scope: Scope }>(
         `SELECT uid, scope, ${SUMS} FROM usage WHERE resolution_ms = ? AND bucket_ms > ? AND bucket_ms < ? GROUP BY uid, scope`,
       ),
+      totalsOfUid: this.db.prepare<[number, number, number, number], CounterRow & { uid: number; scope: Scope }>(
+        `SELECT uid, scope, SUM(rx_bytes) AS rx_bytes, SUM(tx_bytes) AS tx_bytes, SUM(rx_packets) AS rx_packets,
+           SUM(tx_packets) AS tx_packets, SUM(rx_payload_bytes) AS rx_payload_bytes, SUM(tx_payload_bytes) AS tx_payload_bytes
+         FROM usage WHERE resolution_ms = ? AND bucket_ms > ? AND bucket_ms < ? AND uid = ? GROUP BY scope`,
+      ),
     };
     const stored = this.db
       .prepare<[], CounterRow & { uid: number; scope: Scope }>(
@@ -232,8 +237,9 @@ export class Ledger {
     if (this.lastBucket && complete.includes(this.lastBucket.bucketMs)) this.lastBucket = undefined;
   }
 
-  /** Usage per (uid, scope) of every bucket overlapping [fromMs, toMs), pending included. */
-  totals(fromMs: number, toMs: number): UsageTotal[] {
+  /** Usage per (uid, scope) of every bucket overlapping [fromMs, toMs), pending included;
+   *  of `onlyUid` alone when given (what a non-admin may see: no work for the others). */
+  totals(fromMs: number, toMs: number, onlyUid?: number): UsageTotal[] {
     const out = new Map<string, UsageTotal>();
     const into = (uid: number, scope: Scope, c: TrafficCounters) => {
       const key = `${uid}:${scope}`;
@@ -245,10 +251,12 @@ export class Ledger {
       addInto(t, c);
     };
     for (const res of RESOLUTIONS) {
-      for (const r of this.stmt.totals.all(res, fromMs - res, toMs)) into(r.uid, r.scope, fromRow(r));
+      const rows = onlyUid === undefined ? this.stmt.totals.all(res, fromMs - res, toMs) : this.stmt.totalsOfUid.all(res, fromMs - res, toMs, onlyUid);
+      for (const r of rows) into(r.uid, r.scope, fromRow(r));
     }
     for (const [bucketMs, bucket] of this.pending) {
-      if (bucketMs + MINUTE_MS > fromMs && bucketMs < toMs) for (const p of bucket.values()) into(p.uid, p.scope, p);
+      if (bucketMs + MINUTE_MS <= fromMs || bucketMs >= toMs) continue;
+      for (const p of bucket.values()) if (onlyUid === undefined || p.uid === onlyUid) into(p.uid, p.scope, p);
     }
     return [...out.values()];
   }

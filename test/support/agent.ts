@@ -26,8 +26,10 @@ export interface AgentProcess {
 export interface AgentSetup {
   dir: string;
   pinDir: string;
-  /** extra TOML appended to the generated config */
+  /** extra TOML appended to the generated config (after the [control] keys) */
   extra?: string;
+  /** extra keys of the [agent] table */
+  agentExtra?: string;
   /** seconds; default 0.2 */
   pollInterval?: number;
   /** control.admin_group */
@@ -42,7 +44,7 @@ export function writeAgentConfig(s: AgentSetup): string {
   const file = join(s.dir, 'ubia.toml');
   writeFileSync(
     file,
-    `[agent]\npoll_interval = ${s.pollInterval ?? 0.2}\nflow_interval = 0.2\npin_dir = "${s.pinDir}"\n${s.userCapacity ? `user_capacity = ${s.userCapacity}\n` : ''}${s.flowCapacity ? `flow_capacity = ${s.flowCapacity}\n` : ''}\n[ledger]\npath = "${join(s.dir, 'ledger.db')}"\nflush_interval = 1\n\n[control]\nsocket = "${join(s.dir, 'control.sock')}"\nadmin_group = "${s.adminGroup ?? ''}"\n${s.extra ?? ''}`,
+    `[agent]\npoll_interval = ${s.pollInterval ?? 0.2}\nflow_interval = 0.2\npin_dir = "${s.pinDir}"\n${s.userCapacity ? `user_capacity = ${s.userCapacity}\n` : ''}${s.flowCapacity ? `flow_capacity = ${s.flowCapacity}\n` : ''}${s.agentExtra ?? ''}\n[ledger]\npath = "${join(s.dir, 'ledger.db')}"\nflush_interval = 1\n\n[control]\nsocket = "${join(s.dir, 'control.sock')}"\nadmin_group = "${s.adminGroup ?? ''}"\n${s.extra ?? ''}`,
   );
   return file;
 }
