@@ -4,7 +4,7 @@
 import { createRequire } from 'node:module';
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
-import { groupMembers, missingBpfCapabilities, openMeter, peerCredentials, primaryGroup, sdNotify, userByName, userName } from '../kernel/index.js';
+import { groupMembers, missingBpfCapabilities, openMeter, withoutBpfCapabilities, peerCredentials, primaryGroup, sdNotify, userByName, userName } from '../kernel/index.js';
 import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, type LoadedConfig } from '../config/load.js';
 import { createLogger } from '../log.js';
 import { startAgent } from '../agent/agent.js';
@@ -24,9 +24,10 @@ export interface AgentCommandOptions {
 
 /** Runs the agent until a signal stops it; resolves with the process exit code. */
 export async function runAgentCommand(opts: AgentCommandOptions): Promise<number> {
-  const missing = missingBpfCapabilities();
-  if (missing.length > 0) {
-    process.stderr.write(`ubia agent: must run as root (it loads eBPF programs; missing ${missing.join(', ')}): sudo ubia agent, or systemctl start ubia\n`);
+  // an ordinary user: one line before anything is touched (a partial set of capabilities
+  // is left to the kernel, whose refusal the meter explains by name)
+  if (withoutBpfCapabilities()) {
+    process.stderr.write(`ubia agent: must run as root (it loads eBPF programs; missing ${missingBpfCapabilities().join(', ')}): sudo ubia agent, or systemctl start ubia\n`);
     return 1;
   }
   // whatever started us (a shell, `--daemon`, systemd): what we create is root's alone;

@@ -82,7 +82,7 @@ export function missingBpfCapabilities(): string[] {
 
 /** Has this process none of the capabilities BPF needs (an ordinary user)? A partial set
  *  is left to the kernel: its refusal, explained by the addon, says which one is missing. */
-function withoutBpfCapabilities(): boolean {
+export function withoutBpfCapabilities(): boolean {
   const effective = effectiveCapabilities();
   return Object.values(BPF_CAPABILITIES).every((cap) => ((effective >> BigInt(cap)) & 1n) === 0n);
 }
