@@ -52,9 +52,9 @@ describe('ubia flows', () => {
     expect(json.ended[0]!.lastSeen > json.ended[1]!.lastSeen).toBe(true);
   });
 
-  it('--limit keeps the newest and says so', () => {
+  it('--limit keeps the flows that moved the most bytes and says so', () => {
     const text = run(['flows', '-u', fay.name, '--limit', '1']);
-    expect(text).toContain('recently ended, newest first: 2 (newest 1 shown; --limit)');
+    expect(text).toContain('recently ended, newest first: 1 of 2 (most bytes first; --limit)');
     const json = JSON.parse(run(['flows', '-u', fay.name, '--limit', '1', '--json'])) as FlowsResult;
     expect(json.ended.map((f) => f.txPayloadBytes)).toEqual([200_008]);
   });

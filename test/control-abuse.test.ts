@@ -165,7 +165,7 @@ describe('control socket under attack by a local user', () => {
     const r = cli(agent.socket, ['status', '--json'], mallory);
     expect(r.code).toBe(0);
     const mine = JSON.parse(r.stdout) as StatusResult;
-    expect(mine.agent.you).toEqual({ uid: mallory.uid, admin: false });
+    expect(mine.agent.you).toEqual({ uid: mallory.uid, admin: false, role: 'self' });
     expect(mine.meter.interfaces).toBeNull();
     expect(mine.meter.health.beyondUserTable).toBeNull();
     expect(mine.meter.health.eventsDropped).toBeTypeOf('number');
@@ -237,7 +237,7 @@ for i in range(60000):
     expect(few.endedTotal).toBeGreaterThanOrEqual(ended);
     const biggest = Math.max(...r.ended.map((f) => f.rxBytes + f.txBytes));
     expect(few.ended[0]!.rxBytes + few.ended[0]!.txBytes).toBe(biggest);
-    expect(cli(agent.socket, ['flows', '--limit', '5']).stdout).toMatch(/recently ended: 5 of \d+ \(most bytes first\)/);
+    expect(cli(agent.socket, ['flows', '--limit', '5']).stdout).toMatch(/recently ended, newest first: 5 of \d+ \(most bytes first; --limit\)/);
   }, 240_000);
 
   it('SIGTERM completes while a user holds refused, idle and slow connections', async () => {
