@@ -17,7 +17,7 @@ import { Ledger } from '../ledger/ledger.js';
 import type { Pseudonyms } from '../privacy/pseudonyms.js';
 import { Accounting } from './accounting.js';
 import { decodeCheckpoint } from './checkpoint.js';
-import { controlState } from './control-state.js';
+import { createControlState } from './control-state.js';
 import { createExporterSet } from './exporter-set.js';
 import type { ExporterContext } from './exporters.js';
 import type { MeterReader } from './meter.js';
@@ -139,7 +139,7 @@ export async function startAgent(
     if (accounting.counts(ev.flow.scope)) exporters.each('flowEnded', (e) => e.flowEnded(snap));
   });
 
-  const server = await deps.serveControl(controlState({ accounting, ledger, meter, names, exporters, loop, configFile, config: () => config, startedAt }, deps), {
+  const server = await deps.serveControl(createControlState({ accounting, ledger, meter, names, exporters, loop, configFile, config: () => config, startedAt }, deps), {
     path: config.control.socket,
     maxRequestBytes: config.control.max_request_bytes,
     maxClients: config.control.max_clients,

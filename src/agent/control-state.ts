@@ -26,7 +26,7 @@ export interface ControlStateParts {
   startedAt: number;
 }
 
-export function controlState(parts: ControlStateParts, deps: Pick<AgentDeps, 'userByName' | 'primaryGroup' | 'groupMembers'>): AgentState {
+export function createControlState(parts: ControlStateParts, deps: Pick<AgentDeps, 'userByName' | 'primaryGroup' | 'groupMembers'>): AgentState {
   const { accounting, ledger, meter, names, exporters, loop, configFile, config, startedAt } = parts;
   const directory: AgentState['directory'] = {
     name: (uid) => names.name(uid),

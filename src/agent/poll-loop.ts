@@ -113,10 +113,7 @@ export function createPollLoop({ meter, pinDir, accounting, ledger, exporters, l
       rx += r.rxRate;
       tx += r.txRate;
     }
-    const unhealthy = exporters
-      .list()
-      .map((e) => e.status())
-      .filter((s) => s.state !== 'ok');
+    const unhealthy = exporters.list().map((e) => e.status()).filter((s) => s.state !== 'ok');
     return [
       `${accounting.rates().size} users active, in ${humanRate(rx)}, out ${humanRate(tx)}`,
       `${accounting.activeFlowCount()} flows`,
