@@ -1,0 +1,59 @@
+// What the agent shows of itself to the control socket (AgentState, declared in
+// agent.ts): its parts, its configuration as in force now, the configured access policy
+// and the NSS look-ups the roles need. The control layer decides each caller's view.
+import { dirname, join } from 'node:path';
+import type { UbiaConfig } from '../config/config.js';
+import type { Ledger } from '../ledger/ledger.js';
+import { createPseudonyms, type Pseudonyms } from '../privacy/pseudonyms.js';
+import { readOrCreateSecret } from '../privacy/secret.js';
+import type { Accounting } from './accounting.js';
+import type { AgentDeps, AgentState } from './agent.js';
+import type { ExporterSet } from './exporter-set.js';
+import type { MeterReader } from './meter.js';
+import type { NameCache } from './names.js';
+import type { PollLoop } from './poll-loop.js';
+
+export interface ControlStateParts {
+  accounting: Accounting;
+  ledger: Ledger;
+  meter: MeterReader;
+  names: NameCache;
+  exporters: ExporterSet;
+  loop: PollLoop;
+  configFile: string | undefined;
+  /** the configuration in force (a reload replaces it) */
+  config(): UbiaConfig;
+  startedAt: number;
+}
+
+export function createControlState(parts: ControlStateParts, deps: Pick<AgentDeps, 'userByName' | 'primaryGroup' | 'groupMembers'>): AgentState {
+  const { accounting, ledger, meter, names, exporters, loop, configFile, config, startedAt } = parts;
+  const directory: AgentState['directory'] = {
+    name: (uid) => names.name(uid),
+    userByName: deps.userByName,
+    primaryGroup: deps.primaryGroup,
+    group: deps.groupMembers,
+  };
+  // the auditor's secret is read (or created) when an auditor first asks, and again when
+  // a reload names another file
+  let auditor: { file: string; pseudonyms: Pseudonyms } | undefined;
+  const pseudonyms = () => {
+    const file = config().control.auditor_key_file || join(dirname(config().ledger.path), 'auditor.key');
+    if (auditor?.file !== file) auditor = { file, pseudonyms: createPseudonyms(readOrCreateSecret(file)) };
+    return auditor.pseudonyms;
+  };
+  return {
+    accounting,
+    ledger,
+    meter,
+    names,
+    configFile,
+    pollIntervalSeconds: () => config().agent.poll_interval,
+    countLoopback: () => config().agent.count_loopback,
+    exporters: () => exporters.list().map((e) => e.status()),
+    access: () => ({ adminGroup: config().control.admin_group, roles: config().control.roles ?? [], pseudonyms }),
+    directory,
+    times: () => ({ startedAt, ...loop.times() }),
+    lastFlushError: () => loop.lastFlushError(),
+  };
+}
