@@ -241,9 +241,10 @@ export async function startAgent(
   const flush = () => {
     deps.sdNotify(`STATUS=${statusLine()}`);
     try {
-      // Exporters note the checkpoint in the same transaction (Diameter clears the counts
-      // it would otherwise discount from the deltas handed over again after a crash): a
-      // kill between two separate commits under-counted or doubled an interval.
+      // Exporters note the checkpoint in the same transaction (IPFIX saves its open usage
+      // window; Diameter clears the counts it would otherwise discount from the deltas
+      // handed over again after a crash): a kill between two separate commits
+      // under-counted or doubled an interval.
       const committed: (() => void)[] = [];
       accounting.persist(bootId, () => {
         for (const e of exporters) {
