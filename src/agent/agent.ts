@@ -372,6 +372,9 @@ export async function startAgent(
     server.setLimits({ maxRequestBytes: config.control.max_request_bytes, maxClients: config.control.max_clients });
     schedule();
     if (exportersChanged) {
+      // a checkpoint first, as at shutdown: what the closing exporters send (IPFIX's open
+      // usage window) is then never handed to an exporter again after a crash
+      flush();
       await closeExporters(exporters, logger);
       try {
         exporters = await deps.createExporters(config, exporterContext());

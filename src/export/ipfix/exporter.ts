@@ -156,11 +156,11 @@ export function createIpfixExporter(config: IpfixConfig, deps: { logger: Logger;
       if (closed) return;
       closed = true;
       exportFlows(tracker.shutdown());
-      const { records, state } = usage.flush();
+      const records = usage.flush();
       try {
-        usageStore?.save(state);
+        usageStore?.save(usage.atCheckpoint());
       } catch (err) {
-        logger.error({ err: (err as Error).message }, 'IPFIX: cannot save the per-user usage window; a crash before the next checkpoint would send part of the last records again');
+        logger.error({ err: (err as Error).message }, 'IPFIX: cannot clear the saved per-user usage window; the next start sends its counts again');
       }
       exportUsers(records);
       try {
