@@ -328,13 +328,30 @@ describe('flow tracker', () => {
 });
 
 describe('usage aggregator', () => {
-  it('sums polls into one record per user per interval', () => {
+  const u = (uid: number, tx: number) => ({ uid, user: `u${uid}`, rxBytes: 0, txBytes: tx, rxPackets: 0, txPackets: 1, rxPayloadBytes: 0, txPayloadBytes: tx });
+  const txOf = (records: { uid: number; txBytes: number }[]) => records.map((r) => [r.uid, r.txBytes]);
+
+  it('sums polls into one record per user per interval, sent once the checkpoint after it is saved', () => {
     const agg = createUsageAggregator(60_000);
-    const u = (uid: number, tx: number) => ({ uid, user: `u${uid}`, rxBytes: 0, txBytes: tx, rxPackets: 0, txPackets: 1, rxPayloadBytes: 0, txPayloadBytes: tx });
-    expect(agg.add({ startMs: 0, endMs: 30_000, users: [u(1, 10), u(2, 5)] })).toEqual([]);
-    const out = agg.add({ startMs: 30_000, endMs: 60_000, users: [u(1, 20)] });
+    agg.add({ startMs: 0, endMs: 30_000, users: [u(1, 10), u(2, 5)] });
+    agg.add({ startMs: 30_000, endMs: 60_000, users: [u(1, 20)] });
+    expect(agg.atCheckpoint().users).toEqual([]);
+    const out = agg.checkpointed();
     expect(out.map((r) => [r.uid, r.txBytes, r.txPackets, r.startMs, r.endMs])).toEqual([[1, 30, 2, 0, 60_000], [2, 5, 1, 0, 60_000]]);
+    expect(agg.checkpointed()).toEqual([]);
     agg.add({ startMs: 60_000, endMs: 70_000, users: [u(3, 1)] });
     expect(agg.flush().map((r) => [r.uid, r.startMs, r.endMs])).toEqual([[3, 60_000, 70_000]]);
+  });
+
+  it('a crash after the checkpoint: the replayed deltas complete the saved window, nothing is lost or sent twice', () => {
+    const before = createUsageAggregator(60_000);
+    before.add({ startMs: 0, endMs: 30_000, users: [u(1, 10)] });
+    const saved = structuredClone(before.atCheckpoint());
+    before.checkpointed();
+    before.add({ startMs: 30_000, endMs: 60_000, users: [u(1, 20)] }); // complete, but not yet sent: killed here
+    const after = createUsageAggregator(60_000, saved);
+    // the restarted agent hands over everything since the checkpoint, with the downtime's traffic
+    after.add({ startMs: 30_000, endMs: 65_000, users: [u(1, 27)] });
+    expect(txOf(after.checkpointed())).toEqual([[1, 37]]);
   });
 });

@@ -185,6 +185,9 @@ export async function startAgent(
       server.setLimits(controlLimits(config));
       scheduler.schedule();
       if (exportersChanged) {
+        // a checkpoint first, as at shutdown: what the closing exporters send (IPFIX's open
+        // usage window) is then never handed to an exporter again after a crash
+        loop.flush();
         await exporters.replace(() => deps.createExporters(config, exporterContext()));
         accounting.setOptions(accountingOptions(config));
       }

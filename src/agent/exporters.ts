@@ -31,7 +31,8 @@ export async function createExporters(config: UbiaConfig, ctx: ExporterContext):
   const logger = (name: string) => ctx.logger.child({ exporter: name });
   if (config.ipfix) {
     const { createIpfixExporter } = await import('../export/ipfix/index.js');
-    out.push(createIpfixExporter(config.ipfix, { logger: logger('ipfix'), spoolDir: join(ctx.stateDir, 'ipfix-spool') }));
+    // the per-user usage window is saved with the ledger's checkpoint, in its database
+    out.push(createIpfixExporter(config.ipfix, { logger: logger('ipfix'), spoolDir: join(ctx.stateDir, 'ipfix-spool'), db: ctx.ledger.db }));
   }
   if (config.diameter) {
     const { createDiameterAccounting } = await import('../export/diameter/index.js');

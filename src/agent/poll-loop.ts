@@ -126,9 +126,10 @@ export function createPollLoop({ meter, pinDir, accounting, ledger, exporters, l
   const flush = () => {
     sdNotify(`STATUS=${statusLine()}`);
     try {
-      // Exporters note the checkpoint in the same transaction (Diameter clears the counts
-      // it would otherwise discount from the deltas handed over again after a crash): a
-      // kill between two separate commits under-counted or doubled an interval.
+      // Exporters note the checkpoint in the same transaction (IPFIX saves its open usage
+      // window; Diameter clears the counts it would otherwise discount from the deltas
+      // handed over again after a crash): a kill between two separate commits
+      // under-counted or doubled an interval.
       const committed: (() => void)[] = [];
       accounting.persist(bootId, () => {
         for (const e of exporters.list()) {

@@ -3,6 +3,7 @@
 // configured collector with that collector's templates and privacy settings.
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type BetterSqlite3 from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { Exporter, ExporterStatus, FlowSnapshot, UsageInterval } from '../types.js';
 import type { IpfixCollectorConfig, IpfixConfig } from './config.js';
@@ -15,6 +16,7 @@ import type { CollectorStream } from './stream.js';
 import { createTcpStream } from './tcp.js';
 import { createUdpStream } from './udp.js';
 import { createUsageAggregator, type UserRecord } from './usage.js';
+import { openUsageStore } from './usage-store.js';
 
 /** How long close() tries to deliver before it writes the rest to the spool: the agent
  *  gives all exporters 1.5 s together and then exits (closeExporters in agent.ts), so
@@ -54,10 +56,14 @@ function saveReported(file: string, reported: Map<bigint, ReportedCounts>): void
 /**
  * Builds the exporter from the validated [ipfix] section. `spoolDir` is a directory the
  * agent gives this exporter alone (e.g. /var/lib/ubia/ipfix-spool): one spool directory per
- * TCP collector and the flow state file go there. Throws with a message saying what to
- * fix when a collector cannot be set up (e.g. an unreadable Crypto-PAn key file).
+ * TCP collector and the flow state file go there. `db` is the agent's ledger database: the
+ * open per-user usage window is saved there with the agent's checkpoint, and a complete
+ * window's records are sent once it is (exact across a crash, see usage.ts); without it
+ * (an exporter driven directly, no checkpoints) they are sent when the window completes.
+ * Throws with a message saying what to fix when a collector cannot be set up (e.g. an
+ * unreadable Crypto-PAn key file).
  */
-export function createIpfixExporter(config: IpfixConfig, deps: { logger: Logger; spoolDir: string }): Exporter {
+export function createIpfixExporter(config: IpfixConfig, deps: { logger: Logger; spoolDir: string; db?: BetterSqlite3.Database }): Exporter {
   const { logger, spoolDir: stateDir } = deps;
   mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   const flowStateFile = join(stateDir, 'flows.json');
@@ -84,7 +90,8 @@ export function createIpfixExporter(config: IpfixConfig, deps: { logger: Logger;
     idleTimeoutMs: config.idle_timeout * 1000,
     resume: loadReported(flowStateFile, logger),
   });
-  const usage = createUsageAggregator(config.usage_interval * 1000);
+  const usageStore = deps.db && openUsageStore(deps.db);
+  const usage = createUsageAggregator(config.usage_interval * 1000, usageStore?.load());
   let closed = false;
   let unencodable = 0;
 
@@ -115,7 +122,17 @@ export function createIpfixExporter(config: IpfixConfig, deps: { logger: Logger;
   return {
     name: 'ipfix',
     usage(interval: UsageInterval) {
-      if (!closed) exportUsers(usage.add(interval));
+      if (closed) return;
+      usage.add(interval);
+      if (!usageStore) exportUsers(usage.checkpointed());
+    },
+    checkpointed() {
+      if (!usageStore) return;
+      usageStore.save(usage.atCheckpoint());
+      return () => {
+        const records = usage.checkpointed();
+        if (!closed) exportUsers(records);
+      };
     },
     activeFlows(flows: FlowSnapshot[], nowMs: number) {
       if (!closed) exportFlows(tracker.active(flows, nowMs));
@@ -139,7 +156,13 @@ export function createIpfixExporter(config: IpfixConfig, deps: { logger: Logger;
       if (closed) return;
       closed = true;
       exportFlows(tracker.shutdown());
-      exportUsers(usage.flush());
+      const records = usage.flush();
+      try {
+        usageStore?.save(usage.atCheckpoint());
+      } catch (err) {
+        logger.error({ err: (err as Error).message }, 'IPFIX: cannot clear the saved per-user usage window; the next start sends its counts again');
+      }
+      exportUsers(records);
       try {
         saveReported(flowStateFile, tracker.reported());
       } catch (err) {

@@ -1,4 +1,9 @@
-// Sums the agent's per-poll user deltas into one record per user per usage interval.
+// Sums the agent's per-poll user deltas into one record per user per usage interval,
+// exactly across a crash of the agent (docs/ipfix.md "Per-user records across a crash"):
+// a complete window's records are handed to the collectors only once the agent's
+// checkpoint behind them is saved, and the open window is saved in that same transaction.
+// After a crash the agent resumes from that checkpoint and hands the deltas since then
+// over again: they go into the saved open window, none into a record already sent.
 import { addInto, isZero, zeroCounters } from '../../core/counters.js';
 import type { TrafficCounters } from '../../kernel/types.js';
 import type { UsageInterval } from '../types.js';
@@ -10,19 +15,34 @@ export interface UserRecord extends TrafficCounters {
   endMs: number;
 }
 
+/** What survives a restart of the agent (saved with its checkpoint). */
+export interface UsageState {
+  /** the open window; null when nothing has been added to it */
+  startMs: number | null;
+  endMs: number;
+  users: UserRecord[];
+}
+
 export interface UsageAggregator {
-  /** adds one poll's deltas; returns the records of an interval that is complete */
-  add(interval: UsageInterval): UserRecord[];
-  /** records for the partial interval (shutdown) */
+  /** adds one poll's deltas; a window that is complete waits for the next checkpoint */
+  add(interval: UsageInterval): void;
+  /** the state to save with the agent's checkpoint (inside its transaction) */
+  atCheckpoint(): UsageState;
+  /** that checkpoint committed: returns the records of the windows completed before it */
+  checkpointed(): UserRecord[];
+  /** exporter closing, right after a checkpoint (the agent's shutdown and reload make
+   *  one first): every record, the open window's included; the state is then empty */
   flush(): UserRecord[];
 }
 
-export function createUsageAggregator(intervalMs: number): UsageAggregator {
-  let windowStart: number | null = null;
-  let windowEnd = 0;
-  let users = new Map<number, UserRecord>();
+export function createUsageAggregator(intervalMs: number, resume?: UsageState): UsageAggregator {
+  let windowStart = resume?.startMs ?? null;
+  let windowEnd = resume?.endMs ?? 0;
+  let users = new Map<number, UserRecord>(resume?.users.map((u) => [u.uid, { ...u }]));
+  /** records of complete windows, sent once the checkpoint behind them is saved */
+  let due: UserRecord[] = [];
 
-  function take(): UserRecord[] {
+  function closeWindow(): UserRecord[] {
     const out: UserRecord[] = [];
     for (const u of users.values()) {
       if (isZero(u)) continue;
@@ -47,8 +67,20 @@ export function createUsageAggregator(intervalMs: number): UsageAggregator {
         r.user = u.user;
         addInto(r, u);
       }
-      return windowEnd - windowStart >= intervalMs ? take() : [];
+      if (windowEnd - windowStart >= intervalMs) due.push(...closeWindow());
     },
-    flush: take,
+    atCheckpoint() {
+      return { startMs: windowStart, endMs: windowEnd, users: [...users.values()] };
+    },
+    checkpointed() {
+      const out = due;
+      due = [];
+      return out;
+    },
+    flush() {
+      const records = [...due, ...closeWindow()];
+      due = [];
+      return records;
+    },
   };
 }
