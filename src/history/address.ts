@@ -1,0 +1,51 @@
+// Addresses as 128-bit integers (IPv4 mapped into ::ffff:0:0/96, RFC 4291 §2.5.5.2), the
+// form the flow store keeps them in: a CIDR test and a prefix group are then one AND.
+import { isIPv4, isIPv6 } from 'node:net';
+
+const V4_MAPPED = 0xffffn << 32n;
+const ALL = (1n << 128n) - 1n;
+
+/** The address as a 128-bit integer; undefined when it is not an IPv4 or IPv6 address. */
+export function addressToBigInt(text: string): bigint | undefined {
+  if (isIPv4(text)) return V4_MAPPED | text.split('.').reduce((n, o) => (n << 8n) | BigInt(Number(o)), 0n);
+  if (!isIPv6(text)) return undefined;
+  const zone = text.indexOf('%');
+  let addr = zone === -1 ? text : text.slice(0, zone);
+  // a dotted IPv4 tail (::ffff:1.2.3.4) becomes two groups
+  const dotted = /(\d+\.\d+\.\d+\.\d+)$/.exec(addr);
+  if (dotted) {
+    const v4 = addressToBigInt(dotted[1]!)! & 0xffffffffn;
+    addr = `${addr.slice(0, dotted.index)}${(v4 >> 16n).toString(16)}:${(v4 & 0xffffn).toString(16)}`;
+  }
+  const [head, tail] = addr.split('::') as [string, string | undefined];
+  const groups = (s: string) => (s === '' ? [] : s.split(':'));
+  const h = groups(head);
+  const t = tail === undefined ? [] : groups(tail);
+  const all = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
+  return all.reduce((n, g) => (n << 16n) | BigInt(parseInt(g, 16)), 0n);
+}
+
+/** Back to text: dotted quad for mapped IPv4, RFC 5952 §4 shortest form for IPv6. */
+export function bigIntToAddress(n: bigint): string {
+  if (n >> 32n === 0xffffn) return [24n, 16n, 8n, 0n].map((s) => String((n >> s) & 0xffn)).join('.');
+  const groups = Array.from({ length: 8 }, (_, i) => Number((n >> BigInt(112 - i * 16)) & 0xffffn));
+  // the longest run of two or more zero groups becomes "::" (the first one on a tie)
+  let best = { at: -1, len: 1 };
+  for (let i = 0; i < 8; ) {
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > best.len) best = { at: i, len: j - i };
+    i = j === i ? i + 1 : j;
+  }
+  const hex = groups.map((g) => g.toString(16));
+  if (best.at === -1) return hex.join(':');
+  return `${hex.slice(0, best.at).join(':')}::${hex.slice(best.at + best.len).join(':')}`;
+}
+
+export const isMappedV4 = (n: bigint) => n >> 32n === 0xffffn;
+
+/** The mask that keeps the first `bits` of a 128-bit address. */
+export const prefixMask = (bits: number): bigint => (bits <= 0 ? 0n : (ALL << BigInt(128 - bits)) & ALL);
+
+/** Mask for an IPv4 prefix length, over the mapped form. */
+export const v4PrefixMask = (bits: number): bigint => prefixMask(96 + bits);
