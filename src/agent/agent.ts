@@ -2,7 +2,7 @@
 // exporters, serves the control socket, and handles SIGHUP reloads and orderly shutdown.
 // Kernel, NSS and exporter construction come in through AgentDeps (wired in main.ts).
 import { readFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Exporter } from '../export/types.js';
 import { humanRate } from '../cli/format.js';
@@ -17,6 +17,7 @@ import { createRequestHandler } from '../control/handlers.js';
 import { startControlServer, type Caller, type ControlServer } from '../control/server.js';
 import type { ExporterContext } from './exporters.js';
 import type { OtlpHealth } from '../export/otlp/index.js';
+import { FlowStore } from '../history/store.js';
 
 export interface AgentDeps {
   openMeter(opts: { pinDir: string; flowCapacity: number }): MeterReader;
@@ -38,13 +39,15 @@ export interface RunningAgent {
 }
 
 /** Exporter sections whose change means closing and re-creating the exporters. */
-const exporterSections = (c: UbiaConfig) => JSON.stringify([c.ipfix, c.diameter, c.otlp]);
+const exporterSections = (c: UbiaConfig) => JSON.stringify([c.ipfix, c.diameter, c.otlp, c.history]);
 
 const RESTART_ONLY: [string, (c: UbiaConfig) => unknown][] = [
   ['ledger.path', (c) => c.ledger.path],
   ['control.socket', (c) => c.control.socket],
   ['agent.pin_dir', (c) => c.agent.pin_dir],
   ['agent.flow_capacity', (c) => c.agent.flow_capacity],
+  ['history.enabled', (c) => c.history.enabled],
+  ['history.path', (c) => c.history.path],
 ];
 
 export function readBootId(): string {
@@ -75,6 +78,16 @@ export async function startAgent(
   const loaded = ledger.loadCheckpoint(bootId);
   if (loaded.rebooted) logger.info('new boot since the last run: kernel counters restarted from zero, counting them all as new');
   ledger.rollUp(Date.now(), retentionOf(config));
+  // the flow store is optional to the agent: without it, usage is still counted
+  let history: FlowStore | undefined;
+  if (config.history.enabled) {
+    const path = config.history.path || join(dirname(config.ledger.path), 'flows', 'flows.duckdb');
+    try {
+      history = await FlowStore.open(path);
+    } catch (err) {
+      logger.error({ err, path }, 'cannot open the flow store; running without flow history (`ubia flows --since`, `ubia report --by process|remote`)');
+    }
+  }
   const names = createNameCache(deps.userName, config.agent.name_cache_ttl * 1000);
   let exporters: Exporter[] = [];
   const accountingOptions = (c: UbiaConfig) => ({
@@ -107,6 +120,7 @@ export async function startAgent(
     stateDir: dirname(config.ledger.path),
     health,
     version: deps.version,
+    history,
   });
   exporters = await deps.createExporters(config, exporterContext());
   accounting.setOptions(accountingOptions(config));
@@ -222,6 +236,7 @@ export async function startAgent(
     handle: createRequestHandler({
       accounting,
       ledger,
+      history,
       meter,
       names,
       configFile,
@@ -286,6 +301,7 @@ export async function startAgent(
       flush();
       await server.close();
       await closeExporters(exporters, logger);
+      history?.close();
       meter.close();
       ledger.close();
       logger.info('agent stopped; the kernel keeps counting until the next start');

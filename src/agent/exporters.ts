@@ -1,4 +1,5 @@
-// Creates one Exporter per configured exporter section ([ipfix], [diameter], [otlp]).
+// Creates one Exporter per configured exporter section ([ipfix], [diameter], [otlp]), and the
+// flow recorder that feeds the flow store of [history].
 // Each exporter owns its queue/spool/retry; the agent only hands them the same facts.
 // Exporter modules are imported only when configured: the OpenTelemetry SDK alone adds
 // ~30 MiB of RSS to an agent that does not use it.
@@ -8,6 +9,7 @@ import type { UbiaConfig } from '../config/config.js';
 import type { HealthSource } from '../export/otlp/index.js';
 import type { Ledger } from '../ledger/ledger.js';
 import type { Logger } from 'pino';
+import type { FlowStore } from '../history/store.js';
 
 export interface ExporterContext {
   logger: Logger;
@@ -18,6 +20,8 @@ export interface ExporterContext {
   /** the agent's health figures, for exporters that publish them (OTLP) */
   health: HealthSource;
   version: string;
+  /** the flow store, when [history] is enabled and it opened */
+  history?: FlowStore;
 }
 
 export async function createExporters(config: UbiaConfig, ctx: ExporterContext): Promise<Exporter[]> {
@@ -35,6 +39,19 @@ export async function createExporters(config: UbiaConfig, ctx: ExporterContext):
   if (config.otlp) {
     const { createOtlpExporter } = await import('../export/otlp/index.js');
     out.push(createOtlpExporter(config.otlp, { logger: logger('otlp'), hostName: ctx.hostName, version: ctx.version, health: ctx.health }));
+  }
+  if (ctx.history) {
+    const { createFlowRecorder } = await import('../history/recorder.js');
+    const h = config.history;
+    out.push(
+      await createFlowRecorder(ctx.history, {
+        activeTimeoutMs: h.active_timeout * 1000,
+        idleTimeoutMs: h.idle_timeout * 1000,
+        flushIntervalMs: h.flush_interval * 1000,
+        retention: { maxAgeMs: h.max_age_days * 86_400_000, maxBytes: h.max_size_mb * 2 ** 20 },
+        logger: logger('history'),
+      }),
+    );
   }
   return out;
 }

@@ -5,7 +5,8 @@ import { AgentNotRunningError, AgentReplyError } from '../control/client.js';
 import { localDayStart } from '../control/day.js';
 import { parseDuration } from './format.js';
 import { runTop } from './top.js';
-import { showFlows, showProcs, showStatus, showUsers } from './views.js';
+import { addFlowsCommand } from './flows.js';
+import { showProcs, showStatus, showUsers } from './views.js';
 
 const DEFAULT_SOCKET = '/run/ubia/control.sock';
 const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
@@ -75,20 +76,16 @@ export function buildProgram(): Command {
       await showUsers({ socket: socketOf(cmd), json: !!o.json, fromMs, toMs });
     });
 
-  const views = [
-    ['procs', 'processes with network traffic (cumulative, and rates)', showProcs],
-    ['flows', 'active flows and recently ended ones', showFlows],
-  ] as const;
-  for (const [name, description, show] of views) {
-    program
-      .command(name)
-      .description(description)
-      .option('-u, --user <name|uid>', 'only this user')
-      .option('--json', 'exact figures as JSON')
-      .action(async (o: { user?: string; json?: boolean }, cmd: Command) => {
-        await show({ socket: socketOf(cmd), json: !!o.json, user: o.user });
-      });
-  }
+  program
+    .command('procs')
+    .description('processes with network traffic (cumulative, and rates)')
+    .option('-u, --user <name|uid>', 'only this user')
+    .option('--json', 'exact figures as JSON')
+    .action(async (o: { user?: string; json?: boolean }, cmd: Command) => {
+      await showProcs({ socket: socketOf(cmd), json: !!o.json, user: o.user });
+    });
+
+  addFlowsCommand(program, socketOf);
 
   program
     .command('status')

@@ -7,6 +7,8 @@ import type { MeterReader } from '../agent/meter.js';
 import type { NameCache } from '../agent/names.js';
 import { addInto, zeroCounters } from '../agent/counters.js';
 import { UNATTRIBUTED_UID, type Ledger } from '../ledger/ledger.js';
+import type { FlowStore } from '../history/store.js';
+import { queryFlows } from './history.js';
 import { ControlError, type Caller, type RequestHandler } from './server.js';
 import { localDayStart } from './day.js';
 import type { FlowRow, ProcessRow, StatusResult, TopResult, TopUser, UserTotals, UsersResult } from './protocol.js';
@@ -14,6 +16,8 @@ import type { FlowRow, ProcessRow, StatusResult, TopResult, TopUser, UserTotals,
 export interface AgentView {
   accounting: Accounting;
   ledger: Ledger;
+  /** the flow store; undefined when [history] is off or it did not open */
+  history: FlowStore | undefined;
   meter: MeterReader;
   names: NameCache;
   configFile: string | undefined;
@@ -116,6 +120,8 @@ export function createRequestHandler(view: AgentView): RequestHandler {
           ended: view.accounting.endedFlows().filter(keep).map(flowRow),
         };
       }
+      case 'flows.query':
+        return queryFlows(view.history, req, admin ? undefined : caller.uid);
       case 'top': {
         const now = Date.now();
         const dayStart = localDayStart(now);

@@ -13,6 +13,18 @@ export const requestSchema = z.discriminatedUnion('op', [
   z.strictObject({ op: z.literal('users'), id, from: z.number().int().min(0), to: z.number().int().min(0) }),
   z.strictObject({ op: z.literal('procs'), id, user: userFilter }),
   z.strictObject({ op: z.literal('flows'), id, user: userFilter }),
+  z.strictObject({
+    op: z.literal('flows.query'),
+    id,
+    user: userFilter,
+    from: z.number().int().min(0),
+    to: z.number().int().min(0),
+    where: z.string().max(4096).optional().describe('filter: proto, host, net, port, src/dst, user, uid, pid, comm, exe; and/or/not'),
+    groupBy: z.string().max(1024).optional(),
+    having: z.string().max(1024).optional(),
+    order: z.string().max(1024).optional(),
+    limit: z.number().int().min(1).max(100_000).default(20),
+  }),
   z.strictObject({ op: z.literal('top'), id, processes: z.number().int().min(0).max(100).default(5) }),
   z.strictObject({ op: z.literal('status'), id }),
   // test-only: stops the poll loop (and its watchdog pings) for `ms`; root only
@@ -120,4 +132,13 @@ export interface StatusResult {
   };
   ledger: { path: string; sizeBytes: number; lastFlushAt: string | null; lastError: string | null };
   exporters: ExporterStatus[];
+}
+
+/** `ubia flows --since …`: groups (keys in `keys` order, then the aggregates) or records. */
+export interface FlowQueryResult {
+  from: string;
+  to: string;
+  /** the group keys; empty when the rows are flow records */
+  keys: string[];
+  rows: Record<string, string | number | null>[];
 }

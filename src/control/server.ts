@@ -117,14 +117,21 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       const echo = typeof id === 'string' || typeof id === 'number' ? id : undefined;
       const parsed = requestSchema.safeParse(raw);
       if (!parsed.success) {
-        return fail('bad_request', `invalid request: ${describeIssues(parsed.error)}; ops: users, procs, flows, top, status`, echo);
+        return fail('bad_request', `invalid request: ${describeIssues(parsed.error)}; ops: users, procs, flows, flows.query, top, status`, echo);
       }
-      try {
-        send({ ...(echo !== undefined ? { id: echo } : {}), ok: true, result: handle(parsed.data, caller) });
-      } catch (e) {
+      const reply = (result: unknown) => send({ ...(echo !== undefined ? { id: echo } : {}), ok: true, result });
+      const failed = (e: unknown) => {
         if (e instanceof ControlError) return fail(e.code, e.message, echo);
         logger.error({ err: e, op: parsed.data.op }, 'control: request failed');
         return fail('internal', `the agent failed to answer ${parsed.data.op}: ${(e as Error).message}`, echo);
+      };
+      try {
+        // ops that read the flow store answer asynchronously (its queries leave the loop free)
+        const result = handle(parsed.data, caller);
+        if (result instanceof Promise) result.then(reply, failed);
+        else reply(result);
+      } catch (e) {
+        failed(e);
       }
     };
 

@@ -199,7 +199,8 @@ function groupKey(c: Cursor): GroupKey {
     return {
       name: t.text.toLowerCase(),
       kind: 'address',
-      expr: sql(`(${field}_addr & CASE WHEN family = 4 THEN ?::UHUGEINT ELSE ?::UHUGEINT END)`, v4PrefixMask(v4), prefixMask(v6)),
+      // an IPv4 peer of a dual-stack socket is IPv4 too (::ffff:a.b.c.d)
+      expr: sql(`(${field}_addr & CASE WHEN (${field}_addr >> 32) = 65535 THEN ?::UHUGEINT ELSE ?::UHUGEINT END)`, v4PrefixMask(v4), prefixMask(v6)),
     };
   }
   throw new QueryError(c.option, `unknown field "${t.text}" (try ${Object.keys(SIMPLE_KEYS).join(', ')}, local, remote, remote/24)`, t.column);
@@ -275,6 +276,8 @@ export interface FlowQuery {
   limit: number;
   /** only this uid's flows (a caller who is not an admin) */
   uid?: number;
+  /** only this user's flows (name or uid), as asked for with --user */
+  user?: string;
 }
 
 /** Columns of a record when nothing is grouped. */
@@ -300,6 +303,7 @@ export interface CompiledQuery {
 export function compileQuery(q: FlowQuery): CompiledQuery {
   const conditions: Sql[] = [sql('end_ms >= ? AND end_ms < ?', q.fromMs, q.toMs)];
   if (q.uid !== undefined) conditions.push(sql('uid = ?', q.uid));
+  if (q.user !== undefined) conditions.push(/^\d+$/.test(q.user) ? sql('uid = ?', Number(q.user)) : sql('"user" = ?', q.user));
   if (q.where?.trim()) conditions.push(parseFilter(q.where));
   const where = join(conditions, ' AND ');
   const limit = sql(' LIMIT ?', q.limit);

@@ -1,0 +1,44 @@
+// Answers `flows.query` from the flow store: the query compiled to one SQL statement with
+// bound values, the caller's uid added for anyone who is not an admin.
+import { bigIntToAddress } from '../history/address.js';
+import { compileQuery, PROTOCOLS, QueryError, RECORD_FIELDS, type GroupKey } from '../history/query.js';
+import type { FlowStore } from '../history/store.js';
+import type { FlowQueryResult, Request } from './protocol.js';
+import { ControlError } from './server.js';
+
+type FlowQueryRequest = Extract<Request, { op: 'flows.query' }>;
+
+const PROTOCOL_NAMES = new Map(Object.entries(PROTOCOLS).map(([name, n]) => [n, name]));
+
+/** JSON-safe: 128-bit addresses as text, protocols by name where they have one. */
+function cell(kind: GroupKey['kind'] | 'record', value: unknown): string | number | null {
+  if (value === null || value === undefined) return null;
+  if (typeof value === 'bigint') return kind === 'address' || kind === 'record' ? bigIntToAddress(value) : Number(value);
+  if (kind === 'protocol') return PROTOCOL_NAMES.get(value as number) ?? (value as number);
+  return value as string | number;
+}
+
+export async function queryFlows(store: FlowStore | undefined, req: FlowQueryRequest, onlyUid: number | undefined): Promise<FlowQueryResult> {
+  if (!store) throw new ControlError('internal', 'the agent keeps no flow history ([history] enabled = false, or the store did not open: see the agent log)');
+  if (req.to < req.from) throw new ControlError('bad_request', '"to" is before "from"');
+  let compiled;
+  try {
+    compiled = compileQuery({ ...req, fromMs: req.from, toMs: req.to, uid: onlyUid });
+  } catch (e) {
+    if (e instanceof QueryError) throw new ControlError('bad_request', e.message);
+    throw e;
+  }
+  const found = await store.query(compiled);
+  const keys = compiled.keys;
+  const rows = found.map((r) => {
+    const out: Record<string, string | number | null> = {};
+    if (keys.length === 0) {
+      for (const f of RECORD_FIELDS) out[f] = cell(f === 'protocol' ? 'protocol' : 'record', r[f]);
+      return out;
+    }
+    keys.forEach((k, i) => (out[k.name] = cell(k.kind, r[`k${i}`])));
+    for (const [name, v] of Object.entries(r)) if (!/^k\d+$/.test(name)) out[name] = cell('number', v);
+    return out;
+  });
+  return { from: new Date(req.from).toISOString(), to: new Date(req.to).toISOString(), keys: keys.map((k) => k.name), rows };
+}
