@@ -312,7 +312,7 @@ export function compileQuery(q: FlowQuery): CompiledQuery {
     if (q.having?.trim()) throw new QueryError('--having', 'filters groups: give --group-by too', undefined);
     const order = parseOrder(q.order ?? '-end', Object.keys(RECORD_ORDER));
     const by = order.map((o) => `${RECORD_ORDER[o.name]} ${o.descending ? 'DESC' : 'ASC'}`).join(', ');
-    const body = join([sql(`SELECT ${RECORD_FIELDS.map((f) => (f === 'user' ? '"user"' : f)).join(', ')} FROM flows WHERE `), where, sql(` ORDER BY ${by}`), limit], '');
+    const body = join([sql(`SELECT ${RECORD_FIELDS.map((f) => (f === 'user' ? '"user"' : f)).join(', ')} FROM flow_records WHERE `), where, sql(` ORDER BY ${by}`), limit], '');
     return { sql: body.text, params: body.params, keys: [] };
   }
 
@@ -331,7 +331,7 @@ export function compileQuery(q: FlowQuery): CompiledQuery {
     [
       sql('SELECT '),
       join([...keyCols, ...aggCols], ', '),
-      sql(' FROM flows WHERE '),
+      sql(' FROM flow_records WHERE '),
       where,
       sql(` GROUP BY ${keys.map((_, i) => `k${i}`).join(', ')}`),
       ...(having ? [sql(' HAVING '), having] : []),

@@ -33,14 +33,17 @@ export interface StoredFlow {
   txPayloadBytes: number;
 }
 
-const COLUMNS: [string, DuckDBType, (f: StoredFlow) => DuckDBValue][] = [
+/** A stored row: the record with its program (comm, exe) as an id into `programs`. Names
+ *  and paths are kept once each, not per row: handing DuckDB three strings per row cost
+ *  more than the other 16 values together (bench/query.ts). */
+type Row = StoredFlow & { program: number };
+
+const COLUMNS: [string, DuckDBType, (f: Row) => DuckDBValue][] = [
   ['start_ms', DOUBLE, (f) => f.startMs],
   ['end_ms', DOUBLE, (f) => f.endMs],
   ['uid', INTEGER, (f) => f.uid],
-  ['"user"', VARCHAR, (f) => f.user],
   ['pid', INTEGER, (f) => f.pid],
-  ['comm', VARCHAR, (f) => f.comm],
-  ['exe', VARCHAR, (f) => f.exe],
+  ['program', INTEGER, (f) => f.program],
   ['protocol', UTINYINT, (f) => f.protocol],
   ['family', UTINYINT, (f) => f.family],
   ['local_addr', UHUGEINT, (f) => addressToBigInt(f.localAddress) ?? 0n],
@@ -56,9 +59,14 @@ const COLUMNS: [string, DuckDBType, (f: StoredFlow) => DuckDBValue][] = [
 ];
 const TYPES = COLUMNS.map(([, t]) => t);
 
+// Queries read \`flow_records\`: the rows with their user's (latest) name and program.
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS flows (${COLUMNS.map(([name, type]) => `${name} ${type.toString()}`).join(', ')});
+CREATE TABLE IF NOT EXISTS users (uid INTEGER PRIMARY KEY, name VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS programs (program INTEGER PRIMARY KEY, comm VARCHAR NOT NULL, exe VARCHAR);
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+CREATE OR REPLACE VIEW flow_records AS
+  SELECT f.*, u.name AS "user", p.comm, p.exe FROM flows f LEFT JOIN users u USING (uid) LEFT JOIN programs p USING (program);
 `;
 
 /** DuckDB's vector size: a chunk holds at most this many rows. */
@@ -74,6 +82,10 @@ export class FlowStore {
     readonly path: string,
     private readonly instance: DuckDBInstance,
     private readonly con: DuckDBConnection,
+    /** uid → name as stored */
+    private readonly users: Map<number, string>,
+    /** "comm\0exe" → program id */
+    private readonly programs: Map<string, number>,
   ) {}
 
   /** Opens (creating) the store; its directory and files are readable by root only. */
@@ -85,7 +97,13 @@ export class FlowStore {
     const instance = await DuckDBInstance.create(path, { threads: '2' });
     const con = await instance.connect();
     await con.run(SCHEMA);
-    const store = new FlowStore(path, instance, con);
+    const users = new Map<number, string>();
+    for (const r of (await con.runAndReadAll('SELECT uid, name FROM users')).getRowObjectsJS()) users.set(r.uid as number, r.name as string);
+    const programs = new Map<string, number>();
+    for (const r of (await con.runAndReadAll('SELECT program, comm, exe FROM programs')).getRowObjectsJS()) {
+      programs.set(programKey(r.comm as string, r.exe as string | null), r.program as number);
+    }
+    const store = new FlowStore(path, instance, con, users, programs);
     store.protect();
     return store;
   }
@@ -101,12 +119,28 @@ export class FlowStore {
     }
   }
 
-  /** Appends records (one appender, column chunks: ~1 µs a record). */
+  /** Appends records (one appender, column chunks), adding users and programs not yet known. */
   async append(flows: StoredFlow[]): Promise<void> {
     if (flows.length === 0) return;
+    const rows: Row[] = [];
+    for (const f of flows) {
+      if (this.users.get(f.uid) !== f.user) {
+        await this.con.run('INSERT OR REPLACE INTO users VALUES (?, ?)', [f.uid, f.user], [INTEGER, VARCHAR]);
+        this.users.set(f.uid, f.user);
+      }
+      const key = programKey(f.comm, f.exe);
+      let program = this.programs.get(key);
+      if (program === undefined) {
+        program = this.programs.size + 1;
+        await this.con.run('INSERT INTO programs VALUES (?, ?, ?)', [program, f.comm, f.exe], [INTEGER, VARCHAR, VARCHAR]);
+        this.programs.set(key, program);
+      }
+      (f as Row).program = program; // tagged in place: 20,000 records a second
+      rows.push(f as Row);
+    }
     const appender = await this.con.createAppender('flows');
-    for (let at = 0; at < flows.length; at += CHUNK_ROWS) {
-      const part = flows.slice(at, at + CHUNK_ROWS);
+    for (let at = 0; at < rows.length; at += CHUNK_ROWS) {
+      const part = rows.slice(at, at + CHUNK_ROWS);
       const chunk = DuckDBDataChunk.create(TYPES, part.length);
       chunk.setColumns(COLUMNS.map(([, , get]) => part.map(get)));
       appender.appendDataChunk(chunk);
@@ -175,6 +209,8 @@ export class FlowStore {
     this.instance.closeSync();
   }
 }
+
+const programKey = (comm: string, exe: string | null) => `${comm}\0${exe ?? ''}`;
 
 function paramType(p: Param): DuckDBType {
   if (typeof p === 'bigint') return UHUGEINT;
