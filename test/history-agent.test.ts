@@ -34,7 +34,7 @@ describe('flow history with the real agent', () => {
         runTraffic(alice, dir, { host: net.peerV4, port: sink.port, send: 300_000, reply: 50_000, ms: 300 }),
         runTraffic(bob, dir, { host: net.peerV6, port: sink.port, send: 20_000, reply: 400_000, ms: 300 }),
       ]);
-      const grouped = ['--group-by', 'user,remote_port', '--where', `dst port ${SINK_PORT} and tcp`];
+      const grouped = ['--remotes', '--group-by', 'user,remote_port', '--where', `dst port ${SINK_PORT} and tcp`];
       // the payload sent is exactly what the process wrote (+ the 8-byte reply-size
       // header); what it received is on the wire, payload plus IP and TCP headers (the
       // payload read at the very end of a flow may be short in the close event's

@@ -54,12 +54,15 @@ describe('flow store', () => {
       flow({ uid: 0, user: 'root', remoteAddress: '198.18.1.3', rxBytes: 50_000_000 }),
       flow({ protocol: 17, remotePort: 53, remoteAddress: '198.18.1.4', rxBytes: 20_000_000 }),
     ]);
-    const rows = await run({ ...all, where: 'proto tcp and not user root', groupBy: 'user,remote/24', having: 'bytes > 10M', order: '-bytes' });
+    const rows = await run({ ...all, where: 'proto tcp and not user root', groupBy: 'user,remote/24', having: 'bytes > 10M', order: '-bytes', remotes: true });
     expect(rows).toHaveLength(1);
     expect(rows[0]).toMatchObject({ k0: 'alice', flows: 2, rx_bytes: 11_000_000, tx_bytes: 200, remotes: 2 });
     expect(bigIntToAddress(rows[0]!.k1 as bigint)).toBe('198.18.1.0');
     const dns = await run({ ...all, where: 'udp and dst port 53 and net 198.18.0.0/15', groupBy: 'remote_port' });
     expect(dns.map((r) => [r.k0, r.bytes])).toEqual([[53, 20_000_100]]);
+    // the distinct count only when asked for, or named by --having/--order
+    expect(dns[0]).not.toHaveProperty('remotes');
+    expect((await run({ ...all, groupBy: 'user', having: 'remotes >= 2' })).map((r) => [r.k0, r.remotes])).toEqual([['alice', 4]]);
   });
 
   it('a non-admin sees only their own uid', async () => {

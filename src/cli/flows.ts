@@ -31,7 +31,7 @@ const num = (f: string) => (r: Row) => String(r[f] ?? '');
 const bytes = (f: string) => (r: Row) => humanBytes(Number(r[f] ?? 0));
 const endpoint = (addr: string, port: string | number | null) => (addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`);
 
-function groupColumns(keys: string[]): Column<Row>[] {
+function groupColumns(keys: string[], remotes: boolean): Column<Row>[] {
   return [
     ...keys.map((k) => left<Row>(k.toUpperCase(), (r) => String(r[k] ?? '-'))),
     right('FLOWS', num('flows')),
@@ -41,7 +41,7 @@ function groupColumns(keys: string[]): Column<Row>[] {
     right('TX pkts', num('tx_packets')),
     right('RX payload', bytes('rx_payload')),
     right('TX payload', bytes('tx_payload')),
-    right('REMOTES', num('remotes')),
+    ...(remotes ? [right<Row>('REMOTES', num('remotes'))] : []),
     left('FIRST', (r) => String(r.first)),
     left('LAST', (r) => String(r.last)),
   ];
@@ -73,6 +73,7 @@ interface FlowsOptions {
   having?: string;
   order?: string;
   limit: number;
+  remotes?: boolean;
 }
 
 /** --since/--from/--to by the time rule; `fallback` when none is given. */
@@ -109,7 +110,7 @@ Filter terms (nfdump/tcpdump style; and/or/not, parentheses; quote values with s
 Group keys: user, uid, pid, comm, exe, proto, local, remote, remote/24 (IPv6 /64),
   remote/24/48, local_port, remote_port
 Aggregates (--having, --order): bytes, rx_bytes, tx_bytes, packets, rx_packets,
-  tx_packets, payload, rx_payload, tx_payload, flows, remotes, first, last
+  tx_packets, payload, rx_payload, tx_payload, flows, remotes (with --remotes), first, last
   (amounts take K/M/G/T = 1000s or KiB/MiB/GiB = 1024s)
 
 Examples:
@@ -133,6 +134,7 @@ export function addFlowsCommand(program: Command, socketOf: (cmd: Command) => st
       if (!Number.isInteger(n) || n < 1 || n > 100_000) throw new InvalidArgumentError('expected a whole number from 1 to 100000');
       return n;
     }))
+    .option('--remotes', 'count distinct remote addresses per group (slower; implied when --having/--order name "remotes")')
     .option('--json', 'exact figures as JSON')
     .option('--csv', 'rows as CSV')
     .addHelpText('after', EXAMPLES)
@@ -146,13 +148,13 @@ export function addFlowsCommand(program: Command, socketOf: (cmd: Command) => st
       const rule = { utc: !!o.utc };
       const { fromMs, toMs } = rangeOf(o, rule, Date.now(), 'today');
       const r = await controlRequest<FlowQueryResult>(socket, {
-        op: 'flows.query', from: fromMs, to: toMs, user: o.user, where: o.where, groupBy: o.groupBy, having: o.having, order: o.order, limit: o.limit,
+        op: 'flows.query', from: fromMs, to: toMs, user: o.user, where: o.where, remotes: o.remotes, groupBy: o.groupBy, having: o.having, order: o.order, limit: o.limit,
       }, 60_000);
       const rows = withTimes(r.rows, rule);
       const range = { from: formatTime(fromMs, rule), to: formatTime(toMs, rule) };
       if (o.json) return void process.stdout.write(`${JSON.stringify({ ...range, keys: r.keys, rows }, null, 2)}\n`);
       if (o.csv) return void process.stdout.write(`${toCsv(rows, Object.keys(rows[0] ?? {}))}\r\n`);
-      const columns = r.keys.length ? groupColumns(r.keys) : RECORD_COLUMNS;
+      const columns = r.keys.length ? groupColumns(r.keys, 'remotes' in (r.rows[0] ?? {})) : RECORD_COLUMNS;
       const what = r.keys.length ? `${rows.length} groups by ${r.keys.join(', ')}` : `${rows.length} flow records`;
       process.stdout.write(`${[`${what}, records ending from ${range.from} to ${range.to} (wire bytes)`, '', ...table(columns, rows, process.stdout.columns ?? 200)].join('\n')}\n`);
     });

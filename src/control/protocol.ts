@@ -24,6 +24,7 @@ export const requestSchema = z.discriminatedUnion('op', [
     having: z.string().max(1024).optional(),
     order: z.string().max(1024).optional(),
     limit: z.number().int().min(1).max(100_000).default(20),
+    remotes: z.boolean().optional().describe('count distinct remote addresses per group'),
   }),
   z.strictObject({ op: z.literal('top'), id, processes: z.number().int().min(0).max(100).default(5) }),
   z.strictObject({ op: z.literal('status'), id }),
