@@ -11,8 +11,9 @@ type FlowQueryRequest = Extract<Request, { op: 'flows.query' }>;
 const PROTOCOL_NAMES = new Map(Object.entries(PROTOCOLS).map(([name, n]) => [n, name]));
 
 /** JSON-safe: 128-bit addresses as text, protocols by name where they have one. */
-function cell(kind: GroupKey['kind'] | 'record', value: unknown): string | number | null {
+function cell(kind: GroupKey['kind'] | 'record', value: unknown, store: FlowStore): string | number | null {
   if (value === null || value === undefined) return null;
+  if (kind === 'user') return store.userName(value as number);
   if (typeof value === 'bigint') return kind === 'address' || kind === 'record' ? bigIntToAddress(value) : Number(value);
   if (kind === 'protocol') return PROTOCOL_NAMES.get(value as number) ?? (value as number);
   return value as string | number;
@@ -33,11 +34,11 @@ export async function queryFlows(store: FlowStore | undefined, req: FlowQueryReq
   const rows = found.map((r) => {
     const out: Record<string, string | number | null> = {};
     if (keys.length === 0) {
-      for (const f of RECORD_FIELDS) out[f] = cell(f === 'protocol' ? 'protocol' : 'record', r[f]);
+      for (const f of RECORD_FIELDS) out[f] = cell(f === 'protocol' ? 'protocol' : 'record', r[f], store);
       return out;
     }
-    keys.forEach((k, i) => (out[k.name] = cell(k.kind, r[`k${i}`])));
-    for (const [name, v] of Object.entries(r)) if (!/^k\d+$/.test(name)) out[name] = cell('number', v);
+    keys.forEach((k, i) => (out[k.name] = cell(k.kind, r[`k${i}`], store)));
+    for (const [name, v] of Object.entries(r)) if (!/^k\d+$/.test(name)) out[name] = cell('number', v, store);
     return out;
   });
   return { from: new Date(req.from).toISOString(), to: new Date(req.to).toISOString(), keys: keys.map((k) => k.name), rows };

@@ -4,13 +4,15 @@
 // million records takes ~0.5 s in DuckDB's column store and ~6 s in SQLite's row b-tree,
 // at the same ingest cost. Retention by age and by size; the files are root's only.
 import { DuckDBDataChunk, DuckDBInstance, DOUBLE, INTEGER, UHUGEINT, USMALLINT, UTINYINT, VARCHAR, type DuckDBConnection, type DuckDBType, type DuckDBValue } from '@duckdb/node-api';
-import { chmodSync, mkdirSync, statSync } from 'node:fs';
+import { chmodSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
+import type { TrafficCounters } from '../kernel/types.js';
+import { filesSize } from '../ledger/size.js';
 import { addressToBigInt } from './address.js';
 import type { CompiledQuery, Param } from './query.js';
 
 /** One flow over one period, as stored. Counts are deltas over [startMs, endMs]. */
-export interface StoredFlow {
+export interface StoredFlow extends TrafficCounters {
   startMs: number;
   endMs: number;
   uid: number;
@@ -25,12 +27,6 @@ export interface StoredFlow {
   localPort: number;
   remoteAddress: string;
   remotePort: number;
-  rxBytes: number;
-  txBytes: number;
-  rxPackets: number;
-  txPackets: number;
-  rxPayloadBytes: number;
-  txPayloadBytes: number;
 }
 
 /** A stored row: the record with its program (comm, exe) as an id into `programs`. Names
@@ -156,6 +152,11 @@ export class FlowStore {
     return reader.getRowObjectsJS() as Record<string, unknown>[];
   }
 
+  /** The name stored for a uid (its latest), or the uid as text. */
+  userName(uid: number): string {
+    return this.users.get(uid) ?? String(uid);
+  }
+
   async count(): Promise<number> {
     const r = await this.con.runAndReadAll('SELECT COUNT(*)::DOUBLE AS n FROM flows');
     return r.getRowObjectsJS()[0]!.n as number;
@@ -194,14 +195,7 @@ export class FlowStore {
   }
 
   sizeBytes(): number {
-    const size = (p: string) => {
-      try {
-        return statSync(p).size;
-      } catch {
-        return 0;
-      }
-    };
-    return size(this.path) + size(`${this.path}.wal`);
+    return filesSize(this.path, `${this.path}.wal`);
   }
 
   close(): void {

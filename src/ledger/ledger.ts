@@ -7,10 +7,11 @@
 // as one blob (in meta, same transaction) rather than as thousands of upserts at every
 // flush; it becomes usage rows once, when a flush finds it complete.
 import Database from 'better-sqlite3';
-import { mkdirSync, statSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Scope, TrafficCounters } from '../kernel/types.js';
 import { addInto, getCounters, putCounters, zeroCounters } from '../agent/counters.js';
+import { filesSize } from './size.js';
 
 /** uid under which packets without a local socket owner are booked (per interface scope). */
 export const UNATTRIBUTED_UID = -1;
@@ -250,14 +251,7 @@ export class Ledger {
 
   /** Bytes on disk: the database and its write-ahead log. */
   sizeBytes(): number {
-    const size = (p: string) => {
-      try {
-        return statSync(p).size;
-      } catch {
-        return 0;
-      }
-    };
-    return size(this.path) + size(`${this.path}-wal`);
+    return filesSize(this.path, `${this.path}-wal`);
   }
 
   close(): void {
