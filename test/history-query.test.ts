@@ -18,7 +18,7 @@ const errorOf = (f: () => unknown): string => {
 describe('filter (--where)', () => {
   it('compiles nfdump/tcpdump primitives with every value bound', () => {
     expect(parseFilter('proto udp and port 53 and not user root')).toEqual({
-      text: '(protocol = ? AND (local_port = ? OR remote_port = ?) AND NOT "user" = ?)',
+      text: '(protocol = ? AND (local_port = ? OR remote_port = ?) AND NOT uid IN (SELECT uid FROM users WHERE name = ?))',
       params: [17, 53, 53, 'root'],
     });
     expect(parseFilter('dst port 443 or src port 22')).toEqual({ text: '(remote_port = ? OR local_port = ?)', params: [443, 22] });
@@ -40,7 +40,7 @@ describe('filter (--where)', () => {
 
   it('keeps injected SQL as a value', () => {
     const f = parseFilter(`user "x'OR'1'='1" and comm 'my prog'`);
-    expect(f).toEqual({ text: '("user" = ? AND comm = ?)', params: [`x'OR'1'='1`, 'my prog'] });
+    expect(f).toEqual({ text: '(uid IN (SELECT uid FROM users WHERE name = ?) AND comm = ?)', params: [`x'OR'1'='1`, 'my prog'] });
     expect(errorOf(() => parseFilter(`comm 'rsync`))).toBe('--where: unterminated single quote at column 6');
   });
 

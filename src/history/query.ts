@@ -44,6 +44,10 @@ function word(c: Cursor, keyword: string, what: string): string {
 const onSide = (side: Side, test: (col: 'local' | 'remote') => Sql): Sql =>
   side === 'either' ? { ...join([test('local'), test('remote')], ' OR '), text: `(${test('local').text} OR ${test('remote').text})` } : test(side);
 
+/** A uid, or a name looked up among the stored users (not joined to every row). */
+const byUser = (nameOrUid: string): Sql =>
+  /^\d+$/.test(nameOrUid) ? sql('uid = ?', Number(nameOrUid)) : sql('uid IN (SELECT uid FROM users WHERE name = ?)', nameOrUid);
+
 function primitive(c: Cursor): Sql {
   const first = c.next('a filter term such as "proto udp", "port 53", "user alice"');
   const key = first.text.toLowerCase();
@@ -71,7 +75,7 @@ function primitive(c: Cursor): Sql {
       return sql('family = ?', 6);
     case 'user': {
       const name = word(c, 'user', 'a user name or uid');
-      return /^\d+$/.test(name) ? sql('uid = ?', Number(name)) : sql('"user" = ?', name);
+      return byUser(name);
     }
     case 'uid':
       return sql('uid = ?', integer(c, 'uid', 2 ** 32 - 1));
@@ -313,7 +317,7 @@ export interface CompiledQuery {
 export function compileQuery(q: FlowQuery): CompiledQuery {
   const conditions: Sql[] = [sql('end_ms >= ? AND end_ms < ?', q.fromMs, q.toMs)];
   if (q.uid !== undefined) conditions.push(sql('uid = ?', q.uid));
-  if (q.user !== undefined) conditions.push(/^\d+$/.test(q.user) ? sql('uid = ?', Number(q.user)) : sql('"user" = ?', q.user));
+  if (q.user !== undefined) conditions.push(byUser(q.user));
   if (q.where?.trim()) conditions.push(parseFilter(q.where));
   const where = join(conditions, ' AND ');
   const limit = sql(' LIMIT ?', q.limit);
