@@ -35,7 +35,7 @@ export function addMonths(ms: number, months: number, rule: TimeRule): number {
 }
 
 const DATE = /^(\d{4})-(\d{2})-(\d{2})$/;
-const LOCAL_DATETIME = /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,3}))?)?$/;
+const LOCAL_DATETIME = /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,3}))?)?$/i;
 
 /** A point in time, or undefined when `text` is not one. */
 export function parseTime(text: string, nowMs: number, rule: TimeRule): number | undefined {
@@ -48,9 +48,9 @@ export function parseTime(text: string, nowMs: number, rule: TimeRule): number |
   if (ago !== undefined) return nowMs - ago;
   const local = DATE.exec(t) ?? LOCAL_DATETIME.exec(t);
   if (local) {
-    const [y, mo, d, h, mi, s] = local.slice(1, 7).map((v) => Number(v ?? 0)) as number[];
+    const [y = 0, mo = 1, d = 1, h = 0, mi = 0, s = 0] = local.slice(1, 7).map((v) => (v === undefined ? undefined : Number(v)));
     const ms = Number((local[7] ?? '0').padEnd(3, '0'));
-    return rule.utc ? Date.UTC(y!, mo! - 1, d!, h, mi, s, ms) : new Date(y!, mo! - 1, d!, h, mi, s, ms).getTime();
+    return rule.utc ? Date.UTC(y, mo - 1, d, h, mi, s, ms) : new Date(y, mo - 1, d, h, mi, s, ms).getTime();
   }
   // with an explicit offset or Z: as written
   if (/(z|[+-]\d{2}:?\d{2})$/.test(t) && /^\d{4}-\d{2}-\d{2}t/.test(t)) {
