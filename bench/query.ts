@@ -2,12 +2,12 @@
 // recorder hands them over, in batches of one flush (10 s at 20,000 records/s), CPU time
 // per record → share of one core at 20,000 records/s (budget < 5 %). Query: 10 million
 // stored records grouped by user and remote port through the query language (budget
-// < 2 s), plus a filtered and a network-grouped query. Runs on the built tree (dist/).
+// < 2 s), plus a filtered and a network-grouped query. Runs from the sources (scripts/ts-hooks.mjs).
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FlowStore, type StoredFlow } from '../dist/history/store.js';
-import { compileQuery } from '../dist/history/query.js';
+import { FlowStore, type StoredFlow } from '../src/history/store.js';
+import { compileQuery } from '../src/history/query.js';
 
 const TOTAL = Number(process.env.BENCH_FLOWS ?? 10_000_000);
 const BATCH = 200_000; // one 10 s flush at 20,000 records/s

@@ -39,6 +39,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Set by the loader: inode of the host's network namespace. Per-interface figures are
  * kept for its interfaces only (ifindex numbers repeat across namespaces). */
 const volatile __u32 host_netns_ino = 0;
+/* slots of user_slots (the loader sizes the map to match; tests load a small table) */
+const volatile __u32 max_users = UBIA_MAX_USERS;
 extern unsigned long CONFIG_HZ __kconfig;
 
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
@@ -179,7 +181,7 @@ static __always_inline struct ubia_counters *user_counters(const struct ubia_use
 	if (!idx) {
 		__u32 zero = 0;
 		struct ubia_meta *m = bpf_map_lookup_elem(&meta, &zero);
-		if (!m || m->user_slots_used >= UBIA_MAX_USERS)
+		if (!m || m->user_slots_used >= max_users)
 			return NULL; /* full: no atomic add, so the count cannot wrap */
 		__u32 n = __sync_fetch_and_add(&m->user_slots_used, 1);
 		struct ubia_user_slot *slot = bpf_map_lookup_elem(&user_slots, &n);
@@ -212,6 +214,12 @@ static __always_inline void count_user_and_process(const struct ubia_owner *o, _
 		stat_add(UBIA_STAT_UNATTR_TX_BYTES, d->tx_bytes);
 		stat_add(UBIA_STAT_UNATTR_RX_PACKETS, d->rx_packets);
 		stat_add(UBIA_STAT_UNATTR_TX_PACKETS, d->tx_packets);
+		stat_add(UBIA_STAT_OVERFLOW_RX_BYTES, d->rx_bytes);
+		stat_add(UBIA_STAT_OVERFLOW_TX_BYTES, d->tx_bytes);
+		stat_add(UBIA_STAT_OVERFLOW_RX_PACKETS, d->rx_packets);
+		stat_add(UBIA_STAT_OVERFLOW_TX_PACKETS, d->tx_packets);
+		stat_add(UBIA_STAT_OVERFLOW_RX_PAYLOAD, d->rx_payload);
+		stat_add(UBIA_STAT_OVERFLOW_TX_PAYLOAD, d->tx_payload);
 	}
 
 	struct ubia_proc_key pk = { .uid = o->uid, .tgid = o->tgid, .scope = scope };

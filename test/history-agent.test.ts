@@ -6,7 +6,10 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { FlowQueryResult } from '../src/control/protocol.js';
 import { addressToBigInt, bigIntToAddress } from '../src/history/address.js';
-import { cli, createTestbed, runTraffic, startAgent, waitFor, type Testbed, type TestUser } from './helpers/agent.js';
+import { cli, startAgent } from './support/agent.js';
+import { createTestbed, type Testbed, type TestUser } from './support/testbed.js';
+import { sinkTraffic } from './support/traffic.js';
+import { waitFor } from './support/wait.js';
 
 const SINK_PORT = 9100;
 const HISTORY = '\n[history]\nflush_interval = 1\nactive_timeout = 1\nidle_timeout = 1\n';
@@ -32,8 +35,8 @@ describe('flow history with the real agent', () => {
     let agent = await startAgent({ dir, pinDir, extra: HISTORY });
     try {
       await Promise.all([
-        runTraffic(alice, dir, { host: net.peerV4, port: sink.port, send: 300_000, reply: 50_000, ms: 300 }),
-        runTraffic(bob, dir, { host: net.peerV6, port: sink.port, send: 20_000, reply: 400_000, ms: 300 }),
+        sinkTraffic(alice, { host: net.peerV4, port: sink.port, send: 300_000, reply: 50_000, ms: 300 }),
+        sinkTraffic(bob, { host: net.peerV6, port: sink.port, send: 20_000, reply: 400_000, ms: 300 }),
       ]);
       const grouped = ['--remotes', '--group-by', 'user,remote_port', '--where', `dst port ${SINK_PORT} and tcp`];
       // the payload sent is exactly what the process wrote (+ the 8-byte reply-size
@@ -66,7 +69,7 @@ describe('flow history with the real agent', () => {
       expect(after).toEqual(before);
 
       // more traffic after the restart adds to what survived
-      await runTraffic(alice, dir, { host: net.peerV4, port: sink.port, send: 100_000, reply: 1000, ms: 200 });
+      await sinkTraffic(alice, { host: net.peerV4, port: sink.port, send: 100_000, reply: 1000, ms: 200 });
       const more = await waitFor('alice\'s new flow in the store', () => {
         const g = byUser(query(agent.socket, grouped).rows, alice.name);
         return g && g.tx_payload === 300_008 + 100_008 ? g : undefined;

@@ -93,9 +93,11 @@ describe('groups, group filter, order', () => {
   });
 
   it('compiles the stages into one statement with the range and the caller first', () => {
-    const q = compileQuery({ fromMs: 1, toMs: 2, uid: 1001, where: 'udp', groupBy: 'user,remote/24', having: 'bytes > 10M', order: '-bytes', limit: 20 });
-    expect(q.sql).toMatch(/^SELECT uid AS k0, \(remote_addr & .*\) AS k1, SUM\(rx_bytes \+ tx_bytes\) AS bytes, .* FROM flows WHERE end_ms >= \? AND end_ms < \? AND uid = \? AND protocol = \? GROUP BY k0, k1 HAVING SUM\(rx_bytes \+ tx_bytes\) > \? ORDER BY bytes DESC LIMIT \?$/);
-    expect(q.params.slice(2)).toEqual([1, 2, 1001, 17, 10_000_000, 20]);
+    const q = compileQuery({ fromMs: 1, toMs: 2, uids: [1001, 1003], where: 'udp', groupBy: 'user,remote/24', having: 'bytes > 10M', order: '-bytes', limit: 20 });
+    expect(q.sql).toMatch(/^SELECT uid AS k0, \(remote_addr & .*\) AS k1, SUM\(rx_bytes \+ tx_bytes\) AS bytes, .* FROM flows WHERE end_ms >= \? AND end_ms < \? AND uid IN \(\?, \?\) AND protocol = \? GROUP BY k0, k1 HAVING SUM\(rx_bytes \+ tx_bytes\) > \? ORDER BY bytes DESC LIMIT \?$/);
+    expect(q.params.slice(2)).toEqual([1, 2, 1001, 1003, 17, 10_000_000, 20]);
+    // a caller who may see nobody's flows gets none
+    expect(compileQuery({ fromMs: 1, toMs: 2, uids: [], limit: 1 }).sql).toContain('AND false');
     // names and programs are joined in only when the query uses them
     expect(compileQuery({ fromMs: 1, toMs: 2, where: 'comm rsync', groupBy: 'uid', limit: 1 }).sql).toContain(' FROM flow_records WHERE ');
     expect(errorOf(() => compileQuery({ fromMs: 0, toMs: 1, limit: 1, having: 'bytes > 1' }))).toBe('--having: filters groups: give --group-by too');

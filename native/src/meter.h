@@ -25,8 +25,12 @@ struct MeterError : std::runtime_error {
 };
 
 struct MeterOptions {
-  std::string pin_dir = "/sys/fs/bpf/ubia";
+  // always given by the caller: the agent's agent.pin_dir, whose default the configuration
+  // schema (src/config/schema.ts) holds
+  std::string pin_dir;
   uint32_t flow_capacity = UBIA_MAX_FLOWS;
+  // slots of the per-user table (a pinned table keeps the size it was made with)
+  uint32_t user_capacity = UBIA_MAX_USERS;
   // Leave the socket-layer (payload) hooks out, as on a kernel without them: for hosts
   // that want the lower overhead, and to test the fallback on kernels that have them.
   bool wire_only = false;
@@ -85,6 +89,13 @@ class Meter {
   const std::string &mode() const { return mode_; }
   const std::string &pin_dir() const { return opts_.pin_dir; }
 
+  // Pins of this meter that are gone from the pin directory (removed while we run).
+  std::vector<std::string> missing_pins() const;
+  // Pins every missing map, link and program again from the fds held; returns how many.
+  size_t repin();
+  // Flow map size in use: a resumed meter keeps the pinned map's, whatever was asked.
+  uint32_t flow_capacity() const { return opts_.flow_capacity; }
+
   // Keeps everything attached and pinned (the kernel goes on counting) unless detach.
   void close(bool detach);
 
@@ -96,6 +107,7 @@ class Meter {
   void attach_tc(uint32_t ifindex, const std::string &name);
   void fold_if_stale() const;
   void map_user_slots(size_t used) const;
+  std::vector<std::pair<std::string, int>> pins() const;
 
   MeterOptions opts_;
   ubia_bpf *skel_ = nullptr;
@@ -109,6 +121,10 @@ class Meter {
   int cgroup_fd_ = -1;
   int tc_ingress_fd_ = -1;
   int tc_egress_fd_ = -1;
+  // flock on the pin directory (one agent per pin directory)
+  int lock_fd_ = -1;
+  // every link, pinned and held (pin path, link)
+  std::vector<std::pair<std::string, bpf_link *>> links_;
   bool resumed_ = false;
   bool closed_ = false;
   std::string mode_;
@@ -120,7 +136,7 @@ class Meter {
 
 // Detaches everything a meter pinned under pin_dir (links, tc filters) and removes the
 // pins, with no meter loaded: for `ubia detach` and package removal.
-void detach_pinned(const std::string &pin_dir);
+void detach_pinned(const std::string &pin_dir, bool keep_dir = false);
 
 // CLOCK_BOOTTIME nanoseconds (what the BPF programs stamp) to epoch milliseconds, with
 // the clocks' offset taken once (a read converts 10,000s of stamps).

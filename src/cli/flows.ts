@@ -1,27 +1,18 @@
-// `ubia flows`: the live flow table (as before), or with any of --since/--from/--where/
-// --group-by… a query over the flow store in Flowy's stages (filter → group → group
-// filter → order), printed as a table, --json or --csv.
-import { Command, InvalidArgumentError, Option } from 'commander';
+// `ubia flows` with any of --since/--from/--where/--group-by…: a query over the flow store
+// in Flowy's stages (filter → group → group filter → order), printed as a table, --json or
+// --csv. Without them program.ts shows the live flow table (views.ts).
+import { Command, InvalidArgumentError } from 'commander';
 import { controlRequest } from '../control/client.js';
 import type { FlowQueryResult } from '../control/protocol.js';
+import { csvLines } from './csv.js';
 import { humanBytes, left, right, table, type Column } from './format.js';
-import { showFlows } from './views.js';
+import { print, printJson, type OutputFormat } from './views.js';
 import { formatTime, parseTime, TIME_HELP, type TimeRule } from './when.js';
 
 type Row = Record<string, string | number | null>;
 
 /** Time fields of query rows (ms since the epoch) shown by the time rule. */
 const TIME_FIELDS = new Set(['first', 'last', 'start_ms', 'end_ms']);
-
-const csvCell = (v: string | number | null) => {
-  const s = v === null ? '' : String(v);
-  return /[",\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
-};
-
-/** Rows as CSV (RFC 4180): a header line, then one line per row. */
-export function toCsv(rows: Row[], fields: string[]): string {
-  return [fields.join(','), ...rows.map((r) => fields.map((f) => csvCell(r[f] ?? null)).join(','))].join('\r\n');
-}
 
 /** Times as text by the time rule; everything else as it came. */
 const withTimes = (rows: Row[], rule: TimeRule): Row[] =>
@@ -60,10 +51,12 @@ const RECORD_COLUMNS: Column<Row>[] = [
   right('TX', bytes('tx_bytes')),
 ];
 
-interface FlowsOptions {
+export const QUERY_DEFAULT_LIMIT = 20;
+/** the protocol's bound on the rows of one answer */
+export const QUERY_MAX_LIMIT = 100_000;
+
+export interface FlowQueryOptions {
   user?: string;
-  json?: boolean;
-  csv?: boolean;
   utc?: boolean;
   since?: string;
   from?: string;
@@ -72,9 +65,13 @@ interface FlowsOptions {
   groupBy?: string;
   having?: string;
   order?: string;
-  limit: number;
+  limit?: number;
   remotes?: boolean;
 }
+
+/** A range or any query stage asks the flow history; else the live table answers. */
+export const isQuery = (o: FlowQueryOptions): boolean =>
+  [o.since, o.from, o.to, o.where, o.groupBy, o.having, o.order, o.remotes].some((v) => v !== undefined);
 
 /** --since/--from/--to by the time rule; `fallback` when none is given. */
 export function rangeOf(o: { since?: string; from?: string; to?: string }, rule: TimeRule, nowMs: number, fallback: string): { fromMs: number; toMs: number } {
@@ -97,7 +94,7 @@ export const timeOptions = (cmd: Command, what: string): Command =>
     .option('--to <time>', 'end of the range (default now)')
     .option('--utc', 'read and show times in UTC instead of local time');
 
-const EXAMPLES = `
+export const FLOWS_EXAMPLES = `
 Without a range or a query: the live flow table (active and recently ended flows).
 With one: the flow store, in stages — filter records (--where), group them (--group-by),
 filter groups (--having), order and cut (--order, --limit). A record counts in the range
@@ -121,41 +118,19 @@ Examples:
   ubia flows --since 1h30m --where 'dst net 198.18.0.0/15' --limit 50 --json
   ubia flows --from 2026-11-27 --to 2026-11-28 --group-by comm,exe --utc`;
 
-export function addFlowsCommand(program: Command, socketOf: (cmd: Command) => string): void {
-  const cmd = program.command('flows').description('active and recently ended flows, or a query over the flow history');
-  timeOptions(cmd, 'query the flow history')
-    .option('-u, --user <name|uid>', 'only this user')
-    .option('--where <filter>', 'keep records matching this filter')
-    .option('--group-by <keys>', 'group records by these comma-separated keys')
-    .option('--having <condition>', 'keep groups whose aggregates match, e.g. "bytes > 10M and flows >= 3"')
-    .option('--order <fields>', 'order by these aggregates or keys; "-" first = descending (default -bytes, or -end for records)')
-    .addOption(new Option('--limit <n>', 'at most this many rows').default(20).argParser((v) => {
-      const n = Number(v);
-      if (!Number.isInteger(n) || n < 1 || n > 100_000) throw new InvalidArgumentError('expected a whole number from 1 to 100000');
-      return n;
-    }))
-    .option('--remotes', 'count distinct remote addresses per group (slower; implied when --having/--order name "remotes")')
-    .option('--json', 'exact figures as JSON')
-    .option('--csv', 'rows as CSV')
-    .addHelpText('after', EXAMPLES)
-    .action(async (o: FlowsOptions, c: Command) => {
-      const socket = socketOf(c);
-      const historic = [o.since, o.from, o.to, o.where, o.groupBy, o.having, o.order].some((v) => v !== undefined);
-      if (!historic) {
-        if (o.csv) throw new InvalidArgumentError('--csv is for queries over the flow history: add --since');
-        return showFlows({ socket, json: !!o.json, user: o.user });
-      }
-      const rule = { utc: !!o.utc };
-      const { fromMs, toMs } = rangeOf(o, rule, Date.now(), 'today');
-      const r = await controlRequest<FlowQueryResult>(socket, {
-        op: 'flows.query', from: fromMs, to: toMs, user: o.user, where: o.where, remotes: o.remotes, groupBy: o.groupBy, having: o.having, order: o.order, limit: o.limit,
-      }, 60_000);
-      const rows = withTimes(r.rows, rule);
-      const range = { from: formatTime(fromMs, rule), to: formatTime(toMs, rule) };
-      if (o.json) return void process.stdout.write(`${JSON.stringify({ ...range, keys: r.keys, rows }, null, 2)}\n`);
-      if (o.csv) return void process.stdout.write(`${toCsv(rows, Object.keys(rows[0] ?? {}))}\r\n`);
-      const columns = r.keys.length ? groupColumns(r.keys, 'remotes' in (r.rows[0] ?? {})) : RECORD_COLUMNS;
-      const what = r.keys.length ? `${rows.length} groups by ${r.keys.join(', ')}` : `${rows.length} flow records`;
-      process.stdout.write(`${[`${what}, records ending from ${range.from} to ${range.to} (wire bytes)`, '', ...table(columns, rows, process.stdout.columns ?? 200)].join('\n')}\n`);
-    });
+export async function runFlowQuery(o: FlowQueryOptions & { socket: string; format: OutputFormat }): Promise<void> {
+  const limit = o.limit ?? QUERY_DEFAULT_LIMIT;
+  if (limit > QUERY_MAX_LIMIT) throw new InvalidArgumentError(`--limit: at most ${QUERY_MAX_LIMIT} rows from the flow history (got ${limit})`);
+  const rule = { utc: !!o.utc };
+  const { fromMs, toMs } = rangeOf(o, rule, Date.now(), 'today');
+  const r = await controlRequest<FlowQueryResult>(o.socket, {
+    op: 'flows.query', from: fromMs, to: toMs, user: o.user, where: o.where, remotes: o.remotes, groupBy: o.groupBy, having: o.having, order: o.order, limit,
+  }, 60_000);
+  const rows = withTimes(r.rows, rule);
+  const range = { from: formatTime(fromMs, rule), to: formatTime(toMs, rule) };
+  if (o.format === 'json') return printJson({ ...range, keys: r.keys, rows });
+  if (o.format === 'csv') return print(csvLines(Object.keys(rows[0] ?? {}), rows));
+  const columns = r.keys.length ? groupColumns(r.keys, 'remotes' in (r.rows[0] ?? {})) : RECORD_COLUMNS;
+  const what = r.keys.length ? `${rows.length} groups by ${r.keys.join(', ')}` : `${rows.length} flow records`;
+  print([`${what}, records ending from ${range.from} to ${range.to} (wire bytes)`, '', ...table(columns, rows, process.stdout.columns ?? 200)]);
 }

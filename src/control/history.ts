@@ -1,9 +1,10 @@
 // Answers `flows.query` from the flow store: the query compiled to one SQL statement with
-// bound values, the caller's uid added for anyone who is not an admin.
+// bound values, restricted to the uids the caller's Scope sees unless they are an admin.
 import { bigIntToAddress } from '../history/address.js';
 import { compileQuery, PROTOCOLS, QueryError, RECORD_FIELDS, type GroupKey } from '../history/query.js';
 import type { FlowStore } from '../history/store.js';
 import type { FlowQueryResult, Request } from './protocol.js';
+import type { Scope } from './scope.js';
 import { ControlError } from './server.js';
 
 type FlowQueryRequest = Extract<Request, { op: 'flows.query' }>;
@@ -19,12 +20,23 @@ function cell(kind: GroupKey['kind'] | 'record', value: unknown, store: FlowStor
   return value as string | number;
 }
 
-export async function queryFlows(store: FlowStore | undefined, req: FlowQueryRequest, onlyUid: number | undefined): Promise<FlowQueryResult> {
+/** The uids whose records the caller may query (undefined: all), narrowed by `-u`. */
+function uidsInSight(store: FlowStore, scope: Scope, user: string | undefined): number[] | undefined {
+  if (scope.role === 'admin') return undefined; // -u is matched against the stored names: a user since deleted is still found
+  // an auditor is shown pseudonyms and anonymised addresses, but the filter language names
+  // real users, hosts and networks: answering it would tell who talked to whom
+  if (scope.role === 'auditor') throw new ControlError('forbidden', 'the flow history names real users and addresses, which an auditor does not see: use `ubia flows` (live, pseudonymised) or `ubia users`');
+  const wanted = scope.userFilter(user);
+  return store.uids().filter((uid) => scope.sees(uid) && wanted(uid));
+}
+
+export async function queryFlows(store: FlowStore | undefined, req: FlowQueryRequest, scope: Scope): Promise<FlowQueryResult> {
   if (!store) throw new ControlError('internal', 'the agent keeps no flow history ([history] enabled = false, or the store did not open: see the agent log)');
   if (req.to < req.from) throw new ControlError('bad_request', '"to" is before "from"');
+  const uids = uidsInSight(store, scope, req.user);
   let compiled;
   try {
-    compiled = compileQuery({ ...req, fromMs: req.from, toMs: req.to, uid: onlyUid });
+    compiled = compileQuery({ ...req, fromMs: req.from, toMs: req.to, user: uids === undefined ? req.user : undefined, uids });
   } catch (e) {
     if (e instanceof QueryError) throw new ControlError('bad_request', e.message);
     throw e;

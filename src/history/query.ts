@@ -282,8 +282,8 @@ export interface FlowQuery {
   having?: string;
   order?: string;
   limit: number;
-  /** only this uid's flows (a caller who is not an admin) */
-  uid?: number;
+  /** only these uids' flows (the ones a caller who is not an admin may see) */
+  uids?: readonly number[];
   /** only this user's flows (name or uid), as asked for with --user */
   user?: string;
   /** count distinct remote addresses per group (also when --having/--order name it) */
@@ -316,7 +316,7 @@ export interface CompiledQuery {
  *  (each record is a period of one flow, so adjacent ranges never count one twice). */
 export function compileQuery(q: FlowQuery): CompiledQuery {
   const conditions: Sql[] = [sql('end_ms >= ? AND end_ms < ?', q.fromMs, q.toMs)];
-  if (q.uid !== undefined) conditions.push(sql('uid = ?', q.uid));
+  if (q.uids !== undefined) conditions.push(q.uids.length === 0 ? sql('false') : sql(`uid IN (${q.uids.map(() => '?').join(', ')})`, ...q.uids));
   if (q.user !== undefined) conditions.push(byUser(q.user));
   if (q.where?.trim()) conditions.push(parseFilter(q.where));
   const where = join(conditions, ' AND ');

@@ -153,6 +153,11 @@ export class FlowStore {
   }
 
   /** The name stored for a uid (its latest), or the uid as text. */
+  /** every uid that has records (each is named in users before its first record) */
+  uids(): number[] {
+    return [...this.users.keys()];
+  }
+
   userName(uid: number): string {
     return this.users.get(uid) ?? String(uid);
   }
