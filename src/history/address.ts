@@ -1,6 +1,7 @@
 // Addresses as 128-bit integers (IPv4 mapped into ::ffff:0:0/96, RFC 4291 §2.5.5.2), the
 // form the flow store keeps them in: a CIDR test and a prefix group are then one AND.
 import { isIPv6 } from 'node:net';
+import { formatAddress } from '../privacy/address.js';
 
 const ALL = (1n << 128n) - 1n;
 
@@ -51,24 +52,13 @@ export function addressToBigInt(text: string): bigint | undefined {
   return all.reduce((n, g) => (n << 16n) | BigInt(parseInt(g, 16)), 0n);
 }
 
-/** Back to text: dotted quad for mapped IPv4, RFC 5952 §4 shortest form for IPv6. */
-export function bigIntToAddress(n: bigint): string {
-  if (n >> 32n === 0xffffn) return [24n, 16n, 8n, 0n].map((s) => String((n >> s) & 0xffn)).join('.');
-  const groups = Array.from({ length: 8 }, (_, i) => Number((n >> BigInt(112 - i * 16)) & 0xffffn));
-  // the longest run of two or more zero groups becomes "::" (the first one on a tie)
-  let best = { at: -1, len: 1 };
-  for (let i = 0; i < 8; ) {
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > best.len) best = { at: i, len: j - i };
-    i = j === i ? i + 1 : j;
-  }
-  const hex = groups.map((g) => g.toString(16));
-  if (best.at === -1) return hex.join(':');
-  return `${hex.slice(0, best.at).join(':')}::${hex.slice(best.at + best.len).join(':')}`;
-}
-
 export const isMappedV4 = (n: bigint) => n >> 32n === 0xffffn;
+
+/** Back to text: dotted quad for mapped IPv4, else RFC 5952 (privacy/address.ts). */
+export function bigIntToAddress(n: bigint): string {
+  const length = isMappedV4(n) ? 4 : 16;
+  return formatAddress(Uint8Array.from({ length }, (_, i) => Number((n >> BigInt(8 * (length - 1 - i))) & 0xffn)));
+}
 
 /** The mask that keeps the first `bits` of a 128-bit address. */
 export const prefixMask = (bits: number): bigint => (bits <= 0 ? 0n : (ALL << BigInt(128 - bits)) & ALL);
