@@ -58,6 +58,10 @@ describe('Debian package', () => {
     expect(execFileSync('dpkg-deb', ['-I', deb, 'conffiles'], { encoding: 'utf8' }).trim()).toBe('/etc/ubia/ubia.toml');
     expect(contents).toEqual(expect.arrayContaining(['/usr/bin/ubia', '/usr/lib/ubia/node', '/lib/systemd/system/ubia.service', '/etc/ubia/ubia.toml', '/usr/share/man/man5/ubia.toml.5.gz']));
     // no development packages in the bundle
+    // the flow store's DuckDB: this platform's prebuilt binding, no other platform's
+    expect(contents).toEqual(expect.arrayContaining([`/usr/lib/ubia/node_modules/@duckdb/node-bindings-linux-${process.arch}/duckdb.node`]));
+    expect(contents.filter((p) => /node-bindings-(darwin|win32)/.test(p))).toEqual([]);
+    expect(depends).toContain('libstdc++6');
     expect(contents.some((p) => p.startsWith('/usr/lib/ubia/node_modules/vitest/'))).toBe(false);
     expect(contents.some((p) => p.startsWith('/usr/lib/ubia/node_modules/typescript/'))).toBe(false);
   });
@@ -134,6 +138,10 @@ describe('Debian package', () => {
       expect(result.exited, `the agent exited: ${logs}`).toBeUndefined();
       expect(result.out).toMatch(/agent:\s+running/);
       expect(result.out).toContain(pinDir);
+      // the flow store opened on the installed DuckDB binding (else: "keeps no flow history")
+      const flows = run('/usr/bin/ubia', ['--socket', socket, 'flows', '--since', '1h', '--group-by', 'user', '--json']);
+      expect(flows.status, `${flows.stderr}\n${logs}`).toBe(0);
+      expect(JSON.parse(flows.stdout)).toMatchObject({ keys: ['user'] });
     } finally {
       if (agent.exitCode === null) agent.kill('SIGTERM');
     }
