@@ -33,7 +33,7 @@ beforeAll(async () => {
   agent = await startAgent({
     dir: bed.dir,
     pinDir: bed.pinDir,
-    extra: `\n[[control.roles]]\nrole = "manager"\ngroup = "${leads}"\nsees_group = "${bob.name}"\n\n[[control.roles]]\nrole = "auditor"\ngroup = "${audit}"\n\n[history]\nflush_interval = 1\nidle_timeout = 1\n`,
+    extra: `\n[[control.roles]]\nrole = "manager"\ngroup = "${leads}"\nsees_group = "${bob.name}"\n\n[[control.roles]]\nrole = "auditor"\ngroup = "${audit}"\n\n[history]\nenabled = true\nflush_interval = 1\nidle_timeout = 1\n`,
   });
 });
 

@@ -116,7 +116,7 @@ const logLinesAbout = (uid: number, since: number) =>
     .filter((l) => l.includes(`"uid":${uid}`));
 
 describe('control socket under attack by a local user', () => {
-  it('every attack at once: root\'s status stays < 200 ms, RSS grows < 45 MiB, fds bounded; refused and slow clients are closed', async () => {
+  it('every attack at once: root\'s status stays < 200 ms, RSS < 150 MB, fds bounded; refused and slow clients are closed', async () => {
     const fdsBefore = agentFds();
     const rssBefore = agentRssMiB();
     const logFrom = agent.logs().length;
@@ -136,9 +136,7 @@ describe('control socket under attack by a local user', () => {
     // the moment 2,000+ connections land at once costs one slower answer (measured
     // 155–295 ms): accepting and refusing them is one synchronous libuv loop
     expect(figures.statusMs.max).toBeLessThan(400);
-    // what the attack costs, over the agent's idle RSS (which the flow store of [history],
-    // on by default, raises by ≈ 37 MiB of DuckDB): 36–39 MiB measured
-    expect(figures.rssMiB.max - figures.rssMiB.before).toBeLessThan(45);
+    expect(figures.rssMiB.max).toBeLessThan(150);
     // mallory still holds > 2,000 sockets (the flood never reads, so never sees the close);
     // the agent closed its ends at once: 16 of mallory's connections are served at most
     expect(stats.stillOpen).toBeGreaterThan(2000);
@@ -173,10 +171,7 @@ describe('control socket under attack by a local user', () => {
     expect(mine.meter.health.eventsDropped).toBeTypeOf('number');
     expect([mine.agent.configFile, mine.meter.pinDir, mine.ledger.path, mine.ledger.sizeBytes]).toEqual([null, null, null, null]);
     expect(r.stdout).not.toContain(bed.dir);
-    expect(mine.exporters.map((e) => [e.name, e.detail])).toEqual([
-      ['otlp', ''],
-      ['history', ''],
-    ]);
+    expect(mine.exporters.map((e) => [e.name, e.detail])).toEqual([['otlp', '']]);
     expect(cli(agent.socket, ['status'], mallory).stdout).toMatch(/^agent: {6}running/);
 
     const root = cli(agent.socket, ['status', '--json']);

@@ -12,7 +12,7 @@ import { sinkTraffic } from './support/traffic.js';
 import { waitFor } from './support/wait.js';
 
 const SINK_PORT = 9100;
-const HISTORY = '\n[history]\nflush_interval = 1\nactive_timeout = 1\nidle_timeout = 1\n';
+const HISTORY = '\n[history]\nenabled = true\nflush_interval = 1\nactive_timeout = 1\nidle_timeout = 1\n';
 
 type Group = Record<string, string | number | null>;
 const query = (socket: string, args: string[], as?: TestUser): FlowQueryResult => {

@@ -122,7 +122,8 @@ describe('Debian package', () => {
   });
 
   it('starts the installed agent and answers `ubia status`', async () => {
-    const config = writeAgentConfig({ dir: work, pinDir });
+    // the flow store on, so the installed DuckDB binding is loaded and used
+    const config = writeAgentConfig({ dir: work, pinDir, extra: '\n[history]\nenabled = true\n' });
     const socket = join(work, 'control.sock');
     const agent = spawn('/usr/bin/ubia', ['agent', '--config', config], { env: ENV, stdio: ['ignore', 'pipe', 'pipe'] });
     let logs = '';

@@ -63,7 +63,7 @@ export type RoleConfig = z.infer<typeof roleSchema>;
 
 export const historySectionSchema = z
   .strictObject({
-    enabled: setting(z.boolean(), true, 'keep every flow record (ended flows and active-timeout reports) on disk for `ubia flows --since`'),
+    enabled: setting(z.boolean(), false, 'keep every flow record (ended flows and active-timeout reports) on disk for `ubia flows --since` (DuckDB: ≈ 37 MiB more resident memory, and a flow-table read every flow_interval)'),
     path: setting(z.string(), '', 'DuckDB flow store file; empty = flows/flows.duckdb beside the ledger. Its directory is made root-only (0700)'),
     max_age_days: setting(seconds(1 / 24, 36_500), 90, 'days flow records are kept'),
     max_size_mb: setting(seconds(16, 10_000_000), 4096, 'MiB the flow store may take; past it the oldest records go first'),
