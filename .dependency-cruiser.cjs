@@ -5,6 +5,7 @@
 //   view both anonymise with them)
 //   → kernel (the typed meter over the native addon, itself over bpf/)
 //   → ledger | export (side by side: neither imports the other)
+//   → history (the flow store: fed by the IPFIX flow tracker, sized like the ledger)
 //   → config → agent (and log.ts) → control (declares the narrow view it needs of the
 //   agent, so it imports none of it) → cli (the commands; `ubia agent` wires the layers).
 // And the product never imports the harness (bench/, test/).
@@ -13,6 +14,7 @@ const FLOORS = [
   { privacy: '^src/privacy/' },
   { kernel: '^src/kernel/' },
   { ledger: '^src/ledger/', export: '^src/export/' },
+  { history: '^src/history/' },
   { config: '^src/config/' },
   { agent: '^src/(agent/|log\\.ts$)' },
   { control: '^src/control/' },

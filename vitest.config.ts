@@ -9,6 +9,7 @@ import { defineConfig } from 'vitest/config';
 export const UNIT_TESTS = [
   'test/agent-accounting.test.ts',
   'test/cli-docs.test.ts',
+  'test/cli-when.test.ts',
   'test/config.test.ts',
   'test/config-documents.test.ts',
   'test/diameter-config.test.ts',
@@ -16,6 +17,8 @@ export const UNIT_TESTS = [
   'test/diameter-peer.test.ts',
   'test/diameter-protocol.test.ts',
   'test/diameter-sessions.test.ts',
+  'test/history-query.test.ts',
+  'test/history-store.test.ts',
   'test/ipfix-encoding.test.ts',
   'test/ipfix-udp.test.ts',
   'test/ledger.test.ts',

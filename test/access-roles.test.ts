@@ -13,7 +13,7 @@ import { CLI, startAgent, type AgentProcess } from './support/agent.js';
 import { createTestbed, type Testbed, type TestUser } from './support/testbed.js';
 import { sinkTraffic } from './support/traffic.js';
 import { waitFor } from './support/wait.js';
-import type { FlowsResult, ProcsResult, StatusResult, UsersResult } from '../src/control/protocol.js';
+import type { FlowQueryResult, FlowsResult, ProcsResult, StatusResult, UsersResult } from '../src/control/protocol.js';
 import { createPseudonyms } from '../src/privacy/pseudonyms.js';
 
 let bed: Testbed;
@@ -33,7 +33,7 @@ beforeAll(async () => {
   agent = await startAgent({
     dir: bed.dir,
     pinDir: bed.pinDir,
-    extra: `\n[[control.roles]]\nrole = "manager"\ngroup = "${leads}"\nsees_group = "${bob.name}"\n\n[[control.roles]]\nrole = "auditor"\ngroup = "${audit}"\n`,
+    extra: `\n[[control.roles]]\nrole = "manager"\ngroup = "${leads}"\nsees_group = "${bob.name}"\n\n[[control.roles]]\nrole = "auditor"\ngroup = "${audit}"\n\n[history]\nenabled = true\nflush_interval = 1\nidle_timeout = 1\n`,
   });
 });
 
@@ -194,6 +194,26 @@ describe('access roles', () => {
     const byName = as(aud, 'init', ['procs', '-u', alice.name]);
     expect(byName.code).toBe(1);
     expect(byName.stderr).toMatch(/as an auditor you name users by pseudonym/);
+  });
+
+  it('the flow history answers each caller for the users in their sight; an auditor is refused', async () => {
+    const managing = { gids: [gid(leads)] };
+    const history = ['flows', '--since', '1h', '--group-by', 'uid'];
+    const uidsIn = (user: TestUser | undefined, groups: Groups, more: string[] = []) =>
+      ours(json<FlowQueryResult>(user, groups, [...history, ...more]).rows.map((r) => ({ uid: r.uid as number }))).map((r) => r.uid).sort((a, b) => a - b);
+    await waitFor('the three senders in the flow history', () => uidsIn(undefined, 'none').length === 3, 30_000);
+    expect(uidsIn(undefined, 'none')).toEqual(sorted(alice, bob, carol));
+    expect(uidsIn(lead, managing)).toEqual(sorted(alice, bob));
+    expect(uidsIn(lead, managing, ['-u', alice.name])).toEqual([alice.uid]);
+    // the filter cannot reach past the scope
+    expect(uidsIn(lead, managing, ['--where', `user ${carol.name}`])).toEqual([]);
+    const outside = as(lead, managing, [...history, '-u', carol.name]);
+    expect(outside.code).toBe(1);
+    expect(outside.stderr).toMatch(/you can see only your own usage \(or your role's\)/);
+    expect(uidsIn(carol, 'none')).toEqual([carol.uid]);
+    const audited = as(aud, 'init', history);
+    expect(audited.code).toBe(1);
+    expect(audited.stderr).toMatch(/the flow history names real users and addresses, which an auditor does not see/);
   });
 
   it('interface figures (host-wide) only for root and the auditor', () => {

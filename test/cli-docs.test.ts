@@ -42,7 +42,9 @@ describe('generated command-line docs', () => {
   it('bash completes subcommands, their options and user names', () => {
     expect(complete('ubia', '')).toEqual(expect.arrayContaining(['agent', 'top', 'users', 'procs', 'flows', 'status', 'detach', '--config']));
     expect(complete('ubia', 'st')).toEqual(['status']);
-    expect(complete('ubia', 'flows', '--')).toEqual(['--user', '--limit', '--json', '--csv', '--help']);
+    expect(complete('ubia', 'flows', '--')).toEqual([
+      '--user', '--limit', '--json', '--csv', '--since', '--from', '--to', '--utc', '--where', '--group-by', '--having', '--order', '--remotes', '--help',
+    ]);
     expect(complete('ubia', '--config', '/etc/ubia.toml', 'top', '--pro')).toEqual(['--processes']);
     expect(complete('ubia', 'procs', '-u', 'roo')).toEqual(['root']);
     expect(complete('ubia', 'top', '--processes', '')).toEqual([]);

@@ -9,7 +9,7 @@ import { startAgent, writeAgentConfig, type AgentProcess } from './support/agent
 import { createTestbed, type Testbed, type TestUser } from './support/testbed.js';
 import { sleep, waitFor } from './support/wait.js';
 import { controlRequest } from '../src/control/client.js';
-import type { StatusResult } from '../src/control/protocol.js';
+import type { FlowQueryResult, StatusResult } from '../src/control/protocol.js';
 
 let bed: Testbed;
 let agent: AgentProcess;
@@ -54,6 +54,26 @@ function raw(data: string | Buffer, lines: number, timeoutMs = 5000): Promise<{ 
 const status = () => controlRequest<StatusResult>(agent.socket, { op: 'status' });
 
 describe('control socket', () => {
+  it('flow-history queries (answered off the event loop) keep their place among pipelined replies', async () => {
+    const now = Date.now();
+    const { replies } = await raw(
+      [
+        { op: 'flows.query', id: 1, from: now - 3_600_000, to: now, groupBy: 'user' },
+        { op: 'status', id: 2 },
+        { op: 'flows.query', id: 3, from: now, to: now - 1 },
+        { op: 'flows.query', id: 4, from: 0, to: now, where: 'port ==' },
+        { op: 'flows.query', id: 5, from: 0, to: now },
+      ]
+        .map((r) => JSON.stringify(r))
+        .join('\n') + '\n',
+      5,
+    );
+    expect(replies.map((r) => r.id)).toEqual([1, 2, 3, 4, 5]);
+    expect(replies.map((r) => (r.error as { code?: string } | undefined)?.code)).toEqual([undefined, undefined, 'bad_request', 'bad_request', undefined]);
+    expect((replies[0]!.result as FlowQueryResult).keys).toEqual(['user']);
+    expect((replies[4]!.result as FlowQueryResult).keys).toEqual([]);
+  });
+
   it('answers bad requests with JSON errors on the same connection', async () => {
     const { replies } = await raw(
       [

@@ -58,6 +58,10 @@ describe('Debian package', () => {
     expect(execFileSync('dpkg-deb', ['-I', deb, 'conffiles'], { encoding: 'utf8' }).trim()).toBe('/etc/ubia/ubia.toml');
     expect(contents).toEqual(expect.arrayContaining(['/usr/bin/ubia', '/usr/lib/ubia/node', '/lib/systemd/system/ubia.service', '/etc/ubia/ubia.toml', '/usr/share/man/man5/ubia.toml.5.gz']));
     // no development packages in the bundle
+    // the flow store's DuckDB: this platform's prebuilt binding, no other platform's
+    expect(contents).toEqual(expect.arrayContaining([`/usr/lib/ubia/node_modules/@duckdb/node-bindings-linux-${process.arch}/duckdb.node`]));
+    expect(contents.filter((p) => /node-bindings-(darwin|win32)/.test(p))).toEqual([]);
+    expect(depends).toContain('libstdc++6');
     expect(contents.some((p) => p.startsWith('/usr/lib/ubia/node_modules/vitest/'))).toBe(false);
     expect(contents.some((p) => p.startsWith('/usr/lib/ubia/node_modules/typescript/'))).toBe(false);
   });
@@ -118,7 +122,8 @@ describe('Debian package', () => {
   });
 
   it('starts the installed agent and answers `ubia status`', async () => {
-    const config = writeAgentConfig({ dir: work, pinDir });
+    // the flow store on, so the installed DuckDB binding is loaded and used
+    const config = writeAgentConfig({ dir: work, pinDir, extra: '\n[history]\nenabled = true\n' });
     const socket = join(work, 'control.sock');
     const agent = spawn('/usr/bin/ubia', ['agent', '--config', config], { env: ENV, stdio: ['ignore', 'pipe', 'pipe'] });
     let logs = '';
@@ -134,6 +139,10 @@ describe('Debian package', () => {
       expect(result.exited, `the agent exited: ${logs}`).toBeUndefined();
       expect(result.out).toMatch(/agent:\s+running/);
       expect(result.out).toContain(pinDir);
+      // the flow store opened on the installed DuckDB binding (else: "keeps no flow history")
+      const flows = run('/usr/bin/ubia', ['--socket', socket, 'flows', '--since', '1h', '--group-by', 'user', '--json']);
+      expect(flows.status, `${flows.stderr}\n${logs}`).toBe(0);
+      expect(JSON.parse(flows.stdout)).toMatchObject({ keys: ['user'] });
     } finally {
       if (agent.exitCode === null) agent.kill('SIGTERM');
     }

@@ -6,7 +6,7 @@ _ubia() {
   case "$prev" in
     --user|-u) COMPREPLY=($(compgen -u -- "$cur")); return ;;
     --config|-c|--socket) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-    --interval|-i|--iterations|-n|--processes|--since|--from|--to|--limit) return ;;
+    --interval|-i|--iterations|-n|--processes|--since|--from|--to|--limit|--where|--group-by|--having|--order) return ;;
   esac
   cmd=""
   for ((i = 1; i < COMP_CWORD; i++)); do
@@ -22,7 +22,7 @@ _ubia() {
     top) opts="--interval --once --iterations --processes --json --csv --help" ;;
     users) opts="--since --from --to --json --csv --help" ;;
     procs) opts="--user --json --csv --help" ;;
-    flows) opts="--user --limit --json --csv --help" ;;
+    flows) opts="--user --limit --json --csv --since --from --to --utc --where --group-by --having --order --remotes --help" ;;
     status) opts="--json --help" ;;
     detach) opts="--force --help" ;;
     *) opts="" ;;

@@ -13,12 +13,14 @@ import type { Logger } from 'pino';
 import type { Exporter } from '../export/types.js';
 import type { UbiaConfig } from '../config/config.js';
 import type { RoleConfig } from '../config/schema.js';
+import type { FlowStore } from '../history/store.js';
 import { Ledger } from '../ledger/ledger.js';
 import type { Pseudonyms } from '../privacy/pseudonyms.js';
 import { Accounting } from './accounting.js';
 import { decodeCheckpoint } from './checkpoint.js';
 import { createControlState } from './control-state.js';
 import { createExporterSet } from './exporter-set.js';
+import { openFlowHistory } from './flow-history.js';
 import type { ExporterContext } from './exporters.js';
 import type { MeterReader } from './meter.js';
 import { createNameCache, type NameCache, type UserNameLookup } from './names.js';
@@ -30,6 +32,8 @@ import { createScheduler } from './scheduler.js';
 export interface AgentState {
   accounting: Accounting;
   ledger: Ledger;
+  /** the flow store; undefined when [history] is off or it did not open */
+  history: FlowStore | undefined;
   meter: MeterReader;
   names: NameCache;
   configFile: string | undefined;
@@ -126,6 +130,7 @@ export async function startAgent(
   const loaded = ledger.loadCheckpoint(bootId);
   if (loaded.rebooted) logger.info('new boot since the last run: kernel counters restarted from zero, counting them all as new');
   ledger.rollUp(Date.now(), retentionOf(config));
+  const history = await openFlowHistory(config, logger);
   const names = createNameCache(deps.userName, config.agent.name_cache_ttl * 1000);
   const exporters = createExporterSet(logger);
   const accountingOptions = (c: UbiaConfig) => ({
@@ -143,6 +148,7 @@ export async function startAgent(
     stateDir: dirname(config.ledger.path),
     health: loop.health,
     version: deps.version,
+    history,
     userName: (uid) => names.name(uid),
     counts: (scope) => accounting.counts(scope),
     processes: () => accounting.processList(),
@@ -157,7 +163,7 @@ export async function startAgent(
     if (accounting.counts(ev.flow.scope)) exporters.each('flowEnded', (e) => e.flowEnded(snap));
   });
 
-  const server = await deps.serveControl(createControlState({ accounting, ledger, meter, names, exporters, loop, configFile, config: () => config, startedAt }, deps), {
+  const server = await deps.serveControl(createControlState({ accounting, ledger, history, meter, names, exporters, loop, configFile, config: () => config, startedAt }, deps), {
     path: config.control.socket,
     ...controlLimits(config),
     logger,
@@ -206,6 +212,8 @@ export async function startAgent(
       // a reload under way finishes first: else it would start exporters nobody closes
       await reloader.settled();
       await exporters.close();
+      // after the exporters: the flow recorder among them writes its last flows into it
+      history?.close();
       meter.close();
       ledger.close();
       logger.info('agent stopped; the kernel keeps counting until the next start');

@@ -3,6 +3,7 @@
 // and the NSS look-ups the roles need. The control layer decides each caller's view.
 import { dirname, join } from 'node:path';
 import type { UbiaConfig } from '../config/config.js';
+import type { FlowStore } from '../history/store.js';
 import type { Ledger } from '../ledger/ledger.js';
 import { createPseudonyms, type Pseudonyms } from '../privacy/pseudonyms.js';
 import { readOrCreateSecret } from '../privacy/secret.js';
@@ -16,6 +17,8 @@ import type { PollLoop } from './poll-loop.js';
 export interface ControlStateParts {
   accounting: Accounting;
   ledger: Ledger;
+  /** the flow store; undefined when [history] is off or it did not open */
+  history: FlowStore | undefined;
   meter: MeterReader;
   names: NameCache;
   exporters: ExporterSet;
@@ -27,7 +30,7 @@ export interface ControlStateParts {
 }
 
 export function createControlState(parts: ControlStateParts, deps: Pick<AgentDeps, 'userByName' | 'primaryGroup' | 'groupMembers'>): AgentState {
-  const { accounting, ledger, meter, names, exporters, loop, configFile, config, startedAt } = parts;
+  const { accounting, ledger, history, meter, names, exporters, loop, configFile, config, startedAt } = parts;
   const directory: AgentState['directory'] = {
     name: (uid) => names.name(uid),
     userByName: deps.userByName,
@@ -45,6 +48,7 @@ export function createControlState(parts: ControlStateParts, deps: Pick<AgentDep
   return {
     accounting,
     ledger,
+    history,
     meter,
     names,
     configFile,

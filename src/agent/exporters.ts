@@ -1,5 +1,5 @@
 // Creates one Exporter per configured exporter section ([ipfix], [diameter], [otlp],
-// [prometheus]).
+// [prometheus]), and the flow recorder that feeds the flow store of [history].
 // Each exporter owns its queue/spool/retry; the agent only hands them the same facts.
 // Exporter modules are imported only when configured: the OpenTelemetry SDK alone adds
 // ~30 MiB of RSS to an agent that does not use it.
@@ -9,6 +9,7 @@ import type { UbiaConfig } from '../config/config.js';
 import type { InterfaceCounters, Scope } from '../kernel/types.js';
 import type { Ledger } from '../ledger/ledger.js';
 import type { Logger } from 'pino';
+import type { FlowStore } from '../history/store.js';
 
 export interface ExporterContext {
   logger: Logger;
@@ -19,6 +20,8 @@ export interface ExporterContext {
   /** the agent's health figures, for exporters that publish them (OTLP, Prometheus) */
   health: HealthSource;
   version: string;
+  /** the flow store, when [history] is enabled and it opened */
+  history?: FlowStore;
   /** what a scrape reads besides the ledger (Prometheus) */
   userName(uid: number): string;
   counts(scope: Scope): boolean;
@@ -52,6 +55,19 @@ export async function createExporters(config: UbiaConfig, ctx: ExporterContext):
       await createPrometheusExporter(config.prometheus, {
         logger: logger('prometheus'),
         sources: { userTotals: () => ledger.lifetimeTotals(), userName, counts, processes, interfaces, health },
+      }),
+    );
+  }
+  if (ctx.history) {
+    const { createFlowRecorder } = await import('../history/recorder.js');
+    const h = config.history;
+    out.push(
+      await createFlowRecorder(ctx.history, {
+        activeTimeoutMs: h.active_timeout * 1000,
+        idleTimeoutMs: h.idle_timeout * 1000,
+        flushIntervalMs: h.flush_interval * 1000,
+        retention: { maxAgeMs: h.max_age_days * 86_400_000, maxBytes: h.max_size_mb * 2 ** 20 },
+        logger: logger('history'),
       }),
     );
   }

@@ -26,7 +26,7 @@ export interface ReloaderOptions {
 }
 
 /** Exporter sections whose change means closing and re-creating the exporters. */
-const exporterSections = (c: UbiaConfig) => JSON.stringify([c.ipfix, c.diameter, c.otlp, c.prometheus]);
+const exporterSections = (c: UbiaConfig) => JSON.stringify([c.ipfix, c.diameter, c.otlp, c.prometheus, c.history]);
 
 const RESTART_ONLY: [string, (c: UbiaConfig) => unknown][] = [
   ['ledger.path', (c) => c.ledger.path],
@@ -34,6 +34,9 @@ const RESTART_ONLY: [string, (c: UbiaConfig) => unknown][] = [
   ['agent.pin_dir', (c) => c.agent.pin_dir],
   ['agent.flow_capacity', (c) => c.agent.flow_capacity],
   ['agent.user_capacity', (c) => c.agent.user_capacity],
+  // the store is opened once, at the start (agent/flow-history.ts)
+  ['history.enabled', (c) => c.history.enabled],
+  ['history.path', (c) => c.history.path],
 ];
 
 export function createReloader({ configFile, logger, current, apply, stopping, sdNotify }: ReloaderOptions): Reloader {
@@ -51,7 +54,9 @@ export function createReloader({ configFile, logger, current, apply, stopping, s
     }
     const exportersChanged = exporterSections(next) !== exporterSections(old);
     await apply(
-      { ...next, ledger: { ...next.ledger, path: old.ledger.path }, control: { ...next.control, socket: old.control.socket }, agent: { ...next.agent, pin_dir: old.agent.pin_dir, flow_capacity: old.agent.flow_capacity, user_capacity: old.agent.user_capacity } },
+      { ...next, ledger: { ...next.ledger, path: old.ledger.path }, control: { ...next.control, socket: old.control.socket }, agent: { ...next.agent, pin_dir: old.agent.pin_dir, flow_capacity: old.agent.flow_capacity, user_capacity: old.agent.user_capacity },
+        history: { ...next.history, enabled: old.history.enabled, path: old.history.path },
+      },
       exportersChanged,
     );
     logger.info({ exportersRestarted: exportersChanged }, 'configuration reloaded');

@@ -45,12 +45,15 @@ function layOut<T>(columns: Column<T>[], cells: string[][], widths: number[], ma
   return [line(columns.map((c) => c.title)), ...cells.map(line)];
 }
 
-/** "1h", "30m", "2d", "90s", "1w" → milliseconds; undefined when not a duration. */
+const DURATION_UNITS = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 };
+
+/** "1h", "30m", "2d", "90s", "1w", "1h30m" → milliseconds; undefined when not a duration. */
 export function parseDuration(text: string): number | undefined {
-  const m = /^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$/.exec(text.trim());
-  if (!m) return undefined;
-  const unit = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[m[2] as 's' | 'm' | 'h' | 'd' | 'w'];
-  return Math.round(Number(m[1]) * unit);
+  const t = text.trim();
+  if (!/^(\d+(?:\.\d+)?\s*[smhdw])+$/.test(t)) return undefined;
+  let ms = 0;
+  for (const m of t.matchAll(/(\d+(?:\.\d+)?)\s*([smhdw])/g)) ms += Number(m[1]) * DURATION_UNITS[m[2] as keyof typeof DURATION_UNITS];
+  return Math.round(ms);
 }
 
 /** What to call a process row: pid 0 stands for sockets opened before the meter ran,

@@ -4,8 +4,10 @@ import { createRequire } from 'node:module';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { localDayStart } from '../control/day.js';
 import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from '../config/load.js';
+import { MAX_QUERY_ROWS } from '../control/protocol.js';
 import { parseDuration } from './format.js';
 import { runTop } from './top.js';
+import { FLOWS_EXAMPLES, isQuery, QUERY_DEFAULT_LIMIT, runFlowQuery, timeOptions, type FlowQueryOptions } from './flows.js';
 import { showFlows, showProcs, showStatus, showUsers, type OutputFormat } from './views.js';
 
 const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
@@ -131,15 +133,24 @@ export function buildProgram(): Command {
       await showProcs({ socket: socketOf(cmd), format: formatOf(o), user: o.user });
     });
 
-  program
+  const flows = program
     .command('flows')
-    .description('active flows and recently ended ones (newest first, with their end time)')
+    .description('active flows and recently ended ones (newest first, with their end time), or with a range or a query: the flow history')
     .option('-u, --user <name|uid>', 'only this user')
-    .option('-n, --limit <n>', 'only the n flows with the most bytes, of each list (active, ended)', wholeNumber(1, 1_000_000))
+    .option('-n, --limit <n>', `live table: only the n flows with the most bytes, of each list (active, ended); query: at most n rows (default ${QUERY_DEFAULT_LIMIT}, at most ${MAX_QUERY_ROWS})`, wholeNumber(1, 1_000_000))
     .addOption(jsonOption())
-    .addOption(csvOption())
-    .action(async (o: { user?: string; limit?: number } & FormatFlags, cmd: Command) => {
-      await showFlows({ socket: socketOf(cmd), format: formatOf(o), user: o.user, limit: o.limit });
+    .addOption(csvOption());
+  timeOptions(flows, 'query the flow history')
+    .option('--where <filter>', 'keep records matching this filter')
+    .option('--group-by <keys>', 'group records by these comma-separated keys')
+    .option('--having <condition>', 'keep groups whose aggregates match, e.g. "bytes > 10M and flows >= 3"')
+    .option('--order <fields>', 'order by these aggregates or keys; "-" first = descending (default -bytes, or -end for records)')
+    .option('--remotes', 'count distinct remote addresses per group (slower; implied when --having/--order name "remotes")')
+    .addHelpText('after', FLOWS_EXAMPLES)
+    .action(async (o: FlowQueryOptions & FormatFlags, cmd: Command) => {
+      const socket = socketOf(cmd);
+      if (isQuery(o)) return runFlowQuery({ socket, format: formatOf(o), ...o });
+      await showFlows({ socket, format: formatOf(o), user: o.user, limit: o.limit });
     });
 
   program

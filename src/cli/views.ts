@@ -16,8 +16,8 @@ export interface ViewOptions {
 const COUNTERS = ['rxBytes', 'txBytes', 'rxPackets', 'txPackets', 'rxPayloadBytes', 'txPayloadBytes'] as const;
 
 const width = () => process.stdout.columns ?? 200;
-const print = (lines: string[]): void => void process.stdout.write(`${lines.join('\n')}\n`);
-const printJson = (v: unknown): void => void process.stdout.write(`${JSON.stringify(v, null, 2)}\n`);
+export const print = (lines: string[]): void => void process.stdout.write(`${lines.join('\n')}\n`);
+export const printJson = (v: unknown): void => void process.stdout.write(`${JSON.stringify(v, null, 2)}\n`);
 
 export async function showUsers(opts: ViewOptions & { fromMs: number; toMs: number }): Promise<void> {
   const r = await controlRequest<UsersResult>(opts.socket, { op: 'users', from: opts.fromMs, to: opts.toMs });

@@ -61,6 +61,18 @@ export const roleSchema = z
 
 export type RoleConfig = z.infer<typeof roleSchema>;
 
+export const historySectionSchema = z
+  .strictObject({
+    enabled: setting(z.boolean(), false, 'keep every flow record (ended flows and active-timeout reports) on disk for `ubia flows --since` (DuckDB: ≈ 37 MiB more resident memory, and a flow-table read every flow_interval)'),
+    path: setting(z.string(), '', 'DuckDB flow store file; empty = flows/flows.duckdb beside the ledger. Its directory is made root-only (0700)'),
+    max_age_days: setting(seconds(1 / 24, 36_500), 90, 'days flow records are kept'),
+    max_size_mb: setting(seconds(16, 10_000_000), 4096, 'MiB the flow store may take; past it the oldest records go first'),
+    active_timeout: setting(seconds(1, 86_400), 300, 'seconds after which a long-lived flow gets a record of its counts since the previous one'),
+    idle_timeout: setting(seconds(1, 86_400), 60, "seconds without traffic after which a flow's pending counts get a record"),
+    flush_interval: setting(seconds(1, 3600), 10, 'seconds between two writes of new flow records (an agent crash loses the records of at most this long)'),
+  })
+  .describe('The flow store: every flow record on disk, queried with `ubia flows --since/--where/--group-by`.');
+
 export const controlSectionSchema = z
   .strictObject({
     socket: setting(text(), '/run/ubia/control.sock', 'unix socket of the control API used by the `ubia` command (RuntimeDirectory /run/ubia)'),
@@ -96,6 +108,7 @@ export const logSectionSchema = z
 export const coreConfigShape = {
   agent: agentSectionSchema.prefault({}),
   ledger: ledgerSectionSchema.prefault({}),
+  history: historySectionSchema.prefault({}),
   control: controlSectionSchema.prefault({}),
   log: logSectionSchema.prefault({}),
 };

@@ -9,6 +9,8 @@ import type { Meter } from '../kernel/index.js';
 import { addInto, zeroCounters } from '../core/counters.js';
 import { UNATTRIBUTED_UID, type Ledger } from '../ledger/ledger.js';
 import { redactDeep } from '../core/redact.js';
+import type { FlowStore } from '../history/store.js';
+import { queryFlows } from './history.js';
 import { StreamedResult, type Caller, type RequestHandler } from './server.js';
 import type { Scope } from './scope.js';
 import { localDayStart } from './day.js';
@@ -31,6 +33,8 @@ export interface LiveAccounting {
 export interface AgentView {
   accounting: LiveAccounting;
   ledger: Pick<Ledger, 'path' | 'sizeBytes' | 'totals'>;
+  /** the flow store; undefined when [history] is off or it did not open */
+  history: FlowStore | undefined;
   meter: Pick<Meter, 'status' | 'health' | 'readInterfaces'>;
   names: {
     name(uid: number): string;
@@ -174,6 +178,8 @@ export function createRequestHandler(view: AgentView): RequestHandler {
           { active: { items: biggest(active, req.limit), row }, ended: { items: biggest(ended, req.limit), row } },
         );
       }
+      case 'flows.query':
+        return queryFlows(view.history, req, scope);
       case 'top': {
         const now = Date.now();
         const dayStart = localDayStart(now);

@@ -14,6 +14,8 @@ export const MAX_TIME_MS = 8.64e15;
 const time = z.number().int().min(0).max(MAX_TIME_MS);
 /** flows per list in one `flows` reply, at most (the kernel table holds up to 4 Mi) */
 export const MAX_FLOWS_LIMIT = 1_000_000;
+/** rows in one `flows.query` reply, at most (the reply is built in one piece) */
+export const MAX_QUERY_ROWS = 100_000;
 
 export const requestSchema = z.discriminatedUnion('op', [
   z
@@ -26,6 +28,21 @@ export const requestSchema = z.discriminatedUnion('op', [
     user: userFilter,
     limit: z.number().int().min(1).max(MAX_FLOWS_LIMIT).optional().describe('only the flows with the most bytes, this many of each list'),
   }),
+  z
+    .strictObject({
+      op: z.literal('flows.query'),
+      id,
+      user: userFilter,
+      from: time,
+      to: time,
+      where: z.string().max(4096).optional().describe('filter: proto, host, net, port, src/dst, user, uid, pid, comm, exe; and/or/not'),
+      groupBy: z.string().max(1024).optional(),
+      having: z.string().max(1024).optional(),
+      order: z.string().max(1024).optional(),
+      limit: z.number().int().min(1).max(MAX_QUERY_ROWS).default(20),
+      remotes: z.boolean().optional().describe('count distinct remote addresses per group'),
+    })
+    .refine((r) => r.to >= r.from, { message: '"to" is before "from"', path: ['to'] }),
   z.strictObject({ op: z.literal('top'), id, processes: z.number().int().min(0).max(100).default(5) }),
   z.strictObject({ op: z.literal('status'), id }),
 ]);
@@ -145,4 +162,13 @@ export interface StatusResult {
   };
   ledger: { path: string | null; sizeBytes: number | null; lastFlushAt: string | null; lastError: string | null };
   exporters: ExporterStatus[];
+}
+
+/** `ubia flows --since …`: groups (keys in `keys` order, then the aggregates) or records. */
+export interface FlowQueryResult {
+  from: string;
+  to: string;
+  /** the group keys; empty when the rows are flow records */
+  keys: string[];
+  rows: Record<string, string | number | null>[];
 }

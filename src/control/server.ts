@@ -13,7 +13,9 @@
 //   amount of work per event-loop turn, so polls, accepts and other clients get their turn;
 //   a non-admin uid's requests may take user_time_budget ms of the agent's time per
 //   second (the rest wait unread), so no user can keep the agent busy or churn its memory;
-// - long lists (flows) are written a slice per turn (StreamedResult), not built whole.
+// - long lists (flows) are written a slice per turn (StreamedResult), not built whole;
+// - a handler may answer later (a Promise: flows.query runs in DuckDB off the event loop);
+//   its client waits, unanswered requests in order, and the result goes out as any reply.
 import { chmodSync, mkdirSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
@@ -47,6 +49,7 @@ export class StreamedResult {
   ) {}
 }
 
+/** The result, or a Promise of it for work done off the event loop. */
 export type RequestHandler = (req: Request, caller: Caller) => unknown;
 
 export interface ControlLimits {
@@ -163,6 +166,11 @@ interface Client {
   replyDeadline?: NodeJS.Timeout;
   /** its uid used up its time budget: nothing is answered until this fires */
   throttled?: NodeJS.Timeout;
+  /** an async result is awaited: nothing else is answered (replies keep their order); the
+   *  timer answers `timeout` at request_timeout */
+  awaiting?: NodeJS.Timeout;
+  /** ms an async result took off the loop, charged to the uid once its reply is written */
+  owedMs: number;
 }
 
 const TOO_LARGE = Symbol('too large');
@@ -256,8 +264,53 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     c.lineLeftMs -= Date.now() - c.lineTimerAt;
   };
 
-  const answer = (c: Client, text: string | typeof TOO_LARGE): Iterator<string> => {
-    const one = (reply: Reply) => [line(reply)].values();
+  const one = (reply: Reply) => [line(reply)].values();
+
+  /** The reply of an async handler result, when it comes.
+   *  Its wait does not block the event loop, so it is no turn's work and no other client
+   *  waits for it. But it is the agent's work (DuckDB's threads) done for that caller:
+   *  - the client gets at most one such request at a time (its next ones wait unread), so a
+   *    uid has at most max_clients_per_user of them running;
+   *  - a result not there within request_timeout is answered `timeout` (the late one is
+   *    dropped), so a client is never left without a reply;
+   *  - a non-admin uid is charged the wait against user_time_budget, after its reply is
+   *    written (charging it first would hold back the very reply it waited for): its next
+   *    requests wait it off, so one user cannot keep the store busy back to back. */
+  const awaitResult = (c: Client, result: Promise<unknown>, head: { id?: string | number }, failed: (e: unknown) => Iterator<string>) => {
+    const t0 = performance.now();
+    let settled = false;
+    let timedOut = false;
+    const finish = (pieces: Iterator<string>) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(c.awaiting);
+      c.awaiting = undefined;
+      c.pieces = pieces;
+      wake(c);
+    };
+    c.awaiting = setTimeout(
+      () => {
+        timedOut = true;
+        finish(one(errorReply('timeout', `no answer within ${limits.requestTimeoutMs / 1000} s (control.request_timeout): narrow the query (a shorter range, a --where filter)`, head.id)));
+      },
+      limits.requestTimeoutMs,
+    );
+    result
+      .then(
+        (r) => finish(replyPieces(head, r)),
+        (e) => finish(failed(e)),
+      )
+      .finally(() => {
+        if (c.admin) return;
+        const waitedMs = performance.now() - t0;
+        // after a timeout its reply is long written: charged at once
+        if (timedOut) budgetOf(c.caller.uid).leftMs -= waitedMs;
+        else c.owedMs += waitedMs;
+      });
+  };
+
+  /** The reply's pieces, or undefined when the handler answers later (awaitResult). */
+  const answer = (c: Client, text: string | typeof TOO_LARGE): Iterator<string> | undefined => {
     if (text === TOO_LARGE) return one(errorReply('too_large', `request longer than ${limits.maxRequestBytes} bytes (control.max_request_bytes)`));
     let raw: unknown;
     try {
@@ -269,14 +322,21 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     const echo = typeof id === 'string' || typeof id === 'number' ? id : undefined;
     const parsed = requestSchema.safeParse(raw);
     if (!parsed.success) {
-      return one(errorReply('bad_request', `invalid request: ${describeIssues(parsed.error)}; ops: users, procs, flows, top, status`, echo));
+      return one(errorReply('bad_request', `invalid request: ${describeIssues(parsed.error)}; ops: users, procs, flows, flows.query, top, status`, echo));
     }
-    try {
-      return replyPieces(echo !== undefined ? { id: echo } : {}, handle(parsed.data, c.caller));
-    } catch (e) {
+    const head = echo !== undefined ? { id: echo } : {};
+    const failed = (e: unknown) => {
       if (e instanceof ControlError) return one(errorReply(e.code, e.message, echo));
       clientLog(c.caller.uid, 'error', { err: e, op: parsed.data.op }, 'control: request failed');
       return one(errorReply('internal', `the agent failed to answer ${parsed.data.op}: ${(e as Error).message}`, echo));
+    };
+    try {
+      const result = handle(parsed.data, c.caller);
+      if (!(result instanceof Promise)) return replyPieces(head, result);
+      awaitResult(c, result, head, failed);
+      return undefined;
+    } catch (e) {
+      return failed(e);
     }
   };
 
@@ -292,10 +352,14 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     }
     const t0 = performance.now();
     c.pieces ??= answer(c, c.queue.shift()!);
-    const next = c.pieces.next();
-    if (next.done) c.pieces = undefined;
-    else c.socket.write(next.value);
-    if (!c.admin) budgetOf(c.caller.uid).leftMs -= performance.now() - t0;
+    let owed = 0;
+    const next = c.pieces?.next();
+    if (next?.done) {
+      c.pieces = undefined;
+      owed = c.owedMs;
+      c.owedMs = 0;
+    } else if (next) c.socket.write(next.value);
+    if (!c.admin) budgetOf(c.caller.uid).leftMs -= performance.now() - t0 + owed;
     if (c.socket.writableLength > limits.maxReplyBufferBytes) {
       c.blocked = true;
       c.replyDeadline = setTimeout(() => {
@@ -310,7 +374,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     }
   };
 
-  const hasWork = (c: Client) => !c.socket.destroyed && !c.blocked && !c.throttled && (c.pieces !== undefined || c.queue.length > 0);
+  const hasWork = (c: Client) => !c.socket.destroyed && !c.blocked && !c.throttled && !c.awaiting && (c.pieces !== undefined || c.queue.length > 0);
 
   const waiting = () => ready.admins.size + ready.others.size;
   const pump = () => {
@@ -338,7 +402,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
 
   /** Nothing to answer right now: read more, or hang up when the stream is lost. */
   const idle = (c: Client) => {
-    if (c.socket.destroyed || c.blocked || c.throttled || c.pieces || c.queue.length) return;
+    if (c.socket.destroyed || c.blocked || c.throttled || c.awaiting || c.pieces || c.queue.length) return;
     if (c.hangUp) return void c.socket.end();
     c.socket.resume();
     armLine(c);
@@ -410,6 +474,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       lineOpen: true,
       lineLeftMs: limits.requestTimeoutMs,
       lineTimerAt: 0,
+      owedMs: 0,
     };
     socket.setTimeout(IDLE_TIMEOUT_MS, () => socket.destroy());
     // the first request is due right away (the CLI sends it on connect); later ones may
@@ -425,6 +490,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       clearTimeout(c.lineTimer);
       clearTimeout(c.replyDeadline);
       clearTimeout(c.throttled);
+      clearTimeout(c.awaiting);
       queueOf(c).delete(c);
     });
   };

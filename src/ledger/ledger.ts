@@ -9,12 +9,12 @@
 // (uid, scope) only ever grow: days deleted past their retention are added to `retired`
 // first, so counters derived from them (the Prometheus endpoint) never go back.
 import Database from 'better-sqlite3';
-import { mkdirSync, statSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Scope, TrafficCounters } from '../kernel/types.js';
 import { addInto, getCounters, putCounters, userKey, zeroCounters, type UsageTotal } from '../core/counters.js';
+import { filesSize } from './size.js';
 export { UNATTRIBUTED_UID, type UsageTotal } from '../core/counters.js';
-
 
 export const MINUTE_MS = 60_000;
 export const HOUR_MS = 3_600_000;
@@ -296,14 +296,7 @@ export class Ledger {
 
   /** Bytes on disk: the database and its write-ahead log. */
   sizeBytes(): number {
-    const size = (p: string) => {
-      try {
-        return statSync(p).size;
-      } catch {
-        return 0;
-      }
-    };
-    return size(this.path) + size(`${this.path}-wal`);
+    return filesSize(this.path, `${this.path}-wal`);
   }
 
   close(): void {

@@ -1,0 +1,94 @@
+// The flow store and the query language over it: no root, no kernel (a temp DuckDB file).
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { FlowStore, type StoredFlow } from '../src/history/store.js';
+import { compileQuery } from '../src/history/query.js';
+import { bigIntToAddress } from '../src/history/address.js';
+
+const T0 = Date.UTC(2026, 11, 1, 12, 0, 0);
+
+function flow(over: Partial<StoredFlow>): StoredFlow {
+  return {
+    startMs: T0, endMs: T0 + 1000, uid: 1001, user: 'alice', pid: 10, comm: 'curl', exe: '/usr/bin/curl',
+    protocol: 6, family: 4, localAddress: '198.18.0.1', localPort: 40000, remoteAddress: '198.18.1.2', remotePort: 443,
+    rxBytes: 1000, txBytes: 100, rxPackets: 10, txPackets: 5, rxPayloadBytes: 900, txPayloadBytes: 50, ...over,
+  };
+}
+
+describe('flow store', () => {
+  let dir: string;
+  let store: FlowStore;
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'ubia-history-'));
+    store = await FlowStore.open(join(dir, 'flows', 'flows.duckdb'));
+  });
+  afterEach(() => {
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const run = (q: Parameters<typeof compileQuery>[0]) => store.query(compileQuery(q));
+  const all = { fromMs: 0, toMs: T0 + 86_400_000, limit: 100 };
+
+  it('keeps records across a reopen, readable by root only', async () => {
+    await store.append([flow({}), flow({ uid: 1002, user: 'bob', remoteAddress: '2001:db8::5', family: 6 })]);
+    store.close();
+    store = await FlowStore.open(join(dir, 'flows', 'flows.duckdb'));
+    expect(await store.count()).toBe(2);
+    expect(statSync(join(dir, 'flows')).mode & 0o777).toBe(0o700);
+    expect(statSync(join(dir, 'flows', 'flows.duckdb')).mode & 0o777).toBe(0o600);
+    const rows = await run({ ...all, order: 'user' });
+    expect(rows.map((r) => [r.user, bigIntToAddress(r.remote_addr as bigint)])).toEqual([
+      ['alice', '198.18.1.2'],
+      ['bob', '2001:db8::5'],
+    ]);
+  });
+
+  it('filters, groups by user and remote/24, filters groups and orders', async () => {
+    await store.append([
+      flow({ remoteAddress: '198.18.1.2', rxBytes: 5_000_000 }),
+      flow({ remoteAddress: '198.18.1.99', rxBytes: 6_000_000 }),
+      flow({ remoteAddress: '198.18.2.1', rxBytes: 100 }),
+      flow({ uid: 0, user: 'root', remoteAddress: '198.18.1.3', rxBytes: 50_000_000 }),
+      flow({ protocol: 17, remotePort: 53, remoteAddress: '198.18.1.4', rxBytes: 20_000_000 }),
+    ]);
+    const rows = await run({ ...all, where: 'proto tcp and not user root', groupBy: 'user,remote/24', having: 'bytes > 10M', order: '-bytes', remotes: true });
+    expect(rows).toHaveLength(1);
+    // users are grouped by uid (named by the control handler)
+    expect(rows[0]).toMatchObject({ k0: 1001, flows: 2, rx_bytes: 11_000_000, tx_bytes: 200, remotes: 2 });
+    expect(bigIntToAddress(rows[0]!.k1 as bigint)).toBe('198.18.1.0');
+    const dns = await run({ ...all, where: 'udp and dst port 53 and net 198.18.0.0/15', groupBy: 'remote_port' });
+    expect(dns.map((r) => [r.k0, r.bytes])).toEqual([[53, 20_000_100]]);
+    // the distinct count only when asked for, or named by --having/--order
+    expect(dns[0]).not.toHaveProperty('remotes');
+    expect((await run({ ...all, groupBy: 'user', having: 'remotes >= 2' })).map((r) => [r.k0, r.remotes])).toEqual([[1001, 4]]);
+  });
+
+  it('a non-admin sees only the uids in their sight', async () => {
+    await store.append([flow({}), flow({ uid: 1002, user: 'bob' }), flow({ uid: 1003, user: 'carol' })]);
+    const rows = await run({ ...all, uids: [1002, 1003], groupBy: 'user', order: 'user' });
+    expect(rows.map((r) => r.k0)).toEqual([1002, 1003]);
+    expect(store.userName(1002)).toBe('bob');
+  });
+
+  it('counts a record in the range it ends in', async () => {
+    await store.append([flow({ endMs: T0 + 500 }), flow({ endMs: T0 + 1500 })]);
+    const before = await run({ fromMs: 0, toMs: T0 + 1000, limit: 10, groupBy: 'user' });
+    const after = await run({ fromMs: T0 + 1000, toMs: T0 + 2000, limit: 10, groupBy: 'user' });
+    expect([before[0]!.flows, after[0]!.flows]).toEqual([1, 1]);
+  });
+
+  it('drops records past their age, then the oldest past the size', async () => {
+    const many = Array.from({ length: 50_000 }, (_, i) => flow({ endMs: T0 + i }));
+    await store.append(many);
+    expect((await store.enforceRetention(T0 + 50_000, { maxAgeMs: 25_000, maxBytes: 1e12 })).deleted).toBe(25_000);
+    const size = store.sizeBytes();
+    await store.enforceRetention(T0 + 50_000, { maxAgeMs: 1e12, maxBytes: size / 2 });
+    const left = await store.count();
+    expect(left).toBeLessThan(25_000);
+    const oldest = await run({ ...all, order: 'end', limit: 1 });
+    expect(oldest[0]!.end_ms).toBe(T0 + 50_000 - left);
+  });
+});
