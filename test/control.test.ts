@@ -18,7 +18,8 @@ let carol: TestUser;
 beforeAll(async () => {
   bed = await createTestbed('ctl', { users: 1 });
   [carol] = bed.users as [TestUser];
-  agent = await startAgent({ dir: bed.dir, pinDir: bed.pinDir });
+  // the flow store on: flow-history queries take the server's asynchronous path
+  agent = await startAgent({ dir: bed.dir, pinDir: bed.pinDir, extra: '\n[history]\nenabled = true\n' });
 });
 
 afterAll(async () => {

@@ -77,8 +77,9 @@ describe('flow history with the real agent', () => {
       expect(more.flows as number).toBeGreaterThan(byUser(before, alice.name)!.flows as number);
 
       // the filter, the group filter and the network grouping
-      const nets = query(agent.socket, ['--where', `dst net ${net.peerV4}/32 or dst net ${net.peerV6}/128`, '--group-by', 'remote/24/64', '--having', 'payload > 100k', '--order', '-rx_bytes']).rows;
-      // bob received 400 kB from the v6 peer, alice 51 kB from the v4 one
+      const nets = query(agent.socket, ['--where', `dst net ${net.peerV4}/32 or dst net ${net.peerV6}/128`, '--group-by', 'remote/24/64', '--having', 'bytes > 100k', '--order', '-rx_bytes']).rows;
+      // bob received 400 kB from the v6 peer, alice 51 kB from the v4 one (wire bytes: an
+      // ended flow's received payload can miss the last reads, see README known limits)
       // (addresses come back in RFC 5952 form: the testbed's "2001:db8:03a4::" is "2001:db8:3a4::")
       const canonical = (a: string) => bigIntToAddress(addressToBigInt(a)!);
       expect(nets.map((r) => r['remote/24/64'])).toEqual([canonical(net.peerV6.replace(/::2$/, '::')), net.peerV4.replace(/\.\d+$/, '.0')]);

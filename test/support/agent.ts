@@ -9,6 +9,7 @@ import { waitFor } from './wait.js';
 
 export const ROOT = join(import.meta.dirname, '..', '..');
 export const CLI = join(ROOT, 'dist', 'cli', 'main.js');
+const UBIA = join(ROOT, 'bin', 'ubia');
 const NODE = process.execPath;
 
 export interface AgentProcess {
@@ -53,7 +54,9 @@ export function writeAgentConfig(s: AgentSetup): string {
 export async function startAgent(s: AgentSetup): Promise<AgentProcess> {
   const configFile = writeAgentConfig(s);
   const socket = join(s.dir, 'control.sock');
-  const proc = spawn(NODE, [CLI, 'agent', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // bin/ubia, as installed hosts run it: its node flags and malloc arenas are part of
+  // the agent's memory figures
+  const proc = spawn(UBIA, ['agent', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
