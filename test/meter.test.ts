@@ -108,10 +108,12 @@ afterAll(() => {
 describe('kernel meter', () => {
   it('reports the hooks it uses on this kernel', () => {
     const s = meter.status();
-    expect(s.mode).toBe('socket+wire');
+    expect(s.mode).toBe('default');
     expect(s.resumed).toBe(false);
     const active = s.hooks.filter((h) => h.active).map((h) => h.name);
-    expect(active).toEqual(expect.arrayContaining(['cgroup/sock_create', 'cgroup_skb/egress', 'cgroup_skb/ingress', 'tp_btf/sock_send_length', 'tp_btf/sock_recv_length', 'tc/clsact']));
+    expect(active).toEqual(expect.arrayContaining(['cgroup/sock_create', 'cgroup/sock_release', 'cgroup_skb/egress', 'cgroup_skb/ingress', 'iter/task_file (census)', 'fold', 'tc/clsact']));
+    // no program per send/recv call in the default mode
+    expect(active).not.toContain('tp_btf/sock_send_length');
   });
 
   it('counts a TCP upload over IPv4 exactly, per user and per process, and ends its flow', async () => {
@@ -184,18 +186,15 @@ describe('kernel meter', () => {
     expect(flow?.rxPayloadBytes).toBe(50_000);
   });
 
-  it('attributes writes on an inherited socket to the process that makes them', async () => {
+  it('counts an inherited socket written by the child for the user, and for the process that still holds it (the owner rule)', async () => {
     const port = freePort();
     const { delta, result } = await measure(bob.uid, () =>
       exchange(['tcp-sink', ns.nsV4, String(port)], ['fork-send', ns.nsV4, String(port), '300000', '700000'], { server: { netns: ns }, client: { user: bob } }),
     );
     expect(delta.txPayloadBytes).toBe(1_000_000);
-    expect(procTotal(result.client.parent!)?.txPayloadBytes).toBe(300_000);
-    expect(procTotal(result.client.child!)?.txPayloadBytes).toBe(700_000);
-    // the child exited: its exit is reported so its entries can be removed
-    meter.drainEvents();
-    expect(events.some((e) => e.kind === 'processExited' && e.pid === result.client.child)).toBe(true);
-    meter.forgetProcess(result.client.child!);
+    // the parent created the socket and held it throughout: the child's writes are its
+    // (per call, the precise mode's test below tells them apart)
+    expect(procTotal(result.client.parent!)?.txPayloadBytes).toBe(1_000_000);
     expect(procTotal(result.client.child!)).toBeUndefined();
   });
 
@@ -341,28 +340,36 @@ describe('kernel meter', () => {
   });
 });
 
-describe('wire-only mode (the fallback for kernels without the socket-length tracepoints)', () => {
-  it('leaves the payload hooks out, says why, and still attributes wire bytes to the sender', async () => {
-    const pinDir = `${PIN_DIR}-wire`;
-    const wire = openMeter({ pinDir, wireOnly: true });
-    try {
-      const st = wire.status();
-      expect(st.mode).toBe('wire-only');
-      const send = st.hooks.find((h) => h.name === 'tp_btf/sock_send_length')!;
-      expect(send.active).toBe(false);
-      expect(send.detail).toMatch(/payload not counted/);
-      const before = userTotal(wire, alice.uid);
-      const port = freePort();
-      const bytes = 1_000_000;
-      const { client } = await exchange(['tcp-sink', ns.nsV4, String(port)], ['tcp-send', ns.nsV4, String(port), String(bytes)], { server: { netns: ns }, client: { user: alice } });
-      const d = minus(await settledTotal(wire, alice.uid), before);
-      expect(d.txPayloadBytes).toBe(0);
-      expect(d.rxPayloadBytes).toBe(0);
-      expect(d.txBytes).toBeGreaterThan(bytes);
-      expect(d.txBytes - bytes - client.retransmitted!).toBeLessThanOrEqual(d.txPackets * MAX_HDR);
-    } finally {
-      wire.close({ detach: true });
-    }
+describe('precise mode (per-call tracepoints, Linux 6.3+)', () => {
+  let precise: Meter;
+  const preciseEvents: MeterEvent[] = [];
+  beforeAll(() => {
+    precise = openMeter({ pinDir: `${PIN_DIR}-precise`, mode: 'precise' });
+    precise.onEvent((e) => preciseEvents.push(e));
+  });
+  afterAll(() => precise?.close({ detach: true }));
+
+  it('uses the tracepoints and no census', () => {
+    const st = precise.status();
+    expect(st.mode).toBe('precise');
+    const active = st.hooks.filter((h) => h.active).map((h) => h.name);
+    expect(active).toEqual(expect.arrayContaining(['tp_btf/sock_send_length', 'tp_btf/sock_recv_length']));
+    expect(active).not.toContain('iter/task_file (census)');
+  });
+
+  it('attributes writes on an inherited socket to the process that makes them', async () => {
+    const port = freePort();
+    const procOf = (pid: number) => precise.readProcesses().filter((p) => p.pid === pid && p.scope === 'external').reduce((a, r) => a + r.txPayloadBytes, 0);
+    const before = userTotal(precise, bob.uid);
+    const { client } = await exchange(['tcp-sink', ns.nsV4, String(port)], ['fork-send', ns.nsV4, String(port), '300000', '700000'], { server: { netns: ns }, client: { user: bob } });
+    expect(minus(await settledTotal(precise, bob.uid), before).txPayloadBytes).toBe(1_000_000);
+    expect(procOf(client.parent!)).toBe(300_000);
+    expect(procOf(client.child!)).toBe(700_000);
+    // the child exited: its exit is reported so its entries can be removed
+    precise.drainEvents();
+    expect(preciseEvents.some((e) => e.kind === 'processExited' && e.pid === client.child)).toBe(true);
+    precise.forgetProcess(client.child!);
+    expect(procOf(client.child!)).toBe(0);
   });
 });
 

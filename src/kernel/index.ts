@@ -3,7 +3,7 @@
 // events, including those the ring buffer could not carry.
 import { release } from 'node:os';
 import { addon, rows, selectRows, type Columns, type NativeEvents, type NativeMeter } from './native.js';
-import type { FlowRecord, InterfaceCounters, MeterEvent, MeterHealth, MeterStatus, ProcessCounters, UnattributedCounters, UserCounters } from './types.js';
+import type { FlowRecord, InterfaceCounters, MeterEvent, MeterHealth, MeterMode, MeterStatus, ProcessCounters, UnattributedCounters, UserCounters } from './types.js';
 
 export * from './types.js';
 export { userName, groupMembers, peerCredentials, sdNotify } from './native.js';
@@ -16,8 +16,8 @@ export interface MeterOptions {
   pinDir?: string;
   /** size of the per-flow map (a pinned map keeps the size it was made with) */
   flowCapacity?: number;
-  /** leave the socket-layer (payload) hooks out, as on a kernel without them */
-  wireOnly?: boolean;
+  /** count payload per send/recv call (where the kernel has the tracepoints) */
+  mode?: MeterMode;
   /** fold the sockets' pending counts into the totals before each read (default true);
    *  false: reads show the totals as of the last fold() */
   foldOnRead?: boolean;
@@ -62,7 +62,7 @@ export function openMeter(opts: MeterOptions = {}): Meter {
     native = new addon.Meter({
       pinDir,
       ...(opts.flowCapacity ? { flowCapacity: opts.flowCapacity } : {}),
-      wireOnly: !!opts.wireOnly,
+      precise: opts.mode === 'precise',
       foldOnRead: opts.foldOnRead ?? true,
     });
   } catch (err) {

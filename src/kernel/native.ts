@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { FlowRecord, HookStatus, InterfaceCounters, ProcessCounters, UnattributedCounters, UserCounters } from './types.js';
+import type { FlowRecord, HookStatus, MeterMode, InterfaceCounters, ProcessCounters, UnattributedCounters, UserCounters } from './types.js';
 
 export interface NativeStats {
   userOverflows: number;
@@ -38,7 +38,7 @@ export interface NativeMeter {
   readStats(): NativeStats;
   forgetProcesses(pids: number[]): number;
   forgetFlow(cookie: bigint): void;
-  status(): { mode: string; pinDir: string; resumed: boolean; hooks: HookStatus[] };
+  status(): { mode: MeterMode; pinDir: string; resumed: boolean; hooks: HookStatus[] };
   onEvents(cb: (events: NativeEvents) => void): void;
   pollEvents(): NativeEvents;
   close(detach?: boolean): void;
@@ -82,7 +82,7 @@ function isDict(v: unknown): v is DictColumn {
 }
 
 interface NativeAddon {
-  Meter: new (opts: { pinDir?: string; flowCapacity?: number; wireOnly?: boolean; foldOnRead?: boolean }) => NativeMeter;
+  Meter: new (opts: { pinDir?: string; flowCapacity?: number; precise?: boolean; foldOnRead?: boolean }) => NativeMeter;
   detachPinned(pinDir: string): void;
   abiVersion: number;
   userName(uid: number): string | undefined;

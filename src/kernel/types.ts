@@ -91,17 +91,24 @@ export interface MeterHealth {
   eventsDropped: number;
 }
 
+/** A kernel hook: whether this kernel has it, whether the meter uses it now, and what it
+ *  gives (or what lacking it costs). */
 export interface HookStatus {
   name: string;
+  available: boolean;
   active: boolean;
-  /** why it is not active, or what it does */
   detail: string;
 }
 
+/** default: TCP payload from the socket's own counters at the fold, a shared socket's
+ *  bytes to one holder per fold; precise (Linux 6.3+): every send/recv call's payload for
+ *  the process making it. */
+export type MeterMode = 'default' | 'precise';
+
 export interface MeterStatus {
   kernelRelease: string;
-  /** 'full' (socket + wire), 'wire-only' (no socket-length tracepoints), … */
-  mode: string;
+  /** the mode in use (a precise request on a kernel without the tracepoints runs default) */
+  mode: MeterMode;
   hooks: HookStatus[];
   pinDir: string;
   /** true when this meter re-used pinned state left by an earlier agent */
