@@ -1058,45 +1058,32 @@ int ubia_census(struct bpf_iter__task_file *ctx)
 
 	__u64 key = (__u64)sk;
 	__u32 gen = m->fold_gen;
-	__u32 tgid = task->tgid;
+	__u64 started = BPF_CORE_READ(task, group_leader, start_time);
 	struct ubia_holders *h = bpf_map_lookup_elem(&census, &key);
-	if (!h || h->gen != gen) {
-		struct ubia_holders first = { .gen = gen, .n = 1 };
-		first.tgids[0] = tgid;
-		owner_from_task(&first.newest, task);
-		bpf_map_update_elem(&census, &key, &first, BPF_ANY);
-		return 0;
-	}
-	for (int i = 0; i < UBIA_HOLDERS_SEEN; i++)
-		if (i < h->n && h->tgids[i] == tgid)
-			return 0; /* another thread, or another descriptor, of a holder seen */
-	if (h->n < UBIA_HOLDERS_SEEN)
-		h->tgids[h->n & (UBIA_HOLDERS_SEEN - 1)] = tgid;
-	h->n++;
-	if (tgid > h->newest.tgid)
-		owner_from_task(&h->newest, task);
+	if (h && h->gen == gen && h->started_ns >= started)
+		return 0; /* a newer holder (or this one, through another thread or descriptor) */
+	struct ubia_holders seen = { .gen = gen, .started_ns = started };
+	owner_from_task(&seen.newest, task);
+	bpf_map_update_elem(&census, &key, &seen, BPF_ANY);
 	return 0;
 }
 
-/* The default mode's owner rule: a socket stays with its owner while the owner's
- * process holds it; when it does not, the holder with the highest process id (the
- * newest process, in the inetd and sshd patterns the one serving the connection) takes
- * it over, with everything not yet folded. A socket nobody holds (closed but still
- * sending, not yet accepted, in flight over SCM_RIGHTS) stays with its owner. */
+/* The default mode's owner rule: at each fold a socket goes to the newest process
+ * holding a file of it (the latest started), with everything not yet folded. That is
+ * the process serving the connection in the inetd and sshd patterns (a child of the
+ * accepting daemon), the service in socket activation, the receiver of a descriptor
+ * passed over SCM_RIGHTS, and a child that inherited it; no race with when the others
+ * close their copies. A socket nobody holds (closed but still sending, not yet accepted,
+ * in flight over SCM_RIGHTS) stays with its owner; the last close hands it to the
+ * closing process. Only sockets of the census's map capacity are followed. */
 static __always_inline void adopt_holder(struct sock *sk, struct ubia_sock *s, __u32 gen)
 {
 	__u64 key = (__u64)sk;
 	struct ubia_holders *h = bpf_map_lookup_elem(&census, &key);
 	if (!h || h->gen != gen)
 		return;
-	if (s->owner_known) {
-		if (h->n > UBIA_HOLDERS_SEEN)
-			return; /* more holders than the census keeps: the owner may be one */
-		for (int i = 0; i < UBIA_HOLDERS_SEEN; i++)
-			if (i < h->n && h->tgids[i] == s->owner.tgid)
-				return;
-	}
-	set_owner(s, &h->newest);
+	if (!s->owner_known || h->newest.tgid != s->owner.tgid)
+		set_owner(s, &h->newest);
 }
 
 /* Second pass of a fold: the owner rule, the TCP payload from the socket's counters,

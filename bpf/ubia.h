@@ -21,9 +21,6 @@
 #define UBIA_MAX_IFACES 4096
 /* sockets whose holders one fold can tell (the census); more are folded for their owner */
 #define UBIA_MAX_CENSUS 262144
-/* process ids of one socket's holders the census keeps (a socket inherited by many
- * processes: beyond these, the owner is assumed to hold it still) */
-#define UBIA_HOLDERS_SEEN 4
 /* ~5,400 events. Mapped twice into the agent (4 MiB made 8 MiB of its resident memory);
  * it is drained as events arrive, and what a burst does not fit waits in the flow table,
  * marked ended, until the next flow read. */
@@ -127,12 +124,12 @@ struct ubia_sock {
 };
 
 /* What one fold's census saw of a socket (keyed by the kernel address of its struct
- * sock): the processes holding a file of it. */
+ * sock): the newest of the processes holding a file of it. */
 struct ubia_holders {
 	__u32 gen; /* the fold that wrote it (ubia_meta.fold_gen) */
-	__u32 n;   /* holders seen (tgids[] keeps the first UBIA_HOLDERS_SEEN) */
-	__u32 tgids[UBIA_HOLDERS_SEEN];
-	struct ubia_owner newest; /* the holder with the highest process id */
+	__u32 pad;
+	__u64 started_ns; /* the newest holder's start (CLOCK_MONOTONIC, as the kernel keeps it) */
+	struct ubia_owner newest;
 };
 
 struct ubia_flow {
@@ -211,7 +208,7 @@ _Static_assert(sizeof(struct ubia_proc_key) == 32, "ubia_proc_key layout");
 _Static_assert(sizeof(struct ubia_owner) == 48, "ubia_owner layout");
 _Static_assert(sizeof(struct ubia_endpoints) == 40, "ubia_endpoints layout");
 _Static_assert(sizeof(struct ubia_sock) == 184, "ubia_sock layout");
-_Static_assert(sizeof(struct ubia_holders) == 72, "ubia_holders layout");
+_Static_assert(sizeof(struct ubia_holders) == 64, "ubia_holders layout");
 _Static_assert(sizeof(struct ubia_flow) == 160, "ubia_flow layout");
 _Static_assert(sizeof(struct ubia_event) == 184, "ubia_event layout");
 _Static_assert(sizeof(struct ubia_iface) == 96, "ubia_iface layout");

@@ -43,7 +43,7 @@ function scriptedMeter() {
     forgotten: [] as number[],
   };
   const meter: MeterReader = {
-    status: () => ({ kernelRelease: 'test', mode: 'test', hooks: [], pinDir: '', resumed: false }),
+    status: () => ({ kernelRelease: 'test', mode: 'default', hooks: [], pinDir: '', resumed: false }),
     fold: () => void state.folds++,
     readUserColumns: () => columns(state.users),
     readProcessColumns: () => {

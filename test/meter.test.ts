@@ -74,6 +74,17 @@ async function measure(uid: number, run: () => Promise<unknown> | unknown, scope
   return { delta: minus(await settledTotal(meter, uid, scope), before), result };
 }
 
+/** Runs traffic while folding every 50 ms, as a busy agent does: the owner rule then
+ *  decides at folds in the middle of connections, not only at their last close. */
+async function whileFolding<T>(m: Meter, work: Promise<T>): Promise<T> {
+  const timer = setInterval(() => m.fold(), 50);
+  try {
+    return await work;
+  } finally {
+    clearInterval(timer);
+  }
+}
+
 /** Wire bytes are payload plus headers, plus what TCP sent twice (`retransmitted`, as
  *  the sender's tcp_info tells it). */
 function expectWireConsistent(d: TrafficCounters, retransmitted = 0) {
@@ -192,7 +203,7 @@ describe('kernel meter', () => {
       exchange(['tcp-sink', ns.nsV4, String(port)], ['fork-send', ns.nsV4, String(port), '300000', '700000'], { server: { netns: ns }, client: { user: bob } }),
     );
     expect(delta.txPayloadBytes).toBe(1_000_000);
-    // the parent created the socket and held it throughout: the child's writes are its
+    // no fold ran while the child held it: the last close (the parent's) takes it all
     // (per call, the precise mode's test below tells them apart)
     expect(procTotal(result.client.parent!)?.txPayloadBytes).toBe(1_000_000);
     expect(procTotal(result.client.child!)).toBeUndefined();
@@ -222,6 +233,54 @@ describe('kernel meter', () => {
     expect(minus(userTotal(meter, alice.uid), beforeA).txPayloadBytes).toBe(0);
     // the wire bytes follow the new owner too (the SYN went out as alice's)
     expect(bobDelta.txBytes).toBeGreaterThanOrEqual(600_000);
+  });
+
+  it('hands a socket inherited over fork() to the child holding it at a fold, and back to the parent', async () => {
+    const port = freePort();
+    const { delta, result } = await measure(bob.uid, () =>
+      whileFolding(meter, exchange(['tcp-sink', ns.nsV4, String(port)], ['fork-send', ns.nsV4, String(port), '300000', '700000'], { server: { netns: ns }, client: { user: bob } })),
+    );
+    expect(delta.txPayloadBytes).toBe(1_000_000);
+    const parent = procTotal(result.client.parent!)?.txPayloadBytes ?? 0;
+    const child = procTotal(result.client.child!)?.txPayloadBytes ?? 0;
+    // folds while the child lived gave the child what was counted until then; the
+    // parent's writes after it exited are the parent's
+    expect(parent + child).toBe(1_000_000);
+    expect(parent).toBeGreaterThanOrEqual(300_000);
+  });
+
+  it.each([
+    ['0.2 s', 0.2],
+    ['10 s', 10],
+  ])('attributes a root listener\'s connection served by a setuid() child to the child\'s user (inetd/sshd pattern), %s', async (_label, seconds) => {
+    const port = freePort();
+    const bytes = 1_500_000;
+    const before = userTotal(meter, alice.uid);
+    const { server, client } = await whileFolding(
+      meter,
+      exchange(['inetd-send', ns.hostV4, String(port), String(alice.uid), String(alice.gid), String(bytes), String(seconds)], ['tcp-recv', ns.hostV4, String(port)], { client: { netns: ns } }),
+    );
+    expect(client.received).toBe(bytes);
+    const d = minus(await settledTotal(meter, alice.uid), before);
+    expect(d.txPayloadBytes).toBe(bytes);
+    expect(d.rxPayloadBytes).toBe(0);
+    expect(procTotal(server.child!)?.txPayloadBytes).toBe(bytes);
+    expect(procTotal(server.pid!)?.txPayloadBytes ?? 0).toBe(0);
+  }, 30_000);
+
+  it('attributes connections of a listener root created to the service that accepts them as a test user (socket activation)', async () => {
+    const port = freePort();
+    const bytes = 800_000;
+    const before = userTotal(meter, bob.uid);
+    const { server } = await whileFolding(
+      meter,
+      exchange(['activated-sink', ns.hostV4, String(port), String(bob.uid), String(bob.gid)], ['tcp-send', ns.hostV4, String(port), String(bytes)], { client: { netns: ns } }),
+    );
+    expect(server.received).toBe(bytes);
+    const d = minus(await settledTotal(meter, bob.uid), before);
+    expect(d.rxPayloadBytes).toBe(bytes);
+    expect(d.txPayloadBytes).toBe(0);
+    expect(procTotal(server.service!)?.rxPayloadBytes).toBe(bytes);
   });
 
   it('counts every byte of a large write followed at once by close(), in the flow record too', async () => {

@@ -9,6 +9,7 @@ import { humanRate } from '../cli/format.js';
 import { loadConfig } from '../config/load.js';
 import type { UbiaConfig } from '../config/config.js';
 import { DAY_MS, HOUR_MS, Ledger } from '../ledger/ledger.js';
+import type { MeterMode } from '../kernel/types.js';
 import { Accounting } from './accounting.js';
 import { decodeCheckpoint } from './checkpoint.js';
 import type { MeterReader } from './meter.js';
@@ -19,7 +20,7 @@ import type { ExporterContext } from './exporters.js';
 import type { OtlpHealth } from '../export/otlp/index.js';
 
 export interface AgentDeps {
-  openMeter(opts: { pinDir: string; flowCapacity: number }): MeterReader;
+  openMeter(opts: { pinDir: string; flowCapacity: number; mode: MeterMode }): MeterReader;
   userName: UserNameLookup;
   groupMembers(name: string): { gid: number; members: string[] } | undefined;
   peerCredentials(fd: number): Caller;
@@ -67,7 +68,7 @@ export async function startAgent(
   const startedAt = Date.now();
   const bootId = readBootId();
 
-  const meter = deps.openMeter({ pinDir: config.agent.pin_dir, flowCapacity: config.agent.flow_capacity });
+  const meter = deps.openMeter({ pinDir: config.agent.pin_dir, flowCapacity: config.agent.flow_capacity, mode: config.agent.meter_mode });
   const st = meter.status();
   logger.info({ mode: st.mode, kernel: st.kernelRelease, resumed: st.resumed, hooks: st.hooks.filter((h) => h.active).map((h) => h.name) }, 'meter open');
 

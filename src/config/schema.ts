@@ -21,6 +21,11 @@ export const agentSectionSchema = z
     count_loopback: setting(z.boolean(), false, 'count traffic over the loopback interface in user totals and exports'),
     pin_dir: setting(text(), '/sys/fs/bpf/ubia', 'bpffs directory where the meter pins its maps and links'),
     flow_capacity: setting(integer(1024, 4_194_304), 65_536, 'how many active flows the kernel flow table holds'),
+    meter_mode: setting(
+      z.enum(['default', 'precise']),
+      'default',
+      '"default": TCP payload read from each socket\'s own counters at the fold, no program per send/recv call, a shared socket\'s bytes to the process holding it; "precise": every send/recv call\'s payload for the process making it (Linux 6.3+, costs ~3 % of 64-byte TCP throughput; on older kernels the default mode runs and `ubia status` says why)',
+    ),
     name_cache_ttl: setting(seconds(1, 86_400), 300, 'seconds a uid → user name look-up (NSS) stays cached'),
     recent_flows: setting(integer(0, 100_000), 1000, 'how many ended flows `ubia flows` remembers'),
   })

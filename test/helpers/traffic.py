@@ -222,6 +222,51 @@ def pass_fd(host, port, uid_a, gid_a, uid_b, gid_b, nbytes):
     out(senderPid=b, connectorPid=a, sent=int(os.read(b_r, 64)))
 
 
+def become(uid, gid):
+    os.setgroups([])
+    os.setresgid(int(gid), int(gid), int(gid))
+    os.setresuid(int(uid), int(uid), int(uid))
+
+
+def inetd_send(host, port, uid, gid, nbytes, seconds):
+    """root listens and accepts; a child setuid()s to the user and serves the connection
+    (the inetd/sshd pattern): sends nbytes spread over `seconds`, then closes"""
+    s = listen(host, int(port))
+    c, _ = s.accept()
+    child = os.fork()
+    if child == 0:
+        s.close()
+        become(uid, gid)
+        steps = max(1, int(float(seconds) / 0.1))
+        per, sent = int(nbytes) // steps, 0
+        for i in range(steps):
+            sent += send_bytes(c, per if i < steps - 1 else int(nbytes) - sent)
+            time.sleep(float(seconds) / steps)
+        c.close()
+        os._exit(0)
+    c.close()
+    os.waitpid(child, 0)
+    out(sent=int(nbytes), child=child, pid=os.getpid())
+
+
+def activated_sink(host, port, uid, gid):
+    """socket activation: root creates the listener and keeps it (as systemd does); a
+    service process running as the user accepts and reads everything"""
+    s = listen(host, int(port))
+    r, w = os.pipe()
+    service = os.fork()
+    if service == 0:
+        become(uid, gid)
+        c, _ = s.accept()
+        c.settimeout(TIMEOUT)
+        os.write(w, str(read_all(c)).encode())
+        c.close()
+        os._exit(0)
+    os.waitpid(service, 0)
+    s.close()
+    out(received=int(os.read(r, 64)), service=service, pid=os.getpid())
+
+
 if __name__ == '__main__':
     cmd, args = sys.argv[1].replace('-', '_'), sys.argv[2:]
     globals()[cmd](*args)
