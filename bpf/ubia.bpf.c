@@ -139,6 +139,15 @@ struct {
 	__type(value, struct ubia_holders);
 } census SEC(".maps");
 
+/* Which indexes of user_slots are taken (see claim_slot). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, UBIA_MAX_USERS);
+	__type(key, __u32);
+	__type(value, __u8);
+} slot_claims SEC(".maps");
+
 /* Written by user space: the ABI version of the pinned state. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -193,24 +202,46 @@ static __always_inline void mark_metered(__u32 tgid)
 		bpf_map_update_elem(&metered_tgids, &tgid, &one, BPF_ANY);
 }
 
+/* Claims a free slot of user_slots. Linux 5.10 has no atomic fetch-and-add or exchange
+ * for BPF (5.12): the insert into slot_claims (BPF_NOEXIST, atomic per key) decides which
+ * CPU gets an index; the loser tries the next one. The count of slots handed out is
+ * then raised by a plain atomic add, so user space reads up to it. */
+static __always_inline bool claim_slot(struct ubia_meta *m, __u32 *slot)
+{
+	__u8 one = 1;
+	for (int i = 0; i < 4; i++) {
+		__u32 n = m->user_slots_used + i;
+		if (n >= UBIA_MAX_USERS)
+			return false;
+		if (bpf_map_update_elem(&slot_claims, &n, &one, BPF_NOEXIST) == 0) {
+			__sync_fetch_and_add(&m->user_slots_used, 1);
+			*slot = n;
+			return true;
+		}
+	}
+	return false; /* four other CPUs claimed at once: the bytes count as overflow */
+}
+
 /* The (uid, scope)'s slot, taken from the free ones when it has none yet. */
 static __always_inline struct ubia_counters *user_counters(const struct ubia_user_key *uk)
 {
 	__u32 *idx = bpf_map_lookup_elem(&user_index, uk);
 	if (!idx) {
-		__u32 zero = 0;
+		__u32 zero = 0, n;
 		struct ubia_meta *m = bpf_map_lookup_elem(&meta, &zero);
-		if (!m || m->user_slots_used >= UBIA_MAX_USERS)
-			return NULL; /* full: no atomic add, so the count cannot wrap */
-		__u32 n = __sync_fetch_and_add(&m->user_slots_used, 1);
+		if (!m || !claim_slot(m, &n))
+			return NULL;
 		struct ubia_user_slot *slot = bpf_map_lookup_elem(&user_slots, &n);
 		if (!slot)
 			return NULL;
 		slot->key = *uk;
 		/* another CPU may have indexed this user meanwhile: then its slot counts and
-		 * this one stays unused (used = 0, never shown) */
-		if (bpf_map_update_elem(&user_index, uk, &n, BPF_NOEXIST) == 0)
-			__sync_lock_test_and_set(&slot->used, 1); /* a full barrier: key is final */
+		 * this one stays unused (used = 0, never shown). `used` is stored after the key
+		 * (in program order; x86 keeps stores in order) */
+		if (bpf_map_update_elem(&user_index, uk, &n, BPF_NOEXIST) == 0) {
+			asm volatile("" ::: "memory");
+			slot->used = 1;
+		}
 		idx = bpf_map_lookup_elem(&user_index, uk);
 		if (!idx)
 			return NULL;
@@ -410,22 +441,35 @@ static __always_inline bool counters_zero(const struct ubia_counters *c)
 	return !(c->rx_bytes | c->tx_bytes | c->rx_packets | c->tx_packets | c->rx_payload | c->tx_payload);
 }
 
+/* Takes what a pending counter holds: subtracts exactly what it read (an atomic add of
+ * the negative, which Linux 5.10 has; exchange is 5.12), so what other CPUs add meanwhile
+ * stays for the next fold. */
+static __always_inline __u64 take(__u64 *counter)
+{
+	__u64 v = *(volatile __u64 *)counter;
+	if (v)
+		__sync_fetch_and_add(counter, -v);
+	return v;
+}
+
 /* Moves what a socket counted since the last fold (its pending counts, and the TCP
  * payload `tcp` the caller took from the socket's own counters) to its owner's user,
- * process and flow entries. The exchange hands each increment to exactly one fold,
- * whichever CPUs fold and count at the same time. */
+ * process and flow entries. Every increment lands in exactly one fold, whichever CPUs
+ * count meanwhile. Two folds of one socket at once (the agent's fold meeting the
+ * socket's last close on another CPU, a window of a few hundred nanoseconds) would both
+ * take what they read: that socket's unfolded bytes would count twice. */
 static __always_inline void fold(__u64 cookie, struct ubia_sock *s, const struct ubia_counters *tcp)
 {
 	struct ubia_counters d = *tcp;
 	struct ubia_counters *p = &s->pending;
-	/* most sockets are idle between two reads: plain loads spare them six exchanges */
+	/* most sockets are idle between two reads: plain loads spare them the atomics */
 	if (!counters_zero(p)) {
-		d.rx_bytes = __sync_lock_test_and_set(&p->rx_bytes, 0);
-		d.tx_bytes = __sync_lock_test_and_set(&p->tx_bytes, 0);
-		d.rx_packets = __sync_lock_test_and_set(&p->rx_packets, 0);
-		d.tx_packets = __sync_lock_test_and_set(&p->tx_packets, 0);
-		d.rx_payload += __sync_lock_test_and_set(&p->rx_payload, 0);
-		d.tx_payload += __sync_lock_test_and_set(&p->tx_payload, 0);
+		d.rx_bytes = take(&p->rx_bytes);
+		d.tx_bytes = take(&p->tx_bytes);
+		d.rx_packets = take(&p->rx_packets);
+		d.tx_packets = take(&p->tx_packets);
+		d.rx_payload += take(&p->rx_payload);
+		d.tx_payload += take(&p->tx_payload);
 	}
 	if (counters_zero(&d))
 		return;

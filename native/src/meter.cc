@@ -434,7 +434,7 @@ void Meter::probe_features() {
   hook("cgroup_skb/egress", true, true, precise ? "wire bytes and packets sent, per socket" : "wire bytes and packets sent, per socket; payload of datagrams (UDP, ICMP, …)");
   hook("cgroup_skb/ingress", true, true, precise ? "wire bytes and packets received, per socket" : "wire bytes and packets received, per socket; payload of datagrams (UDP, ICMP, …)");
   hook("iter/task_file (census)", true, !precise, precise ? "not needed in the precise mode (the process doing the I/O owns the socket)"
-                                                 : "fold census: which processes hold each socket (a socket's bytes go to a holder when its owner no longer holds it)");
+                                                 : "fold census: the newest process holding each socket takes it over at the fold");
   std::string fold_detail = std::string("fold by ") + fold_route_name(fold_route_) + ": " +
                             (precise ? "moves every socket's pending counts into the totals"
                                      : "every TCP socket's payload from its own counters (bytes_received/acked, sequence numbers), pending counts into the totals");
