@@ -563,30 +563,15 @@ int ubia_sock_create(struct bpf_sock *ctx)
 	return 1;
 }
 
-static __always_inline bool current_is_kthread(void)
-{
-	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-	return BPF_CORE_READ(t, flags) & PF_KTHREAD;
-}
-
-/* The last close (cgroup/sock_release runs in the closing process, before TCP sends its
- * FIN). Default mode: the closer holds the socket last and takes it over, with what is
- * pending; the TCP payload is final now (nobody can read or write any more). */
+/* The last close (cgroup/sock_release, before TCP sends its FIN): the TCP payload is
+ * final now (nobody can read or write any more); everything goes to the owner. Not the
+ * closing process: the last to close is often not the one that did the I/O (sshd's
+ * monitor outlives the session child). */
 static __always_inline void fold_at_release(struct bpf_sock *ctx, __u64 cookie, struct ubia_sock *s)
 {
 	struct ubia_counters tcp = {};
-	if (!precise) {
-		/* a process, not a uid: one that changes its uid keeps its sockets under the
-		 * uid it had when it took them */
-		__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-		if ((!s->owner_known || s->owner.tgid != tgid) && !current_is_kthread()) {
-			struct ubia_owner o = {};
-			owner_from_current(&o);
-			set_owner(s, &o);
-		}
-		if (ctx->protocol == IPPROTO_TCP && ctx->type == SOCK_STREAM && ctx->state != BPF_TCP_LISTEN)
-			tcp_payload_delta(ctx, s, &tcp);
-	}
+	if (!precise && ctx->protocol == IPPROTO_TCP && ctx->type == SOCK_STREAM && ctx->state != BPF_TCP_LISTEN)
+		tcp_payload_delta(ctx, s, &tcp);
 	s->released = 1;
 	fold(cookie, s, &tcp);
 }
@@ -779,6 +764,37 @@ static __always_inline struct ubia_sock *adopt_socket(struct __sk_buff *skb, str
 	return s;
 }
 
+/* Default mode: is this packet sent from inside a process's send (or receive: ACKs)
+ * call, by a process other than the owner? TCP transmits from process context only with
+ * the socket lock owned by the caller (from softirq only when no process holds it); UDP
+ * and the rest send synchronously from sendmsg. The current task is reached through
+ * bpf_get_current_task (Linux 5.8 for packet programs): bpf_get_current_uid_gid is
+ * refused there before 6.14. */
+static __always_inline struct task_struct *other_sender(struct bpf_sock *sk, const struct ubia_sock *s)
+{
+	if (sk->protocol == IPPROTO_TCP) {
+		struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+		if (!tp || !tp->inet_conn.icsk_inet.sk.sk_lock.owned)
+			return NULL;
+	}
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	if (s->owner_known && BPF_CORE_READ(t, tgid) == s->owner.tgid)
+		return NULL;
+	if (BPF_CORE_READ(t, flags) & PF_KTHREAD)
+		return NULL;
+	return t;
+}
+
+/* The sender takes the socket over, with everything not yet folded: what it wrote
+ * before this packet is already in the socket's counters (a write() moves write_seq
+ * before its first segment leaves), so the previous owner must not get it. */
+static __always_inline void sender_takes_over(struct ubia_sock *s, struct task_struct *t)
+{
+	struct ubia_owner o = {};
+	owner_from_task(&o, t);
+	set_owner(s, &o);
+}
+
 static __always_inline int count_wire(struct __sk_buff *skb, bool egress)
 {
 	__u16 family = skb->family;
@@ -831,6 +847,11 @@ static __always_inline int count_wire(struct __sk_buff *skb, bool egress)
 			fill_endpoints(&ep, sk);
 		count_direct(bpf_get_socket_cookie(skb), &ep, &s->owner, scope, &d);
 	} else {
+		if (egress && !precise) {
+			struct task_struct *t = other_sender(sk, s);
+			if (t)
+				sender_takes_over(s, t);
+		}
 		if (!s->scope_known || s->scope != scope) {
 			/* a socket's scope changes rarely (a route moved): what it counted before
 			 * keeps the old scope */

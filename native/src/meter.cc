@@ -430,8 +430,8 @@ void Meter::probe_features() {
     hooks_.push_back({name, available, active, std::move(detail)});
   };
   hook("cgroup/sock_create", true, true, "socket owner (uid, gid, pid, comm, cgroup) at creation");
-  hook("cgroup/sock_release", true, true, "last close: the closing process takes the socket over, its final TCP payload; end of UDP and other non-TCP flows");
-  hook("cgroup_skb/egress", true, true, precise ? "wire bytes and packets sent, per socket" : "wire bytes and packets sent, per socket; payload of datagrams (UDP, ICMP, …)");
+  hook("cgroup/sock_release", true, true, "last close: the socket's final TCP payload; end of UDP and other non-TCP flows");
+  hook("cgroup_skb/egress", true, true, precise ? "wire bytes and packets sent, per socket" : "wire bytes and packets sent, per socket; payload of datagrams (UDP, ICMP, …); a process sending on a socket takes it over");
   hook("cgroup_skb/ingress", true, true, precise ? "wire bytes and packets received, per socket" : "wire bytes and packets received, per socket; payload of datagrams (UDP, ICMP, …)");
   hook("iter/task_file (census)", true, !precise, precise ? "not needed in the precise mode (the process doing the I/O owns the socket)"
                                                  : "fold census: the newest process holding each socket takes it over at the fold");
