@@ -348,13 +348,15 @@ describe('kernel meter', () => {
     const FIRST_UID = 300_000;
     const port = String(freePort());
     const flowgen = new URL('../src/bench/flowgen.py', import.meta.url).pathname;
-    const server = spawn('ip', ['netns', 'exec', ns.name, '/usr/bin/python3', flowgen, 'serve', ns.nsV4, port, '30', String(USERS)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const server = spawn('ip', ['netns', 'exec', ns.name, '/usr/bin/python3', flowgen, 'serve', ns.nsV4, port, process.env.UBIA_KERNEL_VM ? '60' : '30', String(USERS)], { stdio: ['ignore', 'pipe', 'inherit'] });
     try {
       await new Promise((resolve, reject) => {
         server.stdout!.once('data', resolve);
         server.once('exit', (code) => reject(new Error(`flowgen server exited (${code})`)));
       });
-      const client = spawnSync('/usr/bin/python3', [flowgen, 'client', ns.nsV4, port, String(USERS), String(FIRST_UID), String(USERS), '1.5'], { encoding: 'utf8', timeout: 60_000 });
+      // under qemu's TCG (the kernel-matrix run) one round over 4,500 connections takes seconds
+      const seconds = process.env.UBIA_KERNEL_VM ? '20' : '1.5';
+      const client = spawnSync('/usr/bin/python3', [flowgen, 'client', ns.nsV4, port, String(USERS), String(FIRST_UID), String(USERS), seconds], { encoding: 'utf8', timeout: 120_000 });
       expect(client.status, client.stderr).toBe(0);
       const theirs = (await settledUsers(meter)).filter((u) => u.uid >= FIRST_UID && u.uid < FIRST_UID + USERS);
       expect(theirs).toHaveLength(USERS);
@@ -365,7 +367,7 @@ describe('kernel meter', () => {
     } finally {
       server.kill('SIGKILL');
     }
-  }, 90_000);
+  }, 180_000);
 
   it('keeps counting across a restart of the reader, without loss or double count', async () => {
     const port = freePort();
@@ -396,8 +398,17 @@ describe('precise mode (per-call tracepoints, Linux 6.3+)', () => {
   });
   afterAll(() => precise?.close({ detach: true }));
 
-  it('uses the tracepoints and no census', () => {
+  // on kernels without the tracepoints (Linux < 6.3) a precise request runs the default
+  // mode and says why; the per-call tests then check the default mode's rule instead
+  const hasTracepoints = () => precise.status().hooks.find((h) => h.name === 'tp_btf/sock_send_length')!.available;
+
+  it('uses the tracepoints and no census, or says why it cannot', () => {
     const st = precise.status();
+    if (!hasTracepoints()) {
+      expect(st.mode).toBe('default');
+      expect(st.hooks.find((h) => h.name === 'tp_btf/sock_send_length')!.detail).toMatch(/Linux < 6\.3/);
+      return;
+    }
     expect(st.mode).toBe('precise');
     const active = st.hooks.filter((h) => h.active).map((h) => h.name);
     expect(active).toEqual(expect.arrayContaining(['tp_btf/sock_send_length', 'tp_btf/sock_recv_length']));
@@ -410,6 +421,10 @@ describe('precise mode (per-call tracepoints, Linux 6.3+)', () => {
     const before = userTotal(precise, bob.uid);
     const { client } = await exchange(['tcp-sink', ns.nsV4, String(port)], ['fork-send', ns.nsV4, String(port), '300000', '700000'], { server: { netns: ns }, client: { user: bob } });
     expect(minus(await settledTotal(precise, bob.uid), before).txPayloadBytes).toBe(1_000_000);
+    if (!hasTracepoints()) {
+      expect(procOf(client.parent!) + procOf(client.child!)).toBe(1_000_000);
+      return;
+    }
     expect(procOf(client.parent!)).toBe(300_000);
     expect(procOf(client.child!)).toBe(700_000);
     // the child exited: its exit is reported so its entries can be removed
