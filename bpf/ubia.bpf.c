@@ -1172,32 +1172,9 @@ static __always_inline void fold_socket(struct sock *sk, struct ubia_sock *s)
 	fold(BPF_CORE_READ(sk, __sk_common.skc_cookie.counter), s, &payload);
 }
 
-/* The fold's second pass through every process's sockets (Linux 5.11+: socket storage
- * from tracing programs, bpf_sock_from_file). Sockets without a file (closed but still
- * sending: counted straight into the totals; not yet accepted; in flight over
- * SCM_RIGHTS) are folded when a process holds them, or at their last close. */
-SEC("iter/task_file")
-int ubia_fold_files(struct bpf_iter__task_file *ctx)
-{
-	begin_fold(ctx->meta, precise);
-	struct file *file = ctx->file;
-	if (!file)
-		return 0;
-	struct socket *sock = bpf_sock_from_file(file);
-	if (!sock)
-		return 0;
-	struct sock *sk = sock->sk;
-	if (!sk)
-		return 0;
-	struct ubia_sock *s = bpf_sk_storage_get(&socks, sk, 0, 0);
-	if (s)
-		fold_socket(sk, s);
-	return 0;
-}
-
-/* The same through the socket storage map (Linux 5.9+, for 5.10, where tracing programs
- * may not use socket storage): every socket with storage, file or not. Some kernels
- * refuse map iterators (EPERM); they have the task_file one. */
+/* The fold's second pass through the socket storage map (Linux 5.9+; tracing programs
+ * may not look socket storage up before 5.11, but this iterator hands the value over):
+ * every socket with storage, with a file or not, in any network namespace. */
 SEC("iter/bpf_sk_storage_map")
 int ubia_fold_storage(struct bpf_iter__bpf_sk_storage_map *ctx)
 {
@@ -1210,7 +1187,10 @@ int ubia_fold_storage(struct bpf_iter__bpf_sk_storage_map *ctx)
 }
 
 /* The same through the TCP and UDP socket tables (Linux 5.9+), where the kernel refuses
- * both ways above: the sockets of the agent's network namespace. */
+ * map iterators (EPERM, as this project's 6.18 does): the sockets of the agent's network
+ * namespace; others fold at their last close. (A walk of the processes' files would
+ * reach every namespace, but 6.18 hands it only an untrusted sock->sk, which socket
+ * storage refuses.) */
 SEC("iter/tcp")
 int ubia_fold_tcp(struct bpf_iter__tcp *ctx)
 {

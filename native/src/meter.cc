@@ -246,18 +246,16 @@ Meter::Meter(const MeterOptions &opts) : opts_(opts) {
   }
 }
 
-// The fold's ways through every socket, best first. The truth is what loads: Linux 5.10
-// lets no tracing program use socket storage but walks the storage map; some kernels
-// refuse map iterators (EPERM) or hand the task_file walk only an untrusted socket
-// pointer (this project's 6.18), and there the TCP and UDP iterators serve (sockets of
-// the agent's network namespace; others fold at their last close).
+// The fold's ways through every socket, best first. The truth is what loads: Debian's
+// 5.10 to 7.3 walk the storage map; this project's 6.18 refuses map iterators (EPERM),
+// and there the TCP and UDP iterators serve (sockets of the agent's network namespace;
+// others fold at their last close).
 namespace {
-constexpr FoldRoute kFoldRoutes[] = {FoldRoute::StorageMap, FoldRoute::Files, FoldRoute::Sockets};
+constexpr FoldRoute kFoldRoutes[] = {FoldRoute::StorageMap, FoldRoute::Sockets};
 
 const char *fold_route_name(FoldRoute r) {
   switch (r) {
     case FoldRoute::StorageMap: return "iter/bpf_sk_storage_map";
-    case FoldRoute::Files: return "iter/task_file";
     case FoldRoute::Sockets: return "iter/tcp + iter/udp";
   }
   return "?";
@@ -319,9 +317,6 @@ void Meter::load_and_attach() {
       attach_fold(skel_->progs.ubia_fold_storage, &iter_opts);
       break;
     }
-    case FoldRoute::Files:
-      attach_fold(skel_->progs.ubia_fold_files, nullptr);
-      break;
     case FoldRoute::Sockets:
       attach_fold(skel_->progs.ubia_fold_tcp, nullptr);
       attach_fold(skel_->progs.ubia_fold_udp, nullptr);
@@ -460,7 +455,6 @@ void Meter::probe_features() {
   bpf_program__set_autoload(skel_->progs.ubia_recv_length, precise);
   bpf_program__set_autoload(skel_->progs.ubia_census, !precise);
   bpf_program__set_autoload(skel_->progs.ubia_fold_storage, fold_route_ == FoldRoute::StorageMap);
-  bpf_program__set_autoload(skel_->progs.ubia_fold_files, fold_route_ == FoldRoute::Files);
   bpf_program__set_autoload(skel_->progs.ubia_fold_tcp, fold_route_ == FoldRoute::Sockets);
   bpf_program__set_autoload(skel_->progs.ubia_fold_udp, fold_route_ == FoldRoute::Sockets);
   bpf_program__set_autoload(skel_->progs.ubia_sock_set_state, has_state);

@@ -25,7 +25,7 @@ struct MeterError : std::runtime_error {
 };
 
 // How the fold reaches every socket's storage (see kFoldRoutes in meter.cc).
-enum class FoldRoute { StorageMap, Files, Sockets };
+enum class FoldRoute { StorageMap, Sockets };
 
 struct MeterOptions {
   std::string pin_dir = "/sys/fs/bpf/ubia";
