@@ -18,7 +18,8 @@
  *
  * Two modes. Default: no program runs per send/recv call; TCP payload is read from the
  * socket's own counters at the fold, other payload from the datagrams at the packet
- * hooks, and a socket's bytes go to a process holding it (see adopt_holder). Precise
+ * hooks, and a socket's bytes go to the process sending on it or, at a fold, the newest
+ * holding it (see other_sender, adopt_holder). Precise
  * (Linux 6.3+): the socket-length tracepoints count each call's payload for the process
  * making it. Everything but those tracepoints needs only Linux 5.10 with BTF.
  */
@@ -1133,14 +1134,14 @@ int ubia_census(struct bpf_iter__task_file *ctx)
 	return 0;
 }
 
-/* The default mode's owner rule: at each fold a socket goes to the newest process
- * holding a file of it (the latest started), with everything not yet folded. That is
- * the process serving the connection in the inetd and sshd patterns (a child of the
- * accepting daemon), the service in socket activation, the receiver of a descriptor
- * passed over SCM_RIGHTS, and a child that inherited it; no race with when the others
- * close their copies. A socket nobody holds (closed but still sending, not yet accepted,
- * in flight over SCM_RIGHTS) stays with its owner; the last close hands it to the
- * closing process. Only sockets of the census's map capacity are followed. */
+/* The default mode's owner rule at a fold (with other_sender at the packet hooks): a
+ * socket goes to the newest process holding a file of it (the latest started), with
+ * everything not yet folded. That is the process serving the connection in the inetd
+ * and sshd patterns (a child of the accepting daemon), the service in socket activation,
+ * the receiver of a descriptor passed over SCM_RIGHTS, and a child that inherited it; no
+ * race with when the others close their copies. A socket nobody holds (closed but still
+ * sending, not yet accepted, in flight over SCM_RIGHTS) stays with its owner. Only
+ * sockets of the census's map capacity are followed. */
 static __always_inline void adopt_holder(struct sock *sk, struct ubia_sock *s, __u32 gen)
 {
 	__u64 key = (__u64)sk;

@@ -66,8 +66,8 @@ struct ubia_proc_key {
 	__u32 pad;
 };
 
-/* Who a socket belongs to: the creator; then, in the default mode, a process holding it
- * when the owner no longer does (the fold's census, the last close); in the precise mode,
+/* Who a socket belongs to: the creator; then, in the default mode, a process sending on
+ * it from its own call, or at a fold the newest process holding it; in the precise mode,
  * whichever process last did I/O on it. */
 struct ubia_owner {
 	__u32 uid;
