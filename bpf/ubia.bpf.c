@@ -54,6 +54,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
  * kept for its interfaces only (ifindex numbers repeat across namespaces): a socket
  * notes at creation whether it lives there. */
 const volatile __u32 host_netns_ino = 0;
+/* slots of user_slots (the loader sizes the map to match; tests load a small table) */
+const volatile __u32 max_users = UBIA_MAX_USERS;
 extern unsigned long CONFIG_HZ __kconfig;
 
 /* Set by the loader. precise: payload from the per-call tracepoints (Linux 6.3+), each
@@ -212,7 +214,7 @@ static __always_inline bool claim_slot(struct ubia_meta *m, __u32 *slot)
 	__u8 one = 1;
 	for (int i = 0; i < 4; i++) {
 		__u32 n = m->user_slots_used + i;
-		if (n >= UBIA_MAX_USERS)
+		if (n >= max_users)
 			return false;
 		if (bpf_map_update_elem(&slot_claims, &n, &one, BPF_NOEXIST) == 0) {
 			__sync_fetch_and_add(&m->user_slots_used, 1);
@@ -265,6 +267,12 @@ static __always_inline void count_user_and_process(const struct ubia_owner *o, _
 		stat_add(UBIA_STAT_UNATTR_TX_BYTES, d->tx_bytes);
 		stat_add(UBIA_STAT_UNATTR_RX_PACKETS, d->rx_packets);
 		stat_add(UBIA_STAT_UNATTR_TX_PACKETS, d->tx_packets);
+		stat_add(UBIA_STAT_OVERFLOW_RX_BYTES, d->rx_bytes);
+		stat_add(UBIA_STAT_OVERFLOW_TX_BYTES, d->tx_bytes);
+		stat_add(UBIA_STAT_OVERFLOW_RX_PACKETS, d->rx_packets);
+		stat_add(UBIA_STAT_OVERFLOW_TX_PACKETS, d->tx_packets);
+		stat_add(UBIA_STAT_OVERFLOW_RX_PAYLOAD, d->rx_payload);
+		stat_add(UBIA_STAT_OVERFLOW_TX_PAYLOAD, d->tx_payload);
 	}
 
 	struct ubia_proc_key pk = { .uid = o->uid, .tgid = o->tgid, .scope = scope };

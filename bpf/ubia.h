@@ -10,7 +10,7 @@
 #ifndef UBIA_H
 #define UBIA_H
 
-#define UBIA_ABI_VERSION 6
+#define UBIA_ABI_VERSION 7
 
 #define UBIA_COMM_LEN 16
 
@@ -175,6 +175,14 @@ enum ubia_stat {
 	UBIA_STAT_UNATTR_TX_BYTES,
 	UBIA_STAT_UNATTR_RX_PACKETS,
 	UBIA_STAT_UNATTR_TX_PACKETS,
+	/* what users beyond the user table did (their wire bytes are also in UNATTR above;
+	 * their payload is counted only here) */
+	UBIA_STAT_OVERFLOW_RX_BYTES,
+	UBIA_STAT_OVERFLOW_TX_BYTES,
+	UBIA_STAT_OVERFLOW_RX_PACKETS,
+	UBIA_STAT_OVERFLOW_TX_PACKETS,
+	UBIA_STAT_OVERFLOW_RX_PAYLOAD,
+	UBIA_STAT_OVERFLOW_TX_PAYLOAD,
 	UBIA_STAT_MAX,
 };
 

@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Accounting } from '../src/agent/accounting.js';
+import { zeroCounters } from '../src/core/counters.js';
 import type { MeterReader } from '../src/agent/meter.js';
 import { createNameCache } from '../src/agent/names.js';
 import type { Columns } from '../src/kernel/native.js';
@@ -43,7 +44,8 @@ function scriptedMeter() {
     forgotten: [] as number[],
   };
   const meter: MeterReader = {
-    status: () => ({ kernelRelease: 'test', mode: 'default', hooks: [], pinDir: '', resumed: false }),
+    status: () => ({ kernelRelease: 'test', mode: 'default', hooks: [], pinDir: '', resumed: false, flowCapacity: 1024 }),
+    checkPins: () => [],
     fold: () => void state.folds++,
     readUserColumns: () => columns(state.users),
     readProcessColumns: () => {
@@ -55,7 +57,7 @@ function scriptedMeter() {
       return columns(state.flows);
     },
     readInterfaces: () => state.interfaces,
-    health: () => ({ overflows: { users: 0, processes: 0, flows: 0, interfaces: 0 }, eventsDropped: state.eventsDropped }),
+    health: () => ({ overflows: { users: 0, processes: 0, flows: 0, interfaces: 0 }, eventsDropped: state.eventsDropped, beyondUserTable: zeroCounters() }),
     onEvent: () => undefined,
     forgetProcess: (pid) => state.forgotten.push(pid),
     close: () => undefined,
@@ -101,7 +103,7 @@ describe('accounting', () => {
     expect(usage()).toEqual({ startMs: T, endMs: T + 1000, users: [{ uid: 1000, user: 'alice', ...c(3) }] });
     const totals = new Map(ledger.totals(T, T + 60_000).map((t) => [`${t.uid}/${t.scope}`, t.rxPackets]));
     expect(totals).toEqual(new Map([['1000/external', 4], ['2000/external', 2], [`${UNATTRIBUTED_UID}/external`, 3]]));
-    expect(acc.rates().get(1000)).toEqual({ rxRate: 300, txRate: 30 });
+    expect(acc.rates().get(1000)).toEqual({ rxRate: 300, txRate: 30, rxPayloadRate: 150, txPayloadRate: 15 });
     expect(names.name(2000)).toBe('2000');
     // the next poll's usage holds that poll's deltas only
     state.users = [user(1000, 'external', 5), user(1000, 'loopback', 9), user(2000, 'external', 4)];
@@ -109,7 +111,12 @@ describe('accounting', () => {
       { uid: 1000, user: 'alice', ...c(1) },
       { uid: 2000, user: '2000', ...c(2) },
     ]);
-    expect(acc.rates()).toEqual(new Map([[1000, { rxRate: 50, txRate: 5 }], [2000, { rxRate: 100, txRate: 10 }]]));
+    expect(acc.rates()).toEqual(
+      new Map([
+        [1000, { rxRate: 50, txRate: 5, rxPayloadRate: 25, txPayloadRate: 2.5 }],
+        [2000, { rxRate: 100, txRate: 10, rxPayloadRate: 50, txPayloadRate: 5 }],
+      ]),
+    );
   });
 
   it('reads flows at their own cadence and only the counted scopes', () => {
@@ -158,7 +165,7 @@ describe('accounting', () => {
     expect(state.forgotten).toEqual([10]);
     const byPid = new Map(acc.processList().map((p) => [p.pid, p]));
     expect([...byPid.keys()].sort()).toEqual([10, 12]);
-    expect(byPid.get(10)).toMatchObject({ user: 'alice', rxBytes: 300, rxRate: 100, txRate: 10 });
+    expect(byPid.get(10)).toMatchObject({ user: 'alice', rxBytes: 300, rxRate: 100, txRate: 10, rxPayloadRate: 50, txPayloadRate: 5 });
     expect(byPid.get(12)).toMatchObject({ rxRate: 100 }); // new since the last read: all of it
     acc.poll(T + 20_000); // no longer watched, but due at the flow cadence
     acc.poll(T + 21_000); // neither

@@ -5,18 +5,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import {
-  cli,
-  createTestbed,
-  runTraffic,
-  sleep,
-  startAgent,
-  waitFor,
-  writeAgentConfig,
-  type AgentProcess,
-  type Testbed,
-  type TestUser,
-} from './helpers/agent.js';
+import { cli, startAgent, writeAgentConfig, type AgentProcess } from './support/agent.js';
+import { createTestbed, type Testbed, type TestUser } from './support/testbed.js';
+import { sinkTraffic } from './support/traffic.js';
+import { sleep, waitFor } from './support/wait.js';
 import type { StatusResult, UsersResult } from '../src/control/protocol.js';
 
 let bed: Testbed;
@@ -57,8 +49,8 @@ describe('ubia agent end to end (real kernel)', () => {
   it('books each user\'s exact payload bytes, over IPv4 and IPv6', async () => {
     agent = await startAgent({ dir: bed.dir, pinDir: bed.pinDir });
     const [a, b] = await Promise.all([
-      runTraffic(alice, bed.dir, { host: bed.net.peerV4, port: bed.sink.port, send: 3_000_000, reply: 1_000_000, ms: 500 }),
-      runTraffic(bob, bed.dir, { host: bed.net.peerV6, port: bed.sink.port, send: 200_000, reply: 5_000_000, ms: 500 }),
+      sinkTraffic(alice, { host: bed.net.peerV4, port: bed.sink.port, send: 3_000_000, reply: 1_000_000, ms: 500 }),
+      sinkTraffic(bob, { host: bed.net.peerV6, port: bed.sink.port, send: 200_000, reply: 5_000_000, ms: 500 }),
     ]);
     expect(a).toBe(1_000_000);
     expect(b).toBe(5_000_000);
@@ -136,7 +128,7 @@ describe('ubia agent end to end (real kernel)', () => {
 
   it('SIGKILL in the middle of traffic, then a restart: no loss, no double count', async () => {
     const before = rowOf(usersJson(), alice)!;
-    const traffic = runTraffic(alice, bed.dir, { host: bed.net.peerV4, port: bed.sink.port, send: 4_000_000, reply: 2_000_000, ms: 3000 });
+    const traffic = sinkTraffic(alice, { host: bed.net.peerV4, port: bed.sink.port, send: 4_000_000, reply: 2_000_000, ms: 3000 });
     await sleep(1200);
     await agent!.kill(); // the kernel keeps counting in the pinned maps
     await sleep(800);
@@ -171,7 +163,7 @@ describe('ubia agent end to end (real kernel)', () => {
   });
 
   it('procs and flows show the test users\' processes and flows', async () => {
-    const traffic = runTraffic(bob, bed.dir, { host: bed.net.peerV4, port: bed.sink.port, send: 500_000, reply: 100, ms: 1500 });
+    const traffic = sinkTraffic(bob, { host: bed.net.peerV4, port: bed.sink.port, send: 500_000, reply: 100, ms: 1500 });
     const active = await waitFor('bob\'s active flow', () => {
       const r = cli(agent!.socket, ['flows', '--user', bob.name, '--json']);
       const f = (JSON.parse(r.stdout) as { active: { remoteAddress: string; remotePort: number; pid: number; user: string }[] }).active;

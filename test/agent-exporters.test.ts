@@ -7,7 +7,9 @@ import { createSocket, type Socket } from 'node:dgram';
 import { createServer, type Server } from 'node:http';
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { rmSync } from 'node:fs';
-import { cli, ensureBuilt, removeMeter, startAgent, tempDir, waitFor, type AgentProcess } from './helpers/agent.js';
+import { cli, startAgent, type AgentProcess } from './support/agent.js';
+import { removeMeter, tempDir } from './support/testbed.js';
+import { waitFor } from './support/wait.js';
 import type { StatusResult } from '../src/control/protocol.js';
 
 let dir: string;
@@ -19,7 +21,6 @@ const ipfixMessages: Buffer[] = [];
 const otlpBodies: string[] = [];
 
 beforeAll(async () => {
-  ensureBuilt();
   dir = tempDir('ubia-exp-');
   pinDir = `/sys/fs/bpf/ubia-test-exp-${process.pid}`;
   collector = createSocket('udp4');

@@ -5,14 +5,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLI, ensureBuilt, removeMeter, startAgent, tempDir, waitFor, writeAgentConfig } from './helpers/agent.js';
+import { CLI, startAgent, writeAgentConfig } from './support/agent.js';
+import { removeMeter, tempDir } from './support/testbed.js';
+import { waitFor } from './support/wait.js';
 import { controlRequest } from '../src/control/client.js';
 import type { StatusResult } from '../src/control/protocol.js';
-import { humanBytes, parseDuration, table } from '../src/cli/format.js';
+import { fitTable, humanBitRate, humanBytes, left, parseDuration, right, table, type FitColumn } from '../src/cli/format.js';
 
 let dir: string;
 beforeAll(() => {
-  ensureBuilt();
   dir = tempDir('ubia-cli-');
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -59,6 +60,40 @@ describe('ubia without an agent', () => {
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/expected a duration such as 90s, 30m, 1h/);
   });
+
+  it('the CLI checks its own options and says which one, before asking the agent', () => {
+    for (const [args, want] of [
+      [['top', '--processes', '500'], 'ubia: --processes: at most 100 (got 500)\n'],
+      [['top', '--processes', '2.5'], 'ubia: --processes: expected a whole number from 0 to 100 (got 2.5)\n'],
+      [['top', '--interval', '0'], 'ubia: --interval: expected a positive number (got 0)\n'],
+    ] as const) {
+      const r = run(['--socket', join(dir, 'none.sock'), ...args]);
+      expect(r.status).toBe(1);
+      expect(r.stderr).toBe(`${want}(add --help for the options)\n`);
+      expect(r.stderr).not.toMatch(/bad_request|invalid request|Too big/);
+    }
+  });
+
+  it('finds the agent through --config (its control.socket) on every command', () => {
+    const file = join(dir, 'other.toml');
+    writeFileSync(file, `[control]\nsocket = "${join(dir, 'from-config.sock')}"\n`);
+    for (const cmd of [['users'], ['procs'], ['flows'], ['status'], ['top', '--once']]) {
+      const r = run(['--config', file, ...cmd]);
+      expect(r.status).toBe(2);
+      expect(r.stderr).toContain(`nothing answers on ${join(dir, 'from-config.sock')}`);
+    }
+    const bad = run(['--config', join(dir, 'absent.toml'), 'users']);
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toMatch(/^ubia: [\s\S]*absent\.toml: cannot read the config file \(ENOENT\)/);
+  });
+});
+
+describe('ubia agent as a user without the capabilities', () => {
+  it('says so in one line, no JSON, no stack (exit 1)', () => {
+    const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, 'agent'], { encoding: 'utf8', timeout: 30_000 });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toBe('ubia agent: must run as root (it loads eBPF programs; missing CAP_NET_ADMIN, CAP_PERFMON, CAP_BPF): sudo ubia agent, or systemctl start ubia\n');
+  });
 });
 
 describe('ubia agent --daemon', () => {
@@ -94,26 +129,51 @@ describe('ubia agent --daemon', () => {
 });
 
 describe('ubia detach', () => {
-  it('refuses while the agent runs; once it is stopped, removes the pinned meter', async () => {
+  it('refuses while the agent runs or holds the pins; names its pid, never every agent; --force detaches', async () => {
     const pinDir = `/sys/fs/bpf/ubia-test-detach-${process.pid}`;
     const own = tempDir('ubia-detach-');
     const agent = await startAgent({ dir: own, pinDir });
+    const pid = agent.proc.pid!;
     try {
       // no --socket: the running agent is found through the config's control.socket
-      const refused = run(['detach', '--config', agent.configFile]);
-      expect(refused.stderr).toMatch(/the agent is running \(it answers on .*control\.sock\); stop it first/);
+      const refused = run(['--config', agent.configFile, 'detach']);
+      expect(refused.stderr).toBe(`ubia detach: the agent (pid ${pid}) is running and answers on ${agent.socket}; stop it first: systemctl stop ubia, or kill ${pid}\n`);
       expect(refused.status).toBe(1);
       expect(existsSync(join(pinDir, 'maps'))).toBe(true);
 
-      expect(await agent.stop()).toBe(0);
-      expect(existsSync(join(pinDir, 'maps'))).toBe(true); // stopped, the kernel keeps counting
-      const done = run(['detach', '--config', agent.configFile]);
-      expect(done.stderr).toBe('');
-      expect(done.status).toBe(0);
-      expect(done.stdout).toContain(`detached: the eBPF programs and counters under ${pinDir} are gone`);
+      // an agent that does not answer still holds the maps
+      process.kill(pid, 'SIGSTOP');
+      const held = run(['--config', agent.configFile, 'detach']);
+      expect(held.status).toBe(1);
+      expect(held.stderr).toBe(
+        `ubia detach: the counters under ${pinDir} are in use by pid ${pid} (an agent that does not answer?); stop it (kill ${pid}) or detach anyway with --force\n`,
+      );
+      expect(existsSync(join(pinDir, 'maps'))).toBe(true);
+      const forced = run(['--config', agent.configFile, 'detach', '--force']);
+      expect(forced.stderr).toBe('');
+      expect(forced.status).toBe(0);
+      expect(forced.stdout).toContain(`detached: the eBPF programs and counters under ${pinDir} are gone`);
       expect(existsSync(pinDir)).toBe(false);
     } finally {
+      process.kill(pid, 'SIGCONT');
       await agent.stop();
+      await removeMeter(pinDir);
+      rmSync(own, { recursive: true, force: true });
+    }
+  });
+
+  it('a stopped agent: detaches without --force', async () => {
+    const pinDir = `/sys/fs/bpf/ubia-test-detach2-${process.pid}`;
+    const own = tempDir('ubia-detach-');
+    const agent = await startAgent({ dir: own, pinDir });
+    try {
+      expect(await agent.stop()).toBe(0);
+      expect(existsSync(join(pinDir, 'maps'))).toBe(true); // stopped, the kernel keeps counting
+      const done = run(['--config', agent.configFile, 'detach']);
+      expect(done.stderr).toBe('');
+      expect(done.status).toBe(0);
+      expect(existsSync(pinDir)).toBe(false);
+    } finally {
       await removeMeter(pinDir);
       rmSync(own, { recursive: true, force: true });
     }
@@ -142,5 +202,20 @@ describe('formatting', () => {
       ],
     );
     expect(lines).toEqual(['NAME      V', 'a       100', 'longer    2']);
+  });
+
+  it('fitTable cuts the name column first, then drops whole columns, never a figure', () => {
+    type R = { n: string; a: string; b: string };
+    const cols: FitColumn<R>[] = [
+      { ...left<R>('NAME', (r) => r.n), drop: 0, minWidth: 4 },
+      { ...right<R>('AAAA', (r) => r.a), drop: 1 },
+      { ...right<R>('B', (r) => r.b), drop: 0 },
+    ];
+    const rows = [{ n: 'abcdefghij', a: '1.5 MiB', b: '20 KiB/s' }];
+    expect(fitTable(cols, rows, 40)).toEqual(['NAME           AAAA         B', 'abcdefghij  1.5 MiB  20 KiB/s']);
+    expect(fitTable(cols, rows, 26)).toEqual(['NAME        AAAA         B', 'abcdef…  1.5 MiB  20 KiB/s']);
+    expect(fitTable(cols, rows, 20)).toEqual(['NAME               B', 'abcdefghij  20 KiB/s']);
+    expect(humanBitRate(1_250_000)).toBe('10 Mbit/s');
+    expect(humanBitRate(100)).toBe('800 bit/s');
   });
 });

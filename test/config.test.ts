@@ -93,3 +93,27 @@ describe('exporter sections', () => {
     expect(p).toMatch(/^ubia\.toml:6: ipfix\.collectors\.0\.port: /);
   });
 });
+
+describe('settings that pass the schema but would misbehave', () => {
+  const diameter = (idle: number) =>
+    `[diameter]\norigin_realm = "example.net"\ndestination_realm = "aaa.example.net"\nidle_timeout = ${idle}\n[[diameter.servers]]\nhost = "aaa1.example.net"\n`;
+
+  it('diameter.idle_timeout not longer than agent.flow_interval is refused at its line', () => {
+    const [p] = problems(`[agent]\nflow_interval = 30\n${diameter(20)}`);
+    expect(p).toMatch(/^ubia\.toml:6: diameter\.idle_timeout: 20 s is not longer than agent\.flow_interval \(30 s\)/);
+    expect(parseConfig(`[agent]\nflow_interval = 30\n${diameter(31)}`, 'ubia.toml').diameter!.idle_timeout).toBe(31);
+  });
+
+  it('control.admin_group naming no group on the host is refused at its line (real NSS look-up)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ubia-cfg-'));
+    try {
+      const file = join(dir, 'u.toml');
+      writeFileSync(file, '[control]\nsocket = "/run/ubia-x.sock"\nadmin_group = "ubia-no-such-group-7f3"\n');
+      expect(() => loadConfig(file)).toThrow(new RegExp(`${file}:3: control\\.admin_group: no group "ubia-no-such-group-7f3" exists`));
+      writeFileSync(file, '[control]\nadmin_group = "root"\n');
+      expect(loadConfig(file).config.control.admin_group).toBe('root');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -7,10 +7,14 @@
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { Ledger } from '../src/ledger/ledger.js';
 import type { StatusResult } from '../src/control/protocol.js';
 import { RecordType } from '../src/export/diameter/dictionary.js';
-import { cli, createTestbed, removeMeter, runTraffic, startAgent, waitFor, type AgentProcess, type Testbed, type TestUser } from './helpers/agent.js';
+import { cli, startAgent, type AgentProcess } from './support/agent.js';
+import { createTestbed, removeMeter, type Testbed, type TestUser } from './support/testbed.js';
+import { sinkTraffic } from './support/traffic.js';
+import { sleep, waitFor } from './support/wait.js';
 import { REALM, startFreeDiameter, startPostgres, type AcctRow, type FreeDiameter, type Postgres } from './peers/freediameter/harness.js';
 import { bySession, dedupeChecked, expectWellFormedSession } from './peers/freediameter/checks.js';
 
@@ -41,7 +45,7 @@ afterAll(async () => {
 const ORIGIN_HOST = `agent.${REALM}`;
 
 /** An agent setup of its own (ledger, socket, pin dir) with Diameter to the test server. */
-function agentSetup(name: string) {
+function agentSetup(name: string, interimS: number) {
   const sub = join(bed.dir, name);
   mkdirSync(sub, { mode: 0o755 });
   const pinDir = `${bed.pinDir}-${name}`;
@@ -54,15 +58,15 @@ function agentSetup(name: string) {
 origin_host = "${ORIGIN_HOST}"
 origin_realm = "${REALM}"
 destination_realm = "${REALM}"
-interim_interval = 1
+interim_interval = ${interimS}
 servers = [ { host = "127.0.0.1", port = ${fd.port} } ]
 `,
   };
 }
 
 /** An empty accounting table, and an agent of its own whose Diameter peer is open. */
-async function startWithDiameter(name: string) {
-  const setup = agentSetup(name);
+async function startWithDiameter(name: string, interimS = 1) {
+  const setup = agentSetup(name, interimS);
   pg.sql('TRUNCATE incoming');
   const receivedBefore = fd.receivedAcrs().length;
   agent = await startAgent(setup);
@@ -86,7 +90,7 @@ const waitPeerOpen = () =>
 /** Per test user: one accounting session (START, INTERIMs, STOP at shutdown), each record
  *  stored once (or again only when re-sent with T), and the STOP's counters equal to the
  *  ledger's totals for that user since the test began. */
-function expectSessionsEqualLedger(ledgerPath: string, sinceMs: number, receivedBefore: number): Map<number, AcctRow> {
+function expectSessionsEqualLedger(ledgerPath: string, sinceMs: number, receivedBefore: number, minRecords = 3): Map<number, AcctRow> {
   const ledger = new Ledger(ledgerPath);
   const totals = ledger.totals(sinceMs - 60_000, Date.now() + 60_000);
   ledger.close();
@@ -99,7 +103,7 @@ function expectSessionsEqualLedger(ledgerPath: string, sinceMs: number, received
     const [sessionId, rows] = [...sessions].find(([id]) => id.endsWith(`;ubia-${u.uid}`))!;
     expect(sessionId).toMatch(new RegExp(`^${ORIGIN_HOST.replace(/\./g, '\\.')};\\d+;\\d+;ubia-${u.uid}$`));
     expectWellFormedSession(rows);
-    expect(rows.length).toBeGreaterThanOrEqual(3);
+    expect(rows.length).toBeGreaterThanOrEqual(minRecords);
     for (const r of rows) expect(r.userName).toBe(u.name);
     const stop = rows.at(-1)!;
     expect(stop.terminationCause).toBe(4); // ADMINISTRATIVE: the agent stopped
@@ -125,24 +129,24 @@ describe('real agent → Diameter → freeDiameter/app_acct → PostgreSQL', () 
 
     const t0 = Date.now();
     const [a, b] = await Promise.all([
-      runTraffic(alice, setup.dir, { host: bed.net.peerV4, port: bed.sink.port, send: 3_000_000, reply: 1_000_000, ms: 3000 }),
-      runTraffic(bob, setup.dir, { host: bed.net.peerV6, port: bed.sink.port, send: 200_000, reply: 5_000_000, ms: 3000 }),
+      sinkTraffic(alice, { host: bed.net.peerV4, port: bed.sink.port, send: 3_000_000, reply: 1_000_000, ms: 3000 }),
+      sinkTraffic(bob, { host: bed.net.peerV6, port: bed.sink.port, send: 200_000, reply: 5_000_000, ms: 3000 }),
     ]);
     expect([a, b]).toEqual([1_000_000, 5_000_000]);
     // both users' INTERIMs came while they were sending (1 s interval, 3 s of traffic)
     await interimsOfBoth();
     const d = status().exporters.find((e) => e.name === 'diameter')!;
-    const peers = d.extra!.peers as { name: string; state: string; remoteHost: string }[];
+    const peers = d.peers!;
     expect(peers).toEqual([expect.objectContaining({ name: `127.0.0.1:${fd.port}`, state: 'open', remoteHost: 'aaa.test.local' })]);
     expect(d.extra).toEqual(expect.objectContaining({ outbox: expect.any(Number), sessions: expect.any(Number), rejected: 0 }));
     // the text view: each peer's state and the outbox depth
     const peer = `127\\.0\\.0\\.1:${fd.port}`;
-    expect(cli(agent.socket, ['status']).stdout).toMatch(
+    expect(cli(agent!.socket, ['status']).stdout).toMatch(
       new RegExp(`diameter: ok — sending to ${peer}; peers: ${peer} open \\(aaa\\.test\\.local\\); outbox \\d+, in flight \\d+, sessions \\d+ \\(queued \\d+, dropped 0\\)`),
     );
 
     // SIGTERM: the agent's last poll, then a STOP for every session (ADMINISTRATIVE)
-    expect(await agent.stop()).toBe(0);
+    expect(await agent!.stop()).toBe(0);
     const stops = expectSessionsEqualLedger(join(setup.dir, 'ledger.db'), t0, receivedBefore);
     // what the test users sent and received is in there (payload plus headers)
     expect(stops.get(alice.uid)!.inputOctets).toBeGreaterThan(3_000_000);
@@ -158,13 +162,13 @@ describe('real agent → Diameter → freeDiameter/app_acct → PostgreSQL', () 
 
     const t0 = Date.now();
     const traffic = Promise.all([
-      runTraffic(alice, setup.dir, { host: bed.net.peerV4, port: bed.sink.port, send: 4_000_000, reply: 2_000_000, ms: 5000 }),
-      runTraffic(bob, setup.dir, { host: bed.net.peerV6, port: bed.sink.port, send: 300_000, reply: 6_000_000, ms: 5000 }),
+      sinkTraffic(alice, { host: bed.net.peerV4, port: bed.sink.port, send: 4_000_000, reply: 2_000_000, ms: 5000 }),
+      sinkTraffic(bob, { host: bed.net.peerV6, port: bed.sink.port, send: 300_000, reply: 6_000_000, ms: 5000 }),
     ]);
     await interimsOfBoth();
     // the ledger is flushed every second, the Diameter sessions at every 0.2 s poll: the
     // restarted agent hands over again what came after its last flush
-    await agent.kill();
+    await agent!.kill();
     agent = await startAgent(setup);
     expect(await traffic).toEqual([2_000_000, 6_000_000]);
     await waitPeerOpen();
@@ -174,6 +178,41 @@ describe('real agent → Diameter → freeDiameter/app_acct → PostgreSQL', () 
     const stops = expectSessionsEqualLedger(join(setup.dir, 'ledger.db'), t0, receivedBefore);
     expect(stops.get(alice.uid)!.inputOctets).toBeGreaterThan(4_000_000);
     expect(stops.get(bob.uid)!.outputOctets).toBeGreaterThan(6_000_000);
+  });
+
+  it('the ledger checkpoint and the sessions\' confirmed counts are one transaction: a kill -9 between the two steps cannot under-count', async () => {
+    // no INTERIMs: between START and STOP a session's row is written only with the checkpoint
+    const { setup, receivedBefore } = await startWithDiameter('one-transaction', 3600);
+    const ledgerPath = join(setup.dir, 'ledger.db');
+    const t0 = Date.now();
+    const send = (u: TestUser, host: string) => sinkTraffic(u, { host, port: bed.sink.port, send: 500_000, reply: 500_000, ms: 1500 });
+    await Promise.all([send(alice, bed.net.peerV4), send(bob, bed.net.peerV6)]);
+    await waitFor('START rows for both users', () => {
+      const users = new Set(pg.rows().filter((r) => r.recordType === RecordType.Start).map((r) => r.userName));
+      return users.has(alice.name) && users.has(bob.name) ? true : undefined;
+    });
+    await sleep(1500); // flush_interval = 1: a checkpoint with the sessions as they are
+    // From now on the Diameter step of every checkpoint fails (an SQLite trigger on the
+    // delete it always makes), as if the agent were killed right after the ledger's part:
+    // with two commits the ledger's checkpoint moves on while the sessions' counts stay
+    // behind, and the deltas in between are never handed over again.
+    const db = new Database(ledgerPath);
+    db.exec(`INSERT INTO diameter_stopped_unconfirmed VALUES (4294967294, 0, 0, 0, 0);
+      CREATE TRIGGER test_confirm_fails BEFORE DELETE ON diameter_stopped_unconfirmed
+      BEGIN SELECT RAISE(ABORT, 'test: the Diameter step of the checkpoint fails'); END`);
+    await Promise.all([send(alice, bed.net.peerV4), send(bob, bed.net.peerV6)]);
+    await sleep(2500); // at least two checkpoints with the trigger in place
+    await agent!.kill();
+    db.exec('DROP TRIGGER test_confirm_fails; DELETE FROM diameter_stopped_unconfirmed WHERE uid = 4294967294');
+    db.close();
+
+    agent = await startAgent(setup);
+    await waitPeerOpen();
+    await Promise.all([send(alice, bed.net.peerV4), send(bob, bed.net.peerV6)]);
+    await sleep(1500);
+    expect(await agent.stop()).toBe(0);
+    expectSessionsEqualLedger(ledgerPath, t0, receivedBefore, 2);
+    await removeMeter(setup.pinDir);
   });
 });
 

@@ -13,7 +13,6 @@ import {
   spawnAgentChild,
   tempLedger,
   testConfig,
-  until,
   usage,
 } from './peers/freediameter/client.js';
 import {
@@ -25,6 +24,7 @@ import {
   type FreeDiameter,
   type Postgres,
 } from './peers/freediameter/harness.js';
+import { sleep, waitFor } from './support/wait.js';
 import { bySession, dedupeChecked, expectWellFormedSession } from './peers/freediameter/checks.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -79,7 +79,6 @@ function expectTotals(sessions: Map<string, AcctRow[]>, totals: Totals): void {
   }
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 describe('Diameter accounting into freeDiameter/app_acct/PostgreSQL', () => {
   it('two users: START, INTERIMs and STOP rows with cumulative wire counts', async () => {
@@ -97,7 +96,7 @@ describe('Diameter accounting into freeDiameter/app_acct/PostgreSQL', () => {
       loginStateDir: logind.dir,
     });
     try {
-      await until('peer open', () => acct.status().state === 'ok', 10_000);
+      await waitFor('peer open', () => acct.status().state === 'ok', 10_000);
       const totals = { alice: { in: 0, out: 0, inP: 0, outP: 0 }, bob: { in: 0, out: 0, inP: 0, outP: 0 } };
       const t0 = Date.now();
       // 6 polls of 500 ms: alice sends and receives every poll, bob only in the first half
@@ -112,12 +111,12 @@ describe('Diameter accounting into freeDiameter/app_acct/PostgreSQL', () => {
           t.outP += u.rxPackets;
         }
         acct.usage(usage(t0 + i * 500, t0 + (i + 1) * 500, users));
-        await new Promise((r) => setTimeout(r, 500));
+        await sleep(500);
       }
       logind.set(60002, undefined); // bob's last login session ended: logind removes his file
       // alice goes idle: her STOP comes after idleStopSeconds
-      await until('both STOP rows', () => pg.rows().filter((r) => r.recordType === RecordType.Stop).length === 2, 15_000);
-      await until('outbox empty', () => acct.status().queued === 0, 5000);
+      await waitFor('both STOP rows', () => pg.rows().filter((r) => r.recordType === RecordType.Stop).length === 2, 15_000);
+      await waitFor('outbox empty', () => acct.status().queued === 0, 5000);
 
       const sessions = bySession(pg.rows());
       expect(sessions.size).toBe(2);
@@ -162,7 +161,7 @@ describe('Diameter accounting into freeDiameter/app_acct/PostgreSQL', () => {
     const users = [{ uid: 61001, user: 'carol' }, { uid: 61002, user: 'dave' }, { uid: 61003, user: 'erin' }];
     const totals: Totals = {};
     try {
-      await until('peer open', () => acct.status().state === 'ok', 10_000);
+      await waitFor('peer open', () => acct.status().state === 'ok', 10_000);
       const t0 = Date.now();
       let queuedWhileDown = 0;
       for (let i = 0; i < 30; i++) {
@@ -178,7 +177,7 @@ describe('Diameter accounting into freeDiameter/app_acct/PostgreSQL', () => {
         await sleep(200);
       }
       expect(queuedWhileDown).toBeGreaterThan(0); // records waited in the outbox
-      await until('outbox empty', () => acct.status().queued === 0, 20_000);
+      await waitFor('outbox empty', () => acct.status().queued === 0, 20_000);
       await acct.close(); // STOPs
       expect(acct.status().queued).toBe(0);
       const rows = dedupeChecked(pg.rows(), fd.receivedAcrs().slice(receivedBefore));
@@ -234,7 +233,7 @@ describe('Diameter accounting into freeDiameter/app_acct/PostgreSQL', () => {
         }
       };
       for (let n = 0; n < 5; n++) await poll();
-      await until('first rows', () => pg.rows().length >= 2, 10_000);
+      await waitFor('first rows', () => pg.rows().length >= 2, 10_000);
       // 1. server down: INTERIMs pile up in the outbox, unsent; then the agent dies
       await fd.stop();
       for (let n = 0; n < 8; n++) await poll();
@@ -275,13 +274,13 @@ describe('Diameter accounting into freeDiameter/app_acct/PostgreSQL', () => {
     const { logger } = memoryLogger();
     const acct = createDiameterAccounting(testConfig(fd.port, { max_in_flight: 1000 }), { logger, db: ledger.db, hostName: CLIENT_HOST });
     try {
-      await until('peer open', () => acct.status().state === 'ok', 10_000);
+      await waitFor('peer open', () => acct.status().state === 'ok', 10_000);
       const now = Date.now();
       const users = Array.from({ length: 1000 }, (_, k) => ({ uid: 70000 + k, user: `u${k}`, txBytes: k + 1, rxBytes: 2 * k + 1, txPackets: 1, rxPackets: 1 }));
       acct.usage(usage(now - 1000, now, users));
       await new Promise((r) => setImmediate(r));
       expect(acct.status().extra!.inFlight).toBe(1000); // all sent before any answer was read
-      await until('1,000 ACAs', () => acct.status().queued === 0, 30_000);
+      await waitFor('1,000 ACAs', () => acct.status().queued === 0, 30_000);
       const rows = pg.rows();
       expect(rows.length).toBe(1000);
       expect(new Set(rows.map((r) => r.userName)).size).toBe(1000);
@@ -312,18 +311,18 @@ describe('Diameter over TLS (RFC 6733 §13) to freeDiameter', () => {
     const ledger2 = tempLedger();
     const refused = createDiameterAccounting(tlsConfig(wrongCa), { logger, db: ledger2.db, hostName: CLIENT_HOST });
     try {
-      await until('TLS peer open', () => acct.status().state === 'ok', 15_000);
+      await waitFor('TLS peer open', () => acct.status().state === 'ok', 15_000);
       const now = Date.now();
       acct.usage(usage(now - 1000, now, [{ uid: 63001, user: 'heidi', txBytes: 123, rxBytes: 456, txPackets: 3, rxPackets: 4 }]));
-      await until('START row', () => pg.rows().length === 1, 10_000);
+      await waitFor('START row', () => pg.rows().length === 1, 10_000);
       await acct.close(); // the STOP at shutdown, then DPR/DPA
       const rows = pg.rows().sort((a, b) => a.recordNumber - b.recordNumber);
       expect(rows.map((r) => [r.userName, r.recordType, r.inputOctets, r.outputOctets, r.terminationCause])).toEqual([
         ['heidi', RecordType.Start, 123, 456, null],
         ['heidi', RecordType.Stop, 123, 456, 4], // ADMINISTRATIVE (RFC 6733 §8.15)
       ]);
-      const lastError = (): string => String((refused.status().extra!.peers as { lastError?: string }[])[0]!.lastError);
-      await until('the wrong-CA client to fail', () => lastError() !== 'undefined', 10_000);
+      const lastError = (): string => String(refused.status().peers![0]!.lastError);
+      await waitFor('the wrong-CA client to fail', () => lastError() !== 'undefined', 10_000);
       expect(refused.status().state).toBe('down');
       expect(lastError()).toMatch(/certificate/i);
     } finally {

@@ -2,174 +2,14 @@
 // loopback answers the exporter's ACRs with malformed answers, unknown AVPs, error
 // Result-Codes, or silence. What ubia sends is decoded by the npm `diameter` package (an
 // independent decoder); what the scripted server sends is built byte by byte here.
-import { createRequire } from 'node:module';
-import net from 'node:net';
 import { afterEach, describe, expect, it, onTestFailed } from 'vitest';
-import {
-  avpAddress,
-  avpU32,
-  avpUtf8,
-  createFramer,
-  createIdSequence,
-  encodeAvp,
-  encodeMessage,
-  Flag,
-} from '../src/export/diameter/codec.js';
+import { avpAddress, avpU32, avpUtf8, createFramer, createIdSequence, encodeAvp, encodeMessage, Flag } from '../src/export/diameter/codec.js';
 import { buildAcr } from '../src/export/diameter/acr.js';
-import { Avp, Command, RecordType } from '../src/export/diameter/dictionary.js';
-import { createDiameterAccounting, type DiameterAccounting } from '../src/export/diameter/index.js';
-import { memoryLogger, tempLedger, testConfig, until, usage, type LogLine } from './peers/freediameter/client.js';
+import { Avp, RecordType } from '../src/export/diameter/dictionary.js';
+import { answer, closeScripted, delivered, exporter, reference, scriptedServer, spoilFirstSend, startUsers } from './support/diameter-server.js';
+import { waitFor } from './support/wait.js';
 
-const require = createRequire(import.meta.url);
-// the npm `diameter` package's codec, as a second, independent decoder
-const reference = require('diameter/lib/diameter-codec.js') as {
-  decodeMessage(b: Buffer): {
-    header: { commandCode: number; flags: { request: boolean; potentiallyRetransmitted: boolean }; hopByHopId: number; endToEndId: number };
-    body: [string, unknown][];
-  };
-};
-
-interface Request {
-  command: number;
-  retransmit: boolean;
-  hopByHop: number;
-  endToEnd: number;
-  avps: Map<string, unknown>;
-  raw: Buffer;
-}
-
-type AcrBehaviour = (req: Request, socket: net.Socket) => void;
-
-interface ScriptedServer {
-  port: number;
-  acrs: Request[];
-  /** CER, DWR and DPR received */
-  baseRequests: Request[];
-  /** when each connection was accepted (ms) */
-  connectedAt: number[];
-  connections: number;
-  sockets: Set<net.Socket>;
-  /** what to do with each ACR; CER, DWR and DPR are answered normally unless `silent` */
-  onAcr: AcrBehaviour;
-  /** runs first for each accepted connection */
-  onConnection: (socket: net.Socket) => void;
-  silent: boolean;
-  close(): Promise<void>;
-}
-
-const servers: ScriptedServer[] = [];
-const cleanups: (() => Promise<void> | void)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0)) await c();
-  for (const s of servers.splice(0)) await s.close();
-});
-
-function answer(req: Request, resultCode: number | undefined, extra: Buffer[] = [], flags: number = Flag.Proxiable): Buffer {
-  const avps = [
-    avpUtf8(Avp.SessionId, String(req.avps.get('Session-Id') ?? 'x')),
-    ...(resultCode === undefined ? [] : [avpU32(Avp.ResultCode, resultCode)]),
-    avpUtf8(Avp.OriginHost, 'scripted.test.local'),
-    avpUtf8(Avp.OriginRealm, 'test.local'),
-  ];
-  if (req.command === Command.Accounting) {
-    avps.push(avpU32(Avp.AccountingRecordType, recordTypeCode(req)), avpU32(Avp.AccountingRecordNumber, Number(req.avps.get('Accounting-Record-Number'))));
-  }
-  if (req.command === Command.CapabilitiesExchange) avps.splice(0, 1, avpU32(Avp.AcctApplicationId, 3));
-  return encodeMessage({ flags, commandCode: req.command, applicationId: req.command === Command.Accounting ? 3 : 0, hopByHop: req.hopByHop, endToEnd: req.endToEnd }, [...avps, ...extra]);
-}
-
-const RECORD_TYPES: Record<string, number> = { 'Event Record': 1, 'Start Record': 2, 'Interim Record': 3, 'Stop Record': 4 };
-const recordTypeCode = (req: Request): number => RECORD_TYPES[String(req.avps.get('Accounting-Record-Type'))] ?? 0;
-const ok: AcrBehaviour = (req, socket) => socket.write(answer(req, 2001));
-/** The first send of each ACR gets a 2001 ACA spoiled by `spoil`; a re-send (T) a good one. */
-const spoilFirstSend =
-  (spoil: (aca: Buffer) => void): AcrBehaviour =>
-  (req, socket) => {
-    const aca = answer(req, 2001);
-    if (!req.retransmit) spoil(aca);
-    socket.write(aca);
-  };
-
-async function scriptedServer(): Promise<ScriptedServer> {
-  const srv = net.createServer();
-  const state: ScriptedServer = {
-    port: 0,
-    acrs: [],
-    baseRequests: [],
-    connectedAt: [],
-    connections: 0,
-    sockets: new Set(),
-    onAcr: ok,
-    onConnection: () => undefined,
-    silent: false,
-    close: () =>
-      new Promise((resolve) => {
-        for (const s of state.sockets) s.destroy();
-        srv.close(() => resolve());
-      }),
-  };
-  srv.on('connection', (socket) => {
-    state.connections++;
-    state.connectedAt.push(Date.now());
-    state.sockets.add(socket);
-    socket.on('close', () => state.sockets.delete(socket));
-    socket.on('error', () => undefined);
-    state.onConnection(socket);
-    if (socket.destroyed) return;
-    const framer = createFramer(
-      (raw) => {
-        const decoded = reference.decodeMessage(raw);
-        if (!decoded.header.flags.request) return; // answers to our DWR/DPR
-        const req: Request = {
-          command: decoded.header.commandCode,
-          retransmit: decoded.header.flags.potentiallyRetransmitted,
-          hopByHop: decoded.header.hopByHopId,
-          endToEnd: decoded.header.endToEndId,
-          avps: new Map(decoded.body),
-          raw,
-        };
-        if (state.silent) return;
-        if (req.command === Command.Accounting) {
-          state.acrs.push(req);
-          state.onAcr(req, socket);
-        } else {
-          state.baseRequests.push(req);
-          socket.write(answer(req, 2001));
-          if (req.command === Command.DisconnectPeer) socket.end();
-        }
-      },
-      () => socket.destroy(),
-    );
-    socket.on('data', (b: Buffer) => framer.push(b));
-  });
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', () => resolve()));
-  state.port = (srv.address() as net.AddressInfo).port;
-  servers.push(state);
-  return state;
-}
-
-function exporter(ports: number[], overrides: Parameters<typeof testConfig>[1] = {}): { acct: DiameterAccounting; lines: LogLine[] } {
-  const ledger = tempLedger();
-  const { logger, lines } = memoryLogger();
-  onTestFailed(() => console.log(lines.map((l) => JSON.stringify(l)).join('\n')));
-  const acct = createDiameterAccounting(
-    testConfig(ports[0]!, { servers: ports.map((port) => ({ host: '127.0.0.1', port })), request_timeout: 2, reconnect_interval: 1, ...overrides }),
-    { logger, db: ledger.db, hostName: 'agent' },
-  );
-  cleanups.push(async () => {
-    await acct.close();
-    ledger.dispose();
-  });
-  return { acct, lines };
-}
-
-/** One START per user, for `n` users. */
-function startUsers(acct: DiameterAccounting, n: number, firstUid = 1000): void {
-  const now = Date.now();
-  acct.usage(usage(now - 1000, now, Array.from({ length: n }, (_, k) => ({ uid: firstUid + k, user: `user${k}`, txBytes: 100 + k, rxBytes: 200, txPackets: 1, rxPackets: 2 }))));
-}
-
-const delivered = (acct: DiameterAccounting): boolean => acct.status().queued === 0 && acct.status().extra!.inFlight === 0;
+afterEach(closeScripted);
 
 describe('Diameter codec', () => {
   it('an ACR decodes with the npm diameter package to the values put in, Unsigned64 past 2^32 included', () => {
@@ -254,9 +94,9 @@ describe('Diameter client against a scripted server', () => {
       if (held.length === 20) socket.write(Buffer.concat(held.splice(0))); // 20 ACAs in one segment
     };
     const { acct } = exporter([srv.port]);
-    await until('open', () => acct.status().state === 'ok', 5000);
+    await waitFor('open', () => acct.status().state === 'ok', 5000);
     startUsers(acct, 20);
-    await until('20 ACRs delivered', () => delivered(acct), 5000);
+    await waitFor('20 ACRs delivered', () => delivered(acct), 5000);
 
     // one byte per write, 1 ms apart, answers one after the other
     const drip: number[] = [];
@@ -272,7 +112,7 @@ describe('Diameter client against a scripted server', () => {
       if (start) step();
     };
     startUsers(acct, 3, 2000);
-    await until('3 ACRs delivered byte by byte', () => delivered(acct), 10_000);
+    await waitFor('3 ACRs delivered byte by byte', () => delivered(acct), 10_000);
     expect(srv.connections).toBe(1);
     expect(srv.acrs.every((r) => !r.retransmit)).toBe(true);
   });
@@ -286,9 +126,9 @@ describe('Diameter client against a scripted server', () => {
       socket.write(answer(req, 2001));
     };
     const { acct, lines } = exporter([srv.port]);
-    await until('open', () => acct.status().state === 'ok', 5000);
+    await waitFor('open', () => acct.status().state === 'ok', 5000);
     startUsers(acct, 2);
-    await until('both delivered', () => delivered(acct), 10_000);
+    await waitFor('both delivered', () => delivered(acct), 10_000);
     expect(srv.acrs.map((r) => [r.avps.get('User-Name'), r.retransmit])).toEqual([
       ['user0', false],
       ['user1', false],
@@ -304,9 +144,9 @@ describe('Diameter client against a scripted server', () => {
     srv.onAcr = spoilFirstSend((aca) => aca.writeUInt32BE((aca.readUInt32BE(20 + 4) & 0xff000000) | 0xfff0, 20 + 4));
     const { acct, lines } = exporter([srv.port]);
     onTestFailed(() => console.log(srv.acrs.map((r) => [r.avps.get('User-Name'), r.retransmit, r.raw[4]])));
-    await until('open', () => acct.status().state === 'ok', 5000);
+    await waitFor('open', () => acct.status().state === 'ok', 5000);
     startUsers(acct, 3);
-    await until('delivered after retry', () => delivered(acct), 10_000);
+    await waitFor('delivered after retry', () => delivered(acct), 10_000);
     expect(srv.acrs.filter((r) => r.retransmit).length).toBe(3);
     expect(lines.some((l) => /malformed answer rejected/.test(l.msg) && /outside its message/.test(String(l.err)))).toBe(true);
     expect(srv.connections).toBe(1);
@@ -317,9 +157,9 @@ describe('Diameter client against a scripted server', () => {
     // version 2: no way to find where the next message starts (RFC 6733 §3)
     srv.onAcr = spoilFirstSend((aca) => (aca[0] = 2));
     const { acct, lines } = exporter([srv.port]);
-    await until('open', () => acct.status().state === 'ok', 5000);
+    await waitFor('open', () => acct.status().state === 'ok', 5000);
     startUsers(acct, 1);
-    await until('delivered on a new connection', () => delivered(acct), 10_000);
+    await waitFor('delivered on a new connection', () => delivered(acct), 10_000);
     expect(srv.connections).toBe(2);
     expect(srv.acrs.map((r) => r.retransmit)).toEqual([false, true]);
     expect(lines.some((l) => /stream from peer out of step/.test(l.msg) && /version 2/.test(String(l.err)))).toBe(true);
@@ -339,9 +179,9 @@ describe('Diameter client against a scripted server', () => {
       socket.write(answer(req, undefined));
     };
     const { acct, lines } = exporter([srv.port]);
-    await until('open', () => acct.status().state === 'ok', 5000);
+    await waitFor('open', () => acct.status().state === 'ok', 5000);
     startUsers(acct, 4);
-    await until('settled', () => delivered(acct), 10_000);
+    await waitFor('settled', () => delivered(acct), 10_000);
     const status = acct.status();
     expect(status.dropped).toBe(1);
     expect(status.extra!.rejected).toBe(1);
@@ -355,120 +195,4 @@ describe('Diameter client against a scripted server', () => {
     expect(lines.some((l) => /without a Result-Code/.test(l.msg))).toBe(true);
   });
 
-  it('a silent server: requests time out and free their state, the watchdog drops the peer, records arrive after it answers again', async () => {
-    const srv = await scriptedServer();
-    const { acct, lines } = exporter([srv.port], { request_timeout: 1, watchdog_interval: 3 });
-    await until('open', () => acct.status().state === 'ok', 5000);
-    srv.silent = true;
-    startUsers(acct, 5);
-    await until('requests timed out', () => lines.some((l) => /timeout answer/.test(l.msg)), 5000);
-    expect(acct.status().extra!.inFlight).toBe(0);
-    await until('watchdog gave up on the peer', () => lines.some((l) => /peer connection lost/.test(l.msg)), 15_000);
-    expect(lines.some((l) => /peer suspect/.test(l.msg))).toBe(true);
-    srv.silent = false;
-    await until('delivered after the server came back', () => delivered(acct), 15_000);
-    expect(srv.connections).toBeGreaterThanOrEqual(2);
-    const answered = new Map(srv.acrs.map((r) => [String(r.avps.get('Session-Id')), r]));
-    expect(answered.size).toBe(5);
-    expect([...answered.values()].every((r) => r.retransmit)).toBe(true);
-  });
-
-  it('answers the server\'s DWR, and its DPR, then reconnects', async () => {
-    const srv = await scriptedServer();
-    const { acct } = exporter([srv.port]);
-    await until('open', () => acct.status().state === 'ok', 5000);
-    const socket = [...srv.sockets][0]!;
-    const got: Buffer[] = [];
-    socket.on('data', (b: Buffer) => got.push(b));
-    const request = (command: number, extra: Buffer[]): Buffer =>
-      encodeMessage({ flags: Flag.Request, commandCode: command, applicationId: 0, hopByHop: 77, endToEnd: 88 }, [
-        avpUtf8(Avp.OriginHost, 'scripted.test.local'),
-        avpUtf8(Avp.OriginRealm, 'test.local'),
-        ...extra,
-      ]);
-    socket.write(request(Command.DeviceWatchdog, []));
-    await until('DWA', () => got.length > 0, 3000);
-    const dwa = reference.decodeMessage(Buffer.concat(got.splice(0)));
-    expect([dwa.header.commandCode, dwa.header.flags.request, dwa.header.hopByHopId]).toEqual([280, false, 77]);
-    expect(new Map(dwa.body).get('Result-Code')).toBe('DIAMETER_SUCCESS');
-    socket.write(request(Command.DisconnectPeer, [avpU32(Avp.DisconnectCause, 0)]));
-    await until('DPA', () => got.length > 0, 3000);
-    expect(reference.decodeMessage(Buffer.concat(got)).header.commandCode).toBe(282);
-    socket.end(); // RFC 6733 §5.4: the DPR sender closes
-    await until('reconnected', () => srv.connections === 2 && acct.status().state === 'ok', 10_000);
-  });
-
-  it('CER carries the RFC 6733 §5.3.1 AVPs; close() sends the STOPs, then a DPR (§5.4)', async () => {
-    const srv = await scriptedServer();
-    const { acct } = exporter([srv.port], { vendor_id: 99, product_name: 'ubia-test' });
-    await until('open', () => acct.status().state === 'ok', 5000);
-    const cer = srv.baseRequests.find((r) => r.command === Command.CapabilitiesExchange)!;
-    expect(cer.avps.get('Origin-Host')).toBe('agent.test.local');
-    expect(cer.avps.get('Origin-Realm')).toBe('test.local');
-    expect(cer.avps.get('Host-IP-Address')).toBe('127.0.0.1');
-    expect(cer.avps.get('Vendor-Id')).toBe(99);
-    expect(cer.avps.get('Product-Name')).toBe('ubia-test');
-    expect(cer.avps.get('Origin-State-Id')).toBeGreaterThan(0);
-    expect(cer.avps.get('Acct-Application-Id')).toBe('Diameter Base Accounting');
-    expect(cer.raw.readUInt32BE(8)).toBe(0); // base protocol application (§2.4)
-    startUsers(acct, 2);
-    await until('2 STARTs delivered', () => delivered(acct), 5000);
-    await acct.close();
-    const types = srv.acrs.map((r) => r.avps.get('Accounting-Record-Type'));
-    expect(types).toEqual(['Start Record', 'Start Record', 'Stop Record', 'Stop Record']);
-    expect(srv.acrs.slice(2).map((r) => r.avps.get('Termination-Cause'))).toEqual(['DIAMETER_ADMINISTRATIVE', 'DIAMETER_ADMINISTRATIVE']);
-    const dpr = srv.baseRequests.at(-1)!;
-    expect(dpr.command).toBe(Command.DisconnectPeer);
-    expect(dpr.avps.get('Disconnect-Cause')).toBe('REBOOTING');
-    expect((acct.status().extra!.peers as { state: string }[])[0]!.state).toBe('closed');
-  });
-
-  it('reconnects with back-off from 1 s doubling up to Tc', async () => {
-    const srv = await scriptedServer();
-    srv.silent = true;
-    // a server that takes the connection and closes it at once, before any CEA
-    srv.onConnection = (socket) => socket.destroy();
-    const { acct, lines } = exporter([srv.port], { reconnect_interval: 2 });
-    await until('4 connection attempts', () => srv.connections >= 4, 10_000);
-    const gaps = srv.connectedAt.slice(1, 4).map((t, i) => (t - srv.connectedAt[i]!) / 1000);
-    expect(gaps[0]).toBeGreaterThanOrEqual(0.9);
-    expect(gaps[0]).toBeLessThan(1.6);
-    for (const g of gaps.slice(1)) {
-      expect(g).toBeGreaterThanOrEqual(1.9); // 2 s = Tc: the cap
-      expect(g).toBeLessThan(2.6);
-    }
-    expect(acct.status().state).toBe('down');
-    // a repeated failure is logged when its reason changes, not at every attempt
-    // (closed by peer / ECONNRESET, depending on when the close meets the CER)
-    expect(lines.filter((l) => /cannot connect to peer/.test(l.msg)).length).toBeLessThanOrEqual(2);
-  });
-
-  it('fails over to the secondary when the primary goes silent; re-sent requests carry T', async () => {
-    const primary = await scriptedServer();
-    const secondary = await scriptedServer();
-    const { acct } = exporter([primary.port, secondary.port], { request_timeout: 5, watchdog_interval: 1 });
-    await until('both open', () => (acct.status().extra!.peers as { state: string }[]).every((p) => p.state === 'open'), 5000);
-    primary.silent = true;
-    startUsers(acct, 4);
-    await until('delivered through the secondary', () => delivered(acct), 10_000);
-    expect(primary.acrs.length).toBe(0); // silent: never recorded
-    expect(secondary.acrs.length).toBe(4);
-    expect(secondary.acrs.every((r) => r.retransmit)).toBe(true);
-    expect(acct.status().state).toBe('degraded');
-    expect(acct.status().detail).toMatch(/failed over/);
-    // every peer's state, for `ubia status`
-    expect(acct.status().detail).toMatch(new RegExp(`peers: 127\\.0\\.0\\.1:${primary.port} (suspect|closed|connecting|wait-cea)\\b.*, 127\\.0\\.0\\.1:${secondary.port} open \\(scripted\\.test\\.local\\); outbox 0`));
-  });
-
-  it('honours the Acct-Interim-Interval the server returns in the ACA (RFC 6733 §9.8.2)', async () => {
-    const srv = await scriptedServer();
-    srv.onAcr = (req, socket) => socket.write(answer(req, 2001, [avpU32(Avp.AcctInterimInterval, 1)]));
-    const { acct } = exporter([srv.port], { interim_interval: 3600 });
-    await until('open', () => acct.status().state === 'ok', 5000);
-    startUsers(acct, 1);
-    await until('an INTERIM a second or so after the START', () => srv.acrs.some((r) => r.avps.get('Accounting-Record-Type') === 'Interim Record'), 5000);
-    const interim = srv.acrs.find((r) => r.avps.get('Accounting-Record-Type') === 'Interim Record')!;
-    expect(interim.avps.get('Acct-Interim-Interval')).toBe(1);
-    expect(interim.avps.get('Accounting-Record-Number')).toBe(1);
-  });
 });

@@ -4,7 +4,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { createIdSequence, decodeMessage, findAvp, readU32 } from '../src/export/diameter/codec.js';
 import { Avp, RecordType } from '../src/export/diameter/dictionary.js';
-import { openDiameterLedger, type DiameterLedger } from '../src/export/diameter/ledger.js';
+import { openDiameterOutbox, type DiameterOutbox } from '../src/export/diameter/outbox.js';
 import { createSessions, type Sessions } from '../src/export/diameter/sessions.js';
 import { tempLedger, usage } from './peers/freediameter/client.js';
 
@@ -12,10 +12,10 @@ const disposers: (() => void)[] = [];
 afterEach(() => disposers.splice(0).forEach((d) => d()));
 
 /** A ledger database, and sessions over it that can be "restarted" as after a kill -9. */
-function setup(): { ledger: DiameterLedger; start(): Sessions } {
+function setup(): { ledger: DiameterOutbox; start(): Sessions } {
   const db = tempLedger();
   disposers.push(db.dispose);
-  const ledger = openDiameterLedger(db.db);
+  const ledger = openDiameterOutbox(db.db);
   const start = (): Sessions =>
     createSessions(
       ledger,
@@ -36,7 +36,7 @@ function poll(sessions: Sessions, deltas: Record<number, [number, number, number
 }
 
 /** The ACRs in the outbox: type, Session-Id and the four counters (input, output octets; input, output packets). */
-function records(ledger: DiameterLedger) {
+function records(ledger: DiameterOutbox) {
   return ledger.readOutbox(0, 1000).map((r) => {
     const m = decodeMessage(r.message);
     const u64 = (code: number) => Number(findAvp(m.avps, code)!.data.readBigUInt64BE());
@@ -66,6 +66,29 @@ describe('accounting sessions across agent crashes', () => {
     expect(recs.map((r) => r.type)).toEqual([RecordType.Start, RecordType.Stop]);
     expect(new Set(recs.map((r) => r.sessionId)).size).toBe(1);
     expect(recs.at(-1)!.counts).toEqual([100 + 30 + 5 + 1, 1000 + 300 + 50 + 2, 1 + 3 + 1 + 1, 2 + 4 + 1 + 1]);
+  });
+
+  it('a checkpoint whose transaction is rolled back changes nothing, in the database or in memory', () => {
+    const { ledger, start } = setup();
+    let sessions = start();
+    poll(sessions, { 3000: [100, 1000, 1, 2] }); // START
+    sessions.confirmed();
+    poll(sessions, { 3000: [30, 300, 3, 4] }); // counted since the checkpoint
+    // the agent's flush fails (a full disk at commit): its transaction, Diameter's part
+    // included, is rolled back, and the step for memory never runs
+    expect(() =>
+      ledger.transaction(() => {
+        sessions.saveConfirmed();
+        throw new Error('test: the ledger commit fails');
+      }),
+    ).toThrow('test: the ledger commit fails');
+    // the next flush succeeds (no traffic in between): the session's row must be written
+    // with its counts, though no poll marked it again
+    sessions.confirmed();
+    sessions = start(); // kill -9 right after it: nothing to hand over again
+    poll(sessions, { 3000: [1, 1, 1, 1] });
+    sessions.stopAll(clock);
+    expect(records(ledger).at(-1)!.counts).toEqual([100 + 30 + 1, 1000 + 300 + 1, 1 + 3 + 1, 2 + 4 + 1]);
   });
 
   it('a session stopped (logout) after the checkpoint leaves its unconfirmed part to the user\'s next session, also across two crashes', () => {

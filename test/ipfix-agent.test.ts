@@ -9,9 +9,11 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FlowsResult } from '../src/control/protocol.js';
-import { cli, ensureBuilt, removeMeter, startAgent, tempDir, waitFor as waitForValue, type AgentProcess } from './helpers/agent.js';
-import { freePort, ipfixDump, startCapture, startIpfix2csv, tsharkMessages, tsharkProblems, udpPayloads, udpSink, waitFor } from './helpers/ipfix.js';
-import { createNetns, createUser, exchange, freePort as trafficPort, removeNetns, removeUser, type Netns, type TestUser } from './helpers/testbed.js';
+import { cli, startAgent, type AgentProcess } from './support/agent.js';
+import { createNet, createUser, freePort, removeMeter, removeUser, tempDir, type TestNet, type TestUser } from './support/testbed.js';
+import { exchange } from './support/traffic.js';
+import { waitFor } from './support/wait.js';
+import { ipfixDump, startCapture, startIpfix2csv, tsharkMessages, tsharkProblems, udpPayloads, udpSink } from './support/ipfix.js';
 
 const packaging = join(import.meta.dirname, '..', 'packaging', 'ipfix');
 const spec = join(packaging, 'ubia.iespec');
@@ -22,21 +24,20 @@ type CsvRecord = Record<(typeof COLUMNS)[number], string>;
 
 let dir: string;
 let pinDir: string;
-let ns: Netns;
+let net: TestNet;
 let alice: TestUser;
 let agent: AgentProcess | undefined;
 
 beforeAll(() => {
-  ensureBuilt();
   dir = tempDir('ubia-ipfix-agent-');
   pinDir = `/sys/fs/bpf/ubia-test-ipfix-${process.pid}`;
-  ns = createNetns(251); // createNet() in other tests picks 0..249
+  net = createNet();
   alice = createUser();
 });
 
 afterAll(async () => {
   await agent?.stop();
-  removeNetns(ns);
+  net.remove();
   removeUser(alice);
   await removeMeter(pinDir);
   rmSync(dir, { recursive: true, force: true });
@@ -56,20 +57,20 @@ describe('agent → IPFIX collectors, real traffic', () => {
       // UDP gets flow and per-user records, TCP (ipfix2csv) the flow records
       const collectors = `[{ address = "127.0.0.1", port = ${udpPort} }, { address = "127.0.0.1", port = ${tcpPort}, transport = "tcp", records = ["flows"] }]`;
       agent = await startAgent({ dir, pinDir, extra: `\n[ipfix]\nactive_timeout = 1\nusage_interval = 1\ncollectors = ${collectors}\n` });
-      const as = { server: { netns: ns }, client: { user: alice } };
-      const v4Port = trafficPort(), v6Port = trafficPort(), tcpServerPort = trafficPort();
+      const as = { server: { net }, client: { user: alice } };
+      const v4Port = await freePort(), v6Port = await freePort(), tcpServerPort = await freePort();
       // 20 datagrams of 500 bytes each way over IPv4, 10 of 300 over IPv6
-      const v4 = await exchange(['udp-echo', ns.nsV4, String(v4Port), '20'], ['udp-ping', ns.nsV4, String(v4Port), '20', '500'], as);
-      const v6 = await exchange(['udp-echo', ns.nsV6, String(v6Port), '10'], ['udp-ping', ns.nsV6, String(v6Port), '10', '300'], as);
+      const v4 = await exchange(['udp-echo', net.peerV4, String(v4Port), '20'], ['udp-ping', net.peerV4, String(v4Port), '20', '500'], as);
+      const v6 = await exchange(['udp-echo', net.peerV6, String(v6Port), '10'], ['udp-ping', net.peerV6, String(v6Port), '10', '300'], as);
       // 4 × 10 000 bytes, 0.8 s apart: longer than the 1 s active timeout
-      const slow = await exchange(['tcp-sink', ns.nsV4, String(tcpServerPort)], ['tcp-send-slow', ns.nsV4, String(tcpServerPort), '4', '10000', '800'], as);
+      const slow = await exchange(['tcp-sink', net.peerV4, String(tcpServerPort)], ['tcp-send-slow', net.peerV4, String(tcpServerPort), '4', '10000', '800'], as);
       expect(slow.server.received).toBe(40_000);
 
       // the meter's own final figures for the TCP flow, as the agent lists ended flows
-      const tcpFlow = await waitForValue('the TCP flow to end in the agent', () => endedFlow(tcpServerPort));
+      const tcpFlow = await waitFor('the TCP flow to end in the agent', () => endedFlow(tcpServerPort));
       const csvRecords = () => csv.lines().slice(1).map(parseCsv).filter((r) => r.userName === alice.name);
       const tcpDone = () => csvRecords().some((r) => r.destinationTransportPort === String(tcpServerPort) && r.flowEndReason === '3');
-      await waitFor(tcpDone, 10_000, 'ipfix2csv to print the end of the TCP flow');
+      await waitFor('ipfix2csv to print the end of the TCP flow', tcpDone, 10_000);
       // `ubia status` shows each collector, and that nothing waits or was dropped
       const status = cli(agent.socket, ['status']).stdout;
       expect(status).toContain(`ipfix: ok — udp 127.0.0.1:${udpPort}: sending; tcp 127.0.0.1:${tcpPort}: connected (queued 0, dropped 0)`);
@@ -93,17 +94,17 @@ describe('agent → IPFIX collectors, real traffic', () => {
       };
       const v4Out = one('IPv4 egress', (r) => r.setId === '256' && r['cflow.direction'] === '1' && r['cflow.dstport'] === String(v4Port));
       expect(v4Out).toMatchObject({
-        'cflow.srcaddr': ns.hostV4, 'cflow.dstaddr': ns.nsV4, 'cflow.srcport': String(v4.client.lport), 'cflow.protocol': '17',
+        'cflow.srcaddr': net.hostV4, 'cflow.dstaddr': net.peerV4, 'cflow.srcport': String(v4.client.lport), 'cflow.protocol': '17',
         'cflow.octets': String(20 * (500 + 28)), 'cflow.packets': '20', 'cflow.transport_octet_delta_count': '10000', 'cflow.flow_end_reason': '3',
       });
       const v4In = one('IPv4 ingress', (r) => r.setId === '256' && r['cflow.direction'] === '0' && r['cflow.srcport'] === String(v4Port));
       expect(v4In).toMatchObject({
-        'cflow.srcaddr': ns.nsV4, 'cflow.dstaddr': ns.hostV4, 'cflow.dstport': String(v4.client.lport),
+        'cflow.srcaddr': net.peerV4, 'cflow.dstaddr': net.hostV4, 'cflow.dstport': String(v4.client.lport),
         'cflow.octets': String(20 * (500 + 28)), 'cflow.packets': '20', 'cflow.flow_end_reason': '3',
       });
       const v6Out = one('IPv6 egress', (r) => r.setId === '257' && r['cflow.direction'] === '1' && r['cflow.dstport'] === String(v6Port));
       expect(v6Out).toMatchObject({
-        'cflow.srcaddrv6': ns.hostV6, 'cflow.dstaddrv6': ns.nsV6, 'cflow.srcport': String(v6.client.lport), 'cflow.protocol': '17',
+        'cflow.srcaddrv6': net.hostV6, 'cflow.dstaddrv6': net.peerV6, 'cflow.srcport': String(v6.client.lport), 'cflow.protocol': '17',
         'cflow.octets': String(10 * (300 + 48)), 'cflow.packets': '10', 'cflow.flow_end_reason': '3',
       });
       one('IPv6 ingress', (r) => r.setId === '257' && r['cflow.direction'] === '0' && r['cflow.octets'] === String(10 * 348) && r['cflow.srcport'] === String(v6Port));

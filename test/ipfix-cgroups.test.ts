@@ -3,7 +3,7 @@ import { mkdirSync, rmdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { cgroup2Mount, createCgroupPaths } from '../src/export/ipfix/cgroups.js';
-import { ownCgroup, silentLogger } from './helpers/ipfix.js';
+import { ownCgroup, silentLogger } from './support/ipfix.js';
 
 const root = cgroup2Mount();
 const top = root === null ? '' : join(root, `ubia-ipfix-test-${process.pid}`);

@@ -3,18 +3,20 @@
 // collector received), python3-ipfix's ipfix2csv collecting over TCP (--spec ubia.iespec)
 // and pmacct's nfacctd collecting over UDP (aggregate_primitives ubia.primitives).
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { cgroup2Mount } from '../src/export/ipfix/cgroups.js';
 import { fixbufXml, pmacctPrimitives, pythonIpfixSpec } from '../src/export/ipfix/definitions.js';
 import { createIpfixExporter } from '../src/export/ipfix/index.js';
-import { flowSnapshot, freePort, ipfixConfig, ipfixDump, silentLogger, startIpfix2csv, tcpSink, tempDir, waitFor } from './helpers/ipfix.js';
+import { freePort, tempDir } from './support/testbed.js';
+import { waitFor } from './support/wait.js';
+import { flowSnapshot, ipfixConfig, ipfixDump, silentLogger, startIpfix2csv, tcpSink } from './support/ipfix.js';
 
 const packaging = join(import.meta.dirname, '..', 'packaging', 'ipfix');
-let dir: ReturnType<typeof tempDir>;
+let dir: string;
 beforeEach(() => { dir = tempDir('ubia-ipfix-collectors-'); });
-afterEach(() => dir.remove());
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
 const alice = () => flowSnapshot({
   user: 'ubia-test-alice', uid: 60001, gid: 60100, pid: 31337, comm: 'ubia-curl', cgroupId: 0xabcdef12345n,
@@ -37,7 +39,7 @@ describe('second collectors decode the enterprise user fields', () => {
     const sink = await tcpSink(port);
     const section = { enterprise_number: 4_000_000_001, element_ids: { uid: 100, process_name: 104 }, collectors: [{ address: '127.0.0.1', port, transport: 'tcp' }] };
     const cfg = ipfixConfig(section);
-    const exporter = createIpfixExporter(cfg, { logger: silentLogger, spoolDir: dir.path });
+    const exporter = createIpfixExporter(cfg, { logger: silentLogger, spoolDir: dir });
     // a real cgroup for alice's process, so the exporter has a path to name
     const cgroup = join(cgroup2Mount()!, `ubia-ipfix-collectors-${process.pid}.service`);
     let statCgroupId = 0n;
@@ -54,9 +56,9 @@ describe('second collectors decode the enterprise user fields', () => {
     ] });
     await exporter.close();
     await sink.close();
-    const file = join(dir.path, 'export.ipfix');
+    const file = join(dir, 'export.ipfix');
     writeFileSync(file, sink.bytes());
-    const xml = join(dir.path, 'elements.xml');
+    const xml = join(dir, 'elements.xml');
     writeFileSync(xml, fixbufXml({ pen: cfg.enterprise_number, ids: cfg.element_ids }));
 
     const { messages, text } = await ipfixDump(file, xml);
@@ -80,10 +82,10 @@ describe('second collectors decode the enterprise user fields', () => {
     const columns = ['userName', 'ubiaUserId', 'ubiaGroupId', 'ubiaProcessId', 'ubiaProcessName', 'ubiaCgroupId', 'octetDeltaCount', 'flowDirection'];
     const collector = await startIpfix2csv(port, join(packaging, 'ubia.iespec'), columns);
     try {
-      const exporter = createIpfixExporter(ipfixConfig({ collectors: [{ address: '127.0.0.1', port, transport: 'tcp', records: ['flows'] }] }), { logger: silentLogger, spoolDir: dir.path });
+      const exporter = createIpfixExporter(ipfixConfig({ collectors: [{ address: '127.0.0.1', port, transport: 'tcp', records: ['flows'] }] }), { logger: silentLogger, spoolDir: dir });
       exporter.flowEnded(alice());
       exporter.flowEnded(flowSnapshot({ user: 'ubia-test-bob', uid: 60002, gid: 60002, pid: 7, comm: 'ssh', cgroupId: 99n, rxBytes: 10, rxPackets: 1 }));
-      await waitFor(() => collector.lines().length >= 3, 10_000, `ipfix2csv to print the records (${collector.lines().join(' ')})`);
+      await waitFor(`ipfix2csv to print the records (${collector.lines().join(' ')})`, () => collector.lines().length >= 3, 10_000);
       await exporter.close();
     } finally {
       collector.stop();
@@ -97,9 +99,9 @@ describe('second collectors decode the enterprise user fields', () => {
 
   it('nfacctd (pmacct) with the shipped aggregate_primitives', async () => {
     const port = await freePort();
-    const csv = join(dir.path, 'nfacctd.csv');
-    const conf = join(dir.path, 'nfacctd.conf');
-    const logFile = join(dir.path, 'nfacctd.log');
+    const csv = join(dir, 'nfacctd.csv');
+    const conf = join(dir, 'nfacctd.conf');
+    const logFile = join(dir, 'nfacctd.log');
     writeFileSync(conf, [
       'daemonize: false', `logfile: ${logFile}`, `nfacctd_ip: 127.0.0.1`, `nfacctd_port: ${port}`,
       `aggregate_primitives: ${join(packaging, 'ubia.primitives')}`,
@@ -112,11 +114,11 @@ describe('second collectors decode the enterprise user fields', () => {
     try {
       // ready once its print plugin ran a first purge: records that reach nfacctd while the
       // plugin is still starting are not printed
-      await waitFor(() => log().includes('Purging cache - END'), 10_000, 'nfacctd to start');
-      const exporter = createIpfixExporter(ipfixConfig({ collectors: [{ address: '127.0.0.1', port, records: ['flows'] }] }), { logger: silentLogger, spoolDir: dir.path });
+      await waitFor('nfacctd to start', () => log().includes('Purging cache - END'), 10_000);
+      const exporter = createIpfixExporter(ipfixConfig({ collectors: [{ address: '127.0.0.1', port, records: ['flows'] }] }), { logger: silentLogger, spoolDir: dir });
       exporter.flowEnded(alice());
       await exporter.close();
-      await waitFor(() => existsSync(csv) && readFileSync(csv, 'utf8').includes('ubia-curl'), 10_000, `nfacctd to write the record (${log()})`);
+      await waitFor(`nfacctd to write the record (${log()})`, () => existsSync(csv) && readFileSync(csv, 'utf8').includes('ubia-curl'), 10_000);
     } finally {
       process.kill(-collector.pid!, 'SIGKILL');
     }
@@ -129,16 +131,16 @@ describe('second collectors decode the enterprise user fields', () => {
   it('ipfixDump sees remote addresses anonymised with Crypto-PAn and no process names', async () => {
     const port = await freePort();
     const sink = await tcpSink(port);
-    const keyFile = join(dir.path, 'cryptopan.key');
+    const keyFile = join(dir, 'cryptopan.key');
     // the Crypto-PAn reference key, as 64 hex digits
     writeFileSync(keyFile, '1522178d33a4cf80130a5b1649907d10d8988f837979652762574c2d2a842202\n');
     const exporter = createIpfixExporter(ipfixConfig({
       collectors: [{ address: '127.0.0.1', port, transport: 'tcp', anonymize: 'cryptopan', cryptopan_key_file: keyFile, process_names: false }],
-    }), { logger: silentLogger, spoolDir: dir.path });
+    }), { logger: silentLogger, spoolDir: dir });
     exporter.flowEnded(flowSnapshot({ localAddress: '10.0.0.5', remoteAddress: '128.11.68.132', txBytes: 10, txPackets: 1, comm: 'secret-tool' }));
     await exporter.close();
     await sink.close();
-    const file = join(dir.path, 'export.ipfix');
+    const file = join(dir, 'export.ipfix');
     writeFileSync(file, sink.bytes());
     const records = (await ipfixDump(file, join(packaging, 'ubia-elements.xml'))).messages.flatMap((m) => m.records);
     expect(records).toHaveLength(1);
@@ -147,12 +149,12 @@ describe('second collectors decode the enterprise user fields', () => {
   });
 
   it('refuses a Crypto-PAn key file it cannot use, saying how to make one', () => {
-    const keyFile = join(dir.path, 'short.key');
+    const keyFile = join(dir, 'short.key');
     writeFileSync(keyFile, 'too short');
     const make = (path: string) => () => createIpfixExporter(ipfixConfig({
       collectors: [{ address: '127.0.0.1', transport: 'udp', anonymize: 'cryptopan', cryptopan_key_file: path }],
-    }), { logger: silentLogger, spoolDir: dir.path });
+    }), { logger: silentLogger, spoolDir: dir });
     expect(make(keyFile)).toThrow(/needs exactly 32 raw bytes or 64 hex digits/);
-    expect(make(join(dir.path, 'missing.key'))).toThrow(/head -c 32 \/dev\/urandom/);
+    expect(make(join(dir, 'missing.key'))).toThrow(/head -c 32 \/dev\/urandom/);
   });
 });

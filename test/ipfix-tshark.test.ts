@@ -2,17 +2,17 @@
 // non-standard loopback ports: no malformed packets, no expert warnings (its sequence
 // analysis flags any gap), and the user names, addresses, ports and counts the test sent.
 import { createSocket } from 'node:dgram';
+import { rmSync } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createIpfixExporter } from '../src/export/ipfix/index.js';
 import type { FlowSnapshot } from '../src/export/types.js';
-import {
-  flowSnapshot, freePort, ipfixConfig, silentLogger, startCapture, tcpSink, tempDir, tsharkMessages, tsharkProblems, udpSink, waitFor,
-  type TsharkMessage,
-} from './helpers/ipfix.js';
+import { freePort, tempDir } from './support/testbed.js';
+import { waitFor } from './support/wait.js';
+import { flowSnapshot, ipfixConfig, silentLogger, startCapture, tcpSink, tsharkMessages, tsharkProblems, udpSink, type TsharkMessage } from './support/ipfix.js';
 
-let dir: ReturnType<typeof tempDir>;
+let dir: string;
 beforeEach(() => { dir = tempDir('ubia-ipfix-tshark-'); });
-afterEach(() => dir.remove());
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
 /** Known test users' flows, plus enough filler flows to need several UDP messages. */
 function testFlows(): FlowSnapshot[] {
@@ -70,14 +70,14 @@ describe('tshark decodes the export', () => {
     const flowsPort = await freePort();
     const usersPort = await freePort();
     const sinks = [await udpSink(flowsPort), await udpSink(usersPort)];
-    const capture = await startCapture(`udp port ${flowsPort} or udp port ${usersPort}`, dir.path);
+    const capture = await startCapture(`udp port ${flowsPort} or udp port ${usersPort}`, dir);
     const exporter = createIpfixExporter(ipfixConfig({
       observation_domain_id: 42,
       collectors: [
         { address: '127.0.0.1', port: flowsPort, records: ['flows'] },
         { address: '127.0.0.1', port: usersPort, records: ['users'] },
       ],
-    }), { logger: silentLogger, spoolDir: dir.path });
+    }), { logger: silentLogger, spoolDir: dir });
     const flows = testFlows();
     for (const f of flows) exporter.flowEnded(f);
     const now = Date.now();
@@ -107,11 +107,11 @@ describe('tshark decodes the export', () => {
   it('over TCP', async () => {
     const port = await freePort();
     const sink = await tcpSink(port);
-    const capture = await startCapture(`tcp port ${port}`, dir.path);
-    const exporter = createIpfixExporter(ipfixConfig({ collectors: [{ address: '127.0.0.1', port, transport: 'tcp' }] }), { logger: silentLogger, spoolDir: dir.path });
+    const capture = await startCapture(`tcp port ${port}`, dir);
+    const exporter = createIpfixExporter(ipfixConfig({ collectors: [{ address: '127.0.0.1', port, transport: 'tcp' }] }), { logger: silentLogger, spoolDir: dir });
     const flows = testFlows();
     for (const f of flows) exporter.flowEnded(f);
-    await waitFor(() => exporter.status().queued === 0 && exporter.status().state === 'ok', 10_000, 'the TCP collector to take every record');
+    await waitFor('the TCP collector to take every record', () => exporter.status().queued === 0 && exporter.status().state === 'ok', 10_000);
     await exporter.close();
     const pcap = await capture.stop();
     await sink.close();
@@ -127,8 +127,8 @@ describe('tshark decodes the export', () => {
   it('names users and commands with the CACE profile', async () => {
     const port = await freePort();
     const sink = await udpSink(port);
-    const capture = await startCapture(`udp port ${port}`, dir.path);
-    const exporter = createIpfixExporter(ipfixConfig({ profile: 'cace', collectors: [{ address: '127.0.0.1', port }] }), { logger: silentLogger, spoolDir: dir.path });
+    const capture = await startCapture(`udp port ${port}`, dir);
+    const exporter = createIpfixExporter(ipfixConfig({ profile: 'cace', collectors: [{ address: '127.0.0.1', port }] }), { logger: silentLogger, spoolDir: dir });
     exporter.flowEnded(flowSnapshot({ user: 'ubia-test-alice', uid: 60001, pid: 31337, comm: 'ubia-curl', txBytes: 10, txPackets: 1 }));
     await exporter.close();
     const pcap = await capture.stop();
@@ -145,7 +145,7 @@ describe('tshark decodes the export', () => {
   it('and the check above does catch a broken message', async () => {
     const port = await freePort();
     const sink = await udpSink(port);
-    const capture = await startCapture(`udp port ${port}`, dir.path);
+    const capture = await startCapture(`udp port ${port}`, dir);
     // a template, a record (sequence 0), a sequence gap (7 instead of 1), a set too short
     const messages = [
       '000a 0024 00000000 00000000 00000001  0002 0014 0100 0001 0008 0004 0000 0000 0000 0000',

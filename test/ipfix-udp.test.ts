@@ -3,7 +3,9 @@
 import { createSocket } from 'node:dgram';
 import { describe, expect, it } from 'vitest';
 import { createUdpStream } from '../src/export/ipfix/udp.js';
-import { freePort, silentLogger, udpSink, waitFor } from './helpers/ipfix.js';
+import { freePort } from './support/testbed.js';
+import { waitFor } from './support/wait.js';
+import { silentLogger, udpSink } from './support/ipfix.js';
 
 const TEMPLATE_SET = Buffer.from('00020010' + '01000002' + '00080004' + '00010008', 'hex');
 const record = (i: number) => Buffer.from(`c00002${(i & 0xff).toString(16).padStart(2, '0')}00000000000003e8`, 'hex');
@@ -32,7 +34,7 @@ describe('IPFIX over UDP', () => {
       now += 1;
       stream.send(256, record(41));
       await tick();
-      await waitFor(() => sink.datagrams.length === 5, 5000, 'five datagrams');
+      await waitFor('five datagrams', () => sink.datagrams.length === 5, 5000);
       expect(sink.datagrams.map(setIds)).toEqual([[2, 256], [256], [256], [256], [2, 256]]);
       expect(sink.datagrams.every((d) => d.length <= 256)).toBe(true);
       expect(sink.datagrams.map((d) => d.readUInt32BE(8))).toEqual([0, 18, 37, 40, 41]); // records before each message
@@ -51,7 +53,7 @@ describe('IPFIX over UDP', () => {
     const stream = createUdpStream({ host: '::1', port: receiver.address().port, maxMessageBytes: 1400, templateRefreshMs: 600_000, templateSet: TEMPLATE_SET, observationDomainId: 9, logger: silentLogger });
     try {
       stream.send(256, record(1));
-      await waitFor(() => got.length === 1, 5000, 'the datagram on ::1');
+      await waitFor('the datagram on ::1', () => got.length === 1, 5000);
       expect(setIds(got[0]!)).toEqual([2, 256]);
       expect(got[0]!.readUInt32BE(12)).toBe(9);
     } finally {

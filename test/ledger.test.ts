@@ -4,8 +4,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { columnsOf, CounterTracker, counterDelta } from '../src/agent/counters.js';
-import { decodeCheckpoint, encodeCheckpoint, userKey } from '../src/agent/checkpoint.js';
+import { columnsOf, CounterTracker, counterDelta, userKey } from '../src/core/counters.js';
+import { decodeCheckpoint, encodeCheckpoint } from '../src/agent/checkpoint.js';
 import { DAY_MS, HOUR_MS, Ledger, MINUTE_MS } from '../src/ledger/ledger.js';
 import type { UserCounters } from '../src/kernel/types.js';
 
@@ -167,6 +167,33 @@ describe('ledger', () => {
     expect(ledger.totals(0, t0 + DAY_MS)[0]!).toEqual(before);
     ledger.rollUp(t0, { minuteMs: 2 * DAY_MS, hourMs: 5 * DAY_MS, dayMs: 6 * DAY_MS });
     expect(ledger.totals(0, t0 + DAY_MS)[0]!.rxPackets).toBeLessThan(n);
+    ledger.close();
+  });
+
+  it('lifetime totals never go back: pending usage, open minutes after a crash, days deleted by retention', () => {
+    const lifetime = (l: Ledger) => [...l.lifetimeTotals()].map((t) => ({ ...t }));
+    let ledger = new Ledger(path());
+    let { tracker } = resume(ledger, 'boot-1');
+    // an old day, complete minutes, an open minute, and a poll never flushed
+    poll(ledger, tracker, [user(1, 10)], t0 - 30 * DAY_MS);
+    poll(ledger, tracker, [user(1, 100)], t0);
+    poll(ledger, tracker, [user(1, 150)], t0 + MINUTE_MS + 1000);
+    poll(ledger, tracker, [user(1, 170)], t0 + MINUTE_MS + 2000, false);
+    expect(lifetime(ledger)).toEqual([user(1, 170)]);
+    ledger.db.close(); // "SIGKILL"
+
+    ledger = new Ledger(path());
+    // reopened: what was flushed (the open minute included) until the agent's first poll
+    expect(lifetime(ledger)).toEqual([user(1, 150)]);
+    tracker = resume(ledger, 'boot-1').tracker;
+    poll(ledger, tracker, [user(1, 200)], t0 + MINUTE_MS + 5000);
+    expect(lifetime(ledger)).toEqual([user(1, 200)]);
+    // the 30-day-old usage passes its retention: deleted from usage, kept in the lifetime
+    ledger.rollUp(t0 + 2 * MINUTE_MS, { minuteMs: DAY_MS, hourMs: DAY_MS, dayMs: 7 * DAY_MS });
+    expect(ledger.totals(0, t0 + DAY_MS)[0]!.rxPackets).toBe(190);
+    ledger.close();
+    ledger = new Ledger(path());
+    expect(lifetime(ledger)).toEqual([user(1, 200)]);
     ledger.close();
   });
 });

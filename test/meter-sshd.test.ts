@@ -7,8 +7,8 @@ import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, sta
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openMeter, type Meter, type TrafficCounters } from '../src/kernel/index.js';
-import { sh } from '../src/bench/testbed.js';
-import { createNetns, freePort, removeNetns, sleep, type Netns } from './helpers/testbed.js';
+import { createNet, freePort, sh, type TestNet } from './support/testbed.js';
+import { sleep } from './support/wait.js';
 
 const PIN_DIR = `/sys/fs/bpf/ubia-test-sshd-${process.pid}`;
 const MiB = 1 << 20;
@@ -17,7 +17,7 @@ const MiB = 1 << 20;
 const overheadOf = (bytes: number) => bytes * 0.05 + 64 * 1024;
 
 let meter: Meter;
-let ns: Netns;
+let net: TestNet;
 let dir: string;
 let user: { name: string; uid: number; gid: number };
 let sshd: ChildProcess;
@@ -39,7 +39,7 @@ function scp(from: string, to: string) {
 }
 
 function scpOnce(from: string, to: string) {
-  sh('ip', ['netns', 'exec', ns.name, 'scp', '-q', '-i', join(dir, 'client_key'), '-P', String(port), '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=20', from, to]);
+  sh('ip', ['netns', 'exec', net.ns, 'scp', '-q', '-i', join(dir, 'client_key'), '-P', String(port), '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=20', from, to]);
 }
 
 async function settled(uid: number): Promise<TrafficCounters> {
@@ -55,7 +55,7 @@ async function settled(uid: number): Promise<TrafficCounters> {
 
 beforeAll(async () => {
   meter = openMeter({ pinDir: PIN_DIR });
-  ns = createNetns(43);
+  net = createNet();
   dir = mkdtempSync('/tmp/ubia-sshd-');
   chmodSync(dir, 0o755);
   const name = `ubia-s-${process.pid % 100000}`;
@@ -70,12 +70,12 @@ beforeAll(async () => {
   mkdirSync(join(dir, 'keys'));
   writeFileSync(join(dir, 'keys', name), readFileSync(join(dir, 'client_key.pub')));
   mkdirSync('/run/sshd', { recursive: true }); // sshd's privilege separation directory
-  port = freePort();
+  port = await freePort();
   writeFileSync(
     join(dir, 'sshd_config'),
     [
       `Port ${port}`,
-      `ListenAddress ${ns.hostV4}`,
+      `ListenAddress ${net.hostV4}`,
       `HostKey ${join(dir, 'host_key')}`,
       `PidFile ${join(dir, 'sshd.pid')}`,
       `AuthorizedKeysFile ${join(dir, 'keys')}/%u`,
@@ -98,7 +98,7 @@ beforeAll(async () => {
 afterAll(() => {
   sshd?.kill('SIGTERM');
   meter?.close({ detach: true });
-  if (ns) removeNetns(ns);
+  if (net) net.remove();
   if (user) sh('userdel', ['--force', user.name]); // sshd's session may still be ending
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
@@ -109,7 +109,7 @@ describe('attribution through a real OpenSSH server', () => {
     const local = join(dir, 'upload.src');
     writeFileSync(local, Buffer.alloc(bytes, 7));
     const before = await settled(user.uid);
-    scp(local, `${user.name}@${ns.hostV4}:${join(dir, 'home', 'upload')}`);
+    scp(local, `${user.name}@${net.hostV4}:${join(dir, 'home', 'upload')}`);
     expect(statSync(join(dir, 'home', 'upload')).size).toBe(bytes);
     const d = await settled(user.uid);
     const rx = d.rxPayloadBytes - before.rxPayloadBytes;
@@ -123,7 +123,7 @@ describe('attribution through a real OpenSSH server', () => {
     chownSync(join(dir, 'home', 'download'), user.uid, user.gid);
     const before = await settled(user.uid);
     const local = join(dir, 'download.dst');
-    scp(`${user.name}@${ns.hostV4}:${join(dir, 'home', 'download')}`, local);
+    scp(`${user.name}@${net.hostV4}:${join(dir, 'home', 'download')}`, local);
     expect(statSync(local).size).toBe(bytes);
     const d = await settled(user.uid);
     const tx = d.txPayloadBytes - before.txPayloadBytes;

@@ -1,10 +1,12 @@
 // The kernel meter on the real kernel: eBPF programs loaded and attached for real, test
 // users making known traffic into a network namespace. Needs root; never skipped.
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openMeter, type FlowRecord, type Meter, type MeterEvent, type ProcessCounters, type TrafficCounters, type UserCounters } from '../src/kernel/index.js';
-import { createNetns, createUser, exchange, freePort, removeNetns, removeUser, serve, sleep, traffic, type Netns, type TestUser } from './helpers/testbed.js';
+import { createNet, createUser, freePort, removeUser, type TestNet, type TestUser } from './support/testbed.js';
+import { exchange, serveTraffic, traffic } from './support/traffic.js';
+import { sleep } from './support/wait.js';
 
 const PIN_DIR = `/sys/fs/bpf/ubia-test-${process.pid}`;
 const ZERO: TrafficCounters = { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0, rxPayloadBytes: 0, txPayloadBytes: 0 };
@@ -12,7 +14,7 @@ const ZERO: TrafficCounters = { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets:
 const MAX_HDR = 40 + 60;
 
 let meter: Meter;
-let ns: Netns;
+let net: TestNet;
 let alice: TestUser;
 let bob: TestUser;
 const events: MeterEvent[] = [];
@@ -68,7 +70,7 @@ async function settledUsers(m: Meter): Promise<UserCounters[]> {
 }
 
 /** Measures what one piece of traffic did to a user's totals. */
-async function measure(uid: number, run: () => Promise<unknown> | unknown, scope: UserCounters['scope'] = 'external') {
+async function measure<T>(uid: number, run: () => Promise<T> | T, scope: UserCounters['scope'] = 'external') {
   const before = userTotal(meter, uid, scope);
   const result = await run();
   return { delta: minus(await settledTotal(meter, uid, scope), before), result };
@@ -103,7 +105,7 @@ function flowEnded(match: (f: FlowRecord) => boolean): FlowRecord | undefined {
 beforeAll(() => {
   meter = openMeter({ pinDir: PIN_DIR });
   meter.onEvent((e) => events.push(e));
-  ns = createNetns(41);
+  net = createNet();
   meter.readInterfaces(); // attaches the tc counter to the new veth, as the agent's poll does
   alice = createUser();
   bob = createUser();
@@ -111,7 +113,7 @@ beforeAll(() => {
 
 afterAll(() => {
   meter?.close({ detach: true });
-  if (ns) removeNetns(ns);
+  if (net) net.remove();
   if (alice) removeUser(alice);
   if (bob) removeUser(bob);
 });
@@ -128,10 +130,10 @@ describe('kernel meter', () => {
   });
 
   it('counts a TCP upload over IPv4 exactly, per user and per process, and ends its flow', async () => {
-    const port = freePort();
+    const port = await freePort();
     const bytes = 3_000_000;
     const { delta, result } = await measure(alice.uid, () =>
-      exchange(['tcp-sink', ns.nsV4, String(port)], ['tcp-send', ns.nsV4, String(port), String(bytes)], { server: { netns: ns }, client: { user: alice } }),
+      exchange(['tcp-sink', net.peerV4, String(port)], ['tcp-send', net.peerV4, String(port), String(bytes)], { server: { net }, client: { user: alice } }),
     );
     expect(result.client.sent).toBe(bytes);
     expect(result.server.received).toBe(bytes);
@@ -147,26 +149,26 @@ describe('kernel meter', () => {
     expect(flow).toBeDefined();
     expect(flow!.txPayloadBytes).toBe(bytes);
     expect(flow!.uid).toBe(alice.uid);
-    expect(flow!.remoteAddress).toBe(ns.nsV4);
+    expect(flow!.remoteAddress).toBe(net.peerV4);
     expect(flow!.protocol).toBe(6);
   });
 
   it('counts segments on the wire, not GSO super-packets', async () => {
-    const port = freePort();
-    const hostTxBefore = Number(readFileSync(`/sys/class/net/${ns.hostIf}/statistics/tx_packets`, 'utf8'));
+    const port = await freePort();
+    const hostTxBefore = Number(readFileSync(`/sys/class/net/${net.hostInterface}/statistics/tx_packets`, 'utf8'));
     const { delta } = await measure(alice.uid, () =>
-      exchange(['tcp-sink', ns.nsV4, String(port)], ['tcp-send', ns.nsV4, String(port), '8000000'], { server: { netns: ns }, client: { user: alice } }),
+      exchange(['tcp-sink', net.peerV4, String(port)], ['tcp-send', net.peerV4, String(port), '8000000'], { server: { net }, client: { user: alice } }),
     );
-    const skbs = Number(readFileSync(`/sys/class/net/${ns.hostIf}/statistics/tx_packets`, 'utf8')) - hostTxBefore;
+    const skbs = Number(readFileSync(`/sys/class/net/${net.hostInterface}/statistics/tx_packets`, 'utf8')) - hostTxBefore;
     // veth counts one per skb; GSO skbs carry many segments each
     expect(delta.txPackets).toBeGreaterThan(skbs);
   });
 
   it('counts a TCP download over IPv6 exactly', async () => {
-    const port = freePort();
+    const port = await freePort();
     const bytes = 2_500_000;
     const { delta, result } = await measure(bob.uid, () =>
-      exchange(['tcp-source', ns.nsV6, String(port), String(bytes)], ['tcp-recv', ns.nsV6, String(port)], { server: { netns: ns }, client: { user: bob } }),
+      exchange(['tcp-source', net.peerV6, String(port), String(bytes)], ['tcp-recv', net.peerV6, String(port)], { server: { net }, client: { user: bob } }),
     );
     expect(result.client.received).toBe(bytes);
     expect(delta.rxPayloadBytes).toBe(bytes);
@@ -176,12 +178,12 @@ describe('kernel meter', () => {
   });
 
   it.each([
-    ['IPv4', () => ns.nsV4],
-    ['IPv6', () => ns.nsV6],
+    ['IPv4', () => net.peerV4],
+    ['IPv6', () => net.peerV6],
   ])('counts UDP both ways over %s and ends the flow at close', async (_label, addr) => {
-    const port = freePort();
+    const port = await freePort();
     const { delta, result } = await measure(alice.uid, () =>
-      exchange(['udp-echo', addr(), String(port), '50'], ['udp-ping', addr(), String(port), '50', '1000'], { server: { netns: ns }, client: { user: alice } }),
+      exchange(['udp-echo', addr(), String(port), '50'], ['udp-ping', addr(), String(port), '50', '1000'], { server: { net }, client: { user: alice } }),
     );
     expect(result.client.sent).toBe(50_000);
     expect(result.client.received).toBe(50_000);
@@ -198,9 +200,9 @@ describe('kernel meter', () => {
   });
 
   it("attributes an accepted socket to the listener's user", async () => {
-    const port = freePort();
+    const port = await freePort();
     const { delta, result } = await measure(alice.uid, () =>
-      exchange(['tcp-sink', ns.hostV4, String(port)], ['tcp-send', ns.hostV4, String(port), '400000'], { server: { user: alice }, client: { netns: ns } }),
+      exchange(['tcp-sink', net.hostV4, String(port)], ['tcp-send', net.hostV4, String(port), '400000'], { server: { user: alice }, client: { net } }),
     );
     expect(result.server.received).toBe(400_000);
     expect(delta.rxPayloadBytes).toBe(400_000);
@@ -208,12 +210,12 @@ describe('kernel meter', () => {
   });
 
   it('attributes a socket passed to another user to the process doing the I/O', async () => {
-    const port = freePort();
+    const port = await freePort();
     const beforeA = userTotal(meter, alice.uid);
     const beforeB = userTotal(meter, bob.uid);
-    const srv = serve(['tcp-sink', ns.nsV4, String(port)], { netns: ns });
+    const srv = serveTraffic(['tcp-sink', net.peerV4, String(port)], { net });
     await srv.ready;
-    const r = traffic(['pass-fd', ns.nsV4, String(port), String(alice.uid), String(alice.gid), String(bob.uid), String(bob.gid), '600000']);
+    const r = traffic(['pass-fd', net.peerV4, String(port), String(alice.uid), String(alice.gid), String(bob.uid), String(bob.gid), '600000']);
     await srv.done;
     const bobDelta = minus(await settledTotal(meter, bob.uid), beforeB);
     expect(r.sent).toBe(600_000);
@@ -224,9 +226,9 @@ describe('kernel meter', () => {
   });
 
   it('counts a socket inherited over fork() and written by the child exactly for the user', async () => {
-    const port = freePort();
+    const port = await freePort();
     const { delta, result } = await measure(bob.uid, () =>
-      whileFolding(meter, exchange(['tcp-sink', ns.nsV4, String(port)], ['fork-send', ns.nsV4, String(port), '300000', '700000'], { server: { netns: ns }, client: { user: bob } })),
+      whileFolding(meter, exchange(['tcp-sink', net.peerV4, String(port)], ['fork-send', net.peerV4, String(port), '300000', '700000'], { server: { net }, client: { user: bob } })),
     );
     expect(delta.txPayloadBytes).toBe(1_000_000);
     // per process, the default mode's rule: what was counted between two folds goes to
@@ -241,12 +243,12 @@ describe('kernel meter', () => {
     ['0.2 s', 0.2],
     ['10 s', 10],
   ])('attributes a root listener\'s connection served by a setuid() child to the child\'s user (inetd/sshd pattern), %s', async (_label, seconds) => {
-    const port = freePort();
+    const port = await freePort();
     const bytes = 1_500_000;
     const before = userTotal(meter, alice.uid);
     const { server, client } = await whileFolding(
       meter,
-      exchange(['inetd-send', ns.hostV4, String(port), String(alice.uid), String(alice.gid), String(bytes), String(seconds)], ['tcp-recv', ns.hostV4, String(port)], { client: { netns: ns } }),
+      exchange(['inetd-send', net.hostV4, String(port), String(alice.uid), String(alice.gid), String(bytes), String(seconds)], ['tcp-recv', net.hostV4, String(port)], { client: { net } }),
     );
     expect(client.received).toBe(bytes);
     const d = minus(await settledTotal(meter, alice.uid), before);
@@ -257,12 +259,12 @@ describe('kernel meter', () => {
   }, 30_000);
 
   it('attributes connections of a listener root created to the service that accepts them as a test user (socket activation)', async () => {
-    const port = freePort();
+    const port = await freePort();
     const bytes = 800_000;
     const before = userTotal(meter, bob.uid);
     const { server } = await whileFolding(
       meter,
-      exchange(['activated-sink', ns.hostV4, String(port), String(bob.uid), String(bob.gid)], ['tcp-send', ns.hostV4, String(port), String(bytes)], { client: { netns: ns } }),
+      exchange(['activated-sink', net.hostV4, String(port), String(bob.uid), String(bob.gid)], ['tcp-send', net.hostV4, String(port), String(bytes)], { client: { net } }),
     );
     expect(server.received).toBe(bytes);
     const d = minus(await settledTotal(meter, bob.uid), before);
@@ -272,10 +274,10 @@ describe('kernel meter', () => {
   });
 
   it('counts every byte of a large write followed at once by close(), in the flow record too', async () => {
-    const port = freePort();
+    const port = await freePort();
     const bytes = 6_000_000;
     const { delta, result } = await measure(alice.uid, () =>
-      exchange(['tcp-sink', ns.nsV4, String(port)], ['tcp-send', ns.nsV4, String(port), String(bytes), '1'], { server: { netns: ns }, client: { user: alice } }),
+      exchange(['tcp-sink', net.peerV4, String(port)], ['tcp-send', net.peerV4, String(port), String(bytes), '1'], { server: { net }, client: { user: alice } }),
     );
     expect(result.server.received).toBe(bytes);
     expect(delta.txPayloadBytes).toBe(bytes);
@@ -288,24 +290,24 @@ describe('kernel meter', () => {
   });
 
   it('counts a MSG_PEEK read once, and failed (EAGAIN) sends not at all', async () => {
-    const port = freePort();
+    const port = await freePort();
     const peek = await measure(bob.uid, () =>
-      exchange(['tcp-source', ns.nsV4, String(port), '100000'], ['peek-read', ns.nsV4, String(port)], { server: { netns: ns }, client: { user: bob } }),
+      exchange(['tcp-source', net.peerV4, String(port), '100000'], ['peek-read', net.peerV4, String(port)], { server: { net }, client: { user: bob } }),
     );
     expect(peek.result.client.peeked).toBe(4096);
     expect(peek.result.client.received).toBe(100_000);
     expect(peek.delta.rxPayloadBytes).toBe(100_000);
 
-    const port2 = freePort();
+    const port2 = await freePort();
     const full = await measure(bob.uid, () =>
-      exchange(['tcp-hold', ns.nsV4, String(port2), '1'], ['send-until-eagain', ns.nsV4, String(port2)], { server: { netns: ns }, client: { user: bob } }),
+      exchange(['tcp-hold', net.peerV4, String(port2), '1'], ['send-until-eagain', net.peerV4, String(port2)], { server: { net }, client: { user: bob } }),
     );
     expect(full.result.client.eagain).toBeGreaterThan(0);
     expect(full.delta.txPayloadBytes).toBe(full.result.client.sent);
   });
 
   it('keeps loopback traffic apart from external traffic', async () => {
-    const port = freePort();
+    const port = await freePort();
     const ext = userTotal(meter, alice.uid, 'external');
     const { delta } = await measure(
       alice.uid,
@@ -318,13 +320,14 @@ describe('kernel meter', () => {
   });
 
   it('conserves bytes: attributed + unattributed equal what tc saw on the interface', async () => {
-    const iface = () => meter.readInterfaces().find((i) => i.name === ns.hostIf)!;
+    const iface = () => meter.readInterfaces().find((i) => i.name === net.hostInterface)!;
     const before = iface();
     // traffic with kernel-made packets in it: a RST for a closed port, ND, time-wait ACKs
-    const port = freePort();
-    await exchange(['tcp-sink', ns.nsV4, String(port)], ['tcp-send', ns.nsV4, String(port), '500000'], { server: { netns: ns }, client: { user: bob } });
-    await exchange(['udp-echo', ns.nsV6, String(port), '20'], ['udp-ping', ns.nsV6, String(port), '20', '300'], { server: { netns: ns }, client: { user: alice } });
-    expect(() => traffic(['tcp-recv', ns.hostV4, String(freePort())], { netns: ns })).toThrow();
+    const port = await freePort();
+    await exchange(['tcp-sink', net.peerV4, String(port)], ['tcp-send', net.peerV4, String(port), '500000'], { server: { net }, client: { user: bob } });
+    await exchange(['udp-echo', net.peerV6, String(port), '20'], ['udp-ping', net.peerV6, String(port), '20', '300'], { server: { net }, client: { user: alice } });
+    const closedPort = await freePort();
+    expect(() => traffic(['tcp-recv', net.hostV4, String(closedPort)], { net })).toThrow();
     await sleep(300);
     const after = iface();
     const d = (k: 'total' | 'attributed' | 'unattributed') => minus({ ...after[k], rxPayloadBytes: 0, txPayloadBytes: 0 }, { ...before[k], rxPayloadBytes: 0, txPayloadBytes: 0 });
@@ -342,22 +345,17 @@ describe('kernel meter', () => {
   });
 
   it('reads every user when thousands have counted (the user slots it maps grow past 4,096)', async () => {
-    // one process plays 4,500 users (src/bench/flowgen.py switches its real uid per
+    // one process plays 4,500 users (traffic.py many-flows switches its real uid per
     // connection): each connects to a server in the namespace and sends 64 bytes a second
     const USERS = 4500;
     const FIRST_UID = 300_000;
-    const port = String(freePort());
-    const flowgen = new URL('../src/bench/flowgen.py', import.meta.url).pathname;
-    const server = spawn('ip', ['netns', 'exec', ns.name, '/usr/bin/python3', flowgen, 'serve', ns.nsV4, port, process.env.UBIA_KERNEL_VM ? '60' : '30', String(USERS)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const port = String(await freePort());
+    // under qemu's TCG (the kernel-matrix run) one round over 4,500 connections takes seconds
+    const inVm = !!process.env.UBIA_KERNEL_VM;
+    const server = serveTraffic(['echo-many', net.peerV4, port, inVm ? '60' : '30', String(USERS)], { net }, 120_000);
     try {
-      await new Promise((resolve, reject) => {
-        server.stdout!.once('data', resolve);
-        server.once('exit', (code) => reject(new Error(`flowgen server exited (${code})`)));
-      });
-      // under qemu's TCG (the kernel-matrix run) one round over 4,500 connections takes seconds
-      const seconds = process.env.UBIA_KERNEL_VM ? '20' : '1.5';
-      const client = spawnSync('/usr/bin/python3', [flowgen, 'client', ns.nsV4, port, String(USERS), String(FIRST_UID), String(USERS), seconds], { encoding: 'utf8', timeout: 120_000 });
-      expect(client.status, client.stderr).toBe(0);
+      await server.ready;
+      traffic(['many-flows', net.peerV4, port, String(USERS), String(FIRST_UID), String(USERS), inVm ? '20' : '1.5'], {}, 120_000);
       const theirs = (await settledUsers(meter)).filter((u) => u.uid >= FIRST_UID && u.uid < FIRST_UID + USERS);
       expect(theirs).toHaveLength(USERS);
       for (const u of theirs) {
@@ -365,17 +363,17 @@ describe('kernel meter', () => {
         expect(u.txPayloadBytes % 64).toBe(0);
       }
     } finally {
-      server.kill('SIGKILL');
+      server.proc.kill('SIGKILL');
     }
   }, 180_000);
 
   it('keeps counting across a restart of the reader, without loss or double count', async () => {
-    const port = freePort();
+    const port = await freePort();
     const before = userTotal(meter, bob.uid);
-    const srv = serve(['tcp-sink', ns.nsV4, String(port)], { netns: ns });
+    const srv = serveTraffic(['tcp-sink', net.peerV4, String(port)], { net });
     await srv.ready;
     // 40 chunks of 50 kB, 50 ms apart: about two seconds of upload
-    const client = serve(['tcp-send-slow', ns.nsV4, String(port), '40', '50000', '50'], { user: bob });
+    const client = serveTraffic(['tcp-send-slow', net.peerV4, String(port), '40', '50000', '50'], { user: bob });
     await sleep(600);
     meter.close();
     await sleep(600); // the kernel counts on while no reader is there
@@ -416,10 +414,10 @@ describe('precise mode (per-call tracepoints, Linux 6.3+)', () => {
   });
 
   it('attributes writes on an inherited socket to the process that makes them', async () => {
-    const port = freePort();
+    const port = await freePort();
     const procOf = (pid: number) => precise.readProcesses().filter((p) => p.pid === pid && p.scope === 'external').reduce((a, r) => a + r.txPayloadBytes, 0);
     const before = userTotal(precise, bob.uid);
-    const { client } = await exchange(['tcp-sink', ns.nsV4, String(port)], ['fork-send', ns.nsV4, String(port), '300000', '700000'], { server: { netns: ns }, client: { user: bob } });
+    const { client } = await exchange(['tcp-sink', net.peerV4, String(port)], ['fork-send', net.peerV4, String(port), '300000', '700000'], { server: { net }, client: { user: bob } });
     expect(minus(await settledTotal(precise, bob.uid), before).txPayloadBytes).toBe(1_000_000);
     if (!hasTracepoints()) {
       expect(procOf(client.parent!) + procOf(client.child!)).toBe(1_000_000);
@@ -440,7 +438,7 @@ describe('without privileges', () => {
     const user = alice;
     let failure: { status: number | null; stderr: string } | undefined;
     try {
-      execFileSync('setpriv', [`--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', '--inh-caps=-all', process.execPath, new URL('./helpers/open-meter.mjs', import.meta.url).pathname], {
+      execFileSync('setpriv', [`--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', '--inh-caps=-all', process.execPath, new URL('./support/open-meter.mjs', import.meta.url).pathname], {
         encoding: 'utf8',
         stdio: ['ignore', 'pipe', 'pipe'],
       });

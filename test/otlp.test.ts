@@ -2,72 +2,22 @@
 // the exports (JSON and protobuf), decodes them (protobuf with the small reader below,
 // field numbers from opentelemetry-proto's metrics/v1 and collector/metrics/v1 protos)
 // and checks the figures against the usage and flows the test fed the exporter.
-import { createServer, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
-import { createOtlpExporter, otlpConfigSchema, type OtlpHealth } from '../src/export/otlp/index.js';
-import type { Exporter, FlowSnapshot, UserUsage } from '../src/export/types.js';
+import { createOtlpExporter, otlpConfigSchema } from '../src/export/otlp/index.js';
+import type { AgentHealth, Exporter, FlowSnapshot, UserUsage } from '../src/export/types.js';
 import type { StatusResult, UsersResult } from '../src/control/protocol.js';
-import { cli, createTestbed, runTraffic, startAgent, waitFor, type TestUser } from './helpers/agent.js';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { cli, startAgent } from './support/agent.js';
+import { startReceiver, type Received } from './support/otlp-receiver.js';
+import { createTestbed, type TestUser } from './support/testbed.js';
+import { sinkTraffic } from './support/traffic.js';
+import { sleep, waitFor } from './support/wait.js';
 
-// ---------- a receiver ----------
-// (the last describe block runs the real agent with real traffic against it)
-
-interface Received {
-  contentType: string;
-  authorization: string | undefined;
-  body: Buffer;
-}
-
-interface Receiver {
-  server: Server;
-  port: number;
-  requests: Received[];
-  close(): Promise<void>;
-}
-
-/** `status(n)` is the HTTP status for the n-th request (0-based); 200 by default. */
-function startReceiver(port = 0, status: (n: number) => number = () => 200): Promise<Receiver> {
-  const requests: Received[] = [];
-  let served = 0;
-  const server = createServer((req: IncomingMessage, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      if (req.method !== 'POST' || req.url !== '/v1/metrics') {
-        res.writeHead(404).end();
-        return;
-      }
-      const contentType = req.headers['content-type'] ?? '';
-      const code = status(served++);
-      if (code !== 200) {
-        res.writeHead(code, { 'content-type': 'text/plain' }).end('refused by the test');
-        return;
-      }
-      requests.push({ contentType, authorization: req.headers.authorization, body: Buffer.concat(chunks) });
-      // OTLP/HTTP: an empty ExportMetricsServiceResponse means full success
-      if (contentType.includes('json')) res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
-      else res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end();
-    });
-  });
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, '127.0.0.1', () => {
-      resolve({
-        server,
-        port: (server.address() as AddressInfo).port,
-        requests,
-        close: () =>
-          new Promise<void>((r) => {
-            server.closeAllConnections();
-            server.close(() => r());
-          }),
-      });
-    });
-  });
-}
+// (the last describe block runs the real agent with real traffic against the receiver)
 
 // ---------- decoding both encodings into one shape ----------
 
@@ -288,10 +238,10 @@ async function closedPort(): Promise<number> {
 }
 
 /** An exporter sending to 127.0.0.1:port every second, closed after the test. */
-function exporterTo(port: number, settings: Record<string, unknown>, health?: () => OtlpHealth) {
+function exporterTo(port: number, settings: Record<string, unknown>, health?: () => AgentHealth, spoolDir?: string) {
   const { logger, lines } = logCapture();
   const cfg = otlpConfigSchema.parse({ endpoint: `http://127.0.0.1:${port}/v1/metrics`, interval: 1, timeout: 1, ...settings });
-  const exporter: Exporter = createOtlpExporter(cfg, { logger, hostName: 'test-host', version: '9.9.9', health });
+  const exporter: Exporter = createOtlpExporter(cfg, { logger, hostName: 'test-host', version: '9.9.9', health, spoolDir });
   cleanups.push(() => exporter.close());
   return { exporter, lines };
 }
@@ -301,10 +251,11 @@ describe('OTLP metrics exporter', () => {
     it(`exports per-user, top-N process and health metrics over ${protocol}`, async () => {
       const receiver = await startReceiver();
       cleanups.push(() => receiver.close());
-      const health: OtlpHealth = {
+      const health: AgentHealth = {
         unattributed: { txBytes: 1234, rxBytes: 5678, txPackets: 12, rxPackets: 56 },
-        meter: { overflows: { users: 0, processes: 3, flows: 7, interfaces: 0 }, eventsDropped: 2 },
+        meter: { overflows: { users: 0, processes: 3, flows: 7, interfaces: 0 }, eventsDropped: 2, beyondUserTable: { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0, rxPayloadBytes: 0, txPayloadBytes: 0 } },
         lastPollSeconds: 0.0042,
+        lastPollAtMs: Date.now(),
         exporters: [{ name: 'ipfix', state: 'ok', detail: '', queued: 17, dropped: 1 }],
         diameterPeers: [{ peer: 'aaa.example.net', state: 'I-Open' }],
       };
@@ -318,8 +269,8 @@ describe('OTLP metrics exporter', () => {
       const curl = flow(1001, 'alice', 4242, 'curl', 1_000, 200_000);
       const ssh = flow(1002, 'bob', 777, 'ssh', 5_000, 6_000);
       const ntpd = flow(0, 'root', 99, 'ntpd', 90, 90);
-      exporter.activeFlows([curl, ssh, ntpd], Date.now());
-      exporter.activeFlows([{ ...curl, txBytes: 2_000, rxBytes: 300_000 }, ssh, ntpd], Date.now());
+      exporter.activeFlows!([curl, ssh, ntpd], Date.now());
+      exporter.activeFlows!([{ ...curl, txBytes: 2_000, rxBytes: 300_000 }, ssh, ntpd], Date.now());
       exporter.flowEnded({ ...ssh, txBytes: 7_000, rxBytes: 8_000 });
 
       const req = await waitFor('an export with user metrics', () =>
@@ -418,13 +369,47 @@ describe('OTLP metrics exporter', () => {
     expect(lines.filter((l) => l.msg === 'OTLP export delivered again')).toHaveLength(1);
   });
 
+  it('keeps delta exports not yet delivered on disk (0600) across a stop, and sends them after the restart', async () => {
+    const port = await closedPort();
+    const spoolDir = join(mkdtempSync(join(tmpdir(), 'ubia-otlp-spool-')), 'otlp-spool');
+    cleanups.push(async () => rmSync(dirname(spoolDir), { recursive: true, force: true }));
+    const settings = { protocol: 'http/protobuf', temporality: 'delta', top_processes: 0 };
+    const before = exporterTo(port, settings, undefined, spoolDir).exporter;
+    let sentTx = 0;
+    for (let i = 0; i < 3; i++) {
+      before.usage({ startMs: i, endMs: i + 1, users: [user(1001, 'alice', 1000 * (i + 1), 1)] });
+      sentTx += 1000 * (i + 1);
+      await waitFor(`failed export #${i + 1}`, () => (before.status().extra!.failures as number) > i || undefined);
+    }
+    await before.close(); // its last export fails too: everything stays queued
+    const files = readdirSync(spoolDir);
+    expect(files.length).toBeGreaterThanOrEqual(3);
+    expect(statSync(spoolDir).mode & 0o777).toBe(0o700);
+    for (const f of files) expect(statSync(join(spoolDir, f)).mode & 0o777, f).toBe(0o600);
+
+    const receiver = await startReceiver(port);
+    cleanups.push(() => receiver.close());
+    const after = exporterTo(port, settings, undefined, spoolDir).exporter;
+    after.usage({ startMs: 3, endMs: 4, users: [user(1001, 'alice', 500, 1)] });
+    sentTx += 500;
+    const deliveredTx = () =>
+      receiver.requests
+        .flatMap((r) => find(decode(r), 'ubia.user.network.io', { 'user.id': '1001', 'network.io.direction': 'transmit' }))
+        .reduce((sum, p) => sum + p.value, 0);
+    await waitFor('the exports of the first run and the new one delivered', () => (deliveredTx() === sentTx ? true : undefined));
+    await waitFor('the spool emptied', () => (readdirSync(spoolDir).length === 0 ? true : undefined));
+    // each delivered once: nothing more arrives
+    await sleep(1500);
+    expect(deliveredTx()).toBe(sentTx);
+  });
+
   it('with cumulative temporality, the first export after an outage carries every byte and the busy processes', async () => {
     const port = await closedPort();
     const { exporter } = exporterTo(port, { protocol: 'http/json', top_processes: 1 });
     exporter.usage({ startMs: 0, endMs: 1, users: [user(1001, 'alice', 7_000, 9_000)] });
     // busy only during the outage: still the top process of the first delivered export
     const wget = flow(1001, 'alice', 31337, 'wget', 0, 0);
-    exporter.activeFlows([wget], Date.now());
+    exporter.activeFlows!([wget], Date.now());
     exporter.flowEnded({ ...wget, txBytes: 4_000, rxBytes: 90_000 });
     await waitFor('two failed exports', () => ((exporter.status().extra!.failures as number) >= 2 ? true : undefined));
     // nothing to keep: the next cumulative export supersedes the failed ones
@@ -491,8 +476,8 @@ describe('OTLP metrics from the real agent', () => {
       });
 
       await Promise.all([
-        runTraffic(alice, dir, { host: net.peerV4, port: sink.port, send: 300_000, reply: 50_000, ms: 300 }),
-        runTraffic(bob, dir, { host: net.peerV6, port: sink.port, send: 20_000, reply: 400_000, ms: 300 }),
+        sinkTraffic(alice, { host: net.peerV4, port: sink.port, send: 300_000, reply: 50_000, ms: 300 }),
+        sinkTraffic(bob, { host: net.peerV6, port: sink.port, send: 20_000, reply: 400_000, ms: 300 }),
       ]);
       // the exporter retries while the agent keeps polling, booking and answering
       const down = await waitFor('ubia status to show the OTLP exporter retrying', () => {
@@ -511,7 +496,7 @@ describe('OTLP metrics from the real agent', () => {
 
       const receiver = await startReceiver(port);
       cleanups.push(() => receiver.close());
-      // the client sends an 8-byte header before its payload (test/helpers/agent.ts)
+      // the client sends an 8-byte header before its payload (test/support/traffic.py sink-client)
       const expected = { [alice.name]: { tx: 300_008, rx: 50_000 }, [bob.name]: { tx: 20_008, rx: 400_000 } };
       const points = (metric: string, attrs: Record<string, AttrValue>) =>
         receiver.requests.map((r) => find(decode(r), metric, attrs)).filter((ps) => ps.length > 0);
@@ -544,7 +529,7 @@ describe('OTLP metrics from the real agent', () => {
         (JSON.parse(cli(agent.socket, ['status', '--json']).stdout) as StatusResult).exporters.find((e) => e.name === 'otlp' && e.state === 'ok'),
       );
 
-      // per process: the traffic clients (node, run as each user), wire bytes at least the
+      // per process: the traffic clients (python3, run as each user), wire bytes at least the
       // payload (top_processes is large: other tests' traffic on a shared machine must not
       // push them out; the cut itself is checked above)
       const processTx = (name: string) => {
@@ -600,7 +585,7 @@ describe('OTLP metrics from the real agent', () => {
       await agent.stop();
     });
     const status = JSON.parse(cli(agent.socket, ['status', '--json']).stdout) as StatusResult;
-    const peerState = (status.exporters.find((e) => e.name === 'diameter')!.extra!.peers as Array<{ state: string }>)[0]!.state;
+    const peerState = status.exporters.find((e) => e.name === 'diameter')!.peers![0]!.state;
     expect(peerState).not.toBe('open');
 
     const exported = await waitFor('an export with the Diameter peer', () =>

@@ -19,13 +19,15 @@ const uncommented = text
 const raw = parseToml(uncommented) as Record<string, unknown>;
 const SECTIONS = Object.keys(configSchema.shape) as Array<keyof typeof configSchema.shape>;
 
-type ZodDef = { type: string; innerType?: z.ZodType; in?: z.ZodType; element?: z.ZodType };
-/** Under optional/default/pipe wrappers: an object's fields, an array's element, or a leaf. */
-function unwrap(s: z.ZodType): { fields: Record<string, z.ZodType> } | { element: z.ZodType } | undefined {
+type ZodDef = { type: string; innerType?: z.ZodType; in?: z.ZodType; element?: z.ZodType; options?: z.ZodType[] };
+/** Under optional/default/pipe wrappers: an object's fields, an array's element, the kinds
+ *  of a union of tables ([[control.roles]]), or a leaf. */
+function unwrap(s: z.ZodType): { fields: Record<string, z.ZodType> } | { element: z.ZodType } | { kinds: z.ZodType[] } | undefined {
   for (let cur = s; ; ) {
     if (cur instanceof z.ZodObject) return { fields: cur.shape as Record<string, z.ZodType> };
     const def = (cur as unknown as { _zod: { def: ZodDef } })._zod.def;
     if (def.type === 'array') return { element: def.element! };
+    if (def.type === 'union') return { kinds: def.options! };
     const next = def.innerType ?? def.in;
     if (!next) return undefined;
     cur = next;
@@ -38,9 +40,14 @@ function visit(schema: z.ZodType, value: unknown, path: string, f: (path: string
   const u = unwrap(schema);
   if (!u) return;
   if ('element' in u) {
-    if (Array.isArray(value) && typeof value[0] === 'object') visit(u.element, value[0], `${path}[0]`, f);
+    if (!Array.isArray(value)) return;
+    // a union of tables: each kind's first table in the file; else the first table
+    const kinds = unwrap(u.element);
+    if (kinds && 'kinds' in kinds) kinds.kinds.forEach((k, i) => visit(k, value[i], `${path}[${i}]`, f));
+    else if (typeof value[0] === 'object') visit(u.element, value[0], `${path}[0]`, f);
     return;
   }
+  if ('kinds' in u) return;
   for (const [key, field] of Object.entries(u.fields)) {
     const v = (value as Record<string, unknown> | undefined)?.[key];
     f(`${path}.${key}`, field, v);
@@ -89,16 +96,22 @@ describe('packaging/ubia.toml', () => {
     const wrong: string[] = [];
     /** Each table of the schema as it is written in TOML ("[ipfix]", "[[ipfix.collectors]]"),
      *  with its leaf keys: sub-tables are tables of their own. */
-    const check = (schema: z.ZodType, table: string, header: string) => {
+    const check = (schema: z.ZodType, table: string, header: string, nth = 0) => {
       const u = unwrap(schema);
       if (!u || !('fields' in u)) return;
-      const at = readme.indexOf(`**\`${header}\`**`);
+      // the nth table of that header (a union of tables has one per kind)
+      let at = -1;
+      for (let i = 0; i <= nth; i++) at = readme.indexOf(`**\`${header}\`**`, at + 1);
       if (at < 0) return void wrong.push(`README has no table **\`${header}\`**`);
       const rows = readme.slice(at, readme.indexOf('\n\n**', at + 1) >>> 0);
       for (const [key, field] of Object.entries(u.fields)) {
         const inner = unwrap(field);
         if (inner && 'fields' in inner) check(field, `${table}.${key}`, `[${table}.${key}]`);
-        else if (inner && 'element' in inner && unwrap(inner.element)) check(inner.element, `${table}.${key}`, `[[${table}.${key}]]`);
+        else if (inner && 'element' in inner && unwrap(inner.element)) {
+          const element = unwrap(inner.element)!;
+          const kinds = 'kinds' in element ? element.kinds : [inner.element];
+          kinds.forEach((k, i) => check(k, `${table}.${key}`, `[[${table}.${key}]]`, i));
+        }
         else {
           // a row "| `key` | `default` | meaning |"; keys without a default say so in words
           const documented = new RegExp(`^\\| \`${key}\` \\| ([^|]*) \\|`, 'm').exec(rows)?.[1];

@@ -3,10 +3,13 @@
 // unit passes systemd-analyze, the installed agent starts and `ubia status` talks to it,
 // and `dpkg --purge` leaves nothing behind: files, state, config, enable links, pins.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { appendFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ROOT, ensureBuilt, tempDir, waitFor, writeAgentConfig } from './helpers/agent.js';
+import { ROOT, writeAgentConfig } from './support/agent.js';
+import { dpkg, holdDpkgLock, setAsideAgentState } from './support/dpkg.js';
+import { tempDir } from './support/testbed.js';
+import { waitFor } from './support/wait.js';
 
 const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 // what an admin's shell has: no project runtime on the PATH, so the bundled node must serve
@@ -20,11 +23,12 @@ describe('Debian package', () => {
   let deb = '';
   let contents: string[] = [];
   const existedBefore = new Set<string>();
+  let restoreAgentState = () => {};
 
   beforeAll(() => {
-    ensureBuilt();
+    restoreAgentState = setAsideAgentState(String(process.pid));
     // a package left by an interrupted run would hide what this one installs
-    if (installed()) run('dpkg', ['--purge', 'ubia']);
+    if (installed()) dpkg(['--purge', 'ubia'], ENV);
     const out = execFileSync(join(ROOT, 'scripts', 'package-deb'), [join(work, 'out')], {
       encoding: 'utf8',
       env: { ...process.env, PATH: `${join(ROOT, '.runtime', 'bin')}:${process.env.PATH}` },
@@ -40,7 +44,8 @@ describe('Debian package', () => {
   });
 
   afterAll(() => {
-    if (installed()) run('dpkg', ['--purge', 'ubia']);
+    if (installed()) dpkg(['--purge', 'ubia'], ENV);
+    restoreAgentState();
     rmSync(pinDir, { recursive: true, force: true });
     rmSync(work, { recursive: true, force: true });
   });
@@ -51,19 +56,45 @@ describe('Debian package', () => {
     const depends = execFileSync('dpkg-deb', ['-f', deb, 'Depends'], { encoding: 'utf8' });
     for (const lib of ['libbpf1', 'libelf1', 'zlib1g']) expect(depends).toContain(lib);
     expect(execFileSync('dpkg-deb', ['-I', deb, 'conffiles'], { encoding: 'utf8' }).trim()).toBe('/etc/ubia/ubia.toml');
-    expect(contents).toEqual(expect.arrayContaining(['/usr/bin/ubia', '/usr/lib/ubia/node', '/lib/systemd/system/ubia.service', '/etc/ubia/ubia.toml']));
+    expect(contents).toEqual(expect.arrayContaining(['/usr/bin/ubia', '/usr/lib/ubia/node', '/lib/systemd/system/ubia.service', '/etc/ubia/ubia.toml', '/usr/share/man/man5/ubia.toml.5.gz']));
     // no development packages in the bundle
     expect(contents.some((p) => p.startsWith('/usr/lib/ubia/node_modules/vitest/'))).toBe(false);
     expect(contents.some((p) => p.startsWith('/usr/lib/ubia/node_modules/typescript/'))).toBe(false);
   });
 
-  it('installs with dpkg -i and runs on its bundled Node.js 24', () => {
-    const r = run('dpkg', ['-i', deb]);
-    expect(r.status, r.stderr).toBe(0);
+  it('ships the product only: its JavaScript is src/ compiled, nothing of bench/ or test/', () => {
+    const fromSrc = (readdirSync(join(ROOT, 'src'), { recursive: true }) as string[])
+      .filter((f) => f.endsWith('.ts'))
+      .map((f) => `/usr/lib/ubia/dist/${f.replace(/\.ts$/, '.js')}`);
+    const shipped = contents.filter((p) => p.startsWith('/usr/lib/ubia/dist/') && p.endsWith('.js'));
+    expect(shipped.sort()).toEqual(fromSrc.sort());
+    const ours = contents.filter((p) => !p.startsWith('/usr/lib/ubia/node_modules/'));
+    expect(ours.filter((p) => /\/(bench|test|support)(\/|$)|\.test\.|floor|traffic\.py/.test(p))).toEqual([]);
+  });
+
+  it('installs with dpkg -i, waiting while another process holds the dpkg lock, and runs on its bundled Node.js 24', async () => {
+    const holder = await holdDpkgLock(3000);
+    const heldUntil = Date.now() + 2500;
+    try {
+      const r = dpkg(['-i', deb], ENV);
+      expect(r.status, r.stderr).toBe(0);
+      expect(Date.now()).toBeGreaterThanOrEqual(heldUntil);
+    } finally {
+      holder.kill();
+    }
     expect(run('/usr/lib/ubia/node', ['--version']).stdout).toMatch(/^v24\./);
     const help = run('/usr/bin/ubia', ['--help']);
     expect(help.status, help.stderr).toBe(0);
     expect(help.stdout).toContain('Usage: ubia');
+  });
+
+  it('installs ubia(8) and the bash and zsh completions', () => {
+    const man = run('man', ['-P', 'cat', '8', 'ubia']);
+    expect(man.status, man.stderr).toBe(0);
+    expect(man.stdout).toMatch(/ubia top \[options\]/);
+    const bash = run('bash', ['-c', 'source /usr/share/bash-completion/completions/ubia; COMP_WORDS=(ubia fl); COMP_CWORD=1; _ubia; echo "${COMPREPLY[@]}"']);
+    expect(bash.stdout.trim()).toBe('flows');
+    expect(existsSync('/usr/share/zsh/vendor-completions/_ubia')).toBe(true);
   });
 
   it('prints its version with `ubia --version`', () => {
@@ -113,7 +144,7 @@ describe('Debian package', () => {
   it('dpkg --purge removes everything it installed, the state and the pinned maps', () => {
     // point the installed config at this test's pins, as an admin with a custom pin_dir would
     appendFileSync('/etc/ubia/ubia.toml', `\n[agent]\npin_dir = "${pinDir}"\n`);
-    const r = run('dpkg', ['--purge', 'ubia']);
+    const r = dpkg(['--purge', 'ubia'], ENV);
     expect(r.status, r.stderr).toBe(0);
     expect(installed()).toBe(false);
     const left = contents.filter((p) => !existedBefore.has(p) && existsSync(p));

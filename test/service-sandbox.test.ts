@@ -9,9 +9,11 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import type { StatusResult } from '../src/control/protocol.js';
-import { CLI, ROOT, ensureBuilt, tempDir, waitFor, writeAgentConfig } from './helpers/agent.js';
+import { CLI, ROOT, writeAgentConfig } from './support/agent.js';
+import { tempDir } from './support/testbed.js';
+import { waitFor } from './support/wait.js';
 
 const UNIT = readFileSync(join(ROOT, 'packaging', 'ubia.service'), 'utf8');
 /** CapabilityBoundingSet= of the unit, e.g. ['CAP_BPF', 'CAP_PERFMON', 'CAP_NET_ADMIN'] */
@@ -56,7 +58,6 @@ async function agentWithCaps(tag: string, caps: string[]): Promise<Outcome> {
 }
 
 describe('the unit\'s sandbox, measured', () => {
-  beforeAll(() => ensureBuilt());
 
   it('keeps exactly CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN', () => {
     expect([...UNIT_CAPS].sort()).toEqual(['CAP_BPF', 'CAP_NET_ADMIN', 'CAP_PERFMON']);

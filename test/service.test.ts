@@ -2,15 +2,17 @@
 // sd_notify(3) allows), NOTIFY_SOCKET and WATCHDOG_USEC in the environment, and checks the
 // protocol the unit relies on (Type=notify, WatchdogSec=): READY=1 only once the kernel
 // programs are attached and the control socket answers, WATCHDOG=1 at least every half
-// watchdog interval, no pings while the poll loop is stalled (so systemd would restart a
-// wedged agent), READY=1 again after a SIGHUP reload, STOPPING=1 and exit 0 on SIGTERM.
+// watchdog interval, no pings while the agent is wedged (SIGSTOP: so systemd would restart
+// it), READY=1 again after a SIGHUP reload, STOPPING=1 and exit 0 on SIGTERM.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { controlRequest } from '../src/control/client.js';
-import { CLI, ensureBuilt, sleep, tempDir, waitFor, writeAgentConfig } from './helpers/agent.js';
+import { CLI, writeAgentConfig } from './support/agent.js';
+import { tempDir } from './support/testbed.js';
+import { sleep, waitFor } from './support/wait.js';
 
 const WATCHDOG_USEC = 2_000_000;
 const HALF_MS = WATCHDOG_USEC / 1000 / 2;
@@ -93,7 +95,6 @@ async function startManaged(tag: string, o: { pathSocket?: boolean; watchdog?: b
 }
 
 describe('ubia agent under a service manager', () => {
-  beforeAll(() => ensureBuilt());
 
   for (const kind of ['abstract', 'path'] as const) {
     it(`speaks sd_notify on a ${kind} NOTIFY_SOCKET: READY, WATCHDOG, stall, reload, STOPPING`, async () => {
@@ -117,14 +118,16 @@ describe('ubia agent under a service manager', () => {
       const gaps = [pings[0]! - watchStart, ...pings.slice(1).map((t, i) => t - pings[i]!)];
       expect(Math.max(...gaps)).toBeLessThanOrEqual(HALF_MS + 250);
 
-      // a stalled poll loop stops the pings for longer than the watchdog interval
+      // a wedged agent (stopped: no test switch in the product) sends no pings for longer
+      // than the watchdog interval
       const stallMs = 2 * (WATCHDOG_USEC / 1000);
       const stallAt = Date.now();
-      await controlRequest(socket, { op: 'debug.stall', ms: stallMs });
+      agent.kill('SIGSTOP');
       await sleep(stallMs);
+      agent.kill('SIGCONT');
       const stalledPings = manager.messages.filter((m) => m.text === 'WATCHDOG=1' && m.atMs > stallAt + 300 && m.atMs < stallAt + stallMs - 100);
       expect(stalledPings).toEqual([]);
-      // and they come back when the loop runs again
+      // and they come back when it runs again
       await waitFor('WATCHDOG=1 after the stall', () => seen('WATCHDOG=1', stallAt + stallMs), 5_000);
 
       // SIGHUP reloads and reports READY=1 again

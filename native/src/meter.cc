@@ -14,6 +14,7 @@
 #include <stdarg.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -152,7 +153,7 @@ void mkdir_p(const std::string &path) {
 
 bool exists(const std::string &path) { return access(path.c_str(), F_OK) == 0; }
 
-void remove_tree(const std::string &path) {
+void remove_tree(const std::string &path, bool keep_top = false) {
   DIR *d = opendir(path.c_str());
   if (!d) return;
   while (dirent *e = readdir(d)) {
@@ -165,7 +166,29 @@ void remove_tree(const std::string &path) {
       unlink(p.c_str());
   }
   closedir(d);
-  rmdir(path.c_str());
+  if (!keep_top) rmdir(path.c_str());
+}
+
+// An exclusive flock on the pin directory: two agents on one pin directory would each
+// take ended flows the other never sees, and each re-pin what the other removed.
+int lock_dir(const std::string &dir) {
+  int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) throw MeterError("cannot open the pin directory " + dir + ": " + errno_text(errno));
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int e = errno;
+    ::close(fd);
+    if (e == EWOULDBLOCK)
+      throw MeterError("another ubia agent is metering with the pin directory " + dir +
+                       ": stop it, or give this agent another agent.pin_dir");
+    throw MeterError("cannot lock the pin directory " + dir + ": " + errno_text(e));
+  }
+  return fd;
+}
+
+uint32_t prog_id(int prog_fd) {
+  bpf_prog_info info{};
+  uint32_t len = sizeof(info);
+  return bpf_obj_get_info_by_fd(prog_fd, &info, &len) == 0 ? info.id : 0;
 }
 
 bool btf_has(const btf *vmlinux, const char *name, int kind) {
@@ -346,16 +369,23 @@ int Meter::open_and_load() {
   // Maps live under <pin>/maps; libbpf re-uses a pinned map when its definition matches.
   std::string maps_dir = opts_.pin_dir + "/maps";
   if (resumed_) {
-    // keep the flow map's size the pinned one has, whatever the config says now
-    int fd = bpf_obj_get((maps_dir + "/flows").c_str());
-    if (fd >= 0) {
+    // keep the flow and user tables' sizes the pinned ones have, whatever the config says now
+    auto pinned_size = [&](const char *name, uint32_t &size) {
+      int fd = bpf_obj_get((maps_dir + "/" + name).c_str());
+      if (fd < 0) return;
       bpf_map_info info{};
       uint32_t len = sizeof(info);
-      if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0) opts_.flow_capacity = info.max_entries;
+      if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0) size = info.max_entries;
       ::close(fd);
-    }
+    };
+    pinned_size("flows", opts_.flow_capacity);
+    pinned_size("user_slots", opts_.user_capacity);
   }
   bpf_map__set_max_entries(skel_->maps.flows, opts_.flow_capacity);
+  bpf_map__set_max_entries(skel_->maps.user_slots, opts_.user_capacity);
+  bpf_map__set_max_entries(skel_->maps.user_index, opts_.user_capacity);
+  bpf_map__set_max_entries(skel_->maps.slot_claims, opts_.user_capacity);
+  skel_->rodata->max_users = opts_.user_capacity;
   bpf_map *map;
   bpf_object__for_each_map(map, skel_->obj) {
     std::string name = bpf_map__name(map);
@@ -383,9 +413,13 @@ void Meter::prepare_pin_dir() {
     if (parent != "/sys/fs/bpf")
       throw MeterError("pin directory's parent " + parent + " is not a BPF filesystem: mount one there (mount -t bpf bpf " + parent + ")");
     mkdir_p(parent);
-    if (mount("bpf", parent.c_str(), "bpf", 0, "mode=0700") != 0)
+    // with the kernel's default mode, as `mount -t bpf bpf /sys/fs/bpf` does: the mount is
+    // shared with every other BPF user of the host; our pin directory itself is 0700
+    if (mount("bpf", parent.c_str(), "bpf", 0, nullptr) != 0)
       throw MeterError("cannot mount bpffs on " + parent + ": " + errno_text(errno) + " (run as root or mount it: mount -t bpf bpf " + parent + ")");
   }
+  mkdir_p(opts_.pin_dir);
+  lock_fd_ = lock_dir(opts_.pin_dir);
   std::string meta_pin = opts_.pin_dir + "/maps/meta";
   if (exists(meta_pin)) {
     int fd = bpf_obj_get(meta_pin.c_str());
@@ -397,10 +431,12 @@ void Meter::prepare_pin_dir() {
       resumed_ = true;
     } else {
       // another layout: its counters cannot be read by this build; start afresh
-      detach_pinned(opts_.pin_dir);
+      detach_pinned(opts_.pin_dir, true);
     }
-  } else if (exists(opts_.pin_dir)) {
-    detach_pinned(opts_.pin_dir);  // half-written state from an interrupted start
+  } else {
+    // nothing or half-written state from an interrupted start; also detaches tc filters
+    // an earlier meter of this pin directory left on interfaces
+    detach_pinned(opts_.pin_dir, true);
   }
   mkdir_p(opts_.pin_dir + "/maps");
   mkdir_p(opts_.pin_dir + "/links");
@@ -470,11 +506,18 @@ void Meter::attach_all() {
       unlink(pin.c_str());  // attached by an earlier agent that used it: detach
       return;
     }
-    if (exists(pin)) return;  // attached by an earlier agent: the kernel kept counting
+    // Held as well as pinned: the attachment outlives a removed pin directory, and
+    // repin() can put the pin back.
+    if (exists(pin)) {  // attached by an earlier agent: the kernel kept counting
+      bpf_link *held = bpf_link__open(pin.c_str());
+      if (!held) fail_bpf("opening " + pin + " failed", errno);
+      links_.push_back({pin, held});
+      return;
+    }
     bpf_link *link = cgroup ? bpf_program__attach_cgroup(prog, cgroup_fd_) : bpf_program__attach(prog);
     if (!link) fail_bpf(std::string("attaching ") + bpf_program__name(prog) + " failed", errno);
+    links_.push_back({pin, link});
     int err = bpf_link__pin(link, pin.c_str());
-    bpf_link__destroy(link);  // the pin holds the attachment
     if (err) fail_bpf(std::string("pinning ") + pin + " failed", err);
   };
   auto *p = &skel_->progs;
@@ -519,10 +562,15 @@ void Meter::attach_tc(uint32_t ifindex, const std::string &name) {
     opts.sz = sizeof(opts);
     opts.handle = kTcHandle;
     opts.priority = tc_priority(opts_.pin_dir);
-    if (bpf_tc_query(&hook, &opts) == 0) continue;  // ours, left by an earlier agent
+    const int prog_fd = point == BPF_TC_INGRESS ? tc_ingress_fd_ : tc_egress_fd_;
+    // Our handle and priority hold our program when an earlier agent resumed the same
+    // pins; when the pins were lost meanwhile they hold an older program counting into
+    // maps nobody reads: replace it.
+    bool taken = bpf_tc_query(&hook, &opts) == 0;
+    if (taken && opts.prog_id == prog_id(prog_fd)) continue;
     opts.prog_id = 0;
-    opts.flags = 0;
-    opts.prog_fd = point == BPF_TC_INGRESS ? tc_ingress_fd_ : tc_egress_fd_;
+    opts.flags = taken ? BPF_TC_F_REPLACE : 0;
+    opts.prog_fd = prog_fd;
     err = bpf_tc_attach(&hook, &opts);
     if (err) {
       tc_failed_[ifindex] = name + ": attaching the tc counter failed: " + errno_text(err);
@@ -562,7 +610,7 @@ void Meter::fold_if_stale() const {
   fold();
 }
 
-// Runs the ubia_fold iterator over every process's sockets: reading the iterator's
+// Runs the census (default mode) and the fold route's iterators: reading an iterator's
 // (empty) output is what runs it. The maps read next then hold everything counted up to
 // now.
 void Meter::fold() const {
@@ -680,10 +728,49 @@ int Meter::consume(const std::function<void(const ubia_event &)> &handler) {
   return n;
 }
 
-void detach_pinned(const std::string &pin_dir) {
+// Every pin this meter made or resumed, with the fd it pins.
+std::vector<std::pair<std::string, int>> Meter::pins() const {
+  std::vector<std::pair<std::string, int>> out;
+  bpf_map *map;
+  bpf_object__for_each_map(map, skel_->obj) {
+    if (const char *path = bpf_map__pin_path(map)) out.push_back({path, bpf_map__fd(map)});
+  }
+  for (auto &l : links_) out.push_back({l.first, bpf_link__fd(l.second)});
+  out.push_back({opts_.pin_dir + "/progs/" + bpf_program__name(skel_->progs.ubia_tc_ingress), tc_ingress_fd_});
+  out.push_back({opts_.pin_dir + "/progs/" + bpf_program__name(skel_->progs.ubia_tc_egress), tc_egress_fd_});
+  return out;
+}
+
+std::vector<std::string> Meter::missing_pins() const {
+  std::vector<std::string> out;
+  for (auto &p : pins())
+    if (!exists(p.first)) out.push_back(p.first);
+  return out;
+}
+
+// The pin directory was removed (or some pins in it) while we run: the programs still
+// count (we hold the links and maps), but a restarted agent would find nothing. Pin again
+// from the fds we hold, and lock the new directory.
+size_t Meter::repin() {
+  mkdir_p(opts_.pin_dir + "/maps");
+  mkdir_p(opts_.pin_dir + "/links");
+  mkdir_p(opts_.pin_dir + "/progs");
+  int fd = lock_dir(opts_.pin_dir);
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+  lock_fd_ = fd;
+  size_t n = 0;
+  for (auto &p : pins()) {
+    if (exists(p.first)) continue;
+    if (bpf_obj_pin(p.second, p.first.c_str()) != 0) fail_bpf("pinning " + p.first + " again failed", errno);
+    n++;
+  }
+  return n;
+}
+
+void detach_pinned(const std::string &pin_dir, bool keep_dir) {
   libbpf_set_print(libbpf_print);  // "no such filter" on interfaces without ours is expected
   // Unpinning drops the last reference to each link: the kernel detaches the programs.
-  remove_tree(pin_dir);
+  remove_tree(pin_dir, keep_dir);
   struct if_nameindex *ifs = if_nameindex();
   if (!ifs) return;
   for (struct if_nameindex *i = ifs; i->if_index; i++) {
@@ -713,7 +800,9 @@ void Meter::close(bool detach) {
   fold_links_.clear();
   if (user_slots_) munmap(const_cast<ubia_user_slot *>(user_slots_), user_slots_len_);
   user_slots_ = nullptr;
-  for (int *fd : {&tc_ingress_fd_, &tc_egress_fd_, &cgroup_fd_})
+  for (auto &l : links_) bpf_link__destroy(l.second);  // closes our fd; the pin keeps it attached
+  links_.clear();
+  for (int *fd : {&tc_ingress_fd_, &tc_egress_fd_, &cgroup_fd_, &lock_fd_})
     if (*fd >= 0) ::close(*fd), *fd = -1;
   if (skel_) ubia_bpf__destroy(skel_);
   skel_ = nullptr;

@@ -28,12 +28,16 @@ struct MeterError : std::runtime_error {
 enum class FoldRoute { StorageMap, Sockets };
 
 struct MeterOptions {
-  std::string pin_dir = "/sys/fs/bpf/ubia";
+  // always given by the caller: the agent's agent.pin_dir, whose default the configuration
+  // schema (src/config/schema.ts) holds
+  std::string pin_dir;
   uint32_t flow_capacity = UBIA_MAX_FLOWS;
   // Count payload per send/recv call (the socket-length tracepoints, Linux 6.3+), for
   // the process making it, instead of from the socket's own counters at the fold. Where
   // the kernel lacks the tracepoints the meter runs in the default mode and says why.
   bool precise = false;
+  // slots of the per-user table (a pinned table keeps the size it was made with)
+  uint32_t user_capacity = UBIA_MAX_USERS;
   // Fold the sockets' pending counts before each read (once per 50 ms). Off: the caller
   // folds with fold(), as often as it needs fresh totals.
   bool fold_on_read = true;
@@ -92,6 +96,13 @@ class Meter {
   const std::string &mode() const { return mode_; }
   const std::string &pin_dir() const { return opts_.pin_dir; }
 
+  // Pins of this meter that are gone from the pin directory (removed while we run).
+  std::vector<std::string> missing_pins() const;
+  // Pins every missing map, link and program again from the fds held; returns how many.
+  size_t repin();
+  // Flow map size in use: a resumed meter keeps the pinned map's, whatever was asked.
+  uint32_t flow_capacity() const { return opts_.flow_capacity; }
+
   // Keeps everything attached and pinned (the kernel goes on counting) unless detach.
   void close(bool detach);
 
@@ -105,6 +116,7 @@ class Meter {
   void fold_if_stale() const;
   void run_iterator(bpf_link *link) const;
   void map_user_slots(size_t used) const;
+  std::vector<std::pair<std::string, int>> pins() const;
 
   MeterOptions opts_;
   ubia_bpf *skel_ = nullptr;
@@ -118,6 +130,10 @@ class Meter {
   int cgroup_fd_ = -1;
   int tc_ingress_fd_ = -1;
   int tc_egress_fd_ = -1;
+  // flock on the pin directory (one agent per pin directory)
+  int lock_fd_ = -1;
+  // every link, pinned and held (pin path, link)
+  std::vector<std::pair<std::string, bpf_link *>> links_;
   bool resumed_ = false;
   FoldRoute fold_route_ = FoldRoute::StorageMap;
   bool closed_ = false;
@@ -130,7 +146,7 @@ class Meter {
 
 // Detaches everything a meter pinned under pin_dir (links, tc filters) and removes the
 // pins, with no meter loaded: for `ubia detach` and package removal.
-void detach_pinned(const std::string &pin_dir);
+void detach_pinned(const std::string &pin_dir, bool keep_dir = false);
 
 // CLOCK_BOOTTIME nanoseconds (what the BPF programs stamp) to epoch milliseconds, with
 // the clocks' offset taken once (a read converts 10,000s of stamps).

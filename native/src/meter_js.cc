@@ -96,6 +96,13 @@ Napi::Object wire_object(Napi::Env env, const ubia_wire &w) {
   return o;
 }
 
+Napi::Object traffic_object(Napi::Env env, const ubia_counters &c) {
+  Napi::Object o = wire_object(env, ubia_wire{c.rx_bytes, c.tx_bytes, c.rx_packets, c.tx_packets});
+  o.Set("rxPayloadBytes", Napi::Number::New(env, double(c.rx_payload)));
+  o.Set("txPayloadBytes", Napi::Number::New(env, double(c.tx_payload)));
+  return o;
+}
+
 std::string address(uint8_t family, const uint8_t (&a)[16]) {
   char buf[INET6_ADDRSTRLEN];
   inet_ntop(family == 4 ? AF_INET : AF_INET6, a, buf, sizeof buf);
@@ -149,6 +156,8 @@ class MeterWrap : public Napi::ObjectWrap<MeterWrap> {
                            InstanceMethod("forgetProcesses", &MeterWrap::ForgetProcesses),
                            InstanceMethod("forgetFlow", &MeterWrap::ForgetFlow),
                            InstanceMethod("status", &MeterWrap::Status),
+                           InstanceMethod("missingPins", &MeterWrap::MissingPins),
+                           InstanceMethod("repin", &MeterWrap::Repin),
                            InstanceMethod("onEvents", &MeterWrap::OnEvents),
                            InstanceMethod("pollEvents", &MeterWrap::PollEvents),
                            InstanceMethod("close", &MeterWrap::Close),
@@ -163,6 +172,8 @@ class MeterWrap : public Napi::ObjectWrap<MeterWrap> {
       if (o.Has("flowCapacity") && o.Get("flowCapacity").IsNumber())
         opts.flow_capacity = o.Get("flowCapacity").As<Napi::Number>().Uint32Value();
       if (o.Has("precise") && o.Get("precise").IsBoolean()) opts.precise = o.Get("precise").As<Napi::Boolean>().Value();
+      if (o.Has("userCapacity") && o.Get("userCapacity").IsNumber())
+        opts.user_capacity = o.Get("userCapacity").As<Napi::Number>().Uint32Value();
       if (o.Has("foldOnRead") && o.Get("foldOnRead").IsBoolean()) opts.fold_on_read = o.Get("foldOnRead").As<Napi::Boolean>().Value();
     }
     try {
@@ -243,6 +254,10 @@ class MeterWrap : public Napi::ObjectWrap<MeterWrap> {
     ubia_wire w{s[UBIA_STAT_UNATTR_RX_BYTES], s[UBIA_STAT_UNATTR_TX_BYTES], s[UBIA_STAT_UNATTR_RX_PACKETS],
                 s[UBIA_STAT_UNATTR_TX_PACKETS]};
     o.Set("unattributed", wire_object(env, w));
+    ubia_counters beyond{s[UBIA_STAT_OVERFLOW_RX_BYTES],   s[UBIA_STAT_OVERFLOW_TX_BYTES],
+                         s[UBIA_STAT_OVERFLOW_RX_PACKETS], s[UBIA_STAT_OVERFLOW_TX_PACKETS],
+                         s[UBIA_STAT_OVERFLOW_RX_PAYLOAD], s[UBIA_STAT_OVERFLOW_TX_PAYLOAD]};
+    o.Set("beyondUserTable", traffic_object(env, beyond));
     return o;
   }
 
@@ -260,6 +275,21 @@ class MeterWrap : public Napi::ObjectWrap<MeterWrap> {
     return info.Env().Undefined();
   }
 
+  Napi::Value MissingPins(const Napi::CallbackInfo &info) {
+    std::vector<std::string> missing = meter(info.Env()).missing_pins();
+    Napi::Array out = Napi::Array::New(info.Env(), missing.size());
+    for (size_t i = 0; i < missing.size(); i++) out.Set(i, missing[i]);
+    return out;
+  }
+
+  Napi::Value Repin(const Napi::CallbackInfo &info) {
+    try {
+      return Napi::Number::New(info.Env(), double(meter(info.Env()).repin()));
+    } catch (const MeterError &e) {
+      throw Napi::Error::New(info.Env(), e.what());
+    }
+  }
+
   Napi::Value Status(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
     Meter &m = meter(env);
@@ -267,6 +297,7 @@ class MeterWrap : public Napi::ObjectWrap<MeterWrap> {
     o.Set("mode", m.mode());
     o.Set("pinDir", m.pin_dir());
     o.Set("resumed", Napi::Boolean::New(env, m.resumed()));
+    o.Set("flowCapacity", Napi::Number::New(env, m.flow_capacity()));
     Napi::Array hooks = Napi::Array::New(env, m.hooks().size());
     for (size_t i = 0; i < m.hooks().size(); i++) {
       Napi::Object h = Napi::Object::New(env);

@@ -1,5 +1,5 @@
 // The few system calls Node lacks: NSS look-ups (so LDAP/SSSD users resolve), the peer
-// credentials of a unix socket, and sd_notify without spawning systemd-notify.
+// credentials and groups of a unix socket, and sd_notify without spawning systemd-notify.
 #include <errno.h>
 #include <grp.h>
 #include <napi.h>
@@ -43,6 +43,40 @@ Napi::Value UserName(const Napi::CallbackInfo &info) {
   return found ? Napi::String::New(env, name) : env.Undefined();
 }
 
+// getpwnam_r: the uid and primary gid of a user name, for `-u NAME` and group roles.
+Napi::Value UserByName(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  std::string name = info[0].As<Napi::String>();
+  Napi::Value result = env.Undefined();
+  with_growing_buffer([&](std::vector<char> &buf) {
+    passwd pw, *res = nullptr;
+    int err = getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &res);
+    if (err == 0 && res) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("uid", Napi::Number::New(env, res->pw_uid));
+      o.Set("gid", Napi::Number::New(env, res->pw_gid));
+      result = o;
+    }
+    return err;
+  });
+  return result;
+}
+
+// getpwuid_r: the primary gid of a uid (a group's members include those whose primary
+// group it is, who are not listed in its member list).
+Napi::Value PrimaryGroup(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  uid_t uid = info[0].As<Napi::Number>().Uint32Value();
+  Napi::Value result = env.Undefined();
+  with_growing_buffer([&](std::vector<char> &buf) {
+    passwd pw, *res = nullptr;
+    int err = getpwuid_r(uid, &pw, buf.data(), buf.size(), &res);
+    if (err == 0 && res) result = Napi::Number::New(env, res->pw_gid);
+    return err;
+  });
+  return result;
+}
+
 Napi::Value GroupMembers(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   std::string name = info[0].As<Napi::String>();
@@ -74,6 +108,18 @@ Napi::Value PeerCredentials(const Napi::CallbackInfo &info) {
   o.Set("pid", Napi::Number::New(env, cred.pid));
   o.Set("uid", Napi::Number::New(env, cred.uid));
   o.Set("gid", Napi::Number::New(env, cred.gid));
+  // SO_PEERGROUPS (Linux 4.13): the supplementary groups the peer had when it connected,
+  // so a role granted to a group follows the process's real credentials
+  std::vector<gid_t> groups(64);
+  socklen_t glen = groups.size() * sizeof(gid_t);
+  while (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &glen) != 0) {
+    if (errno != ERANGE || glen <= groups.size() * sizeof(gid_t))
+      throw Napi::Error::New(env, std::string("SO_PEERGROUPS failed: ") + strerror(errno));
+    groups.resize(glen / sizeof(gid_t));
+  }
+  Napi::Array list = Napi::Array::New(env);
+  for (uint32_t i = 0; i < glen / sizeof(gid_t); i++) list.Set(i, Napi::Number::New(env, groups[i]));
+  o.Set("groups", list);
   return o;
 }
 
@@ -104,6 +150,8 @@ Napi::Value SdNotify(const Napi::CallbackInfo &info) {
 
 void DefineSystem(Napi::Env env, Napi::Object exports) {
   exports.Set("userName", Napi::Function::New(env, UserName));
+  exports.Set("userByName", Napi::Function::New(env, UserByName));
+  exports.Set("primaryGroup", Napi::Function::New(env, PrimaryGroup));
   exports.Set("groupMembers", Napi::Function::New(env, GroupMembers));
   exports.Set("peerCredentials", Napi::Function::New(env, PeerCredentials));
   exports.Set("sdNotify", Napi::Function::New(env, SdNotify));

@@ -3,10 +3,10 @@
 // active flows and a ring of recently ended ones for `ubia flows`.
 import type { FlowRecord, InterfaceCounters, ProcessCounters, Scope, TrafficCounters } from '../kernel/types.js';
 import type { FlowSnapshot, UsageInterval, UserUsage } from '../export/types.js';
-import { addInto, columnsOf, copyInto, counterDelta, countersOf, CounterTracker, zeroCounters } from './counters.js';
+import { addInto, columnsOf, copyInto, counterDelta, countersOf, CounterTracker, userKey, zeroCounters } from '../core/counters.js';
 import type { MeterReader } from './meter.js';
-import { rows, type Columns } from '../kernel/native.js';
-import { encodeCheckpoint, userKey, type Checkpoint } from './checkpoint.js';
+import { rows, type Columns } from '../kernel/index.js';
+import { encodeCheckpoint, type Checkpoint } from './checkpoint.js';
 import type { NameCache } from './names.js';
 import { UNATTRIBUTED_UID, type Ledger } from '../ledger/ledger.js';
 
@@ -14,6 +14,16 @@ export interface Rate {
   /** wire bytes per second over the last poll interval */
   rxRate: number;
   txRate: number;
+  /** payload bytes (what processes sent and received) per second, same interval */
+  rxPayloadRate: number;
+  txPayloadRate: number;
+}
+
+const NO_RATE: Rate = { rxRate: 0, txRate: 0, rxPayloadRate: 0, txPayloadRate: 0 };
+
+function rateOf(d: TrafficCounters, seconds: number): Rate {
+  if (seconds <= 0) return NO_RATE;
+  return { rxRate: d.rxBytes / seconds, txRate: d.txBytes / seconds, rxPayloadRate: d.rxPayloadBytes / seconds, txPayloadRate: d.txPayloadBytes / seconds };
 }
 
 export interface ProcessView extends TrafficCounters, Rate {
@@ -229,22 +239,23 @@ export class Accounting {
       const key = `${p.pid}:${p.uid}:${p.comm}`;
       let v = views.get(key);
       if (!v) {
-        v = { uid: p.uid, user: this.names.name(p.uid), pid: p.pid, comm: p.comm, ...zeroCounters(), rxRate: 0, txRate: 0 };
+        v = { uid: p.uid, user: this.names.name(p.uid), pid: p.pid, comm: p.comm, ...zeroCounters(), ...NO_RATE };
         views.set(key, v);
       }
       addInto(v, p);
-      if (seconds > 0) {
-        const d = counterDelta(p, before.get(`${key}:${p.scope}`));
-        v.rxRate += d.rxBytes / seconds;
-        v.txRate += d.txBytes / seconds;
-      }
+      const r = rateOf(counterDelta(p, before.get(`${key}:${p.scope}`)), seconds);
+      v.rxRate += r.rxRate;
+      v.txRate += r.txRate;
+      v.rxPayloadRate += r.rxPayloadRate;
+      v.txPayloadRate += r.txPayloadRate;
     }
     return [...views.values()];
   }
 
-  /** Writes the pending usage with the counter values behind it, in one transaction. */
-  persist(bootId: string): void {
-    this.ledger.flush(bootId, encodeCheckpoint(this.users.lastValues(), this.interfaces.lastValues()));
+  /** Writes the pending usage with the counter values behind it, and whatever
+   *  `alongside` writes, in one transaction. */
+  persist(bootId: string, alongside?: () => void): void {
+    this.ledger.flush(bootId, encodeCheckpoint(this.users.lastValues(), this.interfaces.lastValues()), Date.now(), alongside);
   }
 
   /** Each user's deltas in poll `round`, with their names. */
@@ -254,14 +265,14 @@ export class Accounting {
     return out;
   }
 
-  /** Wire bytes per second per user over the last poll interval (counted scopes). */
+  /** Wire and payload bytes per second per user over the last poll interval (counted scopes). */
   rates(): Map<number, Rate> {
     if (!this.userRates) {
       const { round, startMs, endMs } = this.lastRound;
       const seconds = (endMs - startMs) / 1000;
       this.userRates = new Map();
       for (const [uid, d] of this.pollDeltas) {
-        if (d.round === round) this.userRates.set(uid, seconds > 0 ? { rxRate: d.rxBytes / seconds, txRate: d.txBytes / seconds } : { rxRate: 0, txRate: 0 });
+        if (d.round === round) this.userRates.set(uid, rateOf(d, seconds));
       }
     }
     return this.userRates;

@@ -1,11 +1,13 @@
 // The agent: one event loop that polls the meter, books deltas in the ledger, feeds the
 // exporters, serves the control socket, and handles SIGHUP reloads and orderly shutdown.
-// Kernel, NSS and exporter construction come in through AgentDeps (wired in main.ts).
+// Kernel, NSS, exporter construction and the control socket's server come in through
+// AgentDeps (wired by the `ubia agent` command, cli/agent.ts: the agent does not import
+// the control layer above it).
 import { readFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
-import type { Exporter } from '../export/types.js';
-import { humanRate } from '../cli/format.js';
+import type { AgentHealth, Exporter } from '../export/types.js';
+import { humanRate } from '../core/units.js';
 import { loadConfig } from '../config/load.js';
 import type { UbiaConfig } from '../config/config.js';
 import { DAY_MS, HOUR_MS, Ledger } from '../ledger/ledger.js';
@@ -13,17 +15,51 @@ import type { MeterMode } from '../kernel/types.js';
 import { Accounting } from './accounting.js';
 import { decodeCheckpoint } from './checkpoint.js';
 import type { MeterReader } from './meter.js';
-import { createNameCache, type UserNameLookup } from './names.js';
-import { createRequestHandler } from '../control/handlers.js';
-import { startControlServer, type Caller, type ControlServer } from '../control/server.js';
+import { createNameCache, type NameCache, type UserNameLookup } from './names.js';
+import type { RoleConfig } from '../config/schema.js';
+import { createPseudonyms, type Pseudonyms } from '../privacy/pseudonyms.js';
+import { readOrCreateSecret } from '../privacy/secret.js';
 import type { ExporterContext } from './exporters.js';
-import type { OtlpHealth } from '../export/otlp/index.js';
+
+/** What the agent shows of itself to its control socket. */
+export interface AgentState {
+  accounting: Accounting;
+  ledger: Ledger;
+  meter: MeterReader;
+  names: NameCache;
+  configFile: string | undefined;
+  pollIntervalSeconds(): number;
+  countLoopback(): boolean;
+  exporters(): ReturnType<Exporter['status']>[];
+  /** who may see what, as configured (control.admin_group, [[control.roles]]): control/scope.ts
+   *  decides each caller's view from it; the auditor's pseudonyms read their secret on first use */
+  access(): { adminGroup: string; roles: readonly RoleConfig[]; pseudonyms(): Pseudonyms };
+  /** the NSS look-ups the roles and `-u NAME` need (names cached) */
+  directory: Pick<AgentDeps, 'userByName' | 'primaryGroup'> & { name(uid: number): string; group: AgentDeps['groupMembers'] };
+  /** times in ms since the epoch */
+  times(): { startedAt: number; lastPollAt?: number; lastFlushAt?: number };
+  lastFlushError(): string | undefined;
+}
+
+export interface ControlLimits {
+  maxRequestBytes: number;
+  maxClients: number;
+}
+
+/** The control socket's server, as the agent drives it. */
+export interface ControlService {
+  setLimits(limits: ControlLimits): void;
+  close(): Promise<void>;
+}
 
 export interface AgentDeps {
-  openMeter(opts: { pinDir: string; flowCapacity: number; mode: MeterMode }): MeterReader;
+  openMeter(opts: { pinDir: string; flowCapacity: number; userCapacity: number; mode: MeterMode }): MeterReader;
   userName: UserNameLookup;
   groupMembers(name: string): { gid: number; members: string[] } | undefined;
-  peerCredentials(fd: number): Caller;
+  userByName(name: string): { uid: number; gid: number } | undefined;
+  primaryGroup(uid: number): number | undefined;
+  /** serves the control socket at `path` over the agent's state */
+  serveControl(state: AgentState, opts: ControlLimits & { path: string; logger: Logger }): Promise<ControlService>;
   sdNotify(state: string): boolean;
   /** one Exporter per configured exporter section of `config` */
   createExporters(config: UbiaConfig, ctx: ExporterContext): Promise<Exporter[]>;
@@ -39,13 +75,14 @@ export interface RunningAgent {
 }
 
 /** Exporter sections whose change means closing and re-creating the exporters. */
-const exporterSections = (c: UbiaConfig) => JSON.stringify([c.ipfix, c.diameter, c.otlp]);
+const exporterSections = (c: UbiaConfig) => JSON.stringify([c.ipfix, c.diameter, c.otlp, c.prometheus]);
 
 const RESTART_ONLY: [string, (c: UbiaConfig) => unknown][] = [
   ['ledger.path', (c) => c.ledger.path],
   ['control.socket', (c) => c.control.socket],
   ['agent.pin_dir', (c) => c.agent.pin_dir],
   ['agent.flow_capacity', (c) => c.agent.flow_capacity],
+  ['agent.user_capacity', (c) => c.agent.user_capacity],
 ];
 
 export function readBootId(): string {
@@ -68,9 +105,16 @@ export async function startAgent(
   const startedAt = Date.now();
   const bootId = readBootId();
 
-  const meter = deps.openMeter({ pinDir: config.agent.pin_dir, flowCapacity: config.agent.flow_capacity, mode: config.agent.meter_mode });
+  const meter = deps.openMeter({ pinDir: config.agent.pin_dir, flowCapacity: config.agent.flow_capacity, userCapacity: config.agent.user_capacity, mode: config.agent.meter_mode });
   const st = meter.status();
   logger.info({ mode: st.mode, kernel: st.kernelRelease, resumed: st.resumed, hooks: st.hooks.filter((h) => h.active).map((h) => h.name) }, 'meter open');
+  if (st.flowCapacity !== config.agent.flow_capacity) {
+    // the flow table is in use by the attached programs: a new size means a new meter
+    logger.warn(
+      { configured: config.agent.flow_capacity, inUse: st.flowCapacity, pinDir: st.pinDir },
+      'agent.flow_capacity is not applied: the running meter keeps its pinned flow table; to resize, stop the agent, run `ubia detach` (active flows are lost) and start it again',
+    );
+  }
 
   const ledger = new Ledger(config.ledger.path);
   const loaded = ledger.loadCheckpoint(bootId);
@@ -86,7 +130,8 @@ export async function startAgent(
   });
   const accounting = new Accounting(meter, ledger, decodeCheckpoint(loaded.checkpoint), names, accountingOptions(config));
   let lastPollSeconds = 0;
-  const health = (): OtlpHealth => {
+  let lastPollAt: number | undefined;
+  const health = (): AgentHealth => {
     const unattributed = { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 };
     for (const i of meter.readInterfaces()) {
       unattributed.rxBytes += i.unattributed.rxBytes;
@@ -95,11 +140,8 @@ export async function startAgent(
       unattributed.txPackets += i.unattributed.txPackets;
     }
     const statuses = exporters.map((e) => e.status());
-    // the Diameter exporter lists its peers in status().extra.peers as { name, state, … }
-    const peers = statuses.flatMap((s) =>
-      Array.isArray(s.extra?.peers) ? (s.extra.peers as { name: string; state: string }[]).map((p) => ({ peer: p.name, state: p.state })) : [],
-    );
-    return { unattributed, meter: meter.health(), lastPollSeconds, exporters: statuses, diameterPeers: peers };
+    const peers = statuses.flatMap((s) => (s.peers ?? []).map((p) => ({ peer: p.name, state: p.state })));
+    return { unattributed, meter: meter.health(), lastPollSeconds, lastPollAtMs: lastPollAt, exporters: statuses, diameterPeers: peers };
   };
   const exporterContext = (): ExporterContext => ({
     logger,
@@ -108,6 +150,10 @@ export async function startAgent(
     stateDir: dirname(config.ledger.path),
     health,
     version: deps.version,
+    userName: (uid) => names.name(uid),
+    counts: (scope) => accounting.counts(scope),
+    processes: () => accounting.processList(),
+    interfaces: () => meter.readInterfaces(),
   });
   exporters = await deps.createExporters(config, exporterContext());
   accounting.setOptions(accountingOptions(config));
@@ -132,19 +178,28 @@ export async function startAgent(
     if (accounting.counts(ev.flow.scope)) toExporters('flowEnded', (e) => e.flowEnded(snap));
   });
 
-  let lastPollAt: number | undefined;
   let lastFlushAt: number | undefined;
   let flushError: string | undefined;
   let pollError: string | undefined;
-  let stalledUntil: number | undefined;
+
+  let pinsError: string | undefined;
+  /** Someone removed the pin directory (or pins in it): the programs still count, as we
+   *  hold them, but a restart would find nothing. Put the pins back. */
+  const keepPinned = () => {
+    try {
+      const lost = meter.checkPins();
+      if (lost.length) logger.warn({ pinDir: st.pinDir, lost: lost.length, example: lost[0] }, 'pins were removed while the agent ran: pinned again (counting never stopped)');
+      pinsError = undefined;
+    } catch (err) {
+      const msg = (err as Error).message;
+      if (pinsError !== msg) logger.error({ err }, 'pins were removed and cannot be put back; a restart would lose the kernel counters');
+      pinsError = msg;
+    }
+  };
 
   const poll = () => {
     const now = Date.now();
-    if (stalledUntil !== undefined) {
-      if (now < stalledUntil) return;
-      stalledUntil = undefined;
-      logger.warn('poll loop resumed after debug.stall');
-    }
+    keepPinned();
     try {
       const { usage, flows } = accounting.poll(now);
       lastPollAt = now;
@@ -164,10 +219,9 @@ export async function startAgent(
     }
   };
 
-  // Healthy = not stalled and the last poll succeeded within two intervals: a poll loop
-  // that stops (or keeps failing) stops the watchdog pings, and systemd restarts us.
-  const pollHealthy = (now: number) =>
-    stalledUntil === undefined && lastPollAt !== undefined && now - lastPollAt <= 2 * config.agent.poll_interval * 1000 + 1000;
+  // Healthy = the last poll succeeded within two intervals: a poll loop that stops (or
+  // keeps failing) stops the watchdog pings, and systemd restarts us.
+  const pollHealthy = (now: number) => lastPollAt !== undefined && now - lastPollAt <= 2 * config.agent.poll_interval * 1000 + 1000;
   const statusLine = () => {
     let rx = 0;
     let tx = 0;
@@ -188,15 +242,18 @@ export async function startAgent(
   const flush = () => {
     deps.sdNotify(`STATUS=${statusLine()}`);
     try {
-      accounting.persist(bootId);
-      lastFlushAt = Date.now();
-      for (const e of exporters) {
-        try {
-          e.checkpointed?.();
-        } catch (err) {
-          logger.error({ exporter: e.name, err }, 'exporter could not note the saved checkpoint; after a crash it may count some usage twice');
+      // Exporters note the checkpoint in the same transaction (Diameter clears the counts
+      // it would otherwise discount from the deltas handed over again after a crash): a
+      // kill between two separate commits under-counted or doubled an interval.
+      const committed: (() => void)[] = [];
+      accounting.persist(bootId, () => {
+        for (const e of exporters) {
+          const then = e.checkpointed?.();
+          if (then) committed.push(then);
         }
-      }
+      });
+      for (const then of committed) then();
+      lastFlushAt = Date.now();
       if (flushError !== undefined) logger.info({ path: ledger.path }, 'ledger writes work again');
       flushError = undefined;
     } catch (err) {
@@ -206,21 +263,23 @@ export async function startAgent(
     }
   };
 
-  const isAdmin = (caller: Caller) => {
-    if (caller.uid === 0) return true;
-    const group = config.control.admin_group;
-    if (!group) return false;
-    const g = deps.groupMembers(group);
-    return g !== undefined && (caller.gid === g.gid || g.members.includes(names.name(caller.uid)));
+  const directory: AgentState['directory'] = {
+    name: (uid) => names.name(uid),
+    userByName: deps.userByName,
+    primaryGroup: deps.primaryGroup,
+    group: deps.groupMembers,
+  };
+  // the auditor's secret is read (or created) when an auditor first asks, and again when
+  // a reload names another file
+  let auditor: { file: string; pseudonyms: Pseudonyms } | undefined;
+  const pseudonyms = () => {
+    const file = config.control.auditor_key_file || join(dirname(config.ledger.path), 'auditor.key');
+    if (auditor?.file !== file) auditor = { file, pseudonyms: createPseudonyms(readOrCreateSecret(file)) };
+    return auditor.pseudonyms;
   };
 
-  const server: ControlServer = await startControlServer({
-    path: config.control.socket,
-    maxRequestBytes: config.control.max_request_bytes,
-    maxClients: config.control.max_clients,
-    logger,
-    peerCredentials: deps.peerCredentials,
-    handle: createRequestHandler({
+  const server = await deps.serveControl(
+    {
       accounting,
       ledger,
       meter,
@@ -229,15 +288,13 @@ export async function startAgent(
       pollIntervalSeconds: () => config.agent.poll_interval,
       countLoopback: () => config.agent.count_loopback,
       exporters: () => exporters.map((e) => e.status()),
-      isAdmin,
-      times: () => ({ startedAt, lastPollAt, stalledUntil, lastFlushAt }),
+      access: () => ({ adminGroup: config.control.admin_group, roles: config.control.roles ?? [], pseudonyms }),
+      directory,
+      times: () => ({ startedAt, lastPollAt, lastFlushAt }),
       lastFlushError: () => flushError,
-      stall: (ms) => {
-        stalledUntil = Date.now() + ms;
-        logger.warn({ ms }, 'poll loop stalled by a debug.stall request');
-      },
-    }),
-  });
+    },
+    { path: config.control.socket, maxRequestBytes: config.control.max_request_bytes, maxClients: config.control.max_clients, logger },
+  );
 
   const timers = {
     poll: undefined as NodeJS.Timeout | undefined,
@@ -282,10 +339,11 @@ export async function startAgent(
       clearInterval(timers.flush);
       clearInterval(timers.rollUp);
       clearInterval(timers.watchdog);
-      stalledUntil = undefined;
       poll();
       flush();
       await server.close();
+      // a reload under way finishes first: else it would start exporters nobody closes
+      await reloads;
       await closeExporters(exporters, logger);
       meter.close();
       ledger.close();
@@ -294,7 +352,7 @@ export async function startAgent(
     return stopping;
   };
 
-  const reload = async () => {
+  const applyReload = async () => {
     let next: UbiaConfig;
     try {
       next = loadConfig(configFile).config;
@@ -307,7 +365,7 @@ export async function startAgent(
     }
     const exportersChanged = exporterSections(next) !== exporterSections(config);
     const old = config;
-    config = { ...next, ledger: { ...next.ledger, path: old.ledger.path }, control: { ...next.control, socket: old.control.socket }, agent: { ...next.agent, pin_dir: old.agent.pin_dir, flow_capacity: old.agent.flow_capacity } };
+    config = { ...next, ledger: { ...next.ledger, path: old.ledger.path }, control: { ...next.control, socket: old.control.socket }, agent: { ...next.agent, pin_dir: old.agent.pin_dir, flow_capacity: old.agent.flow_capacity, user_capacity: old.agent.user_capacity } };
     logger.level = config.log.level;
     names.setTtl(config.agent.name_cache_ttl * 1000);
     accounting.setOptions(accountingOptions(config));
@@ -325,6 +383,22 @@ export async function startAgent(
     }
     logger.info({ exportersRestarted: exportersChanged }, 'configuration reloaded');
     deps.sdNotify('READY=1');
+  };
+
+  // Reloads run one after the other, never interleaved (two would each close the same
+  // exporters and each start new ones, leaving one set running unowned). SIGHUPs that
+  // arrive while one is waiting to run fold into it: it reads the file as it is then.
+  let reloads: Promise<void> = Promise.resolve();
+  let reloadWaiting = false;
+  const reload = () => {
+    if (reloadWaiting) return reloads;
+    reloadWaiting = true;
+    reloads = reloads.then(async () => {
+      reloadWaiting = false;
+      if (stopping) return;
+      await applyReload().catch((err: unknown) => logger.error({ err }, 'SIGHUP: the reload failed; the running configuration may be partly applied'));
+    });
+    return reloads;
   };
 
   return { stop, reload };

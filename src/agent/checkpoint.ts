@@ -4,11 +4,7 @@
 // float64 per key (key, then the six counters; exact up to 2^53 like the counters
 // themselves). Layout: u32 version, u32 length of the interfaces' JSON, that JSON
 // padded to 8 bytes, the user rows.
-import type { Scope, TrafficCounters } from '../kernel/types.js';
-import { getCounters, putCounters } from './counters.js';
-
-/** A user's counter key: uid and scope in one number (cheap Map key in the poll loop). */
-export const userKey = (uid: number, scope: Scope): number => uid * 2 + (scope === 'loopback' ? 1 : 0);
+import { getCounters, putCounters, type TrafficCounters } from '../core/counters.js';
 
 export interface Checkpoint {
   users: [number, TrafficCounters][];

@@ -4,5 +4,5 @@ import type { Meter } from '../kernel/index.js';
 
 export type MeterReader = Pick<
   Meter,
-  'status' | 'fold' | 'readUserColumns' | 'readProcessColumns' | 'readFlowColumns' | 'readInterfaces' | 'health' | 'onEvent' | 'forgetProcess' | 'close'
+  'status' | 'checkPins' | 'fold' | 'readUserColumns' | 'readProcessColumns' | 'readFlowColumns' | 'readInterfaces' | 'health' | 'onEvent' | 'forgetProcess' | 'close'
 >;

@@ -1,17 +1,7 @@
 // Human-readable figures and fixed-width tables for the CLI (JSON output stays exact).
-const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+import { humanBytes, humanRate } from '../core/units.js';
 
-export function humanBytes(n: number): string {
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u < UNITS.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return u === 0 ? `${v} B` : `${v < 10 ? v.toFixed(1) : Math.round(v)} ${UNITS[u]}`;
-}
-
-export const humanRate = (bytesPerSecond: number) => `${humanBytes(Math.round(bytesPerSecond))}/s`;
+export { humanBytes, humanRate };
 
 export type Align = 'left' | 'right';
 
@@ -38,7 +28,14 @@ const fit = (s: string, width: number, align: Align) => {
 /** Lines of a table whose columns are as wide as their widest cell, cut to `maxWidth`. */
 export function table<T>(columns: Column<T>[], rows: T[], maxWidth = Infinity): string[] {
   const cells = rows.map((r) => columns.map((c) => c.value(r)));
-  const widths = columns.map((c, i) => Math.max(c.title.length, ...cells.map((row) => row[i]!.length)));
+  return layOut(columns, cells, naturalWidths(columns, cells), maxWidth);
+}
+
+const naturalWidths = <T>(columns: Column<T>[], cells: string[][]) =>
+  columns.map((c, i) => Math.max(c.title.length, ...cells.map((row) => row[i]!.length)));
+
+/** The title line and one line per row, each cell fitted to its column's width. */
+function layOut<T>(columns: Column<T>[], cells: string[][], widths: number[], maxWidth: number): string[] {
   const line = (values: string[]) =>
     values
       .map((v, i) => fit(v, widths[i]!, columns[i]!.align))
@@ -59,3 +56,43 @@ export function parseDuration(text: string): number | undefined {
 /** What to call a process row: pid 0 stands for sockets opened before the meter ran,
  *  whose owning process the kernel could not tell. */
 export const processName = (pid: number, comm: string) => (pid === 0 ? '(sockets older than the meter)' : comm);
+
+const BIT_UNITS = ['bit/s', 'kbit/s', 'Mbit/s', 'Gbit/s', 'Tbit/s'];
+
+/** A byte rate as bits per second in SI units (as link speeds are given). */
+export function humanBitRate(bytesPerSecond: number): string {
+  let v = bytesPerSecond * 8;
+  let u = 0;
+  while (v >= 1000 && u < BIT_UNITS.length - 1) {
+    v /= 1000;
+    u++;
+  }
+  return u === 0 ? `${Math.round(v)} bit/s` : `${v < 10 ? v.toFixed(1) : Math.round(v)} ${BIT_UNITS[u]}`;
+}
+
+export interface FitColumn<T> extends Column<T> {
+  /** on a narrow terminal, columns with a higher `drop` go first; 0 = always shown */
+  drop: number;
+  /** a text column (names) may be cut down to this width; figures never are */
+  minWidth?: number;
+}
+
+/** A table that fits `width`: the text column is cut first (down to its minWidth), then
+ *  whole columns are dropped, so no figure is ever shown cut. */
+export function fitTable<T>(columns: FitColumn<T>[], rows: T[], width: number): string[] {
+  let shown = columns;
+  for (;;) {
+    const cells = rows.map((r) => shown.map((c) => c.value(r)));
+    const widths = naturalWidths(shown, cells);
+    const total = widths.reduce((a, b) => a + b, 0) + 2 * (shown.length - 1);
+    const flex = shown.findIndex((c) => c.minWidth !== undefined);
+    const spare = flex >= 0 ? widths[flex]! - Math.max(shown[flex]!.minWidth!, shown[flex]!.title.length) : 0;
+    const droppable = shown.filter((c) => c.drop > 0);
+    if (total <= width || total - spare <= width || droppable.length === 0) {
+      if (total > width && flex >= 0) widths[flex] = Math.max(widths[flex]! - (total - width), shown[flex]!.minWidth!);
+      return layOut(shown, cells, widths, width);
+    }
+    const victim = droppable.reduce((a, b) => (b.drop > a.drop ? b : a));
+    shown = shown.filter((c) => c !== victim);
+  }
+}

@@ -1,12 +1,19 @@
-// `ubia users | procs | flows | status`: ask the agent, print JSON (exact) or a table.
+// `ubia users | procs | flows | status`: ask the agent, print a table, JSON or CSV (exact).
 import { controlRequest } from '../control/client.js';
 import type { FlowRow, FlowsResult, ProcessRow, ProcsResult, StatusResult, UserTotals, UsersResult } from '../control/protocol.js';
-import { bytesColumns, humanBytes, humanRate, left, processName, right, table } from './format.js';
+import type { TrafficCounters } from '../kernel/types.js';
+import { endpoint, protocolName } from './endpoints.js';
+import { csvLines } from './csv.js';
+import { bytesColumns, humanBytes, humanRate, left, processName, right, table, type Column } from './format.js';
+
+export type OutputFormat = 'table' | 'json' | 'csv';
 
 export interface ViewOptions {
   socket: string;
-  json: boolean;
+  format: OutputFormat;
 }
+
+const COUNTERS = ['rxBytes', 'txBytes', 'rxPackets', 'txPackets', 'rxPayloadBytes', 'txPayloadBytes'] as const;
 
 const width = () => process.stdout.columns ?? 200;
 const print = (lines: string[]): void => void process.stdout.write(`${lines.join('\n')}\n`);
@@ -14,7 +21,8 @@ const printJson = (v: unknown): void => void process.stdout.write(`${JSON.string
 
 export async function showUsers(opts: ViewOptions & { fromMs: number; toMs: number }): Promise<void> {
   const r = await controlRequest<UsersResult>(opts.socket, { op: 'users', from: opts.fromMs, to: opts.toMs });
-  if (opts.json) return printJson(r);
+  if (opts.format === 'json') return printJson(r);
+  if (opts.format === 'csv') return print(csvLines<UserTotals>(['uid', 'user', ...COUNTERS], r.users));
   print([
     `usage from ${r.from} to ${r.to} (wire bytes; payload = what processes sent/received)`,
     '',
@@ -39,7 +47,8 @@ export async function showUsers(opts: ViewOptions & { fromMs: number; toMs: numb
 
 export async function showProcs(opts: ViewOptions & { user?: string }): Promise<void> {
   const r = await controlRequest<ProcsResult>(opts.socket, { op: 'procs', user: opts.user });
-  if (opts.json) return printJson(r);
+  if (opts.format === 'json') return printJson(r);
+  if (opts.format === 'csv') return print(csvLines<ProcessRow>(['pid', 'uid', 'user', 'comm', 'rxRate', 'txRate', 'rxPayloadRate', 'txPayloadRate', ...COUNTERS], r.processes));
   print(
     table<ProcessRow>(
       [
@@ -56,44 +65,72 @@ export async function showProcs(opts: ViewOptions & { user?: string }): Promise<
   );
 }
 
-const PROTOCOLS: Record<number, string> = { 6: 'tcp', 17: 'udp', 1: 'icmp', 58: 'icmp6', 132: 'sctp' };
-const endpoint = (addr: string, port: number, family: number) => (family === 6 ? `[${addr}]:${port}` : `${addr}:${port}`);
 
-function flowTable(rows: FlowRow[]): string[] {
+function flowTable(rows: FlowRow[], extra: Column<FlowRow>[]): string[] {
   return table<FlowRow>(
     [
-      left('PROTO', (f) => PROTOCOLS[f.protocol] ?? String(f.protocol)),
+      left('PROTO', (f) => protocolName(f.protocol)),
       left('LOCAL', (f) => endpoint(f.localAddress, f.localPort, f.family)),
       left('REMOTE', (f) => endpoint(f.remoteAddress, f.remotePort, f.family)),
       left('USER', (f) => f.user),
       right('PID', (f) => String(f.pid)),
       left('COMM', (f) => f.comm),
       ...bytesColumns(),
+      ...extra,
     ],
     rows,
     width(),
   );
 }
 
-export async function showFlows(opts: ViewOptions & { user?: string }): Promise<void> {
+const byEndNewestFirst = (a: FlowRow, b: FlowRow) => b.lastSeen.localeCompare(a.lastSeen);
+const clock = (iso: string) => new Date(iso).toLocaleTimeString('en-GB', { hour12: false });
+
+type FlowCsvRow = FlowRow & { state: 'active' | 'ended'; proto: string; local: string; remote: string };
+
+export async function showFlows(opts: ViewOptions & { user?: string; limit?: number }): Promise<void> {
   const r = await controlRequest<FlowsResult>(opts.socket, { op: 'flows', user: opts.user });
-  if (opts.json) return printJson(r);
-  print([`active flows: ${r.active.length}`, ...flowTable(r.active), '', `recently ended: ${r.ended.length}`, ...flowTable(r.ended)]);
+  const limit = opts.limit ?? Infinity;
+  const shown: FlowsResult = { active: r.active.slice(0, limit), ended: r.ended.slice().sort(byEndNewestFirst).slice(0, limit) };
+  if (opts.format === 'json') return printJson(shown);
+  if (opts.format === 'csv') {
+    const rows = (state: 'active' | 'ended', fs: FlowRow[]): FlowCsvRow[] =>
+      fs.map((f) => ({ ...f, state, proto: protocolName(f.protocol), local: endpoint(f.localAddress, f.localPort, f.family), remote: endpoint(f.remoteAddress, f.remotePort, f.family) }));
+    return print(
+      csvLines<FlowCsvRow>(
+        ['state', 'proto', 'local', 'remote', 'uid', 'user', 'pid', 'comm', ...COUNTERS, 'firstSeen', 'lastSeen', 'cookie'],
+        [...rows('active', shown.active), ...rows('ended', shown.ended)],
+      ),
+    );
+  }
+  const more = (all: FlowRow[], some: FlowRow[]) => (all.length > some.length ? ` (newest ${some.length} shown; --limit)` : '');
+  print([
+    `active flows: ${r.active.length}${more(r.active, shown.active)}`,
+    ...flowTable(shown.active, []),
+    '',
+    `recently ended, newest first: ${r.ended.length}${more(r.ended, shown.ended)}`,
+    ...flowTable(shown.ended, [right('ENDED', (f) => clock(f.lastSeen))]),
+  ]);
 }
+
+/** Users who found the kernel user table full: their traffic, payload included. */
+const beyondUserTable = (b: TrafficCounters): string =>
+  `            users beyond the user table (booked as unattributed): in ${humanBytes(b.rxBytes)} (payload ${humanBytes(b.rxPayloadBytes)}), out ${humanBytes(b.txBytes)} (payload ${humanBytes(b.txPayloadBytes)})`;
 
 export async function showStatus(opts: ViewOptions): Promise<void> {
   const r = await controlRequest<StatusResult>(opts.socket, { op: 'status' });
-  if (opts.json) return printJson(r);
+  if (opts.format === 'json') return printJson(r);
   const h = r.meter.health;
   const unattributed = r.meter.interfaces.reduce((s, i) => s + i.unattributed.rxBytes + i.unattributed.txBytes, 0);
   print([
     `agent:      running, pid ${r.agent.pid}, up ${r.agent.uptimeSeconds} s, config ${r.agent.configFile ?? '(built-in defaults)'}`,
-    `            poll every ${r.agent.pollIntervalSeconds} s, last ${r.agent.lastPollAt ?? 'never'}${r.agent.stalledUntil ? `, STALLED until ${r.agent.stalledUntil}` : ''}, loopback ${r.agent.countLoopback ? 'counted' : 'not counted'}`,
+    `            poll every ${r.agent.pollIntervalSeconds} s, last ${r.agent.lastPollAt ?? 'never'}, loopback ${r.agent.countLoopback ? 'counted' : 'not counted'}`,
     `kernel:     ${r.meter.kernelRelease}, mode ${r.meter.mode}${r.meter.resumed ? ', resumed pinned state' : ''} (${r.meter.pinDir})`,
     // [x] in use, [ ] this kernel has it but this mode does not use it, [-] this kernel lacks it
     ...r.meter.hooks.map((hk) => `  ${hk.active ? '[x]' : hk.available ? '[ ]' : '[-]'} ${hk.name}: ${hk.detail}`),
     `health:     overflows users ${h.overflows.users}, processes ${h.overflows.processes}, flows ${h.overflows.flows}, interfaces ${h.overflows.interfaces}; events dropped ${h.eventsDropped}`,
     `            unattributed since start of metering: ${humanBytes(unattributed)}`,
+    ...(h.overflows.users > 0 ? [beyondUserTable(h.beyondUserTable)] : []),
     `ledger:     ${r.ledger.path}, ${humanBytes(r.ledger.sizeBytes)}, last flush ${r.ledger.lastFlushAt ?? 'never'}${r.ledger.lastError ? `, ERROR: ${r.ledger.lastError}` : ''}`,
     `exporters:  ${r.exporters.length === 0 ? 'none configured' : ''}`,
     ...r.exporters.map((e) => `  ${e.name}: ${e.state} — ${e.detail} (queued ${e.queued}, dropped ${e.dropped})`),

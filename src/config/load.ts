@@ -5,6 +5,7 @@ import { parse as parseToml, TomlError } from 'smol-toml';
 import { z } from 'zod';
 import { locateKey } from './locate.js';
 import { configSchema, type UbiaConfig } from './config.js';
+import { groupMembers } from '../kernel/native.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/ubia/ubia.toml';
 
@@ -69,8 +70,27 @@ function formatIssue(text: string, file: string, issue: z.core.$ZodIssue): strin
   return `${file}:${line ?? '?'}: ${key}: ${issue.message}${what ? ` (allowed: ${what})` : ''}`;
 }
 
+/** What validation asks of the system: the schema alone cannot know the host's groups. */
+export interface HostFacts {
+  groupExists(name: string): boolean;
+}
+
+/** Checks of the config against the host; issues in the schema's own shape. */
+function hostIssues(config: UbiaConfig, host: HostFacts): z.core.$ZodIssue[] {
+  const group = config.control.admin_group;
+  if (group === '' || host.groupExists(group)) return [];
+  return [
+    {
+      code: 'custom',
+      path: ['control', 'admin_group'],
+      message: `no group "${group}" exists on this host (NSS): create it, or leave the key empty for root only`,
+      input: group,
+    },
+  ];
+}
+
 /** Parses and validates config text; `file` is only used in error messages. */
-export function parseConfig(text: string, file: string): UbiaConfig {
+export function parseConfig(text: string, file: string, host?: HostFacts): UbiaConfig {
   let raw: unknown;
   try {
     raw = parseToml(text);
@@ -85,8 +105,12 @@ export function parseConfig(text: string, file: string): UbiaConfig {
   if (!result.success) {
     throw new ConfigError(file, result.error.issues.map((i) => formatIssue(text, file, i)));
   }
+  const issues = host ? hostIssues(result.data, host) : [];
+  if (issues.length) throw new ConfigError(file, issues.map((i) => formatIssue(text, file, i)));
   return result.data;
 }
+
+const systemFacts: HostFacts = { groupExists: (name) => groupMembers(name) !== undefined };
 
 export interface LoadedConfig {
   config: UbiaConfig;
@@ -106,5 +130,5 @@ export function loadConfig(file?: string): LoadedConfig {
     if (code === 'ENOENT' && file === undefined) return { config: configSchema.parse({}), file: undefined };
     throw new ConfigError(path, [`${path}: cannot read the config file (${code ?? String(e)}); pass an existing file with --config`]);
   }
-  return { config: parseConfig(text, path), file: path };
+  return { config: parseConfig(text, path, systemFacts), file: path };
 }

@@ -59,6 +59,8 @@ export function connectControl(socketPath: string): Promise<ControlConnection> {
       resolve({
         request<T>(req: RequestInput, timeoutMs = 5000) {
           const id = nextId++;
+          // a write to a closed socket fails silently: say so at once, not after the time-out
+          if (socket.destroyed) return Promise.reject(new Error('the agent closed the connection'));
           return new Promise<T>((res, rej) => {
             const timer = setTimeout(() => {
               waiting.delete(id);

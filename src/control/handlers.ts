@@ -1,41 +1,51 @@
-// Answers control requests from the agent's state. Visibility: root and members of the
-// admin group see everything; anyone else sees only their own uid's usage, processes and
-// flows (and not the host-wide unattributed figures).
+// Answers control requests from the agent's state. What a caller sees is decided by their
+// Scope (scope.ts) alone: each op gets it once, filters every row through it and shows
+// host-wide figures only where it allows.
 import type { ExporterStatus, FlowSnapshot } from '../export/types.js';
-import type { Accounting, ProcessView } from '../agent/accounting.js';
-import type { MeterReader } from '../agent/meter.js';
-import type { NameCache } from '../agent/names.js';
-import { addInto, zeroCounters } from '../agent/counters.js';
+import type { Meter } from '../kernel/index.js';
+import { addInto, zeroCounters } from '../core/counters.js';
 import { UNATTRIBUTED_UID, type Ledger } from '../ledger/ledger.js';
 import { ControlError, type Caller, type RequestHandler } from './server.js';
+import type { Scope } from './scope.js';
 import { localDayStart } from './day.js';
 import type { FlowRow, ProcessRow, StatusResult, TopResult, TopUser, UserTotals, UsersResult } from './protocol.js';
 
+/** What the control API reads of the agent's live accounting: this much, declared here, so
+ *  control/ depends on no class of the agent's (its Accounting provides it). */
+export interface LiveAccounting {
+  rates(): Map<number, { rxRate: number; txRate: number; rxPayloadRate: number; txPayloadRate: number }>;
+  /** live processes, already in the protocol's row shape */
+  processList(): ProcessRow[];
+  activeFlows(): FlowSnapshot[];
+  endedFlows(): FlowSnapshot[];
+  /** reads the flow table now (a `flows` request wants it fresh) */
+  refreshFlows(nowMs: number): void;
+  /** keeps the per-process reads going while someone watches (`ubia top`) */
+  watchProcesses(nowMs: number): void;
+}
+
 export interface AgentView {
-  accounting: Accounting;
-  ledger: Ledger;
-  meter: MeterReader;
-  names: NameCache;
+  accounting: LiveAccounting;
+  ledger: Pick<Ledger, 'path' | 'sizeBytes' | 'totals'>;
+  meter: Pick<Meter, 'status' | 'health' | 'readInterfaces'>;
+  names: { name(uid: number): string };
   configFile: string | undefined;
   pollIntervalSeconds(): number;
   countLoopback(): boolean;
   exporters(): ExporterStatus[];
-  isAdmin(caller: Caller): boolean;
+  /** the one visibility decision (scope.ts) */
+  scopeOf(caller: Caller): Scope;
   /** times in ms since the epoch */
-  times(): { startedAt: number; lastPollAt?: number; stalledUntil?: number; lastFlushAt?: number };
+  times(): { startedAt: number; lastPollAt?: number; lastFlushAt?: number };
   lastFlushError(): string | undefined;
-  stall(ms: number): void;
 }
 
 const iso = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).toISOString());
 
-const matchesUser = (query: string | undefined, uid: number, user: string) =>
-  query === undefined || query === String(uid) || query === user;
-
-const byRateThenBytes = (a: ProcessView, b: ProcessView) =>
+const byRateThenBytes = (a: ProcessRow, b: ProcessRow) =>
   b.rxRate + b.txRate - (a.rxRate + a.txRate) || b.rxBytes + b.txBytes - (a.rxBytes + a.txBytes);
 
-function processRow(p: ProcessView): ProcessRow {
+function processRow(p: ProcessRow): ProcessRow {
   return {
     uid: p.uid,
     user: p.user,
@@ -49,6 +59,8 @@ function processRow(p: ProcessView): ProcessRow {
     txPayloadBytes: p.txPayloadBytes,
     rxRate: Math.round(p.rxRate),
     txRate: Math.round(p.txRate),
+    rxPayloadRate: Math.round(p.rxPayloadRate),
+    txPayloadRate: Math.round(p.txPayloadRate),
   };
 }
 
@@ -58,8 +70,9 @@ function flowRow(f: FlowSnapshot): FlowRow {
   return { ...rest, cookie: cookie.toString(), firstSeen: new Date(firstSeenMs).toISOString(), lastSeen: new Date(lastSeenMs).toISOString() };
 }
 
-/** Per-user totals (counted scopes merged) and the unattributed total over a time range. */
-function usageTotals(view: AgentView, fromMs: number, toMs: number) {
+/** Per-user totals (counted scopes merged) of the users in sight, and the unattributed
+ *  total, over a time range. */
+function usageTotals(view: AgentView, scope: Scope, fromMs: number, toMs: number) {
   const users = new Map<number, UserTotals>();
   const unattributed = zeroCounters();
   for (const t of view.ledger.totals(fromMs, toMs)) {
@@ -68,6 +81,7 @@ function usageTotals(view: AgentView, fromMs: number, toMs: number) {
       addInto(unattributed, t);
       continue;
     }
+    if (!scope.sees(t.uid)) continue;
     let u = users.get(t.uid);
     if (!u) {
       u = { uid: t.uid, user: view.names.name(t.uid), ...zeroCounters() };
@@ -80,66 +94,64 @@ function usageTotals(view: AgentView, fromMs: number, toMs: number) {
 
 export function createRequestHandler(view: AgentView): RequestHandler {
   return (req, caller) => {
-    const admin = view.isAdmin(caller);
-    const visible = (uid: number) => admin || uid === caller.uid;
+    const scope = view.scopeOf(caller);
     switch (req.op) {
       case 'users': {
         if (req.to < req.from) throw new ControlError('bad_request', '"to" is before "from"');
-        const { users, unattributed } = usageTotals(view, req.from, req.to);
-        const rows = [...users.values()]
-          .filter((u) => visible(u.uid))
+        const { users, unattributed } = usageTotals(view, scope, req.from, req.to);
+        const rows = scope
+          .rows(users.values())
           .sort((a, b) => b.rxBytes + b.txBytes - (a.rxBytes + a.txBytes) || a.uid - b.uid);
         const result: UsersResult = {
           from: new Date(req.from).toISOString(),
           to: new Date(req.to).toISOString(),
           users: rows,
-          unattributed: admin
+          unattributed: scope.hostWide
             ? { rxBytes: unattributed.rxBytes, txBytes: unattributed.txBytes, rxPackets: unattributed.rxPackets, txPackets: unattributed.txPackets }
             : null,
         };
         return result;
       }
-      case 'procs':
+      case 'procs': {
+        const wanted = scope.userFilter(req.user);
         view.accounting.watchProcesses(Date.now());
-        return {
-          processes: view.accounting
-            .processList()
-            .filter((p) => visible(p.uid) && matchesUser(req.user, p.uid, p.user))
-            .sort(byRateThenBytes)
-            .map(processRow),
-        };
+        const mine = view.accounting.processList().filter((p) => wanted(p.uid));
+        return { processes: scope.rows(mine.sort(byRateThenBytes).map(processRow)) };
+      }
       case 'flows': {
-        const keep = (f: FlowSnapshot) => visible(f.uid) && matchesUser(req.user, f.uid, f.user);
+        const wanted = scope.userFilter(req.user);
+        const rows = (flows: FlowSnapshot[]) => scope.rows(flows.filter((f) => wanted(f.uid)).map(flowRow));
         view.accounting.refreshFlows(Date.now());
-        return {
-          active: view.accounting.activeFlows().filter(keep).map(flowRow),
-          ended: view.accounting.endedFlows().filter(keep).map(flowRow),
-        };
+        return { active: rows(view.accounting.activeFlows()), ended: rows(view.accounting.endedFlows()) };
       }
       case 'top': {
         const now = Date.now();
         const dayStart = localDayStart(now);
-        const { users } = usageTotals(view, dayStart, now + 1);
+        const { users } = usageTotals(view, scope, dayStart, now + 1);
         const rates = view.accounting.rates();
         view.accounting.watchProcesses(now);
         const procs = view.accounting.processList();
-        const uids = new Set([...users.keys(), ...rates.keys()].filter((uid) => uid !== UNATTRIBUTED_UID && visible(uid)));
+        const uids = new Set([...users.keys(), ...rates.keys()].filter((uid) => uid !== UNATTRIBUTED_UID && scope.sees(uid)));
         const rows: TopUser[] = [...uids].map((uid) => {
           const rate = rates.get(uid);
           const today = users.get(uid);
-          return {
+          return scope.present({
             uid,
             user: view.names.name(uid),
             rxRate: Math.round(rate?.rxRate ?? 0),
             txRate: Math.round(rate?.txRate ?? 0),
+            rxPayloadRate: Math.round(rate?.rxPayloadRate ?? 0),
+            txPayloadRate: Math.round(rate?.txPayloadRate ?? 0),
             rxBytesToday: today?.rxBytes ?? 0,
             txBytesToday: today?.txBytes ?? 0,
+            rxPayloadBytesToday: today?.rxPayloadBytes ?? 0,
+            txPayloadBytesToday: today?.txPayloadBytes ?? 0,
             processes: procs
               .filter((p) => p.uid === uid)
               .sort(byRateThenBytes)
               .slice(0, req.processes)
-              .map(processRow),
-          };
+              .map((p) => scope.present(processRow(p))),
+          });
         });
         rows.sort(
           (a, b) =>
@@ -167,8 +179,7 @@ export function createRequestHandler(view: AgentView): RequestHandler {
             pollIntervalSeconds: view.pollIntervalSeconds(),
             countLoopback: view.countLoopback(),
             lastPollAt: iso(t.lastPollAt),
-            stalledUntil: t.stalledUntil !== undefined && t.stalledUntil > Date.now() ? iso(t.stalledUntil) : null,
-            you: { uid: caller.uid, admin },
+            you: { uid: caller.uid, admin: scope.role === 'admin', role: scope.role },
           },
           meter: {
             kernelRelease: st.kernelRelease,
@@ -177,7 +188,7 @@ export function createRequestHandler(view: AgentView): RequestHandler {
             pinDir: st.pinDir,
             resumed: st.resumed,
             health: view.meter.health(),
-            interfaces: view.meter.readInterfaces(),
+            interfaces: scope.hostWide ? view.meter.readInterfaces() : [],
           },
           ledger: {
             path: view.ledger.path,
@@ -189,10 +200,6 @@ export function createRequestHandler(view: AgentView): RequestHandler {
         };
         return result;
       }
-      case 'debug.stall':
-        if (caller.uid !== 0) throw new ControlError('forbidden', 'debug.stall is for root only (it is a test switch)');
-        view.stall(req.ms);
-        return { stalledMs: req.ms };
     }
   };
 }

@@ -4,6 +4,7 @@
 // docs/cli.md documents each op and its result.
 import { z } from 'zod';
 import type { ExporterStatus } from '../export/types.js';
+import type { Role } from './scope.js';
 import type { FlowRecord, HookStatus, InterfaceCounters, MeterHealth, TrafficCounters } from '../kernel/types.js';
 
 const id = z.union([z.string().max(128), z.number()]).optional();
@@ -15,14 +16,12 @@ export const requestSchema = z.discriminatedUnion('op', [
   z.strictObject({ op: z.literal('flows'), id, user: userFilter }),
   z.strictObject({ op: z.literal('top'), id, processes: z.number().int().min(0).max(100).default(5) }),
   z.strictObject({ op: z.literal('status'), id }),
-  // test-only: stops the poll loop (and its watchdog pings) for `ms`; root only
-  z.strictObject({ op: z.literal('debug.stall'), id, ms: z.number().int().min(1).max(600_000) }),
 ]);
 
 export type Request = z.infer<typeof requestSchema>;
 export type RequestInput = z.input<typeof requestSchema>;
 
-export type ErrorCode = 'bad_json' | 'bad_request' | 'too_large' | 'forbidden' | 'busy' | 'internal';
+export type ErrorCode = 'bad_json' | 'bad_request' | 'too_large' | 'forbidden' | 'no_such_user' | 'busy' | 'internal';
 
 export interface ErrorReply {
   id?: string | number;
@@ -56,8 +55,11 @@ export interface ProcessRow extends TrafficCounters {
   user: string;
   pid: number;
   comm: string;
+  /** wire and payload bytes per second over the last poll */
   rxRate: number;
   txRate: number;
+  rxPayloadRate: number;
+  txPayloadRate: number;
 }
 
 export interface ProcsResult {
@@ -82,11 +84,16 @@ export interface FlowsResult {
 export interface TopUser {
   uid: number;
   user: string;
+  /** wire and payload bytes per second over the last poll */
   rxRate: number;
   txRate: number;
-  /** wire bytes since the local start of the day */
+  rxPayloadRate: number;
+  txPayloadRate: number;
+  /** wire and payload bytes since the local start of the day */
   rxBytesToday: number;
   txBytesToday: number;
+  rxPayloadBytesToday: number;
+  txPayloadBytesToday: number;
   processes: ProcessRow[];
 }
 
@@ -106,8 +113,8 @@ export interface StatusResult {
     pollIntervalSeconds: number;
     countLoopback: boolean;
     lastPollAt: string | null;
-    stalledUntil: string | null;
-    you: { uid: number; admin: boolean };
+    /** the caller and the role they see the agent with (control/scope.ts) */
+    you: { uid: number; admin: boolean; role: Role };
   };
   meter: {
     kernelRelease: string;

@@ -12,6 +12,8 @@ export interface Caller {
   pid: number;
   uid: number;
   gid: number;
+  /** supplementary groups at connect time (SO_PEERGROUPS) */
+  groups: readonly number[];
 }
 
 /** An error the handler wants the client to see as it is (e.g. forbidden). */

@@ -1,7 +1,7 @@
-// The contract between the agent and its exporters (ipfix, diameter, otlp). The agent
-// polls the meter, computes deltas, and hands each exporter the same facts; each
-// exporter keeps its own queue/spool and retry so that none can stall another.
-import type { FlowRecord, TrafficCounters } from '../kernel/types.js';
+// The contract between the agent and its exporters (ipfix, diameter, otlp, prometheus).
+// The agent polls the meter, computes deltas, and hands each exporter the same facts;
+// each exporter keeps its own queue/spool and retry so that none can stall another.
+import type { FlowRecord, MeterHealth, TrafficCounters, WireCounters } from '../kernel/types.js';
 
 /** One user's traffic over one poll interval (deltas), scope already filtered by config. */
 export interface UserUsage extends TrafficCounters {
@@ -31,8 +31,19 @@ export interface ExporterStatus {
   queued: number;
   /** records given up on (e.g. spool full, permanent failures) */
   dropped: number;
+  /** the peers an exporter talks to (Diameter: its AAA servers, primary first) */
+  peers?: ExporterPeer[];
   /** free-form per-exporter figures shown by `ubia status --json` */
   extra?: Record<string, unknown>;
+}
+
+export interface ExporterPeer {
+  name: string;
+  /** the exporter's word for the connection's state ("open" when delivering) */
+  state: string;
+  remoteHost?: string;
+  inFlight?: number;
+  lastError?: string;
 }
 
 export interface Exporter {
@@ -47,8 +58,41 @@ export interface Exporter {
   status(): ExporterStatus;
   /** The agent saved its checkpoint: after a crash it resumes from here, so the usage
    *  intervals handed over so far will not be handed over again (those since the previous
-   *  checkpoint would be). For exporters that keep running totals on disk. */
-  checkpointed?(): void;
+   *  checkpoint would be). For exporters that keep running totals in the ledger database:
+   *  it runs inside the transaction that saves the checkpoint, so both are saved or
+   *  neither; a throw fails (and retries) the whole flush. What it returns runs once the
+   *  transaction committed (memory that must follow the database, not run ahead of it). */
+  checkpointed?(): (() => void) | void;
   /** flush what can be flushed and release sockets/timers; called at shutdown */
   close(): Promise<void>;
+}
+
+/** ubia's own health as the agent sees it (OTLP and Prometheus publish it). */
+export interface AgentHealth {
+  /** cumulative since the meter was loaded, summed over interfaces */
+  unattributed: WireCounters;
+  /** the meter's cumulative map overflows and dropped ring-buffer events */
+  meter: MeterHealth;
+  /** wall-clock seconds the last poll of the kernel counters took */
+  lastPollSeconds: number;
+  /** when the last poll succeeded (ms since the epoch); undefined before the first one */
+  lastPollAtMs: number | undefined;
+  /** every exporter's status (queue depth, drops, state) */
+  exporters: ExporterStatus[];
+  /** Diameter peers and the state of their connection ('open', 'suspect', 'closed', …) */
+  diameterPeers: Array<{ peer: string; state: string }>;
+}
+
+/** Called at collection time (an export, a scrape), never per poll. */
+export type HealthSource = () => AgentHealth | undefined;
+
+/** A process's traffic as the kernel counts it since the process was first seen. */
+export interface ProcessUsage extends TrafficCounters {
+  pid: number;
+  uid: number;
+  user: string;
+  comm: string;
+  /** wire bytes per second between the last two reads of the process table */
+  rxRate: number;
+  txRate: number;
 }

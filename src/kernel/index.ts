@@ -1,21 +1,25 @@
 // The kernel meter (real: eBPF programs through the native addon). Opens or resumes the
 // pinned meter, reads monotonic counters, and delivers flow-ended / process-exited
 // events, including those the ring buffer could not carry.
+import { readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { addon, rows, selectRows, type Columns, type NativeEvents, type NativeMeter } from './native.js';
-import type { FlowRecord, InterfaceCounters, MeterEvent, MeterHealth, MeterMode, MeterStatus, ProcessCounters, UnattributedCounters, UserCounters } from './types.js';
+import type { FlowRecord, HookStatus, InterfaceCounters, MeterEvent, MeterHealth, MeterMode, MeterStatus, ProcessCounters, WireCounters, UserCounters } from './types.js';
 
 export * from './types.js';
-export { userName, groupMembers, peerCredentials, sdNotify } from './native.js';
+export { pinHolders } from './pins.js';
+export { userName, userByName, primaryGroup, groupMembers, peerCredentials, sdNotify, rows, type Columns } from './native.js';
 
-export const DEFAULT_PIN_DIR = '/sys/fs/bpf/ubia';
 const SWEEP_MS = 30_000;
 
 export interface MeterOptions {
-  /** where maps, links and programs are pinned (a directory on bpffs) */
-  pinDir?: string;
+  /** where maps, links and programs are pinned (a directory on bpffs; the agent's is
+   *  agent.pin_dir, whose default the configuration schema holds) */
+  pinDir: string;
   /** size of the per-flow map (a pinned map keeps the size it was made with) */
   flowCapacity?: number;
+  /** (uid, scope) slots of the per-user table (a pinned table keeps the size it was made with) */
+  userCapacity?: number;
   /** count payload per send/recv call (where the kernel has the tracepoints) */
   mode?: MeterMode;
   /** fold the sockets' pending counts into the totals before each read (default true);
@@ -39,11 +43,14 @@ export interface Meter {
   readFlowColumns(): Columns<FlowRecord>;
   readInterfaces(): InterfaceCounters[];
   /** packets with no user socket behind them, as the cgroup layer saw them */
-  readUnattributed(): UnattributedCounters;
+  readUnattributed(): WireCounters;
   health(): MeterHealth;
   onEvent(cb: (e: MeterEvent) => void): void;
   /** deliver queued events now (they also arrive on their own from the event loop) */
   drainEvents(): void;
+  /** Puts back pins removed while the meter runs (the programs kept counting: the meter
+   *  holds them); returns the pin paths that were missing. Throws when it cannot. */
+  checkPins(): string[];
   /** remove a dead process's entries once its final values are recorded */
   forgetProcess(pid: number): void;
   forgetProcesses(pids: number[]): void;
@@ -55,13 +62,44 @@ export class MeterError extends Error {
   override name = 'MeterError';
 }
 
-export function openMeter(opts: MeterOptions = {}): Meter {
-  const pinDir = opts.pinDir ?? DEFAULT_PIN_DIR;
+/** capability(7) numbers: what loading and attaching the meter needs (CAP_SYS_ADMIN
+ *  stands in for CAP_BPF and CAP_PERFMON on kernels before 5.8) */
+const BPF_CAPABILITIES = { CAP_NET_ADMIN: 12, CAP_SYS_ADMIN: 21, CAP_PERFMON: 38, CAP_BPF: 39 };
+
+function effectiveCapabilities(): bigint {
+  const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? '0';
+  return BigInt(`0x${hex}`);
+}
+
+/** The capabilities of CAP_NET_ADMIN, CAP_PERFMON and CAP_BPF this process lacks. */
+export function missingBpfCapabilities(): string[] {
+  const effective = effectiveCapabilities();
+  const { CAP_NET_ADMIN, CAP_PERFMON, CAP_BPF } = BPF_CAPABILITIES;
+  return Object.entries({ CAP_NET_ADMIN, CAP_PERFMON, CAP_BPF })
+    .filter(([, cap]) => ((effective >> BigInt(cap)) & 1n) === 0n)
+    .map(([name]) => name);
+}
+
+/** Has this process none of the capabilities BPF needs (an ordinary user)? A partial set
+ *  is left to the kernel: its refusal, explained by the addon, says which one is missing. */
+function withoutBpfCapabilities(): boolean {
+  const effective = effectiveCapabilities();
+  return Object.values(BPF_CAPABILITIES).every((cap) => ((effective >> BigInt(cap)) & 1n) === 0n);
+}
+
+export function openMeter(opts: MeterOptions): Meter {
+  const pinDir = opts.pinDir;
+  // before the pin directory is touched: what fails first without privileges depends on
+  // how bpffs is mounted (its mode), and the message must not
+  if (withoutBpfCapabilities()) {
+    throw new MeterError('BPF not permitted: run as root or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN');
+  }
   let native: NativeMeter;
   try {
     native = new addon.Meter({
       pinDir,
       ...(opts.flowCapacity ? { flowCapacity: opts.flowCapacity } : {}),
+      ...(opts.userCapacity ? { userCapacity: opts.userCapacity } : {}),
       precise: opts.mode === 'precise',
       foldOnRead: opts.foldOnRead ?? true,
     });
@@ -121,8 +159,34 @@ export function openMeter(opts: MeterOptions = {}): Meter {
     return selectRows<FlowRecord>(columns, active);
   };
 
+  // pins put back since the meter opened, shown with the hooks (`ubia status`)
+  const repins = { count: 0, lastMs: 0, failing: undefined as string | undefined };
+  const checkPins = (): string[] => {
+    const missing = native.missingPins();
+    if (missing.length === 0) return missing;
+    try {
+      native.repin();
+      repins.failing = undefined;
+    } catch (err) {
+      repins.failing = (err as Error).message;
+      throw new MeterError(`${missing.length} pins under ${pinDir} are gone and could not be put back: ${repins.failing}`);
+    }
+    repins.count++;
+    repins.lastMs = Date.now();
+    return missing;
+  };
+  const pinHook = (): HookStatus[] => {
+    if (repins.failing !== undefined) return [{ name: 'pins', available: true, active: false, detail: `gone from ${pinDir} and not put back (${repins.failing}): a restarted agent would start from zero` }];
+    if (repins.count === 0) return [];
+    return [{ name: 'pins', available: true, active: true, detail: `${pinDir} lost its pins ${repins.count} time(s), last at ${new Date(repins.lastMs).toISOString()}; pinned again, counting never stopped` }];
+  };
+
   return {
-    status: () => ({ kernelRelease: release(), ...native.status() }),
+    status: () => {
+      const st = native.status();
+      return { kernelRelease: release(), ...st, hooks: [...st.hooks, ...pinHook()] };
+    },
+    checkPins,
     fold: () => native.fold(),
     readUsers: () => rows(native.readUsers()),
     readUserColumns: () => native.readUsers(),
@@ -137,6 +201,7 @@ export function openMeter(opts: MeterOptions = {}): Meter {
       return {
         overflows: { users: s.userOverflows, processes: s.processOverflows, flows: s.flowOverflows, interfaces: s.interfaceOverflows },
         eventsDropped: s.eventsDropped,
+        beyondUserTable: s.beyondUserTable,
       };
     },
     onEvent: (cb) => {
@@ -156,7 +221,7 @@ export function openMeter(opts: MeterOptions = {}): Meter {
 }
 
 /** Detach every program a meter left pinned under pinDir, without loading one. */
-export function detachMeter(pinDir: string = DEFAULT_PIN_DIR): void {
+export function detachMeter(pinDir: string): void {
   addon.detachPinned(pinDir);
 }
 

@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { FlowRecord, HookStatus, MeterMode, InterfaceCounters, ProcessCounters, UnattributedCounters, UserCounters } from './types.js';
+import type { FlowRecord, HookStatus, InterfaceCounters, MeterMode, ProcessCounters, TrafficCounters, UserCounters, WireCounters } from './types.js';
 
 export interface NativeStats {
   userOverflows: number;
@@ -11,7 +11,8 @@ export interface NativeStats {
   flowOverflows: number;
   interfaceOverflows: number;
   eventsDropped: number;
-  unattributed: UnattributedCounters;
+  unattributed: WireCounters;
+  beyondUserTable: TrafficCounters;
 }
 
 /** A string column: one code per row into a few distinct values. */
@@ -38,7 +39,11 @@ export interface NativeMeter {
   readStats(): NativeStats;
   forgetProcesses(pids: number[]): number;
   forgetFlow(cookie: bigint): void;
-  status(): { mode: MeterMode; pinDir: string; resumed: boolean; hooks: HookStatus[] };
+  status(): { mode: MeterMode; pinDir: string; resumed: boolean; flowCapacity: number; hooks: HookStatus[] };
+  /** pin paths of this meter's maps, links and programs that are gone */
+  missingPins(): string[];
+  /** pins what is missing again from the fds the meter holds; how many it pinned */
+  repin(): number;
   onEvents(cb: (events: NativeEvents) => void): void;
   pollEvents(): NativeEvents;
   close(detach?: boolean): void;
@@ -82,12 +87,15 @@ function isDict(v: unknown): v is DictColumn {
 }
 
 interface NativeAddon {
-  Meter: new (opts: { pinDir?: string; flowCapacity?: number; precise?: boolean; foldOnRead?: boolean }) => NativeMeter;
+  Meter: new (opts: { pinDir?: string; flowCapacity?: number; userCapacity?: number; precise?: boolean; foldOnRead?: boolean }) => NativeMeter;
   detachPinned(pinDir: string): void;
+  pinnedMapId(path: string): number | undefined;
   abiVersion: number;
   userName(uid: number): string | undefined;
   groupMembers(name: string): { gid: number; members: string[] } | undefined;
-  peerCredentials(fd: number): { pid: number; uid: number; gid: number };
+  userByName(name: string): { uid: number; gid: number } | undefined;
+  primaryGroup(uid: number): number | undefined;
+  peerCredentials(fd: number): { pid: number; uid: number; gid: number; groups: number[] };
   sdNotify(state: string): boolean;
 }
 
@@ -107,7 +115,11 @@ export const addon: NativeAddon = load();
 /** NSS user name (LDAP/SSSD aware), or undefined when the uid has none. */
 export const userName = (uid: number): string | undefined => addon.userName(uid);
 export const groupMembers = (name: string) => addon.groupMembers(name);
-/** SO_PEERCRED of a connected unix socket fd. */
+/** getpwnam: uid and primary gid of a user name, or undefined when there is no such user. */
+export const userByName = (name: string) => addon.userByName(name);
+/** getpwuid: the primary gid of a uid, or undefined when it has no passwd entry. */
+export const primaryGroup = (uid: number) => addon.primaryGroup(uid);
+/** SO_PEERCRED and SO_PEERGROUPS of a connected unix socket fd. */
 export const peerCredentials = (fd: number) => addon.peerCredentials(fd);
 /** One datagram to $NOTIFY_SOCKET (abstract addresses included); false when unset. */
 export const sdNotify = (state: string): boolean => addon.sdNotify(state);

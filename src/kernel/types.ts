@@ -2,20 +2,10 @@
 // Every counter here is monotonic as the kernel keeps it (never read-then-cleared);
 // consumers compute deltas. Counts fit exactly in a JS number up to 2^53 (8 PiB).
 
-/** Whether a socket's packets use the loopback interface or a real one. */
-export type Scope = 'loopback' | 'external';
+import type { Scope, TrafficCounters } from '../core/counters.js';
 
-/** Wire figures are L3 bytes (IP header included) and packets as they cross the wire
- *  (a GSO/TSO super-packet counts as its segments); payload figures are what the socket
- *  layer handed to or took from the process. */
-export interface TrafficCounters {
-  rxBytes: number;
-  txBytes: number;
-  rxPackets: number;
-  txPackets: number;
-  rxPayloadBytes: number;
-  txPayloadBytes: number;
-}
+// the counting vocabulary is the ground floor's (core/counters.ts)
+export type { Scope, TrafficCounters };
 
 export interface UserCounters extends TrafficCounters {
   uid: number;
@@ -64,9 +54,10 @@ export interface ProcessExited {
 
 export type MeterEvent = FlowEnded | ProcessExited;
 
-/** Packets the kernel moved without a local user socket behind them (kernel-generated
- *  replies, time-wait ACKs, packets for no socket). */
-export interface UnattributedCounters {
+/** Wire figures only (L3 bytes and packets, no payload): what tc sees on an interface,
+ *  in total, attributed to a socket's owner, or unattributed (kernel-generated replies,
+ *  time-wait ACKs, packets for no socket). */
+export interface WireCounters {
   rxBytes: number;
   txBytes: number;
   rxPackets: number;
@@ -77,11 +68,11 @@ export interface InterfaceCounters {
   ifindex: number;
   name: string;
   /** what tc (clsact) saw on the interface: IP packets only, L3 bytes */
-  total: UnattributedCounters;
+  total: WireCounters;
   /** of that, what was attributed to a local socket's owner */
-  attributed: UnattributedCounters;
+  attributed: WireCounters;
   /** of that, what had no local socket */
-  unattributed: UnattributedCounters;
+  unattributed: WireCounters;
 }
 
 export interface MeterHealth {
@@ -89,6 +80,9 @@ export interface MeterHealth {
   overflows: { users: number; processes: number; flows: number; interfaces: number };
   /** ring-buffer events that did not fit; their data stays in the maps for the sweep */
   eventsDropped: number;
+  /** what users who found no free slot in the user table did (their wire bytes and
+   *  packets are in the unattributed figures too; their payload only here) */
+  beyondUserTable: TrafficCounters;
 }
 
 /** A kernel hook: whether this kernel has it, whether the meter uses it now, and what it
@@ -113,4 +107,6 @@ export interface MeterStatus {
   pinDir: string;
   /** true when this meter re-used pinned state left by an earlier agent */
   resumed: boolean;
+  /** size of the flow table in use: a resumed meter keeps the pinned table's */
+  flowCapacity: number;
 }

@@ -5,24 +5,21 @@
 // covers exactly what was not yet written: no byte is lost or counted twice. Deltas wait
 // in memory between flushes and are merged into reads. A minute still open is written
 // as one blob (in meta, same transaction) rather than as thousands of upserts at every
-// flush; it becomes usage rows once, when a flush finds it complete.
+// flush; it becomes usage rows once, when a flush finds it complete. Lifetime totals per
+// (uid, scope) only ever grow: days deleted past their retention are added to `retired`
+// first, so counters derived from them (the Prometheus endpoint) never go back.
 import Database from 'better-sqlite3';
 import { mkdirSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Scope, TrafficCounters } from '../kernel/types.js';
-import { addInto, getCounters, putCounters, zeroCounters } from '../agent/counters.js';
+import { addInto, getCounters, putCounters, userKey, zeroCounters, type UsageTotal } from '../core/counters.js';
+export { UNATTRIBUTED_UID, type UsageTotal } from '../core/counters.js';
 
-/** uid under which packets without a local socket owner are booked (per interface scope). */
-export const UNATTRIBUTED_UID = -1;
 
 export const MINUTE_MS = 60_000;
 export const HOUR_MS = 3_600_000;
 export const DAY_MS = 86_400_000;
 
-export interface UsageTotal extends TrafficCounters {
-  uid: number;
-  scope: Scope;
-}
 
 export interface Retention {
   minuteMs: number;
@@ -39,9 +36,18 @@ CREATE TABLE IF NOT EXISTS usage (
   rx_payload_bytes INTEGER NOT NULL, tx_payload_bytes INTEGER NOT NULL,
   PRIMARY KEY (resolution_ms, bucket_ms, uid, scope)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS retired (
+  uid INTEGER NOT NULL, scope TEXT NOT NULL,
+  rx_bytes INTEGER NOT NULL, tx_bytes INTEGER NOT NULL,
+  rx_packets INTEGER NOT NULL, tx_packets INTEGER NOT NULL,
+  rx_payload_bytes INTEGER NOT NULL, tx_payload_bytes INTEGER NOT NULL,
+  PRIMARY KEY (uid, scope)
+) WITHOUT ROWID;
 `;
 
 const COLS = 'rx_bytes, tx_bytes, rx_packets, tx_packets, rx_payload_bytes, tx_payload_bytes';
+const SUMS = `SUM(rx_bytes) AS rx_bytes, SUM(tx_bytes) AS tx_bytes, SUM(rx_packets) AS rx_packets,
+  SUM(tx_packets) AS tx_packets, SUM(rx_payload_bytes) AS rx_payload_bytes, SUM(tx_payload_bytes) AS tx_payload_bytes`;
 const ADD_ON_CONFLICT = `ON CONFLICT DO UPDATE SET
   rx_bytes = rx_bytes + excluded.rx_bytes, tx_bytes = tx_bytes + excluded.tx_bytes,
   rx_packets = rx_packets + excluded.rx_packets, tx_packets = tx_packets + excluded.tx_packets,
@@ -106,11 +112,16 @@ function decodeOpen(data: Buffer): Pending[] {
   return rows;
 }
 
+/** One number per (uid, scope): the key of pending buckets and of the lifetime totals. */
+const lifetimeKey = userKey;
+
 export class Ledger {
   readonly db: Database.Database;
   /** minute bucket → (uid, scope) → usage not yet written */
   private pending = new Map<number, Map<number, Pending>>();
   private lastBucket: { bucketMs: number; bucket: Map<number, Pending> } | undefined;
+  /** (uid, scope) → everything ever booked: stored rows, retired days and pending usage */
+  private lifetime = new Map<number, UsageTotal>();
   private readonly stmt;
 
   constructor(readonly path: string) {
@@ -128,11 +139,17 @@ export class Ledger {
       getMeta: this.db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?'),
       getBlob: this.db.prepare<[string], { value: Buffer }>('SELECT value FROM meta WHERE key = ?'),
       totals: this.db.prepare<[number, number, number], CounterRow & { uid: number; scope: Scope }>(
-        `SELECT uid, scope, SUM(rx_bytes) AS rx_bytes, SUM(tx_bytes) AS tx_bytes, SUM(rx_packets) AS rx_packets,
-           SUM(tx_packets) AS tx_packets, SUM(rx_payload_bytes) AS rx_payload_bytes, SUM(tx_payload_bytes) AS tx_payload_bytes
-         FROM usage WHERE resolution_ms = ? AND bucket_ms > ? AND bucket_ms < ? GROUP BY uid, scope`,
+        `SELECT uid, scope, ${SUMS} FROM usage WHERE resolution_ms = ? AND bucket_ms > ? AND bucket_ms < ? GROUP BY uid, scope`,
       ),
     };
+    const stored = this.db
+      .prepare<[], CounterRow & { uid: number; scope: Scope }>(
+        `SELECT uid, scope, ${SUMS} FROM (SELECT uid, scope, ${COLS} FROM usage UNION ALL SELECT uid, scope, ${COLS} FROM retired)
+         GROUP BY uid, scope`,
+      )
+      .all();
+    for (const r of stored) this.lifetime.set(lifetimeKey(r.uid, r.scope), { uid: r.uid, scope: r.scope, ...fromRow(r) });
+    // the open minutes are booked again through add(), which counts them into `lifetime`
     const open = this.stmt.getBlob.get('open_minutes')?.value;
     if (open) for (const p of decodeOpen(open)) this.add(p.bucketMs, p.uid, p.scope, p);
   }
@@ -160,19 +177,34 @@ export class Ledger {
       this.lastBucket = { bucketMs, bucket };
     }
     const bucket = this.lastBucket.bucket;
-    const key = uid * 2 + (scope === 'loopback' ? 1 : 0);
+    const key = lifetimeKey(uid, scope);
     let p = bucket.get(key);
     if (!p) {
       p = { bucketMs, uid, scope, ...zeroCounters() };
       bucket.set(key, p);
     }
     addInto(p, delta);
+    let life = this.lifetime.get(key);
+    if (!life) {
+      life = { uid, scope, ...zeroCounters() };
+      this.lifetime.set(key, life);
+    }
+    addInto(life, delta);
+  }
+
+  /** Everything booked per (uid, scope) since the ledger was created, pending included.
+   *  Never decreases (retention moves deleted days into `retired`), also across restarts
+   *  of the agent, as long as the ledger file is kept. Live objects: read, do not keep. */
+  lifetimeTotals(): Iterable<Readonly<UsageTotal>> {
+    return this.lifetime.values();
   }
 
   /** Writes pending usage and the checkpoint behind it in one transaction: complete
-   *  minutes as usage rows, open ones (at `nowMs`) as a blob they are read back from. On
-   *  failure nothing is written and the pending usage is kept for the next try. */
-  flush(bootId: string, checkpoint: Buffer, nowMs = Date.now()): void {
+   *  minutes as usage rows, open ones (at `nowMs`) as a blob they are read back from.
+   *  `alongside` runs in the same transaction: state of others that must move with the
+   *  checkpoint (a crash can then never leave one saved without the other). On failure
+   *  (its own included) nothing is written and the pending usage is kept for the next try. */
+  flush(bootId: string, checkpoint: Buffer, nowMs = Date.now(), alongside?: () => void): void {
     const complete: number[] = [];
     const params: (number | string)[] = [];
     const open: Pending[] = [];
@@ -194,6 +226,7 @@ export class Ledger {
       this.stmt.setMeta.run('open_minutes', encodeOpen(open));
       this.stmt.setMeta.run('checkpoint', checkpoint);
       this.stmt.setMeta.run('boot_id', bootId);
+      alongside?.();
     })();
     for (const bucketMs of complete) this.pending.delete(bucketMs);
     if (this.lastBucket && complete.includes(this.lastBucket.bucketMs)) this.lastBucket = undefined;
@@ -231,20 +264,25 @@ export class Ledger {
       const moved = this.db
         .prepare(
           `INSERT INTO usage (resolution_ms, bucket_ms, uid, scope, ${COLS})
-           SELECT ?, bucket_ms - (bucket_ms % ?), uid, scope, SUM(rx_bytes), SUM(tx_bytes), SUM(rx_packets),
-             SUM(tx_packets), SUM(rx_payload_bytes), SUM(tx_payload_bytes)
-           FROM usage WHERE resolution_ms = ? AND bucket_ms < ? GROUP BY 2, uid, scope ${ADD_ON_CONFLICT}`,
+           SELECT ?, bucket_ms - (bucket_ms % ?), uid, scope, ${SUMS} FROM usage WHERE resolution_ms = ? AND bucket_ms < ? GROUP BY 2, uid, scope ${ADD_ON_CONFLICT}`,
         )
         .run(toRes, toRes, fromRes, cutoff);
       this.db.prepare('DELETE FROM usage WHERE resolution_ms = ? AND bucket_ms < ?').run(fromRes, cutoff);
       return moved.changes;
     };
+    const retire = (cutoff: number): number => {
+      this.db
+        .prepare(
+          `INSERT INTO retired (uid, scope, ${COLS})
+           SELECT uid, scope, ${SUMS} FROM usage WHERE resolution_ms = ? AND bucket_ms < ? GROUP BY uid, scope ${ADD_ON_CONFLICT}`,
+        )
+        .run(DAY_MS, cutoff);
+      return this.db.prepare('DELETE FROM usage WHERE resolution_ms = ? AND bucket_ms < ?').run(DAY_MS, cutoff).changes;
+    };
     return this.db.transaction(() => ({
       minutes: move(MINUTE_MS, HOUR_MS, retention.minuteMs),
       hours: move(HOUR_MS, DAY_MS, retention.hourMs),
-      days: this.db
-        .prepare('DELETE FROM usage WHERE resolution_ms = ? AND bucket_ms < ?')
-        .run(DAY_MS, nowMs - retention.dayMs).changes,
+      days: retire(nowMs - retention.dayMs),
     }))();
   }
 

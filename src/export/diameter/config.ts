@@ -11,31 +11,34 @@ const diameterIdentity = z
 
 export const diameterServerSchema = z
   .strictObject({
-    host: z.string().min(1).describe('address or name of the AAA server (Diameter peer) to connect to'),
+    host: z.string().min(1).describe('address or name of the AAA server (Diameter peer) to connect to').meta({ examples: ['aaa.example.net'] }),
     port: z
       .number()
       .int()
       .min(1)
       .max(65535)
       .optional()
-      .describe('TCP port; default 3868 for tcp, 5658 for tls (RFC 6733 §2.1)'),
+      .describe('TCP port; default 3868 for tcp, 5658 for tls (RFC 6733 §2.1)')
+      .meta({ examples: [3868] }),
     transport: z.enum(['tcp', 'tls']).default('tcp').describe('"tcp" or "tls" (TLS from the first byte, RFC 6733 §13)'),
     identity: diameterIdentity
       .optional()
-      .describe('the peer\'s expected Origin-Host; when set, a CEA with another Origin-Host is refused'),
+      .describe('the peer\'s expected Origin-Host; when set, a CEA with another Origin-Host is refused; default: any')
+      .meta({ examples: ['aaa.example.net'] }),
   })
   .describe('one AAA server');
 
 export const diameterTlsSchema = z
   .strictObject({
-    ca: z.string().min(1).describe('PEM file with the CA certificate(s) that signed the servers\' certificates'),
-    cert: z.string().min(1).describe('PEM file with this host\'s client certificate'),
-    key: z.string().min(1).describe('PEM file with the private key of the client certificate'),
+    ca: z.string().min(1).describe('PEM file with the CA certificate(s) that signed the servers\' certificates').meta({ examples: ['/etc/ubia/diameter-ca.pem'] }),
+    cert: z.string().min(1).describe('PEM file with this host\'s client certificate').meta({ examples: ['/etc/ubia/diameter-client.pem'] }),
+    key: z.string().min(1).describe('PEM file with the private key of the client certificate').meta({ examples: ['/etc/ubia/diameter-client.key'] }),
     server_name: z
       .string()
       .min(1)
       .optional()
-      .describe('name to verify in the server certificate; default: the server\'s host'),
+      .describe('name to verify in the server certificate; default: the server\'s host')
+      .meta({ examples: ['aaa.example.net'] }),
   })
   .describe('TLS files, needed when any server uses transport "tls"');
 
@@ -48,10 +51,11 @@ export const diameterConfigSchema = z
       .describe('the primary server, then optionally a secondary used while the primary is unreachable'),
     origin_host: diameterIdentity
       .optional()
-      .describe('this agent\'s Origin-Host (DiameterIdentity); default: the host\'s name, with origin_realm appended when it has no dot'),
-    origin_realm: diameterIdentity.describe('this agent\'s Origin-Realm'),
-    destination_realm: diameterIdentity.describe('Destination-Realm put in every ACR'),
-    destination_host: diameterIdentity.optional().describe('Destination-Host put in every ACR; default: none'),
+      .describe('this agent\'s Origin-Host (DiameterIdentity); default: the host\'s name, with origin_realm appended when it has no dot')
+      .meta({ examples: ['ubia-host.example.net'] }),
+    origin_realm: diameterIdentity.describe('this agent\'s Origin-Realm').meta({ examples: ['example.net'] }),
+    destination_realm: diameterIdentity.describe('Destination-Realm put in every ACR').meta({ examples: ['example.net'] }),
+    destination_host: diameterIdentity.optional().describe('Destination-Host put in every ACR; default: none').meta({ examples: ['aaa.example.net'] }),
     vendor_id: z.number().int().min(0).max(0xffffffff).default(0).describe('Vendor-Id sent in the CER (0 = none/IETF)'),
     product_name: z.string().min(1).max(255).default('ubia').describe('Product-Name sent in the CER'),
     tls: diameterTlsSchema.optional(),

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import type { Exporter, ExporterStatus, UsageInterval } from '../types.js';
 import { createIdSequence } from './codec.js';
 import type { DiameterConfig } from './config.js';
-import { openDiameterLedger } from './ledger.js';
+import { openDiameterOutbox } from './outbox.js';
 import { createLoginWatch } from './logins.js';
 import { createPeer, type Peer } from './peer.js';
 import { createSender } from './sender.js';
@@ -33,7 +33,7 @@ export function createDiameterAccounting(config: DiameterConfig, deps: DiameterD
   const originHost = config.origin_host ?? (deps.hostName.includes('.') ? deps.hostName : `${deps.hostName}.${config.origin_realm}`);
   // RFC 6733 §8.16: Origin-State-Id increases each time the state is lost; the start time does
   const originStateId = Math.floor(Date.now() / 1000) >>> 0;
-  const ledger = openDiameterLedger(deps.db);
+  const ledger = openDiameterOutbox(deps.db);
   const nextEndToEnd = createIdSequence();
   const nextHopByHop = createIdSequence();
 
@@ -92,7 +92,7 @@ export function createDiameterAccounting(config: DiameterConfig, deps: DiameterD
       sessions.addUsage(interval);
     },
     checkpointed() {
-      sessions.confirmed();
+      return sessions.saveConfirmed();
     },
     // Diameter accounting here is per user; flows are the IPFIX exporter's business
     flowEnded() {},
@@ -116,8 +116,8 @@ export function createDiameterAccounting(config: DiameterConfig, deps: DiameterD
         detail,
         queued,
         dropped: rejected,
+        peers: peers.map((p) => ({ name: p.name, state: p.state, remoteHost: p.remoteHost, inFlight: p.inFlight, lastError: p.lastError })),
         extra: {
-          peers: peers.map((p) => ({ name: p.name, state: p.state, remoteHost: p.remoteHost, inFlight: p.inFlight, lastError: p.lastError })),
           sessions: sessions.count,
           outbox: queued,
           inFlight: sender.inFlight,

@@ -1,24 +1,22 @@
 // One Diameter peer connection as an initiator: the RFC 6733 §5.6 state machine (ubia
-// only connects, never listens, so no election), the RFC 3539 watchdog, pending-request
-// tracking with a per-request timeout, and reconnection with back-off up to Tc.
+// only connects, never listens, so no election): connect, capabilities exchange,
+// requests and answers, disconnect, and reconnection with back-off up to Tc. Its helpers
+// have files of their own: the pending-request table (pending.ts), the RFC 3539 watchdog
+// (watchdog.ts) and the base-protocol messages (base-messages.ts).
 import net from 'node:net';
 import tls from 'node:tls';
 import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import {
-  avpAddress,
   avpU32,
-  avpUtf8,
   createFramer,
   decodeMessage,
   encodeAvp,
-  encodeMessage,
   findAvp,
   Flag,
   AvpFlag,
   readU32,
   readUtf8,
-  stampRequest,
   DiameterDecodeError,
   type DiameterMessage,
 } from './codec.js';
@@ -26,29 +24,22 @@ import {
   ACCOUNTING_APPLICATION_ID,
   Avp,
   avpName,
-  BASE_APPLICATION_ID,
   Command,
   DisconnectCause,
   isKnownAvp,
   ResultCode,
 } from './dictionary.js';
 import type { DiameterServerConfig } from './config.js';
+import { answerTo, capabilitiesExchangeRequest, deviceWatchdogRequest, disconnectPeerRequest, type LocalIdentity } from './base-messages.js';
+import { createPendingTable, type AnswerResult } from './pending.js';
+import { createWatchdog } from './watchdog.js';
+
+export type { AnswerResult } from './pending.js';
+export type { LocalIdentity } from './base-messages.js';
 
 /** closed → connecting → wait-cea → open ⇄ suspect → (closing) → closed
  *  ("suspect" is RFC 3539's SUSPECT: a DWR went unanswered for Tw). */
 export type PeerState = 'closed' | 'connecting' | 'wait-cea' | 'open' | 'suspect' | 'closing';
-
-export type AnswerResult =
-  | { ok: true; answer: DiameterMessage }
-  | { ok: false; reason: 'timeout' | 'disconnected' | 'malformed'; detail: string };
-
-export interface LocalIdentity {
-  originHost: string;
-  originRealm: string;
-  vendorId: number;
-  productName: string;
-  originStateId: number;
-}
 
 export interface PeerOptions {
   server: DiameterServerConfig;
@@ -81,12 +72,6 @@ export interface Peer {
   stop(): Promise<void>;
 }
 
-interface Pending {
-  done: (result: AnswerResult) => void;
-  sentMs: number;
-  commandCode: number;
-}
-
 const BACKOFF_START_MS = 1000;
 
 export function createPeer(opts: PeerOptions): Peer {
@@ -103,14 +88,26 @@ export function createPeer(opts: PeerOptions): Peer {
   let lastError: string | undefined;
   let backoffMs = BACKOFF_START_MS;
   let reconnectTimer: NodeJS.Timeout | undefined;
-  let watchdogTimer: NodeJS.Timeout | undefined;
-  let sweepTimer: NodeJS.Timeout | undefined;
-  let lastReceivedMs = 0;
-  let dwrOutstanding = false;
   let corked = false;
   let reconnectAfterMs: number | undefined;
   let onClosed: (() => void) | undefined;
-  const pending = new Map<number, Pending>();
+  const pending = createPendingTable({ timeoutMs: opts.requestTimeoutMs, nextHopByHop: opts.nextHopByHop });
+  const watchdog = createWatchdog(opts.watchdogMs, {
+    sendDwr: () =>
+      // RFC 6733 §5.5.1; the answer is seen in onMessage, a lost one is what the watchdog catches
+      send(deviceWatchdogRequest(identity, opts.nextEndToEnd()), false, () => undefined),
+    suspect: () => {
+      log.warn('diameter: DWR unanswered, peer suspect; moving requests to another peer');
+      setState('suspect');
+      pending.failAll('peer suspect (RFC 3539)');
+      pending.startTimeouts();
+    },
+    recovered: () => {
+      log.info('diameter: DWA received, peer open again');
+      setState('open');
+    },
+    dead: (idleMs) => drop(`no answer to a DWR for ${Math.round(idleMs / 1000)} s (RFC 3539 watchdog)`),
+  });
 
   function setState(next: PeerState): void {
     if (next === state) return;
@@ -142,9 +139,9 @@ export function createPeer(opts: PeerOptions): Peer {
     s.once(tlsFiles ? 'secureConnect' : 'connect', () => {
       clearTimeout(connectTimer);
       // the CER, like every request, is bounded by the request timeout
-      sweepTimer ??= setInterval(sweepTimeouts, Math.min(1000, opts.requestTimeoutMs));
+      pending.startTimeouts();
       setState('wait-cea');
-      send(capabilitiesExchangeRequest(s.localAddress ?? '127.0.0.1'), false, (r) => onCea(r));
+      send(capabilitiesExchangeRequest(identity, s.localAddress ?? '127.0.0.1', opts.nextEndToEnd()), false, (r) => onCea(r));
     });
     s.on('data', (chunk: Buffer) => framer.push(chunk));
     s.on('error', (err) => {
@@ -155,22 +152,6 @@ export function createPeer(opts: PeerOptions): Peer {
       clearTimeout(connectTimer);
       if (socket === s) drop('connection closed by peer');
     });
-  }
-
-  function capabilitiesExchangeRequest(localAddress: string): Buffer {
-    // RFC 6733 §5.3.1
-    return encodeMessage(
-      { flags: Flag.Request, commandCode: Command.CapabilitiesExchange, applicationId: BASE_APPLICATION_ID, hopByHop: 0, endToEnd: opts.nextEndToEnd() },
-      [
-        avpUtf8(Avp.OriginHost, identity.originHost),
-        avpUtf8(Avp.OriginRealm, identity.originRealm),
-        avpAddress(Avp.HostIpAddress, localAddress.replace(/^::ffff:(?=\d+\.)/, '')),
-        avpU32(Avp.VendorId, identity.vendorId),
-        avpUtf8(Avp.ProductName, identity.productName, false), // §5.3.7: M bit MUST NOT be set
-        avpU32(Avp.OriginStateId, identity.originStateId),
-        avpU32(Avp.AcctApplicationId, ACCOUNTING_APPLICATION_ID),
-      ],
-    );
   }
 
   function onCea(r: AnswerResult): void {
@@ -189,65 +170,14 @@ export function createPeer(opts: PeerOptions): Peer {
     }
     backoffMs = BACKOFF_START_MS;
     lastError = undefined;
-    lastReceivedMs = Date.now();
-    dwrOutstanding = false;
-    armWatchdog();
+    watchdog.start();
     log.info({ remoteHost }, 'diameter: peer open');
     setState('open');
   }
 
-  // RFC 3539 §3.4.1: Tw with jitter of up to ±2 s (scaled down for short test intervals)
-  function twMs(): number {
-    const jitter = Math.min(2000, opts.watchdogMs / 4);
-    return opts.watchdogMs + (Math.random() * 2 - 1) * jitter;
-  }
-
-  function armWatchdog(): void {
-    clearTimeout(watchdogTimer);
-    watchdogTimer = setTimeout(onWatchdog, twMs());
-  }
-
-  function onWatchdog(): void {
-    const idleMs = Date.now() - lastReceivedMs;
-    if (!dwrOutstanding && idleMs < opts.watchdogMs) {
-      watchdogTimer = setTimeout(onWatchdog, opts.watchdogMs - idleMs);
-      return;
-    }
-    if (state === 'suspect') return drop(`no answer to a DWR for ${Math.round(idleMs / 1000)} s (RFC 3539 watchdog)`);
-    if (dwrOutstanding) {
-      log.warn('diameter: DWR unanswered, peer suspect; moving requests to another peer');
-      setState('suspect');
-      failPending('disconnected', 'peer suspect (RFC 3539)');
-    } else {
-      dwrOutstanding = true;
-      send(
-        encodeMessage(
-          { flags: Flag.Request, commandCode: Command.DeviceWatchdog, applicationId: BASE_APPLICATION_ID, hopByHop: 0, endToEnd: opts.nextEndToEnd() },
-          [avpUtf8(Avp.OriginHost, identity.originHost), avpUtf8(Avp.OriginRealm, identity.originRealm), avpU32(Avp.OriginStateId, identity.originStateId)],
-        ),
-        false,
-        () => undefined, // the answer is seen in onMessage; a lost one is what the timer catches
-      );
-    }
-    watchdogTimer = setTimeout(onWatchdog, twMs());
-  }
-
-  function sweepTimeouts(): void {
-    // Map iteration is insertion (= send) order and the timeout is the same for all
-    const limit = Date.now() - opts.requestTimeoutMs;
-    for (const [hbh, p] of pending) {
-      if (p.sentMs > limit) break;
-      pending.delete(hbh);
-      p.done({ ok: false, reason: 'timeout', detail: `no answer within ${opts.requestTimeoutMs / 1000} s` });
-    }
-  }
-
   function send(message: Buffer, retransmit: boolean, done: (r: AnswerResult) => void): void {
     if (!socket) return done({ ok: false, reason: 'disconnected', detail: `peer ${name} is ${state}` });
-    let hbh = opts.nextHopByHop();
-    while (pending.has(hbh)) hbh = opts.nextHopByHop(); // after a wrap, skip ids still in use
-    stampRequest(message, hbh, retransmit);
-    pending.set(hbh, { done, sentMs: Date.now(), commandCode: message.readUInt32BE(4) & 0xffffff });
+    pending.add(message, retransmit, done);
     // batch the writes of one event-loop turn into as few segments as possible
     if (!corked) {
       corked = true;
@@ -262,17 +192,11 @@ export function createPeer(opts: PeerOptions): Peer {
   }
 
   function answer(request: DiameterMessage, resultCode: number, extra: Buffer[] = []): void {
-    const flags = (request.flags & Flag.Proxiable) | (resultCode >= 3000 && resultCode < 4000 ? Flag.Error : 0);
-    socket?.write(
-      encodeMessage(
-        { flags, commandCode: request.commandCode, applicationId: request.applicationId, hopByHop: request.hopByHop, endToEnd: request.endToEnd },
-        [avpU32(Avp.ResultCode, resultCode), avpUtf8(Avp.OriginHost, identity.originHost), avpUtf8(Avp.OriginRealm, identity.originRealm), ...extra],
-      ),
-    );
+    socket?.write(answerTo(request, identity, resultCode, extra));
   }
 
   function onMessage(buf: Buffer): void {
-    lastReceivedMs = Date.now();
+    watchdog.heard();
     const isRequest = (buf[4]! & Flag.Request) !== 0;
     let msg: DiameterMessage;
     try {
@@ -291,20 +215,13 @@ export function createPeer(opts: PeerOptions): Peer {
       return onBadMessage(buf, isRequest, e);
     }
     if (isRequest) return onRequest(msg);
-    const p = pending.get(msg.hopByHop);
+    const p = pending.take(msg.hopByHop);
     if (!p) {
       // RFC 6733 §6.2: an answer matching no pending request is discarded
       log.warn({ hopByHop: msg.hopByHop, command: msg.commandCode }, 'diameter: answer for no pending request (late or unknown), discarded');
       return;
     }
-    pending.delete(msg.hopByHop);
-    if (msg.commandCode === Command.DeviceWatchdog) {
-      dwrOutstanding = false;
-      if (state === 'suspect') {
-        log.info('diameter: DWA received, peer open again');
-        setState('open');
-      }
-    }
+    if (msg.commandCode === Command.DeviceWatchdog) watchdog.dwaReceived();
     p.done({ ok: true, answer: msg });
   }
 
@@ -316,11 +233,10 @@ export function createPeer(opts: PeerOptions): Peer {
       answer(header, err.resultCode, err.failedAvp ? [encodeAvp(Avp.FailedAvp, err.failedAvp)] : []);
       return;
     }
-    const p = pending.get(hbh);
+    const p = pending.take(hbh);
     log.warn({ err: err.message, hopByHop: hbh }, 'diameter: malformed answer rejected; its request will be retried');
     if (!p) return;
-    pending.delete(hbh);
-    if (p.commandCode === Command.DeviceWatchdog) dwrOutstanding = false; // the peer is alive
+    if (p.commandCode === Command.DeviceWatchdog) watchdog.dwaMalformed();
     p.done({ ok: false, reason: 'malformed', detail: err.message });
   }
 
@@ -347,22 +263,14 @@ export function createPeer(opts: PeerOptions): Peer {
     }
   }
 
-  function failPending(reason: 'disconnected', detail: string): void {
-    const all = [...pending.values()];
-    pending.clear();
-    for (const p of all) p.done({ ok: false, reason, detail });
-  }
-
   /** Tears the connection down and, unless stopped, schedules the next attempt. */
   function drop(reason: string, refused = false): void {
-    // failPending below settles the CER too, whose callback drops again: the first reason
+    // pending.failAll below settles the CER too, whose callback drops again: the first reason
     // stands, and only one reconnection is scheduled (two would orphan a socket each time)
     if (!socket && state === 'closed') return;
     const s = socket;
     socket = undefined;
-    clearTimeout(watchdogTimer);
-    clearInterval(sweepTimer);
-    sweepTimer = undefined;
+    watchdog.stop();
     if (s) {
       s.removeAllListeners('data');
       s.on('error', () => undefined);
@@ -374,7 +282,7 @@ export function createPeer(opts: PeerOptions): Peer {
     }
     if (!stopped) lastError = reason;
     setState('closed');
-    failPending('disconnected', `connection to ${name} lost: ${reason}`);
+    pending.failAll(`connection to ${name} lost: ${reason}`);
     if (onClosed) return onClosed();
     if (stopped) return;
     const delay = reconnectAfterMs ?? (refused ? opts.reconnectMaxMs : backoffMs);
@@ -420,10 +328,7 @@ export function createPeer(opts: PeerOptions): Peer {
         };
         setState('closing');
         send(
-          encodeMessage(
-            { flags: Flag.Request, commandCode: Command.DisconnectPeer, applicationId: BASE_APPLICATION_ID, hopByHop: 0, endToEnd: opts.nextEndToEnd() },
-            [avpUtf8(Avp.OriginHost, identity.originHost), avpUtf8(Avp.OriginRealm, identity.originRealm), avpU32(Avp.DisconnectCause, DisconnectCause.Rebooting)],
-          ),
+          disconnectPeerRequest(identity, DisconnectCause.Rebooting, opts.nextEndToEnd()),
           false,
           () => drop('DPA received, disconnected'), // RFC 6733 §5.4: the DPR sender closes
         );

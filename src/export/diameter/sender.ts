@@ -5,11 +5,11 @@
 import type { Logger } from 'pino';
 import { findAvp, groupedAvps, readU32, readUtf8, type DiameterMessage } from './codec.js';
 import { Avp, avpName, resultClass, ResultCode } from './dictionary.js';
-import type { DiameterLedger, OutboxRecord } from './ledger.js';
+import type { DiameterOutbox, OutboxRecord } from './outbox.js';
 import { resultCodeOf, type AnswerResult, type Peer } from './peer.js';
 
 export interface SenderOptions {
-  ledger: DiameterLedger;
+  ledger: DiameterOutbox;
   peers: Peer[];
   maxInFlight: number;
   /** longest wait before a failed record is tried again */

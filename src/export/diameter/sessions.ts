@@ -6,7 +6,7 @@
 import type { UsageInterval } from '../types.js';
 import { buildAcr } from './acr.js';
 import { RecordType, TerminationCause, type RecordTypeValue } from './dictionary.js';
-import type { DiameterLedger, SessionRow } from './ledger.js';
+import type { DiameterOutbox, SessionRow } from './outbox.js';
 
 export interface SessionSettings {
   originHost: string;
@@ -24,6 +24,10 @@ export interface Sessions {
   /** the agent saved its checkpoint (or goes on without a restart): the deltas added so
    *  far will not be handed over again */
   confirmed(): void;
+  /** confirmed() in two steps, for a checkpoint saved in a transaction of the caller's:
+   *  writes the sessions as confirmed (inside it), and returns the step for memory, to
+   *  run once it committed (a rolled-back checkpoint leaves memory as it was) */
+  saveConfirmed(): () => void;
   /** INTERIMs that are due and STOPs for sessions idle longer than idleStopS */
   tick(nowMs: number): void;
   /** the user's last login session ended */
@@ -47,7 +51,7 @@ const COUNTERS = [
 ] as const;
 
 export function createSessions(
-  ledger: DiameterLedger,
+  ledger: DiameterOutbox,
   settings: SessionSettings,
   nextEndToEnd: () => number,
   onEnqueued: () => void,
@@ -164,6 +168,19 @@ export function createSessions(
     else ledger.updateSession(s);
   }
 
+  function saveConfirmed(): () => void {
+    const settled = (s: SessionRow): SessionRow => ({ ...s, ...Object.fromEntries(COUNTERS.map(([, unconfirmed]) => [unconfirmed, 0])) });
+    ledger.transaction(() => {
+      ledger.clearUnconfirmed();
+      for (const s of dirty) ledger.updateSession(settled(s));
+    });
+    return () => {
+      replay.clear();
+      for (const s of byUid.values()) for (const [, unconfirmed] of COUNTERS) s[unconfirmed] = 0;
+      dirty.clear();
+    };
+  }
+
   /** one transaction per change, then wake the sender */
   function changed(fn: () => void): void {
     ledger.transaction(() => {
@@ -190,14 +207,9 @@ export function createSessions(
       });
     },
     confirmed() {
-      replay.clear();
-      for (const s of byUid.values()) for (const [, unconfirmed] of COUNTERS) s[unconfirmed] = 0;
-      ledger.transaction(() => {
-        ledger.clearUnconfirmed();
-        for (const s of dirty) ledger.updateSession(s);
-      });
-      dirty.clear();
+      saveConfirmed()();
     },
+    saveConfirmed,
     tick(nowMs) {
       const idle = [...byUid.values()].filter((s) => nowMs - s.lastTrafficMs >= settings.idleStopS * 1000);
       const due = [...byUid.values()].some((s) => nowMs - s.lastRecordMs >= interimMs(s));

@@ -1,10 +1,10 @@
 // The [ipfix] section of /etc/ubia/ubia.toml. Absent section = IPFIX export disabled.
 // Every key is documented with .describe(); docs/ipfix.md lists the same with examples.
 import { z } from 'zod';
+import { seconds, setting } from '../../core/settings.js';
 
-/** Whole seconds, 1..max; the description says the default. */
-const seconds = (max: number, def: number, meaning: string) =>
-  z.number().int().min(1).max(max).default(def).describe(`${meaning}; default ${def}`);
+/** Whole seconds, 1..max, with their default and meaning. */
+const wholeSeconds = (max: number, def: number, meaning: string) => setting(seconds(1, max).int(), def, meaning);
 const elementId = (id: number) =>
   z.number().int().min(1).max(32767).default(id)
     .describe(`enterprise Information Element ID (1..32767; the enterprise bit is set on the wire, RFC 7011 §3.2); default ${id}`);
@@ -33,7 +33,8 @@ export const ipfixElementIdsSchema = z.strictObject({
 export const ipfixCollectorSchema = z.strictObject({
   address: z.string({ error: 'each [[ipfix.collectors]] table needs address = "<host or IP of the IPFIX collector>"' })
     .min(1, 'collector address is empty: set address = "<host or IP of the IPFIX collector>"')
-    .describe('host name or IP address of the collector (required)'),
+    .describe('host name or IP address of the collector')
+    .meta({ examples: ['192.0.2.10'] }),
   port: z.number().int().min(1, PORT_RANGE).max(65535, PORT_RANGE).default(4739)
     .describe('collector port, 1..65535; default 4739 (IANA ipfix)'),
   transport: z.enum(['udp', 'tcp']).default('udp')
@@ -44,9 +45,9 @@ export const ipfixCollectorSchema = z.strictObject({
   // any IPv4 path carries 576-byte datagrams (RFC 791), so a smaller limit is never needed
   udp_message_bytes: z.number().int().min(512, 'udp_message_bytes must be at least 512 (the templates need about 300)').max(65507).default(1400)
     .describe('largest IPFIX message sent over UDP, in bytes; keep it under the path MTU minus 28 (IPv4) or 48 (IPv6) header bytes; default 1400. TCP messages go up to 65535 bytes'),
-  template_refresh: seconds(86400, 600, 'UDP only: seconds between template re-sends (RFC 7011 §8.4)'),
-  reconnect_min: seconds(3600, 1, 'TCP only: first reconnect delay in seconds, doubled after each failure'),
-  reconnect_max: seconds(3600, 60, 'TCP only: largest reconnect delay in seconds'),
+  template_refresh: wholeSeconds(86400, 600, 'UDP only: seconds between template re-sends (RFC 7011 §8.4)'),
+  reconnect_min: wholeSeconds(3600, 1, 'TCP only: first reconnect delay in seconds, doubled after each failure'),
+  reconnect_max: wholeSeconds(3600, 60, 'TCP only: largest reconnect delay in seconds'),
   spool_max_bytes: z.number().int().min(65536).max(2 ** 40).default(256 * 1024 * 1024)
     .describe('TCP only: size limit of the on-disk spool kept while the collector is unreachable; when full the oldest records are dropped and counted; default 256 MiB'),
   anonymize: z.enum(['none', 'truncate', 'cryptopan']).default('none')
@@ -56,7 +57,8 @@ export const ipfixCollectorSchema = z.strictObject({
   truncate_ipv6_prefix: z.number().int().min(0).max(128).default(48)
     .describe('anonymize = "truncate": IPv6 prefix length kept; default 48'),
   cryptopan_key_file: z.string().min(1).optional()
-    .describe('anonymize = "cryptopan": file holding the 32-byte key (raw, or 64 hex digits); create one with `head -c 32 /dev/urandom > /etc/ubia/cryptopan.key`'),
+    .describe('anonymize = "cryptopan": file holding the 32-byte key (raw, or 64 hex digits); create one with `head -c 32 /dev/urandom > /etc/ubia/cryptopan.key`')
+    .meta({ examples: ['/etc/ubia/cryptopan.key'] }),
   process_names: z.boolean().default(true)
     .describe('false leaves what ran out of the records sent to this collector: the process name (comm) and the cgroup path (systemd unit)'),
 }).refine((c) => c.anonymize !== 'cryptopan' || c.cryptopan_key_file !== undefined, {
@@ -82,9 +84,9 @@ export const ipfixConfigSchema = z.strictObject({
     .describe('element IDs under enterprise_number; defaults 1..12 in the order listed in docs/ipfix.md'),
   profile: z.enum(['ubia', 'cace']).default('ubia')
     .describe('ubia: uid, pid, process name as ubia enterprise IEs and userName as IANA 371; cace: uid, pid, user name and process name as the CACE Technologies IEs (PEN 32622, IDs 8-11) that Wireshark names'),
-  active_timeout: seconds(86400, 60, 'seconds after which a long-lived flow is reported with the bytes since its last report (flowEndReason activeTimeout)'),
-  idle_timeout: seconds(86400, 300, 'seconds without traffic after which a flow\'s pending bytes are reported (flowEndReason idleTimeout), and after which a flow the meter no longer lists is forgotten'),
-  usage_interval: seconds(86400, 60, 'seconds covered by each per-user usage record'),
+  active_timeout: wholeSeconds(86400, 60, 'seconds after which a long-lived flow is reported with the bytes since its last report (flowEndReason activeTimeout)'),
+  idle_timeout: wholeSeconds(86400, 300, 'seconds without traffic after which a flow\'s pending bytes are reported (flowEndReason idleTimeout), and after which a flow the meter no longer lists is forgotten'),
+  usage_interval: wholeSeconds(86400, 60, 'seconds covered by each per-user usage record'),
 }).optional().describe('IPFIX export (RFC 7011); absent = disabled');
 
 export type IpfixConfig = NonNullable<z.output<typeof ipfixConfigSchema>>;

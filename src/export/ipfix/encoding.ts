@@ -174,8 +174,9 @@ export interface MessagePacker {
   addRecord(setId: number, record: Uint8Array): void;
   /** Ends the current message (if it holds anything) and hands it to the sink. */
   flush(): void;
-  /** Starts a new stream (new Transport Session): the sequence number restarts at 0. */
-  resetSequence(): void;
+  /** The Sequence Number of the next message (a new Transport Session, or records that
+   *  carry numbers of their own: the TCP spool's). */
+  setSequence(value: number): void;
   /** data records handed out in messages in this stream so far */
   readonly sequence: number;
 }
@@ -261,7 +262,7 @@ export function createMessagePacker(opts: {
       records++;
     },
     flush,
-    resetSequence() { sequence = 0; },
+    setSequence(value) { sequence = value >>> 0; },
     get sequence() { return sequence; },
   };
 }

@@ -10,7 +10,7 @@ import { cgroup2Mount, createCgroupPaths } from './cgroups.js';
 import type { ElementOptions } from './elements.js';
 import { createFlowTracker, type FlowExport, type ReportedCounts } from './flows.js';
 import { createRecordEncoder, type RecordEncoder } from './records.js';
-import { createRecordQueue } from './spool.js';
+import { createRecordQueue } from './disk-queue.js';
 import type { CollectorStream } from './stream.js';
 import { createTcpStream } from './tcp.js';
 import { createUdpStream } from './udp.js';

@@ -1,7 +1,7 @@
 // Turns the meter's cumulative flow snapshots into IPFIX flow records: one record per
 // direction with the counts since the flow's previous record (delta counters, RFC 7011
 // §2 "octetDeltaCount"), at socket close, at the active timeout, and after idleness.
-import { countersOf, zeroCounters } from '../../agent/counters.js';
+import { countersOf, zeroCounters } from '../../core/counters.js';
 import type { TrafficCounters } from '../../kernel/types.js';
 import type { FlowSnapshot } from '../types.js';
 import { DIRECTION, END_REASON } from './elements.js';

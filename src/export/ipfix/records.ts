@@ -1,9 +1,9 @@
 // The templates one collector gets and the encoding of ubia's records against them,
 // with that collector's privacy settings applied.
 import type { IpfixCollectorConfig } from './config.js';
-import { parseAddress, truncateAddress } from './address.js';
+import { parseAddress, truncateAddress } from '../../privacy/address.js';
 import type { CgroupPathOf } from './cgroups.js';
-import { createCryptoPan, readCryptoPanKey } from './cryptopan.js';
+import { createCryptoPan, readCryptoPanKey } from '../../privacy/cryptopan.js';
 import { DIRECTION, IANA, ownerFields, ubiaField, USER_COUNTER_ELEMENTS, type ElementOptions } from './elements.js';
 import { encodeRecord, encodeTemplateSet, maxRecordBytes, FIRST_TEMPLATE_ID, type Template, type TemplateField, type TemplateLayout } from './encoding.js';
 import type { FlowExport } from './flows.js';

@@ -1,11 +1,13 @@
 // IPFIX over TCP (RFC 7011 §10.4): one connection per collector, templates once at the
 // start of each connection (§8.1), messages up to 65535 bytes, reconnect with exponential
 // backoff. Every record passes through the spool queue and leaves it only once the socket
-// has taken it, so records wait (in order) while the collector is unreachable.
+// has taken it, so records wait (in order) while the collector is unreachable. Messages
+// carry the spool's record numbers as Sequence Numbers (see disk-queue.ts): continuous within
+// a connection as §3.1 asks, and the same for a record however often it is sent.
 import { createConnection, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { createMessagePacker } from './encoding.js';
-import { forEachEntry, type Batch, type RecordQueue } from './spool.js';
+import { forEachEntry, type Batch, type RecordQueue } from './disk-queue.js';
 import type { CollectorStatus, CollectorStream } from './stream.js';
 
 const TCP_MESSAGE_BYTES = 65535; // RFC 7011 §3.1: Length is 16 bits
@@ -33,8 +35,9 @@ export function createTcpStream(opts: {
   let pumpScheduled = false;
   let sent = 0;
   let messages = 0;
-  // how far the current batch has been handed to the socket (callbacks may still be pending)
-  let sending: { batch: Batch; offset: number } | null = null;
+  // how far the current batch has been handed to the socket (callbacks may still be pending):
+  // byte offset and number of records
+  let sending: { batch: Batch; offset: number; records: number } | null = null;
   let packedEnd = 0;
   let packingBatch: Batch | null = null;
 
@@ -72,14 +75,16 @@ export function createTcpStream(opts: {
     while (connected && socket !== null && !socket.writableNeedDrain) {
       const b = queue.next();
       if (b === null) break;
-      if (sending === null || sending.batch !== b) sending = { batch: b, offset: b.doneOffset };
+      if (sending === null || sending.batch !== b) sending = { batch: b, offset: b.doneOffset, records: b.done };
       const data = b.data!;
       if (sending.offset >= data.length) break; // all of it is in the socket; wait for the callbacks
       packingBatch = b;
       packedEnd = sending.offset;
+      packer.setSequence(b.seq + sending.records);
       forEachEntry(data, sending.offset, (setId, record, end) => {
         packer.addRecord(setId, record);
         packedEnd = end;
+        sending!.records++;
       });
       packer.flush();
       packingBatch = null;
@@ -101,8 +106,10 @@ export function createTcpStream(opts: {
       }
       lastError = null;
       downSinceMs = null;
-      packer.resetSequence(); // a new connection is a new Transport Session (§3.1)
       packingBatch = null;
+      // a new connection is a new Transport Session (§3.1); its first message (templates
+      // only) already carries the number of the first record that follows
+      packer.setSequence(queue.firstUndelivered);
       packer.addTemplates(opts.templateSet);
       packer.flush();
       pump();

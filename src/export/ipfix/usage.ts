@@ -1,5 +1,5 @@
 // Sums the agent's per-poll user deltas into one record per user per usage interval.
-import { addInto, isZero, zeroCounters } from '../../agent/counters.js';
+import { addInto, isZero, zeroCounters } from '../../core/counters.js';
 import type { TrafficCounters } from '../../kernel/types.js';
 import type { UsageInterval } from '../types.js';
 

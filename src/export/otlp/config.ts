@@ -3,6 +3,7 @@
 // specification's settings (endpoint, protocol, headers, timeout, compression,
 // temporality preference) so an admin who knows OTEL_EXPORTER_OTLP_* recognises them.
 import { z } from 'zod';
+import { topProcessesSetting } from '../top-processes.js';
 
 export const otlpConfigSchema = z
   .strictObject({
@@ -38,25 +39,19 @@ export const otlpConfigSchema = z
       .enum(['none', 'gzip'])
       .default('none')
       .describe('request body compression: "none" or "gzip"; default none'),
-    top_processes: z
-      .number()
-      .int()
-      .min(0)
-      .max(1000)
-      .default(10)
-      .describe('per-process metrics are sent for the N processes with the most bytes in each interval (bounds cardinality); 0 = no per-process metrics; default 10'),
+    top_processes: topProcessesSetting('with the most bytes in each interval'),
     max_queue: z
       .number()
       .int()
       .min(1)
       .max(10_000)
       .default(60)
-      .describe('failed delta exports kept in memory and re-sent when the receiver is back (cumulative exports need no queue: the next one carries the totals); oldest dropped first; default 60'),
+      .describe('delta exports not yet delivered that are kept (in memory and as files in otlp-spool/ next to the ledger, so a restart sends them too) and re-sent when the receiver is back (cumulative exports need no queue: the next one carries the totals); oldest dropped first; default 60'),
   })
   .refine((c) => c.timeout <= c.interval, {
     message: 'timeout must not exceed interval (an export must end before the next begins)',
     path: ['timeout'],
   })
-  .describe('[otlp] OpenTelemetry metrics exporter (absent = disabled)');
+  .describe('OpenTelemetry metrics over OTLP/HTTP: per-user bytes and packets by direction, the top processes of each interval and ubia\'s own health (absent = disabled)');
 
 export type OtlpConfig = z.output<typeof otlpConfigSchema>;

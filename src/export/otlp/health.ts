@@ -2,23 +2,7 @@
 // timing, every exporter's status, the Diameter peers), so the agent passes a function
 // that returns them; it is called once per export, at collection time, never per poll.
 import { ValueType, type Meter } from '@opentelemetry/api';
-import type { MeterHealth, UnattributedCounters } from '../../kernel/types.js';
-import type { ExporterStatus } from '../types.js';
-
-export interface OtlpHealth {
-  /** cumulative since the meter was loaded, summed over interfaces */
-  unattributed: UnattributedCounters;
-  /** the meter's cumulative map overflows and dropped ring-buffer events */
-  meter: MeterHealth;
-  /** wall-clock seconds the last poll of the kernel counters took */
-  lastPollSeconds: number;
-  /** every exporter's status (queue depth, drops, state) */
-  exporters: ExporterStatus[];
-  /** Diameter peers and the state of their connection ('open', 'suspect', 'closed', …) */
-  diameterPeers: Array<{ peer: string; state: string }>;
-}
-
-export type HealthSource = () => OtlpHealth | undefined;
+import type { HealthSource } from '../types.js';
 
 export function registerHealthMetrics(meter: Meter, source: HealthSource): void {
   // counters: cumulative totals the agent keeps; gauges: the value at collection time

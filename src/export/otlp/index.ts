@@ -14,14 +14,13 @@ import {
 } from '@opentelemetry/exporter-metrics-otlp-http';
 import { OTLPMetricExporter as ProtobufExporter } from '@opentelemetry/exporter-metrics-otlp-proto';
 import type { TrafficCounters } from '../../kernel/types.js';
-import type { Exporter, ExporterStatus } from '../types.js';
+import type { Exporter, ExporterStatus, HealthSource } from '../types.js';
 import type { OtlpConfig } from './config.js';
-import { registerHealthMetrics, type HealthSource } from './health.js';
+import { registerHealthMetrics } from './health.js';
 import { createProcessTop } from './processes.js';
-import { createSpoolingExporter } from './spool.js';
+import { createRetryingExporter } from './retry-queue.js';
 
 export { otlpConfigSchema, type OtlpConfig } from './config.js';
-export type { OtlpHealth, HealthSource } from './health.js';
 
 export interface OtlpExporterOptions {
   logger: Logger;
@@ -31,6 +30,9 @@ export interface OtlpExporterOptions {
   version?: string;
   /** ubia's health figures, read once per export; omit to send no health metrics */
   health?: HealthSource;
+  /** where delta exports not yet delivered are kept across restarts; omit to keep them
+   *  in memory only */
+  spoolDir?: string;
 }
 
 /** The per-user counters, each by network.io.direction: the tx field is "transmit", rx "receive". */
@@ -60,12 +62,13 @@ export function createOtlpExporter(cfg: OtlpConfig, opts: OtlpExporterOptions): 
   });
   const scope = { name: 'ubia', version: opts.version ?? '' };
   const processes = createProcessTop({ topN: cfg.top_processes, temporality: cfg.temporality, resource, scope });
-  const wire = createSpoolingExporter(createWireExporter(cfg), {
+  const wire = createRetryingExporter(createWireExporter(cfg), {
     keepFailed: cfg.temporality === 'delta',
     maxQueue: cfg.max_queue,
     endpoint: cfg.endpoint,
     logger: opts.logger,
     onDelivered: () => processes.delivered(),
+    spoolDir: opts.spoolDir,
   });
   const reader = new PeriodicExportingMetricReader({
     exporter: wire,

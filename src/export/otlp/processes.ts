@@ -5,7 +5,7 @@
 // cumulative SDK instrument keeps every attribute set it ever saw, so the series count
 // would grow with every short-lived process; here cardinality is at most N per export.
 // With delta temporality a process's points carry its bytes since the last collection
-// (a failed export is queued by spool.ts) and the N busiest of that interval are chosen.
+// (a failed export is queued by retry-queue.ts) and the N busiest of that interval are chosen.
 // With cumulative temporality they carry its totals and the N busiest since the last
 // export the receiver took are chosen (the same thing while exports succeed), so the first
 // export after an outage shows the processes that were busy during it.

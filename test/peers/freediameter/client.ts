@@ -79,14 +79,6 @@ export function usage(startMs: number, endMs: number, users: Partial<UserUsage>[
   };
 }
 
-export async function until(what: string, ok: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!ok()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 // ---- the exporter in a child process (for kill -9) ------------------------------------
 
 const ROOT = new URL('../../../', import.meta.url).pathname;

@@ -7,6 +7,8 @@ import { chownSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from 'nod
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePort } from '../../support/testbed.js';
+import { waitFor } from '../../support/wait.js';
 
 const HERE = new URL('.', import.meta.url).pathname;
 const PG_BIN = '/usr/lib/postgresql/15/bin';
@@ -34,27 +36,6 @@ const COLUMNS: [avp: string, type: string][] = [
   ['NAS-Identifier', 'bytea'],
   ['Termination-Cause', 'integer'],
 ];
-
-export async function freePort(): Promise<number> {
-  // freeDiameter binds every address whatever ListenOn says, so probe the wildcard
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function waitFor(what: string, ok: () => Promise<boolean> | boolean, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await ok()) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-}
 
 const canConnect = (port: number): Promise<boolean> =>
   new Promise((resolve) => {
@@ -246,7 +227,7 @@ export async function startFreeDiameter(opts: { pg: Postgres; tls?: TlsFiles; du
     c.stderr!.on('data', append);
     const exited = new Promise<void>((resolve) => c.once('exit', () => resolve()));
     await Promise.race([
-      waitFor(`freeDiameterd on port ${port}`, () => canConnect(port)),
+      waitFor(`freeDiameterd on port ${port}`, () => canConnect(port), 20_000),
       exited.then(() => {
         throw new Error(`freeDiameterd exited at start:\n${readFileSync(logFile, 'utf8').slice(-3000)}`);
       }),

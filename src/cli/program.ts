@@ -1,0 +1,164 @@
+// The `ubia` command line's definition: commands, options, their help. The same source
+// gives --help, the man page ubia(8) and the shell completions (cli/docs.ts).
+import { createRequire } from 'node:module';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { localDayStart } from '../control/day.js';
+import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from '../config/load.js';
+import { parseDuration } from './format.js';
+import { runTop } from './top.js';
+import { showFlows, showProcs, showStatus, showUsers, type OutputFormat } from './views.js';
+
+const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
+
+function positiveNumber(v: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a positive number');
+  return n;
+}
+
+/** A whole number within [min, max], checked here rather than by the agent's protocol. */
+const wholeNumber = (min: number, max: number) => (v: string): number => {
+  const n = Number(v);
+  if (!Number.isInteger(n)) throw new InvalidArgumentError(`expected a whole number from ${min} to ${max}`);
+  if (n < min) throw new InvalidArgumentError(`at least ${min}`);
+  if (n > max) throw new InvalidArgumentError(`at most ${max}`);
+  return n;
+};
+
+/** commander's "error: option '--processes <n>' argument '500' is invalid. at most 100"
+ *  as "ubia: --processes: at most 100 (got 500)"; its other errors keep their words. */
+export function plainError(text: string): string {
+  const m = /^error: option '(-\S+, )?(--[\w-]+)[^']*' argument '([^']*)' is invalid\. (.*)$/m.exec(text);
+  if (m) return `ubia: ${m[2]}: ${m[4]} (got ${m[3]})\n`;
+  return text.replace(/^error: /, 'ubia: ');
+}
+
+function timeArg(v: string): number {
+  const ms = Date.parse(v);
+  if (Number.isNaN(ms)) throw new InvalidArgumentError('expected a date/time, e.g. 2026-11-23T08:00:00Z or 2026-11-23');
+  return ms;
+}
+
+function durationArg(v: string): number {
+  const ms = parseDuration(v);
+  if (ms === undefined) throw new InvalidArgumentError('expected a duration such as 90s, 30m, 1h, 2d or 1w');
+  return ms;
+}
+
+interface FormatFlags {
+  json?: boolean;
+  csv?: boolean;
+}
+
+const jsonOption = () => new Option('--json', 'exact figures as JSON').conflicts('csv');
+const csvOption = () => new Option('--csv', 'exact figures as CSV (RFC 4180, a header line first)');
+const formatOf = (o: FormatFlags): OutputFormat => (o.json ? 'json' : o.csv ? 'csv' : 'table');
+
+interface GlobalOptions {
+  socket?: string;
+  config?: string;
+}
+
+/** --socket (or UBIA_SOCKET) when given, else control.socket of the config file (--config,
+ *  default /etc/ubia/ubia.toml; the built-in default when there is none). */
+function socketOf(cmd: Command): string {
+  const o = cmd.optsWithGlobals() as GlobalOptions;
+  if (o.socket !== undefined) return o.socket;
+  try {
+    return loadConfig(o.config).config.control.socket;
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    throw new InvalidArgumentError(`${e.message}\n(the agent's socket is control.socket of that file; or name it with --socket)`);
+  }
+}
+
+export function buildProgram(): Command {
+  const program = new Command('ubia')
+    .description('User-Based IP Accounting: who sends and receives what on this host')
+    .version(version)
+    .option('-c, --config <file>', `config file: the agent's settings, and where the other commands find its socket (default ${DEFAULT_CONFIG_PATH}; built-in defaults when absent)`)
+    .addOption(new Option('--socket <path>', "control socket of the agent (default: the config's control.socket)").env('UBIA_SOCKET'))
+    .configureOutput({ outputError: (text, write) => write(plainError(text)) })
+    .showHelpAfterError('(add --help for the options)');
+
+  program
+    .command('agent')
+    .description('run the metering agent (as root)')
+    .option('--daemon', 'detach; logs go to log.daemon_file (/var/log/ubia/agent.log)')
+    .action(async (o: { daemon?: boolean }, cmd: Command) => {
+      const { runAgentCommand } = await import('./agent.js');
+      // exit right away: the kernel meter's event polling would keep the loop alive
+      process.exit(await runAgentCommand({ config: (cmd.optsWithGlobals() as GlobalOptions).config, daemon: o.daemon }));
+    });
+
+  program
+    .command('top')
+    .description("live per-user rates and today's totals; keys: h or ? (help), r d i o n (sort), / (filter), Enter/Esc (drill down/back), w (wire/payload), b (bytes/bits), p (processes), q (quit)")
+    .option('-i, --interval <seconds>', 'refresh interval', positiveNumber, 1)
+    .option('--once', 'print one frame and exit')
+    .option('-n, --iterations <n>', 'frames to print when not on a terminal (0 = until interrupted)', wholeNumber(0, 1_000_000_000), 0)
+    .option('--processes <n>', 'processes shown under each user (0-100)', wholeNumber(0, 100), 5)
+    .addOption(new Option('--json', 'one JSON document per interval (NDJSON), exact figures, for scripts').conflicts('csv'))
+    .addOption(new Option('--csv', "each interval's users as CSV lines (exact figures; the header once)"))
+    .action(async (o: { interval: number; once?: boolean; iterations: number; processes: number } & FormatFlags, cmd: Command) => {
+      await runTop({ socket: socketOf(cmd), intervalSeconds: o.interval, once: !!o.once, iterations: o.iterations, processes: o.processes, format: formatOf(o) });
+    });
+
+  program
+    .command('users')
+    .description('per-user totals from the ledger (default: since the start of today)')
+    .option('--since <duration>', 'from this long ago until now, e.g. 1h, 30m, 7d', durationArg)
+    .option('--from <time>', 'start (ISO-8601)', timeArg)
+    .option('--to <time>', 'end (ISO-8601; default now)', timeArg)
+    .addOption(jsonOption())
+    .addOption(csvOption())
+    .action(async (o: { since?: number; from?: number; to?: number } & FormatFlags, cmd: Command) => {
+      if (o.since !== undefined && o.from !== undefined) throw new InvalidArgumentError('use either --since or --from/--to, not both');
+      const now = Date.now();
+      const toMs = o.to ?? now;
+      const fromMs = o.since !== undefined ? now - o.since : (o.from ?? localDayStart(now));
+      if (toMs < fromMs) throw new InvalidArgumentError('--to is before the start of the range');
+      await showUsers({ socket: socketOf(cmd), format: formatOf(o), fromMs, toMs });
+    });
+
+  program
+    .command('procs')
+    .description('processes with network traffic (cumulative, and rates)')
+    .option('-u, --user <name|uid>', 'only this user')
+    .addOption(jsonOption())
+    .addOption(csvOption())
+    .action(async (o: { user?: string } & FormatFlags, cmd: Command) => {
+      await showProcs({ socket: socketOf(cmd), format: formatOf(o), user: o.user });
+    });
+
+  program
+    .command('flows')
+    .description('active flows and recently ended ones (newest first, with their end time)')
+    .option('-u, --user <name|uid>', 'only this user')
+    .option('--limit <n>', 'at most this many active and this many ended flows', wholeNumber(1, 1_000_000))
+    .addOption(jsonOption())
+    .addOption(csvOption())
+    .action(async (o: { user?: string; limit?: number } & FormatFlags, cmd: Command) => {
+      await showFlows({ socket: socketOf(cmd), format: formatOf(o), user: o.user, limit: o.limit });
+    });
+
+  program
+    .command('status')
+    .description('agent, kernel hooks, ledger and exporter health')
+    .addOption(jsonOption())
+    .action(async (o: FormatFlags, cmd: Command) => {
+      await showStatus({ socket: socketOf(cmd), format: formatOf(o) });
+    });
+
+  program
+    .command('detach')
+    .description('remove the kernel programs and pinned counters (as root; the agent must be stopped)')
+    .option('--force', 'detach even while a process (an agent that does not answer) holds the pinned maps')
+    .action(async (o: { force?: boolean }, cmd: Command) => {
+      const { detach } = await import('./detach.js');
+      const g = cmd.optsWithGlobals() as GlobalOptions;
+      process.exitCode = await detach({ config: g.config, socket: g.socket, force: !!o.force });
+    });
+
+  return program;
+}
