@@ -834,27 +834,35 @@ int BPF_PROG(ubia_process_exit, struct task_struct *task)
 	return 0;
 }
 
-/* Run by user space (a read of an iterator fd) before it reads the user, process and flow
- * maps: folds the pending counts of every socket a process holds. (An iterator over the
- * socks map itself would be the direct way, but kernels may refuse map iterators,
- * as these machines do.) Threads sharing a file table are visited once; a socket open in
- * several processes is folded once and found empty after. Sockets without a file (closed
- * but still sending, not yet accepted, in flight in SCM_RIGHTS) fold when they end or
- * are next read through a file. */
-SEC("iter/task_file")
-int ubia_fold(struct bpf_iter__task_file *ctx)
+/* Run by user space (reads of iterator fds) before it reads the user, process and flow
+ * maps: fold the pending counts of every TCP and UDP socket of the reader's network
+ * namespace. (iter/task_file, which visits every process's files in every namespace,
+ * cannot reach a socket's storage on current kernels: sock->sk is an untrusted pointer
+ * that bpf_sk_storage_get refuses; map iterators are refused here.) Sockets of other
+ * network namespaces fold when they end or change owner or scope: late, never lost. */
+SEC("iter/tcp")
+int ubia_fold_tcp(struct bpf_iter__tcp *ctx)
 {
-	struct file *file = ctx->file;
-	if (!file)
+	struct sock_common *skc = ctx->sk_common;
+	if (!skc)
 		return 0;
-	struct socket *sock = bpf_sock_from_file(file);
-	if (!sock)
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc); /* NULL for request and time-wait sockets */
+	if (!tp)
 		return 0;
-	struct sock *sk = sock->sk;
-	if (!sk)
-		return 0;
-	struct ubia_sock *s = bpf_sk_storage_get(&socks, sk, 0, 0);
+	struct ubia_sock *s = bpf_sk_storage_get(&socks, tp, 0, 0);
 	if (s)
-		fold(bpf_get_socket_cookie(sk), s);
+		fold(bpf_get_socket_cookie(tp), s);
+	return 0;
+}
+
+SEC("iter/udp")
+int ubia_fold_udp(struct bpf_iter__udp *ctx)
+{
+	struct udp_sock *udp = ctx->udp_sk;
+	if (!udp)
+		return 0;
+	struct ubia_sock *s = bpf_sk_storage_get(&socks, udp, 0, 0);
+	if (s)
+		fold(bpf_get_socket_cookie(udp), s);
 	return 0;
 }

@@ -261,9 +261,12 @@ void Meter::load_and_attach() {
 
   attach_all();
 
-  // The fold iterator is this process's own (not pinned): nothing runs it but our reads.
-  fold_link_ = bpf_program__attach_iter(skel_->progs.ubia_fold, nullptr);
-  if (!fold_link_) fail_bpf("attaching the fold iterator failed", errno);
+  // The fold iterators are this process's own (not pinned): nothing runs them but our reads.
+  bpf_program *fold_progs[2] = {skel_->progs.ubia_fold_tcp, skel_->progs.ubia_fold_udp};
+  for (int i = 0; i < 2; i++) {
+    fold_links_[i] = bpf_program__attach_iter(fold_progs[i], nullptr);
+    if (!fold_links_[i]) fail_bpf(std::string("attaching the fold iterator ") + bpf_program__name(fold_progs[i]) + " failed", errno);
+  }
 
   rb_ = ring_buffer__new(
       bpf_map__fd(skel_->maps.events),
@@ -453,20 +456,22 @@ void Meter::fold_if_stale() const {
   fold();
 }
 
-// Runs the ubia_fold iterator over every process's sockets: reading the iterator's
-// (empty) output is what runs it. The maps read next then hold everything counted up to
-// now.
+// Runs the fold iterators over the namespace's TCP and UDP sockets: reading an
+// iterator's (empty) output is what runs it. The maps read next then hold everything
+// counted up to now.
 void Meter::fold() const {
   last_fold_ = std::chrono::steady_clock::now();
-  int fd = bpf_iter_create(bpf_link__fd(fold_link_));
-  if (fd < 0) fail_bpf("running the fold iterator failed", errno);
-  char buf[64];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)) {
+  for (bpf_link *link : fold_links_) {
+    int fd = bpf_iter_create(bpf_link__fd(link));
+    if (fd < 0) fail_bpf("running the fold iterator failed", errno);
+    char buf[64];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)) {
+    }
+    int err = n < 0 ? errno : 0;
+    ::close(fd);
+    if (err) fail_bpf("running the fold iterator failed", err);
   }
-  int err = n < 0 ? errno : 0;
-  ::close(fd);
-  if (err) fail_bpf("running the fold iterator failed", err);
 }
 
 // Maps the user slots in use, rounded up to kSlotsPerMapping: the whole array (4 MiB for
@@ -593,8 +598,10 @@ void Meter::close(bool detach) {
   closed_ = true;
   if (rb_) ring_buffer__free(rb_);
   rb_ = nullptr;
-  if (fold_link_) bpf_link__destroy(fold_link_);
-  fold_link_ = nullptr;
+  for (bpf_link *&link : fold_links_) {
+    if (link) bpf_link__destroy(link);
+    link = nullptr;
+  }
   if (user_slots_) munmap(const_cast<ubia_user_slot *>(user_slots_), user_slots_len_);
   user_slots_ = nullptr;
   for (int *fd : {&tc_ingress_fd_, &tc_egress_fd_, &cgroup_fd_})

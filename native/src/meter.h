@@ -71,7 +71,7 @@ class Meter {
   // was full when it ended).
   void forget_flow(uint64_t cookie);
   // Moves every open socket's pending counts into the user, process and flow maps (the
-  // ubia_fold iterator: ~1 us per open socket).
+  // ubia_fold_tcp and ubia_fold_udp iterators: ~1 us per open socket).
   void fold() const;
   // Attaches the tc counters to interfaces that appeared since the last call.
   void attach_new_interfaces();
@@ -100,7 +100,8 @@ class Meter {
   MeterOptions opts_;
   ubia_bpf *skel_ = nullptr;
   ring_buffer *rb_ = nullptr;
-  bpf_link *fold_link_ = nullptr;
+  // the fold iterators (TCP, UDP): this process's own, not pinned
+  bpf_link *fold_links_[2] = {nullptr, nullptr};
   // mmap of the user_slots in use (grows with them: reads map more as users come)
   mutable const ubia_user_slot *user_slots_ = nullptr;
   mutable size_t user_slots_len_ = 0;
