@@ -42,9 +42,14 @@ export function tempDir(prefix: string): string {
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Polls `check` every 100 ms until it returns a value, or fails after `timeoutMs`. */
+/** Inside the kernel matrix's VMs (test/kernel-vm: qemu without KVM) code runs 12–17×
+ *  slower, and bounds on waiting for something stretch by this much. */
+export const VM_SLOWDOWN = process.env.UBIA_KERNEL_VM ? 20 : 1;
+
+/** Polls `check` every 100 ms until it returns a value, or fails after `timeoutMs`
+ *  (times VM_SLOWDOWN). */
 export async function waitFor<T>(what: string, check: () => Promise<T | undefined> | T | undefined, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
+  const deadline = Date.now() + timeoutMs * VM_SLOWDOWN;
   let lastErr: unknown;
   while (Date.now() < deadline) {
     try {
@@ -138,7 +143,7 @@ export function cli(socket: string, args: string[], asUser?: TestUser): CliResul
   const cmd = asUser
     ? ['setpriv', `--reuid=${asUser.uid}`, `--regid=${asUser.gid}`, '--clear-groups', NODE, CLI, '--socket', socket, ...args]
     : [NODE, CLI, '--socket', socket, ...args];
-  const r = spawnSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8', timeout: 30_000 });
+  const r = spawnSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8', timeout: 30_000 * VM_SLOWDOWN });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 

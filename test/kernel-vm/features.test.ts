@@ -1,0 +1,117 @@
+// What the agent makes of the kernel it runs on, held against the kernel itself. Runs on
+// every kernel the project is tested on: the host's in the full suite, and each kernel of
+// the matrix inside its VM (test/kernel-matrix.test.ts). The real agent starts; every hook
+// `ubia status` calls active must be attached in the kernel as bpftool sees it, and every
+// hook it calls inactive must say why. Prints the kernel's hook list: the matrix's report.
+import { execFileSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { release } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { StatusResult } from '../../src/control/protocol.js';
+import { cli, createNet, removeMeter, startAgent, tempDir, type AgentProcess, type TestNet } from '../helpers/agent.js';
+
+const pinDir = `/sys/fs/bpf/ubia-test-features-${process.pid}`;
+let net: TestNet | undefined;
+let agent: AgentProcess | undefined;
+let startError: string | undefined;
+let status: StatusResult | undefined;
+
+interface BpfLink {
+  id: number;
+  type: string;
+  prog_id: number;
+  attach_type?: string;
+  tp_name?: string;
+}
+
+const bpftool = (...args: string[]): unknown => JSON.parse(execFileSync('bpftool', ['-j', ...args], { encoding: 'utf8' }));
+
+let links: BpfLink[] | undefined;
+/** The links the agent pinned: its attachments, and no one else's (bpftool is slow in a VM: read once). */
+function agentLinks(): BpfLink[] {
+  links ??= readdirSync(join(pinDir, 'links')).map((f) => bpftool('link', 'show', 'pinned', join(pinDir, 'links', f)) as BpfLink);
+  return links;
+}
+
+/** Ids of the agent's pinned programs of bpftool type `type` (tc programs attach without a link). */
+function agentPrograms(type: string): number[] {
+  return readdirSync(join(pinDir, 'progs'))
+    .map((f) => bpftool('prog', 'show', 'pinned', join(pinDir, 'progs', f)) as { id: number; type: string })
+    .filter((p) => p.type === type)
+    .map((p) => p.id);
+}
+
+/** Where bpftool shows the kernel running a hook's program, or undefined. */
+function attachment(hook: string): string | undefined {
+  const [kind, what] = hook.split('/') as [string, string];
+  switch (kind) {
+    case 'cgroup':
+    case 'cgroup_skb': {
+      const l = agentLinks().find((k) => k.type === 'cgroup' && k.attach_type?.endsWith(what));
+      return l && `link ${l.id}, cgroup ${l.attach_type}`;
+    }
+    case 'tp_btf': {
+      const l = agentLinks().find((k) => k.type === 'raw_tracepoint' && k.tp_name === what);
+      return l && `link ${l.id}, tracepoint ${l.tp_name}`;
+    }
+    case 'tc': {
+      const ours = new Set(agentPrograms('sched_cls'));
+      const [dev] = bpftool('net', 'show', 'dev', net!.hostInterface) as { tc: { id: number; kind: string }[] }[];
+      const on = (dev?.tc ?? []).filter((t) => ours.has(t.id));
+      return on.length > 0 ? `${on.map((t) => `${t.kind} prog ${t.id}`).join(', ')} on ${net!.hostInterface}` : undefined;
+    }
+    default:
+      throw new Error(`kernel-vm/features.test.ts does not know where bpftool shows a '${kind}' hook: teach attachment() about it`);
+  }
+}
+
+/** The agent's own words when it could not start: its stderr lines, not the JSON log. */
+const humanLines = (text: string) =>
+  text
+    .split('\n')
+    .filter((l) => !l.startsWith('{'))
+    .join('\n');
+
+beforeAll(async () => {
+  net = createNet(); // an interface for the tc hook to attach to, on every kernel
+  try {
+    agent = await startAgent({ dir: tempDir('ubia-features-'), pinDir });
+    const r = cli(agent.socket, ['status', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    status = JSON.parse(r.stdout) as StatusResult;
+  } catch (e) {
+    startError = humanLines((e as Error).message);
+  }
+});
+
+afterAll(async () => {
+  await agent?.stop();
+  await removeMeter(pinDir);
+  net?.remove();
+});
+
+describe(`the agent on this kernel (${release()})`, () => {
+  it('starts, and ubia status answers', () => {
+    if (startError) throw new Error(`the agent did not start on ${release()}:\n${startError}`);
+    expect(status!.meter.kernelRelease).toBe(release());
+  });
+
+  it('names every hook it uses, and says why one is off', () => {
+    const hooks = status?.meter.hooks ?? [];
+    console.log(
+      `kernel ${release()}: mode ${status?.meter.mode}\n` +
+        hooks.map((h) => `  [${h.active ? 'x' : ' '}] ${h.name}: ${h.detail}`).join('\n'),
+    );
+    expect(hooks.length).toBeGreaterThan(0);
+    for (const h of hooks) expect(h.detail, h.name).not.toBe('');
+  });
+
+  it('has each hook it calls active attached in the kernel', () => {
+    const hooks = status?.meter.hooks.filter((h) => h.active) ?? [];
+    expect(hooks.length).toBeGreaterThan(0);
+    const seen = hooks.map((h) => ({ hook: h.name, attachment: attachment(h.name) ?? 'NOT ATTACHED' }));
+    console.log(seen.map((s) => `  ${s.hook}: ${s.attachment}`).join('\n'));
+    expect(seen.filter((s) => s.attachment === 'NOT ATTACHED')).toEqual([]);
+  });
+});
