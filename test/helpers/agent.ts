@@ -104,16 +104,22 @@ export async function startAgent(s: AgentSetup): Promise<AgentProcess> {
   proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
-  await waitFor(`the agent to serve ${socket}`, async () => {
-    if (proc.exitCode !== null) throw new Error(`agent exited ${proc.exitCode}: ${out}`);
-    const c = await connectControl(socket);
-    try {
-      await c.request({ op: 'status' }, 1000);
-      return true;
-    } finally {
-      c.close();
-    }
-  });
+  // an agent that exits ends the wait at once (waitFor would retry until its deadline)
+  const died = exited.then((code) => Promise.reject(new Error(`agent exited ${code}: ${out}`)));
+  await Promise.race([
+    died,
+    waitFor(`the agent to serve ${socket}`, async () => {
+      if (proc.exitCode !== null) return undefined; // `died` ends the wait with the reason
+      const c = await connectControl(socket);
+      try {
+        await c.request({ op: 'status' }, 1000);
+        return true;
+      } finally {
+        c.close();
+      }
+    }),
+  ]);
+  died.catch(() => {}); // a later exit (stop, kill) is not this wait's failure
   return {
     dir: s.dir,
     socket,

@@ -66,12 +66,19 @@ function attachment(hook: string): string | undefined {
   }
 }
 
-/** The agent's own words when it could not start: its stderr lines, not the JSON log. */
+/** The agent's own words when it could not start: its stderr, not its JSON log. */
 const humanLines = (text: string) =>
   text
     .split('\n')
-    .filter((l) => !l.startsWith('{'))
+    .map((l) => l.replace(/\{"level":.*$/, ''))
+    .filter((l) => l !== '')
     .join('\n');
+
+/** The agent's status; a test that needs it fails with the reason the agent did not start. */
+function started(): StatusResult {
+  if (!status) throw new Error(`the agent did not start on ${release()}:\n${startError}`);
+  return status;
+}
 
 beforeAll(async () => {
   net = createNet(); // an interface for the tc hook to attach to, on every kernel
@@ -93,14 +100,13 @@ afterAll(async () => {
 
 describe(`the agent on this kernel (${release()})`, () => {
   it('starts, and ubia status answers', () => {
-    if (startError) throw new Error(`the agent did not start on ${release()}:\n${startError}`);
-    expect(status!.meter.kernelRelease).toBe(release());
+    expect(started().meter.kernelRelease).toBe(release());
   });
 
   it('names every hook it uses, and says why one is off', () => {
-    const hooks = status?.meter.hooks ?? [];
+    const { hooks, mode } = started().meter;
     console.log(
-      `kernel ${release()}: mode ${status?.meter.mode}\n` +
+      `kernel ${release()}: mode ${mode}\n` +
         hooks.map((h) => `  [${h.active ? 'x' : ' '}] ${h.name}: ${h.detail}`).join('\n'),
     );
     expect(hooks.length).toBeGreaterThan(0);
@@ -108,7 +114,7 @@ describe(`the agent on this kernel (${release()})`, () => {
   });
 
   it('has each hook it calls active attached in the kernel', () => {
-    const hooks = status?.meter.hooks.filter((h) => h.active) ?? [];
+    const hooks = started().meter.hooks.filter((h) => h.active);
     expect(hooks.length).toBeGreaterThan(0);
     const seen = hooks.map((h) => ({ hook: h.name, attachment: attachment(h.name) ?? 'NOT ATTACHED' }));
     console.log(seen.map((s) => `  ${s.hook}: ${s.attachment}`).join('\n'));
