@@ -71,7 +71,6 @@ def serve(addr, port, seconds, connections):
 
 def client(addr, port, connections, first_uid, users, seconds):
     raise_fd_limit(connections)
-    deadline = time.monotonic() + seconds
     socks = []
     for i in range(connections):
         uid = first_uid + i % users
@@ -86,6 +85,9 @@ def client(addr, port, connections, first_uid, users, seconds):
             as_root()
         socks.append((uid, s))
     print("ready", flush=True)
+    # the sending time starts once all are connected: connecting thousands can take longer
+    # than `seconds` on a slow machine (a VM without KVM), and then no one would send
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         started = time.monotonic()
         for uid, s in socks:
