@@ -18,8 +18,8 @@ const GUEST_TESTS = [
     .filter((f) => /^meter.*\.test\.ts$/.test(f))
     .map((f) => `test/${f}`),
 ];
-// Bound on one kernel (boot and its tests): about 2.5 times what they take under TCG (see
-// test/kernel-vm/README.md), so that the four stay well inside CI's 45 minutes even when all hang.
+// Bound on one kernel (boot and its tests): over three times what they take under TCG (see
+// test/kernel-vm/README.md), and the four together stay inside CI's 45 minutes even when all hang.
 const VM_SECONDS = 480;
 const REPORT = '@@ubia-kernel-matrix-report@@';
 
@@ -36,10 +36,10 @@ interface GuestRun {
   files: FileResult[];
 }
 
-/** The guest's command: the tests, then vitest's JSON report after a marker line. Time
- *  bounds inside stretch: code there runs 12–17× slower than on the host. */
+/** The guest's command: the tests with this Node, then vitest's JSON report after a marker
+ *  line. Time bounds inside stretch: code there runs 12–17× slower than on the host. */
 const guestScript = `
-node node_modules/vitest/vitest.mjs run ${GUEST_TESTS.join(' ')} \\
+${process.execPath} node_modules/vitest/vitest.mjs run ${GUEST_TESTS.join(' ')} \\
   --testTimeout=300000 --hookTimeout=300000 \\
   --reporter=default --reporter=json --outputFile.json=/tmp/ubia-matrix.json
 code=$?
@@ -52,7 +52,8 @@ function runInVm(kernel: string): Promise<GuestRun> {
   return new Promise((resolve, reject) => {
     const child = spawn(join(ROOT, 'test/kernel-vm/run'), ['--kernel', kernel, '--timeout', String(VM_SECONDS), '--', 'bash', '-c', guestScript], {
       cwd: ROOT,
-      env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0' },
+      // the guest's vitest is its own run, not a worker of this one
+      env: { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('VITEST'))), NO_COLOR: '1', FORCE_COLOR: '0' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let output = '';
