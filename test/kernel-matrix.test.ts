@@ -100,9 +100,10 @@ function failures(file: FileResult): string {
 for (const kernel of KERNELS) {
   describe(`Debian's ${kernel} kernel`, () => {
     let run: GuestRun;
+    // the runner bounds the VM; beyond that, the fetch and a wait for another developer's VM
     beforeAll(async () => {
       run = await runInVm(kernel);
-    }, (VM_SECONDS + 120) * 1000);
+    }, (2 * VM_SECONDS + 120) * 1000);
 
     for (const file of GUEST_TESTS) {
       it(`passes ${file}`, () => {
