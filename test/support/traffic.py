@@ -374,7 +374,6 @@ def many_flows(host, port, connections, first_uid, users, seconds):
     once a second send 64 bytes on each and read the echo, as its uid, for SECONDS"""
     connections, first_uid, users = int(connections), int(first_uid), int(users)
     raise_fd_limit(connections)
-    deadline = time.monotonic() + float(seconds)
     socks = []
     for i in range(connections):
         uid = first_uid + i % users
@@ -389,6 +388,9 @@ def many_flows(host, port, connections, first_uid, users, seconds):
             as_uid(0)
         socks.append((uid, s))
     out(ready=len(socks))
+    # the sending time starts once all are connected: connecting thousands can take longer
+    # than SECONDS on a slow machine (a VM without KVM), and then no one would send
+    deadline = time.monotonic() + float(seconds)
     while time.monotonic() < deadline:
         started = time.monotonic()
         for uid, s in socks:
