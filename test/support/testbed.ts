@@ -4,10 +4,10 @@
 // matching remove.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { serveTraffic, type TrafficServer } from './traffic.js';
 
 export interface TestUser {
@@ -105,6 +105,7 @@ export function createNet(): TestNet {
   };
   let v4: string, v6: string;
   try {
+    mkdirSync(dirname(NET_LOCK), { recursive: true }); // a fresh /run (the kernel-matrix VMs) has no lock/
     [v4, v6] = sh('flock', [NET_LOCK, 'sh', '-c', CREATE_NET, 'create-net', ns, host, peer]).trim().split(' ') as [string, string];
   } catch (e) {
     remove();
