@@ -11,6 +11,10 @@ import { sleep, waitFor } from './support/wait.js';
 import { controlRequest } from '../src/control/client.js';
 import type { FlowQueryResult, StatusResult } from '../src/control/protocol.js';
 
+/** the flow store on: flow-history queries take the server's asynchronous path (its
+ *  enabled key needs a restart, so every config this agent reloads keeps it) */
+const HISTORY = '\n[history]\nenabled = true\n';
+
 let bed: Testbed;
 let agent: AgentProcess;
 let carol: TestUser;
@@ -18,8 +22,7 @@ let carol: TestUser;
 beforeAll(async () => {
   bed = await createTestbed('ctl', { users: 1 });
   [carol] = bed.users as [TestUser];
-  // the flow store on: flow-history queries take the server's asynchronous path
-  agent = await startAgent({ dir: bed.dir, pinDir: bed.pinDir, extra: '\n[history]\nenabled = true\n' });
+  agent = await startAgent({ dir: bed.dir, pinDir: bed.pinDir, extra: HISTORY });
 });
 
 afterAll(async () => {
@@ -154,7 +157,7 @@ describe('control socket', () => {
     expect(agent.logs()).toMatch(/ubia\.toml:1/);
     expect((await status()).agent.pollIntervalSeconds).toBe(0.2);
 
-    writeAgentConfig({ dir: bed.dir, pinDir: bed.pinDir, pollInterval: 0.5 });
+    writeAgentConfig({ dir: bed.dir, pinDir: bed.pinDir, pollInterval: 0.5, extra: HISTORY });
     agent.proc.kill('SIGHUP');
     await waitFor('the new poll interval', async () => ((await status()).agent.pollIntervalSeconds === 0.5 ? true : undefined));
     expect(agent.logs()).toContain('configuration reloaded');

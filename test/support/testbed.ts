@@ -156,7 +156,8 @@ export async function createTestbed(name: string, opts: { users: number; sinkPor
     if (opts.sinkPort !== undefined) {
       bed.net = createNet();
       undo.push(() => bed.net.remove());
-      const sink = serveTraffic(['sink', '::', String(opts.sinkPort)], { net: bed.net });
+      // it lives as long as the testbed (removed with it), not serveTraffic's default minute
+      const sink = serveTraffic(['sink', '::', String(opts.sinkPort)], { net: bed.net }, 30 * 60_000);
       undo.push(() => void sink.proc.kill('SIGKILL'));
       await sink.ready;
       bed.sink = { ...sink, port: opts.sinkPort };
