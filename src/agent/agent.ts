@@ -27,6 +27,7 @@ import { createNameCache, type NameCache, type UserNameLookup } from './names.js
 import { createPollLoop, retentionOf } from './poll-loop.js';
 import { createReloader } from './reload.js';
 import { createScheduler } from './scheduler.js';
+import type { ControlLimits } from '../core/control-limits.js';
 
 /** What the agent shows of itself to its control socket. */
 export interface AgentState {
@@ -48,19 +49,6 @@ export interface AgentState {
   /** times in ms since the epoch */
   times(): { startedAt: number; lastPollAt?: number; lastFlushAt?: number };
   lastFlushError(): string | undefined;
-}
-
-/** The control socket's limits ([control] of the configuration). */
-export interface ControlLimits {
-  maxRequestBytes: number;
-  maxClients: number;
-  maxClientsPerUser: number;
-  /** of maxClients, kept for root and admins */
-  adminReservedClients: number;
-  requestTimeoutMs: number;
-  maxReplyBufferBytes: number;
-  /** ms of the agent's time per second that one non-admin uid's requests may take */
-  userTimeBudgetMs: number;
 }
 
 /** The control socket's server, as the agent drives it. */

@@ -22,6 +22,7 @@ import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { rateLimitedLog } from './loglimit.js';
 import { requestSchema, type ErrorCode, type Reply, type Request } from './protocol.js';
+import type { ControlLimits } from '../core/control-limits.js';
 
 export interface Caller {
   pid: number;
@@ -51,18 +52,6 @@ export class StreamedResult {
 
 /** The result, or a Promise of it for work done off the event loop. */
 export type RequestHandler = (req: Request, caller: Caller) => unknown;
-
-export interface ControlLimits {
-  maxRequestBytes: number;
-  maxClients: number;
-  maxClientsPerUser: number;
-  /** of maxClients, kept for root and admins */
-  adminReservedClients: number;
-  requestTimeoutMs: number;
-  maxReplyBufferBytes: number;
-  /** ms of the agent's time per second that one non-admin uid's requests may take */
-  userTimeBudgetMs: number;
-}
 
 export interface ControlServerOptions extends ControlLimits {
   path: string;
