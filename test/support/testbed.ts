@@ -29,6 +29,8 @@ export function createUser(prefix = 'ubia-t'): TestUser {
 export function removeUser(u: TestUser): void {
   // --force: a user whose last test process is still exiting is removed all the same
   spawnSync('userdel', ['--force', u.name], { stdio: 'ignore' });
+  // its user group too, which userdel keeps while another user lists it (role tests)
+  spawnSync('groupdel', [u.name], { stdio: 'ignore' });
 }
 
 export function tempDir(prefix: string): string {
