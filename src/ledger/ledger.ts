@@ -112,9 +112,6 @@ function decodeOpen(data: Buffer): Pending[] {
   return rows;
 }
 
-/** One number per (uid, scope): the key of pending buckets and of the lifetime totals. */
-const lifetimeKey = userKey;
-
 export class Ledger {
   readonly db: Database.Database;
   /** minute bucket → (uid, scope) → usage not yet written */
@@ -153,7 +150,7 @@ export class Ledger {
          GROUP BY uid, scope`,
       )
       .all();
-    for (const r of stored) this.lifetime.set(lifetimeKey(r.uid, r.scope), { uid: r.uid, scope: r.scope, ...fromRow(r) });
+    for (const r of stored) this.lifetime.set(userKey(r.uid, r.scope), { uid: r.uid, scope: r.scope, ...fromRow(r) });
     // the open minutes are booked again through add(), which counts them into `lifetime`
     const open = this.stmt.getBlob.get('open_minutes')?.value;
     if (open) for (const p of decodeOpen(open)) this.add(p.bucketMs, p.uid, p.scope, p);
@@ -182,7 +179,7 @@ export class Ledger {
       this.lastBucket = { bucketMs, bucket };
     }
     const bucket = this.lastBucket.bucket;
-    const key = lifetimeKey(uid, scope);
+    const key = userKey(uid, scope);
     let p = bucket.get(key);
     if (!p) {
       p = { bucketMs, uid, scope, ...zeroCounters() };
