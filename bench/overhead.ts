@@ -232,15 +232,15 @@ function readTiming(n: number): { ms: number; rowsMs: number; users: number } {
     // traffic meanwhile takes slots too: stop live counting from taking ours by reading
     // the count first and writing it last (a race here only costs the benchmark a user)
     const meta = JSON.parse(execFileSync('bpftool', ['-j', 'map', 'lookup', 'pinned', `${pin}/maps/meta`, 'key', '0', '0', '0', '0'], { encoding: 'utf8' })) as {
-      formatted?: { value: { abi_version: number; user_slots_used: number } };
+      formatted?: { value: { abi_version: number; user_slots_used: number; fold_gen: number; precise: number } };
     };
-    const { abi_version: abi, user_slots_used: used } = meta.formatted!.value;
+    const { abi_version: abi, user_slots_used: used, fold_gen: gen, precise } = meta.formatted!.value;
     const lines: string[] = [];
     for (let slot = used; slot < n; slot++) {
       const key = `${hex(100_000 + slot, 4)} 00 00 00 00`; // uid, scope external
       lines.push(`map update pinned ${pin}/maps/user_slots key hex ${hex(slot, 4)} value hex ${key} ${hex(1, 4)} 00 00 00 00 ${counters}`);
     }
-    lines.push(`map update pinned ${pin}/maps/meta key hex 00 00 00 00 value hex ${hex(abi, 4)} ${hex(n, 4)}`);
+    lines.push(`map update pinned ${pin}/maps/meta key hex 00 00 00 00 value hex ${hex(abi, 4)} ${hex(n, 4)} ${hex(gen, 4)} ${hex(precise, 4)}`);
     // bpftool's batch mode: one process for all the updates
     for (let i = 0; i < lines.length; i += 2000) {
       writeFileSync(join(dir, 'batch'), lines.slice(i, i + 2000).join('\n') + '\n');

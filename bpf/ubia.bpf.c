@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: (BSD-2-Clause OR GPL-2.0)
 /*
  * ubia's kernel meter. Two metering points, as LINUBIA had, plus a check:
- *  - socket layer (tp_btf/sock_{send,recv}_length): payload bytes, in the context of the
- *    process doing the I/O, so uid/pid/comm are exact;
+ *  - socket layer: payload bytes (the socket's own TCP counters, or per call in the
+ *    precise mode);
  *  - wire layer (cgroup_skb on the cgroup v2 root): every IP packet of a local socket,
  *    L3 bytes and on-the-wire packet counts, attributed to the socket's owner;
  *  - interfaces (tc clsact): what each interface carried, split into packets with and
@@ -12,9 +12,16 @@
  *
  * The per-packet and per-call paths add to counters in the socket's own storage
  * (socks); those are folded into the per-user, per-process and per-flow maps when
- * user space reads (the ubia_fold iterator), when the socket changes owner or scope, and
- * when it ends. Shared hash entries are thus touched once per socket per read, not once
- * per packet from every CPU.
+ * user space reads (the ubia_census and ubia_fold iterators), when the socket changes
+ * owner or scope, and when it ends. Shared hash entries are thus touched once per socket
+ * per read, not once per packet from every CPU.
+ *
+ * Two modes. Default: no program runs per send/recv call; TCP payload is read from the
+ * socket's own counters at the fold, other payload from the datagrams at the packet
+ * hooks, and a socket's bytes go to the process sending on it or, at a fold, the newest
+ * holding it (see other_sender, adopt_holder). Precise
+ * (Linux 6.3+): the socket-length tracepoints count each call's payload for the process
+ * making it. Everything but those tracepoints needs only Linux 5.10 with BTF.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -29,6 +36,13 @@
 #define ETH_P_IPV6 0x86DD
 #define ETH_HLEN 14
 #define MSG_PEEK 2
+#define SOCK_STREAM 1
+#define SOCK_RAW 3
+#define RCV_SHUTDOWN 1
+#define SEND_SHUTDOWN 2
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define PF_KTHREAD 0x00200000
 #define LOOPBACK_IFINDEX 1 /* fixed for every network namespace since Linux 4.0 */
 #define TC_ACT_UNSPEC (-1) /* let later tc filters run: we only count */
 #define E2BIG 7
@@ -37,14 +51,17 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* Set by the loader: inode of the host's network namespace. Per-interface figures are
- * kept for its interfaces only (ifindex numbers repeat across namespaces). */
+ * kept for its interfaces only (ifindex numbers repeat across namespaces): a socket
+ * notes at creation whether it lives there. */
 const volatile __u32 host_netns_ino = 0;
 /* slots of user_slots (the loader sizes the map to match; tests load a small table) */
 const volatile __u32 max_users = UBIA_MAX_USERS;
 extern unsigned long CONFIG_HZ __kconfig;
 
-extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
-extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+/* Set by the loader. precise: payload from the per-call tracepoints (Linux 6.3+), each
+ * call's bytes to the process making it; default: TCP payload from the socket's own
+ * counters at the fold, other payload from the datagrams. */
+const volatile bool precise = false;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
@@ -116,6 +133,24 @@ struct {
 	__uint(max_entries, UBIA_RINGBUF_BYTES);
 } events SEC(".maps");
 
+/* What the fold's census saw: which processes hold a file of each socket. LRU: entries
+ * of sockets gone since are simply pushed out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, UBIA_MAX_CENSUS);
+	__type(key, __u64);
+	__type(value, struct ubia_holders);
+} census SEC(".maps");
+
+/* Which indexes of user_slots are taken (see claim_slot). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, UBIA_MAX_USERS);
+	__type(key, __u32);
+	__type(value, __u8);
+} slot_claims SEC(".maps");
+
 /* Written by user space: the ABI version of the pinned state. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -144,11 +179,7 @@ static __always_inline struct ubia_counters *counters_entry(void *map, const voi
 	return bpf_map_lookup_elem(map, key);
 }
 
-struct delta {
-	__u64 rx_bytes, tx_bytes, rx_packets, tx_packets, rx_payload, tx_payload;
-};
-
-static __always_inline void counters_add(struct ubia_counters *c, const struct delta *d)
+static __always_inline void counters_add(struct ubia_counters *c, const struct ubia_counters *d)
 {
 	if (d->rx_bytes)
 		__sync_fetch_and_add(&c->rx_bytes, d->rx_bytes);
@@ -174,24 +205,46 @@ static __always_inline void mark_metered(__u32 tgid)
 		bpf_map_update_elem(&metered_tgids, &tgid, &one, BPF_ANY);
 }
 
+/* Claims a free slot of user_slots. Linux 5.10 has no atomic fetch-and-add or exchange
+ * for BPF (5.12): the insert into slot_claims (BPF_NOEXIST, atomic per key) decides which
+ * CPU gets an index; the loser tries the next one. The count of slots handed out is
+ * then raised by a plain atomic add, so user space reads up to it. */
+static __always_inline bool claim_slot(struct ubia_meta *m, __u32 *slot)
+{
+	__u8 one = 1;
+	for (int i = 0; i < 4; i++) {
+		__u32 n = m->user_slots_used + i;
+		if (n >= max_users)
+			return false;
+		if (bpf_map_update_elem(&slot_claims, &n, &one, BPF_NOEXIST) == 0) {
+			__sync_fetch_and_add(&m->user_slots_used, 1);
+			*slot = n;
+			return true;
+		}
+	}
+	return false; /* four other CPUs claimed at once: the bytes count as overflow */
+}
+
 /* The (uid, scope)'s slot, taken from the free ones when it has none yet. */
 static __always_inline struct ubia_counters *user_counters(const struct ubia_user_key *uk)
 {
 	__u32 *idx = bpf_map_lookup_elem(&user_index, uk);
 	if (!idx) {
-		__u32 zero = 0;
+		__u32 zero = 0, n;
 		struct ubia_meta *m = bpf_map_lookup_elem(&meta, &zero);
-		if (!m || m->user_slots_used >= max_users)
-			return NULL; /* full: no atomic add, so the count cannot wrap */
-		__u32 n = __sync_fetch_and_add(&m->user_slots_used, 1);
+		if (!m || !claim_slot(m, &n))
+			return NULL;
 		struct ubia_user_slot *slot = bpf_map_lookup_elem(&user_slots, &n);
 		if (!slot)
 			return NULL;
 		slot->key = *uk;
 		/* another CPU may have indexed this user meanwhile: then its slot counts and
-		 * this one stays unused (used = 0, never shown) */
-		if (bpf_map_update_elem(&user_index, uk, &n, BPF_NOEXIST) == 0)
-			__sync_lock_test_and_set(&slot->used, 1); /* a full barrier: key is final */
+		 * this one stays unused (used = 0, never shown). `used` is stored after the key
+		 * (in program order; x86 keeps stores in order) */
+		if (bpf_map_update_elem(&user_index, uk, &n, BPF_NOEXIST) == 0) {
+			asm volatile("" ::: "memory");
+			slot->used = 1;
+		}
 		idx = bpf_map_lookup_elem(&user_index, uk);
 		if (!idx)
 			return NULL;
@@ -201,7 +254,7 @@ static __always_inline struct ubia_counters *user_counters(const struct ubia_use
 }
 
 static __always_inline void count_user_and_process(const struct ubia_owner *o, __u32 scope,
-						    const struct delta *d)
+						    const struct ubia_counters *d)
 {
 	struct ubia_user_key uk = { .uid = o->uid, .scope = scope };
 	struct ubia_counters *c = user_counters(&uk);
@@ -236,6 +289,10 @@ static __always_inline void count_user_and_process(const struct ubia_owner *o, _
 	counters_add(c, d);
 }
 
+/* ---- owners ---------------------------------------------------------------------- */
+
+/* The calling process as an owner. Only where the program type offers these helpers:
+ * socket creation and release (cgroup/sock), tracing programs. */
 static __always_inline void owner_from_current(struct ubia_owner *o)
 {
 	__u64 ug = bpf_get_current_uid_gid();
@@ -245,6 +302,28 @@ static __always_inline void owner_from_current(struct ubia_owner *o)
 	o->cgroup_id = bpf_get_current_cgroup_id();
 	bpf_get_current_comm(o->comm, sizeof(o->comm));
 }
+
+/* A task seen by an iterator as an owner (no helper knows it: it is not current). */
+static __always_inline void owner_from_task(struct ubia_owner *o, struct task_struct *t)
+{
+	o->uid = BPF_CORE_READ(t, cred, uid.val);
+	o->gid = BPF_CORE_READ(t, cred, gid.val);
+	o->tgid = BPF_CORE_READ(t, tgid);
+	o->cgroup_id = BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
+	BPF_CORE_READ_INTO(&o->comm, t, comm);
+}
+
+/* A new owner for the socket, keeping when the socket was first seen. */
+static __always_inline void set_owner(struct ubia_sock *s, const struct ubia_owner *o)
+{
+	__u64 created = s->owner.created_ns;
+	s->owner = *o;
+	s->owner.created_ns = created ? created : bpf_ktime_get_boot_ns();
+	s->owner_known = 1;
+	mark_metered(o->tgid);
+}
+
+/* ---- flows ----------------------------------------------------------------------- */
 
 static __always_inline bool is_loopback_addr(struct sock *sk, __u16 family)
 {
@@ -262,26 +341,39 @@ static __always_inline bool is_loopback_addr(struct sock *sk, __u16 family)
 	return false;
 }
 
-static __always_inline void fill_endpoints(struct ubia_endpoints *f, struct sock *sk)
+/* A 4-byte field of a packet hook's socket, loaded where it is: the verifier allows no
+ * arithmetic on a socket pointer, which clang would otherwise use to share code between
+ * loads of neighbouring fields. */
+#define SOCK_FIELD(sk, field) (*(volatile __u32 *)&(sk)->field)
+
+/* Endpoints from the packet hooks' view of the socket (no probe reads per packet). */
+static __always_inline void fill_endpoints(struct ubia_endpoints *f, struct bpf_sock *sk)
 {
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	f->protocol = BPF_CORE_READ(sk, sk_protocol);
-	f->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
-	f->remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	if (family == AF_INET) {
+	f->protocol = SOCK_FIELD(sk, protocol);
+	f->local_port = SOCK_FIELD(sk, src_port);
+	/* network order in the low 16 bits; read whole, as Linux 5.10 requires */
+	f->remote_port = bpf_ntohs((__u16)SOCK_FIELD(sk, dst_port));
+	__u32 *l = (__u32 *)f->local_addr, *r = (__u32 *)f->remote_addr;
+	if (SOCK_FIELD(sk, family) == AF_INET) {
 		f->family = 4;
-		BPF_CORE_READ_INTO((__u32 *)f->local_addr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO((__u32 *)f->remote_addr, sk, __sk_common.skc_daddr);
+		l[0] = SOCK_FIELD(sk, src_ip4);
+		r[0] = SOCK_FIELD(sk, dst_ip4);
 	} else {
 		f->family = 6;
-		BPF_CORE_READ_INTO((struct in6_addr *)f->local_addr, sk, __sk_common.skc_v6_rcv_saddr);
-		BPF_CORE_READ_INTO((struct in6_addr *)f->remote_addr, sk, __sk_common.skc_v6_daddr);
+		l[0] = SOCK_FIELD(sk, src_ip6[0]);
+		l[1] = SOCK_FIELD(sk, src_ip6[1]);
+		l[2] = SOCK_FIELD(sk, src_ip6[2]);
+		l[3] = SOCK_FIELD(sk, src_ip6[3]);
+		r[0] = SOCK_FIELD(sk, dst_ip6[0]);
+		r[1] = SOCK_FIELD(sk, dst_ip6[1]);
+		r[2] = SOCK_FIELD(sk, dst_ip6[2]);
+		r[3] = SOCK_FIELD(sk, dst_ip6[3]);
 	}
 }
 
 static __always_inline void count_flow(__u64 cookie, const struct ubia_endpoints *ep, struct ubia_sock *s,
 				       const struct ubia_owner *o, __u32 scope,
-				       const struct delta *d, __u64 first_ns, __u64 last_ns)
+				       const struct ubia_counters *d, __u64 first_ns, __u64 last_ns)
 {
 	if (s && s->flow_state == UBIA_FLOW_ENDED)
 		return;
@@ -321,23 +413,24 @@ static __always_inline void count_flow(__u64 cookie, const struct ubia_endpoints
 		f->scope = scope;
 }
 
-/* Counts with no socket storage to hold them (it could not be allocated) go straight
- * into the shared maps. */
-static __always_inline void count_direct(__u64 cookie, struct sock *sk, const struct ubia_owner *o,
-					 __u32 scope, const struct delta *d)
+/* Counts that no socket storage holds go straight into the shared maps: a socket without
+ * storage (it could not be allocated), a listener's handshakes (not a flow: they belong
+ * to connections that do not exist yet), a socket its process has closed. */
+static __always_inline void count_direct(__u64 cookie, const struct ubia_endpoints *ep, const struct ubia_owner *o,
+					 __u32 scope, const struct ubia_counters *d)
 {
-	__u64 now = bpf_ktime_get_boot_ns();
-	struct ubia_endpoints ep = {};
-	fill_endpoints(&ep, sk);
 	count_user_and_process(o, scope, d);
-	count_flow(cookie, &ep, NULL, o, scope, d, now, now);
+	if (ep) {
+		__u64 now = bpf_ktime_get_boot_ns();
+		count_flow(cookie, ep, NULL, o, scope, d, now, now);
+	}
 }
 
-static __always_inline void count_pending(struct sock *sk, struct ubia_sock *s, const struct delta *d)
+static __always_inline void count_pending(struct bpf_sock *sk, struct ubia_sock *s, const struct ubia_counters *d)
 {
 	__u64 now = bpf_jiffies64();
 	/* unconnected until now (UDP connect() after the first packet) */
-	if (s->ep.remote_port == 0)
+	if (s->ep.remote_port == 0 && sk)
 		fill_endpoints(&s->ep, sk);
 	counters_add(&s->pending, d);
 	if (!s->first_jiffies)
@@ -352,56 +445,117 @@ static __always_inline __u64 jiffies_boot_ns(__u64 j, __u64 now_jiffies, __u64 n
 	return now_ns - (now_jiffies - j) * (1000000000ULL / CONFIG_HZ);
 }
 
-/* Moves what a socket counted since the last fold to its owner's user, process and flow
- * entries. The exchange hands each increment to exactly one fold, whichever CPUs fold
- * and count at the same time. */
-static __always_inline void fold(__u64 cookie, struct ubia_sock *s)
+static __always_inline bool counters_zero(const struct ubia_counters *c)
 {
+	return !(c->rx_bytes | c->tx_bytes | c->rx_packets | c->tx_packets | c->rx_payload | c->tx_payload);
+}
+
+/* Takes what a pending counter holds: subtracts exactly what it read (an atomic add of
+ * the negative, which Linux 5.10 has; exchange is 5.12), so what other CPUs add meanwhile
+ * stays for the next fold. */
+static __always_inline __u64 take(__u64 *counter)
+{
+	__u64 v = *(volatile __u64 *)counter;
+	if (v)
+		__sync_fetch_and_add(counter, -v);
+	return v;
+}
+
+/* Moves what a socket counted since the last fold (its pending counts, and the TCP
+ * payload `tcp` the caller took from the socket's own counters) to its owner's user,
+ * process and flow entries. Every increment lands in exactly one fold, whichever CPUs
+ * count meanwhile. Two folds of one socket at once (the agent's fold meeting the
+ * socket's last close on another CPU, a window of a few hundred nanoseconds) would both
+ * take what they read: that socket's unfolded bytes would count twice. */
+static __always_inline void fold(__u64 cookie, struct ubia_sock *s, const struct ubia_counters *tcp)
+{
+	struct ubia_counters d = *tcp;
 	struct ubia_counters *p = &s->pending;
-	/* most sockets are idle between two reads: plain loads spare them six exchanges */
-	if (!(p->rx_bytes | p->tx_bytes | p->rx_packets | p->tx_packets | p->rx_payload | p->tx_payload))
-		return;
-	struct delta d = {
-		.rx_bytes = __sync_lock_test_and_set(&s->pending.rx_bytes, 0),
-		.tx_bytes = __sync_lock_test_and_set(&s->pending.tx_bytes, 0),
-		.rx_packets = __sync_lock_test_and_set(&s->pending.rx_packets, 0),
-		.tx_packets = __sync_lock_test_and_set(&s->pending.tx_packets, 0),
-		.rx_payload = __sync_lock_test_and_set(&s->pending.rx_payload, 0),
-		.tx_payload = __sync_lock_test_and_set(&s->pending.tx_payload, 0),
-	};
-	if (!(d.rx_bytes | d.tx_bytes | d.rx_packets | d.tx_packets | d.rx_payload | d.tx_payload))
+	/* most sockets are idle between two reads: plain loads spare them the atomics */
+	if (!counters_zero(p)) {
+		d.rx_bytes = take(&p->rx_bytes);
+		d.tx_bytes = take(&p->tx_bytes);
+		d.rx_packets = take(&p->rx_packets);
+		d.tx_packets = take(&p->tx_packets);
+		d.rx_payload += take(&p->rx_payload);
+		d.tx_payload += take(&p->tx_payload);
+	}
+	if (counters_zero(&d))
 		return;
 	__u64 now_ns = bpf_ktime_get_boot_ns();
 	__u64 now_jiffies = bpf_jiffies64();
 	count_user_and_process(&s->owner, s->scope, &d);
 	count_flow(cookie, &s->ep, s, &s->owner, s->scope, &d,
-		   jiffies_boot_ns(s->first_jiffies, now_jiffies, now_ns),
-		   jiffies_boot_ns(s->last_jiffies, now_jiffies, now_ns));
+		   jiffies_boot_ns(s->first_jiffies ? s->first_jiffies : now_jiffies, now_jiffies, now_ns),
+		   jiffies_boot_ns(s->last_jiffies ? s->last_jiffies : now_jiffies, now_jiffies, now_ns));
 }
 
-/* Is the current task the socket's owner? The cheap uid/tgid check spares the full owner
- * look-up on every call. */
-static __always_inline bool current_owns(const struct ubia_sock *s)
+/* ---- TCP payload from the socket's own counters ------------------------------------ */
+
+/* What the process took from and handed to a TCP socket so far, exact at the byte:
+ *  taken  = bytes_received - (rcv_nxt - copied_seq)   [received less still unread]
+ *           - 1 once the peer's FIN is consumed (it moved copied_seq and counted in
+ *             bytes_received, but carries no byte);
+ *  handed = bytes_acked + (write_seq - snd_una)        [acked plus written, not yet acked]
+ *           - 1 for our SYN (active opens: an accepted socket's bytes_acked starts after
+ *             it) - 1 for our FIN (write_seq moves past it at shutdown/close).
+ * MSG_PEEK moves no copied_seq; splice and sendfile move write_seq like write() does.
+ * The fields change under us (no socket lock here): each pair is read in the order the
+ * kernel writes the other way round (bytes_* before the sequence they follow), so a
+ * torn read can only count less, never more, and the fold keeps the highest figure:
+ * what a torn read left out the next fold counts. The probed reads take any socket
+ * pointer (a BTF one, or a cgroup/sock context). */
+static __always_inline void tcp_payload(void *sk, const struct ubia_sock *s, __s64 *taken, __s64 *handed)
 {
-	/* direct loads through the task's BTF type: the uid/gid helper costs ~20 ns here */
-	struct task_struct *t = bpf_get_current_task_btf();
-	return s->owner_known && s->owner.tgid == t->tgid && s->owner.uid == t->cred->uid.val;
+	struct tcp_sock *tp = sk;
+	__u64 received = BPF_CORE_READ(tp, bytes_received);
+	__u32 rcv_nxt = BPF_CORE_READ(tp, rcv_nxt);
+	__u32 copied = BPF_CORE_READ(tp, copied_seq);
+	__u64 acked = BPF_CORE_READ(tp, bytes_acked);
+	__u32 snd_una = BPF_CORE_READ(tp, snd_una);
+	__u8 shutdown = BPF_CORE_READ_BITFIELD_PROBED(&tp->inet_conn.icsk_inet.sk, sk_shutdown);
+	__u32 write_seq = BPF_CORE_READ(tp, write_seq);
+
+	__s32 unread = (__s32)(rcv_nxt - copied);
+	*taken = (__s64)received - unread;
+	if ((shutdown & RCV_SHUTDOWN) && unread == 0)
+		*taken -= 1; /* the FIN, consumed */
+	*handed = (__s64)acked + (__s32)(write_seq - snd_una);
+	if (!s->passive && *handed > 0)
+		*handed -= 1; /* our SYN */
+	if (shutdown & SEND_SHUTDOWN)
+		*handed -= 1; /* our FIN */
 }
 
-/* The current task takes the socket over (fork, SCM_RIGHTS). What was counted so far is
- * folded first: it stays with the previous owner. The caller computes the cookie only
- * when the owner changes (a helper call the per-packet path need not pay). */
-static __always_inline void take_over(__u64 cookie, struct ubia_sock *s)
+/* The TCP payload since the last fold, into d (the socket's highest figures kept). */
+static __always_inline void tcp_payload_delta(void *sk, struct ubia_sock *s, struct ubia_counters *d)
 {
-	fold(cookie, s);
-	__u64 created = s->owner.created_ns;
-	owner_from_current(&s->owner);
-	s->owner.created_ns = created ? created : bpf_ktime_get_boot_ns();
-	s->owner_known = 1;
-	mark_metered(s->owner.tgid);
+	__s64 taken, handed;
+	tcp_payload(sk, s, &taken, &handed);
+	if (s->tcp_baseline) {
+		/* predates the agent: what it moved before is not ours to count */
+		s->tcp_baseline = 0;
+		s->tcp_rx_folded = taken > 0 ? taken : 0;
+		s->tcp_tx_folded = handed > 0 ? handed : 0;
+		return;
+	}
+	if (taken > (__s64)s->tcp_rx_folded) {
+		d->rx_payload = taken - s->tcp_rx_folded;
+		s->tcp_rx_folded = taken;
+	}
+	if (handed > (__s64)s->tcp_tx_folded) {
+		d->tx_payload = handed - s->tcp_tx_folded;
+		s->tcp_tx_folded = handed;
+	}
 }
 
 /* ---- socket owner ---------------------------------------------------------------- */
+
+/* Is this socket of the host's network namespace? (Probed: the context is a struct sock.) */
+static __always_inline bool in_host_netns(void *sk)
+{
+	return BPF_CORE_READ((struct sock *)sk, __sk_common.skc_net.net, ns.inum) == host_netns_ino;
+}
 
 SEC("cgroup/sock_create")
 int ubia_sock_create(struct bpf_sock *ctx)
@@ -411,14 +565,36 @@ int ubia_sock_create(struct bpf_sock *ctx)
 	struct ubia_sock *s = bpf_sk_storage_get(&socks, ctx, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!s)
 		return 1;
-	owner_from_current(&s->owner);
-	s->owner.created_ns = bpf_ktime_get_boot_ns();
-	s->owner_known = 1;
-	mark_metered(s->owner.tgid);
+	struct ubia_owner o = {};
+	owner_from_current(&o);
+	set_owner(s, &o);
+	s->host_netns = in_host_netns(ctx);
 	return 1;
 }
 
-/* ---- socket layer: payload ------------------------------------------------------- */
+/* The last close (cgroup/sock_release, before TCP sends its FIN): the TCP payload is
+ * final now (nobody can read or write any more); everything goes to the owner. Not the
+ * closing process: the last to close is often not the one that did the I/O (sshd's
+ * monitor outlives the session child). */
+static __always_inline void fold_at_release(struct bpf_sock *ctx, __u64 cookie, struct ubia_sock *s)
+{
+	struct ubia_counters tcp = {};
+	if (!precise && ctx->protocol == IPPROTO_TCP && ctx->type == SOCK_STREAM && ctx->state != BPF_TCP_LISTEN)
+		tcp_payload_delta(ctx, s, &tcp);
+	s->released = 1;
+	fold(cookie, s, &tcp);
+}
+
+/* ---- socket layer: payload, per call (precise mode) -------------------------------- */
+
+/* Is the current task the socket's owner? The cheap uid/tgid check spares the full owner
+ * look-up on every call. */
+static __always_inline bool current_owns(const struct ubia_sock *s)
+{
+	/* direct loads through the task's BTF type: the uid/gid helper costs ~20 ns here */
+	struct task_struct *t = bpf_get_current_task_btf();
+	return s->owner_known && s->owner.tgid == t->tgid && s->owner.uid == t->cred->uid.val;
+}
 
 static __always_inline void count_payload(struct sock *sk, int ret, int flags, bool rx)
 {
@@ -432,28 +608,35 @@ static __always_inline void count_payload(struct sock *sk, int ret, int flags, b
 	if (BPF_CORE_READ_BITFIELD(sk, sk_kern_sock))
 		return; /* kernel sockets (NFS, tunnels) have no user behind the call */
 
-	struct delta d = {};
+	struct ubia_counters d = {};
 	if (rx)
 		d.rx_payload = ret;
 	else
 		d.tx_payload = ret;
+	__u32 scope = is_loopback_addr(sk, family) ? UBIA_SCOPE_LOOPBACK : UBIA_SCOPE_EXTERNAL;
 	struct ubia_sock *s = bpf_sk_storage_get(&socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	struct ubia_owner cur = {};
 	if (!s) {
-		struct ubia_owner cur = {};
+		/* the totals still have the bytes; the flow (its endpoints are the packet
+		 * hooks' to take) does not */
 		owner_from_current(&cur);
-		count_direct(bpf_get_socket_cookie(sk), sk, &cur,
-			     is_loopback_addr(sk, family) ? UBIA_SCOPE_LOOPBACK : UBIA_SCOPE_EXTERNAL, &d);
+		count_direct(0, NULL, &cur, scope, &d);
 		return;
 	}
-	/* the process doing the I/O owns the socket from now on */
-	if (!current_owns(s))
-		take_over(bpf_get_socket_cookie(sk), s);
+	/* the process doing the I/O owns the socket from now on; what was counted so far
+	 * stays with the previous owner */
+	if (!current_owns(s)) {
+		struct ubia_counters none = {};
+		fold(bpf_get_socket_cookie(sk), s, &none);
+		owner_from_current(&cur);
+		set_owner(s, &cur);
+	}
 	if (!s->scope_known) {
 		/* until its first packet tells the interface, the address tells the scope */
-		s->scope = is_loopback_addr(sk, family) ? UBIA_SCOPE_LOOPBACK : UBIA_SCOPE_EXTERNAL;
+		s->scope = scope;
 		s->scope_known = 1;
 	}
-	count_pending(sk, s, &d);
+	count_pending(NULL, s, &d);
 }
 
 SEC("tp_btf/sock_send_length")
@@ -472,6 +655,32 @@ int BPF_PROG(ubia_recv_length, struct sock *sk, int ret, int flags)
 
 /* ---- wire layer ------------------------------------------------------------------ */
 
+/* Bytes of the IP header and, for TCP and UDP, the transport header of the packet at
+ * l3off (IPv6 extension headers are not walked: counted as payload). */
+static __always_inline __u32 header_bytes(struct __sk_buff *skb, __u32 l3off, __u8 *proto)
+{
+	__u32 hdr;
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		__u8 vihl;
+		if (bpf_skb_load_bytes(skb, l3off, &vihl, 1))
+			return 0;
+		hdr = (vihl & 0xf) * 4;
+		bpf_skb_load_bytes(skb, l3off + 9, proto, 1);
+	} else {
+		hdr = 40;
+		bpf_skb_load_bytes(skb, l3off + 6, proto, 1);
+	}
+	if (*proto == IPPROTO_TCP) {
+		__u8 doff;
+		if (bpf_skb_load_bytes(skb, l3off + hdr + 12, &doff, 1))
+			return hdr;
+		hdr += (doff >> 4) * 4;
+	} else if (*proto == IPPROTO_UDP) {
+		hdr += 8;
+	}
+	return hdr;
+}
+
 /* L3 bytes and packets as they cross the wire. A GSO/GRO packet of n segments carries
  * its network+transport headers n times on the wire but once in the skb. */
 static __always_inline void wire_size(struct __sk_buff *skb, __u32 l3off, __u64 l3len,
@@ -482,27 +691,8 @@ static __always_inline void wire_size(struct __sk_buff *skb, __u32 l3off, __u64 
 	*bytes = l3len;
 	if (segs <= 1)
 		return;
-	__u32 hdr = 0;
 	__u8 proto = 0;
-	if (skb->protocol == bpf_htons(ETH_P_IP)) {
-		__u8 vihl;
-		if (bpf_skb_load_bytes(skb, l3off, &vihl, 1))
-			return;
-		hdr = (vihl & 0xf) * 4;
-		bpf_skb_load_bytes(skb, l3off + 9, &proto, 1);
-	} else {
-		hdr = 40;
-		bpf_skb_load_bytes(skb, l3off + 6, &proto, 1);
-	}
-	if (proto == IPPROTO_TCP) {
-		__u8 doff;
-		if (bpf_skb_load_bytes(skb, l3off + hdr + 12, &doff, 1))
-			return;
-		hdr += (doff >> 4) * 4;
-	} else if (proto == IPPROTO_UDP) {
-		hdr += 8;
-	}
-	*bytes += (__u64)(segs - 1) * hdr;
+	*bytes += (__u64)(segs - 1) * header_bytes(skb, l3off, &proto);
 }
 
 static __always_inline struct ubia_iface *iface_entry(__u32 ifindex)
@@ -527,37 +717,37 @@ static __always_inline void wire_add(struct ubia_wire *w, bool egress, __u64 byt
 	}
 }
 
-/* The full socket a packet belongs to for accounting, or NULL when no user socket is
- * behind it: kernel sockets (RSTs for closed ports, ICMP errors, ND) and time-wait
- * sockets. A request socket (SYN-ACK) counts for its listener. */
-static __always_inline struct sock *accountable_sock(struct sk_buff *kskb)
+/* The socket a packet counts for, or NULL when no user socket is behind it: time-wait
+ * sockets and none at all. A request socket (SYN-ACK) counts for its listener. Only
+ * helpers of Linux 5.10's cgroup_skb and tc programs. */
+static __always_inline struct bpf_sock *packet_sock(struct __sk_buff *skb)
 {
-	/* direct loads through BTF pointers (no probe-read helper calls): this runs for
-	 * every packet */
-	struct sock *sk = kskb->sk;
+	struct bpf_sock *sk = skb->sk;
 	if (!sk)
 		return NULL;
-	__u8 state = sk->__sk_common.skc_state;
-	if (state == TCP_TIME_WAIT)
-		return NULL;
-	if (state == TCP_NEW_SYN_RECV) /* the listener is behind a union: give it its type back */
-		sk = bpf_rdonly_cast(BPF_CORE_READ(sk, __sk_common.skc_listener),
-				     bpf_core_type_id_kernel(struct sock));
-	if (!sk || BPF_CORE_READ_BITFIELD(sk, sk_kern_sock))
-		return NULL;
-	return sk;
+	struct bpf_sock *full = bpf_sk_fullsock(sk);
+	return full ? full : bpf_get_listener_sock(sk);
 }
 
-/* Is the packet being sent from inside the owner's send call, so that the current task
- * is the sender? TCP sends from process context with the socket lock owned by the
- * caller (transmissions from softirq happen only when no process owns it); UDP sends
- * synchronously from the sendmsg call. */
-static __always_inline bool sending_in_process_context(struct sock *sk)
+/* The kernel's own sockets send its replies (TCP resets, ICMP, neighbour discovery):
+ * raw control sockets, made without cgroup/sock_create, so without storage. */
+static __always_inline bool kernel_control_sock(struct bpf_sock *sk)
 {
-	__u16 proto = sk->sk_protocol;
-	if (proto == IPPROTO_UDP)
-		return true;
-	return proto == IPPROTO_TCP && sk->sk_lock.owned;
+	return sk->type == SOCK_RAW && !bpf_sk_storage_get(&socks, sk, 0, 0);
+}
+
+/* A packet's wire figures as counters of its socket. */
+static __always_inline struct ubia_counters wire_counts(bool egress, __u64 bytes, __u64 packets)
+{
+	struct ubia_counters d = {};
+	if (egress) {
+		d.tx_bytes = bytes;
+		d.tx_packets = packets;
+	} else {
+		d.rx_bytes = bytes;
+		d.rx_packets = packets;
+	}
+	return d;
 }
 
 static __always_inline void count_unattributed(bool egress, __u64 bytes, __u64 packets)
@@ -566,67 +756,125 @@ static __always_inline void count_unattributed(bool egress, __u64 bytes, __u64 p
 	stat_add(egress ? UBIA_STAT_UNATTR_TX_PACKETS : UBIA_STAT_UNATTR_RX_PACKETS, packets);
 }
 
+/* Storage for a socket that has none: one that predates the agent (its uid is all we
+ * know until a process holding it is seen), or a kernel socket of a tunnel or a network
+ * file system (its uid: root). */
+static __always_inline struct ubia_sock *adopt_socket(struct __sk_buff *skb, struct bpf_sock *sk, bool listener)
+{
+	struct ubia_sock *s = bpf_sk_storage_get(&socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!s || s->owner.created_ns)
+		return s;
+	s->owner.uid = bpf_get_socket_uid(skb);
+	s->owner.created_ns = bpf_ktime_get_boot_ns();
+	/* what it moved before the agent came is not ours to count; a listener's clones
+	 * start afresh */
+	s->tcp_baseline = !listener;
+	s->host_netns = 1; /* most likely; its interface figures may land on another's ifindex */
+	return s;
+}
+
+/* Default mode: is this packet sent from inside a process's send (or receive: ACKs)
+ * call, by a process other than the owner? TCP transmits from process context only with
+ * the socket lock owned by the caller (from softirq only when no process holds it); UDP
+ * and the rest send synchronously from sendmsg. The current task is reached through
+ * bpf_get_current_task (Linux 5.8 for packet programs): bpf_get_current_uid_gid is
+ * refused there before 6.14. */
+static __always_inline struct task_struct *other_sender(struct bpf_sock *sk, const struct ubia_sock *s)
+{
+	if (sk->protocol == IPPROTO_TCP) {
+		struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+		if (!tp || !tp->inet_conn.icsk_inet.sk.sk_lock.owned)
+			return NULL;
+	}
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	if (s->owner_known && BPF_CORE_READ(t, tgid) == s->owner.tgid)
+		return NULL;
+	if (BPF_CORE_READ(t, flags) & PF_KTHREAD)
+		return NULL;
+	return t;
+}
+
+/* The sender takes the socket over, with everything not yet folded: what it wrote
+ * before this packet is already in the socket's counters (a write() moves write_seq
+ * before its first segment leaves), so the previous owner must not get it. */
+static __always_inline void sender_takes_over(struct ubia_sock *s, struct task_struct *t)
+{
+	struct ubia_owner o = {};
+	owner_from_task(&o, t);
+	set_owner(s, &o);
+}
+
 static __always_inline int count_wire(struct __sk_buff *skb, bool egress)
 {
 	__u16 family = skb->family;
 	if (family != AF_INET && family != AF_INET6)
 		return 1;
-	struct sk_buff *kskb = bpf_cast_to_kern_ctx(skb);
 	__u64 bytes, packets;
 	wire_size(skb, 0, skb->len, &bytes, &packets);
 
-	struct sock *ksk = accountable_sock(kskb);
-	struct bpf_sock *bsk = skb->sk;
-	if (bsk) {
-		struct bpf_sock *full = bpf_sk_fullsock(bsk);
-		bsk = full ? full : bpf_get_listener_sock(bsk);
-	}
-	if (!ksk || !bsk) {
+	struct bpf_sock *sk = packet_sock(skb);
+	if (!sk || kernel_control_sock(sk)) {
 		count_unattributed(egress, bytes, packets);
+		return 1;
+	}
+	bool listener = sk->state == BPF_TCP_LISTEN;
+	struct ubia_sock *s = adopt_socket(skb, sk, listener);
+	if (!s) {
+		/* no memory for storage: the socket's uid, straight into the totals */
+		struct ubia_owner fallback = { .uid = bpf_get_socket_uid(skb) };
+		struct ubia_counters d = wire_counts(egress, bytes, packets);
+		count_direct(0, NULL, &fallback, UBIA_SCOPE_EXTERNAL, &d);
 		return 1;
 	}
 
 	__u32 ifindex = skb->ifindex;
 	__u32 scope = ifindex == LOOPBACK_IFINDEX ? UBIA_SCOPE_LOOPBACK : UBIA_SCOPE_EXTERNAL;
-	struct delta d = {};
-	if (egress) {
-		d.tx_bytes = bytes;
-		d.tx_packets = packets;
-	} else {
-		d.rx_bytes = bytes;
-		d.rx_packets = packets;
+	struct ubia_counters d = wire_counts(egress, bytes, packets);
+	/* payload of what is not TCP: the datagram less its headers (a GSO datagram has
+	 * one set of headers for all its segments). TCP's comes from the socket at the fold;
+	 * in the precise mode every protocol's comes from the calls. */
+	if (!precise && sk->protocol != IPPROTO_TCP) {
+		__u8 proto = 0;
+		__u32 hdr = header_bytes(skb, 0, &proto);
+		__u64 payload = skb->len > hdr ? skb->len - hdr : 0;
+		if (egress)
+			d.tx_payload = payload;
+		else
+			d.rx_payload = payload;
 	}
-	struct ubia_sock *s = bpf_sk_storage_get(&socks, bsk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!s) {
-		struct ubia_owner fallback = { .uid = bpf_get_socket_uid(skb) };
-		count_direct(bpf_get_socket_cookie(skb), ksk, &fallback, scope, &d);
-	} else if (ksk->__sk_common.skc_state == TCP_LISTEN) {
-		/* handshakes count straight for the listener's owner: a listener holds no
-		 * pending counts for its accepted sockets to inherit */
-		count_direct(bpf_get_socket_cookie(skb), ksk, &s->owner, scope, &d);
+	if (listener) {
+		/* handshakes count straight for the listener's owner, in no flow: a listener
+		 * holds no pending counts for its accepted sockets to inherit */
+		if (!s->passive)
+			s->passive = 1; /* its clones are passive opens */
+		count_direct(0, NULL, &s->owner, scope, &d);
+	} else if (s->released) {
+		/* closed by its process, still sending: nothing may stay pending in storage
+		 * that dies with the socket */
+		struct ubia_endpoints ep = s->ep;
+		if (ep.family == 0)
+			fill_endpoints(&ep, sk);
+		count_direct(bpf_get_socket_cookie(skb), &ep, &s->owner, scope, &d);
 	} else {
-		if (egress && sending_in_process_context(ksk)) {
-			/* the sender is current: a socket passed to another process (fork,
-			 * SCM_RIGHTS) counts for the new sender from its first packet on */
-			if (!current_owns(s))
-				take_over(bpf_get_socket_cookie(skb), s);
-		} else if (!s->owner_known && !s->owner.created_ns) {
-			/* socket predates the agent: its uid is all we know until it does I/O */
-			s->owner.uid = bpf_get_socket_uid(skb);
-			s->owner.created_ns = bpf_ktime_get_boot_ns();
+		if (egress && !precise) {
+			struct task_struct *t = other_sender(sk, s);
+			if (t)
+				sender_takes_over(s, t);
 		}
 		if (!s->scope_known || s->scope != scope) {
 			/* a socket's scope changes rarely (a route moved): what it counted before
 			 * keeps the old scope */
-			if (s->scope_known)
-				fold(bpf_get_socket_cookie(skb), s);
+			if (s->scope_known) {
+				struct ubia_counters none = {};
+				fold(bpf_get_socket_cookie(skb), s, &none);
+			}
 			s->scope = scope;
 			s->scope_known = 1;
 		}
-		count_pending(ksk, s, &d);
+		count_pending(sk, s, &d);
 	}
 
-	if (ifindex != LOOPBACK_IFINDEX && ksk->__sk_common.skc_net.net->ns.inum == host_netns_ino) {
+	if (ifindex != LOOPBACK_IFINDEX && s->host_netns) {
 		struct ubia_iface *ifc = iface_entry(ifindex);
 		if (ifc)
 			wire_add(&ifc->attributed, egress, bytes, packets);
@@ -728,10 +976,12 @@ static __always_inline int count_iface(struct __sk_buff *skb, bool egress)
 	wire_size(skb, ETH_HLEN, l3len, &bytes, &packets);
 
 	bool attributable;
-	if (egress)
-		attributable = accountable_sock(bpf_cast_to_kern_ctx(skb)) != NULL;
-	else
+	if (egress) {
+		struct bpf_sock *sk = packet_sock(skb);
+		attributable = sk && !kernel_control_sock(sk);
+	} else {
 		attributable = ingress_has_socket(skb, v4);
+	}
 
 	struct ubia_iface *ifc = iface_entry(skb->ifindex);
 	if (!ifc)
@@ -781,7 +1031,9 @@ static __always_inline void end_flow(__u64 cookie, struct ubia_sock *s)
 }
 
 /* TCP ends when the socket reaches CLOSE: after close() the kernel may still be sending
- * what the process wrote, and those bytes belong to the flow. */
+ * what the process wrote, and those bytes belong to the flow (the packet hooks count a
+ * released socket's packets straight into its flow). No socket storage here: tracing
+ * programs may use it from Linux 5.11 on only. */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(ubia_sock_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
@@ -790,19 +1042,16 @@ int BPF_PROG(ubia_sock_set_state, const struct sock *sk, const int oldstate, con
 	__u16 family = sk->__sk_common.skc_family;
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
-	struct sock *ksk = (struct sock *)sk;
-	__u64 cookie = bpf_get_socket_cookie(ksk);
-	struct ubia_sock *s = bpf_sk_storage_get(&socks, ksk, 0, 0);
-	if (s)
-		fold(cookie, s);
-	end_flow(cookie, s);
+	/* the packet hooks asked for the cookie (bpf_get_socket_cookie makes it): a socket
+	 * without one never counted a packet, so it has no flow */
+	__u64 cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	if (cookie)
+		end_flow(cookie, NULL);
 	return 0;
 }
 
-/* Everything but TCP ends when the process releases it; TCP too if it never left CLOSE.
- * A TCP socket closed while still sending lives on without a file, out of the fold
- * iterator's reach: folding here puts everything its process did in the totals at once,
- * and only what the kernel sends after close() waits for TCP_CLOSE. */
+/* The last close: the socket's final fold (see fold_at_release). Everything but TCP ends
+ * here; TCP too if it never left CLOSE. */
 SEC("cgroup/sock_release")
 int ubia_sock_release(struct bpf_sock *ctx)
 {
@@ -811,7 +1060,7 @@ int ubia_sock_release(struct bpf_sock *ctx)
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 	struct ubia_sock *s = bpf_sk_storage_get(&socks, ctx, 0, 0);
 	if (s)
-		fold(cookie, s);
+		fold_at_release(ctx, cookie, s);
 	if (ctx->protocol == IPPROTO_TCP && ctx->state != BPF_TCP_CLOSE)
 		return 1;
 	end_flow(cookie, s);
@@ -842,35 +1091,139 @@ int BPF_PROG(ubia_process_exit, struct task_struct *task)
 	return 0;
 }
 
-/* Run by user space (reads of iterator fds) before it reads the user, process and flow
- * maps: fold the pending counts of every TCP and UDP socket of the reader's network
- * namespace. (iter/task_file, which visits every process's files in every namespace,
- * cannot reach a socket's storage on current kernels: sock->sk is an untrusted pointer
- * that bpf_sk_storage_get refuses; map iterators are refused here.) Sockets of other
- * network namespaces fold when they end or change owner or scope: late, never lost. */
+/* ---- the fold: census, then every socket's storage ---------------------------------- */
+
+static __always_inline struct ubia_meta *meta_entry(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&meta, &zero);
+}
+
+/* A fold begins with its first pass's first call: the census's, or in the precise mode
+ * (no census) the fold's own. */
+static __always_inline void begin_fold(struct bpf_iter_meta *it, bool first_pass)
+{
+	struct ubia_meta *m;
+	if (first_pass && it->seq_num == 0 && (m = meta_entry()))
+		__sync_fetch_and_add(&m->fold_gen, 1);
+}
+
+/* First pass of a fold (default mode): which processes hold a file of each socket. Run
+ * by user space (reading an iterator fd) right before ubia_fold. Sockets are told by
+ * their inode type and reached by probed reads (bpf_sock_from_file is Linux 5.11). */
+SEC("iter/task_file")
+int ubia_census(struct bpf_iter__task_file *ctx)
+{
+	begin_fold(ctx->meta, true);
+	struct ubia_meta *m = meta_entry();
+	struct file *file = ctx->file;
+	struct task_struct *task = ctx->task;
+	if (!m || !file || !task)
+		return 0;
+	if ((BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return 0;
+	struct socket *sock = BPF_CORE_READ(file, private_data);
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return 0;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+
+	__u64 key = (__u64)sk;
+	__u32 gen = m->fold_gen;
+	__u64 started = BPF_CORE_READ(task, group_leader, start_time);
+	struct ubia_holders *h = bpf_map_lookup_elem(&census, &key);
+	if (h && h->gen == gen && h->started_ns >= started)
+		return 0; /* a newer holder (or this one, through another thread or descriptor) */
+	struct ubia_holders seen = { .gen = gen, .started_ns = started };
+	owner_from_task(&seen.newest, task);
+	bpf_map_update_elem(&census, &key, &seen, BPF_ANY);
+	return 0;
+}
+
+/* The default mode's owner rule at a fold (with other_sender at the packet hooks): a
+ * socket goes to the newest process holding a file of it (the latest started), with
+ * everything not yet folded. That is the process serving the connection in the inetd
+ * and sshd patterns (a child of the accepting daemon), the service in socket activation,
+ * the receiver of a descriptor passed over SCM_RIGHTS, and a child that inherited it; no
+ * race with when the others close their copies. A socket nobody holds (closed but still
+ * sending, not yet accepted, in flight over SCM_RIGHTS) stays with its owner. Only
+ * sockets of the census's map capacity are followed. */
+static __always_inline void adopt_holder(struct sock *sk, struct ubia_sock *s, __u32 gen)
+{
+	__u64 key = (__u64)sk;
+	struct ubia_holders *h = bpf_map_lookup_elem(&census, &key);
+	if (!h || h->gen != gen)
+		return;
+	if (!s->owner_known || h->newest.tgid != s->owner.tgid)
+		set_owner(s, &h->newest);
+}
+
+/* Second pass of a fold: the owner rule, the TCP payload from the socket's counters,
+ * then the pending counts into the totals. Once per socket per fold. */
+static __always_inline void fold_socket(struct sock *sk, struct ubia_sock *s)
+{
+	struct ubia_meta *m = meta_entry();
+	if (!m || s->fold_gen == m->fold_gen)
+		return;
+	s->fold_gen = m->fold_gen;
+	/* probed reads: each iterator hands over its own kind of socket pointer */
+	bool tcp = BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP && BPF_CORE_READ(sk, sk_type) == SOCK_STREAM;
+	if (tcp && BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN)
+		return; /* a listener holds nothing to fold, and its clones copy it */
+	struct ubia_counters payload = {};
+	if (!precise) {
+		adopt_holder(sk, s, m->fold_gen);
+		if (tcp && !s->released)
+			tcp_payload_delta(sk, s, &payload);
+	}
+	fold(BPF_CORE_READ(sk, __sk_common.skc_cookie.counter), s, &payload);
+}
+
+/* The fold's second pass through the socket storage map (Linux 5.9+; tracing programs
+ * may not look socket storage up before 5.11, but this iterator hands the value over):
+ * every socket with storage, with a file or not, in any network namespace. */
+SEC("iter/bpf_sk_storage_map")
+int ubia_fold_storage(struct bpf_iter__bpf_sk_storage_map *ctx)
+{
+	begin_fold(ctx->meta, precise);
+	struct sock *sk = ctx->sk;
+	struct ubia_sock *s = ctx->value;
+	if (sk && s)
+		fold_socket(sk, s);
+	return 0;
+}
+
+/* The same through the TCP and UDP socket tables (Linux 5.9+), where the kernel refuses
+ * map iterators (EPERM, as this project's 6.18 does): the sockets of the agent's network
+ * namespace; others fold at their last close. (A walk of the processes' files would
+ * reach every namespace, but 6.18 hands it only an untrusted sock->sk, which socket
+ * storage refuses.) */
 SEC("iter/tcp")
 int ubia_fold_tcp(struct bpf_iter__tcp *ctx)
 {
+	begin_fold(ctx->meta, precise);
 	struct sock_common *skc = ctx->sk_common;
 	if (!skc)
 		return 0;
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc); /* NULL for request and time-wait sockets */
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc); /* no request or time-wait sockets */
 	if (!tp)
 		return 0;
 	struct ubia_sock *s = bpf_sk_storage_get(&socks, tp, 0, 0);
 	if (s)
-		fold(bpf_get_socket_cookie(tp), s);
+		fold_socket((struct sock *)tp, s);
 	return 0;
 }
 
 SEC("iter/udp")
 int ubia_fold_udp(struct bpf_iter__udp *ctx)
 {
-	struct udp_sock *udp = ctx->udp_sk;
-	if (!udp)
+	struct udp_sock *u = ctx->udp_sk;
+	if (!u)
 		return 0;
-	struct ubia_sock *s = bpf_sk_storage_get(&socks, udp, 0, 0);
+	struct ubia_sock *s = bpf_sk_storage_get(&socks, u, 0, 0);
 	if (s)
-		fold(bpf_get_socket_cookie(udp), s);
+		fold_socket((struct sock *)u, s);
 	return 0;
 }

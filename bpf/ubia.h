@@ -10,7 +10,7 @@
 #ifndef UBIA_H
 #define UBIA_H
 
-#define UBIA_ABI_VERSION 6
+#define UBIA_ABI_VERSION 7
 
 #define UBIA_COMM_LEN 16
 
@@ -19,6 +19,8 @@
 #define UBIA_MAX_PROCS 65536
 #define UBIA_MAX_FLOWS 65536
 #define UBIA_MAX_IFACES 4096
+/* sockets whose holders one fold can tell (the census); more are folded for their owner */
+#define UBIA_MAX_CENSUS 262144
 /* ~5,400 events. Mapped twice into the agent (4 MiB made 8 MiB of its resident memory);
  * it is drained as events arrive, and what a burst does not fit waits in the flow table,
  * marked ended, until the next flow read. */
@@ -31,7 +33,9 @@ enum ubia_scope {
 
 /* Monotonic counters. Wire bytes are L3 bytes as on the wire (per-segment headers of a
  * GSO/GRO packet included); packets count segments; payload is what the socket layer
- * moved to or from the process. */
+ * moved to or from the process (TCP: taken from the socket's own sequence counters at
+ * the fold; other protocols: the datagrams less their IP and UDP headers; precise mode:
+ * each send/recv call's length). */
 struct ubia_counters {
 	__u64 rx_bytes;
 	__u64 tx_bytes;
@@ -62,7 +66,9 @@ struct ubia_proc_key {
 	__u32 pad;
 };
 
-/* Who a socket belongs to: the creator, then whichever process last did I/O on it. */
+/* Who a socket belongs to: the creator; then, in the default mode, a process sending on
+ * it from its own call, or at a fold the newest process holding it; in the precise mode,
+ * whichever process last did I/O on it. */
 struct ubia_owner {
 	__u32 uid;
 	__u32 gid;
@@ -94,19 +100,36 @@ struct ubia_endpoints {
  * The packet and socket-call paths add to `pending`, one cache line the socket owns,
  * instead of to three shared hash entries; folds move it into user_slots, proc_totals
  * and flows with atomic exchanges, so no increment is lost or counted twice. A listener
- * never holds pending counts (its handshake packets are counted directly), so a clone
- * copies none. */
+ * never holds pending counts (its handshake packets are counted directly) nor TCP
+ * payload, so a clone copies none. */
 struct ubia_sock {
 	struct ubia_owner owner;
 	__u8 scope;
 	__u8 scope_known;
 	__u8 flow_state;
 	__u8 owner_known; /* 0: owner.uid is the socket's uid only (socket predates the agent) */
-	__u32 pad;
+	__u8 passive;     /* accepted (cloned from a listener): no SYN of ours in write_seq */
+	__u8 released;    /* last close folded: its TCP payload is final */
+	__u8 tcp_baseline; /* predates the agent: the first fold takes the TCP counters as they are */
+	__u8 host_netns;  /* lives in the host's network namespace: its packets count per interface */
 	struct ubia_endpoints ep; /* taken at the first count: a closing socket loses its port */
 	struct ubia_counters pending;
+	__u64 tcp_rx_folded; /* TCP payload the folds have counted so far, from the socket's */
+	__u64 tcp_tx_folded; /* own counters (what the process took / handed over) */
 	__u64 first_jiffies; /* of the first and the latest count: jiffies cost nothing to */
 	__u64 last_jiffies;  /* read, the boot-time clock ~45 ns a packet */
+	__u32 fold_gen;      /* the last fold that visited it (a socket open in several
+			      * processes is folded once per fold) */
+	__u32 pad2;
+};
+
+/* What one fold's census saw of a socket (keyed by the kernel address of its struct
+ * sock): the newest of the processes holding a file of it. */
+struct ubia_holders {
+	__u32 gen; /* the fold that wrote it (ubia_meta.fold_gen) */
+	__u32 pad;
+	__u64 started_ns; /* the newest holder's start (CLOCK_MONOTONIC, as the kernel keeps it) */
+	struct ubia_owner newest;
 };
 
 struct ubia_flow {
@@ -166,6 +189,8 @@ enum ubia_stat {
 struct ubia_meta {
 	__u32 abi_version;
 	__u32 user_slots_used; /* slots of user_slots handed out so far (may pass the size) */
+	__u32 fold_gen;        /* folds run so far: tells this fold's census from older ones */
+	__u32 precise;         /* the attached programs count payload per call (precise mode) */
 };
 
 /* One user and scope's counters: a slot of the mmap-able user_slots array, so that user
@@ -178,5 +203,24 @@ struct ubia_user_slot {
 	__u32 pad;
 	struct ubia_counters c;
 };
+
+/* The layouts both sides compile must agree to the byte (as Android's netd.h checks):
+ * a field added without bumping UBIA_ABI_VERSION and these fails to build. */
+#ifdef __cplusplus
+#define _Static_assert static_assert
+#endif
+_Static_assert(sizeof(struct ubia_counters) == 48, "ubia_counters layout");
+_Static_assert(sizeof(struct ubia_wire) == 32, "ubia_wire layout");
+_Static_assert(sizeof(struct ubia_user_key) == 8, "ubia_user_key layout");
+_Static_assert(sizeof(struct ubia_proc_key) == 32, "ubia_proc_key layout");
+_Static_assert(sizeof(struct ubia_owner) == 48, "ubia_owner layout");
+_Static_assert(sizeof(struct ubia_endpoints) == 40, "ubia_endpoints layout");
+_Static_assert(sizeof(struct ubia_sock) == 184, "ubia_sock layout");
+_Static_assert(sizeof(struct ubia_holders) == 64, "ubia_holders layout");
+_Static_assert(sizeof(struct ubia_flow) == 160, "ubia_flow layout");
+_Static_assert(sizeof(struct ubia_event) == 184, "ubia_event layout");
+_Static_assert(sizeof(struct ubia_iface) == 96, "ubia_iface layout");
+_Static_assert(sizeof(struct ubia_meta) == 16, "ubia_meta layout");
+_Static_assert(sizeof(struct ubia_user_slot) == 64, "ubia_user_slot layout");
 
 #endif /* UBIA_H */

@@ -44,7 +44,7 @@ function scriptedMeter() {
     forgotten: [] as number[],
   };
   const meter: MeterReader = {
-    status: () => ({ kernelRelease: 'test', mode: 'socket+wire', hooks: [], pinDir: '', resumed: false, flowCapacity: 1024 }),
+    status: () => ({ kernelRelease: 'test', mode: 'default', hooks: [], pinDir: '', resumed: false, flowCapacity: 1024 }),
     checkPins: () => [],
     fold: () => void state.folds++,
     readUserColumns: () => columns(state.users),

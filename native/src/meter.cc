@@ -18,7 +18,6 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
-#include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -48,16 +47,47 @@ uint32_t tc_priority(const std::string &pin_dir) {
   return 0x1000 + h % 0xe000;
 }
 
-// libbpf's last messages, to explain a failed load (the verifier log is long).
+// libbpf's messages, to explain a failed load. A verifier log arrives as one message
+// of up to megabytes: kept whole here, so that its end (the reason) survives.
 std::string g_libbpf_log;
 
 int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap) {
   if (level == LIBBPF_DEBUG) return 0;
-  char buf[1024];
-  vsnprintf(buf, sizeof buf, fmt, ap);
-  g_libbpf_log += buf;
-  if (g_libbpf_log.size() > 8192) g_libbpf_log.erase(0, g_libbpf_log.size() - 8192);
+  va_list again;
+  va_copy(again, ap);
+  int n = vsnprintf(nullptr, 0, fmt, ap);
+  if (n > 0) {
+    std::string buf(size_t(n) + 1, '\0');
+    vsnprintf(buf.data(), buf.size(), fmt, again);
+    buf.resize(size_t(n));
+    g_libbpf_log += buf;
+  }
+  va_end(again);
+  if (g_libbpf_log.size() > (4u << 20)) g_libbpf_log.erase(0, g_libbpf_log.size() - (4u << 20));
   return 0;
+}
+
+// The verifier's reason for rejecting a program: which program, and the last lines of
+// its log (the log walks the program from the start; the failing check is at the end).
+std::string verifier_reason(const std::string &log) {
+  const std::string end_mark = "-- END PROG LOAD LOG --";
+  size_t end = log.rfind(end_mark);
+  if (end == std::string::npos) return "";
+  size_t line_start = log.rfind('\n', end);
+  size_t begin = log.rfind("-- BEGIN PROG LOAD LOG --", end);
+  if (begin == std::string::npos) return "";
+  // "libbpf: prog 'NAME': -- BEGIN PROG LOAD LOG --"
+  size_t name_at = log.rfind("prog '", begin);
+  std::string name = name_at == std::string::npos ? "?" : log.substr(name_at + 6, log.find('\'', name_at + 6) - name_at - 6);
+  std::string body = log.substr(begin, (line_start == std::string::npos ? end : line_start) - begin);
+  std::vector<std::string> lines;
+  std::stringstream ss(body);
+  for (std::string l; std::getline(ss, l);)
+    if (!l.empty() && l.find("LOAD LOG --") == std::string::npos) lines.push_back(l);
+  constexpr size_t kLast = 6;
+  std::string out = "the verifier rejected program " + name + ":";
+  for (size_t i = lines.size() > kLast ? lines.size() - kLast : 0; i < lines.size(); i++) out += "\n  " + lines[i];
+  return out;
 }
 
 std::string errno_text(int err) { return strerror(err < 0 ? -err : err); }
@@ -81,8 +111,11 @@ bool has_capability(int cap) {
   else if (e == EINVAL && has_capability(kCapBpf) && !has_capability(kCapPerfmon))
     msg += ". The verifier refuses ubia's tracing programs and socket-storage access without"
            " CAP_PERFMON: grant it (with CAP_BPF and CAP_NET_ADMIN)";
-  if (!g_libbpf_log.empty()) {
-    // the tail says which check failed
+  std::string reason = verifier_reason(g_libbpf_log);
+  if (!reason.empty()) {
+    msg += "\n" + reason;
+  } else if (!g_libbpf_log.empty()) {
+    // no verifier log: libbpf's last words say what failed
     std::string tail = g_libbpf_log.size() > 1500 ? g_libbpf_log.substr(g_libbpf_log.size() - 1500)
                                                   : g_libbpf_log;
     msg += "\nlibbpf: " + tail;
@@ -114,7 +147,7 @@ void mkdir_p(const std::string &path) {
     cur += "/" + part;
     if (mkdir(cur.c_str(), 0700) != 0 && errno != EEXIST)
       throw MeterError("cannot create " + cur + ": " + errno_text(errno) +
-                       (errno == EACCES || errno == EPERM ? " (run as root)" : ""));
+                       (errno == EACCES || errno == EPERM ? " (run as root or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)" : ""));
   }
 }
 
@@ -236,7 +269,97 @@ Meter::Meter(const MeterOptions &opts) : opts_(opts) {
   }
 }
 
+// The fold's ways through every socket, best first. The truth is what loads: Debian's
+// 5.10 to 7.3 walk the storage map; this project's 6.18 refuses map iterators (EPERM),
+// and there the TCP and UDP iterators serve (sockets of the agent's network namespace;
+// others fold at their last close).
+namespace {
+constexpr FoldRoute kFoldRoutes[] = {FoldRoute::StorageMap, FoldRoute::Sockets};
+
+const char *fold_route_name(FoldRoute r) {
+  switch (r) {
+    case FoldRoute::StorageMap: return "iter/bpf_sk_storage_map";
+    case FoldRoute::Sockets: return "iter/tcp + iter/udp";
+  }
+  return "?";
+}
+}  // namespace
+
 void Meter::load_and_attach() {
+  std::string refused;
+  for (FoldRoute route : kFoldRoutes) {
+    fold_route_ = route;
+    g_libbpf_log.clear();
+    int err = open_and_load();
+    if (err == 0) break;
+    bool fold_refused = g_libbpf_log.find("prog 'ubia_fold_") != std::string::npos;
+    if (!fold_refused || route == kFoldRoutes[std::size(kFoldRoutes) - 1]) fail_bpf("loading the BPF programs failed", err);
+    refused += std::string(fold_route_name(route)) + " (" + errno_text(err) + "), ";
+    ubia_bpf__destroy(skel_);
+    skel_ = nullptr;
+  }
+  if (!refused.empty())
+    for (Hook &h : hooks_)
+      if (h.name == "fold") h.detail += " (this kernel refused " + refused.substr(0, refused.size() - 2) + ")";
+  // the ABI version marks the pinned state as ours; the slot count of resumed state stays
+  uint32_t zero = 0;
+  int meta_fd = bpf_map__fd(skel_->maps.meta);
+  ubia_meta meta{};
+  bpf_map_lookup_elem(meta_fd, &zero, &meta);
+  meta.abi_version = UBIA_ABI_VERSION;
+  if (resumed_ && meta.precise != uint32_t(opts_.precise)) {
+    // the pinned programs count in the other mode: attach this load's instead (the maps,
+    // and with them every counter, stay)
+    remove_tree(opts_.pin_dir + "/links");
+    mkdir_p(opts_.pin_dir + "/links");
+  }
+  meta.precise = opts_.precise;
+  bpf_map_update_elem(meta_fd, &zero, &meta, BPF_ANY);
+
+  map_user_slots(meta.user_slots_used);
+
+  attach_all();
+
+  // The fold iterators are this process's own (not pinned): nothing runs them but our
+  // reads. The census (default mode) walks every process's files; the fold walks every
+  // socket's storage.
+  if (!opts_.precise) {
+    census_link_ = bpf_program__attach_iter(skel_->progs.ubia_census, nullptr);
+    if (!census_link_) fail_bpf("attaching the census iterator failed", errno);
+  }
+  auto attach_fold = [&](bpf_program *prog, const bpf_iter_attach_opts *o) {
+    bpf_link *link = bpf_program__attach_iter(prog, o);
+    if (!link) fail_bpf(std::string("attaching the fold iterator ") + bpf_program__name(prog) + " failed", errno);
+    fold_links_.push_back(link);
+  };
+  switch (fold_route_) {
+    case FoldRoute::StorageMap: {
+      union bpf_iter_link_info socks_map = {};
+      socks_map.map.map_fd = bpf_map__fd(skel_->maps.socks);
+      DECLARE_LIBBPF_OPTS(bpf_iter_attach_opts, iter_opts, .link_info = &socks_map, .link_info_len = sizeof(socks_map));
+      attach_fold(skel_->progs.ubia_fold_storage, &iter_opts);
+      break;
+    }
+    case FoldRoute::Sockets:
+      attach_fold(skel_->progs.ubia_fold_tcp, nullptr);
+      attach_fold(skel_->progs.ubia_fold_udp, nullptr);
+      break;
+  }
+
+  rb_ = ring_buffer__new(
+      bpf_map__fd(skel_->maps.events),
+      [](void *ctx, void *data, size_t size) -> int {
+        auto *self = static_cast<Meter *>(ctx);
+        if (self->handler_ && size >= sizeof(ubia_event))
+          (*self->handler_)(*static_cast<const ubia_event *>(data));
+        return 0;
+      },
+      this, nullptr);
+  if (!rb_) fail_bpf("opening the event ring buffer failed", errno);
+}
+
+// Opens the object, configures it for this kernel and the fold route, and loads it.
+int Meter::open_and_load() {
   skel_ = ubia_bpf__open();
   if (!skel_) fail_bpf("opening the BPF object failed", errno);
   struct stat ns;
@@ -261,6 +384,7 @@ void Meter::load_and_attach() {
   bpf_map__set_max_entries(skel_->maps.flows, opts_.flow_capacity);
   bpf_map__set_max_entries(skel_->maps.user_slots, opts_.user_capacity);
   bpf_map__set_max_entries(skel_->maps.user_index, opts_.user_capacity);
+  bpf_map__set_max_entries(skel_->maps.slot_claims, opts_.user_capacity);
   skel_->rodata->max_users = opts_.user_capacity;
   bpf_map *map;
   bpf_object__for_each_map(map, skel_->obj) {
@@ -276,37 +400,7 @@ void Meter::load_and_attach() {
   pthread_sigmask(SIG_BLOCK, &all, &before);
   int err = ubia_bpf__load(skel_);
   pthread_sigmask(SIG_SETMASK, &before, nullptr);
-  if (err) fail_bpf("loading the BPF programs failed", err);
-
-  // the ABI version marks the pinned state as ours; the slot count of resumed state stays
-  uint32_t zero = 0;
-  int meta_fd = bpf_map__fd(skel_->maps.meta);
-  ubia_meta meta{};
-  bpf_map_lookup_elem(meta_fd, &zero, &meta);
-  meta.abi_version = UBIA_ABI_VERSION;
-  bpf_map_update_elem(meta_fd, &zero, &meta, BPF_ANY);
-
-  map_user_slots(meta.user_slots_used);
-
-  attach_all();
-
-  // The fold iterators are this process's own (not pinned): nothing runs them but our reads.
-  bpf_program *fold_progs[2] = {skel_->progs.ubia_fold_tcp, skel_->progs.ubia_fold_udp};
-  for (int i = 0; i < 2; i++) {
-    fold_links_[i] = bpf_program__attach_iter(fold_progs[i], nullptr);
-    if (!fold_links_[i]) fail_bpf(std::string("attaching the fold iterator ") + bpf_program__name(fold_progs[i]) + " failed", errno);
-  }
-
-  rb_ = ring_buffer__new(
-      bpf_map__fd(skel_->maps.events),
-      [](void *ctx, void *data, size_t size) -> int {
-        auto *self = static_cast<Meter *>(ctx);
-        if (self->handler_ && size >= sizeof(ubia_event))
-          (*self->handler_)(*static_cast<const ubia_event *>(data));
-        return 0;
-      },
-      this, nullptr);
-  if (!rb_) fail_bpf("opening the event ring buffer failed", errno);
+  return err;
 }
 
 Meter::~Meter() { close(false); }
@@ -350,45 +444,58 @@ void Meter::prepare_pin_dir() {
 }
 
 void Meter::probe_features() {
-  // Pick the hooks this kernel offers, by the tracepoints' BTF types.
+  // Pick the hooks this kernel offers, by the tracepoints' BTF types. The rest of the
+  // meter needs Linux 5.10 with BTF.
   btf *vmlinux = btf__load_vmlinux_btf();
-  struct utsname u;
-  uname(&u);
-  const bool kernel_has_len = btf_has(vmlinux, "btf_trace_sock_send_length", BTF_KIND_TYPEDEF) &&
-                              btf_has(vmlinux, "btf_trace_sock_recv_length", BTF_KIND_TYPEDEF);
-  const bool has_len = kernel_has_len && !opts_.wire_only;
+  const bool has_len = btf_has(vmlinux, "btf_trace_sock_send_length", BTF_KIND_TYPEDEF) &&
+                       btf_has(vmlinux, "btf_trace_sock_recv_length", BTF_KIND_TYPEDEF);
   const bool has_state = btf_has(vmlinux, "btf_trace_inet_sock_set_state", BTF_KIND_TYPEDEF);
   const bool has_exit = btf_has(vmlinux, "btf_trace_sched_process_exit", BTF_KIND_TYPEDEF);
-  const bool has_kctx = btf_has(vmlinux, "bpf_cast_to_kern_ctx", BTF_KIND_FUNC) &&
-                        btf_has(vmlinux, "bpf_rdonly_cast", BTF_KIND_FUNC);
   btf__free(vmlinux);
-  if (!has_kctx)
-    throw MeterError(std::string("kernel ") + u.release + " is too old for ubia's wire meter (needs the bpf_cast_to_kern_ctx and bpf_rdonly_cast kfuncs, Linux 6.3 or later)");
+  const bool precise = opts_.precise && has_len;
+  opts_.precise = precise;
+  skel_->rodata->precise = precise;
 
   hooks_.clear();
-  auto hook = [&](const char *name, bool ok, const char *what, const char *why_not) {
-    hooks_.push_back({name, ok, ok ? what : why_not});
+  auto hook = [&](const char *name, bool available, bool active, std::string detail) {
+    hooks_.push_back({name, available, active, std::move(detail)});
   };
-  hook("cgroup/sock_create", true, "socket owner (uid, gid, pid, comm, cgroup) at creation", "");
-  hook("cgroup/sock_release", true, "end of UDP and other non-TCP flows", "");
-  hook("cgroup_skb/egress", true, "wire bytes and packets sent, per socket owner", "");
-  hook("cgroup_skb/ingress", true, "wire bytes and packets received, per socket owner", "");
-  const char *no_len = kernel_has_len
-                           ? "left out (wire-only requested): payload not counted, owner from socket creation and sends"
-                           : "kernel lacks the sock_send_length/sock_recv_length tracepoints (Linux < 6.3): payload not counted, owner from socket creation and sends";
-  hook("tp_btf/sock_send_length", has_len, "payload bytes sent, by the sending process", no_len);
-  hook("tp_btf/sock_recv_length", has_len, "payload bytes received, by the reading process", no_len);
-  hook("tp_btf/inet_sock_set_state", has_state, "end of TCP flows (after the last byte the kernel sends)",
-       "kernel lacks the inet_sock_set_state tracepoint: TCP flows end at close()");
-  hook("tp_btf/sched_process_exit", has_exit, "exited processes, so their entries can be removed",
-       "kernel lacks the sched_process_exit tracepoint: exited processes are found by /proc");
-  hook("tc/clsact", true, "per-interface totals, to check attribution against", "");
+  hook("cgroup/sock_create", true, true, "socket owner (uid, gid, pid, comm, cgroup) at creation");
+  hook("cgroup/sock_release", true, true, "last close: the socket's final TCP payload; end of UDP and other non-TCP flows");
+  hook("cgroup_skb/egress", true, true, precise ? "wire bytes and packets sent, per socket" : "wire bytes and packets sent, per socket; payload of datagrams (UDP, ICMP, …); a process sending on a socket takes it over");
+  hook("cgroup_skb/ingress", true, true, precise ? "wire bytes and packets received, per socket" : "wire bytes and packets received, per socket; payload of datagrams (UDP, ICMP, …)");
+  hook("iter/task_file (census)", true, !precise, precise ? "not needed in the precise mode (the process doing the I/O owns the socket)"
+                                                 : "fold census: the newest process holding each socket takes it over at the fold");
+  std::string fold_detail = std::string("fold by ") + fold_route_name(fold_route_) + ": " +
+                            (precise ? "moves every socket's pending counts into the totals"
+                                     : "every TCP socket's payload from its own counters (bytes_received/acked, sequence numbers), pending counts into the totals");
+  if (fold_route_ == FoldRoute::Sockets)
+    fold_detail += "; sockets of other network namespaces and raw sockets fold at their last close";
+  hook("fold", true, true, fold_detail);
+  std::string len_detail;
+  if (precise)
+    len_detail = "precise mode: payload of every send/recv call, for the process making it";
+  else if (has_len)
+    len_detail = "available; not used in the default mode (meter_mode = \"precise\" counts each call for the process making it, at ~2.7 % of 64-byte TCP throughput for the dispatch alone)";
+  else
+    len_detail = "kernel lacks the sock_send_length/sock_recv_length tracepoints (Linux < 6.3): only the default mode — a socket shared by processes counts for one holder at each fold, not per call";
+  hook("tp_btf/sock_send_length", has_len, precise, len_detail);
+  hook("tp_btf/sock_recv_length", has_len, precise, len_detail);
+  hook("tp_btf/inet_sock_set_state", has_state, has_state, has_state ? "end of TCP flows (after the last byte the kernel sends)"
+                                                                     : "kernel lacks the inet_sock_set_state tracepoint: TCP flows end when their socket's storage is folded last");
+  hook("tp_btf/sched_process_exit", has_exit, has_exit, has_exit ? "exited processes, so their entries can be removed"
+                                                                 : "kernel lacks the sched_process_exit tracepoint: exited processes are found by /proc");
+  hook("tc/clsact", true, true, "per-interface totals, to check attribution against");
 
-  bpf_program__set_autoload(skel_->progs.ubia_send_length, has_len);
-  bpf_program__set_autoload(skel_->progs.ubia_recv_length, has_len);
+  bpf_program__set_autoload(skel_->progs.ubia_send_length, precise);
+  bpf_program__set_autoload(skel_->progs.ubia_recv_length, precise);
+  bpf_program__set_autoload(skel_->progs.ubia_census, !precise);
+  bpf_program__set_autoload(skel_->progs.ubia_fold_storage, fold_route_ == FoldRoute::StorageMap);
+  bpf_program__set_autoload(skel_->progs.ubia_fold_tcp, fold_route_ == FoldRoute::Sockets);
+  bpf_program__set_autoload(skel_->progs.ubia_fold_udp, fold_route_ == FoldRoute::Sockets);
   bpf_program__set_autoload(skel_->progs.ubia_sock_set_state, has_state);
   bpf_program__set_autoload(skel_->progs.ubia_process_exit, has_exit);
-  mode_ = has_len ? "socket+wire" : "wire-only";
+  mode_ = precise ? "precise" : "default";
 }
 
 void Meter::attach_all() {
@@ -503,22 +610,25 @@ void Meter::fold_if_stale() const {
   fold();
 }
 
-// Runs the fold iterators over the namespace's TCP and UDP sockets: reading an
-// iterator's (empty) output is what runs it. The maps read next then hold everything
-// counted up to now.
+// Runs the census (default mode) and the fold route's iterators: reading an iterator's
+// (empty) output is what runs it. The maps read next then hold everything counted up to
+// now.
 void Meter::fold() const {
   last_fold_ = std::chrono::steady_clock::now();
-  for (bpf_link *link : fold_links_) {
-    int fd = bpf_iter_create(bpf_link__fd(link));
-    if (fd < 0) fail_bpf("running the fold iterator failed", errno);
-    char buf[64];
-    ssize_t n;
-    while ((n = read(fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)) {
-    }
-    int err = n < 0 ? errno : 0;
-    ::close(fd);
-    if (err) fail_bpf("running the fold iterator failed", err);
+  if (census_link_) run_iterator(census_link_);
+  for (bpf_link *link : fold_links_) run_iterator(link);
+}
+
+void Meter::run_iterator(bpf_link *link) const {
+  int fd = bpf_iter_create(bpf_link__fd(link));
+  if (fd < 0) fail_bpf("running the fold iterator failed", errno);
+  char buf[64];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)) {
   }
+  int err = n < 0 ? errno : 0;
+  ::close(fd);
+  if (err) fail_bpf("running the fold iterator failed", err);
 }
 
 // Maps the user slots in use, rounded up to kSlotsPerMapping: the whole array (4 MiB for
@@ -684,10 +794,10 @@ void Meter::close(bool detach) {
   closed_ = true;
   if (rb_) ring_buffer__free(rb_);
   rb_ = nullptr;
-  for (bpf_link *&link : fold_links_) {
-    if (link) bpf_link__destroy(link);
-    link = nullptr;
-  }
+  if (census_link_) bpf_link__destroy(census_link_);
+  census_link_ = nullptr;
+  for (bpf_link *link : fold_links_) bpf_link__destroy(link);
+  fold_links_.clear();
   if (user_slots_) munmap(const_cast<ubia_user_slot *>(user_slots_), user_slots_len_);
   user_slots_ = nullptr;
   for (auto &l : links_) bpf_link__destroy(l.second);  // closes our fd; the pin keeps it attached

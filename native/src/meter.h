@@ -24,23 +24,30 @@ struct MeterError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// How the fold reaches every socket's storage (see kFoldRoutes in meter.cc).
+enum class FoldRoute { StorageMap, Sockets };
+
 struct MeterOptions {
   // always given by the caller: the agent's agent.pin_dir, whose default the configuration
   // schema (src/config/schema.ts) holds
   std::string pin_dir;
   uint32_t flow_capacity = UBIA_MAX_FLOWS;
+  // Count payload per send/recv call (the socket-length tracepoints, Linux 6.3+), for
+  // the process making it, instead of from the socket's own counters at the fold. Where
+  // the kernel lacks the tracepoints the meter runs in the default mode and says why.
+  bool precise = false;
   // slots of the per-user table (a pinned table keeps the size it was made with)
   uint32_t user_capacity = UBIA_MAX_USERS;
-  // Leave the socket-layer (payload) hooks out, as on a kernel without them: for hosts
-  // that want the lower overhead, and to test the fallback on kernels that have them.
-  bool wire_only = false;
   // Fold the sockets' pending counts before each read (once per 50 ms). Off: the caller
   // folds with fold(), as often as it needs fresh totals.
   bool fold_on_read = true;
 };
 
+// A kernel hook the meter uses or could use: whether this kernel has it, whether the
+// meter uses it now, and what it gives (or what lacking it costs).
 struct Hook {
   std::string name;
+  bool available;
   bool active;
   std::string detail;
 };
@@ -74,8 +81,8 @@ class Meter {
   // Removes a flow whose final record user space has taken from the map (ring buffer
   // was full when it ended).
   void forget_flow(uint64_t cookie);
-  // Moves every open socket's pending counts into the user, process and flow maps (the
-  // ubia_fold_tcp and ubia_fold_udp iterators: ~1 us per open socket).
+  // Moves every socket's pending counts (and, in the default mode, its TCP payload) into
+  // the user, process and flow maps: the ubia_census and ubia_fold iterators.
   void fold() const;
   // Attaches the tc counters to interfaces that appeared since the last call.
   void attach_new_interfaces();
@@ -102,18 +109,20 @@ class Meter {
  private:
   void prepare_pin_dir();
   void load_and_attach();
+  int open_and_load();
   void probe_features();
   void attach_all();
   void attach_tc(uint32_t ifindex, const std::string &name);
   void fold_if_stale() const;
+  void run_iterator(bpf_link *link) const;
   void map_user_slots(size_t used) const;
   std::vector<std::pair<std::string, int>> pins() const;
 
   MeterOptions opts_;
   ubia_bpf *skel_ = nullptr;
   ring_buffer *rb_ = nullptr;
-  // the fold iterators (TCP, UDP): this process's own, not pinned
-  bpf_link *fold_links_[2] = {nullptr, nullptr};
+  bpf_link *census_link_ = nullptr;
+  std::vector<bpf_link *> fold_links_;
   // mmap of the user_slots in use (grows with them: reads map more as users come)
   mutable const ubia_user_slot *user_slots_ = nullptr;
   mutable size_t user_slots_len_ = 0;
@@ -126,6 +135,7 @@ class Meter {
   // every link, pinned and held (pin path, link)
   std::vector<std::pair<std::string, bpf_link *>> links_;
   bool resumed_ = false;
+  FoldRoute fold_route_ = FoldRoute::StorageMap;
   bool closed_ = false;
   std::string mode_;
   std::vector<Hook> hooks_;

@@ -171,9 +171,9 @@ class MeterWrap : public Napi::ObjectWrap<MeterWrap> {
       if (o.Has("pinDir") && o.Get("pinDir").IsString()) opts.pin_dir = o.Get("pinDir").As<Napi::String>();
       if (o.Has("flowCapacity") && o.Get("flowCapacity").IsNumber())
         opts.flow_capacity = o.Get("flowCapacity").As<Napi::Number>().Uint32Value();
+      if (o.Has("precise") && o.Get("precise").IsBoolean()) opts.precise = o.Get("precise").As<Napi::Boolean>().Value();
       if (o.Has("userCapacity") && o.Get("userCapacity").IsNumber())
         opts.user_capacity = o.Get("userCapacity").As<Napi::Number>().Uint32Value();
-      if (o.Has("wireOnly") && o.Get("wireOnly").IsBoolean()) opts.wire_only = o.Get("wireOnly").As<Napi::Boolean>().Value();
       if (o.Has("foldOnRead") && o.Get("foldOnRead").IsBoolean()) opts.fold_on_read = o.Get("foldOnRead").As<Napi::Boolean>().Value();
     }
     try {
@@ -302,6 +302,7 @@ class MeterWrap : public Napi::ObjectWrap<MeterWrap> {
     for (size_t i = 0; i < m.hooks().size(); i++) {
       Napi::Object h = Napi::Object::New(env);
       h.Set("name", m.hooks()[i].name);
+      h.Set("available", Napi::Boolean::New(env, m.hooks()[i].available));
       h.Set("active", Napi::Boolean::New(env, m.hooks()[i].active));
       h.Set("detail", m.hooks()[i].detail);
       hooks.Set(i, h);

@@ -15,6 +15,7 @@ import type { UbiaConfig } from '../config/config.js';
 import type { RoleConfig } from '../config/schema.js';
 import type { FlowStore } from '../history/store.js';
 import { Ledger } from '../ledger/ledger.js';
+import type { MeterMode } from '../kernel/types.js';
 import type { Pseudonyms } from '../privacy/pseudonyms.js';
 import { Accounting } from './accounting.js';
 import { decodeCheckpoint } from './checkpoint.js';
@@ -58,7 +59,7 @@ export interface ControlService {
 }
 
 export interface AgentDeps {
-  openMeter(opts: { pinDir: string; flowCapacity: number; userCapacity: number }): MeterReader;
+  openMeter(opts: { pinDir: string; flowCapacity: number; userCapacity: number; mode: MeterMode }): MeterReader;
   userName: UserNameLookup;
   groupMembers(name: string): { gid: number; members: string[] } | undefined;
   userByName(name: string): { uid: number; gid: number } | undefined;
@@ -103,7 +104,7 @@ export async function startAgent(
   const startedAt = Date.now();
   const bootId = readBootId();
 
-  const meter = deps.openMeter({ pinDir: config.agent.pin_dir, flowCapacity: config.agent.flow_capacity, userCapacity: config.agent.user_capacity });
+  const meter = deps.openMeter({ pinDir: config.agent.pin_dir, flowCapacity: config.agent.flow_capacity, userCapacity: config.agent.user_capacity, mode: config.agent.meter_mode });
   const st = meter.status();
   logger.info({ mode: st.mode, kernel: st.kernelRelease, resumed: st.resumed, hooks: st.hooks.filter((h) => h.active).map((h) => h.name) }, 'meter open');
   if (st.flowCapacity !== config.agent.flow_capacity) {

@@ -132,7 +132,8 @@ export async function showStatus(opts: ViewOptions): Promise<void> {
     `agent:      running, pid ${r.agent.pid}, up ${r.agent.uptimeSeconds} s${admin ? `, config ${r.agent.configFile ?? '(built-in defaults)'}` : ''}`,
     `            poll every ${r.agent.pollIntervalSeconds} s, last ${r.agent.lastPollAt ?? 'never'}, loopback ${r.agent.countLoopback ? 'counted' : 'not counted'}`,
     `kernel:     ${r.meter.kernelRelease}, mode ${r.meter.mode}${r.meter.resumed ? ', resumed pinned state' : ''}${r.meter.pinDir ? ` (${r.meter.pinDir})` : ''}`,
-    ...r.meter.hooks.map((hk) => `  ${hk.active ? '[x]' : '[ ]'} ${hk.name}: ${hk.detail}`),
+    // [x] in use, [ ] this kernel has it but this mode does not use it, [-] this kernel lacks it
+    ...r.meter.hooks.map((hk) => `  ${hk.active ? '[x]' : hk.available ? '[ ]' : '[-]'} ${hk.name}: ${hk.detail}`),
     `health:     overflows users ${h.overflows.users}, processes ${h.overflows.processes}, flows ${h.overflows.flows}, interfaces ${h.overflows.interfaces}; events dropped ${h.eventsDropped}`,
     ...(unattributed === undefined ? [] : [`            unattributed since start of metering: ${humanBytes(unattributed)}`]),
     ...(h.overflows.users > 0 && h.beyondUserTable ? [beyondUserTable(h.beyondUserTable)] : []),

@@ -17,6 +17,11 @@ export const agentSectionSchema = z
       65_536,
       'how many (user, loopback/external) pairs the kernel user table holds (64 bytes each); users beyond it are counted as unattributed and shown in `ubia status`; restart to change (takes effect when the meter is first loaded)',
     ),
+    meter_mode: setting(
+      z.enum(['default', 'precise']),
+      'default',
+      '"default": TCP payload read from each socket\'s own counters at the fold, no program per send/recv call, a shared socket\'s bytes to the process holding it; "precise": every send/recv call\'s payload for the process making it (Linux 6.3+, costs ~3 % of 64-byte TCP throughput; on older kernels the default mode runs and `ubia status` says why)',
+    ),
     name_cache_ttl: setting(seconds(1, 86_400), 300, 'seconds a uid → user name look-up (NSS: files, LDAP, SSSD) stays cached'),
     recent_flows: setting(integer(0, 100_000), 1000, 'how many ended flows `ubia flows` remembers'),
   })

@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { addon, rows, selectRows, type Columns, type NativeEvents, type NativeMeter } from './native.js';
-import type { FlowRecord, HookStatus, InterfaceCounters, MeterEvent, MeterHealth, MeterStatus, ProcessCounters, WireCounters, UserCounters } from './types.js';
+import type { FlowRecord, HookStatus, InterfaceCounters, MeterEvent, MeterHealth, MeterMode, MeterStatus, ProcessCounters, WireCounters, UserCounters } from './types.js';
 
 export * from './types.js';
 export { pinHolders } from './pins.js';
@@ -20,8 +20,8 @@ export interface MeterOptions {
   flowCapacity?: number;
   /** (uid, scope) slots of the per-user table (a pinned table keeps the size it was made with) */
   userCapacity?: number;
-  /** leave the socket-layer (payload) hooks out, as on a kernel without them */
-  wireOnly?: boolean;
+  /** count payload per send/recv call (where the kernel has the tracepoints) */
+  mode?: MeterMode;
   /** fold the sockets' pending counts into the totals before each read (default true);
    *  false: reads show the totals as of the last fold() */
   foldOnRead?: boolean;
@@ -100,7 +100,7 @@ export function openMeter(opts: MeterOptions): Meter {
       pinDir,
       ...(opts.flowCapacity ? { flowCapacity: opts.flowCapacity } : {}),
       ...(opts.userCapacity ? { userCapacity: opts.userCapacity } : {}),
-      wireOnly: !!opts.wireOnly,
+      precise: opts.mode === 'precise',
       foldOnRead: opts.foldOnRead ?? true,
     });
   } catch (err) {
@@ -176,9 +176,9 @@ export function openMeter(opts: MeterOptions): Meter {
     return missing;
   };
   const pinHook = (): HookStatus[] => {
-    if (repins.failing !== undefined) return [{ name: 'pins', active: false, detail: `gone from ${pinDir} and not put back (${repins.failing}): a restarted agent would start from zero` }];
+    if (repins.failing !== undefined) return [{ name: 'pins', available: true, active: false, detail: `gone from ${pinDir} and not put back (${repins.failing}): a restarted agent would start from zero` }];
     if (repins.count === 0) return [];
-    return [{ name: 'pins', active: true, detail: `${pinDir} lost its pins ${repins.count} time(s), last at ${new Date(repins.lastMs).toISOString()}; pinned again, counting never stopped` }];
+    return [{ name: 'pins', available: true, active: true, detail: `${pinDir} lost its pins ${repins.count} time(s), last at ${new Date(repins.lastMs).toISOString()}; pinned again, counting never stopped` }];
   };
 
   return {

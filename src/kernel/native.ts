@@ -87,7 +87,7 @@ function isDict(v: unknown): v is DictColumn {
 }
 
 interface NativeAddon {
-  Meter: new (opts: { pinDir?: string; flowCapacity?: number; userCapacity?: number; wireOnly?: boolean; foldOnRead?: boolean }) => NativeMeter;
+  Meter: new (opts: { pinDir?: string; flowCapacity?: number; userCapacity?: number; precise?: boolean; foldOnRead?: boolean }) => NativeMeter;
   detachPinned(pinDir: string): void;
   pinnedMapId(path: string): number | undefined;
   abiVersion: number;

@@ -85,19 +85,23 @@ export interface MeterHealth {
   beyondUserTable: TrafficCounters;
 }
 
+/** A kernel hook: whether this kernel has it, whether the meter uses it now, and what it
+ *  gives (or what lacking it costs). */
 export interface HookStatus {
   name: string;
+  available: boolean;
   active: boolean;
-  /** why it is not active, or what it does */
   detail: string;
 }
 
-export type MeterMode = 'socket+wire' | 'wire-only';
+/** default: TCP payload from the socket's own counters at the fold, a shared socket's
+ *  bytes to one holder per fold; precise (Linux 6.3+): every send/recv call's payload for
+ *  the process making it. */
+export type MeterMode = 'default' | 'precise';
 
 export interface MeterStatus {
   kernelRelease: string;
-  /** what the meter counts: wire figures and socket payload, or wire figures only (a
-   *  kernel without the socket-length tracepoints, or `wireOnly`) */
+  /** the mode in use (a precise request on a kernel without the tracepoints runs default) */
   mode: MeterMode;
   hooks: HookStatus[];
   pinDir: string;

@@ -5,7 +5,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connectControl } from '../../src/control/client.js';
 import type { TestUser } from './testbed.js';
-import { waitFor } from './wait.js';
+import { VM_SLOWDOWN, waitFor } from './wait.js';
 
 export const ROOT = join(import.meta.dirname, '..', '..');
 export const CLI = join(ROOT, 'dist', 'cli', 'main.js');
@@ -39,13 +39,15 @@ export interface AgentSetup {
   userCapacity?: number;
   /** agent.flow_capacity (entries of the kernel flow table); default the agent's */
   flowCapacity?: number;
+  /** agent.meter_mode; default: the built-in default */
+  meterMode?: 'default' | 'precise';
 }
 
 export function writeAgentConfig(s: AgentSetup): string {
   const file = join(s.dir, 'ubia.toml');
   writeFileSync(
     file,
-    `[agent]\npoll_interval = ${s.pollInterval ?? 0.2}\nflow_interval = 0.2\npin_dir = "${s.pinDir}"\n${s.userCapacity ? `user_capacity = ${s.userCapacity}\n` : ''}${s.flowCapacity ? `flow_capacity = ${s.flowCapacity}\n` : ''}${s.agentExtra ?? ''}\n[ledger]\npath = "${join(s.dir, 'ledger.db')}"\nflush_interval = 1\n\n[control]\nsocket = "${join(s.dir, 'control.sock')}"\nadmin_group = "${s.adminGroup ?? ''}"\n${s.extra ?? ''}`,
+    `[agent]\npoll_interval = ${s.pollInterval ?? 0.2}\nflow_interval = 0.2\npin_dir = "${s.pinDir}"\n${s.userCapacity ? `user_capacity = ${s.userCapacity}\n` : ''}${s.flowCapacity ? `flow_capacity = ${s.flowCapacity}\n` : ''}${s.meterMode ? `meter_mode = "${s.meterMode}"\n` : ''}${s.agentExtra ?? ''}\n[ledger]\npath = "${join(s.dir, 'ledger.db')}"\nflush_interval = 1\n\n[control]\nsocket = "${join(s.dir, 'control.sock')}"\nadmin_group = "${s.adminGroup ?? ''}"\n${s.extra ?? ''}`,
   );
   return file;
 }
@@ -61,16 +63,22 @@ export async function startAgent(s: AgentSetup): Promise<AgentProcess> {
   proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
-  await waitFor(`the agent to serve ${socket}`, async () => {
-    if (proc.exitCode !== null) throw new Error(`agent exited ${proc.exitCode}: ${out}`);
-    const c = await connectControl(socket);
-    try {
-      await c.request({ op: 'status' }, 1000);
-      return true;
-    } finally {
-      c.close();
-    }
-  }).catch((e: unknown) => {
+  // an agent that exits ends the wait at once (waitFor would retry until its deadline)
+  const died = exited.then((code) => Promise.reject(new Error(`agent exited ${code}: ${out}`)));
+  died.catch(() => {}); // a later exit (stop, kill) is not this wait's failure
+  await Promise.race([
+    died,
+    waitFor(`the agent to serve ${socket}`, async () => {
+      if (proc.exitCode !== null) return undefined; // `died` ends the wait with the reason
+      const c = await connectControl(socket);
+      try {
+        await c.request({ op: 'status' }, 1000);
+        return true;
+      } finally {
+        c.close();
+      }
+    }),
+  ]).catch((e: unknown) => {
     proc.kill('SIGKILL'); // not left running with nobody to stop it
     throw e;
   });
@@ -103,6 +111,6 @@ export function cli(socket: string, args: string[], asUser?: TestUser): CliResul
   const cmd = asUser
     ? ['setpriv', `--reuid=${asUser.uid}`, `--regid=${asUser.gid}`, '--clear-groups', NODE, CLI, '--socket', socket, ...args]
     : [NODE, CLI, '--socket', socket, ...args];
-  const r = spawnSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8', timeout: 30_000 });
+  const r = spawnSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8', timeout: 30_000 * VM_SLOWDOWN });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }

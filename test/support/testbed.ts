@@ -4,10 +4,10 @@
 // matching remove.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { serveTraffic, type TrafficServer } from './traffic.js';
 
 export interface TestUser {
@@ -16,7 +16,8 @@ export interface TestUser {
   gid: number;
 }
 
-const sh = (cmd: string, args: string[]) => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+/** Runs a command to completion; its stdout (throws with its stderr when it fails). */
+export const sh = (cmd: string, args: string[]) => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 
 export function createUser(prefix = 'ubia-t'): TestUser {
   const name = `${prefix}-${randomBytes(3).toString('hex')}`;
@@ -106,6 +107,7 @@ export function createNet(): TestNet {
   };
   let v4: string, v6: string;
   try {
+    mkdirSync(dirname(NET_LOCK), { recursive: true }); // a fresh /run (the kernel-matrix VMs) has no lock/
     [v4, v6] = sh('flock', [NET_LOCK, 'sh', '-c', CREATE_NET, 'create-net', ns, host, peer]).trim().split(' ') as [string, string];
   } catch (e) {
     remove();

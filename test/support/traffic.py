@@ -226,6 +226,51 @@ def pass_fd(host, port, uid_a, gid_a, uid_b, gid_b, nbytes):
     out(senderPid=b, connectorPid=a, sent=int(os.read(b_r, 64)))
 
 
+def become(uid, gid):
+    os.setgroups([])
+    os.setresgid(int(gid), int(gid), int(gid))
+    os.setresuid(int(uid), int(uid), int(uid))
+
+
+def inetd_send(host, port, uid, gid, nbytes, seconds):
+    """root listens and accepts; a child setuid()s to the user and serves the connection
+    (the inetd/sshd pattern): sends nbytes spread over `seconds`, then closes"""
+    s = listen(host, int(port))
+    c, _ = s.accept()
+    child = os.fork()
+    if child == 0:
+        s.close()
+        become(uid, gid)
+        steps = max(1, int(float(seconds) / 0.1))
+        per, sent = int(nbytes) // steps, 0
+        for i in range(steps):
+            sent += send_bytes(c, per if i < steps - 1 else int(nbytes) - sent)
+            time.sleep(float(seconds) / steps)
+        c.close()
+        os._exit(0)
+    c.close()
+    os.waitpid(child, 0)
+    out(sent=int(nbytes), child=child, pid=os.getpid())
+
+
+def activated_sink(host, port, uid, gid):
+    """socket activation: root creates the listener and keeps it (as systemd does); a
+    service process running as the user accepts and reads everything"""
+    s = listen(host, int(port))
+    r, w = os.pipe()
+    service = os.fork()
+    if service == 0:
+        become(uid, gid)
+        c, _ = s.accept()
+        c.settimeout(TIMEOUT)
+        os.write(w, str(read_all(c)).encode())
+        c.close()
+        os._exit(0)
+    os.waitpid(service, 0)
+    s.close()
+    out(received=int(os.read(r, 64)), service=service, pid=os.getpid())
+
+
 def sink(host, port, seconds='1800'):
     """serve every connection until SECONDS pass: each sends an 8-byte big-endian reply
     size, then data until it half-closes, and is answered with that many bytes (so payload
@@ -329,7 +374,6 @@ def many_flows(host, port, connections, first_uid, users, seconds):
     once a second send 64 bytes on each and read the echo, as its uid, for SECONDS"""
     connections, first_uid, users = int(connections), int(first_uid), int(users)
     raise_fd_limit(connections)
-    deadline = time.monotonic() + float(seconds)
     socks = []
     for i in range(connections):
         uid = first_uid + i % users
@@ -344,6 +388,9 @@ def many_flows(host, port, connections, first_uid, users, seconds):
             as_uid(0)
         socks.append((uid, s))
     out(ready=len(socks))
+    # the sending time starts once all are connected: connecting thousands can take longer
+    # than SECONDS on a slow machine (a VM without KVM), and then no one would send
+    deadline = time.monotonic() + float(seconds)
     while time.monotonic() < deadline:
         started = time.monotonic()
         for uid, s in socks:

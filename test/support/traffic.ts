@@ -20,9 +20,9 @@ function command(args: string[], as: RunAs): [string, string[]] {
 }
 
 /** Runs a traffic command to completion and returns its JSON result. */
-export function traffic<T = Record<string, number>>(args: string[], as: RunAs = {}): T {
+export function traffic<T = Record<string, number>>(args: string[], as: RunAs = {}, timeoutMs = 60_000): T {
   const [cmd, argv] = command(args, as);
-  const outText = execFileSync(cmd, argv, { encoding: 'utf8', timeout: 60_000 });
+  const outText = execFileSync(cmd, argv, { encoding: 'utf8', timeout: timeoutMs });
   const lines = outText.trim().split('\n');
   return JSON.parse(lines[lines.length - 1]!) as T;
 }
