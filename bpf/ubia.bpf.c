@@ -371,34 +371,36 @@ static __always_inline void fill_endpoints(struct ubia_endpoints *f, struct bpf_
 	}
 }
 
+/* A flow is its socket's whole life, keyed by the socket's cookie (made at the socket's
+ * first counted packet, so that every fold finds it): it ends once (end_flow) and is
+ * never made again. */
 static __always_inline void count_flow(__u64 cookie, const struct ubia_endpoints *ep, struct ubia_sock *s,
 				       const struct ubia_owner *o, __u32 scope,
 				       const struct ubia_counters *d, __u64 first_ns, __u64 last_ns)
 {
-	if (s && s->flow_state == UBIA_FLOW_ENDED)
+	if (s->flow_state == UBIA_FLOW_ENDED)
 		return;
 	struct ubia_flow *f = bpf_map_lookup_elem(&flows, &cookie);
 	if (!f) {
-		if (s && s->flow_state == UBIA_FLOW_OVERFLOW)
+		if (s->flow_state == UBIA_FLOW_OVERFLOW)
 			return;
 		struct ubia_flow nf = {};
 		nf.ep = *ep;
 		nf.owner = *o;
 		nf.scope = scope;
+		nf.released = s->released;
 		nf.first_ns = first_ns;
 		long err = bpf_map_update_elem(&flows, &cookie, &nf, BPF_NOEXIST);
 		if (err == -E2BIG || err == -ENOMEM) {
 			/* the per-user and per-process totals still have these bytes */
 			stat_add(UBIA_STAT_FLOW_OVERFLOW, 1);
-			if (s)
-				s->flow_state = UBIA_FLOW_OVERFLOW;
+			s->flow_state = UBIA_FLOW_OVERFLOW;
 			return;
 		}
 		f = bpf_map_lookup_elem(&flows, &cookie);
 		if (!f)
 			return;
-		if (s)
-			s->flow_state = UBIA_FLOW_TRACKED;
+		s->flow_state = UBIA_FLOW_TRACKED;
 	} else if (f->ep.remote_port == 0 && ep->remote_port != 0) {
 		/* connect() after the first packet (UDP) */
 		f->ep = *ep;
@@ -411,19 +413,6 @@ static __always_inline void count_flow(__u64 cookie, const struct ubia_endpoints
 		f->owner = *o;
 	if (f->scope != scope)
 		f->scope = scope;
-}
-
-/* Counts that no socket storage holds go straight into the shared maps: a socket without
- * storage (it could not be allocated), a listener's handshakes (not a flow: they belong
- * to connections that do not exist yet), a socket its process has closed. */
-static __always_inline void count_direct(__u64 cookie, const struct ubia_endpoints *ep, const struct ubia_owner *o,
-					 __u32 scope, const struct ubia_counters *d)
-{
-	count_user_and_process(o, scope, d);
-	if (ep) {
-		__u64 now = bpf_ktime_get_boot_ns();
-		count_flow(cookie, ep, NULL, o, scope, d, now, now);
-	}
 }
 
 static __always_inline void count_pending(struct bpf_sock *sk, struct ubia_sock *s, const struct ubia_counters *d)
@@ -620,14 +609,16 @@ static __always_inline void count_payload(struct sock *sk, int ret, int flags, b
 		/* the totals still have the bytes; the flow (its endpoints are the packet
 		 * hooks' to take) does not */
 		owner_from_current(&cur);
-		count_direct(0, NULL, &cur, scope, &d);
+		count_user_and_process(&cur, scope, &d);
 		return;
 	}
+	/* the flow's key: made now, before anything of the socket is pending for a fold */
+	__u64 cookie = bpf_get_socket_cookie(sk);
 	/* the process doing the I/O owns the socket from now on; what was counted so far
 	 * stays with the previous owner */
 	if (!current_owns(s)) {
 		struct ubia_counters none = {};
-		fold(bpf_get_socket_cookie(sk), s, &none);
+		fold(cookie, s, &none);
 		owner_from_current(&cur);
 		set_owner(s, &cur);
 	}
@@ -804,6 +795,45 @@ static __always_inline void sender_takes_over(struct ubia_sock *s, struct task_s
 	set_owner(s, &o);
 }
 
+/* A packet of a socket its process has closed (TCP still sending): nothing may stay
+ * pending in storage that dies with the socket. Its TCP flow has ended at TCP_CLOSE:
+ * what the socket sends after it (the reset of a close with unread data) is in no flow. */
+static __always_inline void count_released(struct bpf_sock *sk, struct ubia_sock *s, __u64 cookie, __u32 scope,
+					   const struct ubia_counters *d)
+{
+	count_user_and_process(&s->owner, scope, d);
+	if (sk->protocol == IPPROTO_TCP && sk->state == BPF_TCP_CLOSE)
+		return;
+	struct ubia_endpoints ep = s->ep;
+	if (ep.family == 0)
+		fill_endpoints(&ep, sk);
+	__u64 now = bpf_ktime_get_boot_ns();
+	count_flow(cookie, &ep, s, &s->owner, scope, d, now, now);
+}
+
+/* A packet of an open socket: into its pending counts, for the owner the default mode's
+ * rule names. */
+static __always_inline void count_open(struct bpf_sock *sk, struct ubia_sock *s, __u64 cookie, __u32 scope,
+				       const struct ubia_counters *d, bool egress)
+{
+	if (egress && !precise) {
+		struct task_struct *t = other_sender(sk, s);
+		if (t)
+			sender_takes_over(s, t);
+	}
+	if (!s->scope_known || s->scope != scope) {
+		/* a socket's scope changes rarely (a route moved): what it counted before
+		 * keeps the old scope */
+		if (s->scope_known) {
+			struct ubia_counters none = {};
+			fold(cookie, s, &none);
+		}
+		s->scope = scope;
+		s->scope_known = 1;
+	}
+	count_pending(sk, s, d);
+}
+
 static __always_inline int count_wire(struct __sk_buff *skb, bool egress)
 {
 	__u16 family = skb->family;
@@ -823,7 +853,7 @@ static __always_inline int count_wire(struct __sk_buff *skb, bool egress)
 		/* no memory for storage: the socket's uid, straight into the totals */
 		struct ubia_owner fallback = { .uid = bpf_get_socket_uid(skb) };
 		struct ubia_counters d = wire_counts(egress, bytes, packets);
-		count_direct(0, NULL, &fallback, UBIA_SCOPE_EXTERNAL, &d);
+		count_user_and_process(&fallback, UBIA_SCOPE_EXTERNAL, &d);
 		return 1;
 	}
 
@@ -847,33 +877,16 @@ static __always_inline int count_wire(struct __sk_buff *skb, bool egress)
 		 * holds no pending counts for its accepted sockets to inherit */
 		if (!s->passive)
 			s->passive = 1; /* its clones are passive opens */
-		count_direct(0, NULL, &s->owner, scope, &d);
-	} else if (s->released) {
-		/* closed by its process, still sending: nothing may stay pending in storage
-		 * that dies with the socket */
-		struct ubia_endpoints ep = s->ep;
-		if (ep.family == 0)
-			fill_endpoints(&ep, sk);
-		count_direct(bpf_get_socket_cookie(skb), &ep, &s->owner, scope, &d);
+		count_user_and_process(&s->owner, scope, &d);
 	} else {
-		if (egress && !precise) {
-			struct task_struct *t = other_sender(sk, s);
-			if (t)
-				sender_takes_over(s, t);
-		}
-		if (!s->scope_known || s->scope != scope) {
-			/* a socket's scope changes rarely (a route moved): what it counted before
-			 * keeps the old scope */
-			if (s->scope_known) {
-				struct ubia_counters none = {};
-				fold(bpf_get_socket_cookie(skb), s, &none);
-			}
-			s->scope = scope;
-			s->scope_known = 1;
-		}
-		count_pending(sk, s, &d);
+		/* the flow's key: made at the first packet, before anything is pending for a
+		 * fold (the fold reads it from the socket: it cannot make one on Linux 5.10) */
+		__u64 cookie = bpf_get_socket_cookie(skb);
+		if (s->released)
+			count_released(sk, s, cookie, scope, &d);
+		else
+			count_open(sk, s, cookie, scope, &d, egress);
 	}
-
 	if (ifindex != LOOPBACK_IFINDEX && s->host_netns) {
 		struct ubia_iface *ifc = iface_entry(ifindex);
 		if (ifc)
@@ -1030,10 +1043,13 @@ static __always_inline void end_flow(__u64 cookie, struct ubia_sock *s)
 	bpf_map_delete_elem(&flows, &cookie);
 }
 
-/* TCP ends when the socket reaches CLOSE: after close() the kernel may still be sending
- * what the process wrote, and those bytes belong to the flow (the packet hooks count a
- * released socket's packets straight into its flow). No socket storage here: tracing
- * programs may use it from Linux 5.11 on only. */
+/* A TCP flow ends once, at the later of two moments: its socket's last close (its
+ * process can read and write no more) and TCP_CLOSE (the kernel sends nothing more of
+ * it). A socket can reach CLOSE while its process still holds it (the peer's FIN after
+ * our shutdown(SHUT_WR), a reset), and the process may still read what had arrived:
+ * the last close ends such a flow. One that is closed first (the kernel still sending
+ * what was written) ends here; the last close marks its flow entry released. No socket
+ * storage here: tracing programs may use it from Linux 5.11 on only. */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(ubia_sock_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
@@ -1042,16 +1058,19 @@ int BPF_PROG(ubia_sock_set_state, const struct sock *sk, const int oldstate, con
 	__u16 family = sk->__sk_common.skc_family;
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
-	/* the packet hooks asked for the cookie (bpf_get_socket_cookie makes it): a socket
-	 * without one never counted a packet, so it has no flow */
+	/* the packet hooks made the cookie at the first packet: a socket without one never
+	 * counted a packet, so it has no flow */
 	__u64 cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
-	if (cookie)
+	if (!cookie)
+		return 0;
+	struct ubia_flow *f = bpf_map_lookup_elem(&flows, &cookie);
+	if (f && f->released)
 		end_flow(cookie, NULL);
 	return 0;
 }
 
 /* The last close: the socket's final fold (see fold_at_release). Everything but TCP ends
- * here; TCP too if it never left CLOSE. */
+ * here; TCP when it is CLOSE already, else at TCP_CLOSE (ubia_sock_set_state). */
 SEC("cgroup/sock_release")
 int ubia_sock_release(struct bpf_sock *ctx)
 {
@@ -1061,8 +1080,16 @@ int ubia_sock_release(struct bpf_sock *ctx)
 	struct ubia_sock *s = bpf_sk_storage_get(&socks, ctx, 0, 0);
 	if (s)
 		fold_at_release(ctx, cookie, s);
-	if (ctx->protocol == IPPROTO_TCP && ctx->state != BPF_TCP_CLOSE)
-		return 1;
+	if (ctx->protocol == IPPROTO_TCP && ctx->state != BPF_TCP_CLOSE) {
+		struct ubia_flow *f = bpf_map_lookup_elem(&flows, &cookie);
+		if (f)
+			f->released = 1;
+		/* reached CLOSE on another CPU before the mark: then nobody else ends it (both
+		 * may, within a few nanoseconds: the second finds the entry gone) */
+		asm volatile("" ::: "memory");
+		if (ctx->state != BPF_TCP_CLOSE)
+			return 1;
+	}
 	end_flow(cookie, s);
 	return 1;
 }

@@ -10,7 +10,7 @@
 #ifndef UBIA_H
 #define UBIA_H
 
-#define UBIA_ABI_VERSION 7
+#define UBIA_ABI_VERSION 8
 
 #define UBIA_COMM_LEN 16
 
@@ -136,7 +136,8 @@ struct ubia_flow {
 	struct ubia_endpoints ep;
 	__u8 scope;
 	__u8 ended;
-	__u16 pad[3];
+	__u8 released; /* its socket's last close has run: TCP_CLOSE from now on ends it */
+	__u8 pad[5];
 	struct ubia_owner owner;
 	struct ubia_counters c;
 	__u64 first_ns; /* CLOCK_BOOTTIME */

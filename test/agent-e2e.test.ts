@@ -166,16 +166,21 @@ describe('ubia agent end to end (real kernel)', () => {
     const traffic = sinkTraffic(bob, { host: bed.net.peerV4, port: bed.sink.port, send: 500_000, reply: 100, ms: 1500 });
     const active = await waitFor('bob\'s active flow', () => {
       const r = cli(agent!.socket, ['flows', '--user', bob.name, '--json']);
-      const f = (JSON.parse(r.stdout) as { active: { remoteAddress: string; remotePort: number; pid: number; user: string }[] }).active;
+      const f = (JSON.parse(r.stdout) as { active: { remoteAddress: string; remotePort: number; localPort: number; pid: number; user: string }[] }).active;
       return f.find((x) => x.remoteAddress === bed.net.peerV4 && x.remotePort === bed.sink.port);
     });
     expect(active.user).toBe(bob.name);
     const procs = JSON.parse(cli(agent!.socket, ['procs', '--user', String(bob.uid), '--json']).stdout) as { processes: { pid: number; uid: number }[] };
     expect(procs.processes.some((p) => p.pid === active.pid && p.uid === bob.uid)).toBe(true);
     await traffic;
-    await waitFor('the flow to show as ended', () => {
-      const r = JSON.parse(cli(agent!.socket, ['flows', '--user', bob.name, '--json']).stdout) as { ended: { remotePort: number; txPayloadBytes: number }[] };
-      return r.ended.find((f) => f.remotePort === bed.sink.port && f.txPayloadBytes === 500_008);
+    // the flow ends once, and its record holds its whole life (the agent folded every
+    // poll all through it)
+    type Ended = { localPort: number; remotePort: number; txPayloadBytes: number; rxPayloadBytes: number };
+    const ended = await waitFor('the flow to show as ended', () => {
+      const r = JSON.parse(cli(agent!.socket, ['flows', '--user', bob.name, '--json']).stdout) as { active: Ended[]; ended: Ended[] };
+      const mine = (l: Ended[]) => l.filter((f) => f.remotePort === bed.sink.port && f.localPort === active.localPort);
+      return mine(r.ended).length > 0 && mine(r.active).length === 0 ? mine(r.ended) : undefined;
     });
+    expect(ended.map((f) => [f.txPayloadBytes, f.rxPayloadBytes])).toEqual([[500_008, 100]]);
   });
 });

@@ -153,6 +153,51 @@ describe('kernel meter', () => {
     expect(flow!.protocol).toBe(6);
   });
 
+  it('ends a flow once, with its whole life, when folds ran all through it (as under a busy agent)', async () => {
+    const port = await freePort();
+    const seen = new Set<bigint>();
+    const timer = setInterval(() => {
+      for (const f of meter.readFlows()) { if (process.env.DBG) console.log(JSON.stringify(f, (_k, v) => (typeof v === "bigint" ? String(v) : v))); if (f.remotePort === port) seen.add(f.cookie); }
+    }, 50);
+    let result;
+    try {
+      // 20 chunks of 25 kB, 50 ms apart: about twenty folds in the middle of the flow
+      result = await exchange(['tcp-sink', net.peerV4, String(port)], ['tcp-send-slow', net.peerV4, String(port), '20', '25000', '50'], { server: { net }, client: { user: alice } });
+    } finally {
+      clearInterval(timer);
+    }
+    expect(result.server.received).toBe(500_000);
+    await settledTotal(meter, alice.uid);
+    meter.drainEvents();
+    const ended = events.filter((e): e is Extract<MeterEvent, { kind: 'flowEnded' }> => e.kind === 'flowEnded' && e.flow.remotePort === port);
+    expect(ended).toHaveLength(1);
+    const flow = ended[0]!.flow;
+    expect(flow.txPayloadBytes).toBe(500_000);
+    expect(flow.localPort).toBe(result.client.lport);
+    // the flow had one identity all its life, and nothing of it is left in the table
+    expect([...seen]).toEqual([flow.cookie]);
+    expect(meter.readFlows().filter((f) => f.remotePort === port)).toEqual([]);
+  });
+
+  it('ends a flow that reached CLOSE while its process still held it at the last close, with what was read after', async () => {
+    const port = await freePort();
+    const sink = serveTraffic(['sink', net.peerV4, String(port), '20'], { net });
+    try {
+      await sink.ready;
+      // half-close, then the sink's answer and FIN arrive: the socket goes through
+      // TIME_WAIT to CLOSE with 40,000 bytes unread, which the process reads 0.4 s later
+      const client = await whileFolding(meter, serveTraffic(['sink-client', net.peerV4, String(port), '200000', '40000', '300', '400'], { user: bob }).done);
+      expect(client.received).toBe(40_000);
+      await settledTotal(meter, bob.uid);
+      meter.drainEvents();
+      const ended = events.filter((e): e is Extract<MeterEvent, { kind: 'flowEnded' }> => e.kind === 'flowEnded' && e.flow.remotePort === port);
+      expect(ended.map((e) => [e.flow.localPort, e.flow.txPayloadBytes, e.flow.rxPayloadBytes])).toEqual([[client.lport, 200_008, 40_000]]);
+      expect(meter.readFlows().filter((f) => f.remotePort === port)).toEqual([]);
+    } finally {
+      sink.proc.kill('SIGKILL');
+    }
+  });
+
   it('counts segments on the wire, not GSO super-packets', async () => {
     const port = await freePort();
     const hostTxBefore = Number(readFileSync(`/sys/class/net/${net.hostInterface}/statistics/tx_packets`, 'utf8'));
@@ -342,6 +387,24 @@ describe('kernel meter', () => {
     expect(attributed.rxBytes + unattributed.rxBytes).toBe(total.rxBytes);
     expect(attributed.txPackets + unattributed.txPackets).toBe(total.txPackets);
     expect(attributed.rxPackets + unattributed.rxPackets).toBe(total.rxPackets);
+  });
+
+  it.each([
+    ['IPv4', () => net.hostV4, 40],
+    ['IPv6', () => net.hostV6, 60],
+  ])('counts the reset a closed port answers over %s (the kernel\'s control socket) as unattributed on the interface (no user socket sent it)', async (_label, host, rstBytes) => {
+    const iface = () => meter.readInterfaces().find((i) => i.name === net.hostInterface)!;
+    const before = iface();
+    const closedPort = await freePort();
+    expect(() => traffic(['tcp-recv', host(), String(closedPort)], { net })).toThrow(/refused/i);
+    await sleep(200);
+    const after = iface();
+    const d = (k: 'total' | 'attributed' | 'unattributed') => minus({ ...after[k], rxPayloadBytes: 0, txPayloadBytes: 0 }, { ...before[k], rxPayloadBytes: 0, txPayloadBytes: 0 });
+    // the RST (and, IPv6, any neighbour discovery): on the wire, for no user socket
+    expect(d('unattributed').txPackets).toBeGreaterThanOrEqual(1);
+    expect(d('unattributed').txBytes).toBeGreaterThanOrEqual(rstBytes);
+    expect(d('attributed')).toEqual(ZERO);
+    expect(d('unattributed')).toEqual(d('total'));
   });
 
   it('reads every user when thousands have counted (the user slots it maps grow past 4,096)', async () => {

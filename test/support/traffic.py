@@ -116,8 +116,9 @@ def tcp_send_slow(host, port, chunks, chunk, delay_ms):
     for _ in range(int(chunks)):
         sent += send_bytes(c, int(chunk))
         time.sleep(int(delay_ms) / 1000)
+    lport = c.getsockname()[1]
     c.close()
-    out(sent=sent, pid=os.getpid())
+    out(sent=sent, pid=os.getpid(), lport=lport)
 
 
 def udp_echo(host, port, count):
@@ -299,9 +300,10 @@ def answer(a):
         send_bytes(a, struct.unpack('>Q', head)[0])
 
 
-def sink_client(host, port, nbytes, reply, ms):
+def sink_client(host, port, nbytes, reply, ms, pause_ms='0'):
     """to a sink: asks for REPLY bytes, sends NBYTES in even chunks over MS milliseconds,
-    half-closes and reads the answer to the end"""
+    half-closes, waits PAUSE_MS (the answer and the sink's FIN arrive: the socket reaches
+    CLOSE with the answer unread) and reads the answer to the end"""
     c = connect(host, int(port))
     c.sendall(struct.pack('>Q', int(reply)))
     steps = max(1, round(int(ms) / 50))
@@ -311,10 +313,12 @@ def sink_client(host, port, nbytes, reply, ms):
         left -= n
         send_bytes(c, n)
         time.sleep(int(ms) / steps / 1000)
+    lport = c.getsockname()[1]
     c.shutdown(socket.SHUT_WR)
+    time.sleep(int(pause_ms) / 1000)
     received = read_all(c)
     c.close()
-    out(received=received, pid=os.getpid())
+    out(received=received, pid=os.getpid(), lport=lport)
 
 
 # Many real, moving flows of many users (the agent benchmark, the meter's scale test). One

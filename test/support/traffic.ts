@@ -66,11 +66,12 @@ export function serveTraffic(args: string[], as: RunAs = {}, timeoutMs = 60_000)
   return { ready, done, proc };
 }
 
-/** Runs a client against a fresh server and returns both results. */
+/** Runs a client against a fresh server and returns both results. Neither blocks the
+ *  event loop: what a test does meanwhile (folds, reads) runs during the traffic. */
 export async function exchange(server: string[], client: string[], as: { server?: RunAs; client?: RunAs }) {
   const srv = serveTraffic(server, as.server);
   await srv.ready;
-  const c = traffic(client, as.client);
+  const c = await serveTraffic(client, as.client).done;
   const s = await srv.done;
   return { client: c, server: s };
 }
