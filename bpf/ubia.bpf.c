@@ -62,6 +62,8 @@ extern unsigned long CONFIG_HZ __kconfig;
  * call's bytes to the process making it; default: TCP payload from the socket's own
  * counters at the fold, other payload from the datagrams. */
 const volatile bool precise = false;
+/* Set by the loader: peer flows one unconnected socket may have (agent.unconnected_peers). */
+const volatile __u32 max_peers = UBIA_MAX_PEERS;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
@@ -141,6 +143,35 @@ struct {
 	__type(key, __u64);
 	__type(value, struct ubia_holders);
 } census SEC(".maps");
+
+/* Unconnected sockets with peer flows whose last close has run: user space ends their
+ * peer flows at its next flow read (a BPF program cannot walk a hash map on Linux 5.10)
+ * and removes the mark. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, UBIA_MAX_PEER_ENDS);
+	__type(key, __u64);
+	__type(value, __u8);
+} peer_ends SEC(".maps");
+
+/* The peer-flow programs (ubia_peers_out, ubia_peers_in), which the packet programs
+ * tail-call for unconnected sockets: counted inline, the peer flows made the packet
+ * programs' branches too many for the verifier. One array per hook (tail calls may not
+ * cross attach types on newer kernels); the loader fills slot 0. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} peers_out_call SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} peers_in_call SEC(".maps");
 
 /* Which indexes of user_slots are taken (see claim_slot). */
 struct {
@@ -347,9 +378,13 @@ static __always_inline bool is_loopback_addr(struct sock *sk, __u16 family)
 #define SOCK_FIELD(sk, field) (*(volatile __u32 *)&(sk)->field)
 
 /* Endpoints from the packet hooks' view of the socket (no probe reads per packet). */
-static __always_inline void fill_endpoints(struct ubia_endpoints *f, struct bpf_sock *sk)
+/* (The protocol comes from the caller's one read of it: clang otherwise merges that
+ * load with this one through a register offset, which the verifier refuses.) */
+static __always_inline void fill_endpoints(struct ubia_endpoints *f, struct bpf_sock *sk, __u8 protocol,
+					   bool unconnected)
 {
-	f->protocol = SOCK_FIELD(sk, protocol);
+	f->protocol = protocol;
+	f->unconnected = unconnected;
 	f->local_port = SOCK_FIELD(sk, src_port);
 	/* network order in the low 16 bits; read whole, as Linux 5.10 requires */
 	f->remote_port = bpf_ntohs((__u16)SOCK_FIELD(sk, dst_port));
@@ -371,7 +406,20 @@ static __always_inline void fill_endpoints(struct ubia_endpoints *f, struct bpf_
 	}
 }
 
-/* A flow is its socket's whole life, keyed by the socket's cookie (made at the socket's
+static __always_inline void flow_add(struct ubia_flow *f, const struct ubia_owner *o, __u32 scope,
+				     const struct ubia_counters *d, __u64 last_ns)
+{
+	counters_add(&f->c, d);
+	if (f->last_ns < last_ns)
+		f->last_ns = last_ns;
+	/* written only on change: every CPU touching this socket shares the cache line */
+	if (f->owner.tgid != o->tgid || f->owner.uid != o->uid)
+		f->owner = *o;
+	if (f->scope != scope)
+		f->scope = scope;
+}
+
+/* A connected socket's flow is its socket's whole life, keyed by the socket's cookie (made at the socket's
  * first counted packet, so that every fold finds it): it ends once (end_flow) and is
  * never made again. */
 static __always_inline void count_flow(__u64 cookie, const struct ubia_endpoints *ep, struct ubia_sock *s,
@@ -390,6 +438,7 @@ static __always_inline void count_flow(__u64 cookie, const struct ubia_endpoints
 		nf.scope = scope;
 		nf.released = s->released;
 		nf.first_ns = first_ns;
+		nf.sock_cookie = cookie;
 		long err = bpf_map_update_elem(&flows, &cookie, &nf, BPF_NOEXIST);
 		if (err == -E2BIG || err == -ENOMEM) {
 			/* the per-user and per-process totals still have these bytes */
@@ -401,26 +450,16 @@ static __always_inline void count_flow(__u64 cookie, const struct ubia_endpoints
 		if (!f)
 			return;
 		s->flow_state = UBIA_FLOW_TRACKED;
-	} else if (f->ep.remote_port == 0 && ep->remote_port != 0) {
-		/* connect() after the first packet (UDP) */
+	} else if (f->ep.family == 0 && ep->family != 0) {
+		/* counted (precise mode: a call) before its first packet told the endpoints */
 		f->ep = *ep;
 	}
-	counters_add(&f->c, d);
-	if (f->last_ns < last_ns)
-		f->last_ns = last_ns;
-	/* written only on change: every CPU touching this socket shares the cache line */
-	if (f->owner.tgid != o->tgid || f->owner.uid != o->uid)
-		f->owner = *o;
-	if (f->scope != scope)
-		f->scope = scope;
+	flow_add(f, o, scope, d, last_ns);
 }
 
-static __always_inline void count_pending(struct bpf_sock *sk, struct ubia_sock *s, const struct ubia_counters *d)
+static __always_inline void count_pending(struct ubia_sock *s, const struct ubia_counters *d)
 {
 	__u64 now = bpf_jiffies64();
-	/* unconnected until now (UDP connect() after the first packet) */
-	if (s->ep.remote_port == 0 && sk)
-		fill_endpoints(&s->ep, sk);
 	counters_add(&s->pending, d);
 	if (!s->first_jiffies)
 		s->first_jiffies = now;
@@ -471,9 +510,11 @@ static __always_inline void fold(__u64 cookie, struct ubia_sock *s, const struct
 	}
 	if (counters_zero(&d))
 		return;
+	count_user_and_process(&s->owner, s->scope, &d);
+	if (s->ep.unconnected)
+		return; /* its flows are its peers', counted at the packets */
 	__u64 now_ns = bpf_ktime_get_boot_ns();
 	__u64 now_jiffies = bpf_jiffies64();
-	count_user_and_process(&s->owner, s->scope, &d);
 	count_flow(cookie, &s->ep, s, &s->owner, s->scope, &d,
 		   jiffies_boot_ns(s->first_jiffies ? s->first_jiffies : now_jiffies, now_jiffies, now_ns),
 		   jiffies_boot_ns(s->last_jiffies ? s->last_jiffies : now_jiffies, now_jiffies, now_ns));
@@ -627,7 +668,7 @@ static __always_inline void count_payload(struct sock *sk, int ret, int flags, b
 		s->scope = scope;
 		s->scope_known = 1;
 	}
-	count_pending(NULL, s, &d);
+	count_pending(s, &d);
 }
 
 SEC("tp_btf/sock_send_length")
@@ -670,6 +711,15 @@ static __always_inline __u32 header_bytes(struct __sk_buff *skb, __u32 l3off, __
 		hdr += 8;
 	}
 	return hdr;
+}
+
+/* A datagram's payload: its length less the IP and UDP headers (a GSO datagram has one
+ * set of headers for all its segments). */
+static __always_inline __u64 datagram_payload(struct __sk_buff *skb)
+{
+	__u8 proto = 0;
+	__u32 hdr = header_bytes(skb, 0, &proto);
+	return skb->len > hdr ? skb->len - hdr : 0;
 }
 
 /* L3 bytes and packets as they cross the wire. A GSO/GRO packet of n segments carries
@@ -798,40 +848,166 @@ static __always_inline void sender_takes_over(struct ubia_sock *s, struct task_s
 /* A packet of a socket its process has closed (TCP still sending): nothing may stay
  * pending in storage that dies with the socket. Its TCP flow has ended at TCP_CLOSE:
  * what the socket sends after it (the reset of a close with unread data) is in no flow. */
-static __always_inline void count_released(struct bpf_sock *sk, struct ubia_sock *s, __u64 cookie, __u32 scope,
-					   const struct ubia_counters *d)
+static __always_inline void count_released(struct bpf_sock *sk, __u8 protocol, struct ubia_sock *s, __u64 cookie,
+					   __u32 scope, const struct ubia_counters *d)
 {
 	count_user_and_process(&s->owner, scope, d);
-	if (sk->protocol == IPPROTO_TCP && sk->state == BPF_TCP_CLOSE)
+	if (protocol == IPPROTO_TCP && sk->state == BPF_TCP_CLOSE)
 		return;
 	struct ubia_endpoints ep = s->ep;
 	if (ep.family == 0)
-		fill_endpoints(&ep, sk);
+		fill_endpoints(&ep, sk, protocol, false);
 	__u64 now = bpf_ktime_get_boot_ns();
 	count_flow(cookie, &ep, s, &s->owner, scope, d, now, now);
 }
 
+/* Is the socket unconnected: not TCP and no remote address (dst_port alone would call a
+ * connected ping or raw socket unconnected)? Its flows are then one per peer. */
+static __always_inline bool unconnected(struct bpf_sock *sk, __u8 protocol)
+{
+	if (protocol == IPPROTO_TCP)
+		return false;
+	if (SOCK_FIELD(sk, family) == AF_INET)
+		return SOCK_FIELD(sk, dst_ip4) == 0;
+	return (SOCK_FIELD(sk, dst_ip6[0]) | SOCK_FIELD(sk, dst_ip6[1]) | SOCK_FIELD(sk, dst_ip6[2]) |
+		SOCK_FIELD(sk, dst_ip6[3])) == 0;
+}
+
+/* A datagram's endpoints from its headers (the cgroup_skb data starts at the IP header):
+ * an unconnected socket's peer is in the packet, not in the socket, and so is the local
+ * address it was sent from or to (the socket's may be the wildcard). IPv4 fragments
+ * after the first carry no ports. */
+static __always_inline bool packet_endpoints(struct __sk_buff *skb, bool egress, struct ubia_endpoints *ep)
+{
+	__u32 l4off;
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)))
+			return false;
+		ep->family = 4;
+		ep->protocol = ip.protocol;
+		__builtin_memcpy(ep->local_addr, egress ? &ip.saddr : &ip.daddr, 4);
+		__builtin_memcpy(ep->remote_addr, egress ? &ip.daddr : &ip.saddr, 4);
+		if (ip.frag_off & bpf_htons(0x1fff))
+			return true;
+		l4off = ip.ihl * 4;
+	} else {
+		struct ipv6hdr ip6;
+		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)))
+			return false;
+		ep->family = 6;
+		ep->protocol = ip6.nexthdr;
+		__builtin_memcpy(ep->local_addr, egress ? &ip6.saddr : &ip6.daddr, 16);
+		__builtin_memcpy(ep->remote_addr, egress ? &ip6.daddr : &ip6.saddr, 16);
+		l4off = sizeof(ip6);
+	}
+	__be16 ports[2];
+	if ((ep->protocol == IPPROTO_UDP || ep->protocol == IPPROTO_UDPLITE) &&
+	    !bpf_skb_load_bytes(skb, l4off, ports, sizeof(ports))) {
+		ep->local_port = bpf_ntohs(egress ? ports[0] : ports[1]);
+		ep->remote_port = bpf_ntohs(egress ? ports[1] : ports[0]);
+	}
+	return true;
+}
+
+static __always_inline __u64 mix64(__u64 h)
+{
+	/* MurmurHash3's 64-bit finaliser */
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ULL;
+	h ^= h >> 33;
+	return h;
+}
+
+/* A peer flow's key: a digest of the socket's cookie and the peer's address, port and
+ * protocol, top bit set (cookies count up from 1 and never reach it). Two peers meet in
+ * one key with a chance of 2^-63 per pair. */
+static __always_inline __u64 peer_key(__u64 cookie, const struct ubia_endpoints *ep)
+{
+	__u32 r[4];
+	__builtin_memcpy(r, ep->remote_addr, sizeof(r));
+	__u64 h = mix64(cookie);
+	h = mix64(h ^ ((__u64)r[0] << 32 | r[1]));
+	h = mix64(h ^ ((__u64)r[2] << 32 | r[3]));
+	h = mix64(h ^ ((__u64)ep->family << 32 | (__u64)ep->protocol << 16 | ep->remote_port));
+	return h | (1ULL << 63);
+}
+
+/* An unconnected socket's datagram, straight into the flow of its peer (remote address
+ * and port): the pending counts cannot tell peers apart (the user and process totals
+ * still come from them). One flow per peer up to max_peers; datagrams of peers beyond
+ * count in no flow (UBIA_STAT_PEER_OVERFLOW). The flow's payload is the datagram's in
+ * both modes. */
+static __always_inline void count_peer(struct __sk_buff *skb, struct ubia_sock *s, __u64 cookie, __u32 scope,
+				       const struct ubia_counters *d, __u64 payload, bool egress)
+{
+	struct ubia_endpoints ep = {};
+	if (!packet_endpoints(skb, egress, &ep))
+		return;
+	struct ubia_counters fc = *d;
+	if (egress)
+		fc.tx_payload = payload;
+	else
+		fc.rx_payload = payload;
+	__u64 key = peer_key(cookie, &ep);
+	__u64 now = bpf_ktime_get_boot_ns();
+	struct ubia_flow *f = bpf_map_lookup_elem(&flows, &key);
+	if (!f) {
+		if (s->peers >= max_peers) {
+			stat_add(UBIA_STAT_PEER_OVERFLOW, 1);
+			return;
+		}
+		struct ubia_flow nf = {};
+		nf.ep = ep;
+		nf.owner = s->owner;
+		nf.scope = scope;
+		nf.first_ns = now;
+		nf.sock_cookie = cookie;
+		long err = bpf_map_update_elem(&flows, &key, &nf, BPF_NOEXIST);
+		if (err == -E2BIG || err == -ENOMEM) {
+			stat_add(UBIA_STAT_FLOW_OVERFLOW, 1);
+			return;
+		}
+		if (err == 0)
+			__sync_fetch_and_add(&s->peers, 1);
+		f = bpf_map_lookup_elem(&flows, &key);
+		if (!f)
+			return;
+	}
+	flow_add(f, &s->owner, scope, &fc, now);
+}
+
 /* A packet of an open socket: into its pending counts, for the owner the default mode's
- * rule names. */
-static __always_inline void count_open(struct bpf_sock *sk, struct ubia_sock *s, __u64 cookie, __u32 scope,
-				       const struct ubia_counters *d, bool egress)
+ * rule names. An unconnected socket's (s->ep.unconnected) the caller then counts into
+ * its peer's flow too (count_peer, through a tail call). */
+static __always_inline void count_open(struct bpf_sock *sk, __u8 protocol, struct ubia_sock *s, __u64 cookie,
+				       __u32 scope, const struct ubia_counters *d, bool egress)
 {
 	if (egress && !precise) {
 		struct task_struct *t = other_sender(sk, s);
 		if (t)
 			sender_takes_over(s, t);
 	}
+	/* Rare changes fold what is pending first, so that it is counted as it was: a new
+	 * scope (a route moved), or connect() and connect(AF_UNSPEC) undoing it (counted in
+	 * the socket's flow, or in its peers'); the endpoints are then taken again. Nothing
+	 * is kept in a register across the fold: each flag live past it doubles the states
+	 * the verifier walks. */
+	if ((s->scope_known && s->scope != scope) ||
+	    (s->ep.family && s->ep.unconnected != unconnected(sk, protocol))) {
+		struct ubia_counters none = {};
+		fold(cookie, s, &none);
+		s->ep.family = 0;
+	}
 	if (!s->scope_known || s->scope != scope) {
-		/* a socket's scope changes rarely (a route moved): what it counted before
-		 * keeps the old scope */
-		if (s->scope_known) {
-			struct ubia_counters none = {};
-			fold(cookie, s, &none);
-		}
 		s->scope = scope;
 		s->scope_known = 1;
 	}
-	count_pending(sk, s, d);
+	if (!s->ep.family) /* at the first packet: a closing socket loses its port */
+		fill_endpoints(&s->ep, sk, protocol, unconnected(sk, protocol));
+	count_pending(s, d);
 }
 
 static __always_inline int count_wire(struct __sk_buff *skb, bool egress)
@@ -860,18 +1036,17 @@ static __always_inline int count_wire(struct __sk_buff *skb, bool egress)
 	__u32 ifindex = skb->ifindex;
 	__u32 scope = ifindex == LOOPBACK_IFINDEX ? UBIA_SCOPE_LOOPBACK : UBIA_SCOPE_EXTERNAL;
 	struct ubia_counters d = wire_counts(egress, bytes, packets);
-	/* payload of what is not TCP: the datagram less its headers (a GSO datagram has
-	 * one set of headers for all its segments). TCP's comes from the socket at the fold;
-	 * in the precise mode every protocol's comes from the calls. */
-	if (!precise && sk->protocol != IPPROTO_TCP) {
-		__u8 proto = 0;
-		__u32 hdr = header_bytes(skb, 0, &proto);
-		__u64 payload = skb->len > hdr ? skb->len - hdr : 0;
+	/* payload of what is not TCP: the datagram's. TCP's comes from the socket at the
+	 * fold; in the precise mode every protocol's comes from the calls. */
+	__u8 protocol = sk->protocol;
+	if (!precise && protocol != IPPROTO_TCP) {
+		__u64 payload = datagram_payload(skb);
 		if (egress)
 			d.tx_payload = payload;
 		else
 			d.rx_payload = payload;
 	}
+
 	if (listener) {
 		/* handshakes count straight for the listener's owner, in no flow: a listener
 		 * holds no pending counts for its accepted sockets to inherit */
@@ -883,16 +1058,50 @@ static __always_inline int count_wire(struct __sk_buff *skb, bool egress)
 		 * fold (the fold reads it from the socket: it cannot make one on Linux 5.10) */
 		__u64 cookie = bpf_get_socket_cookie(skb);
 		if (s->released)
-			count_released(sk, s, cookie, scope, &d);
+			count_released(sk, protocol, s, cookie, scope, &d);
 		else
-			count_open(sk, s, cookie, scope, &d, egress);
+			count_open(sk, protocol, s, cookie, scope, &d, egress);
 	}
 	if (ifindex != LOOPBACK_IFINDEX && s->host_netns) {
 		struct ubia_iface *ifc = iface_entry(ifindex);
 		if (ifc)
 			wire_add(&ifc->attributed, egress, bytes, packets);
 	}
+	/* read back from storage, not carried in a register: a flag live to here would
+	 * double the states the verifier walks */
+	if (s->ep.unconnected)
+		bpf_tail_call(skb, egress ? (void *)&peers_out_call : (void *)&peers_in_call, 0);
 	return 1;
+}
+
+/* The peer-flow programs: an unconnected socket's packet into its peer's flow (the
+ * packet programs counted everything else and tail-call these). */
+static __always_inline int count_peer_packet(struct __sk_buff *skb, bool egress)
+{
+	struct bpf_sock *sk = packet_sock(skb);
+	if (!sk)
+		return 1;
+	struct ubia_sock *s = bpf_sk_storage_get(&socks, sk, 0, 0);
+	if (!s || s->released)
+		return 1;
+	__u64 bytes, packets;
+	wire_size(skb, 0, skb->len, &bytes, &packets);
+	struct ubia_counters d = wire_counts(egress, bytes, packets);
+	__u32 scope = skb->ifindex == LOOPBACK_IFINDEX ? UBIA_SCOPE_LOOPBACK : UBIA_SCOPE_EXTERNAL;
+	count_peer(skb, s, bpf_get_socket_cookie(skb), scope, &d, datagram_payload(skb), egress);
+	return 1;
+}
+
+SEC("cgroup_skb/egress")
+int ubia_peers_out(struct __sk_buff *skb)
+{
+	return count_peer_packet(skb, true);
+}
+
+SEC("cgroup_skb/ingress")
+int ubia_peers_in(struct __sk_buff *skb)
+{
+	return count_peer_packet(skb, false);
 }
 
 SEC("cgroup_skb/egress")
@@ -1080,6 +1289,12 @@ int ubia_sock_release(struct bpf_sock *ctx)
 	struct ubia_sock *s = bpf_sk_storage_get(&socks, ctx, 0, 0);
 	if (s)
 		fold_at_release(ctx, cookie, s);
+	if (s && s->peers) {
+		/* its peer flows: final now, ended by user space (it can walk the flow table) */
+		__u8 one = 1;
+		if (bpf_map_update_elem(&peer_ends, &cookie, &one, BPF_ANY))
+			stat_add(UBIA_STAT_EVENTS_DROPPED, 1); /* they stay listed as active */
+	}
 	if (ctx->protocol == IPPROTO_TCP && ctx->state != BPF_TCP_CLOSE) {
 		struct ubia_flow *f = bpf_map_lookup_elem(&flows, &cookie);
 		if (f)

@@ -20,6 +20,10 @@
 #define UBIA_MAX_FLOWS 65536
 #define UBIA_MAX_IFACES 4096
 /* sockets whose holders one fold can tell (the census); more are folded for their owner */
+/* unconnected sockets with peer flows whose last close user space has not yet seen */
+#define UBIA_MAX_PEER_ENDS 65536
+/* default bound of an unconnected socket's peer flows (the loader sets max_peers) */
+#define UBIA_MAX_PEERS 128
 #define UBIA_MAX_CENSUS 262144
 /* ~5,400 events. Mapped twice into the agent (4 MiB made 8 MiB of its resident memory);
  * it is drained as events arrive, and what a burst does not fit waits in the flow table,
@@ -91,7 +95,8 @@ struct ubia_endpoints {
 	__u8 protocol;
 	__u16 local_port; /* host byte order */
 	__u16 remote_port;
-	__u16 pad;
+	__u8 unconnected; /* the socket has no remote address: its flows are one per peer */
+	__u8 pad;
 	__u8 local_addr[16]; /* IPv4 in the first 4 bytes */
 	__u8 remote_addr[16];
 };
@@ -120,7 +125,7 @@ struct ubia_sock {
 	__u64 last_jiffies;  /* read, the boot-time clock ~45 ns a packet */
 	__u32 fold_gen;      /* the last fold that visited it (a socket open in several
 			      * processes is folded once per fold) */
-	__u32 pad2;
+	__u32 peers;         /* peer flows made for it while unconnected (bounded by max_peers) */
 };
 
 /* What one fold's census saw of a socket (keyed by the kernel address of its struct
@@ -132,6 +137,9 @@ struct ubia_holders {
 	struct ubia_owner newest;
 };
 
+/* A flow: a connected socket's life (keyed by its cookie), or one remote address and
+ * port of an unconnected socket (DNS, QUIC, NTP: keyed by a digest of the cookie and the
+ * peer, top bit set, so that it never meets a cookie). */
 struct ubia_flow {
 	struct ubia_endpoints ep;
 	__u8 scope;
@@ -142,6 +150,7 @@ struct ubia_flow {
 	struct ubia_counters c;
 	__u64 first_ns; /* CLOCK_BOOTTIME */
 	__u64 last_ns;
+	__u64 sock_cookie; /* its socket's: a peer flow ends when its socket is in peer_ends */
 };
 
 enum ubia_event_kind {
@@ -184,6 +193,9 @@ enum ubia_stat {
 	UBIA_STAT_OVERFLOW_TX_PACKETS,
 	UBIA_STAT_OVERFLOW_RX_PAYLOAD,
 	UBIA_STAT_OVERFLOW_TX_PAYLOAD,
+	/* datagrams of unconnected sockets to or from a peer beyond max_peers: in the user
+	 * and process totals, in no flow */
+	UBIA_STAT_PEER_OVERFLOW,
 	UBIA_STAT_MAX,
 };
 
@@ -218,8 +230,8 @@ _Static_assert(sizeof(struct ubia_owner) == 48, "ubia_owner layout");
 _Static_assert(sizeof(struct ubia_endpoints) == 40, "ubia_endpoints layout");
 _Static_assert(sizeof(struct ubia_sock) == 184, "ubia_sock layout");
 _Static_assert(sizeof(struct ubia_holders) == 64, "ubia_holders layout");
-_Static_assert(sizeof(struct ubia_flow) == 160, "ubia_flow layout");
-_Static_assert(sizeof(struct ubia_event) == 184, "ubia_event layout");
+_Static_assert(sizeof(struct ubia_flow) == 168, "ubia_flow layout");
+_Static_assert(sizeof(struct ubia_event) == 192, "ubia_event layout");
 _Static_assert(sizeof(struct ubia_iface) == 96, "ubia_iface layout");
 _Static_assert(sizeof(struct ubia_meta) == 16, "ubia_meta layout");
 _Static_assert(sizeof(struct ubia_user_slot) == 64, "ubia_user_slot layout");

@@ -57,7 +57,7 @@ function scriptedMeter() {
       return columns(state.flows);
     },
     readInterfaces: () => state.interfaces,
-    health: () => ({ overflows: { users: 0, processes: 0, flows: 0, interfaces: 0 }, eventsDropped: state.eventsDropped, beyondUserTable: zeroCounters() }),
+    health: () => ({ overflows: { users: 0, processes: 0, flows: 0, peers: 0, interfaces: 0 }, eventsDropped: state.eventsDropped, beyondUserTable: zeroCounters() }),
     onEvent: () => undefined,
     forgetProcess: (pid) => state.forgotten.push(pid),
     close: () => undefined,

@@ -87,7 +87,7 @@ describe('ubia agent end to end (real kernel)', () => {
     expect(st.meter.hooks.length).toBeGreaterThan(0);
     for (const h of st.meter.hooks) expect(h.detail).not.toBe('');
     expect(st.meter.hooks.some((h) => h.active)).toBe(true);
-    expect(st.meter.health.overflows).toEqual({ users: 0, processes: 0, flows: 0, interfaces: 0 });
+    expect(st.meter.health.overflows).toEqual({ users: 0, processes: 0, flows: 0, peers: 0, interfaces: 0 });
     expect(st.meter.interfaces!.map((i) => i.name)).toContain(bed.net.hostInterface);
     expect(st.ledger.sizeBytes).toBeGreaterThan(0);
     expect(st.ledger.lastError).toBeNull();

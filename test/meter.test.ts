@@ -5,13 +5,16 @@ import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openMeter, type FlowRecord, type Meter, type MeterEvent, type ProcessCounters, type TrafficCounters, type UserCounters } from '../src/kernel/index.js';
 import { createNet, createUser, freePort, removeUser, type TestNet, type TestUser } from './support/testbed.js';
-import { exchange, serveTraffic, traffic } from './support/traffic.js';
+import { exchange, serveTraffic, traffic, udpPeers } from './support/traffic.js';
 import { sleep } from './support/wait.js';
 
 const PIN_DIR = `/sys/fs/bpf/ubia-test-${process.pid}`;
 const ZERO: TrafficCounters = { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0, rxPayloadBytes: 0, txPayloadBytes: 0 };
 // IPv4/IPv6 + TCP headers with options, per packet: what wire bytes may add to payload
 const MAX_HDR = 40 + 60;
+// flows an unconnected socket may have (agent.unconnected_peers): small, so a test
+// reaches it
+const PEERS = 3;
 
 let meter: Meter;
 let net: TestNet;
@@ -97,13 +100,31 @@ function expectWireConsistent(d: TrafficCounters, retransmitted = 0) {
 }
 
 function flowEnded(match: (f: FlowRecord) => boolean): FlowRecord | undefined {
+  return flowsEnded(match)[0];
+}
+
+/** Every ended flow that matches, as far as the meter has told: a read of the flow table
+ *  hands over the peer flows of unconnected sockets closed since, the ring buffer the rest. */
+function flowsEnded(match: (f: FlowRecord) => boolean): FlowRecord[] {
+  meter.readFlows();
   meter.drainEvents();
-  for (const e of events) if (e.kind === 'flowEnded' && match(e.flow)) return e.flow;
-  return undefined;
+  return events.flatMap((e) => (e.kind === 'flowEnded' && match(e.flow) ? [e.flow] : []));
+}
+
+/** Runs traffic while reading the flow table every 50 ms (each read folds, as a busy
+ *  agent's poll does); resolves with the traffic's result and every flow row read. */
+async function whileReadingFlows<T>(m: Meter, work: Promise<T>): Promise<{ result: T; seen: FlowRecord[] }> {
+  const seen: FlowRecord[] = [];
+  const timer = setInterval(() => seen.push(...m.readFlows()), 50);
+  try {
+    return { result: await work, seen };
+  } finally {
+    clearInterval(timer);
+  }
 }
 
 beforeAll(() => {
-  meter = openMeter({ pinDir: PIN_DIR });
+  meter = openMeter({ pinDir: PIN_DIR, peersPerSocket: PEERS });
   meter.onEvent((e) => events.push(e));
   net = createNet();
   meter.readInterfaces(); // attaches the tc counter to the new veth, as the agent's poll does
@@ -155,27 +176,20 @@ describe('kernel meter', () => {
 
   it('ends a flow once, with its whole life, when folds ran all through it (as under a busy agent)', async () => {
     const port = await freePort();
-    const seen = new Set<bigint>();
-    const timer = setInterval(() => {
-      for (const f of meter.readFlows()) { if (process.env.DBG) console.log(JSON.stringify(f, (_k, v) => (typeof v === "bigint" ? String(v) : v))); if (f.remotePort === port) seen.add(f.cookie); }
-    }, 50);
-    let result;
-    try {
-      // 20 chunks of 25 kB, 50 ms apart: about twenty folds in the middle of the flow
-      result = await exchange(['tcp-sink', net.peerV4, String(port)], ['tcp-send-slow', net.peerV4, String(port), '20', '25000', '50'], { server: { net }, client: { user: alice } });
-    } finally {
-      clearInterval(timer);
-    }
+    // 20 chunks of 25 kB, 50 ms apart: about twenty folds in the middle of the flow
+    const { result, seen } = await whileReadingFlows(
+      meter,
+      exchange(['tcp-sink', net.peerV4, String(port)], ['tcp-send-slow', net.peerV4, String(port), '20', '25000', '50'], { server: { net }, client: { user: alice } }),
+    );
     expect(result.server.received).toBe(500_000);
     await settledTotal(meter, alice.uid);
-    meter.drainEvents();
-    const ended = events.filter((e): e is Extract<MeterEvent, { kind: 'flowEnded' }> => e.kind === 'flowEnded' && e.flow.remotePort === port);
+    const ended = flowsEnded((f) => f.remotePort === port);
     expect(ended).toHaveLength(1);
-    const flow = ended[0]!.flow;
+    const flow = ended[0]!;
     expect(flow.txPayloadBytes).toBe(500_000);
     expect(flow.localPort).toBe(result.client.lport);
     // the flow had one identity all its life, and nothing of it is left in the table
-    expect([...seen]).toEqual([flow.cookie]);
+    expect([...new Set(seen.filter((f) => f.remotePort === port).map((f) => f.cookie))]).toEqual([flow.cookie]);
     expect(meter.readFlows().filter((f) => f.remotePort === port)).toEqual([]);
   });
 
@@ -189,9 +203,8 @@ describe('kernel meter', () => {
       const client = await whileFolding(meter, serveTraffic(['sink-client', net.peerV4, String(port), '200000', '40000', '300', '400'], { user: bob }).done);
       expect(client.received).toBe(40_000);
       await settledTotal(meter, bob.uid);
-      meter.drainEvents();
-      const ended = events.filter((e): e is Extract<MeterEvent, { kind: 'flowEnded' }> => e.kind === 'flowEnded' && e.flow.remotePort === port);
-      expect(ended.map((e) => [e.flow.localPort, e.flow.txPayloadBytes, e.flow.rxPayloadBytes])).toEqual([[client.lport, 200_008, 40_000]]);
+      const ended = flowsEnded((f) => f.remotePort === port);
+      expect(ended.map((f) => [f.localPort, f.txPayloadBytes, f.rxPayloadBytes])).toEqual([[client.lport, 200_008, 40_000]]);
       expect(meter.readFlows().filter((f) => f.remotePort === port)).toEqual([]);
     } finally {
       sink.proc.kill('SIGKILL');
@@ -244,14 +257,48 @@ describe('kernel meter', () => {
     expect(flow?.rxPayloadBytes).toBe(50_000);
   });
 
-  it("attributes an accepted socket to the listener's user", async () => {
+  it("attributes an accepted socket to the listener's user; the listener is no flow, its connection is", async () => {
     const port = await freePort();
     const { delta, result } = await measure(alice.uid, () =>
-      exchange(['tcp-sink', net.hostV4, String(port)], ['tcp-send', net.hostV4, String(port), '400000'], { server: { user: alice }, client: { net } }),
+      whileReadingFlows(meter, exchange(['tcp-sink', net.hostV4, String(port)], ['tcp-send', net.hostV4, String(port), '400000'], { server: { user: alice }, client: { net } })),
     );
-    expect(result.server.received).toBe(400_000);
+    expect(result.result.server.received).toBe(400_000);
     expect(delta.rxPayloadBytes).toBe(400_000);
     expect(delta.rxBytes).toBeGreaterThan(400_000);
+    // every flow on the listening port, while it lived and at its end, is the connection
+    // (the client's address and port), none the listener's 0.0.0.0:0
+    const onPort = (f: FlowRecord) => f.localPort === port && f.uid === alice.uid;
+    const ended = flowsEnded(onPort);
+    expect(ended.map((f) => [f.remoteAddress, f.remotePort > 0, f.rxPayloadBytes])).toEqual([[net.peerV4, true, 400_000]]);
+    for (const f of result.seen.filter(onPort)) expect([f.remoteAddress, f.cookie]).toEqual([net.peerV4, ended[0]!.cookie]);
+    expect(meter.readFlows().filter(onPort)).toEqual([]);
+  });
+
+  it.each([
+    ['IPv4', () => net.peerV4, () => net.hostV4, 28],
+    ['IPv6', () => net.peerV6, () => net.hostV6, 48],
+  ])('gives an unconnected UDP socket one flow per peer over %s, up to its bound; further peers count for the user, in no flow', async (_label, peer, local, hdr) => {
+    const COUNT = 5;
+    const peers = [];
+    for (const size of [100, 200, 300, 400]) peers.push({ port: await freePort(), size });
+    const before = userTotal(meter, alice.uid);
+    const overflowsBefore = meter.health().overflows.peers;
+    const client = await whileFolding(meter, udpPeers(peer(), peers, COUNT, { server: { net }, client: { user: alice } }));
+    const all = COUNT * (100 + 200 + 300 + 400);
+    expect([client.sent, client.received]).toEqual([all, all]);
+    // the user's totals have every datagram, the 4th peer's too
+    const d = minus(await settledTotal(meter, alice.uid), before);
+    expect([d.txPayloadBytes, d.rxPayloadBytes, d.txPackets, d.rxPackets]).toEqual([all, all, 4 * COUNT, 4 * COUNT]);
+    expect(d.txBytes).toBe(all + 4 * COUNT * hdr);
+    // one flow per peer up to the bound (PEERS = 3), each with its own datagrams
+    const ended = flowsEnded((f) => f.uid === alice.uid && f.protocol === 17 && f.localPort === client.lport);
+    const row = (f: FlowRecord) => [f.localAddress, f.remoteAddress, f.remotePort, f.txPayloadBytes, f.rxPayloadBytes, f.txPackets, f.rxPackets, f.txBytes, f.rxBytes];
+    const want = peers.slice(0, PEERS).map((p) => [local(), peer(), p.port, COUNT * p.size, COUNT * p.size, COUNT, COUNT, COUNT * (p.size + hdr), COUNT * (p.size + hdr)]);
+    expect(ended.map(row).sort()).toEqual(want.sort());
+    expect(new Set(ended.map((f) => f.cookie)).size).toBe(PEERS);
+    // the 4th peer's datagrams, both ways, counted as beyond the bound
+    expect(meter.health().overflows.peers - overflowsBefore).toBeGreaterThanOrEqual(2 * COUNT);
+    expect(meter.readFlows().filter((f) => f.uid === alice.uid && f.localPort === client.lport)).toEqual([]);
   });
 
   it('attributes a socket passed to another user to the process doing the I/O', async () => {
@@ -440,7 +487,7 @@ describe('kernel meter', () => {
     await sleep(600);
     meter.close();
     await sleep(600); // the kernel counts on while no reader is there
-    meter = openMeter({ pinDir: PIN_DIR });
+    meter = openMeter({ pinDir: PIN_DIR, peersPerSocket: PEERS });
     meter.onEvent((e) => events.push(e));
     expect(meter.status().resumed).toBe(true);
     const sent = await client.done;

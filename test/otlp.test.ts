@@ -253,7 +253,7 @@ describe('OTLP metrics exporter', () => {
       cleanups.push(() => receiver.close());
       const health: AgentHealth = {
         unattributed: { txBytes: 1234, rxBytes: 5678, txPackets: 12, rxPackets: 56 },
-        meter: { overflows: { users: 0, processes: 3, flows: 7, interfaces: 0 }, eventsDropped: 2, beyondUserTable: { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0, rxPayloadBytes: 0, txPayloadBytes: 0 } },
+        meter: { overflows: { users: 0, processes: 3, flows: 7, peers: 0, interfaces: 0 }, eventsDropped: 2, beyondUserTable: { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0, rxPayloadBytes: 0, txPayloadBytes: 0 } },
         lastPollSeconds: 0.0042,
         lastPollAtMs: Date.now(),
         exporters: [{ name: 'ipfix', state: 'ok', detail: '', queued: 17, dropped: 1 }],

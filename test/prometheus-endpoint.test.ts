@@ -96,7 +96,7 @@ describe('scrape families', () => {
     interfaces: () => [{ ifindex: 2, name: 'eth0', total: wire(10), attributed: wire(8), unattributed: wire(2) }],
     health: () => ({
       unattributed: wire(2),
-      meter: { overflows: { users: 0, processes: 1, flows: 2, interfaces: 0 }, eventsDropped: 3, beyondUserTable: { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0, rxPayloadBytes: 0, txPayloadBytes: 0 } },
+      meter: { overflows: { users: 0, processes: 1, flows: 2, peers: 0, interfaces: 0 }, eventsDropped: 3, beyondUserTable: { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0, rxPayloadBytes: 0, txPayloadBytes: 0 } },
       lastPollSeconds: 0.5,
       lastPollAtMs: 1_700_000_000_500,
       exporters: [{ name: 'ipfix', state: 'ok', detail: '', queued: 4, dropped: 1 }],

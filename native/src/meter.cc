@@ -386,6 +386,7 @@ int Meter::open_and_load() {
   bpf_map__set_max_entries(skel_->maps.user_index, opts_.user_capacity);
   bpf_map__set_max_entries(skel_->maps.slot_claims, opts_.user_capacity);
   skel_->rodata->max_users = opts_.user_capacity;
+  skel_->rodata->max_peers = opts_.max_peers;
   bpf_map *map;
   bpf_object__for_each_map(map, skel_->obj) {
     std::string name = bpf_map__name(map);
@@ -545,6 +546,18 @@ void Meter::attach_all() {
   tc_ingress_fd_ = tc_prog(p->ubia_tc_ingress);
   tc_egress_fd_ = tc_prog(p->ubia_tc_egress);
   attach_new_interfaces();
+
+  // The peer-flow programs the packet programs tail-call (unconnected sockets), this
+  // load's: a resumed meter's pinned packet programs call them too, with this start's
+  // agent.unconnected_peers.
+  auto tail = [&](bpf_map *calls, bpf_program *prog) {
+    uint32_t slot = 0;
+    int fd = bpf_program__fd(prog);
+    if (bpf_map_update_elem(bpf_map__fd(calls), &slot, &fd, BPF_ANY) != 0)
+      fail_bpf(std::string("installing ") + bpf_program__name(prog) + " failed", errno);
+  };
+  tail(skel_->maps.peers_out_call, p->ubia_peers_out);
+  tail(skel_->maps.peers_in_call, p->ubia_peers_in);
 }
 
 void Meter::attach_tc(uint32_t ifindex, const std::string &name) {
@@ -672,9 +685,20 @@ std::vector<Entry<ubia_proc_key, ubia_counters>> Meter::read_processes() const {
   return read_map<ubia_proc_key, ubia_counters>(bpf_map__fd(skel_->maps.proc_totals), false);
 }
 
+// Active flows; ended is set on those that ended while the ring buffer was full and on
+// the peer flows of unconnected sockets whose last close has run (in peer_ends: the
+// kernel cannot walk the flow table to end them). The marks read go: their sockets'
+// peer flows are final, and the caller hands them over as ended now.
 std::vector<Entry<uint64_t, ubia_flow>> Meter::read_flows() const {
   fold_if_stale();
-  return read_map<uint64_t, ubia_flow>(bpf_map__fd(skel_->maps.flows), false);
+  const int ends_fd = bpf_map__fd(skel_->maps.peer_ends);
+  std::set<uint64_t> closed;
+  for (auto &e : read_map<uint64_t, uint8_t>(ends_fd, false)) closed.insert(e.key);
+  auto rows = read_map<uint64_t, ubia_flow>(bpf_map__fd(skel_->maps.flows), false);
+  for (auto &r : rows)
+    if (r.key != r.value.sock_cookie && closed.count(r.value.sock_cookie)) r.value.ended = 1;
+  for (uint64_t cookie : closed) bpf_map_delete_elem(ends_fd, &cookie);
+  return rows;
 }
 
 std::vector<IfaceEntry> Meter::read_interfaces() {

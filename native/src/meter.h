@@ -38,6 +38,8 @@ struct MeterOptions {
   bool precise = false;
   // slots of the per-user table (a pinned table keeps the size it was made with)
   uint32_t user_capacity = UBIA_MAX_USERS;
+  // peer flows one unconnected socket may have (programs attached by this load)
+  uint32_t max_peers = UBIA_MAX_PEERS;
   // Fold the sockets' pending counts before each read (once per 50 ms). Off: the caller
   // folds with fold(), as often as it needs fresh totals.
   bool fold_on_read = true;

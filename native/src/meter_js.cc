@@ -174,6 +174,8 @@ class MeterWrap : public Napi::ObjectWrap<MeterWrap> {
       if (o.Has("precise") && o.Get("precise").IsBoolean()) opts.precise = o.Get("precise").As<Napi::Boolean>().Value();
       if (o.Has("userCapacity") && o.Get("userCapacity").IsNumber())
         opts.user_capacity = o.Get("userCapacity").As<Napi::Number>().Uint32Value();
+      if (o.Has("peersPerSocket") && o.Get("peersPerSocket").IsNumber())
+        opts.max_peers = o.Get("peersPerSocket").As<Napi::Number>().Uint32Value();
       if (o.Has("foldOnRead") && o.Get("foldOnRead").IsBoolean()) opts.fold_on_read = o.Get("foldOnRead").As<Napi::Boolean>().Value();
     }
     try {
@@ -216,7 +218,7 @@ class MeterWrap : public Napi::ObjectWrap<MeterWrap> {
     return c.value();
   }
 
-  // Active flows, plus flows that ended while the ring buffer was full (ended: 1).
+  // Active flows, plus flows that ended without a ring-buffer event (ended: 1).
   Napi::Value ReadFlows(const Napi::CallbackInfo &info) {
     auto rows = meter(info.Env()).read_flows();
     Columns c(info.Env(), rows.size());
@@ -249,6 +251,7 @@ class MeterWrap : public Napi::ObjectWrap<MeterWrap> {
     o.Set("userOverflows", n(s[UBIA_STAT_USER_OVERFLOW]));
     o.Set("processOverflows", n(s[UBIA_STAT_PROC_OVERFLOW]));
     o.Set("flowOverflows", n(s[UBIA_STAT_FLOW_OVERFLOW]));
+    o.Set("peerOverflows", n(s[UBIA_STAT_PEER_OVERFLOW]));
     o.Set("interfaceOverflows", n(s[UBIA_STAT_IFACE_OVERFLOW]));
     o.Set("eventsDropped", n(s[UBIA_STAT_EVENTS_DROPPED]));
     ubia_wire w{s[UBIA_STAT_UNATTR_RX_BYTES], s[UBIA_STAT_UNATTR_TX_BYTES], s[UBIA_STAT_UNATTR_RX_PACKETS],

@@ -59,7 +59,7 @@ export interface ControlService {
 }
 
 export interface AgentDeps {
-  openMeter(opts: { pinDir: string; flowCapacity: number; userCapacity: number; mode: MeterMode }): MeterReader;
+  openMeter(opts: { pinDir: string; flowCapacity: number; userCapacity: number; peersPerSocket: number; mode: MeterMode }): MeterReader;
   userName: UserNameLookup;
   groupMembers(name: string): { gid: number; members: string[] } | undefined;
   userByName(name: string): { uid: number; gid: number } | undefined;
@@ -104,7 +104,13 @@ export async function startAgent(
   const startedAt = Date.now();
   const bootId = readBootId();
 
-  const meter = deps.openMeter({ pinDir: config.agent.pin_dir, flowCapacity: config.agent.flow_capacity, userCapacity: config.agent.user_capacity, mode: config.agent.meter_mode });
+  const meter = deps.openMeter({
+    pinDir: config.agent.pin_dir,
+    flowCapacity: config.agent.flow_capacity,
+    userCapacity: config.agent.user_capacity,
+    peersPerSocket: config.agent.unconnected_peers,
+    mode: config.agent.meter_mode,
+  });
   const st = meter.status();
   logger.info({ mode: st.mode, kernel: st.kernelRelease, resumed: st.resumed, hooks: st.hooks.filter((h) => h.active).map((h) => h.name) }, 'meter open');
   if (st.flowCapacity !== config.agent.flow_capacity) {

@@ -34,6 +34,7 @@ const RESTART_ONLY: [string, (c: UbiaConfig) => unknown][] = [
   ['agent.pin_dir', (c) => c.agent.pin_dir],
   ['agent.flow_capacity', (c) => c.agent.flow_capacity],
   ['agent.user_capacity', (c) => c.agent.user_capacity],
+  ['agent.unconnected_peers', (c) => c.agent.unconnected_peers],
   // the store is opened once, at the start (agent/flow-history.ts)
   ['history.enabled', (c) => c.history.enabled],
   ['history.path', (c) => c.history.path],

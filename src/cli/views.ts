@@ -134,7 +134,7 @@ export async function showStatus(opts: ViewOptions): Promise<void> {
     `kernel:     ${r.meter.kernelRelease}, mode ${r.meter.mode}${r.meter.resumed ? ', resumed pinned state' : ''}${r.meter.pinDir ? ` (${r.meter.pinDir})` : ''}`,
     // [x] in use, [ ] this kernel has it but this mode does not use it, [-] this kernel lacks it
     ...r.meter.hooks.map((hk) => `  ${hk.active ? '[x]' : hk.available ? '[ ]' : '[-]'} ${hk.name}: ${hk.detail}`),
-    `health:     overflows users ${h.overflows.users}, processes ${h.overflows.processes}, flows ${h.overflows.flows}, interfaces ${h.overflows.interfaces}; events dropped ${h.eventsDropped}`,
+    `health:     overflows users ${h.overflows.users}, processes ${h.overflows.processes}, flows ${h.overflows.flows}, peers ${h.overflows.peers}, interfaces ${h.overflows.interfaces}; events dropped ${h.eventsDropped}`,
     ...(unattributed === undefined ? [] : [`            unattributed since start of metering: ${humanBytes(unattributed)}`]),
     ...(h.overflows.users > 0 && h.beyondUserTable ? [beyondUserTable(h.beyondUserTable)] : []),
     `ledger:     ${r.ledger.path === null ? '' : `${r.ledger.path}, ${humanBytes(r.ledger.sizeBytes ?? 0)}, `}last flush ${r.ledger.lastFlushAt ?? 'never'}${r.ledger.lastError ? `, ERROR: ${r.ledger.lastError}` : ''}`,

@@ -17,6 +17,11 @@ export const agentSectionSchema = z
       65_536,
       'how many (user, loopback/external) pairs the kernel user table holds (64 bytes each); users beyond it are counted as unattributed and shown in `ubia status`; restart to change (takes effect when the meter is first loaded)',
     ),
+    unconnected_peers: setting(
+      integer(1, 65_536),
+      128,
+      'how many flows (one per remote address and port) an unconnected socket gets (UDP sendto() without connect(): DNS, QUIC, NTP); datagrams of further peers count in the user totals but in no flow, shown as peer overflows in `ubia status`; restart to change',
+    ),
     meter_mode: setting(
       z.enum(['default', 'precise']),
       'default',

@@ -98,7 +98,7 @@ export interface ProcsResult {
 /** A flow as `ubia flows --json` shows it: the kernel's record with JSON-safe identity
  *  and times, its owner's name, and without what only exporters use (gid, cgroup). */
 export type FlowRow = Omit<FlowRecord, 'cookie' | 'gid' | 'cgroupId' | 'firstSeenMs' | 'lastSeenMs'> & {
-  /** the socket cookie (a 64-bit integer) in decimal */
+  /** the flow's identity (a 64-bit integer) in decimal: its socket's cookie, or a digest of it and the peer for one peer of an unconnected socket */
   cookie: string;
   user: string;
   firstSeen: string;

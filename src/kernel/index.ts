@@ -20,6 +20,9 @@ export interface MeterOptions {
   flowCapacity?: number;
   /** (uid, scope) slots of the per-user table (a pinned table keeps the size it was made with) */
   userCapacity?: number;
+  /** flows (one per remote address and port) an unconnected socket may have; datagrams
+   *  of peers beyond count in the totals, in no flow (health.overflows.peers) */
+  peersPerSocket?: number;
   /** count payload per send/recv call (where the kernel has the tracepoints) */
   mode?: MeterMode;
   /** fold the sockets' pending counts into the totals before each read (default true);
@@ -100,6 +103,7 @@ export function openMeter(opts: MeterOptions): Meter {
       pinDir,
       ...(opts.flowCapacity ? { flowCapacity: opts.flowCapacity } : {}),
       ...(opts.userCapacity ? { userCapacity: opts.userCapacity } : {}),
+      ...(opts.peersPerSocket ? { peersPerSocket: opts.peersPerSocket } : {}),
       precise: opts.mode === 'precise',
       foldOnRead: opts.foldOnRead ?? true,
     });
@@ -199,7 +203,7 @@ export function openMeter(opts: MeterOptions): Meter {
     health: () => {
       const s = native.readStats();
       return {
-        overflows: { users: s.userOverflows, processes: s.processOverflows, flows: s.flowOverflows, interfaces: s.interfaceOverflows },
+        overflows: { users: s.userOverflows, processes: s.processOverflows, flows: s.flowOverflows, peers: s.peerOverflows, interfaces: s.interfaceOverflows },
         eventsDropped: s.eventsDropped,
         beyondUserTable: s.beyondUserTable,
       };

@@ -9,6 +9,7 @@ export interface NativeStats {
   userOverflows: number;
   processOverflows: number;
   flowOverflows: number;
+  peerOverflows: number;
   interfaceOverflows: number;
   eventsDropped: number;
   unattributed: WireCounters;
@@ -33,7 +34,8 @@ export interface NativeMeter {
   fold(): void;
   readUsers(): Columns<UserCounters>;
   readProcesses(): Columns<ProcessCounters>;
-  /** active flows, and flows that ended while the ring buffer was full (ended: 1) */
+  /** active flows, and flows that ended without a ring-buffer event (ended: 1): while the
+   *  ring buffer was full, or the peer flows of an unconnected socket closed since */
   readFlows(): Columns<FlowRecord & { ended: number }>;
   readInterfaces(): InterfaceCounters[];
   readStats(): NativeStats;
@@ -87,7 +89,7 @@ function isDict(v: unknown): v is DictColumn {
 }
 
 interface NativeAddon {
-  Meter: new (opts: { pinDir?: string; flowCapacity?: number; userCapacity?: number; precise?: boolean; foldOnRead?: boolean }) => NativeMeter;
+  Meter: new (opts: { pinDir?: string; flowCapacity?: number; userCapacity?: number; peersPerSocket?: number; precise?: boolean; foldOnRead?: boolean }) => NativeMeter;
   detachPinned(pinDir: string): void;
   pinnedMapId(path: string): number | undefined;
   abiVersion: number;

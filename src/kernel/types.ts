@@ -21,7 +21,8 @@ export interface ProcessCounters extends TrafficCounters {
 }
 
 export interface FlowRecord extends TrafficCounters {
-  /** kernel socket cookie, unique for the boot: the flow's identity */
+  /** the flow's identity, unique for the boot: its socket's kernel cookie, or for one
+   *  peer of an unconnected socket a digest of that cookie and the peer (top bit set) */
   cookie: bigint;
   family: 4 | 6;
   /** IP protocol number: 6 TCP, 17 UDP, … */
@@ -76,8 +77,9 @@ export interface InterfaceCounters {
 }
 
 export interface MeterHealth {
-  /** inserts refused because a map was full, per map */
-  overflows: { users: number; processes: number; flows: number; interfaces: number };
+  /** inserts refused because a map was full, per map; peers: datagrams of unconnected
+   *  sockets to or from peers beyond their bound of peer flows (in the totals, in no flow) */
+  overflows: { users: number; processes: number; flows: number; peers: number; interfaces: number };
   /** ring-buffer events that did not fit; their data stays in the maps for the sweep */
   eventsDropped: number;
   /** what users who found no free slot in the user table did (their wire bytes and

@@ -146,6 +146,22 @@ def udp_ping(host, port, count, size):
     out(sent=sent, received=received, pid=os.getpid(), lport=lport)
 
 
+def udp_peers(host, ports, count, sizes):
+    """an unconnected UDP socket (sendto() without connect(), as resolvers and QUIC
+    servers do) sends COUNT datagrams to each port of PORTS on HOST, of the size SIZES
+    gives that port (both comma-separated), and reads each echo"""
+    s = socket.socket(family(host), socket.SOCK_DGRAM)
+    s.settimeout(5)
+    sent = received = 0
+    for port, size in zip(ports.split(','), sizes.split(',')):
+        for i in range(int(count)):
+            sent += s.sendto(bytes([i % 256]) * int(size), (host, int(port)))
+            received += len(s.recvfrom(65535)[0])
+    lport = s.getsockname()[1]
+    s.close()
+    out(sent=sent, received=received, pid=os.getpid(), lport=lport)
+
+
 def fork_send(host, port, parent_bytes, child_bytes):
     """a child process inherits the connected socket and writes on it too"""
     c = connect(host, int(port))

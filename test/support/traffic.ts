@@ -76,6 +76,19 @@ export async function exchange(server: string[], client: string[], as: { server?
   return { client: c, server: s };
 }
 
+/** An unconnected UDP socket (sendto() without connect()) sends `count` datagrams of
+ *  each peer's size to each of `peers` (udp-echo servers started here on `host`, one per
+ *  port) and reads every echo; resolves with the client's result (sent, received, lport). */
+export async function udpPeers(host: string, peers: { port: number; size: number }[], count: number, as: { server?: RunAs; client?: RunAs }) {
+  const servers = peers.map((p) => serveTraffic(['udp-echo', host, String(p.port), String(count)], as.server));
+  await Promise.all(servers.map((s) => s.ready));
+  const ports = peers.map((p) => p.port).join(',');
+  const sizes = peers.map((p) => p.size).join(',');
+  const client = await serveTraffic(['udp-peers', host, ports, String(count), sizes], as.client).done;
+  await Promise.all(servers.map((s) => s.done));
+  return client;
+}
+
 /** Sends `send` bytes to a testbed sink as `user` over `ms` and reads `reply` bytes back;
  *  resolves with the bytes received. Does not block the event loop. */
 export async function sinkTraffic(

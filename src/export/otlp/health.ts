@@ -13,7 +13,7 @@ export function registerHealthMetrics(meter: Meter, source: HealthSource): void 
 
   const unattributedIo = counter('ubia.unattributed.io', 'By', 'IP bytes with no local user socket behind them (kernel replies, time-wait, no socket)');
   const unattributedPackets = counter('ubia.unattributed.packets', '{packet}', 'IP packets with no local user socket behind them');
-  const overflows = counter('ubia.meter.overflows', '{insert}', 'kernel map inserts refused because the map was full (counted, never lost)');
+  const overflows = counter('ubia.meter.overflows', '{insert}', 'kernel map inserts refused because the map (peers: an unconnected socket\'s bound of peer flows) was full (counted, never lost)');
   const eventsDropped = counter('ubia.meter.events_dropped', '{event}', 'ring-buffer events that did not fit (their data is recovered by the map sweep)');
   const pollDuration = gauge('ubia.poll.duration', 's', 'time the last read of the kernel counters took', ValueType.DOUBLE);
   const queueDepth = gauge('ubia.exporter.queue.depth', '{record}', 'records waiting in an exporter (memory or spool)');

@@ -96,7 +96,7 @@ function healthFamilies(h: AgentHealth): MetricFamily[] {
     {
       name: 'ubia_meter_overflows',
       type: 'counter',
-      help: 'kernel map inserts refused because the map was full, per map (counted, never lost)',
+      help: 'kernel map inserts refused because the map was full, per map (peers: datagrams beyond an unconnected socket\'s bound of peer flows; counted, never lost)',
       samples: Object.entries(h.meter.overflows).map(([map, value]) => ({ labels: { map }, value })),
     },
     { name: 'ubia_meter_events_dropped', type: 'counter', help: 'ring-buffer events that did not fit (their data is recovered by the map sweep)', samples: one(h.meter.eventsDropped) },
