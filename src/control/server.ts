@@ -6,8 +6,10 @@
 // - a request line must arrive whole within request_timeout of its first byte (the first
 //   one within request_timeout of connecting), and an idle connection is closed after
 //   IDLE_TIMEOUT_MS;
-// - replies a client has not read are buffered up to max_reply_buffer_bytes; past that the
-//   agent stops reading that client (back-pressure) and closes it if it still does not
+// - replies not read yet are buffered up to max_reply_buffer_bytes per admin client, and
+//   up to that much over all the connections of a non-admin uid (else max_clients_per_user
+//   pipelining connections would hold that many times the bound); past it the agent stops
+//   reading a client with unread replies (back-pressure) and closes it if it still does not
 //   read within request_timeout;
 // - requests are answered round-robin across clients, root's and admins' first, a bounded
 //   amount of work per event-loop turn, so polls, accepts and other clients get their turn;
@@ -172,7 +174,8 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
   const clientLog = rateLimitedLog(logger, CLIENT_LOG_LINES_PER_MINUTE);
   /** every open socket, refused ones too, so that close() ends them all */
   const sockets = new Set<Socket>();
-  const perUid = new Map<number, number>();
+  /** the served clients of each uid */
+  const byUid = new Map<number, Set<Client>>();
   let served = 0;
   /** clients with work to do, in round-robin order: admins' are served first, so no
    *  number of expensive requests from others delays root by more than one of them */
@@ -227,7 +230,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
 
   /** Why this caller may not have one more connection, or undefined. */
   const refusal = (caller: Caller, admin: boolean): string | undefined => {
-    const mine = perUid.get(caller.uid) ?? 0;
+    const mine = byUid.get(caller.uid)?.size ?? 0;
     if (served >= limits.maxClients) return `too many control connections (max_clients = ${limits.maxClients}); try again`;
     if (admin) return undefined;
     if (mine >= limits.maxClientsPerUser) return `you have ${mine} control connections open (max_clients_per_user = ${limits.maxClientsPerUser}); close one`;
@@ -349,7 +352,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       c.owedMs = 0;
     } else if (next) c.socket.write(next.value);
     if (!c.admin) budgetOf(c.caller.uid).leftMs -= performance.now() - t0 + owed;
-    if (c.socket.writableLength > limits.maxReplyBufferBytes) {
+    if (c.socket.writableLength > 0 && unread(c) > limits.maxReplyBufferBytes) {
       c.blocked = true;
       c.replyDeadline = setTimeout(() => {
         clientLog(c.caller.uid, 'info', { clientPid: c.caller.pid }, 'control: closing a client that left its replies unread for control.request_timeout');
@@ -361,6 +364,14 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
         wake(c);
       });
     }
+  };
+
+  /** reply bytes not read yet: the client's own (admins), or its uid's over all its clients */
+  const unread = (c: Client) => {
+    if (c.admin) return c.socket.writableLength;
+    let n = 0;
+    for (const other of byUid.get(c.caller.uid) ?? []) n += other.socket.writableLength;
+    return n;
   };
 
   const hasWork = (c: Client) => !c.socket.destroyed && !c.blocked && !c.throttled && !c.awaiting && (c.pieces !== undefined || c.queue.length > 0);
@@ -450,7 +461,6 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       return refuse(socket, 'busy', why);
     }
     served++;
-    perUid.set(caller.uid, (perUid.get(caller.uid) ?? 0) + 1);
     const c: Client = {
       socket,
       caller,
@@ -465,6 +475,8 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       lineTimerAt: 0,
       owedMs: 0,
     };
+    const mine = byUid.get(caller.uid) ?? new Set<Client>();
+    byUid.set(caller.uid, mine.add(c));
     socket.setTimeout(IDLE_TIMEOUT_MS, () => socket.destroy());
     // the first request is due right away (the CLI sends it on connect); later ones may
     // wait IDLE_TIMEOUT_MS (`ubia top` asks once per refresh)
@@ -473,9 +485,8 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     socket.resume();
     socket.on('close', () => {
       served--;
-      const left = (perUid.get(caller.uid) ?? 1) - 1;
-      if (left > 0) perUid.set(caller.uid, left);
-      else perUid.delete(caller.uid);
+      mine.delete(c);
+      if (mine.size === 0) byUid.delete(caller.uid);
       clearTimeout(c.lineTimer);
       clearTimeout(c.replyDeadline);
       clearTimeout(c.throttled);
