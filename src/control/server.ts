@@ -137,16 +137,18 @@ interface Client {
   socket: Socket;
   caller: Caller;
   admin: boolean;
-  /** complete request lines not answered yet; TOO_LARGE marks one that was cut */
+  /** the request line split off next, not answered yet; TOO_LARGE marks one that was cut */
   queue: (string | typeof TOO_LARGE)[];
+  /** bytes received and not split into lines yet: a line is split off when its turn comes,
+   *  so a chunk of a thousand pipelined requests costs one read, not a thousand strings
+   *  made at once (the client is not read meanwhile: at most one chunk past a partial line) */
+  inbox: Buffer[];
   /** the rest of a reply being written */
   pieces?: Iterator<string>;
   /** after the queue is answered: the stream cannot be re-synchronised (line too long) */
   hangUp: boolean;
   /** replies past max_reply_buffer_bytes wait to be read; nothing more is answered meanwhile */
   blocked: boolean;
-  partial: Buffer[];
-  partialBytes: number;
   /** a request line is in progress (or none has come yet): it has lineLeftMs of reading
    *  time left; time the agent is not reading (answering, throttled) does not count */
   lineOpen: boolean;
@@ -374,7 +376,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     return n;
   };
 
-  const hasWork = (c: Client) => !c.socket.destroyed && !c.blocked && !c.throttled && !c.awaiting && (c.pieces !== undefined || c.queue.length > 0);
+  const hasWork = (c: Client) => !c.socket.destroyed && !c.blocked && !c.throttled && !c.awaiting && (c.pieces !== undefined || hasRequest(c));
 
   const waiting = () => ready.admins.size + ready.others.size;
   const pump = () => {
@@ -402,40 +404,53 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
 
   /** Nothing to answer right now: read more, or hang up when the stream is lost. */
   const idle = (c: Client) => {
-    if (c.socket.destroyed || c.blocked || c.throttled || c.awaiting || c.pieces || c.queue.length) return;
+    if (c.socket.destroyed || c.blocked || c.throttled || c.awaiting || c.pieces || hasRequest(c)) return;
     if (c.hangUp) return void c.socket.end();
+    if (c.inbox.length) c.lineOpen = true; // what is left is the start of a line
     c.socket.resume();
     armLine(c);
   };
 
-  const onData = (c: Client, chunk: Buffer) => {
-    stopLine(c);
-    let start = 0;
-    for (let nl = chunk.indexOf(10, start); nl !== -1; nl = chunk.indexOf(10, start)) {
-      const piece = chunk.subarray(start, nl);
-      start = nl + 1;
-      if (c.partialBytes + piece.length > limits.maxRequestBytes) c.queue.push(TOO_LARGE);
+  /** Splits the next line off the inbox into the queue (an empty one is dropped); false
+   *  when no line is whole yet. */
+  const splitLine = (c: Client): boolean => {
+    let before = 0;
+    for (let k = 0; k < c.inbox.length; k++) {
+      const chunk = c.inbox[k]!;
+      const nl = chunk.indexOf(10);
+      if (nl === -1) {
+        before += chunk.length;
+        continue;
+      }
+      if (before + nl > limits.maxRequestBytes) c.queue.push(TOO_LARGE);
       else {
-        const text = Buffer.concat([...c.partial, piece]).toString('utf8').trim();
+        const text = (k === 0 ? chunk.subarray(0, nl) : Buffer.concat([...c.inbox.slice(0, k), chunk.subarray(0, nl)])).toString('utf8').trim();
         if (text !== '') c.queue.push(text);
       }
-      c.partial = [];
-      c.partialBytes = 0;
+      c.inbox = nl + 1 < chunk.length ? [chunk.subarray(nl + 1), ...c.inbox.slice(k + 1)] : c.inbox.slice(k + 1);
       c.lineOpen = false;
       c.lineLeftMs = limits.requestTimeoutMs;
+      return true;
     }
-    const rest = chunk.subarray(start);
-    if (c.partialBytes + rest.length > limits.maxRequestBytes) {
+    if (before > limits.maxRequestBytes) {
       // no newline within the limit: the stream cannot be re-synchronised, so hang up
       c.queue.push(TOO_LARGE);
       c.hangUp = true;
-      c.partial = [];
-      c.partialBytes = 0;
-    } else if (rest.length) {
-      c.partial.push(Buffer.from(rest));
-      c.partialBytes += rest.length;
-      c.lineOpen = true;
+      c.inbox = [];
+      return true;
     }
+    return false;
+  };
+
+  /** A request is ready to answer (split off the inbox if need be). */
+  const hasRequest = (c: Client): boolean => {
+    while (c.queue.length === 0 && splitLine(c));
+    return c.queue.length > 0;
+  };
+
+  const onData = (c: Client, chunk: Buffer) => {
+    stopLine(c);
+    c.inbox.push(chunk);
     // read no more until what arrived is answered: a pipelining client fills its own
     // socket buffer, not the agent's memory
     c.socket.pause();
@@ -468,8 +483,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       queue: [],
       hangUp: false,
       blocked: false,
-      partial: [],
-      partialBytes: 0,
+      inbox: [],
       lineOpen: true,
       lineLeftMs: limits.requestTimeoutMs,
       lineTimerAt: 0,
