@@ -22,7 +22,7 @@ import { chmodSync, mkdirSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
-import { rateLimitedLog } from './loglimit.js';
+import { countPerUid, rateLimitedLog } from './loglimit.js';
 import { requestSchema, type ErrorCode, type Reply, type Request } from './protocol.js';
 import type { ControlLimits } from '../core/control-limits.js';
 
@@ -79,6 +79,11 @@ const TURN_BUDGET_MS = 20;
 const STREAM_SLICE = 512;
 /** a refused client's `busy` reply gets this long to be sent before the socket is destroyed */
 const REFUSAL_GRACE_MS = 1000;
+/** `busy` replies per uid per second; a uid's connections refused past them are closed
+ *  without one. Writing it (a write, a timer, a callback) doubles what a refused connection
+ *  costs: a flood of thousands queued at once is accepted in one synchronous loop, which
+ *  root's request waits behind. */
+const BUSY_REPLIES_PER_SECOND = 20;
 /** pending connections the kernel queues for accept (capped at net.core.somaxconn): a burst
  *  of a user's connections past it would make root's connect fail with EAGAIN */
 const LISTEN_BACKLOG = 4096;
@@ -174,6 +179,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
   mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
   await claimSocketPath(path);
   const clientLog = rateLimitedLog(logger, CLIENT_LOG_LINES_PER_MINUTE);
+  const refusedThisSecond = countPerUid(1000);
   /** every open socket, refused ones too, so that close() ends them all */
   const sockets = new Set<Socket>();
   /** the served clients of each uid */
@@ -473,6 +479,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     const why = refusal(caller, admin);
     if (why !== undefined) {
       clientLog(caller.uid, 'warn', { clientPid: caller.pid }, `control: refused a connection: ${why}`);
+      if (refusedThisSecond(caller.uid) > BUSY_REPLIES_PER_SECOND) return void socket.destroy();
       return refuse(socket, 'busy', why);
     }
     served++;
