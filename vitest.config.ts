@@ -8,6 +8,7 @@ import { defineConfig } from 'vitest/config';
 // (`scripts/setup test` runs both tiers).
 export const UNIT_TESTS = [
   'test/agent-accounting.test.ts',
+  'test/agent-exporter-set.test.ts',
   'test/cli-docs.test.ts',
   'test/cli-when.test.ts',
   'test/config.test.ts',

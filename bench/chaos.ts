@@ -6,14 +6,16 @@
 //     fill max_clients and are refused/busy; slow-loris senders; pipelined requests never read),
 //   - the IPFIX collector, the OTLP receiver and the AAA server go down and come back,
 //   - SIGHUPs arrive in bursts (the configuration alternating, so exporters are replaced),
-//   - the agent is SIGKILL-ed and restarted on the same ledger and pin directory.
+//   - the agent is SIGKILL-ed and restarted on the same ledger and pin directory, and
+//     later SIGSTOP-ed for 3 s.
 // Then each check below is its own test (pass/fail with its figures; vitest exits non-zero
 // on any failure): ledger = bytes generated per user; Diameter STOP counters = ledger;
 // IPFIX per-user records = ledger with no duplicate; agent fds and RSS bounded; root's
-// `ubia status` latency bounded throughout. Run as root; about 3 minutes.
+// `ubia status` latency bounded throughout. Run as root; about 2 minutes.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
-import { chmodSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { controlRequest } from '../src/control/client.js';
 import type { StatusResult } from '../src/control/protocol.js';
@@ -43,8 +45,9 @@ interface Generated {
   tx: number;
   rx: number;
   rounds: number;
-  /** rounds whose client gave no result: what they moved is unknown */
-  failed: string[];
+  /** rounds whose client gave no result (what they moved is unknown): when, and why (the
+   *  client's last line of error) */
+  failed: { atS: number; ms: number; why: string }[];
 }
 
 interface Sample {
@@ -67,10 +70,18 @@ const generated = new Map<number, Generated>();
 const latency: Sample[] = [];
 const resources: { fds: number; rssMb: number }[] = [];
 let agentUp = false;
+/** counts the agent's downs (kill, stop): a status request in flight across one is not sampled */
+let downs = 0;
+const agentDown = () => {
+  agentUp = false;
+  downs++;
+};
 let t0 = 0;
 let stopCode: number | null | 'timeout' = null;
 let restartError: string | undefined;
 const events: string[] = [];
+/** the log of each agent process that ended (kept after the run: the checks cite them) */
+const agentLogs: string[] = [];
 
 const at = () => ((Date.now() - t0) / 1000).toFixed(1);
 const note = (what: string) => {
@@ -144,24 +155,33 @@ async function trafficLoop(u: TestUser, i: number, endMs: number): Promise<void>
   const reply = 600_000 + 100_000 * i;
   while (Date.now() < endMs) {
     const host = i % 2 ? bed.net.peerV6 : bed.net.peerV4;
+    const started = Date.now();
     try {
       g.rx += await sinkTraffic(u, { host, port: bed.sink.port, send, reply, ms: 3000 });
       g.tx += send + REQUEST_HEAD;
       g.rounds++;
     } catch (e) {
-      g.failed.push((e as Error).message);
-      note(`${u.name}: a traffic round failed: ${(e as Error).message}`);
+      const why = lastLine((e as Error).message);
+      g.failed.push({ atS: (started - t0) / 1000, ms: Date.now() - started, why });
+      // one line each for the first few: a dead sink makes hundreds, all alike
+      if (g.failed.length <= 3) note(`${u.name}: a traffic round failed after ${Date.now() - started} ms: ${why}`);
     }
   }
 }
+
+/** ipfixDump's dateTimeMilliseconds ("2026-12-06 08:23:01.123", UTC) in ms */
+const ipfixTime = (v: string) => (/^\d+$/.test(v) ? Number(v) : Date.parse(`${v.replace(' ', 'T')}Z`));
+
+const lastLine = (text: string) => text.trim().split('\n').at(-1)!.trim();
 
 /** root's `ubia status` every 250 ms while the agent is up */
 async function sampleLatency(endMs: number): Promise<void> {
   while (Date.now() < endMs) {
     if (agentUp) {
       const start = Date.now();
+      const downsBefore = downs;
       const error = await controlRequest<StatusResult>(agent.socket, { op: 'status' }, 5000).then(() => undefined, (e: Error) => e.message);
-      if (agentUp) latency.push({ atS: (start - t0) / 1000, ms: Date.now() - start, ...(error !== undefined ? { error } : {}) });
+      if (agentUp && downs === downsBefore) latency.push({ atS: (start - t0) / 1000, ms: Date.now() - start, ...(error !== undefined ? { error } : {}) });
     }
     await sleep(250);
   }
@@ -199,7 +219,10 @@ const after = (s: number) => sleep(Math.max(0, t0 + s * 1000 - Date.now()));
 /** The outages, SIGHUP bursts and the SIGKILL, on a fixed timeline. */
 async function disturb(ipfixPort: number, otlpPort: number): Promise<void> {
   const hupBurst = async (variant: 0 | 1) => {
-    writeAgentConfig({ ...setup, extra: exporterSections(ipfixPort, otlpPort, variant) });
+    // kept in `setup`: the agent restarted after the SIGKILL gets the configuration in
+    // force, and the next burst changes it again (else it would rewrite the same file)
+    setup = { ...setup, extra: exporterSections(ipfixPort, otlpPort, variant) };
+    writeAgentConfig(setup);
     note(`10 SIGHUPs 0.2 s apart (config variant ${variant})`);
     for (let i = 0; i < 10; i++) {
       agent.proc.kill('SIGHUP');
@@ -228,8 +251,9 @@ async function disturb(ipfixPort: number, otlpPort: number): Promise<void> {
   await fd.start();
   await after(50);
   note('agent SIGKILL');
-  agentUp = false;
+  agentDown();
   await agent.kill();
+  agentLogs.push(agent.logs());
   const restartedAt = Date.now();
   try {
     agent = await startAgent(setup);
@@ -247,12 +271,24 @@ async function disturb(ipfixPort: number, otlpPort: number): Promise<void> {
   await after(85);
   note('AAA server back');
   await fd.start();
+  await after(90);
+  // stopped, not killed: the kernel counts on (ring events past its buffer are dropped),
+  // the agent takes it all up where it stopped; root's requests wait meanwhile, unsampled
+  note('agent SIGSTOP for 3 s');
+  agentDown();
+  agent.proc.kill('SIGSTOP');
+  await sleep(3000);
+  agent.proc.kill('SIGCONT');
+  agentUp = true;
+  note('agent SIGCONT');
 }
 
 beforeAll(async () => {
   pg = await startPostgres();
   fd = await startFreeDiameter({ pg, dumpMessages: true });
   bed = await createTestbed('chaos', { users: TRAFFIC_USERS + 1, sinkPort: 9000 });
+  // the traffic rounds need it to the end: its death would fail every round after it
+  bed.sink.proc.on('exit', (code, signal) => note(`the traffic sink exited (${code ?? signal})`));
   users = bed.users.slice(0, TRAFFIC_USERS);
   attacker = bed.users.at(-1)!;
   const ipfixPort = await freePort();
@@ -292,7 +328,10 @@ beforeAll(async () => {
   if (stopCode === 'timeout') await agent.kill();
   note(`agent stopped (SIGTERM): ${stopCode === 'timeout' ? `still running after ${STOP_TIMEOUT_MS / 1000} s, killed` : `exit ${stopCode}`}`);
   for (const s of ipfixSinks) await s.close();
-  console.log(`chaos timeline:\n  ${events.join('\n  ')}`);
+  agentLogs.push(agent.logs());
+  const logDir = mkdtempSync(join(tmpdir(), 'ubia-chaos-logs-'));
+  agentLogs.forEach((text, k) => writeFileSync(join(logDir, `agent-${k + 1}.log`), text));
+  console.log(`chaos timeline:\n  ${events.join('\n  ')}\nthe agents' logs (one per start): ${logDir}`);
 }, (WINDOW_S + 300) * 1000);
 
 afterAll(async () => {
@@ -328,6 +367,12 @@ describe('chaos: the agent under attack, outages, reloads and a SIGKILL', () => 
       return { user: u.name, rounds: g.rounds, failed: g.failed.length, sent: g.tx, booked_tx: t?.txPayloadBytes ?? 0, received: g.rx, booked_rx: t?.rxPayloadBytes ?? 0 };
     });
     console.table(rows);
+    for (const u of users) {
+      const { failed } = generated.get(u.uid)!;
+      const why = new Map<string, number>();
+      for (const f of failed) why.set(f.why, (why.get(f.why) ?? 0) + 1);
+      if (failed.length) console.log(`${u.name}: ${failed.length} rounds failed, the first at ${failed[0]!.atS.toFixed(1)} s: ${[...why].map(([w, n]) => `${n} × ${w}`).join('; ')}`);
+    }
     for (const r of rows) {
       expect(r.failed, `${r.user}: traffic rounds without a result (their bytes are unknown)`).toBe(0);
       expect([r.user, r.booked_tx, r.booked_rx]).toEqual([r.user, r.sent, r.received]);
@@ -348,6 +393,16 @@ describe('chaos: the agent under attack, outages, reloads and a SIGKILL', () => 
     });
     console.table(rows);
     console.log(`ACRs received ${received.length}, of which re-sent with T ${received.filter((r) => r.retransmit).length}`);
+    // when each session ran (Session-Id's high part is its start second, RFC 6733 §8.8):
+    // time between one session's STOP and the next one's start was handed to no session
+    for (const u of users) {
+      const spans = [...sessions].filter(([id]) => id.endsWith(`;ubia-${u.uid}`)).map(([id, rs]) => {
+        const start = Number(id.split(';')[1]) * 1000;
+        const last = rs.at(-1)!;
+        return `${((start - t0) / 1000).toFixed(0)}–${((start - t0) / 1000 + last.sessionTime).toFixed(0)} s (${rs.length} records, in ${last.inputOctets})`;
+      });
+      console.log(`${u.name} sessions: ${spans.join(', ')}`);
+    }
     for (const r of rows) {
       expect(r.stopped, `${r.user}: every session ended with a STOP`).toBe(r.sessions);
       expect([r.user, r.stop_in, r.stop_out]).toEqual([r.user, r.ledger_tx, r.ledger_rx]);
@@ -360,6 +415,7 @@ describe('chaos: the agent under attack, outages, reloads and a SIGKILL', () => 
     let duplicates = 0;
     let conflicting = 0;
     const sums = new Map<number, { rx: number; tx: number; records: number }>();
+    const windows = new Map<number, { start: number; end: number; tx: number }[]>();
     let n = 0;
     for (const sink of ipfixSinks) {
       for (const chunks of sink.connections) {
@@ -382,6 +438,7 @@ describe('chaos: the agent under attack, outages, reloads and a SIGKILL', () => 
             s.tx += Number(r.ubiaWireOctetsOut);
             s.records++;
             sums.set(uid, s);
+            windows.set(uid, [...(windows.get(uid) ?? []), { start: ipfixTime(r.flowStartMilliseconds!), end: ipfixTime(r.flowEndMilliseconds!), tx: Number(r.ubiaWireOctetsOut) }]);
           });
         }
       }
@@ -392,6 +449,14 @@ describe('chaos: the agent under attack, outages, reloads and a SIGKILL', () => 
       return { user: u.name, records: s.records, ipfix_tx: s.tx, ledger_tx: t?.txBytes ?? 0, ipfix_rx: s.rx, ledger_rx: t?.rxBytes ?? 0 };
     });
     console.table(rows);
+    // a user's windows tile the run (each starts where the last poll of the one before
+    // ended, across a crash too: the open window is saved with the checkpoint); a gap is
+    // polls no record holds
+    for (const u of users) {
+      const list = (windows.get(u.uid) ?? []).sort((a, b) => a.start - b.start);
+      const gaps = list.slice(1).map((w, k) => ({ fromS: (list[k]!.end - t0) / 1000, toS: (w.start - t0) / 1000 })).filter((g) => g.toS - g.fromS > 0.001);
+      console.log(`${u.name}: ${list.length} IPFIX windows, ${gaps.length} gaps${gaps.map((g) => ` ${g.fromS.toFixed(2)}–${g.toS.toFixed(2)} s`).join(',')}`);
+    }
     console.log(`IPFIX connections ${n}, records ${seen.size + duplicates}, sent twice (same number) ${duplicates}, numbers naming two different records ${conflicting}`);
     expect(conflicting, 'a record number names one record').toBe(0);
     expect(duplicates, 'records sent twice').toBe(0);
@@ -415,11 +480,13 @@ describe('chaos: the agent under attack, outages, reloads and a SIGKILL', () => 
     const ms = latency.map((s) => s.ms).sort((a, b) => a - b);
     const failed = latency.filter((s) => s.error !== undefined);
     const slow = latency.filter((s) => s.ms >= MAX_STATUS_MS);
+    const over100 = latency.filter((s) => s.ms >= 100).map((s) => `${s.ms} ms at ${s.atS.toFixed(1)} s`);
     const q = (p: number) => ms[Math.min(ms.length - 1, Math.floor(p * ms.length))];
     console.log(
       `status: ${latency.length} requests, median ${q(0.5)} ms, p99 ${q(0.99)} ms, max ${ms.at(-1)} ms; failed ${failed.length}, ≥ ${MAX_STATUS_MS} ms ${slow.length}` +
         (slow.length ? ` (first at ${slow[0]!.atS.toFixed(1)} s)` : '') +
-        (failed.length ? `; first failure at ${failed[0]!.atS.toFixed(1)} s: ${failed[0]!.error}` : ''),
+        (failed.length ? `; first failure at ${failed[0]!.atS.toFixed(1)} s: ${failed[0]!.error}` : '') +
+        (over100.length ? `; ≥ 100 ms: ${over100.join(', ')}` : ''),
     );
     expect(latency.length).toBeGreaterThan(WINDOW_S);
     expect(failed.length, 'requests that failed').toBe(0);

@@ -116,7 +116,7 @@ const logLinesAbout = (uid: number, since: number) =>
     .filter((l) => l.includes(`"uid":${uid}`));
 
 describe('control socket under attack by a local user', () => {
-  it('every attack at once: root\'s status stays < 200 ms, RSS < 150 MB, fds bounded; refused and slow clients are closed', async () => {
+  it('every attack at once: root\'s status stays < 200 ms (p99), RSS < 150 MB, fds bounded; refused and slow clients are closed', async () => {
     const fdsBefore = agentFds();
     const rssBefore = agentRssMiB();
     const logFrom = agent.logs().length;
@@ -133,10 +133,12 @@ describe('control socket under attack by a local user', () => {
     };
     console.log(`control abuse figures: ${JSON.stringify(figures)}`);
     expect(figures.statusMs.p99).toBeLessThan(200);
-    // the moment 2,000+ connections land at once costs one slower answer (measured
-    // 155–295 ms): accepting and refusing them is one synchronous libuv loop
+    // the moment 2,000+ connections land at once costs one to three slower answers
+    // (measured 157–381 ms, docs/performance.md): Node accepts all the queued ones in one
+    // synchronous loop, and root's connection waits in the same queue
     expect(figures.statusMs.max).toBeLessThan(400);
-    expect(figures.rssMiB.max).toBeLessThan(150);
+    // issue 12's target: 150 MB = 143 MiB (measured 111–118 MiB)
+    expect(figures.rssMiB.max).toBeLessThan(143);
     // mallory still holds > 2,000 sockets (the flood never reads, so never sees the close);
     // the agent closed its ends at once: 16 of mallory's connections are served at most
     expect(stats.stillOpen).toBeGreaterThan(2000);

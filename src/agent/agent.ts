@@ -191,6 +191,9 @@ export async function startAgent(
         loop.flush();
         await exporters.replace(() => deps.createExporters(config, exporterContext()));
         accounting.setOptions(accountingOptions(config));
+        // the new exporters have the polls held while they started: confirm them (a stop
+        // waits for this reload, so its own flush skipped while replacing is made good here)
+        loop.flush();
       }
     },
   });

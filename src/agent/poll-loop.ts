@@ -125,6 +125,11 @@ export function createPollLoop({ meter, pinDir, accounting, ledger, exporters, l
 
   const flush = () => {
     sdNotify(`STATUS=${statusLine()}`);
+    // Exporters being replaced (a reload) hold the polls since the last checkpoint for the
+    // new ones: a checkpoint now would confirm deltas no exporter has saved yet, and a
+    // crash before the new ones run would lose them to every exporter. The reload flushes
+    // once they run.
+    if (exporters.replacing()) return;
     try {
       // Exporters note the checkpoint in the same transaction (IPFIX saves its open usage
       // window; Diameter clears the counts it would otherwise discount from the deltas

@@ -103,7 +103,7 @@ export const controlSectionSchema = z
     admin_reserved_clients: setting(integer(0, 10_000), 16, 'of max_clients, the connections only root and admin_group members may take, so no user can lock them out (at max_clients or more only admins connect)'),
     request_timeout: setting(seconds(0.1, 300), 10, 'seconds a request line may take to arrive from its first byte, and a client may leave its replies unread past max_reply_buffer_bytes; then it is closed'),
     user_time_budget: setting(integer(1, 1000), 100, "milliseconds of the agent's time per second that the requests of one non-admin uid may take (over all its connections); past it they wait unread"),
-    max_reply_buffer_bytes: setting(integer(65_536, 268_435_456), 1_048_576, "replies a client has not read yet, at most; past this the agent stops reading that client's requests until it reads (back-pressure)"),
+    max_reply_buffer_bytes: setting(integer(65_536, 268_435_456), 1_048_576, "replies not read yet, at most: per connection of root and admins, over all the connections of any other uid; past this the agent stops reading a client that leaves replies unread until it reads them (back-pressure)"),
   })
   .describe('The control socket: the local API the `ubia` command talks to.');
 

@@ -6,8 +6,10 @@
 // - a request line must arrive whole within request_timeout of its first byte (the first
 //   one within request_timeout of connecting), and an idle connection is closed after
 //   IDLE_TIMEOUT_MS;
-// - replies a client has not read are buffered up to max_reply_buffer_bytes; past that the
-//   agent stops reading that client (back-pressure) and closes it if it still does not
+// - replies not read yet are buffered up to max_reply_buffer_bytes per admin client, and
+//   up to that much over all the connections of a non-admin uid (else max_clients_per_user
+//   pipelining connections would hold that many times the bound); past it the agent stops
+//   reading a client with unread replies (back-pressure) and closes it if it still does not
 //   read within request_timeout;
 // - requests are answered round-robin across clients, root's and admins' first, a bounded
 //   amount of work per event-loop turn, so polls, accepts and other clients get their turn;
@@ -20,7 +22,7 @@ import { chmodSync, mkdirSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
-import { rateLimitedLog } from './loglimit.js';
+import { countPerUid, rateLimitedLog } from './loglimit.js';
 import { requestSchema, type ErrorCode, type Reply, type Request } from './protocol.js';
 import type { ControlLimits } from '../core/control-limits.js';
 
@@ -77,6 +79,11 @@ const TURN_BUDGET_MS = 20;
 const STREAM_SLICE = 512;
 /** a refused client's `busy` reply gets this long to be sent before the socket is destroyed */
 const REFUSAL_GRACE_MS = 1000;
+/** `busy` replies per uid per second; a uid's connections refused past them are closed
+ *  without one. Writing it (a write, a timer, a callback) doubles what a refused connection
+ *  costs: a flood of thousands queued at once is accepted in one synchronous loop, which
+ *  root's request waits behind. */
+const BUSY_REPLIES_PER_SECOND = 20;
 /** pending connections the kernel queues for accept (capped at net.core.somaxconn): a burst
  *  of a user's connections past it would make root's connect fail with EAGAIN */
 const LISTEN_BACKLOG = 4096;
@@ -135,16 +142,18 @@ interface Client {
   socket: Socket;
   caller: Caller;
   admin: boolean;
-  /** complete request lines not answered yet; TOO_LARGE marks one that was cut */
+  /** the request line split off next, not answered yet; TOO_LARGE marks one that was cut */
   queue: (string | typeof TOO_LARGE)[];
+  /** bytes received and not split into lines yet: a line is split off when its turn comes,
+   *  so a chunk of a thousand pipelined requests costs one read, not a thousand strings
+   *  made at once (the client is not read meanwhile: at most one chunk past a partial line) */
+  inbox: Buffer[];
   /** the rest of a reply being written */
   pieces?: Iterator<string>;
   /** after the queue is answered: the stream cannot be re-synchronised (line too long) */
   hangUp: boolean;
   /** replies past max_reply_buffer_bytes wait to be read; nothing more is answered meanwhile */
   blocked: boolean;
-  partial: Buffer[];
-  partialBytes: number;
   /** a request line is in progress (or none has come yet): it has lineLeftMs of reading
    *  time left; time the agent is not reading (answering, throttled) does not count */
   lineOpen: boolean;
@@ -170,9 +179,11 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
   mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
   await claimSocketPath(path);
   const clientLog = rateLimitedLog(logger, CLIENT_LOG_LINES_PER_MINUTE);
+  const refusedThisSecond = countPerUid(1000);
   /** every open socket, refused ones too, so that close() ends them all */
   const sockets = new Set<Socket>();
-  const perUid = new Map<number, number>();
+  /** the served clients of each uid */
+  const byUid = new Map<number, Set<Client>>();
   let served = 0;
   /** clients with work to do, in round-robin order: admins' are served first, so no
    *  number of expensive requests from others delays root by more than one of them */
@@ -227,7 +238,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
 
   /** Why this caller may not have one more connection, or undefined. */
   const refusal = (caller: Caller, admin: boolean): string | undefined => {
-    const mine = perUid.get(caller.uid) ?? 0;
+    const mine = byUid.get(caller.uid)?.size ?? 0;
     if (served >= limits.maxClients) return `too many control connections (max_clients = ${limits.maxClients}); try again`;
     if (admin) return undefined;
     if (mine >= limits.maxClientsPerUser) return `you have ${mine} control connections open (max_clients_per_user = ${limits.maxClientsPerUser}); close one`;
@@ -349,7 +360,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       c.owedMs = 0;
     } else if (next) c.socket.write(next.value);
     if (!c.admin) budgetOf(c.caller.uid).leftMs -= performance.now() - t0 + owed;
-    if (c.socket.writableLength > limits.maxReplyBufferBytes) {
+    if (c.socket.writableLength > 0 && unread(c) > limits.maxReplyBufferBytes) {
       c.blocked = true;
       c.replyDeadline = setTimeout(() => {
         clientLog(c.caller.uid, 'info', { clientPid: c.caller.pid }, 'control: closing a client that left its replies unread for control.request_timeout');
@@ -363,7 +374,15 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     }
   };
 
-  const hasWork = (c: Client) => !c.socket.destroyed && !c.blocked && !c.throttled && !c.awaiting && (c.pieces !== undefined || c.queue.length > 0);
+  /** reply bytes not read yet: the client's own (admins), or its uid's over all its clients */
+  const unread = (c: Client) => {
+    if (c.admin) return c.socket.writableLength;
+    let n = 0;
+    for (const other of byUid.get(c.caller.uid) ?? []) n += other.socket.writableLength;
+    return n;
+  };
+
+  const hasWork = (c: Client) => !c.socket.destroyed && !c.blocked && !c.throttled && !c.awaiting && (c.pieces !== undefined || hasRequest(c));
 
   const waiting = () => ready.admins.size + ready.others.size;
   const pump = () => {
@@ -391,40 +410,53 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
 
   /** Nothing to answer right now: read more, or hang up when the stream is lost. */
   const idle = (c: Client) => {
-    if (c.socket.destroyed || c.blocked || c.throttled || c.awaiting || c.pieces || c.queue.length) return;
+    if (c.socket.destroyed || c.blocked || c.throttled || c.awaiting || c.pieces || hasRequest(c)) return;
     if (c.hangUp) return void c.socket.end();
+    if (c.inbox.length) c.lineOpen = true; // what is left is the start of a line
     c.socket.resume();
     armLine(c);
   };
 
-  const onData = (c: Client, chunk: Buffer) => {
-    stopLine(c);
-    let start = 0;
-    for (let nl = chunk.indexOf(10, start); nl !== -1; nl = chunk.indexOf(10, start)) {
-      const piece = chunk.subarray(start, nl);
-      start = nl + 1;
-      if (c.partialBytes + piece.length > limits.maxRequestBytes) c.queue.push(TOO_LARGE);
+  /** Splits the next line off the inbox into the queue (an empty one is dropped); false
+   *  when no line is whole yet. */
+  const splitLine = (c: Client): boolean => {
+    let before = 0;
+    for (let k = 0; k < c.inbox.length; k++) {
+      const chunk = c.inbox[k]!;
+      const nl = chunk.indexOf(10);
+      if (nl === -1) {
+        before += chunk.length;
+        continue;
+      }
+      if (before + nl > limits.maxRequestBytes) c.queue.push(TOO_LARGE);
       else {
-        const text = Buffer.concat([...c.partial, piece]).toString('utf8').trim();
+        const text = (k === 0 ? chunk.subarray(0, nl) : Buffer.concat([...c.inbox.slice(0, k), chunk.subarray(0, nl)])).toString('utf8').trim();
         if (text !== '') c.queue.push(text);
       }
-      c.partial = [];
-      c.partialBytes = 0;
+      c.inbox = nl + 1 < chunk.length ? [chunk.subarray(nl + 1), ...c.inbox.slice(k + 1)] : c.inbox.slice(k + 1);
       c.lineOpen = false;
       c.lineLeftMs = limits.requestTimeoutMs;
+      return true;
     }
-    const rest = chunk.subarray(start);
-    if (c.partialBytes + rest.length > limits.maxRequestBytes) {
+    if (before > limits.maxRequestBytes) {
       // no newline within the limit: the stream cannot be re-synchronised, so hang up
       c.queue.push(TOO_LARGE);
       c.hangUp = true;
-      c.partial = [];
-      c.partialBytes = 0;
-    } else if (rest.length) {
-      c.partial.push(Buffer.from(rest));
-      c.partialBytes += rest.length;
-      c.lineOpen = true;
+      c.inbox = [];
+      return true;
     }
+    return false;
+  };
+
+  /** A request is ready to answer (split off the inbox if need be). */
+  const hasRequest = (c: Client): boolean => {
+    while (c.queue.length === 0 && splitLine(c));
+    return c.queue.length > 0;
+  };
+
+  const onData = (c: Client, chunk: Buffer) => {
+    stopLine(c);
+    c.inbox.push(chunk);
     // read no more until what arrived is answered: a pipelining client fills its own
     // socket buffer, not the agent's memory
     c.socket.pause();
@@ -447,10 +479,10 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     const why = refusal(caller, admin);
     if (why !== undefined) {
       clientLog(caller.uid, 'warn', { clientPid: caller.pid }, `control: refused a connection: ${why}`);
+      if (refusedThisSecond(caller.uid) > BUSY_REPLIES_PER_SECOND) return void socket.destroy();
       return refuse(socket, 'busy', why);
     }
     served++;
-    perUid.set(caller.uid, (perUid.get(caller.uid) ?? 0) + 1);
     const c: Client = {
       socket,
       caller,
@@ -458,13 +490,14 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       queue: [],
       hangUp: false,
       blocked: false,
-      partial: [],
-      partialBytes: 0,
+      inbox: [],
       lineOpen: true,
       lineLeftMs: limits.requestTimeoutMs,
       lineTimerAt: 0,
       owedMs: 0,
     };
+    const mine = byUid.get(caller.uid) ?? new Set<Client>();
+    byUid.set(caller.uid, mine.add(c));
     socket.setTimeout(IDLE_TIMEOUT_MS, () => socket.destroy());
     // the first request is due right away (the CLI sends it on connect); later ones may
     // wait IDLE_TIMEOUT_MS (`ubia top` asks once per refresh)
@@ -473,9 +506,8 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     socket.resume();
     socket.on('close', () => {
       served--;
-      const left = (perUid.get(caller.uid) ?? 1) - 1;
-      if (left > 0) perUid.set(caller.uid, left);
-      else perUid.delete(caller.uid);
+      mine.delete(c);
+      if (mine.size === 0) byUid.delete(caller.uid);
       clearTimeout(c.lineTimer);
       clearTimeout(c.replyDeadline);
       clearTimeout(c.throttled);
