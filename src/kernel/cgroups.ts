@@ -52,7 +52,7 @@ export function createCgroupPaths(opts: { root: string | null; logger: Logger; r
         // the cgroup went away during the walk
       }
       if (++seen >= MAX_CGROUPS) {
-        if (!warned) logger.warn({ root, limit: MAX_CGROUPS }, 'IPFIX: too many cgroups to name them all; some cgroup paths will be empty');
+        if (!warned) logger.warn({ root, limit: MAX_CGROUPS }, 'too many cgroups to name them all; some cgroup paths (IPFIX, units) will be empty');
         warned = true;
         break;
       }
