@@ -276,6 +276,11 @@ export class Accounting {
       .map(({ cgroupId, cgroupPath }) => ({ ...this.options.workloadOf(cgroupPath), cgroupId }));
   }
 
+  /** A cgroup path named by the units rules in force. */
+  nameWorkload(cgroupPath: string): Workload {
+    return this.options.workloadOf(cgroupPath);
+  }
+
   /** The workload of a cgroup id by the rules in force (its path resolved once). */
   workloadOf(cgroupId: bigint): Workload {
     const w = this.options.workloadOf(this.cgroups.pathOf(cgroupId));

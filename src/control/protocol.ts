@@ -6,6 +6,7 @@ import { z } from 'zod';
 import type { ExporterStatus } from '../export/types.js';
 import type { Role } from './scope.js';
 import type { FlowRecord, HookStatus, InterfaceCounters, MeterHealth, TrafficCounters } from '../kernel/types.js';
+import type { WorkloadGrouping, WorkloadKind } from '../core/workload.js';
 
 const id = z.union([z.string().max(128), z.number()]).optional();
 const userFilter = z.string().min(1).max(64).optional().describe('user name or uid');
@@ -20,6 +21,16 @@ export const MAX_QUERY_ROWS = 100_000;
 export const requestSchema = z.discriminatedUnion('op', [
   z
     .strictObject({ op: z.literal('users'), id, from: time, to: time })
+    .refine((r) => r.to >= r.from, { message: '"to" is before "from"', path: ['to'] }),
+  z
+    .strictObject({
+      op: z.literal('units'),
+      id,
+      from: time,
+      to: time,
+      user: userFilter,
+      by: z.enum(['unit', 'job', 'container']).default('unit').describe('one row per workload, per Slurm job (its steps together) or per container'),
+    })
     .refine((r) => r.to >= r.from, { message: '"to" is before "from"', path: ['to'] }),
   z.strictObject({ op: z.literal('procs'), id, user: userFilter }),
   z.strictObject({
@@ -77,6 +88,31 @@ export interface UsersResult {
   users: UserTotals[];
   /** traffic without a local socket owner; null for callers who see only their own usage */
   unattributed: Omit<TrafficCounters, 'rxPayloadBytes' | 'txPayloadBytes'> | null;
+}
+
+/** One user's traffic in one unit (or job, or container: `by`) over the range, with the
+ *  rates of the last settle. A user's rows sum exactly to the user's `users` row. */
+export interface UnitRow extends TrafficCounters {
+  uid: number;
+  user: string;
+  /** the workload's name, the job ("job_1234") or the container id, as `by` groups */
+  unit: string;
+  kind: WorkloadKind;
+  jobId: string | null;
+  containerId: string | null;
+  /** the cgroup paths behind the row ("" = the owner's cgroup was not known) */
+  cgroupPaths: string[];
+  rxRate: number;
+  txRate: number;
+  rxPayloadRate: number;
+  txPayloadRate: number;
+}
+
+export interface UnitsResult {
+  from: string;
+  to: string;
+  by: WorkloadGrouping;
+  units: UnitRow[];
 }
 
 export interface ProcessRow extends TrafficCounters {
