@@ -112,7 +112,7 @@ export function buildProgram(): Command {
 
   program
     .command('top')
-    .description("live per-user rates and today's totals; keys: h or ? (help), r d i o n (sort), / (filter), Enter/Esc (drill down/back), w (wire/payload), b (bytes/bits), p (processes), q (quit)")
+    .description("live per-user rates and today's totals; keys: h or ? (help), r d i o n (sort), / (filter), Enter/Esc (drill down/back), w (wire/payload), b (bytes/bits), p (processes), u (units: services, jobs, containers), q (quit)")
     .option('-i, --interval <seconds>', 'refresh interval', positiveNumber, 1)
     .option('--once', 'print one frame and exit')
     .option('-n, --iterations <n>', 'frames to print when not on a terminal (0 = until interrupted)', wholeNumber(0, 1_000_000_000), 0)

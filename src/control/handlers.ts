@@ -116,7 +116,8 @@ function usageTotals(view: AgentView, scope: Scope, fromMs: number, toMs: number
 
 /** Per (user, unit|job|container) totals over a range from the ledger's workload buckets
  *  (counted scopes merged), with the live rates of the last settle; only the users the
- *  caller sees, and of them `wanted`: a user sees the units of their own sockets only. */
+ *  caller sees, and of them `wanted`: a user sees the units of their own sockets only.
+ *  Not yet presented (pseudonyms): the caller's scope does that. */
 function unitTotals(view: AgentView, scope: Scope, wanted: (uid: number) => boolean, req: { from: number; to: number; by: WorkloadGrouping }): UnitRow[] {
   const onlyUid = scope.role === 'self' ? scope.callerUid : undefined;
   const rows = new Map<string, UnitRow>();
@@ -147,7 +148,7 @@ function unitTotals(view: AgentView, scope: Scope, wanted: (uid: number) => bool
   }
   const name = view.names.within(NAME_BUDGET_MS);
   for (const r of rows.values()) r.user = name(r.uid);
-  return scope.rows(rows.values()).sort((a, b) => b.rxBytes + b.txBytes - (a.rxBytes + a.txBytes) || a.uid - b.uid || a.unit.localeCompare(b.unit));
+  return [...rows.values()].sort((a, b) => b.rxBytes + b.txBytes - (a.rxBytes + a.txBytes) || a.uid - b.uid || a.unit.localeCompare(b.unit));
 }
 
 /** The `limit` flows with the most bytes (all of them, in table order, without a limit). */
@@ -205,7 +206,7 @@ export function createRequestHandler(view: AgentView): RequestHandler {
           from: new Date(req.from).toISOString(),
           to: new Date(req.to).toISOString(),
           by: req.by,
-          units: unitTotals(view, scope, scope.userFilter(req.user), req),
+          units: scope.rows(unitTotals(view, scope, scope.userFilter(req.user), req)),
         };
         return result;
       }
@@ -237,6 +238,7 @@ export function createRequestHandler(view: AgentView): RequestHandler {
         const rates = view.accounting.rates();
         view.accounting.watchProcesses(now);
         const procs = view.accounting.processList();
+        const units = unitTotals(view, scope, () => true, { from: dayStart, to: now + 1, by: 'unit' });
         const uids = new Set([...users.keys(), ...rates.keys()].filter((uid) => uid !== UNATTRIBUTED_UID && scope.sees(uid)));
         const name = view.names.within(NAME_BUDGET_MS);
         const rows: TopUser[] = [...uids].map((uid) => {
@@ -258,6 +260,7 @@ export function createRequestHandler(view: AgentView): RequestHandler {
               .sort(byRateThenBytes)
               .slice(0, req.processes)
               .map((p) => scope.present(processRow(p))),
+            units: units.filter((w) => w.uid === uid).map((w) => scope.present(w)),
           });
         });
         rows.sort(

@@ -163,6 +163,9 @@ export interface TopUser {
   rxPayloadBytesToday: number;
   txPayloadBytesToday: number;
   processes: ProcessRow[];
+  /** the user's workloads (`by` unit): their totals since the start of the day, the
+   *  rates of the last poll */
+  units: UnitRow[];
 }
 
 export interface TopResult {
