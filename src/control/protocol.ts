@@ -46,7 +46,7 @@ export const requestSchema = z.discriminatedUnion('op', [
       user: userFilter,
       from: time,
       to: time,
-      where: z.string().max(4096).optional().describe('filter: proto, host, net, port, src/dst, user, uid, pid, comm, exe; and/or/not'),
+      where: z.string().max(4096).optional().describe('filter: proto, host, net, port, src/dst, user, uid, pid, comm, exe, unit; and/or/not'),
       groupBy: z.string().max(1024).optional(),
       having: z.string().max(1024).optional(),
       order: z.string().max(1024).optional(),
