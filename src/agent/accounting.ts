@@ -116,6 +116,8 @@ export class Accounting {
    *  interval they cover (the live view's rates) */
   private settled = { workloads: [] as WorkloadUsage[], startMs: 0, endMs: 0 };
   private lastSettleMs: number | undefined;
+  /** cgroup id → its workload by the rules in force (emptied when they change) */
+  private workloadById = new Map<bigint, Workload>();
 
   constructor(
     private readonly meter: MeterReader,
@@ -131,6 +133,7 @@ export class Accounting {
   }
 
   setOptions(options: AccountingOptions): void {
+    if (options.workloadOf !== this.options.workloadOf) this.workloadById.clear();
     this.options = options;
     this.ended = options.recentFlows === 0 ? [] : this.ended.slice(-options.recentFlows);
   }
@@ -281,10 +284,17 @@ export class Accounting {
     return this.options.workloadOf(cgroupPath);
   }
 
-  /** The workload of a cgroup id by the rules in force (its path resolved once). */
+  /** The workload of a cgroup id by the rules in force (its path resolved once; one
+   *  object per cgroup: 10,000s of flows are snapshotted per read). */
   workloadOf(cgroupId: bigint): Workload {
-    const w = this.options.workloadOf(this.cgroups.pathOf(cgroupId));
-    return cgroupId === 0n ? w : { ...w, cgroupId };
+    let w = this.workloadById.get(cgroupId);
+    if (!w) {
+      const named = this.options.workloadOf(this.cgroups.pathOf(cgroupId));
+      w = cgroupId === 0n ? named : { ...named, cgroupId };
+      if (this.workloadById.size >= 100_000) this.workloadById.clear();
+      this.workloadById.set(cgroupId, w);
+    }
+    return w;
   }
 
   /** Per (user, workload): the rates of the last settle (every poll while `ubia top`
