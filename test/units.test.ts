@@ -94,6 +94,8 @@ describe('usage per workload (Slurm cgroup/v2 layout)', () => {
     expect([batch.txPayloadBytes, batch.rxPayloadBytes]).toEqual([700_000 + HEADER, 2_000_000]);
     expect(step0).toMatchObject({ kind: 'step', jobId: '1001', cgroupPaths: [`/ubia-units-test-${process.pid}/system.slice/slurmstepd.scope/job_1001/step_0/user/task_0`] });
     expect(units.map((u) => u.unit).sort()).toEqual(['job_1001/step_0', 'job_1002/step_batch']);
+    const table = cli(agent.socket, ['units', '--since', '1h']).stdout;
+    expect(table).toMatch(new RegExp(`${alice.name}\\s+job_1001/step_0\\s+step\\s`));
     // per job: the steps together
     expect(unitsOf(alice, 'job').map((u) => [u.unit, u.kind, u.txPayloadBytes]).sort()).toEqual([
       ['job_1001', 'job', 1_200_000 + HEADER],
