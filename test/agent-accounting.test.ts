@@ -68,7 +68,7 @@ function scriptedMeter() {
 }
 
 const user = (uid: number, scope: Scope, n: number): UserCounters => ({ uid, scope, ...c(n) });
-const proc = (pid: number, uid: number, n: number, scope: Scope = 'external', cgroupId = 1n): ProcessCounters => ({ pid, uid, comm: `p${pid}`, scope, cgroupId, ...c(n) });
+const proc = (pid: number, uid: number, n: number, scope: Scope = 'external', cgroupId = 1): ProcessCounters => ({ pid, uid, comm: `p${pid}`, scope, cgroupId, ...c(n) });
 const flow = (cookie: number, uid: number, scope: Scope): FlowRecord => ({
   cookie: BigInt(cookie), family: 4, protocol: 6, localAddress: '198.18.0.1', localPort: 1000 + cookie, remoteAddress: '198.18.0.2',
   remotePort: 80, uid, gid: uid, pid: 1, comm: 'x', cgroupId: 1n, scope, firstSeenMs: 0, lastSeenMs: 0, ...c(1),
@@ -200,11 +200,11 @@ describe('accounting', () => {
     const names2 = (u: { workloads?: { workload: { name: string }; rxBytes: number; txPackets: number }[] }) =>
       Object.fromEntries((u.workloads ?? []).map((w) => [w.workload.name, [w.rxBytes, w.txPackets]]));
     // pid 10 in nginx.service, pid 11 in the Slurm step
-    state.processes = [proc(10, 1000, 2, 'external', 1n), proc(11, 1000, 3, 'external', 2n), proc(12, 1000, 4, 'loopback', 1n)];
+    state.processes = [proc(10, 1000, 2, 'external', 1), proc(11, 1000, 3, 'external', 2), proc(12, 1000, 4, 'loopback', 1)];
     state.users = [user(1000, 'external', 5), user(1000, 'loopback', 4)];
     expect(names2(acc.poll(T).usage())).toEqual({ 'nginx.service': [200, 2], 'job_7/step_0': [300, 3] });
     // pid 10 moved into the step: the kernel keys its next counts by the new cgroup
-    state.processes = [proc(10, 1000, 2, 'external', 1n), proc(10, 1000, 1, 'external', 2n), proc(11, 1000, 4, 'external', 2n)];
+    state.processes = [proc(10, 1000, 2, 'external', 1), proc(10, 1000, 1, 'external', 2), proc(11, 1000, 4, 'external', 2)];
     state.users = [user(1000, 'external', 7), user(1000, 'loopback', 4)];
     const second = acc.poll(T + 1000).usage();
     expect(names2(second)).toEqual({ 'job_7/step_0': [200, 2] });
@@ -214,7 +214,7 @@ describe('accounting', () => {
     const again = new Accounting(meter, ledger, decodeCheckpoint(ledger.loadCheckpoint('boot-1').checkpoint), names, options, cgroups);
     expect(names2(again.poll(T + 2000).usage())).toEqual({});
     // a process entry lost (its counts after its final read): owed, then (unknown)
-    state.processes = [proc(10, 1000, 2, 'external', 1n), proc(10, 1000, 1, 'external', 2n)];
+    state.processes = [proc(10, 1000, 2, 'external', 1), proc(10, 1000, 1, 'external', 2)];
     state.users = [user(1000, 'external', 8), user(1000, 'loopback', 4)];
     expect(names2(again.poll(T + 3000).usage())).toEqual({});
     expect(names2(again.poll(T + 4000).usage())).toEqual({ '(unknown)': [100, 1] });

@@ -60,7 +60,7 @@ function take(from: TrafficCounters, limit: TrafficCounters): TrafficCounters {
 }
 
 const scopeOfKey = (key: number): Scope => (key % 2 === 1 ? 'loopback' : 'external');
-const processKey = (uid: number, pid: number, scope: Scope, cgroupId: bigint, comm: string) => `${uid}:${pid}:${scope}:${cgroupId}:${comm}`;
+const processKey = (uid: number, pid: number, scope: Scope, cgroupId: number, comm: string) => `${uid}:${pid}:${scope}:${cgroupId}:${comm}`;
 
 export class WorkloadAccounting {
   private processes: CounterTracker<string>;
@@ -75,10 +75,10 @@ export class WorkloadAccounting {
    *  table, and of the live ones after their processes left it; an id stays while the
    *  table holds it, so late counts of a cgroup that is gone keep its name and do not
    *  make it live again */
-  private paths = new Map<bigint, string>();
+  private paths = new Map<number, string>();
   /** the named ones not yet seen gone (the end of a job is seen after its processes
    *  exited) */
-  private live = new Set<bigint>();
+  private live = new Set<number>();
 
   constructor(
     state: WorkloadState | undefined,
@@ -123,7 +123,7 @@ export class WorkloadAccounting {
     );
     // every cgroup in the table is named now (a resumed agent's too, before they move):
     // it may be gone by the next read
-    const inTable = new Set<bigint>();
+    const inTable = new Set<number>();
     for (let i = 0; i < table.length; i++) {
       const id = table.cgroupId[i]!;
       inTable.add(id);
@@ -132,12 +132,12 @@ export class WorkloadAccounting {
     for (const id of this.paths.keys()) if (!inTable.has(id) && !this.live.has(id)) this.paths.delete(id);
   }
 
-  private cgroupPath(id: bigint): string {
+  private cgroupPath(id: number): string {
     let path = this.paths.get(id);
     if (path === undefined) {
-      path = this.pathOf(id);
+      path = this.pathOf(BigInt(id));
       this.paths.set(id, path);
-      if (id !== 0n && path !== '') this.live.add(id);
+      if (id !== 0 && path !== '') this.live.add(id);
     }
     return path;
   }
@@ -173,11 +173,12 @@ export class WorkloadAccounting {
    *  each reported once. */
   ended(exists: (cgroupId: bigint, cgroupPath: string) => boolean): { cgroupId: bigint; cgroupPath: string }[] {
     const gone: { cgroupId: bigint; cgroupPath: string }[] = [];
-    for (const cgroupId of this.live) {
-      const cgroupPath = this.paths.get(cgroupId)!;
+    for (const id of this.live) {
+      const cgroupPath = this.paths.get(id)!;
+      const cgroupId = BigInt(id);
       if (!exists(cgroupId, cgroupPath)) {
         gone.push({ cgroupId, cgroupPath });
-        this.live.delete(cgroupId);
+        this.live.delete(id);
       }
     }
     return gone;
