@@ -84,10 +84,11 @@ function processRow(p: ProcessRow): ProcessRow {
   };
 }
 
-/** gid and cgroupId are left out (for exporters); identity and times made JSON-safe. */
+/** gid and the cgroup are left out (for exporters) but the workload's name; identity and
+ *  times made JSON-safe. */
 function flowRow(f: FlowSnapshot): FlowRow {
-  const { cookie, gid, cgroupId, firstSeenMs, lastSeenMs, ...rest } = f;
-  return { ...rest, cookie: cookie.toString(), firstSeen: new Date(firstSeenMs).toISOString(), lastSeen: new Date(lastSeenMs).toISOString() };
+  const { cookie, gid, cgroupId, workload, firstSeenMs, lastSeenMs, ...rest } = f;
+  return { ...rest, cookie: cookie.toString(), unit: workload?.name ?? '', firstSeen: new Date(firstSeenMs).toISOString(), lastSeen: new Date(lastSeenMs).toISOString() };
 }
 
 /** Per-user totals (counted scopes merged; named later, only those shown) of the users in

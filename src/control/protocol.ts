@@ -132,11 +132,14 @@ export interface ProcsResult {
 }
 
 /** A flow as `ubia flows --json` shows it: the kernel's record with JSON-safe identity
- *  and times, its owner's name, and without what only exporters use (gid, cgroup). */
+ *  and times, its owner's name and workload, and without what only exporters use (gid,
+ *  cgroup id). */
 export type FlowRow = Omit<FlowRecord, 'cookie' | 'gid' | 'cgroupId' | 'firstSeenMs' | 'lastSeenMs'> & {
   /** the socket cookie (a 64-bit integer) in decimal */
   cookie: string;
   user: string;
+  /** the owner's workload as `ubia units` names it */
+  unit: string;
   firstSeen: string;
   lastSeen: string;
 };
