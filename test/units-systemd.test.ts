@@ -17,9 +17,11 @@ const SIZES = { a: 1_100_000, b: 2_300_000 };
 /** the sink's protocol: the size of the reply wanted (8 bytes, here 0) before the data */
 const HEADER = 8;
 
-/** One unit's traffic: bash's /dev/tcp to the sink, the header, then `size` zero bytes. */
+/** One unit's traffic: bash's /dev/tcp to the sink, the header, then `size` zero bytes;
+ *  the unit then lives 2 s more: a cgroup is named when the agent first reads its id, and
+ *  one removed before any read saw it stays unnamed (docs/units.md) */
 const send = (unit: string, size: number, port: number) =>
-  `systemd-run --uid=ubia-units --unit=${unit} --wait --quiet bash -c "exec 3<>/dev/tcp/127.0.0.1/${port}; printf '\\\\0\\\\0\\\\0\\\\0\\\\0\\\\0\\\\0\\\\0' >&3; head -c ${size} /dev/zero >&3"`;
+  `systemd-run --uid=ubia-units --unit=${unit} --wait --quiet bash -c "exec 3<>/dev/tcp/127.0.0.1/${port}; printf '\\\\0\\\\0\\\\0\\\\0\\\\0\\\\0\\\\0\\\\0' >&3; head -c ${size} /dev/zero >&3; sleep 2"`;
 
 const script = (port: number) => `${SCRIPT_HEAD}
 dpkg -i /root/ubia.deb; report install $?
