@@ -2,6 +2,9 @@
 // The agent polls the meter, computes deltas, and hands each exporter the same facts;
 // each exporter keeps its own queue/spool and retry so that none can stall another.
 import type { FlowRecord, MeterHealth, TrafficCounters, WireCounters } from '../kernel/types.js';
+import type { Workload, WorkloadUsage } from '../core/workload.js';
+
+export type { Workload, WorkloadUsage };
 
 /** One user's traffic over one poll interval (deltas), scope already filtered by config. */
 export interface UserUsage extends TrafficCounters {
@@ -15,11 +18,21 @@ export interface UsageInterval {
   endMs: number;
   /** users with traffic in the interval (non-zero deltas only) */
   users: UserUsage[];
+  /** the same traffic per (user, workload): each user's rows sum exactly to its row in
+   *  `users` (non-zero deltas only). The agent always fills it; optional so that
+   *  exporters' tests may leave it out */
+  workloads?: WorkloadUsage[];
+  /** workloads with traffic earlier whose cgroup went away since the previous interval
+   *  (a job, unit or container ended): their last traffic is in this interval or before */
+  endedWorkloads?: Workload[];
 }
 
 /** A flow with its owner's name resolved; counters are cumulative since the flow began. */
 export interface FlowSnapshot extends FlowRecord {
   user: string;
+  /** the owner's cgroup named by the units rules (systemd unit, Slurm job, container);
+   *  the agent always fills it (optional for exporters' tests) */
+  workload?: Workload;
 }
 
 export interface ExporterStatus {
@@ -48,7 +61,8 @@ export interface ExporterPeer {
 
 export interface Exporter {
   readonly name: string;
-  /** per-user deltas for one poll interval */
+  /** per-user (and per-workload) deltas for one poll interval: called when users moved
+   *  or workloads ended (then `users` may be empty) */
   usage(interval: UsageInterval): void;
   /** every active flow at a poll, cumulative counters (exporters do their own active
    *  timeout); an exporter without it spares the agent reading the flow table */

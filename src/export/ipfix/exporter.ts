@@ -7,7 +7,7 @@ import type BetterSqlite3 from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { Exporter, ExporterStatus, FlowSnapshot, UsageInterval } from '../types.js';
 import type { IpfixCollectorConfig, IpfixConfig } from './config.js';
-import { cgroup2Mount, createCgroupPaths } from './cgroups.js';
+import { cgroup2Mount, createCgroupPaths } from '../../kernel/cgroups.js';
 import type { ElementOptions } from './elements.js';
 import { createFlowTracker, type FlowExport, type ReportedCounts } from './flows.js';
 import { createRecordEncoder, type RecordEncoder } from './records.js';

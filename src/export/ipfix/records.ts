@@ -2,7 +2,7 @@
 // with that collector's privacy settings applied.
 import type { IpfixCollectorConfig } from './config.js';
 import { parseAddress, truncateAddress } from '../../privacy/address.js';
-import type { CgroupPathOf } from './cgroups.js';
+import type { CgroupPathOf } from '../../kernel/cgroups.js';
 import { createCryptoPan, readCryptoPanKey } from '../../privacy/cryptopan.js';
 import { DIRECTION, IANA, ownerFields, ubiaField, USER_COUNTER_ELEMENTS, type ElementOptions } from './elements.js';
 import { encodeRecord, encodeTemplateSet, maxRecordBytes, FIRST_TEMPLATE_ID, type Template, type TemplateField, type TemplateLayout } from './encoding.js';
