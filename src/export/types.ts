@@ -10,11 +10,35 @@ export interface UserUsage extends TrafficCounters {
   user: string;
 }
 
+// LOCAL STAND-IN until wip/units commits the shared unit vocabulary in src/core/ (issue 15):
+// what the agent calls the cgroup a socket's owner ran in.
+export type UnitKind = 'service' | 'scope' | 'slice' | 'job' | 'step' | 'container' | 'other';
+export interface Unit {
+  kind: UnitKind;
+  /** what people call it: "nginx.service", "job_1234/step_0", "docker-<id>.scope" */
+  name: string;
+  /** batch job (Slurm) the cgroup belongs to */
+  jobId?: string;
+  containerId?: string;
+  /** cgroup v2 path below the cgroup2 mount, "/system.slice/nginx.service" */
+  cgroupPath: string;
+  cgroupId: bigint;
+}
+
+/** One user's traffic in one unit over one poll interval (deltas). */
+export interface UnitUsage extends TrafficCounters {
+  uid: number;
+  user: string;
+  unit: Unit;
+}
+
 export interface UsageInterval {
   startMs: number;
   endMs: number;
   /** users with traffic in the interval (non-zero deltas only) */
   users: UserUsage[];
+  /** the same traffic by (user, unit): adds up to `users` */
+  units?: UnitUsage[];
 }
 
 /** A flow with its owner's name resolved; counters are cumulative since the flow began. */

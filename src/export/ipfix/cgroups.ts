@@ -22,6 +22,37 @@ const MAX_CGROUPS = 100_000;
 
 export type CgroupPathOf = (id: bigint) => string;
 
+/** What a flow's cgroup is called: its path, and the unit (systemd unit, job, container)
+ *  the path maps to; "" when unknown. */
+export interface CgroupNames {
+  path(id: bigint): string;
+  unit(id: bigint): string;
+}
+
+/** Beyond this many cgroups the unit names are worked out again (the rules are regexes). */
+const MAX_UNIT_NAMES = 10_000;
+
+/** `unitNameOf` maps a path to its unit's name (the agent's unit rules); without it every
+ *  unit name is "". */
+export function createCgroupNames(pathOf: CgroupPathOf, unitNameOf?: (path: string) => string): CgroupNames {
+  const units = new Map<bigint, string>();
+  return {
+    path: pathOf,
+    unit(id) {
+      let name = units.get(id);
+      if (name === undefined) {
+        const path = pathOf(id);
+        name = path === '' || !unitNameOf ? '' : unitNameOf(path);
+        // a cgroup not walked yet has no path: ask again next time, do not cache ""
+        if (path === '') return name;
+        if (units.size >= MAX_UNIT_NAMES) units.clear();
+        units.set(id, name);
+      }
+      return name;
+    },
+  };
+}
+
 /**
  * A cached resolver. An unknown ID triggers a new walk at most every `rescanMs`, so cgroups
  * created after the last walk (new services, sessions) are found; paths of cgroups that

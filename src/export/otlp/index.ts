@@ -1,8 +1,9 @@
 // The OTLP metrics exporter: per-user bytes and packets by direction, the busiest
-// processes, and ubia's own health, pushed to an OTLP/HTTP receiver (JSON or protobuf)
+// processes and (user, unit) pairs, and ubia's own health, pushed to an OTLP/HTTP receiver (JSON or protobuf)
 // by @opentelemetry/sdk-metrics' periodic reader. Attribute names follow the
 // OpenTelemetry semantic conventions (user.id, user.name, network.io.direction,
-// process.pid, process.executable.name; host.name and service.name on the resource).
+// process.pid, process.executable.name, container.id; host.name and service.name on the
+// resource; units.ts says which unit attributes are ubia's own).
 import type { Logger } from 'pino';
 import { ValueType } from '@opentelemetry/api';
 import { MeterProvider, PeriodicExportingMetricReader, type PushMetricExporter } from '@opentelemetry/sdk-metrics';
@@ -19,6 +20,7 @@ import type { OtlpConfig } from './config.js';
 import { registerHealthMetrics } from './health.js';
 import { createProcessTop } from './processes.js';
 import { createRetryingExporter } from './retry-queue.js';
+import { createUnitTop } from './units.js';
 
 export { otlpConfigSchema, type OtlpConfig } from './config.js';
 
@@ -62,19 +64,23 @@ export function createOtlpExporter(cfg: OtlpConfig, opts: OtlpExporterOptions): 
   });
   const scope = { name: 'ubia', version: opts.version ?? '' };
   const processes = createProcessTop({ topN: cfg.top_processes, temporality: cfg.temporality, resource, scope });
+  const units = createUnitTop({ topN: cfg.top_units, temporality: cfg.temporality, resource, scope });
   const wire = createRetryingExporter(createWireExporter(cfg), {
     keepFailed: cfg.temporality === 'delta',
     maxQueue: cfg.max_queue,
     endpoint: cfg.endpoint,
     logger: opts.logger,
-    onDelivered: () => processes.delivered(),
+    onDelivered: () => {
+      processes.delivered();
+      units.delivered();
+    },
     spoolDir: opts.spoolDir,
   });
   const reader = new PeriodicExportingMetricReader({
     exporter: wire,
     exportIntervalMillis: cfg.interval * 1000,
     exportTimeoutMillis: cfg.timeout * 1000,
-    metricProducers: cfg.top_processes > 0 ? [processes] : [],
+    metricProducers: [...(cfg.top_processes > 0 ? [processes] : []), ...(cfg.top_units > 0 ? [units] : [])],
   });
   const provider = new MeterProvider({ resource, readers: [reader] });
   const meter = provider.getMeter(scope.name, scope.version);
@@ -101,6 +107,7 @@ export function createOtlpExporter(cfg: OtlpConfig, opts: OtlpExporterOptions): 
           m.counter.add(u[m.rx], { ...user, 'network.io.direction': 'receive' });
         }
       }
+      if (interval.units && cfg.top_units > 0) units.add(interval.units);
     },
 
     activeFlows(flows) {
@@ -131,6 +138,7 @@ export function createOtlpExporter(cfg: OtlpConfig, opts: OtlpExporterOptions): 
           failures: s.failures,
           lastSuccessMs: s.lastSuccessMs ?? null,
           processesTracked: processes.tracked(),
+          unitsTracked: units.tracked(),
         },
       };
     },
