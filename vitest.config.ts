@@ -22,6 +22,7 @@ export const UNIT_TESTS = [
   'test/ipfix-encoding.test.ts',
   'test/ipfix-udp.test.ts',
   'test/ledger.test.ts',
+  'test/units-rules.test.ts',
   'test/native-columns.test.ts',
   'test/package-config.test.ts',
   'test/privacy-address.test.ts',

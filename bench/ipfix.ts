@@ -10,7 +10,6 @@ import { createMessagePacker } from '../src/export/ipfix/encoding.js';
 import { createIpfixExporter } from '../src/export/ipfix/exporter.js';
 import type { FlowExport } from '../src/export/ipfix/flows.js';
 import { createRecordEncoder } from '../src/export/ipfix/records.js';
-import { createCgroupNames } from '../src/export/ipfix/cgroups.js';
 import type { FlowSnapshot } from '../src/export/types.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -38,7 +37,7 @@ const config = (port: number) => ipfixConfigSchema.parse({ collectors: [{ addres
 
 function benchEncode(): { perSec: number; bytesPerRecord: number } {
   const cfg = config(4739);
-  const enc = createRecordEncoder(cfg.collectors[0]!, { pen: cfg.enterprise_number, ids: cfg.element_ids, profile: cfg.profile }, createCgroupNames(() => '/system.slice/firefox.scope', () => 'firefox.scope'));
+  const enc = createRecordEncoder(cfg.collectors[0]!, { pen: cfg.enterprise_number, ids: cfg.element_ids, profile: cfg.profile }, () => '/system.slice/firefox.scope');
   const flows = Array.from({ length: 1000 }, (_, i) => sampleFlow(i));
   const exports: FlowExport[] = flows.map((flow, i) => ({
     flow, direction: (i % 2) as 0 | 1, endReason: 3, octets: flow.txBytes, packets: flow.txPackets, payloadOctets: flow.txPayloadBytes,

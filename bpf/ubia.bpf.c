@@ -275,7 +275,7 @@ static __always_inline void count_user_and_process(const struct ubia_owner *o, _
 		stat_add(UBIA_STAT_OVERFLOW_TX_PAYLOAD, d->tx_payload);
 	}
 
-	struct ubia_proc_key pk = { .uid = o->uid, .tgid = o->tgid, .scope = scope };
+	struct ubia_proc_key pk = { .uid = o->uid, .tgid = o->tgid, .scope = scope, .cgroup_id = o->cgroup_id };
 	__builtin_memcpy(pk.comm, o->comm, sizeof(pk.comm));
 	c = bpf_map_lookup_elem(&proc_totals, &pk);
 	if (!c) {
@@ -407,7 +407,7 @@ static __always_inline void count_flow(__u64 cookie, const struct ubia_endpoints
 	if (f->last_ns < last_ns)
 		f->last_ns = last_ns;
 	/* written only on change: every CPU touching this socket shares the cache line */
-	if (f->owner.tgid != o->tgid || f->owner.uid != o->uid)
+	if (f->owner.tgid != o->tgid || f->owner.uid != o->uid || f->owner.cgroup_id != o->cgroup_id)
 		f->owner = *o;
 	if (f->scope != scope)
 		f->scope = scope;
@@ -581,6 +581,10 @@ static __always_inline void fold_at_release(struct bpf_sock *ctx, __u64 cookie, 
 	struct ubia_counters tcp = {};
 	if (!precise && ctx->protocol == IPPROTO_TCP && ctx->type == SOCK_STREAM && ctx->state != BPF_TCP_LISTEN)
 		tcp_payload_delta(ctx, s, &tcp);
+	/* the owner closing it from another cgroup than the last fold saw: it moved since,
+	 * and what this fold books was counted there */
+	if (s->owner_known && s->owner.tgid == bpf_get_current_pid_tgid() >> 32)
+		s->owner.cgroup_id = bpf_get_current_cgroup_id();
 	s->released = 1;
 	fold(cookie, s, &tcp);
 }
@@ -593,7 +597,10 @@ static __always_inline bool current_owns(const struct ubia_sock *s)
 {
 	/* direct loads through the task's BTF type: the uid/gid helper costs ~20 ns here */
 	struct task_struct *t = bpf_get_current_task_btf();
-	return s->owner_known && s->owner.tgid == t->tgid && s->owner.uid == t->cred->uid.val;
+	/* and in the same cgroup: a process moved to another one (systemd, Slurm) books its
+	 * calls from then on there */
+	return s->owner_known && s->owner.tgid == t->tgid && s->owner.uid == t->cred->uid.val &&
+	       s->owner.cgroup_id == bpf_get_current_cgroup_id();
 }
 
 static __always_inline void count_payload(struct sock *sk, int ret, int flags, bool rx)
@@ -1158,6 +1165,11 @@ static __always_inline void adopt_holder(struct sock *sk, struct ubia_sock *s, _
 		return;
 	if (!s->owner_known || h->newest.tgid != s->owner.tgid)
 		set_owner(s, &h->newest);
+	else if (h->newest.cgroup_id != s->owner.cgroup_id)
+		/* the owner moved to another cgroup (systemd, Slurm, a container runtime):
+		 * what this fold books goes to the new one, what earlier folds booked stays
+		 * with the old; uid and comm stay as the owner took the socket */
+		s->owner.cgroup_id = h->newest.cgroup_id;
 }
 
 /* Second pass of a fold: the owner rule, the TCP payload from the socket's counters,

@@ -10,7 +10,7 @@
 #ifndef UBIA_H
 #define UBIA_H
 
-#define UBIA_ABI_VERSION 7
+#define UBIA_ABI_VERSION 8
 
 #define UBIA_COMM_LEN 16
 
@@ -58,12 +58,15 @@ struct ubia_user_key {
 	__u32 scope; /* enum ubia_scope */
 };
 
+/* The cgroup is in the key so that the agent's totals per (user, cgroup) — systemd unit,
+ * Slurm job, container — are a regrouping of the process deltas, exact like them. */
 struct ubia_proc_key {
 	__u32 uid;
 	__u32 tgid; /* 0: socket predates the agent, owner process unknown */
 	__u32 scope;
 	char comm[UBIA_COMM_LEN];
 	__u32 pad;
+	__u64 cgroup_id; /* the owner's cgroup v2 id when the counts were folded (0: unknown) */
 };
 
 /* Who a socket belongs to: the creator; then, in the default mode, a process sending on
@@ -212,7 +215,7 @@ struct ubia_user_slot {
 _Static_assert(sizeof(struct ubia_counters) == 48, "ubia_counters layout");
 _Static_assert(sizeof(struct ubia_wire) == 32, "ubia_wire layout");
 _Static_assert(sizeof(struct ubia_user_key) == 8, "ubia_user_key layout");
-_Static_assert(sizeof(struct ubia_proc_key) == 32, "ubia_proc_key layout");
+_Static_assert(sizeof(struct ubia_proc_key) == 40, "ubia_proc_key layout");
 _Static_assert(sizeof(struct ubia_owner) == 48, "ubia_owner layout");
 _Static_assert(sizeof(struct ubia_endpoints) == 40, "ubia_endpoints layout");
 _Static_assert(sizeof(struct ubia_sock) == 184, "ubia_sock layout");

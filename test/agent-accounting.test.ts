@@ -66,7 +66,7 @@ function scriptedMeter() {
 }
 
 const user = (uid: number, scope: Scope, n: number): UserCounters => ({ uid, scope, ...c(n) });
-const proc = (pid: number, uid: number, n: number, scope: Scope = 'external'): ProcessCounters => ({ pid, uid, comm: `p${pid}`, scope, ...c(n) });
+const proc = (pid: number, uid: number, n: number, scope: Scope = 'external', cgroupId = 1n): ProcessCounters => ({ pid, uid, comm: `p${pid}`, scope, cgroupId, ...c(n) });
 const flow = (cookie: number, uid: number, scope: Scope): FlowRecord => ({
   cookie: BigInt(cookie), family: 4, protocol: 6, localAddress: '198.18.0.1', localPort: 1000 + cookie, remoteAddress: '198.18.0.2',
   remotePort: 80, uid, gid: uid, pid: 1, comm: 'x', cgroupId: 1n, scope, firstSeenMs: 0, lastSeenMs: 0, ...c(1),

@@ -27,7 +27,7 @@ import {
 } from './peers/freediameter/harness.js';
 import { sleep, waitFor } from './support/wait.js';
 import { slurmCgroups, type Cgroup } from './support/cgroups.js';
-import type { Unit, UnitUsage } from '../src/export/types.js';
+import { DEFAULT_WORKLOAD_RULES, workloadNamer, type WorkloadUsage } from '../src/core/workload.js';
 import { bySession, dedupeChecked, expectWellFormedSession } from './peers/freediameter/checks.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -284,7 +284,7 @@ describe('Diameter accounting into freeDiameter/app_acct/PostgreSQL', () => {
       // alice (60001) runs job 4101 (steps 0 and batch) and job 4102 at once, and some
       // traffic outside any job (her login shell)
       const steps = { a0: slurm.step(4101, '0'), aBatch: slurm.step(4101, 'batch'), b0: slurm.step(4102, '0') };
-      const unitOf = (c: Cgroup, jobId: string): Unit => ({ kind: 'step', name: c.path.split('/').slice(-2).join('/'), jobId, cgroupPath: c.path, cgroupId: c.id });
+      const workloadOf = workloadNamer(DEFAULT_WORKLOAD_RULES);
       const totals: Record<string, [number, number, number, number]> = { 4101: [0, 0, 0, 0], 4102: [0, 0, 0, 0], outside: [0, 0, 0, 0] };
       const part = (key: string, tx: number, rx: number, txP: number, rxP: number) => {
         const t = totals[key]!;
@@ -292,18 +292,18 @@ describe('Diameter accounting into freeDiameter/app_acct/PostgreSQL', () => {
         return { txBytes: tx, rxBytes: rx, txPackets: txP, rxPackets: rxP, rxPayloadBytes: 0, txPayloadBytes: 0 };
       };
       const poll = (i: number, withJobA: boolean) => {
-        const units: UnitUsage[] = [];
-        const unit = (c: Cgroup, jobId: string, d: ReturnType<typeof part>) => units.push({ uid: 60001, user: 'alice', unit: unitOf(c, jobId), ...d });
+        const workloads: WorkloadUsage[] = [];
+        const unit = (c: Cgroup, d: ReturnType<typeof part>) => workloads.push({ uid: 60001, user: 'alice', workload: workloadOf(c.path), ...d });
         if (withJobA) {
-          unit(steps.a0, '4101', part('4101', 1000 + i, 50_000 + i, 10 + i, 40 + i));
-          unit(steps.aBatch, '4101', part('4101', 7, 9, 1, 1));
+          unit(steps.a0, part('4101', 1000 + i, 50_000 + i, 10 + i, 40 + i));
+          unit(steps.aBatch, part('4101', 7, 9, 1, 1));
         }
-        unit(steps.b0, '4102', part('4102', 200_000_000 * (i + 1), 300, 150_000, 5));
+        unit(steps.b0, part('4102', 200_000_000 * (i + 1), 300, 150_000, 5));
         const outside = part('outside', 111, 222, 3, 4);
         const user = { ...outside };
-        for (const u of units) for (const c of ['txBytes', 'rxBytes', 'txPackets', 'rxPackets'] as const) user[c] += u[c];
+        for (const u of workloads) for (const c of ['txBytes', 'rxBytes', 'txPackets', 'rxPackets'] as const) user[c] += u[c];
         const now = Date.now();
-        acct.usage({ ...usage(now - 500, now, [{ uid: 60001, user: 'alice', ...user }]), units });
+        acct.usage({ ...usage(now - 500, now, [{ uid: 60001, user: 'alice', ...user }]), workloads });
       };
 
       await waitFor('peer open', () => acct.status().state === 'ok', 10_000);

@@ -122,12 +122,12 @@ describe('sessions per job (session_per = "job")', () => {
     clock += 1000;
     const unitUsage = units.map(([path, jobId, tx, rx, txp, rxp]) => ({
       uid: 1000, user: 'u1000', txBytes: tx, rxBytes: rx, txPackets: txp, rxPackets: rxp, rxPayloadBytes: 0, txPayloadBytes: 0,
-      unit: { kind: jobId ? 'step' as const : 'scope' as const, name: path, jobId, cgroupPath: path, cgroupId: 1n },
+      workload: { kind: jobId ? 'step' as const : 'scope' as const, name: path, jobId, cgroupPath: path, cgroupId: 1n },
     }));
     const sum = (k: 'txBytes' | 'rxBytes' | 'txPackets' | 'rxPackets') => unitUsage.reduce((n, u) => n + u[k], 0);
     sessions.addUsage({
       ...usage(clock - 1000, clock, [{ uid: 1000, user: 'u1000', txBytes: sum('txBytes'), rxBytes: sum('rxBytes'), txPackets: sum('txPackets'), rxPackets: sum('rxPackets') }]),
-      units: unitUsage,
+      workloads: unitUsage,
     });
   }
 

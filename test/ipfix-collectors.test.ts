@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { cgroup2Mount } from '../src/export/ipfix/cgroups.js';
+import { cgroup2Mount } from '../src/kernel/cgroups.js';
 import { fixbufXml, pmacctPrimitives, pythonIpfixSpec } from '../src/export/ipfix/definitions.js';
 import { createIpfixExporter } from '../src/export/ipfix/index.js';
 import { freePort, tempDir } from './support/testbed.js';

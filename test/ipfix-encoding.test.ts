@@ -10,7 +10,7 @@ import { IANA, ownerFields } from '../src/export/ipfix/elements.js';
 import { createMessagePacker, encodeRecord, encodeTemplateSet, type EncodedMessage, type Template } from '../src/export/ipfix/encoding.js';
 import { createFlowTracker } from '../src/export/ipfix/flows.js';
 import { createRecordEncoder } from '../src/export/ipfix/records.js';
-import { createCgroupNames } from '../src/export/ipfix/cgroups.js';
+import { DEFAULT_WORKLOAD_RULES, workloadNamer } from '../src/core/workload.js';
 import { createUsageAggregator } from '../src/export/ipfix/usage.js';
 import { createIpfixExporter } from '../src/export/ipfix/index.js';
 import { freePort, tempDir } from './support/testbed.js';
@@ -128,15 +128,14 @@ describe('flow records', () => {
   const opts = { pen: cfg.enterprise_number, ids: cfg.element_ids, profile: cfg.profile };
   const cgroupPathOf = (id: bigint) => (id === 0x1122334455n ? '/system.slice/dig.service' : '');
   const cgroupPathOfJob = (id: bigint) => (id === 0x77n ? '/system.slice/slurmstepd.scope/job_1234/step_0' : cgroupPathOf(id));
-  // the agent's unit rules stand in: a job step's path names the step, a service's its unit
-  const cgroupPathOfUnit = (path: string) => /\/(job_\d+\/step_\w+)$/.exec(path)?.[1] ?? path.split('/').at(-1)!;
-  const cgroups = createCgroupNames(cgroupPathOfJob, cgroupPathOfUnit);
+  // the agent names each flow's cgroup with the [units] rules
+  const workloadOf = workloadNamer(DEFAULT_WORKLOAD_RULES);
 
   it('encodes an IPv6 egress record field by field', () => {
-    const enc = createRecordEncoder(cfg.collectors[0]!, opts, cgroups);
+    const enc = createRecordEncoder(cfg.collectors[0]!, opts, cgroupPathOfJob);
     const flow = flowSnapshot({
       family: 6, protocol: 17, localAddress: '2001:db8::1', localPort: 5353, remoteAddress: 'fe80::2%lo', remotePort: 53,
-      uid: 1001, gid: 100, pid: 77, cgroupId: 0x1122334455n, user: 'bob', comm: 'dig',
+      uid: 1001, gid: 100, pid: 77, cgroupId: 0x1122334455n, user: 'bob', comm: 'dig', workload: workloadOf('/system.slice/dig.service'),
     });
     const scratch = Buffer.alloc(enc.maxRecordBytes);
     const { setId, length } = enc.encodeFlow({ flow, direction: 1, endReason: 3, octets: 2 ** 40 + 5, packets: 3, payloadOctets: 99, startMs: 1_700_000_000_000, endMs: 1_700_000_000_250 }, scratch);
@@ -151,10 +150,10 @@ describe('flow records', () => {
       0b 6469672e73657276696365`).toString('hex'));
   });
 
-  it('names the unit of a job step after its cgroup path (ubiaUnitName, PEN/13)', () => {
-    const enc = createRecordEncoder(cfg.collectors[0]!, opts, cgroups);
+  it('sends the unit the agent named a flow\'s cgroup (ubiaUnitName, PEN/13): a Slurm job step', () => {
+    const enc = createRecordEncoder(cfg.collectors[0]!, opts, cgroupPathOfJob);
     const scratch = Buffer.alloc(enc.maxRecordBytes);
-    const flow = flowSnapshot({ user: 'bob', comm: 'srun', cgroupId: 0x77n });
+    const flow = flowSnapshot({ user: 'bob', comm: 'srun', cgroupId: 0x77n, workload: workloadOf(cgroupPathOfJob(0x77n)) });
     const { length } = enc.encodeFlow({ flow, direction: 1, endReason: 3, octets: 1, packets: 1, payloadOctets: 0, startMs: 0, endMs: 0 }, scratch);
     const path = '/system.slice/slurmstepd.scope/job_1234/step_0';
     // … userName, process name, cgroup path, unit name: the record's last four strings
@@ -166,7 +165,7 @@ describe('flow records', () => {
   });
 
   it('keeps IPv4 and IPv4-mapped IPv6 forms of one address apart', () => {
-    const enc = createRecordEncoder(cfg.collectors[0]!, opts, cgroups);
+    const enc = createRecordEncoder(cfg.collectors[0]!, opts, cgroupPathOfJob);
     const scratch = Buffer.alloc(enc.maxRecordBytes);
     const rec = (family: 4 | 6) => ({ flow: flowSnapshot({ family, localAddress: '192.0.2.1', remoteAddress: '198.51.100.1' }), direction: 1 as const, endReason: 3, octets: 1, packets: 1, payloadOctets: 0, startMs: 0, endMs: 0 });
     expect(enc.encodeFlow(rec(4), scratch).setId).toBe(256);
@@ -175,9 +174,9 @@ describe('flow records', () => {
   });
 
   it('leaves process names and cgroup paths out when a collector asks for it', () => {
-    const enc = createRecordEncoder({ ...cfg.collectors[0]!, process_names: false }, opts, cgroups);
+    const enc = createRecordEncoder({ ...cfg.collectors[0]!, process_names: false }, opts, cgroupPathOfJob);
     const scratch = Buffer.alloc(enc.maxRecordBytes);
-    const { length } = enc.encodeFlow({ flow: flowSnapshot({ user: 'bob', comm: 'secret-tool', cgroupId: 0x1122334455n }), direction: 0, endReason: 3, octets: 1, packets: 1, payloadOctets: 0, startMs: 0, endMs: 0 }, scratch);
+    const { length } = enc.encodeFlow({ flow: flowSnapshot({ user: 'bob', comm: 'secret-tool', cgroupId: 0x1122334455n, workload: workloadOf('/system.slice/dig.service') }), direction: 0, endReason: 3, octets: 1, packets: 1, payloadOctets: 0, startMs: 0, endMs: 0 }, scratch);
     expect(scratch.subarray(0, length).includes(Buffer.from('secret-tool'))).toBe(false);
     expect(scratch.subarray(0, length).includes(Buffer.from('dig.service'))).toBe(false);
     expect(enc.templateSet.includes(hex('800d ffff'))).toBe(false); // no ubiaUnitName either
@@ -185,7 +184,7 @@ describe('flow records', () => {
   });
 
   it('truncates remote addresses to the configured prefix, never local ones', () => {
-    const enc = createRecordEncoder({ ...cfg.collectors[0]!, anonymize: 'truncate', truncate_ipv4_prefix: 16 }, opts, cgroups);
+    const enc = createRecordEncoder({ ...cfg.collectors[0]!, anonymize: 'truncate', truncate_ipv4_prefix: 16 }, opts, cgroupPathOfJob);
     const scratch = Buffer.alloc(enc.maxRecordBytes);
     enc.encodeFlow({ flow: flowSnapshot({ localAddress: '10.1.2.3', remoteAddress: '198.51.100.77' }), direction: 1, endReason: 3, octets: 1, packets: 1, payloadOctets: 0, startMs: 0, endMs: 0 }, scratch);
     expect(formatAddress(scratch.subarray(0, 4))).toBe('10.1.2.3');

@@ -1,9 +1,12 @@
 // The kernel meter on the real kernel: eBPF programs loaded and attached for real, test
 // users making known traffic into a network namespace. Needs root; never skipped.
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openMeter, type FlowRecord, type Meter, type MeterEvent, type ProcessCounters, type TrafficCounters, type UserCounters } from '../src/kernel/index.js';
+import { countersOf } from '../src/core/counters.js';
+import { cgroup2Mount } from '../src/kernel/cgroups.js';
 import { createNet, createUser, freePort, removeUser, type TestNet, type TestUser } from './support/testbed.js';
 import { exchange, serveTraffic, traffic } from './support/traffic.js';
 import { sleep } from './support/wait.js';
@@ -317,6 +320,43 @@ describe('kernel meter', () => {
     expect(delta.txPayloadBytes).toBe(250_000);
     expect(delta.rxPayloadBytes).toBe(250_000);
     expect(minus(userTotal(meter, alice.uid, 'external'), ext)).toEqual(ZERO);
+  });
+
+  it('keys process totals by cgroup: a process moved mid-transfer books each part where it was; they sum to the user at the byte', async () => {
+    const root = cgroup2Mount();
+    expect(root).not.toBeNull();
+    const top = join(root!, `ubia-meter-test-${process.pid}`);
+    const [a, b] = [join(top, 'a'), join(top, 'b')];
+    const carol = createUser();
+    mkdirSync(a, { recursive: true });
+    mkdirSync(b);
+    try {
+      const port = await freePort();
+      const sink = serveTraffic(['tcp-sink', net.peerV4, String(port)], { net });
+      await sink.ready;
+      const client = serveTraffic(['tcp-send-on-signal', net.peerV4, String(port), '1000000', '2500000'], { user: carol, cgroup: a });
+      await client.ready;
+      meter.fold(); // the first part is handed over: it counts in a
+      writeFileSync(join(b, 'cgroup.procs'), String(client.proc.pid));
+      meter.fold(); // the census sees the owner in b: from here on it counts there
+      client.proc.kill('SIGUSR1');
+      expect((await client.done).sent).toBe(3_500_000);
+      expect((await sink.done).received).toBe(3_500_000);
+      const user = await settledTotal(meter, carol.uid);
+      const rows = meter.readProcesses().filter((p) => p.uid === carol.uid && p.scope === 'external');
+      const inCgroup = (dir: string) =>
+        rows.filter((p) => p.cgroupId === statSync(dir, { bigint: true }).ino).reduce((acc, r) => sumCounters(acc, r), ZERO);
+      expect(inCgroup(a).txPayloadBytes).toBe(1_000_000);
+      expect(inCgroup(b).txPayloadBytes).toBe(2_500_000);
+      // every counter of the user's total is in exactly one (process, cgroup) row
+      expect(rows.reduce((acc, r) => sumCounters(acc, r), ZERO)).toEqual(countersOf(user));
+      expect(user.txPayloadBytes).toBe(3_500_000);
+    } finally {
+      removeUser(carol);
+      rmdirSync(a);
+      rmdirSync(b);
+      rmdirSync(top);
+    }
   });
 
   it('conserves bytes: attributed + unattributed equal what tc saw on the interface', async () => {

@@ -4,6 +4,7 @@
 // exporters (src/export/<name>/config.ts); absent section = exporter disabled.
 import { z } from 'zod';
 import { integer, seconds, setting, text } from '../core/settings.js';
+import { compileWorkloadRule, WORKLOAD_KINDS } from '../core/workload.js';
 
 export const agentSectionSchema = z
   .strictObject({
@@ -109,11 +110,55 @@ export const logSectionSchema = z
   })
   .describe("The agent's log.");
 
+const template = (what: string, example: string) =>
+  z.string().max(256).optional().describe(`template of ${what}: \${group} stands for a named group of the match, $1… for a numbered one`).meta({ examples: [example] });
+
+/** `[[units.rule]]`: one row of the table that names a cgroup path (data, not code). */
+export const unitRuleSchema = z
+  .strictObject({
+    match: z
+      .string()
+      .min(1)
+      .max(1024)
+      .refine((m) => {
+        try {
+          compileWorkloadRule({ match: m, kind: 'other', name: '' });
+          return true;
+        } catch {
+          return false;
+        }
+      }, 'not a valid JavaScript regular expression')
+      .describe('JavaScript regular expression tried against the cgroup path (e.g. /system.slice/nginx.service)')
+      .meta({ examples: [String.raw`/batch\.slice/(?<unit>runner-(?<n>\d+)\.service)(?:/|$)`] }),
+    kind: z.enum(WORKLOAD_KINDS).describe('what the matched cgroup is: service, scope, slice, job, step, container or other').meta({ examples: ['service'] }),
+    name: text().max(256).describe('template of the name shown for it (`${unit}`, `job_${job}`)').meta({ examples: ['${unit}'] }),
+    job: template('the Slurm job id', '${job}'),
+    step: template('the Slurm step', '${step}'),
+    container: template('the container id', '${id}'),
+  })
+  .describe('one units rule: the first rule whose `match` matches a cgroup path names the workload (kind, name, job, step, container)');
+
+export const unitsSectionSchema = z
+  .strictObject({
+    default_rules: setting(
+      z.boolean(),
+      true,
+      'after the [[units.rule]] tables, try the built-in rules (Slurm cgroup/v2 jobs and steps; Docker, Podman, CRI and systemd-nspawn containers; systemd services, scopes and slices; docs/units.md lists them)',
+    ),
+    rule: z
+      .array(unitRuleSchema)
+      .max(1000)
+      .optional()
+      .describe('rules tried before the built-in ones, in order: [[units.rule]] tables with match, kind, name and optionally job, step, container; absent = none'),
+  })
+  .describe("Units: how the cgroup of a socket's owner is named as a systemd unit, Slurm job or step, or container (`ubia units`).");
+
 /** Sections owned by the agent itself; the full schema adds the exporters (config/load.ts). */
 export const coreConfigShape = {
   agent: agentSectionSchema.prefault({}),
   ledger: ledgerSectionSchema.prefault({}),
   history: historySectionSchema.prefault({}),
+  units: unitsSectionSchema.prefault({}),
   control: controlSectionSchema.prefault({}),
   log: logSectionSchema.prefault({}),
 };

@@ -2,6 +2,9 @@
 // The agent polls the meter, computes deltas, and hands each exporter the same facts;
 // each exporter keeps its own queue/spool and retry so that none can stall another.
 import type { FlowRecord, MeterHealth, TrafficCounters, WireCounters } from '../kernel/types.js';
+import type { Workload, WorkloadUsage } from '../core/workload.js';
+
+export type { Workload, WorkloadUsage };
 
 /** One user's traffic over one poll interval (deltas), scope already filtered by config. */
 export interface UserUsage extends TrafficCounters {
@@ -10,40 +13,26 @@ export interface UserUsage extends TrafficCounters {
   user: string;
 }
 
-// LOCAL STAND-IN until wip/units commits the shared unit vocabulary in src/core/ (issue 15):
-// what the agent calls the cgroup a socket's owner ran in.
-export type UnitKind = 'service' | 'scope' | 'slice' | 'job' | 'step' | 'container' | 'other';
-export interface Unit {
-  kind: UnitKind;
-  /** what people call it: "nginx.service", "job_1234/step_0", "docker-<id>.scope" */
-  name: string;
-  /** batch job (Slurm) the cgroup belongs to */
-  jobId?: string;
-  containerId?: string;
-  /** cgroup v2 path below the cgroup2 mount, "/system.slice/nginx.service" */
-  cgroupPath: string;
-  cgroupId: bigint;
-}
-
-/** One user's traffic in one unit over one poll interval (deltas). */
-export interface UnitUsage extends TrafficCounters {
-  uid: number;
-  user: string;
-  unit: Unit;
-}
-
 export interface UsageInterval {
   startMs: number;
   endMs: number;
   /** users with traffic in the interval (non-zero deltas only) */
   users: UserUsage[];
-  /** the same traffic by (user, unit): adds up to `users` */
-  units?: UnitUsage[];
+  /** the same traffic per (user, workload): each user's rows sum exactly to its row in
+   *  `users` (non-zero deltas only). The agent always fills it; optional so that
+   *  exporters' tests may leave it out */
+  workloads?: WorkloadUsage[];
+  /** workloads with traffic earlier whose cgroup went away since the previous interval
+   *  (a job, unit or container ended): their last traffic is in this interval or before */
+  endedWorkloads?: Workload[];
 }
 
 /** A flow with its owner's name resolved; counters are cumulative since the flow began. */
 export interface FlowSnapshot extends FlowRecord {
   user: string;
+  /** the owner's cgroup named by the units rules (systemd unit, Slurm job, container);
+   *  the agent always fills it (optional for exporters' tests) */
+  workload?: Workload;
 }
 
 export interface ExporterStatus {

@@ -18,6 +18,9 @@ export interface ProcessCounters extends TrafficCounters {
   pid: number;
   comm: string;
   scope: Scope;
+  /** the owner's cgroup v2 id when the counts were folded (a process moved to another
+   *  cgroup gets a second entry from its next fold on); 0n when unknown */
+  cgroupId: bigint;
 }
 
 export interface FlowRecord extends TrafficCounters {

@@ -4,7 +4,7 @@
 // ends as Slurm ends it, by removing its directories (children first, once empty).
 import { mkdirSync, readFileSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { cgroup2Mount } from '../../src/export/ipfix/cgroups.js';
+import { cgroup2Mount } from '../../src/kernel/cgroups.js';
 
 export interface Cgroup {
   /** absolute directory */

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import pino from 'pino';
 import type { FlowSnapshot } from '../../src/export/types.js';
-import { cgroup2Mount } from '../../src/export/ipfix/cgroups.js';
+import { cgroup2Mount } from '../../src/kernel/cgroups.js';
 import { ipfixConfigSchema, type IpfixConfig } from '../../src/export/ipfix/config.js';
 import { freePort } from './testbed.js';
 import { sleep, waitFor } from './wait.js';
@@ -31,6 +31,7 @@ export function flowSnapshot(over: Partial<FlowSnapshot> = {}): FlowSnapshot {
     firstSeenMs: now - 5000, lastSeenMs: now,
     rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0, rxPayloadBytes: 0, txPayloadBytes: 0,
     user: 'ubia-test-alice',
+    workload: { kind: 'service', name: 'curl-job.service', cgroupPath: '/system.slice/curl-job.service', cgroupId: 1234n },
     ...over,
   };
 }

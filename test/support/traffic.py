@@ -8,6 +8,7 @@ import json
 import os
 import resource
 import selectors
+import signal
 import socket
 import struct
 import sys
@@ -100,6 +101,20 @@ def tcp_send(host, port, nbytes, close_now='0'):
     retransmitted = retransmitted_once_acked(c)
     c.close()
     out(sent=sent, pid=os.getpid(), lport=lport, retransmitted=retransmitted)
+
+
+def tcp_send_on_signal(host, port, first, second):
+    """sends FIRST bytes, says `ready` and waits (60 s at most) for SIGUSR1, then sends
+    SECOND bytes and closes: the test moves the process (another cgroup) in between"""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    c = connect(host, int(port))
+    sent = send_bytes(c, int(first))
+    out(ready=sent, pid=os.getpid())
+    if signal.sigtimedwait({signal.SIGUSR1}, 60) is None:
+        raise SystemExit('no SIGUSR1 within 60 s')
+    sent += send_bytes(c, int(second))
+    c.close()
+    out(sent=sent, pid=os.getpid())
 
 
 def tcp_recv(host, port):

@@ -9,6 +9,8 @@ export const TRAFFIC = fileURLToPath(new URL('./traffic.py', import.meta.url));
 export interface RunAs {
   user?: { uid: number; gid: number };
   net?: { ns: string };
+  /** a cgroup v2 directory (absolute) the command starts in (root moves it there first) */
+  cgroup?: string;
 }
 
 function command(args: string[], as: RunAs): [string, string[]] {
@@ -16,6 +18,7 @@ function command(args: string[], as: RunAs): [string, string[]] {
   let argv = ['/usr/bin/python3', TRAFFIC, ...args];
   if (as.user) argv = ['setpriv', `--reuid=${as.user.uid}`, `--regid=${as.user.gid}`, '--clear-groups', ...argv];
   if (as.net) argv = ['ip', 'netns', 'exec', as.net.ns, ...argv];
+  if (as.cgroup) argv = ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', as.cgroup, ...argv];
   return [argv[0]!, argv.slice(1)];
 }
 

@@ -12,7 +12,7 @@ import { createLoginWatch } from './logins.js';
 import { createPeer, type Peer } from './peer.js';
 import { createSender } from './sender.js';
 import { createSessions } from './sessions.js';
-import { cgroup2Mount } from '../ipfix/cgroups.js';
+import { cgroup2Mount } from '../../kernel/cgroups.js';
 
 export { diameterConfigSchema, type DiameterConfig } from './config.js';
 

@@ -93,11 +93,11 @@ function sessionDeltas(interval: UsageInterval, per: 'user' | 'job'): SessionDel
   };
   for (const u of interval.users) add(userSessionKey(u.uid), { uid: u.uid, user: u.user, job: null }, u, 1);
   if (per === 'job') {
-    for (const u of interval.units ?? []) {
-      const id = u.unit.jobId;
+    for (const u of interval.workloads ?? []) {
+      const id = u.workload.jobId;
       if (id === undefined) continue;
-      add(`${u.uid}:${id}`, { uid: u.uid, user: u.user, job: { id, cgroup: jobCgroupOf(u.unit.cgroupPath, id) } }, u, 1);
-      // the user's session keeps what was not in a job; a unit's counts add up to its user's
+      add(`${u.uid}:${id}`, { uid: u.uid, user: u.user, job: { id, cgroup: jobCgroupOf(u.workload.cgroupPath, id) } }, u, 1);
+      // the user's session keeps what was not in a job; a user's workloads add up to the user's
       add(userSessionKey(u.uid), { uid: u.uid, user: u.user, job: null }, u, -1);
     }
   }

@@ -7,7 +7,7 @@ import type BetterSqlite3 from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { Exporter, ExporterStatus, FlowSnapshot, UsageInterval } from '../types.js';
 import type { IpfixCollectorConfig, IpfixConfig } from './config.js';
-import { cgroup2Mount, createCgroupNames, createCgroupPaths } from './cgroups.js';
+import { cgroup2Mount, createCgroupPaths } from '../../kernel/cgroups.js';
 import type { ElementOptions } from './elements.js';
 import { createFlowTracker, type FlowExport, type ReportedCounts } from './flows.js';
 import { createRecordEncoder, type RecordEncoder } from './records.js';
@@ -60,22 +60,21 @@ function saveReported(file: string, reported: Map<bigint, ReportedCounts>): void
  * open per-user usage window is saved there with the agent's checkpoint, and a complete
  * window's records are sent once it is (exact across a crash, see usage.ts); without it
  * (an exporter driven directly, no checkpoints) they are sent when the window completes.
- * `unitNameOf` names the unit of a cgroup path (the agent's unit rules) for ubiaUnitName.
  * Throws with a message saying what to fix when a collector cannot be set up (e.g. an
  * unreadable Crypto-PAn key file).
  */
 export function createIpfixExporter(
   config: IpfixConfig,
-  deps: { logger: Logger; spoolDir: string; db?: BetterSqlite3.Database; unitNameOf?: (cgroupPath: string) => string },
+  deps: { logger: Logger; spoolDir: string; db?: BetterSqlite3.Database },
 ): Exporter {
   const { logger, spoolDir: stateDir } = deps;
   mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   const flowStateFile = join(stateDir, 'flows.json');
   const elements: ElementOptions = { pen: config.enterprise_number, ids: config.element_ids, profile: config.profile };
 
-  const cgroups = createCgroupNames(createCgroupPaths({ root: cgroup2Mount(), logger }), deps.unitNameOf);
+  const cgroupPathOf = createCgroupPaths({ root: cgroup2Mount(), logger });
   const collectors: Collector[] = config.collectors.map((c) => {
-    const encoder = createRecordEncoder(c, elements, cgroups);
+    const encoder = createRecordEncoder(c, elements, cgroupPathOf);
     const common = { host: c.address, port: c.port, templateSet: encoder.templateSet, observationDomainId: config.observation_domain_id, logger };
     const stream = c.transport === 'udp'
       ? createUdpStream({ ...common, maxMessageBytes: c.udp_message_bytes, templateRefreshMs: c.template_refresh * 1000 })

@@ -2,7 +2,7 @@
 // with that collector's privacy settings applied.
 import type { IpfixCollectorConfig } from './config.js';
 import { parseAddress, truncateAddress } from '../../privacy/address.js';
-import type { CgroupNames } from './cgroups.js';
+import type { CgroupPathOf } from '../../kernel/cgroups.js';
 import { createCryptoPan, readCryptoPanKey } from '../../privacy/cryptopan.js';
 import { DIRECTION, IANA, ownerFields, ubiaField, USER_COUNTER_ELEMENTS, type ElementOptions } from './elements.js';
 import { encodeRecord, encodeTemplateSet, maxRecordBytes, FIRST_TEMPLATE_ID, type Template, type TemplateField, type TemplateLayout } from './encoding.js';
@@ -20,7 +20,7 @@ export interface WireFlow {
   e: FlowExport;
 }
 
-function flowTemplate(id: number, family: 4 | 6, opts: ElementOptions, processNames: boolean, cgroups: CgroupNames): Template<WireFlow> {
+function flowTemplate(id: number, family: 4 | 6, opts: ElementOptions, processNames: boolean, cgroupPathOf: CgroupPathOf): Template<WireFlow> {
   const owner = ownerFields(opts, processNames);
   const fields: TemplateField<WireFlow>[] = [
     { spec: family === 4 ? IANA.sourceIPv4Address : IANA.sourceIPv6Address, value: (r) => r.src },
@@ -43,8 +43,9 @@ function flowTemplate(id: number, family: 4 | 6, opts: ElementOptions, processNa
   ];
   if (owner.processName) {
     fields.push({ spec: owner.processName, value: (r) => r.e.flow.comm });
-    fields.push({ spec: ubiaField(opts, 'cgroup_path'), value: (r) => cgroups.path(r.e.flow.cgroupId) });
-    fields.push({ spec: ubiaField(opts, 'unit_name'), value: (r) => cgroups.unit(r.e.flow.cgroupId) });
+    fields.push({ spec: ubiaField(opts, 'cgroup_path'), value: (r) => cgroupPathOf(r.e.flow.cgroupId) });
+    // the agent names each flow's cgroup by its [units] rules
+    fields.push({ spec: ubiaField(opts, 'unit_name'), value: (r) => r.e.flow.workload?.name ?? '' });
   }
   return { id, fields };
 }
@@ -88,9 +89,9 @@ export interface RecordEncoder {
 
 const ADDRESS_CACHE_LIMIT = 65536;
 
-export function createRecordEncoder(c: IpfixCollectorConfig, opts: ElementOptions, cgroups: CgroupNames): RecordEncoder {
-  const flow4 = flowTemplate(TEMPLATE_IDS.flowIPv4, 4, opts, c.process_names, cgroups);
-  const flow6 = flowTemplate(TEMPLATE_IDS.flowIPv6, 6, opts, c.process_names, cgroups);
+export function createRecordEncoder(c: IpfixCollectorConfig, opts: ElementOptions, cgroupPathOf: CgroupPathOf): RecordEncoder {
+  const flow4 = flowTemplate(TEMPLATE_IDS.flowIPv4, 4, opts, c.process_names, cgroupPathOf);
+  const flow6 = flowTemplate(TEMPLATE_IDS.flowIPv6, 6, opts, c.process_names, cgroupPathOf);
   const user = userTemplate(opts);
   const flows = c.records.includes('flows');
   const users = c.records.includes('users');

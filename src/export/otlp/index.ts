@@ -107,7 +107,7 @@ export function createOtlpExporter(cfg: OtlpConfig, opts: OtlpExporterOptions): 
           m.counter.add(u[m.rx], { ...user, 'network.io.direction': 'receive' });
         }
       }
-      if (interval.units && cfg.top_units > 0) units.add(interval.units);
+      if (interval.workloads && cfg.top_units > 0) units.add(interval.workloads);
     },
 
     activeFlows(flows) {

@@ -8,14 +8,14 @@
 // conventions ask of attributes they do not define (k8s.job.* is for Kubernetes Jobs only).
 import type { Attributes } from '@opentelemetry/api';
 import type { Resource } from '@opentelemetry/resources';
-import type { Unit, UnitUsage } from '../types.js';
+import type { Workload, WorkloadUsage } from '../types.js';
 import { createTopSeries, type TopSeries } from './top-series.js';
 
-const SYSTEMD_KINDS = new Set<Unit['kind']>(['service', 'scope', 'slice']);
+const SYSTEMD_KINDS = new Set<Workload['kind']>(['service', 'scope', 'slice']);
 
 /** The attributes of one user's traffic in one unit. */
-export function unitAttributes(u: Pick<UnitUsage, 'uid' | 'user' | 'unit'>): Attributes {
-  const { unit } = u;
+export function unitAttributes(u: Pick<WorkloadUsage, 'uid' | 'user' | 'workload'>): Attributes {
+  const unit = u.workload;
   return {
     'user.id': String(u.uid),
     'user.name': u.user,
@@ -29,7 +29,7 @@ export function unitAttributes(u: Pick<UnitUsage, 'uid' | 'user' | 'unit'>): Att
 
 export interface UnitTop extends Omit<TopSeries, 'add'> {
   /** one poll's deltas by (user, unit) */
-  add(units: readonly UnitUsage[]): void;
+  add(units: readonly WorkloadUsage[]): void;
 }
 
 export function createUnitTop(opts: {
@@ -47,7 +47,7 @@ export function createUnitTop(opts: {
   });
   return {
     add(units) {
-      for (const u of units) top.add(`${u.uid}\u0000${u.unit.kind}\u0000${u.unit.name}`, () => unitAttributes(u), u);
+      for (const u of units) top.add(`${u.uid}\u0000${u.workload.kind}\u0000${u.workload.name}`, () => unitAttributes(u), u);
     },
     delivered: top.delivered,
     tracked: top.tracked,

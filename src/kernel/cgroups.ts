@@ -22,37 +22,6 @@ const MAX_CGROUPS = 100_000;
 
 export type CgroupPathOf = (id: bigint) => string;
 
-/** What a flow's cgroup is called: its path, and the unit (systemd unit, job, container)
- *  the path maps to; "" when unknown. */
-export interface CgroupNames {
-  path(id: bigint): string;
-  unit(id: bigint): string;
-}
-
-/** Beyond this many cgroups the unit names are worked out again (the rules are regexes). */
-const MAX_UNIT_NAMES = 10_000;
-
-/** `unitNameOf` maps a path to its unit's name (the agent's unit rules); without it every
- *  unit name is "". */
-export function createCgroupNames(pathOf: CgroupPathOf, unitNameOf?: (path: string) => string): CgroupNames {
-  const units = new Map<bigint, string>();
-  return {
-    path: pathOf,
-    unit(id) {
-      let name = units.get(id);
-      if (name === undefined) {
-        const path = pathOf(id);
-        name = path === '' || !unitNameOf ? '' : unitNameOf(path);
-        // a cgroup not walked yet has no path: ask again next time, do not cache ""
-        if (path === '') return name;
-        if (units.size >= MAX_UNIT_NAMES) units.clear();
-        units.set(id, name);
-      }
-      return name;
-    },
-  };
-}
-
 /**
  * A cached resolver. An unknown ID triggers a new walk at most every `rescanMs`, so cgroups
  * created after the last walk (new services, sessions) are found; paths of cgroups that
@@ -83,7 +52,7 @@ export function createCgroupPaths(opts: { root: string | null; logger: Logger; r
         // the cgroup went away during the walk
       }
       if (++seen >= MAX_CGROUPS) {
-        if (!warned) logger.warn({ root, limit: MAX_CGROUPS }, 'IPFIX: too many cgroups to name them all; some cgroup paths will be empty');
+        if (!warned) logger.warn({ root, limit: MAX_CGROUPS }, 'too many cgroups to name them all; some cgroup paths (IPFIX, units) will be empty');
         warned = true;
         break;
       }

@@ -2,7 +2,7 @@
 import { mkdirSync, rmdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { cgroup2Mount, createCgroupPaths } from '../src/export/ipfix/cgroups.js';
+import { cgroup2Mount, createCgroupPaths } from '../src/kernel/cgroups.js';
 import { ownCgroup, silentLogger } from './support/ipfix.js';
 
 const root = cgroup2Mount();
