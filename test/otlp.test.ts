@@ -16,6 +16,7 @@ import { startReceiver, type Received } from './support/otlp-receiver.js';
 import { createTestbed, type TestUser } from './support/testbed.js';
 import { sinkTraffic } from './support/traffic.js';
 import { sleep, waitFor } from './support/wait.js';
+import { DEFAULT_WORKLOAD_RULES, workloadNamer } from '../src/core/workload.js';
 
 // (the last describe block runs the real agent with real traffic against the receiver)
 
@@ -323,6 +324,49 @@ describe('OTLP metrics exporter', () => {
       expect(status).toMatchObject({ name: 'otlp', state: 'ok', queued: 0, dropped: 0 });
     });
   }
+
+  it('exports one user\'s traffic per unit with systemd.unit, ubia.job.id and container.id; top_units cuts the quietest', async () => {
+    const receiver = await startReceiver();
+    cleanups.push(() => receiver.close());
+    const { exporter } = exporterTo(receiver.port, { protocol: 'http/protobuf', top_processes: 0, top_units: 3 });
+    const named = workloadNamer(DEFAULT_WORKLOAD_RULES);
+    const nginx = named('/system.slice/nginx.service');
+    const job = named('/system.slice/slurmstepd.scope/job_1234/step_0');
+    const container = named(`/system.slice/docker-${'ab12'.repeat(16)}.scope`);
+    const cron = named('/system.slice/cron.service');
+    const at = (w: typeof nginx, tx: number, rx: number) => ({ ...user(1001, 'alice', tx, rx), workload: w });
+    // two polls; alice's units sum to her per-user row; cron is the quietest of four
+    const polls = [
+      [at(nginx, 1_000, 20_000), at(job, 300_000, 4_000_000), at(container, 50, 60), at(cron, 1, 1)],
+      [at(nginx, 2_000, 30_000), at(job, 700_000, 6_000_000), at(container, 70, 80)],
+    ];
+    polls.forEach((workloads, i) => {
+      const total = workloads.reduce((a, w) => ({ ...a, txBytes: a.txBytes + w.txBytes, rxBytes: a.rxBytes + w.rxBytes, txPackets: a.txPackets + w.txPackets, rxPackets: a.rxPackets + w.rxPackets }), user(1001, 'alice', 0, 0));
+      exporter.usage({ startMs: i, endMs: i + 1, users: [total], workloads });
+    });
+
+    const req = await waitFor('an export with unit metrics', () =>
+      receiver.requests.find((r) => decode(r).points.some((p) => p.metric === 'ubia.unit.network.io')),
+    );
+    const d = decode(req);
+    const units = d.points.filter((p) => p.metric === 'ubia.unit.network.io');
+    const series = (name: string, direction: string) => units.filter((p) => p.attrs['ubia.unit.name'] === name && p.attrs['network.io.direction'] === direction);
+    const alice = { 'user.id': '1001', 'user.name': 'alice' };
+    expect(series('nginx.service', 'transmit')).toEqual([expect.objectContaining({ value: 3_000, unit: 'By', temporality: 'cumulative', attrs: { ...alice, 'ubia.unit.kind': 'service', 'ubia.unit.name': 'nginx.service', 'systemd.unit': 'nginx.service', 'network.io.direction': 'transmit' } })]);
+    expect(series('nginx.service', 'receive')[0]!.value).toBe(50_000);
+    expect(series('job_1234/step_0', 'transmit')).toEqual([expect.objectContaining({ value: 1_000_000, attrs: { ...alice, 'ubia.unit.kind': 'step', 'ubia.unit.name': 'job_1234/step_0', 'ubia.job.id': '1234', 'network.io.direction': 'transmit' } })]);
+    expect(series('job_1234/step_0', 'receive')[0]!.value).toBe(10_000_000);
+    const docker = `docker-${'ab12'.repeat(16)}.scope`;
+    expect(series(docker, 'receive')).toEqual([expect.objectContaining({ value: 140, attrs: { ...alice, 'ubia.unit.kind': 'container', 'ubia.unit.name': docker, 'container.id': 'ab12'.repeat(16), 'network.io.direction': 'receive' } })]);
+    // top_units = 3: cron.service, the quietest, is not exported; 3 units × 2 directions
+    expect(units).toHaveLength(6);
+    expect(series('cron.service', 'transmit')).toEqual([]);
+    const packets = d.points.filter((p) => p.metric === 'ubia.unit.network.packets' && p.attrs['ubia.unit.name'] === 'job_1234/step_0' && p.attrs['network.io.direction'] === 'transmit');
+    expect(packets.map((p) => p.value)).toEqual([polls[0]![1]!.txPackets + polls[1]![1]!.txPackets]);
+    // the per-user series still carry all of alice's traffic, cron's included
+    expect(find(d, 'ubia.user.network.io', { ...alice, 'network.io.direction': 'transmit' })[0]!.value).toBe(1_000 + 300_000 + 50 + 1 + 2_000 + 700_000 + 70);
+    expect(exporter.status().extra).toMatchObject({ unitsTracked: 4 });
+  });
 
   it('keeps delta exports while the receiver is down, delivers them when it is back, and never blocks', async () => {
     const port = await closedPort();
