@@ -358,11 +358,13 @@ describe('OTLP metrics exporter', () => {
     expect(series('job_1234/step_0', 'receive')[0]!.value).toBe(10_000_000);
     const docker = `docker-${'ab12'.repeat(16)}.scope`;
     expect(series(docker, 'receive')).toEqual([expect.objectContaining({ value: 140, attrs: { ...alice, 'ubia.unit.kind': 'container', 'ubia.unit.name': docker, 'container.id': 'ab12'.repeat(16), 'network.io.direction': 'receive' } })]);
-    // top_units = 3: cron.service, the quietest, is not exported; 3 units × 2 directions
+    // top_units = 3: cron.service, the quietest, is not exported; 3 units × 2 directions per metric
     expect(units).toHaveLength(6);
     expect(series('cron.service', 'transmit')).toEqual([]);
     const packets = d.points.filter((p) => p.metric === 'ubia.unit.network.packets' && p.attrs['ubia.unit.name'] === 'job_1234/step_0' && p.attrs['network.io.direction'] === 'transmit');
     expect(packets.map((p) => p.value)).toEqual([polls[0]![1]!.txPackets + polls[1]![1]!.txPackets]);
+    const payload = d.points.filter((p) => p.metric === 'ubia.unit.network.payload.io' && p.attrs['ubia.unit.name'] === 'nginx.service' && p.attrs['network.io.direction'] === 'receive');
+    expect(payload.map((p) => p.value)).toEqual([polls[0]![0]!.rxPayloadBytes + polls[1]![0]!.rxPayloadBytes]);
     // the per-user series still carry all of alice's traffic, cron's included
     expect(find(d, 'ubia.user.network.io', { ...alice, 'network.io.direction': 'transmit' })[0]!.value).toBe(1_000 + 300_000 + 50 + 1 + 2_000 + 700_000 + 70);
     expect(exporter.status().extra).toMatchObject({ unitsTracked: 4 });

@@ -14,12 +14,12 @@ import {
   OTLPMetricExporter as JsonExporter,
 } from '@opentelemetry/exporter-metrics-otlp-http';
 import { OTLPMetricExporter as ProtobufExporter } from '@opentelemetry/exporter-metrics-otlp-proto';
-import type { TrafficCounters } from '../../kernel/types.js';
 import type { Exporter, ExporterStatus, HealthSource } from '../types.js';
 import type { OtlpConfig } from './config.js';
 import { registerHealthMetrics } from './health.js';
 import { createProcessTop } from './processes.js';
 import { createRetryingExporter } from './retry-queue.js';
+import { trafficMetrics } from './traffic-metrics.js';
 import { createUnitTop } from './units.js';
 
 export { otlpConfigSchema, type OtlpConfig } from './config.js';
@@ -36,13 +36,6 @@ export interface OtlpExporterOptions {
    *  in memory only */
   spoolDir?: string;
 }
-
-/** The per-user counters, each by network.io.direction: the tx field is "transmit", rx "receive". */
-const USER_METRICS: Array<{ name: string; unit: string; tx: keyof TrafficCounters; rx: keyof TrafficCounters; description: string }> = [
-  { name: 'ubia.user.network.io', unit: 'By', tx: 'txBytes', rx: 'rxBytes', description: 'IP-layer bytes (headers included, as on the wire) of a user' },
-  { name: 'ubia.user.network.packets', unit: '{packet}', tx: 'txPackets', rx: 'rxPackets', description: 'IP packets of a user (a GSO/TSO super-packet counts as its segments)' },
-  { name: 'ubia.user.network.payload.io', unit: 'By', tx: 'txPayloadBytes', rx: 'rxPayloadBytes', description: "socket payload bytes a user's processes sent or received" },
-];
 
 function createWireExporter(cfg: OtlpConfig): PushMetricExporter {
   const options = {
@@ -85,7 +78,7 @@ export function createOtlpExporter(cfg: OtlpConfig, opts: OtlpExporterOptions): 
   const provider = new MeterProvider({ resource, readers: [reader] });
   const meter = provider.getMeter(scope.name, scope.version);
 
-  const userCounters = USER_METRICS.map((m) =>
+  const userCounters = trafficMetrics('user').map((m) =>
     ({ ...m, counter: meter.createCounter(m.name, { description: m.description, unit: m.unit, valueType: ValueType.INT }) }),
   );
   if (opts.health) registerHealthMetrics(meter, opts.health);

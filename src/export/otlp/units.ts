@@ -10,6 +10,7 @@ import type { Attributes } from '@opentelemetry/api';
 import type { Resource } from '@opentelemetry/resources';
 import type { Workload, WorkloadUsage } from '../types.js';
 import { createTopSeries, type TopSeries } from './top-series.js';
+import { trafficMetrics } from './traffic-metrics.js';
 
 const SYSTEMD_KINDS = new Set<Workload['kind']>(['service', 'scope', 'slice']);
 
@@ -40,10 +41,7 @@ export function createUnitTop(opts: {
 }): UnitTop {
   const top = createTopSeries({
     ...opts,
-    metrics: [
-      { name: 'ubia.unit.network.io', unit: 'By', description: `IP-layer bytes of a user in a unit (systemd unit, batch job, container), the ${opts.topN} busiest of the interval`, tx: 'txBytes', rx: 'rxBytes' },
-      { name: 'ubia.unit.network.packets', unit: '{packet}', description: `IP packets of a user in a unit, the same ${opts.topN}`, tx: 'txPackets', rx: 'rxPackets' },
-    ],
+    metrics: trafficMetrics('unit'),
   });
   return {
     add(units) {
