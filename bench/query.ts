@@ -26,7 +26,7 @@ function batch(start: number, n: number, t0: number): StoredFlow[] {
     const endMs = t0 + Math.floor(k / 120); // ~10 M records over a day
     out[i] = {
       startMs: endMs - (r % 300_000), endMs, uid, user: `user${uid}`, pid: 1000 + (r % 30_000), comm: COMMS[r % COMMS.length]!,
-      exe: `/usr/bin/${COMMS[r % COMMS.length]}`, protocol: r % 5 === 0 ? 17 : 6, family: 4,
+      exe: `/usr/bin/${COMMS[r % COMMS.length]}`, unit: `job_${r % 50}/step_0`, protocol: r % 5 === 0 ? 17 : 6, family: 4,
       localAddress: '198.18.0.1', localPort: 32768 + (r % 28_000),
       remoteAddress: `198.${18 + ((r >>> 20) & 15)}.${(r >>> 8) & 255}.${r & 255}`, remotePort: r % 3 === 0 ? 32768 + (r % 1000) : PORTS[r % PORTS.length]!,
       rxBytes: r % 1_000_000, txBytes: r % 100_000, rxPackets: r % 1000, txPackets: r % 300, rxPayloadBytes: r % 900_000, txPayloadBytes: r % 90_000,

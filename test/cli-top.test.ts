@@ -95,6 +95,11 @@ describe('ubia top', () => {
     await until("each user's traffic client under them", (_, rows) => [dave, erin].every((u) => /^\s+\d+ python3\s.*[KM]iB\/s/.test(under(rows, u))));
     keys('p');
 
+    // units under each user: the cgroup their traffic client runs in, with its rate
+    keys('u');
+    await until("each user's unit under them", (_, rows) => [dave, erin].every((u) => /^\s+\[.+\]\s.*[KM]iB\/s/.test(under(rows, u))));
+    keys('u');
+
     // filter: only erin; Esc while typing a new one clears it
     keys('/');
     keys('-l', erin.name);

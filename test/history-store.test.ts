@@ -11,7 +11,7 @@ const T0 = Date.UTC(2026, 11, 1, 12, 0, 0);
 
 function flow(over: Partial<StoredFlow>): StoredFlow {
   return {
-    startMs: T0, endMs: T0 + 1000, uid: 1001, user: 'alice', pid: 10, comm: 'curl', exe: '/usr/bin/curl',
+    startMs: T0, endMs: T0 + 1000, uid: 1001, user: 'alice', pid: 10, comm: 'curl', exe: '/usr/bin/curl', unit: 'session-3.scope',
     protocol: 6, family: 4, localAddress: '198.18.0.1', localPort: 40000, remoteAddress: '198.18.1.2', remotePort: 443,
     rxBytes: 1000, txBytes: 100, rxPackets: 10, txPackets: 5, rxPayloadBytes: 900, txPayloadBytes: 50, ...over,
   };
@@ -64,6 +64,17 @@ describe('flow store', () => {
     // the distinct count only when asked for, or named by --having/--order
     expect(dns[0]).not.toHaveProperty('remotes');
     expect((await run({ ...all, groupBy: 'user', having: 'remotes >= 2' })).map((r) => [r.k0, r.remotes])).toEqual([[1001, 4]]);
+  });
+
+  it('keeps each record\'s unit: a filter term and a group-by key', async () => {
+    await store.append([
+      flow({ unit: 'job_7/step_0', rxBytes: 700 }),
+      flow({ unit: 'job_7/step_0', rxBytes: 70 }),
+      flow({ unit: 'nginx.service', rxBytes: 5 }),
+    ]);
+    const byUnit = await run({ ...all, groupBy: 'unit' });
+    expect(byUnit.map((r) => [r.k0, r.rx_bytes]).sort()).toEqual([['job_7/step_0', 770], ['nginx.service', 5]]);
+    expect((await run({ ...all, where: 'unit nginx.service' })).map((r) => [r.unit, r.rx_bytes])).toEqual([['nginx.service', 5]]);
   });
 
   it('a non-admin sees only the uids in their sight', async () => {

@@ -4,8 +4,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { columnsOf, CounterTracker, counterDelta, userKey } from '../src/core/counters.js';
-import { decodeCheckpoint, encodeCheckpoint } from '../src/agent/checkpoint.js';
+import { columnsOf, CounterTracker, counterDelta, userKey, zeroCounters } from '../src/core/counters.js';
+import { decodeCheckpoint, encodeCheckpoint, type WorkloadState } from '../src/agent/checkpoint.js';
 import { DAY_MS, HOUR_MS, Ledger, MINUTE_MS } from '../src/ledger/ledger.js';
 import type { UserCounters } from '../src/kernel/types.js';
 
@@ -52,10 +52,17 @@ describe('counter deltas', () => {
 });
 
 describe('checkpoint', () => {
-  it('round-trips users and interfaces', () => {
+  it('round-trips users, interfaces and the workload accounting; reads a version 2 one', () => {
     const c = { rxBytes: 1, txBytes: 2, rxPackets: 3, txPackets: 4, rxPayloadBytes: 5, txPayloadBytes: 6 };
-    const data = encodeCheckpoint(new Map([[userKey(1000, 'loopback'), c]]), new Map([['2:eth0', c]]));
-    expect(decodeCheckpoint(data)).toEqual({ users: [[2001, c]], interfaces: [['2:eth0', c]] });
+    const workloads = { processes: [['1000:7:external:42:curl', 1, 2, 3, 4, 5, 6]], owed: [[2000, 1, 0, 1, 0, 0, 0]], queued: [['2000 /x.service', 0, 1, 0, 1, 0, 0]] } as WorkloadState;
+    const data = encodeCheckpoint(new Map([[userKey(1000, 'loopback'), c]]), new Map([['2:eth0', c]]), workloads);
+    expect(decodeCheckpoint(data)).toEqual({ users: [[2001, c]], interfaces: [['2:eth0', c]], workloads });
+    // version 2 (before workloads): the JSON part is the interfaces' list alone
+    const json = Buffer.from(JSON.stringify([['2:eth0', 1, 2, 3, 4, 5, 6]]));
+    const v2 = Buffer.concat([Buffer.alloc(8), json, Buffer.alloc(Math.ceil(json.length / 8) * 8 - json.length)]);
+    v2.writeUInt32LE(2, 0);
+    v2.writeUInt32LE(json.length, 4);
+    expect(decodeCheckpoint(v2)).toEqual({ users: [], interfaces: [['2:eth0', c]] });
     expect(decodeCheckpoint(undefined)).toEqual({ users: [], interfaces: [] });
     data.writeUInt32LE(9, 0);
     expect(() => decodeCheckpoint(data)).toThrow(/version 9 is not known/);
@@ -150,13 +157,24 @@ describe('ledger', () => {
     let n = 0;
     for (let t = start; t < t0; t += 7 * MINUTE_MS) {
       n++;
-      tracker.observe(columnsOf([user(3, n)]), () => 3, (_, d) => ledger.add(t, 3, 'external', d));
+      tracker.observe(columnsOf([user(3, n)]), () => 3, (_, d) => {
+        ledger.add(t, 3, 'external', d);
+        // the same delta over two workloads, as the agent books it
+        const half = { ...d, rxPackets: n % 2 };
+        ledger.addUnit(t, 3, 'external', '/system.slice/a.service', half);
+        ledger.addUnit(t, 3, 'external', '/system.slice/b.service', { ...zeroCounters(), rxPackets: d.rxPackets - half.rxPackets });
+      });
     }
+    const unitPackets = () => ledger.unitTotals(0, t0 + DAY_MS, 3).reduce((a, u) => a + u.rxPackets, 0);
     ledger.flush('boot-1', encodeCheckpoint(tracker.lastValues(), new Map()));
     const before = ledger.totals(0, t0 + DAY_MS)[0]!;
     expect(before.rxPackets).toBe(n);
+    expect(unitPackets()).toBe(n);
     ledger.rollUp(t0, { minuteMs: 2 * DAY_MS, hourMs: 5 * DAY_MS, dayMs: 365 * DAY_MS });
     expect(ledger.totals(0, t0 + DAY_MS)[0]!).toEqual(before);
+    // the workload buckets roll up with the same cut-offs: still the user's total
+    expect(unitPackets()).toBe(n);
+    expect(ledger.totals(t0 - 3 * DAY_MS, t0)[0]!.rxPackets).toBe(ledger.unitTotals(t0 - 3 * DAY_MS, t0).reduce((a, u) => a + u.rxPackets, 0));
     const res = ledger.db
       .prepare('SELECT resolution_ms AS r, MIN(bucket_ms) AS first FROM usage GROUP BY resolution_ms ORDER BY r')
       .all() as { r: number; first: number }[];
@@ -167,6 +185,7 @@ describe('ledger', () => {
     expect(ledger.totals(0, t0 + DAY_MS)[0]!).toEqual(before);
     ledger.rollUp(t0, { minuteMs: 2 * DAY_MS, hourMs: 5 * DAY_MS, dayMs: 6 * DAY_MS });
     expect(ledger.totals(0, t0 + DAY_MS)[0]!.rxPackets).toBeLessThan(n);
+    expect(unitPackets()).toBe(ledger.totals(0, t0 + DAY_MS)[0]!.rxPackets);
     ledger.close();
   });
 

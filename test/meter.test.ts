@@ -345,7 +345,7 @@ describe('kernel meter', () => {
       const user = await settledTotal(meter, carol.uid);
       const rows = meter.readProcesses().filter((p) => p.uid === carol.uid && p.scope === 'external');
       const inCgroup = (dir: string) =>
-        rows.filter((p) => p.cgroupId === statSync(dir, { bigint: true }).ino).reduce((acc, r) => sumCounters(acc, r), ZERO);
+        rows.filter((p) => BigInt(p.cgroupId) === statSync(dir, { bigint: true }).ino).reduce((acc, r) => sumCounters(acc, r), ZERO);
       expect(inCgroup(a).txPayloadBytes).toBe(1_000_000);
       expect(inCgroup(b).txPayloadBytes).toBe(2_500_000);
       // every counter of the user's total is in exactly one (process, cgroup) row

@@ -10,70 +10,19 @@
 // /var/cache/ubia-test/nspawn-bookworm; each run boots a throw-away copy of it. Nothing is
 // skipped: a missing tool, an unreachable mirror or a container that does not boot fails
 // the test with what to do.
-import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ROOT } from './support/agent.js';
+import { bootWithScript, packageDeb, SCRIPT_HEAD, SCRIPT_TAIL, type Facts } from './support/nspawn.js';
 import { tempDir } from './support/testbed.js';
 
-const ROOTFS = '/var/cache/ubia-test/nspawn-bookworm';
-const SUITE = 'bookworm';
-
-/** The mirror the host's apt fetches bookworm from (the one this machine can reach):
- *  deb822 `.sources` files first, then one-line `sources.list` entries. */
-function debianMirror(): string {
-  const dir = '/etc/apt/sources.list.d';
-  const deb822 = (existsSync(dir) ? readdirSync(dir) : []).filter((f) => f.endsWith('.sources')).map((f) => readFileSync(join(dir, f), 'utf8'));
-  for (const stanza of deb822.join('\n\n').split(/\n\s*\n/)) {
-    const field = (name: string) => new RegExp(`^${name}:\\s*(.+)$`, 'mi').exec(stanza)?.[1]?.trim().split(/\s+/) ?? [];
-    if (field('Types').includes('deb') && field('Suites').includes(SUITE)) return field('URIs')[0]!;
-  }
-  const list = existsSync('/etc/apt/sources.list') ? readFileSync('/etc/apt/sources.list', 'utf8') : '';
-  return new RegExp(`^deb\\s+(?:\\[[^\\]]*\\]\\s+)?(\\S+)\\s+${SUITE}\\s`, 'm').exec(list)?.[1] ?? 'http://deb.debian.org/debian';
-}
-
-/** systemd as PID 1, and the runtime libraries the package depends on */
-const DEBOOTSTRAP_ARGS = ['--variant=minbase', '--include=systemd,systemd-sysv,dbus,libbpf1,libelf1,zlib1g', SUITE];
-/** Written into a finished root file system: a cache built with other arguments is rebuilt. */
-const STAMP = join(ROOTFS, '.ubia-debootstrap');
-
-function ensureRootfs(): void {
-  if (existsSync(STAMP) && readFileSync(STAMP, 'utf8') === DEBOOTSTRAP_ARGS.join(' ')) return;
-  const building = `${ROOTFS}.tmp`;
-  rmSync(building, { recursive: true, force: true });
-  mkdirSync(building, { recursive: true });
-  const mirror = debianMirror();
-  const r = spawnSync('debootstrap', [...DEBOOTSTRAP_ARGS, building, mirror], {
-    encoding: 'utf8',
-    timeout: 540_000,
-    killSignal: 'SIGKILL',
-  });
-  if (r.status !== 0) {
-    const log = existsSync(join(building, 'debootstrap/debootstrap.log')) ? readFileSync(join(building, 'debootstrap/debootstrap.log'), 'utf8') : '';
-    throw new Error(
-      `debootstrap of Debian ${SUITE} from ${mirror} into ${building} failed (${r.error?.message ?? `exit ${r.status}`}); ` +
-        `install it with scripts/setup install (APT_PACKAGES has debootstrap and systemd-container) and check that the mirror is reachable:\n` +
-        `${r.stderr}\n${log.slice(-3000)}`,
-    );
-  }
-  writeFileSync(join(building, '.ubia-debootstrap'), DEBOOTSTRAP_ARGS.join(' '));
-  rmSync(ROOTFS, { recursive: true, force: true });
-  renameSync(building, ROOTFS);
-}
-
 /** Runs inside the booted container as a oneshot unit; writes its findings to /result. */
-const IN_CONTAINER = `#!/bin/sh
-exec > /result/log 2>&1
-set -x
-report() { printf '%s=%s\\n' "$1" "$2" >> /result/facts; }
-wait_active() { for i in $(seq 1 60); do systemctl is-active --quiet ubia && return 0; sleep 1; done; return 1; }
-restarts() { systemctl show ubia -p NRestarts --value; }
+const IN_CONTAINER = `${SCRIPT_HEAD}restarts() { systemctl show ubia -p NRestarts --value; }
 # a wedged agent: stopped, so it sends no WATCHDOG=1 (systemd sends SIGCONT with its kill)
 stall() { kill -STOP "$(systemctl show ubia -p MainPID --value)"; }
 
 dpkg -i /root/ubia.deb; report install $?
-wait_active
+wait_active ubia
 report active "$(systemctl is-active ubia)"
 ubia status > /result/status 2>&1; report status_exit $?
 
@@ -85,7 +34,7 @@ report active_after_reload "$(systemctl is-active ubia)"
 mkdir -p /etc/systemd/system/ubia.service.d
 printf '[Service]\\nWatchdogSec=4s\\n' > /etc/systemd/system/ubia.service.d/watchdog.conf
 systemctl daemon-reload
-systemctl restart ubia; wait_active
+systemctl restart ubia; wait_active ubia
 before=$(restarts)
 sleep 10
 report healthy_restarts $(( $(restarts) - before ))
@@ -93,7 +42,7 @@ stall
 for i in $(seq 1 60); do [ "$(restarts)" -gt "$before" ] && break; sleep 1; done
 report stalled_restarts $(( $(restarts) - before ))
 report watchdog_timeouts "$(journalctl -u ubia -o cat --no-pager | grep -c 'Watchdog timeout')"
-wait_active
+wait_active ubia
 report active_after_watchdog "$(systemctl is-active ubia)"
 
 systemctl stop ubia
@@ -106,61 +55,17 @@ dpkg --purge ubia; report purge $?
 for p in /sys/fs/bpf/ubia /var/lib/ubia /etc/ubia /usr/lib/ubia /usr/bin/ubia /lib/systemd/system/ubia.service /etc/systemd/system/multi-user.target.wants/ubia.service; do
   [ -e "$p" ] && report left "$p"
 done
-report done 1
-systemctl poweroff
-`;
-
-const TEST_UNIT = `[Unit]
-Description=install ubia and check it under systemd
-[Service]
-Type=oneshot
-ExecStart=/usr/local/sbin/ubia-test
-[Install]
-WantedBy=multi-user.target
-`;
+${SCRIPT_TAIL}`;
 
 describe('the package in a systemd-nspawn container with systemd as PID 1', () => {
   const work = tempDir('ubia-nspawn-');
-  const root = join(work, 'root');
   const result = join(work, 'result');
-  let facts: Record<string, string[]> = {};
+  let facts: Facts = {};
   let journal = '';
 
   beforeAll(() => {
-    ensureRootfs();
-    const deb = execFileSync(join(ROOT, 'scripts', 'package-deb'), [join(work, 'out')], { encoding: 'utf8', timeout: 280_000 })
-      .trim()
-      .split('\n')
-      .pop()!;
-    cpSync(ROOTFS, root, { recursive: true, verbatimSymlinks: true });
-    cpSync(deb, join(root, 'root/ubia.deb'));
-    writeFileSync(join(root, 'usr/local/sbin/ubia-test'), IN_CONTAINER);
-    chmodSync(join(root, 'usr/local/sbin/ubia-test'), 0o755);
-    writeFileSync(join(root, 'etc/systemd/system/ubia-test.service'), TEST_UNIT);
-    symlinkSync('/etc/systemd/system/ubia-test.service', join(root, 'etc/systemd/system/multi-user.target.wants/ubia-test.service'));
-    mkdirSync(result);
-    // boots, runs ubia-test.service, powers off; the timeout bounds a hung boot
-    const boot = spawnSync(
-      'systemd-nspawn',
-      ['--register=no', '--keep-unit', '--quiet', '-D', root, '--boot', `--bind=${result}:/result`,
-        '--capability=CAP_BPF,CAP_PERFMON,CAP_NET_ADMIN', '--system-call-filter=bpf perf_event_open'],
-      { encoding: 'utf8', timeout: 240_000, killSignal: 'SIGKILL' },
-    );
-    facts = {};
-    const factsFile = join(result, 'facts');
-    for (const line of existsSync(factsFile) ? readFileSync(factsFile, 'utf8').split('\n') : []) {
-      const eq = line.indexOf('=');
-      if (eq > 0) (facts[line.slice(0, eq)] ??= []).push(line.slice(eq + 1));
-    }
+    facts = bootWithScript(work, packageDeb(join(work, 'out')), IN_CONTAINER);
     journal = existsSync(join(result, 'journal')) ? readFileSync(join(result, 'journal'), 'utf8') : '';
-    if (!facts.done) {
-      const log = existsSync(join(result, 'log')) ? readFileSync(join(result, 'log'), 'utf8') : '';
-      throw new Error(
-        `the container run did not finish (systemd-nspawn: ${boot.error?.message ?? `exit ${boot.status}`}); systemd-nspawn comes with ` +
-          `scripts/setup install (systemd-container) and needs root; its output and the in-container log follow:\n` +
-          `${boot.stdout}\n${boot.stderr}\n${log.slice(-4000)}`,
-      );
-    }
   }, 900_000);
 
   afterAll(() => rmSync(work, { recursive: true, force: true }));

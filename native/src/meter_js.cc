@@ -212,7 +212,9 @@ class MeterWrap : public Napi::ObjectWrap<MeterWrap> {
     c.number("pid", [&](size_t i) { return rows[i].key.tgid; });
     c.comm([&](size_t i) -> const char(&)[UBIA_COMM_LEN] { return rows[i].key.comm; });
     c.scope([&](size_t i) { return rows[i].key.scope; });
-    c.bigint("cgroupId", [&](size_t i) { return uint64_t(rows[i].key.cgroup_id); });
+    // a number, not a BigInt: the agent keys 10,000s of rows by it every poll, and kernfs
+    // hands out ids from 1 upwards (2^53 is never reached)
+    c.number("cgroupId", [&](size_t i) { return rows[i].key.cgroup_id; });
     c.counters([&](size_t i) -> const ubia_counters & { return rows[i].value; });
     return c.value();
   }

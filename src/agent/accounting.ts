@@ -2,13 +2,14 @@
 // handed to exporters), per process and per interface; rates for the live view; the
 // active flows and a ring of recently ended ones for `ubia flows`.
 import type { FlowRecord, InterfaceCounters, ProcessCounters, Scope, TrafficCounters } from '../kernel/types.js';
-import type { FlowSnapshot, UsageInterval, UserUsage } from '../export/types.js';
+import type { FlowSnapshot, UsageInterval, UserUsage, Workload, WorkloadUsage } from '../export/types.js';
 import { addInto, columnsOf, copyInto, counterDelta, countersOf, CounterTracker, userKey, zeroCounters } from '../core/counters.js';
 import type { MeterReader } from './meter.js';
 import { rows, type Columns } from '../kernel/index.js';
 import { encodeCheckpoint, type Checkpoint } from './checkpoint.js';
 import type { NameCache } from './names.js';
 import { UNATTRIBUTED_UID, type Ledger } from '../ledger/ledger.js';
+import { WorkloadAccounting } from './workloads.js';
 
 export interface Rate {
   /** wire bytes per second over the last poll interval */
@@ -42,6 +43,23 @@ export interface AccountingOptions {
   /** an exporter takes the active flows: else the flow table is read only when asked
    *  (`ubia flows`) and every FLOW_HOUSEKEEPING_MS */
   flowsWanted: boolean;
+  /** names a cgroup path by the units rules in force */
+  workloadOf: (cgroupPath: string) => Workload;
+}
+
+/** Where cgroup ids become paths (kernel/cgroups.ts over the host's cgroup2 mount). */
+export interface CgroupNaming {
+  /** the path of a cgroup id, "" when it cannot be named */
+  pathOf(id: bigint): string;
+  /** the cgroup of this id is still at this path */
+  exists(id: bigint, path: string): boolean;
+}
+
+/** One (user, workload) of the live view: the last settle's deltas as rates. */
+export interface WorkloadView extends Rate {
+  uid: number;
+  user: string;
+  workload: Workload;
 }
 
 /** With no exporter of flows: how often the flow table is read anyway, to keep the flow
@@ -93,6 +111,13 @@ export class Accounting {
   private flowRead: Columns<FlowRecord> | undefined;
   private ended: FlowSnapshot[] = [];
   private exited = new Set<number>();
+  private workloads: WorkloadAccounting;
+  /** the last settle's bookings per (uid, cgroup path) over the counted scopes, and the
+   *  interval they cover (the live view's rates) */
+  private settled = { workloads: [] as WorkloadUsage[], startMs: 0, endMs: 0 };
+  private lastSettleMs: number | undefined;
+  /** cgroup id → its workload by the rules in force (emptied when they change) */
+  private workloadById = new Map<bigint, Workload>();
 
   constructor(
     private readonly meter: MeterReader,
@@ -100,12 +125,15 @@ export class Accounting {
     checkpoint: Checkpoint,
     private readonly names: NameCache,
     private options: AccountingOptions,
+    private readonly cgroups: CgroupNaming,
   ) {
     this.users = new CounterTracker(checkpoint.users);
     this.interfaces = new CounterTracker(checkpoint.interfaces);
+    this.workloads = new WorkloadAccounting(checkpoint.workloads, checkpoint.users.length > 0, (id) => cgroups.pathOf(id));
   }
 
   setOptions(options: AccountingOptions): void {
+    if (options.workloadOf !== this.options.workloadOf) this.workloadById.clear();
     this.options = options;
     this.ended = options.recentFlows === 0 ? [] : this.ended.slice(-options.recentFlows);
   }
@@ -118,6 +146,7 @@ export class Accounting {
   snapshotFlow(flow: FlowRecord): FlowSnapshot {
     const snap = flow as FlowSnapshot;
     snap.user = this.names.name(flow.uid);
+    snap.workload = this.workloadOf(flow.cgroupId);
     return snap;
   }
 
@@ -150,10 +179,16 @@ export class Accounting {
     // the exporters' intervals (60 s and more) lose nothing by it.
     const foldDue = this.lastFoldMs === undefined || nowMs - this.lastFoldMs >= this.options.flowIntervalMs;
     const watched = nowMs < this.watchedUntilMs;
-    if (foldDue || watched) {
+    // the process table feeds the workloads' deltas, `ubia top` and `procs`: read after
+    // each fold, before the users (so the users' table then holds all it holds), and
+    // whenever users moved without a fold (packets of closed sockets count directly)
+    const folding = foldDue || watched;
+    if (folding) {
       this.meter.fold();
       this.lastFoldMs = nowMs;
+      this.readProcesses(nowMs);
     }
+    let usersMoved = false;
     const users = this.meter.readUserColumns();
     const scopeAt = (i: number) => users.scope.values[users.scope.codes[i]!] as Scope;
     this.users.observe(
@@ -164,6 +199,8 @@ export class Accounting {
         const scope = scopeAt(i);
         if (!this.counts(scope)) return;
         this.ledger.add(nowMs, uid, scope, d);
+        this.workloads.owe(uid, scope, d);
+        usersMoved = true;
         const seen = this.pollDeltas.get(uid);
         if (!seen) this.pollDeltas.set(uid, { ...countersOf(d), round });
         else if (seen.round === round) addInto(seen, d);
@@ -186,15 +223,9 @@ export class Accounting {
       },
     );
 
-    // the process table only feeds `ubia top`/`procs`: read it every poll while someone
-    // watches, else at the fold cadence (enough to drop exited processes' entries)
-    if (foldDue || watched) {
-      this.procPrev = this.procNow;
-      this.procNow = { atMs: nowMs, columns: this.meter.readProcessColumns() };
-      this.procViews = undefined;
-      for (const pid of this.exited) this.meter.forgetProcess(pid);
-      this.exited.clear();
-    }
+    if (!folding && usersMoved) this.readProcesses(nowMs);
+    const settled = folding || usersMoved ? this.settle(nowMs) : [];
+    const endedWorkloads = foldDue ? this.endedWorkloads() : [];
 
     // reading 10,000 flows costs as much as the rest of a poll: only for their consumers
     const flowsEvery = this.options.flowsWanted ? this.options.flowIntervalMs : FLOW_HOUSEKEEPING_MS;
@@ -207,7 +238,71 @@ export class Accounting {
     this.lastPollMs = nowMs;
     const { startMs, endMs } = this.lastRound;
     const exported = flowsDue && this.options.flowsWanted;
-    return { usage: () => ({ startMs, endMs, users: this.usersOfRound(round) }), flows: exported ? () => this.activeFlows() : undefined };
+    return {
+      usage: () => ({ startMs, endMs, users: this.usersOfRound(round), workloads: settled, endedWorkloads }),
+      flows: exported ? () => this.activeFlows() : undefined,
+    };
+  }
+
+  /** A read of the process table: the workloads' process deltas, the live process view;
+   *  exited processes leave the kernel's table after their final read. */
+  private readProcesses(nowMs: number): void {
+    this.procPrev = this.procNow;
+    this.procNow = { atMs: nowMs, columns: this.meter.readProcessColumns() };
+    this.procViews = undefined;
+    this.workloads.observeProcesses(this.procNow.columns, (scope) => this.counts(scope));
+    for (const pid of this.exited) this.meter.forgetProcess(pid);
+    this.exited.clear();
+  }
+
+  /** Books the users' deltas since the last settle over their workloads; returns them per
+   *  (user, workload), the counted scopes together. */
+  private settle(nowMs: number): WorkloadUsage[] {
+    const rows = new Map<string, WorkloadUsage>();
+    this.workloads.settle((b) => {
+      this.ledger.addUnit(nowMs, b.uid, b.scope, b.cgroupPath, b.delta);
+      const key = `${b.uid} ${b.cgroupPath}`;
+      const r = rows.get(key);
+      if (r) addInto(r, b.delta);
+      else rows.set(key, { uid: b.uid, user: this.names.name(b.uid), workload: this.options.workloadOf(b.cgroupPath), ...countersOf(b.delta) });
+    });
+    const list = [...rows.values()];
+    this.settled = { workloads: list, startMs: this.lastSettleMs ?? nowMs, endMs: nowMs };
+    this.lastSettleMs = nowMs;
+    return list;
+  }
+
+  /** Workloads whose cgroup went away since the last look (at the fold cadence). */
+  private endedWorkloads(): Workload[] {
+    return this.workloads
+      .ended((id, path) => this.cgroups.exists(id, path))
+      .map(({ cgroupId, cgroupPath }) => ({ ...this.options.workloadOf(cgroupPath), cgroupId }));
+  }
+
+  /** A cgroup path named by the units rules in force. */
+  nameWorkload(cgroupPath: string): Workload {
+    return this.options.workloadOf(cgroupPath);
+  }
+
+  /** The workload of a cgroup id by the rules in force (its path resolved once; one
+   *  object per cgroup: 10,000s of flows are snapshotted per read). */
+  workloadOf(cgroupId: bigint): Workload {
+    let w = this.workloadById.get(cgroupId);
+    if (!w) {
+      const named = this.options.workloadOf(this.cgroups.pathOf(cgroupId));
+      w = cgroupId === 0n ? named : { ...named, cgroupId };
+      if (this.workloadById.size >= 100_000) this.workloadById.clear();
+      this.workloadById.set(cgroupId, w);
+    }
+    return w;
+  }
+
+  /** Per (user, workload): the rates of the last settle (every poll while `ubia top`
+   *  watches, else every flow interval). */
+  workloadRates(): WorkloadView[] {
+    const { workloads, startMs, endMs } = this.settled;
+    const seconds = (endMs - startMs) / 1000;
+    return workloads.map((w) => ({ uid: w.uid, user: w.user, workload: w.workload, ...rateOf(w, seconds) }));
   }
 
   private readFlows(nowMs: number): void {
@@ -255,7 +350,7 @@ export class Accounting {
   /** Writes the pending usage with the counter values behind it, and whatever
    *  `alongside` writes, in one transaction. */
   persist(bootId: string, alongside?: () => void): void {
-    this.ledger.flush(bootId, encodeCheckpoint(this.users.lastValues(), this.interfaces.lastValues()), Date.now(), alongside);
+    this.ledger.flush(bootId, encodeCheckpoint(this.users.lastValues(), this.interfaces.lastValues(), this.workloads.state()), Date.now(), alongside);
   }
 
   /** Each user's deltas in poll `round`, with their names. */

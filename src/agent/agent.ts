@@ -18,6 +18,8 @@ import { Ledger } from '../ledger/ledger.js';
 import type { MeterMode } from '../kernel/types.js';
 import type { Pseudonyms } from '../privacy/pseudonyms.js';
 import { Accounting } from './accounting.js';
+import { cgroup2Mount, cgroupExists, createCgroupPaths } from '../kernel/cgroups.js';
+import { DEFAULT_WORKLOAD_RULES, workloadNamer, type Workload } from '../core/workload.js';
 import { decodeCheckpoint } from './checkpoint.js';
 import { createControlState } from './control-state.js';
 import { createExporterSet } from './exporter-set.js';
@@ -122,13 +124,27 @@ export async function startAgent(
   const history = await openFlowHistory(config, logger);
   const names = createNameCache(deps.userName, config.agent.name_cache_ttl * 1000);
   const exporters = createExporterSet(logger);
+  const cgroupRoot = cgroup2Mount();
+  // rescanMs 0: a cgroup id is named when first seen, however soon after another (its
+  // cgroup may be gone by the next walk); ids a walk cannot name are not walked for again
+  const cgroups = { pathOf: createCgroupPaths({ root: cgroupRoot, logger, rescanMs: 0 }), exists: (id: bigint, path: string) => cgroupExists(cgroupRoot, id, path) };
+  const workloadNamers = new WeakMap<UbiaConfig, (cgroupPath: string) => Workload>();
+  const workloadOf = (c: UbiaConfig) => {
+    let namer = workloadNamers.get(c);
+    if (!namer) {
+      namer = workloadNamer([...(c.units.rule ?? []), ...(c.units.default_rules ? DEFAULT_WORKLOAD_RULES : [])]);
+      workloadNamers.set(c, namer);
+    }
+    return namer;
+  };
   const accountingOptions = (c: UbiaConfig) => ({
     countLoopback: c.agent.count_loopback,
     recentFlows: c.agent.recent_flows,
     flowIntervalMs: c.agent.flow_interval * 1000,
     flowsWanted: exporters.list().some((e) => e.activeFlows),
+    workloadOf: workloadOf(c),
   });
-  const accounting = new Accounting(meter, ledger, decodeCheckpoint(loaded.checkpoint), names, accountingOptions(config));
+  const accounting = new Accounting(meter, ledger, decodeCheckpoint(loaded.checkpoint), names, accountingOptions(config), cgroups);
   const loop = createPollLoop({ meter, pinDir: st.pinDir, accounting, ledger, exporters, logger, bootId, config: () => config, sdNotify: deps.sdNotify });
   const exporterContext = (): ExporterContext => ({
     logger,

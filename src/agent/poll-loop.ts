@@ -91,7 +91,7 @@ export function createPollLoop({ meter, pinDir, accounting, ledger, exporters, l
       if (pollError !== undefined) logger.info('meter reads work again');
       pollError = undefined;
       const interval = exporters.list().length ? usage() : undefined;
-      if (interval?.users.length) exporters.each('usage', (e) => e.usage(interval));
+      if (interval && (interval.users.length || interval.endedWorkloads?.length)) exporters.each('usage', (e) => e.usage(interval));
       if (flows && exporters.list().length) {
         const list = flows();
         exporters.each('activeFlows', (e) => e.activeFlows?.(list, now));

@@ -100,9 +100,9 @@ its period ENDS in.
 
 Filter terms (nfdump/tcpdump style; and/or/not, parentheses; quote values with spaces):
   proto tcp|udp|icmp|N, tcp, udp, [src|dst|local|remote] host ADDR, [..] net CIDR,
-  [..] port N, ipv4, ipv6, user NAME|UID, uid N, pid N, comm NAME, exe PATH
-  (src = the local end of the socket, dst = the remote end)
-Group keys: user, uid, pid, comm, exe, proto, local, remote, remote/24 (IPv6 /64),
+  [..] port N, ipv4, ipv6, user NAME|UID, uid N, pid N, comm NAME, exe PATH, unit NAME
+  (src = the local end of the socket, dst = the remote end; unit: as ubia units names it)
+Group keys: user, uid, pid, comm, exe, unit, proto, local, remote, remote/24 (IPv6 /64),
   remote/24/48, local_port, remote_port
 Aggregates (--having, --order): bytes, rx_bytes, tx_bytes, packets, rx_packets,
   tx_packets, payload, rx_payload, tx_payload, flows, remotes (with --remotes), first, last

@@ -8,7 +8,8 @@ import { MAX_QUERY_ROWS } from '../control/protocol.js';
 import { parseDuration } from './format.js';
 import { runTop } from './top.js';
 import { FLOWS_EXAMPLES, isQuery, QUERY_DEFAULT_LIMIT, runFlowQuery, timeOptions, type FlowQueryOptions } from './flows.js';
-import { showFlows, showProcs, showStatus, showUsers, type OutputFormat } from './views.js';
+import { showFlows, showProcs, showStatus, showUnits, showUsers, type OutputFormat } from './views.js';
+import type { WorkloadGrouping } from '../core/workload.js';
 
 const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
 
@@ -56,6 +57,22 @@ const jsonOption = () => new Option('--json', 'exact figures as JSON').conflicts
 const csvOption = () => new Option('--csv', 'exact figures as CSV (RFC 4180, a header line first)');
 const formatOf = (o: FormatFlags): OutputFormat => (o.json ? 'json' : o.csv ? 'csv' : 'table');
 
+interface RangeFlags {
+  since?: number;
+  from?: number;
+  to?: number;
+}
+
+/** `ubia users` and `ubia units`: --since, or --from/--to; default since the start of today. */
+function rangeOf(o: RangeFlags): { fromMs: number; toMs: number } {
+  if (o.since !== undefined && o.from !== undefined) throw new InvalidArgumentError('use either --since or --from/--to, not both');
+  const now = Date.now();
+  const toMs = o.to ?? now;
+  const fromMs = o.since !== undefined ? now - o.since : (o.from ?? localDayStart(now));
+  if (toMs < fromMs) throw new InvalidArgumentError('--to is before the start of the range');
+  return { fromMs, toMs };
+}
+
 interface GlobalOptions {
   socket?: string;
   config?: string;
@@ -95,7 +112,7 @@ export function buildProgram(): Command {
 
   program
     .command('top')
-    .description("live per-user rates and today's totals; keys: h or ? (help), r d i o n (sort), / (filter), Enter/Esc (drill down/back), w (wire/payload), b (bytes/bits), p (processes), q (quit)")
+    .description("live per-user rates and today's totals; keys: h or ? (help), r d i o n (sort), / (filter), Enter/Esc (drill down/back), w (wire/payload), b (bytes/bits), p (processes), u (units: services, jobs, containers), q (quit)")
     .option('-i, --interval <seconds>', 'refresh interval', positiveNumber, 1)
     .option('--once', 'print one frame and exit')
     .option('-n, --iterations <n>', 'frames to print when not on a terminal (0 = until interrupted)', wholeNumber(0, 1_000_000_000), 0)
@@ -114,13 +131,22 @@ export function buildProgram(): Command {
     .option('--to <time>', 'end (ISO-8601; default now)', timeArg)
     .addOption(jsonOption())
     .addOption(csvOption())
-    .action(async (o: { since?: number; from?: number; to?: number } & FormatFlags, cmd: Command) => {
-      if (o.since !== undefined && o.from !== undefined) throw new InvalidArgumentError('use either --since or --from/--to, not both');
-      const now = Date.now();
-      const toMs = o.to ?? now;
-      const fromMs = o.since !== undefined ? now - o.since : (o.from ?? localDayStart(now));
-      if (toMs < fromMs) throw new InvalidArgumentError('--to is before the start of the range');
-      await showUsers({ socket: socketOf(cmd), format: formatOf(o), fromMs, toMs });
+    .action(async (o: RangeFlags & FormatFlags, cmd: Command) => {
+      await showUsers({ socket: socketOf(cmd), format: formatOf(o), ...rangeOf(o) });
+    });
+
+  program
+    .command('units')
+    .description("per-user totals per systemd unit, Slurm job or container, from the ledger (default: since the start of today), with the live rates; a user's rows sum to their `ubia users` row")
+    .addOption(new Option('--by <grouping>', 'one row per unit (workload), per Slurm job (its steps together) or per container').choices(['unit', 'job', 'container']).default('unit'))
+    .option('-u, --user <name|uid>', 'only this user')
+    .option('--since <duration>', 'from this long ago until now, e.g. 1h, 30m, 7d', durationArg)
+    .option('--from <time>', 'start (ISO-8601)', timeArg)
+    .option('--to <time>', 'end (ISO-8601; default now)', timeArg)
+    .addOption(jsonOption())
+    .addOption(csvOption())
+    .action(async (o: RangeFlags & { by: WorkloadGrouping; user?: string } & FormatFlags, cmd: Command) => {
+      await showUnits({ socket: socketOf(cmd), format: formatOf(o), ...rangeOf(o), by: o.by, user: o.user });
     });
 
   program

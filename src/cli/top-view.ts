@@ -1,6 +1,6 @@
 // What `ubia top` shows and how keys change it, without any I/O: a state, a pure
 // key → state step, and a render of one frame for a terminal of a given size.
-import type { FlowRow, ProcessRow, TopResult, TopUser } from '../control/protocol.js';
+import type { FlowRow, ProcessRow, TopResult, TopUser, UnitRow } from '../control/protocol.js';
 import { fitTable, humanBitRate, humanBytes, humanRate, left, processName, right, type FitColumn } from './format.js';
 import { endpoint, protocolName } from './endpoints.js';
 
@@ -19,6 +19,8 @@ export interface TopState {
   bits: boolean;
   /** processes under each user on the users level */
   showProcesses: boolean;
+  /** each user's workloads (systemd units, Slurm jobs, containers) under them */
+  showUnits: boolean;
   /** user names containing this are shown (case-insensitive) */
   filter: string;
   editingFilter: boolean;
@@ -36,6 +38,7 @@ export const initialState = (): TopState => ({
   payload: false,
   bits: false,
   showProcesses: false,
+  showUnits: false,
   filter: '',
   editingFilter: false,
   help: false,
@@ -53,7 +56,8 @@ export const HELP = [
   '  i  sort by RX rate             o  sort by TX rate',
   '  n  sort by name',
   '  w  wire / payload bytes        b  bytes / bits per second',
-  '  p  processes under each user   /  filter users by name',
+  '  p  processes under each user   u  units (services, jobs, containers) under each user',
+  '  /  filter users by name',
   '  ↑↓ or k j  select   Enter  drill down (user → processes → flows)',
   '  Esc  back   h or ?  this help   q  quit',
 ];
@@ -72,6 +76,13 @@ function userFigures(u: TopUser, payload: boolean): Figures {
   return payload
     ? { name: u.user, uid: String(u.uid), rxRate: u.rxPayloadRate, txRate: u.txPayloadRate, rxTotal: u.rxPayloadBytesToday, txTotal: u.txPayloadBytesToday }
     : { name: u.user, uid: String(u.uid), rxRate: u.rxRate, txRate: u.txRate, rxTotal: u.rxBytesToday, txTotal: u.txBytesToday };
+}
+
+function unitFigures(w: UnitRow, payload: boolean): Figures {
+  const name = `  [${w.unit}]`;
+  return payload
+    ? { name, uid: '', rxRate: w.rxPayloadRate, txRate: w.txPayloadRate, rxTotal: w.rxPayloadBytes, txTotal: w.txPayloadBytes }
+    : { name, uid: '', rxRate: w.rxRate, txRate: w.txRate, rxTotal: w.rxBytes, txTotal: w.txBytes };
 }
 
 function processFigures(p: ProcessRow, payload: boolean, indent: string): Figures {
@@ -144,6 +155,9 @@ export function press(s: TopState, key: string, top: TopResult | undefined, flow
     case 'p':
     case 'P':
       return { ...s, showProcesses: !s.showProcesses };
+    case 'u':
+    case 'U':
+      return { ...s, showUnits: !s.showUnits };
     case '/':
       return levelOf(s).kind === 'users' ? { ...s, editingFilter: true, filter: '' } : s;
     case 'j':
@@ -241,6 +255,10 @@ export function renderTop(top: TopResult, flows: FlowRow[], s: TopState, screen:
       for (const u of visibleUsers(top, s)) {
         selectable.push(figures.length);
         figures.push(userFigures(u, s.payload));
+        if (s.showUnits) {
+          const units = (u.units ?? []).map((w) => unitFigures(w, s.payload)).sort((a, b) => ORDER[s.sort](a, b) || a.name.localeCompare(b.name));
+          figures.push(...units);
+        }
         if (s.showProcesses) for (const p of visibleProcesses(top, s, u.uid).slice(0, u.processes.length)) figures.push(processFigures(p, s.payload, '  '));
       }
       if (figures.length === 0) empty = s.filter ? `no user matches "${s.filter}"` : 'no traffic by any user you may see yet';
@@ -251,6 +269,7 @@ export function renderTop(top: TopResult, flows: FlowRow[], s: TopState, screen:
   const footer = [
     ...(empty ? [empty] : []),
     ...(level.kind !== 'flows' && (s.showProcesses || level.kind === 'processes') ? ['(process rows: bytes since the process started)'.slice(0, screen.width)] : []),
+    ...(level.kind === 'users' && s.showUnits ? ['([unit] rows: bytes today, summing to their user\'s)'.slice(0, screen.width)] : []),
   ];
   const [title, ...rows] = table;
   const room = Math.max(1, screen.height - top2.length - 1 - footer.length);

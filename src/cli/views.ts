@@ -1,6 +1,7 @@
-// `ubia users | procs | flows | status`: ask the agent, print a table, JSON or CSV (exact).
+// `ubia users | units | procs | flows | status`: ask the agent, print a table, JSON or CSV (exact).
 import { controlRequest } from '../control/client.js';
-import type { FlowRow, FlowsResult, ProcessRow, ProcsResult, StatusResult, UserTotals, UsersResult } from '../control/protocol.js';
+import type { FlowRow, FlowsResult, ProcessRow, ProcsResult, StatusResult, UnitRow, UnitsResult, UserTotals, UsersResult } from '../control/protocol.js';
+import type { WorkloadGrouping } from '../core/workload.js';
 import type { TrafficCounters } from '../kernel/types.js';
 import { endpoint, protocolName } from './endpoints.js';
 import { csvLines } from './csv.js';
@@ -42,6 +43,30 @@ export async function showUsers(opts: ViewOptions & { fromMs: number; toMs: numb
     ...(r.unattributed
       ? ['', `unattributed (no local socket owner): RX ${humanBytes(r.unattributed.rxBytes)}, TX ${humanBytes(r.unattributed.txBytes)}`]
       : []),
+  ]);
+}
+
+export async function showUnits(opts: ViewOptions & { fromMs: number; toMs: number; by: WorkloadGrouping; user: string | undefined }): Promise<void> {
+  const r = await controlRequest<UnitsResult>(opts.socket, { op: 'units', from: opts.fromMs, to: opts.toMs, by: opts.by, user: opts.user });
+  if (opts.format === 'json') return printJson(r);
+  if (opts.format === 'csv') return print(csvLines<UnitRow>(['uid', 'user', 'unit', 'kind', 'jobId', 'containerId', 'rxRate', 'txRate', 'rxPayloadRate', 'txPayloadRate', ...COUNTERS], r.units));
+  print([
+    `usage per ${r.by} from ${r.from} to ${r.to} (wire bytes; payload = what processes sent/received; rates: the last poll)`,
+    '',
+    ...table<UnitRow>(
+      [
+        left('USER', (u) => u.user),
+        left(r.by.toUpperCase(), (u) => u.unit),
+        left('KIND', (u) => u.kind),
+        right('RX/s', (u) => humanRate(u.rxRate)),
+        right('TX/s', (u) => humanRate(u.txRate)),
+        ...bytesColumns(),
+        right('RX payload', (u) => humanBytes(u.rxPayloadBytes)),
+        right('TX payload', (u) => humanBytes(u.txPayloadBytes)),
+      ],
+      r.units,
+      width(),
+    ),
   ]);
 }
 

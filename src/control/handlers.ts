@@ -14,7 +14,8 @@ import { queryFlows } from './history.js';
 import { StreamedResult, type Caller, type RequestHandler } from './server.js';
 import type { Scope } from './scope.js';
 import { localDayStart } from './day.js';
-import type { FlowRow, ProcessRow, StatusResult, TopResult, TopUser, UserTotals, UsersResult } from './protocol.js';
+import type { FlowRow, ProcessRow, StatusResult, TopResult, TopUser, UnitRow, UnitsResult, UserTotals, UsersResult } from './protocol.js';
+import { workloadGroup, type Workload, type WorkloadGrouping } from '../core/workload.js';
 
 /** What the control API reads of the agent's live accounting: this much, declared here, so
  *  control/ depends on no class of the agent's (its Accounting provides it). */
@@ -28,11 +29,15 @@ export interface LiveAccounting {
   refreshFlows(nowMs: number): void;
   /** keeps the per-process reads going while someone watches (`ubia top`) */
   watchProcesses(nowMs: number): void;
+  /** per (user, workload): the rates of the last settle */
+  workloadRates(): Array<{ uid: number; workload: Workload; rxRate: number; txRate: number; rxPayloadRate: number; txPayloadRate: number }>;
+  /** a cgroup path named by the units rules in force */
+  nameWorkload(cgroupPath: string): Workload;
 }
 
 export interface AgentView {
   accounting: LiveAccounting;
-  ledger: Pick<Ledger, 'path' | 'sizeBytes' | 'totals'>;
+  ledger: Pick<Ledger, 'path' | 'sizeBytes' | 'totals' | 'unitTotals'>;
   /** the flow store; undefined when [history] is off or it did not open */
   history: FlowStore | undefined;
   meter: Pick<Meter, 'status' | 'health' | 'readInterfaces'>;
@@ -79,10 +84,11 @@ function processRow(p: ProcessRow): ProcessRow {
   };
 }
 
-/** gid and cgroupId are left out (for exporters); identity and times made JSON-safe. */
+/** gid and the cgroup are left out (for exporters) but the workload's name; identity and
+ *  times made JSON-safe. */
 function flowRow(f: FlowSnapshot): FlowRow {
-  const { cookie, gid, cgroupId, firstSeenMs, lastSeenMs, ...rest } = f;
-  return { ...rest, cookie: cookie.toString(), firstSeen: new Date(firstSeenMs).toISOString(), lastSeen: new Date(lastSeenMs).toISOString() };
+  const { cookie, gid, cgroupId, workload, firstSeenMs, lastSeenMs, ...rest } = f;
+  return { ...rest, cookie: cookie.toString(), unit: workload?.name ?? '', firstSeen: new Date(firstSeenMs).toISOString(), lastSeen: new Date(lastSeenMs).toISOString() };
 }
 
 /** Per-user totals (counted scopes merged; named later, only those shown) of the users in
@@ -107,6 +113,43 @@ function usageTotals(view: AgentView, scope: Scope, fromMs: number, toMs: number
     addInto(u, t);
   }
   return { users, unattributed };
+}
+
+/** Per (user, unit|job|container) totals over a range from the ledger's workload buckets
+ *  (counted scopes merged), with the live rates of the last settle; only the users the
+ *  caller sees, and of them `wanted`: a user sees the units of their own sockets only.
+ *  Not yet presented (pseudonyms): the caller's scope does that. */
+function unitTotals(view: AgentView, scope: Scope, wanted: (uid: number) => boolean, req: { from: number; to: number; by: WorkloadGrouping }): UnitRow[] {
+  const onlyUid = scope.role === 'self' ? scope.callerUid : undefined;
+  const rows = new Map<string, UnitRow>();
+  const rowOf = (uid: number, w: Workload): UnitRow => {
+    const unit = workloadGroup(w, req.by);
+    const key = `${uid} ${unit}`;
+    let r = rows.get(key);
+    if (!r) {
+      const kind = req.by === 'job' && w.jobId !== undefined ? 'job' : w.kind;
+      r = { uid, user: '', unit, kind, jobId: w.jobId ?? null, containerId: w.containerId ?? null, cgroupPaths: [], ...zeroCounters(), rxRate: 0, txRate: 0, rxPayloadRate: 0, txPayloadRate: 0 };
+      rows.set(key, r);
+    }
+    if (!r.cgroupPaths.includes(w.cgroupPath)) r.cgroupPaths.push(w.cgroupPath);
+    return r;
+  };
+  const inSight = (uid: number) => scope.sees(uid) && wanted(uid);
+  for (const t of view.ledger.unitTotals(req.from, req.to, onlyUid)) {
+    if ((t.scope === 'loopback' && !view.countLoopback()) || !inSight(t.uid)) continue;
+    addInto(rowOf(t.uid, view.accounting.nameWorkload(t.cgroupPath)), t);
+  }
+  for (const w of view.accounting.workloadRates()) {
+    if (!inSight(w.uid)) continue;
+    const r = rowOf(w.uid, w.workload);
+    r.rxRate += Math.round(w.rxRate);
+    r.txRate += Math.round(w.txRate);
+    r.rxPayloadRate += Math.round(w.rxPayloadRate);
+    r.txPayloadRate += Math.round(w.txPayloadRate);
+  }
+  const name = view.names.within(NAME_BUDGET_MS);
+  for (const r of rows.values()) r.user = name(r.uid);
+  return [...rows.values()].sort((a, b) => b.rxBytes + b.txBytes - (a.rxBytes + a.txBytes) || a.uid - b.uid || a.unit.localeCompare(b.unit));
 }
 
 /** The `limit` flows with the most bytes (all of them, in table order, without a limit). */
@@ -159,6 +202,15 @@ export function createRequestHandler(view: AgentView): RequestHandler {
         };
         return result;
       }
+      case 'units': {
+        const result: UnitsResult = {
+          from: new Date(req.from).toISOString(),
+          to: new Date(req.to).toISOString(),
+          by: req.by,
+          units: scope.rows(unitTotals(view, scope, scope.userFilter(req.user), req)),
+        };
+        return result;
+      }
       case 'procs': {
         const wanted = scope.userFilter(req.user);
         view.accounting.watchProcesses(Date.now());
@@ -187,6 +239,7 @@ export function createRequestHandler(view: AgentView): RequestHandler {
         const rates = view.accounting.rates();
         view.accounting.watchProcesses(now);
         const procs = view.accounting.processList();
+        const units = unitTotals(view, scope, () => true, { from: dayStart, to: now + 1, by: 'unit' });
         const uids = new Set([...users.keys(), ...rates.keys()].filter((uid) => uid !== UNATTRIBUTED_UID && scope.sees(uid)));
         const name = view.names.within(NAME_BUDGET_MS);
         const rows: TopUser[] = [...uids].map((uid) => {
@@ -208,6 +261,7 @@ export function createRequestHandler(view: AgentView): RequestHandler {
               .sort(byRateThenBytes)
               .slice(0, req.processes)
               .map((p) => scope.present(processRow(p))),
+            units: units.filter((w) => w.uid === uid).map((w) => scope.present(w)),
           });
         });
         rows.sort(

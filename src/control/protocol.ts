@@ -6,6 +6,7 @@ import { z } from 'zod';
 import type { ExporterStatus } from '../export/types.js';
 import type { Role } from './scope.js';
 import type { FlowRecord, HookStatus, InterfaceCounters, MeterHealth, TrafficCounters } from '../kernel/types.js';
+import type { WorkloadGrouping, WorkloadKind } from '../core/workload.js';
 
 const id = z.union([z.string().max(128), z.number()]).optional();
 const userFilter = z.string().min(1).max(64).optional().describe('user name or uid');
@@ -21,6 +22,16 @@ export const requestSchema = z.discriminatedUnion('op', [
   z
     .strictObject({ op: z.literal('users'), id, from: time, to: time })
     .refine((r) => r.to >= r.from, { message: '"to" is before "from"', path: ['to'] }),
+  z
+    .strictObject({
+      op: z.literal('units'),
+      id,
+      from: time,
+      to: time,
+      user: userFilter,
+      by: z.enum(['unit', 'job', 'container']).default('unit').describe('one row per workload, per Slurm job (its steps together) or per container'),
+    })
+    .refine((r) => r.to >= r.from, { message: '"to" is before "from"', path: ['to'] }),
   z.strictObject({ op: z.literal('procs'), id, user: userFilter }),
   z.strictObject({
     op: z.literal('flows'),
@@ -35,7 +46,7 @@ export const requestSchema = z.discriminatedUnion('op', [
       user: userFilter,
       from: time,
       to: time,
-      where: z.string().max(4096).optional().describe('filter: proto, host, net, port, src/dst, user, uid, pid, comm, exe; and/or/not'),
+      where: z.string().max(4096).optional().describe('filter: proto, host, net, port, src/dst, user, uid, pid, comm, exe, unit; and/or/not'),
       groupBy: z.string().max(1024).optional(),
       having: z.string().max(1024).optional(),
       order: z.string().max(1024).optional(),
@@ -79,6 +90,31 @@ export interface UsersResult {
   unattributed: Omit<TrafficCounters, 'rxPayloadBytes' | 'txPayloadBytes'> | null;
 }
 
+/** One user's traffic in one unit (or job, or container: `by`) over the range, with the
+ *  rates of the last settle. A user's rows sum exactly to the user's `users` row. */
+export interface UnitRow extends TrafficCounters {
+  uid: number;
+  user: string;
+  /** the workload's name, the job ("job_1234") or the container id, as `by` groups */
+  unit: string;
+  kind: WorkloadKind;
+  jobId: string | null;
+  containerId: string | null;
+  /** the cgroup paths behind the row ("" = the owner's cgroup was not known) */
+  cgroupPaths: string[];
+  rxRate: number;
+  txRate: number;
+  rxPayloadRate: number;
+  txPayloadRate: number;
+}
+
+export interface UnitsResult {
+  from: string;
+  to: string;
+  by: WorkloadGrouping;
+  units: UnitRow[];
+}
+
 export interface ProcessRow extends TrafficCounters {
   uid: number;
   user: string;
@@ -96,11 +132,14 @@ export interface ProcsResult {
 }
 
 /** A flow as `ubia flows --json` shows it: the kernel's record with JSON-safe identity
- *  and times, its owner's name, and without what only exporters use (gid, cgroup). */
+ *  and times, its owner's name and workload, and without what only exporters use (gid,
+ *  cgroup id). */
 export type FlowRow = Omit<FlowRecord, 'cookie' | 'gid' | 'cgroupId' | 'firstSeenMs' | 'lastSeenMs'> & {
   /** the socket cookie (a 64-bit integer) in decimal */
   cookie: string;
   user: string;
+  /** the owner's workload as `ubia units` names it */
+  unit: string;
   firstSeen: string;
   lastSeen: string;
 };
@@ -127,6 +166,9 @@ export interface TopUser {
   rxPayloadBytesToday: number;
   txPayloadBytesToday: number;
   processes: ProcessRow[];
+  /** the user's workloads (`by` unit): their totals since the start of the day, the
+   *  rates of the last poll */
+  units: UnitRow[];
 }
 
 export interface TopResult {

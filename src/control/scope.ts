@@ -38,7 +38,13 @@ export interface Owned {
   pid?: number;
   remoteAddress?: string;
   family?: number;
+  /** a workload's name and cgroup paths: systemd's per-user units carry the uid */
+  unit?: string;
+  cgroupPaths?: string[];
 }
+
+/** user-1000.slice, user@1000.service, user-1000 in a unit's name: the uid, hidden */
+const hideUids = (text: string) => text.replace(/\buser([-@])\d+/g, 'user$1*');
 
 export interface Scope {
   role: Role;
@@ -84,6 +90,8 @@ function auditorScope(caller: Caller, p: Pseudonyms, dir: Directory): Scope {
     user: p.user(row.uid),
     ...(row.pid !== undefined ? { pid: p.pid(row.pid) } : {}),
     ...(row.remoteAddress !== undefined ? { remoteAddress: p.address(row.remoteAddress, row.family ?? 6) } : {}),
+    ...(row.unit !== undefined ? { unit: hideUids(row.unit) } : {}),
+    ...(row.cgroupPaths !== undefined ? { cgroupPaths: row.cgroupPaths.map(hideUids) } : {}),
   });
   const base = scope('auditor', caller, () => true, present, dir);
   return {

@@ -61,7 +61,8 @@ export interface ExporterPeer {
 
 export interface Exporter {
   readonly name: string;
-  /** per-user deltas for one poll interval */
+  /** per-user (and per-workload) deltas for one poll interval: called when users moved
+   *  or workloads ended (then `users` may be empty) */
   usage(interval: UsageInterval): void;
   /** every active flow at a poll, cumulative counters (exporters do their own active
    *  timeout); an exporter without it spares the agent reading the flow table */

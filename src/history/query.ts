@@ -85,8 +85,10 @@ function primitive(c: Cursor): Sql {
       return sql('comm = ?', word(c, 'comm', 'a command name'));
     case 'exe':
       return sql('exe = ?', word(c, 'exe', 'an executable path'));
+    case 'unit':
+      return sql('unit = ?', word(c, 'unit', 'a unit, job step or container name (ubia units)'));
   }
-  throw new QueryError(c.option, `unknown term "${first.text}" (try proto, host, net, port, src/dst, user, uid, pid, comm, exe)`, first.column);
+  throw new QueryError(c.option, `unknown term "${first.text}" (try proto, host, net, port, src/dst, user, uid, pid, comm, exe, unit)`, first.column);
 }
 
 function sideTerm(c: Cursor, what: 'host' | 'net' | 'port', side: Side, label: string): Sql {
@@ -186,6 +188,7 @@ const SIMPLE_KEYS: Record<string, Omit<GroupKey, 'expr'> & { column: string }> =
   pid: { name: 'pid', kind: 'number', column: 'pid' },
   comm: { name: 'comm', kind: 'text', column: 'comm' },
   exe: { name: 'exe', kind: 'text', column: 'exe' },
+  unit: { name: 'unit', kind: 'text', column: 'unit' },
   proto: { name: 'proto', kind: 'protocol', column: 'protocol' },
   local_port: { name: 'local_port', kind: 'number', column: 'local_port' },
   remote_port: { name: 'remote_port', kind: 'number', column: 'remote_port' },
@@ -292,18 +295,18 @@ export interface FlowQuery {
 
 /** Columns of a record when nothing is grouped. */
 export const RECORD_FIELDS = [
-  'start_ms', 'end_ms', 'uid', 'user', 'pid', 'comm', 'exe', 'protocol', 'family', 'local_addr', 'local_port',
+  'start_ms', 'end_ms', 'uid', 'user', 'pid', 'comm', 'exe', 'unit', 'protocol', 'family', 'local_addr', 'local_port',
   'remote_addr', 'remote_port', 'rx_bytes', 'tx_bytes', 'rx_packets', 'tx_packets', 'rx_payload_bytes', 'tx_payload_bytes',
 ] as const;
 const RECORD_ORDER: Record<string, string> = {
-  start: 'start_ms', end: 'end_ms', user: '"user"', uid: 'uid', pid: 'pid', comm: 'comm', proto: 'protocol',
+  start: 'start_ms', end: 'end_ms', user: '"user"', uid: 'uid', pid: 'pid', comm: 'comm', unit: 'unit', proto: 'protocol',
   local_port: 'local_port', remote_port: 'remote_port', bytes: '(rx_bytes + tx_bytes)', rx_bytes: 'rx_bytes', tx_bytes: 'tx_bytes',
   packets: '(rx_packets + tx_packets)',
 };
 
 /** The rows alone when no name or program is asked for: the view that joins them in costs
  *  a hash probe per row (the texts tested are our own SQL; user values are parameters). */
-const source = (...parts: Sql[]) => (parts.some((p) => /"user"|\bcomm\b|\bexe\b/.test(p.text)) ? 'flow_records' : 'flows');
+const source = (...parts: Sql[]) => (parts.some((p) => /"user"|\bcomm\b|\bexe\b|\bunit\b/.test(p.text)) ? 'flow_records' : 'flows');
 
 export interface CompiledQuery {
   sql: string;

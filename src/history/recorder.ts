@@ -31,7 +31,7 @@ export function recordsOf(exports: FlowExport[], exeOf: (pid: number) => string 
     if (!record) {
       const f = e.flow;
       record = {
-        startMs: e.startMs, endMs: e.endMs, uid: f.uid, user: f.user, pid: f.pid, comm: f.comm, exe: exeOf(f.pid),
+        startMs: e.startMs, endMs: e.endMs, uid: f.uid, user: f.user, pid: f.pid, comm: f.comm, exe: exeOf(f.pid), unit: f.workload?.name ?? '',
         protocol: f.protocol, family: f.family, localAddress: f.localAddress, localPort: f.localPort,
         remoteAddress: f.remoteAddress, remotePort: f.remotePort,
         rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0, rxPayloadBytes: 0, txPayloadBytes: 0,

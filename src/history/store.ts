@@ -21,6 +21,8 @@ export interface StoredFlow extends TrafficCounters {
   comm: string;
   /** executable path, when the process could still be asked */
   exe: string | null;
+  /** the owner's workload (systemd unit, Slurm job or step, container: docs/units.md) */
+  unit: string;
   protocol: number;
   family: 4 | 6;
   localAddress: string;
@@ -29,10 +31,11 @@ export interface StoredFlow extends TrafficCounters {
   remotePort: number;
 }
 
-/** A stored row: the record with its program (comm, exe) as an id into `programs`. Names
- *  and paths are kept once each, not per row: handing DuckDB three strings per row cost
- *  more than the other 16 values together (bench/query.ts). */
-type Row = StoredFlow & { program: number };
+/** A stored row: the record with its program (comm, exe) as an id into `programs` and its
+ *  workload as one into `units`. Names and paths are kept once each, not per row: handing
+ *  DuckDB three strings per row cost more than the other 16 values together
+ *  (bench/query.ts). */
+type Row = StoredFlow & { program: number; unitId: number };
 
 const COLUMNS: [string, DuckDBType, (f: Row) => DuckDBValue][] = [
   ['start_ms', DOUBLE, (f) => f.startMs],
@@ -52,6 +55,8 @@ const COLUMNS: [string, DuckDBType, (f: Row) => DuckDBValue][] = [
   ['tx_packets', DOUBLE, (f) => f.txPackets],
   ['rx_payload_bytes', DOUBLE, (f) => f.rxPayloadBytes],
   ['tx_payload_bytes', DOUBLE, (f) => f.txPayloadBytes],
+  // last: added to stores made before it (ALTER TABLE appends)
+  ['unit', INTEGER, (f) => f.unitId],
 ];
 const TYPES = COLUMNS.map(([, t]) => t);
 
@@ -60,9 +65,12 @@ const SCHEMA = `
 CREATE TABLE IF NOT EXISTS flows (${COLUMNS.map(([name, type]) => `${name} ${type.toString()}`).join(', ')});
 CREATE TABLE IF NOT EXISTS users (uid INTEGER PRIMARY KEY, name VARCHAR NOT NULL);
 CREATE TABLE IF NOT EXISTS programs (program INTEGER PRIMARY KEY, comm VARCHAR NOT NULL, exe VARCHAR);
+CREATE TABLE IF NOT EXISTS units (unit INTEGER PRIMARY KEY, name VARCHAR NOT NULL);
+ALTER TABLE flows ADD COLUMN IF NOT EXISTS unit INTEGER;
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
 CREATE OR REPLACE VIEW flow_records AS
-  SELECT f.*, u.name AS "user", p.comm, p.exe FROM flows f LEFT JOIN users u USING (uid) LEFT JOIN programs p USING (program);
+  SELECT f.* EXCLUDE (unit), u.name AS "user", p.comm, p.exe, w.name AS unit
+  FROM flows f LEFT JOIN users u USING (uid) LEFT JOIN programs p USING (program) LEFT JOIN units w ON w.unit = f.unit;
 `;
 
 /** DuckDB's vector size: a chunk holds at most this many rows. */
@@ -82,6 +90,8 @@ export class FlowStore {
     private readonly users: Map<number, string>,
     /** "comm\0exe" → program id */
     private readonly programs: Map<string, number>,
+    /** workload name → unit id */
+    private readonly units: Map<string, number>,
   ) {}
 
   /** Opens (creating) the store; its directory and files are readable by root only. */
@@ -99,7 +109,9 @@ export class FlowStore {
     for (const r of (await con.runAndReadAll('SELECT program, comm, exe FROM programs')).getRowObjectsJS()) {
       programs.set(programKey(r.comm as string, r.exe as string | null), r.program as number);
     }
-    const store = new FlowStore(path, instance, con, users, programs);
+    const units = new Map<string, number>();
+    for (const r of (await con.runAndReadAll('SELECT unit, name FROM units')).getRowObjectsJS()) units.set(r.name as string, r.unit as number);
+    const store = new FlowStore(path, instance, con, users, programs, units);
     store.protect();
     return store;
   }
@@ -131,7 +143,15 @@ export class FlowStore {
         await this.con.run('INSERT INTO programs VALUES (?, ?, ?)', [program, f.comm, f.exe], [INTEGER, VARCHAR, VARCHAR]);
         this.programs.set(key, program);
       }
-      (f as Row).program = program; // tagged in place: 20,000 records a second
+      let unitId = this.units.get(f.unit);
+      if (unitId === undefined) {
+        unitId = this.units.size + 1;
+        await this.con.run('INSERT INTO units VALUES (?, ?)', [unitId, f.unit], [INTEGER, VARCHAR]);
+        this.units.set(f.unit, unitId);
+      }
+      // tagged in place: 20,000 records a second
+      (f as Row).program = program;
+      (f as Row).unitId = unitId;
       rows.push(f as Row);
     }
     const appender = await this.con.createAppender('flows');

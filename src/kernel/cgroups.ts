@@ -26,7 +26,8 @@ export type CgroupPathOf = (id: bigint) => string;
  * A cached resolver. An unknown ID triggers a new walk at most every `rescanMs`, so cgroups
  * created after the last walk (new services, sessions) are found; paths of cgroups that
  * are gone stay known. IDs it cannot name (0 = unknown owner, or removed before any walk
- * saw them) give "".
+ * saw them) give "", and an ID a walk made after it was asked for did not find is
+ * remembered as "" (its cgroup is gone: no later walk can find it).
  */
 export function createCgroupPaths(opts: { root: string | null; logger: Logger; rescanMs?: number; now?: () => number }): CgroupPathOf {
   const { root, logger } = opts;
@@ -64,8 +65,20 @@ export function createCgroupPaths(opts: { root: string | null; logger: Logger; r
     let p = paths.get(id);
     if (p === undefined && now() - lastWalkMs >= rescanMs) {
       walk();
-      p = paths.get(id);
+      p = paths.get(id) ?? '';
+      paths.set(id, p);
     }
     return p ?? '';
   };
+}
+
+/** Is the cgroup of this id still there at this path? (A path made again later is another
+ *  cgroup: another id.) */
+export function cgroupExists(root: string | null, id: bigint, path: string): boolean {
+  if (root === null) return false;
+  try {
+    return statSync(join(root, path), { bigint: true }).ino === id;
+  } catch {
+    return false;
+  }
 }

@@ -19,8 +19,10 @@ export interface ProcessCounters extends TrafficCounters {
   comm: string;
   scope: Scope;
   /** the owner's cgroup v2 id when the counts were folded (a process moved to another
-   *  cgroup gets a second entry from its next fold on); 0n when unknown */
-  cgroupId: bigint;
+   *  cgroup gets a second entry from its next fold on); 0 when unknown. A number (the
+   *  agent keys 10,000s of rows by it each poll; kernfs ids count up from 1 and stay far
+   *  below 2^53), where flows carry the same id as a bigint */
+  cgroupId: number;
 }
 
 export interface FlowRecord extends TrafficCounters {

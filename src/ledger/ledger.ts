@@ -8,6 +8,10 @@
 // flush; it becomes usage rows once, when a flush finds it complete. Lifetime totals per
 // (uid, scope) only ever grow: days deleted past their retention are added to `retired`
 // first, so counters derived from them (the Prometheus endpoint) never go back.
+// Beside the per-user buckets, the same traffic per (user, workload) — the cgroup path of
+// the socket's owner (systemd unit, Slurm job, container; core/workload.ts names it at
+// read time) — in buckets of the same resolutions and retention, written in the same
+// transaction: a user's workload rows of a bucket sum exactly to the user's row.
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -35,6 +39,13 @@ CREATE TABLE IF NOT EXISTS usage (
   rx_packets INTEGER NOT NULL, tx_packets INTEGER NOT NULL,
   rx_payload_bytes INTEGER NOT NULL, tx_payload_bytes INTEGER NOT NULL,
   PRIMARY KEY (resolution_ms, bucket_ms, uid, scope)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS unit_usage (
+  resolution_ms INTEGER NOT NULL, bucket_ms INTEGER NOT NULL, uid INTEGER NOT NULL, scope TEXT NOT NULL, cgroup TEXT NOT NULL,
+  rx_bytes INTEGER NOT NULL, tx_bytes INTEGER NOT NULL,
+  rx_packets INTEGER NOT NULL, tx_packets INTEGER NOT NULL,
+  rx_payload_bytes INTEGER NOT NULL, tx_payload_bytes INTEGER NOT NULL,
+  PRIMARY KEY (resolution_ms, bucket_ms, uid, scope, cgroup)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS retired (
   uid INTEGER NOT NULL, scope TEXT NOT NULL,
@@ -79,8 +90,18 @@ const ROWS_PER_INSERT = 100;
 const USAGE_PARAMS = 10;
 const insertUsage = (rows: number) =>
   `INSERT INTO usage (resolution_ms, bucket_ms, uid, scope, ${COLS}) VALUES ${Array(rows).fill(`(${Array(USAGE_PARAMS).fill('?').join(', ')})`).join(', ')} ${ADD_ON_CONFLICT}`;
+const insertUnitUsage = `INSERT INTO unit_usage (resolution_ms, bucket_ms, uid, scope, cgroup, ${COLS}) VALUES (${Array(USAGE_PARAMS + 1).fill('?').join(', ')}) ${ADD_ON_CONFLICT}`;
 
 interface Pending extends UsageTotal {
+  bucketMs: number;
+}
+
+/** One user's usage in one workload (its owner's cgroup path; "" when unknown). */
+export interface UnitUsageTotal extends UsageTotal {
+  cgroupPath: string;
+}
+
+interface PendingUnit extends UnitUsageTotal {
   bucketMs: number;
 }
 
@@ -116,6 +137,8 @@ export class Ledger {
   readonly db: Database.Database;
   /** minute bucket → (uid, scope) → usage not yet written */
   private pending = new Map<number, Map<number, Pending>>();
+  /** minute bucket → (uid, scope, cgroup path) → workload usage not yet written */
+  private pendingUnits = new Map<number, Map<string, PendingUnit>>();
   private lastBucket: { bucketMs: number; bucket: Map<number, Pending> } | undefined;
   /** (uid, scope) → everything ever booked: stored rows, retired days and pending usage */
   private lifetime = new Map<number, UsageTotal>();
@@ -138,6 +161,11 @@ export class Ledger {
       totals: this.db.prepare<[number, number, number], CounterRow & { uid: number; scope: Scope }>(
         `SELECT uid, scope, ${SUMS} FROM usage WHERE resolution_ms = ? AND bucket_ms > ? AND bucket_ms < ? GROUP BY uid, scope`,
       ),
+      addUnitUsage: this.db.prepare(insertUnitUsage),
+      unitTotals: this.db.prepare<[number, number, number, number, number], CounterRow & { uid: number; scope: Scope; cgroup: string }>(
+        `SELECT uid, scope, cgroup, ${SUMS} FROM unit_usage WHERE resolution_ms = ? AND bucket_ms > ? AND bucket_ms < ? AND (? OR uid = ?)
+         GROUP BY uid, scope, cgroup`,
+      ),
       totalsOfUid: this.db.prepare<[number, number, number, number], CounterRow & { uid: number; scope: Scope }>(
         `SELECT uid, scope, SUM(rx_bytes) AS rx_bytes, SUM(tx_bytes) AS tx_bytes, SUM(rx_packets) AS rx_packets,
            SUM(tx_packets) AS tx_packets, SUM(rx_payload_bytes) AS rx_payload_bytes, SUM(tx_payload_bytes) AS tx_payload_bytes
@@ -154,6 +182,8 @@ export class Ledger {
     // the open minutes are booked again through add(), which counts them into `lifetime`
     const open = this.stmt.getBlob.get('open_minutes')?.value;
     if (open) for (const p of decodeOpen(open)) this.add(p.bucketMs, p.uid, p.scope, p);
+    const openUnits = this.stmt.getMeta.get('open_unit_minutes')?.value;
+    if (openUnits) for (const p of JSON.parse(openUnits) as PendingUnit[]) this.addUnit(p.bucketMs, p.uid, p.scope, p.cgroupPath, p);
   }
 
   /**
@@ -194,6 +224,24 @@ export class Ledger {
     addInto(life, delta);
   }
 
+  /** Books a user's delta in one workload (its cgroup path) into its minute bucket;
+   *  the agent books each user's delta over its workloads in full, beside `add`. */
+  addUnit(atMs: number, uid: number, scope: Scope, cgroupPath: string, delta: TrafficCounters): void {
+    const bucketMs = atMs - (atMs % MINUTE_MS);
+    let bucket = this.pendingUnits.get(bucketMs);
+    if (!bucket) {
+      bucket = new Map();
+      this.pendingUnits.set(bucketMs, bucket);
+    }
+    const key = `${userKey(uid, scope)} ${cgroupPath}`;
+    let p = bucket.get(key);
+    if (!p) {
+      p = { bucketMs, uid, scope, cgroupPath, ...zeroCounters() };
+      bucket.set(key, p);
+    }
+    addInto(p, delta);
+  }
+
   /** Everything booked per (uid, scope) since the ledger was created, pending included.
    *  Never decreases (retention moves deleted days into `retired`), also across restarts
    *  of the agent, as long as the ledger file is kept. Live objects: read, do not keep. */
@@ -220,8 +268,20 @@ export class Ledger {
         params.push(MINUTE_MS, p.bucketMs, p.uid, p.scope, p.rxBytes, p.txBytes, p.rxPackets, p.txPackets, p.rxPayloadBytes, p.txPayloadBytes);
       }
     }
+    const completeUnits: number[] = [];
+    const unitRows: PendingUnit[] = [];
+    const openUnits: PendingUnit[] = [];
+    for (const [bucketMs, bucket] of this.pendingUnits) {
+      const open = bucketMs + MINUTE_MS > nowMs;
+      if (!open) completeUnits.push(bucketMs);
+      for (const p of bucket.values()) (open ? openUnits : unitRows).push(p);
+    }
     const batch = ROWS_PER_INSERT * USAGE_PARAMS;
     this.db.transaction(() => {
+      for (const p of unitRows) {
+        this.stmt.addUnitUsage.run(MINUTE_MS, p.bucketMs, p.uid, p.scope, p.cgroupPath, p.rxBytes, p.txBytes, p.rxPackets, p.txPackets, p.rxPayloadBytes, p.txPayloadBytes);
+      }
+      this.stmt.setMeta.run('open_unit_minutes', JSON.stringify(openUnits));
       let at = 0;
       for (; at + batch <= params.length; at += batch) this.stmt.addUsageBatch.run(params.slice(at, at + batch));
       for (; at < params.length; at += USAGE_PARAMS) this.stmt.addUsage.run(params.slice(at, at + USAGE_PARAMS));
@@ -231,6 +291,7 @@ export class Ledger {
       alongside?.();
     })();
     for (const bucketMs of complete) this.pending.delete(bucketMs);
+    for (const bucketMs of completeUnits) this.pendingUnits.delete(bucketMs);
     if (this.lastBucket && complete.includes(this.lastBucket.bucketMs)) this.lastBucket = undefined;
   }
 
@@ -258,22 +319,51 @@ export class Ledger {
     return [...out.values()];
   }
 
+  /** Usage per (uid, scope, workload cgroup path) of every bucket overlapping
+   *  [fromMs, toMs), pending included; of `onlyUid` alone when given. */
+  unitTotals(fromMs: number, toMs: number, onlyUid?: number): UnitUsageTotal[] {
+    const out = new Map<string, UnitUsageTotal>();
+    const into = (uid: number, scope: Scope, cgroupPath: string, c: TrafficCounters) => {
+      const key = `${userKey(uid, scope)} ${cgroupPath}`;
+      let t = out.get(key);
+      if (!t) {
+        t = { uid, scope, cgroupPath, ...zeroCounters() };
+        out.set(key, t);
+      }
+      addInto(t, c);
+    };
+    const all = onlyUid === undefined ? 1 : 0;
+    for (const res of RESOLUTIONS) {
+      for (const r of this.stmt.unitTotals.all(res, fromMs - res, toMs, all, onlyUid ?? -1)) into(r.uid, r.scope, r.cgroup, fromRow(r));
+    }
+    for (const [bucketMs, bucket] of this.pendingUnits) {
+      if (bucketMs + MINUTE_MS <= fromMs || bucketMs >= toMs) continue;
+      for (const p of bucket.values()) if (onlyUid === undefined || p.uid === onlyUid) into(p.uid, p.scope, p.cgroupPath, p);
+    }
+    return [...out.values()];
+  }
+
   /**
    * Moves buckets older than their retention into the next coarser resolution (minute →
    * hour → day) and deletes days past theirs. Only whole target buckets move, so a bucket
    * never exists at two resolutions for the same time.
    */
   rollUp(nowMs: number, retention: Retention): { minutes: number; hours: number; days: number } {
-    const move = (fromRes: number, toRes: number, keepMs: number): number => {
-      const cutoff = Math.floor((nowMs - keepMs) / toRes) * toRes;
+    // the per-user and the per-workload buckets move together: same cut-offs
+    const moveTable = (table: string, keys: string, fromRes: number, toRes: number, cutoff: number): number => {
       const moved = this.db
         .prepare(
-          `INSERT INTO usage (resolution_ms, bucket_ms, uid, scope, ${COLS})
-           SELECT ?, bucket_ms - (bucket_ms % ?), uid, scope, ${SUMS} FROM usage WHERE resolution_ms = ? AND bucket_ms < ? GROUP BY 2, uid, scope ${ADD_ON_CONFLICT}`,
+          `INSERT INTO ${table} (resolution_ms, bucket_ms, ${keys}, ${COLS})
+           SELECT ?, bucket_ms - (bucket_ms % ?), ${keys}, ${SUMS} FROM ${table} WHERE resolution_ms = ? AND bucket_ms < ? GROUP BY 2, ${keys} ${ADD_ON_CONFLICT}`,
         )
         .run(toRes, toRes, fromRes, cutoff);
-      this.db.prepare('DELETE FROM usage WHERE resolution_ms = ? AND bucket_ms < ?').run(fromRes, cutoff);
+      this.db.prepare(`DELETE FROM ${table} WHERE resolution_ms = ? AND bucket_ms < ?`).run(fromRes, cutoff);
       return moved.changes;
+    };
+    const move = (fromRes: number, toRes: number, keepMs: number): number => {
+      const cutoff = Math.floor((nowMs - keepMs) / toRes) * toRes;
+      moveTable('unit_usage', 'uid, scope, cgroup', fromRes, toRes, cutoff);
+      return moveTable('usage', 'uid, scope', fromRes, toRes, cutoff);
     };
     const retire = (cutoff: number): number => {
       this.db
@@ -282,6 +372,7 @@ export class Ledger {
            SELECT uid, scope, ${SUMS} FROM usage WHERE resolution_ms = ? AND bucket_ms < ? GROUP BY uid, scope ${ADD_ON_CONFLICT}`,
         )
         .run(DAY_MS, cutoff);
+      this.db.prepare('DELETE FROM unit_usage WHERE resolution_ms = ? AND bucket_ms < ?').run(DAY_MS, cutoff);
       return this.db.prepare('DELETE FROM usage WHERE resolution_ms = ? AND bucket_ms < ?').run(DAY_MS, cutoff).changes;
     };
     return this.db.transaction(() => ({

@@ -82,9 +82,9 @@ export async function exchange(server: string[], client: string[], as: { server?
  *  resolves with the bytes received. Does not block the event loop. */
 export async function sinkTraffic(
   user: RunAs['user'],
-  o: { host: string; port: number; send: number; reply: number; ms: number },
+  o: { host: string; port: number; send: number; reply: number; ms: number; cgroup?: string },
 ): Promise<number> {
-  const run = serveTraffic(['sink-client', o.host, String(o.port), String(o.send), String(o.reply), String(o.ms)], { user }, o.ms + 30_000);
+  const run = serveTraffic(['sink-client', o.host, String(o.port), String(o.send), String(o.reply), String(o.ms)], { user, cgroup: o.cgroup }, o.ms + 30_000);
   const result = await run.done;
   if (result.received === undefined) throw new Error(`traffic client printed no result (${JSON.stringify(result)})`);
   return result.received;
