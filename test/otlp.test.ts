@@ -17,6 +17,7 @@ import { createTestbed, type TestUser } from './support/testbed.js';
 import { sinkTraffic } from './support/traffic.js';
 import { sleep, waitFor } from './support/wait.js';
 import { DEFAULT_WORKLOAD_RULES, workloadNamer } from '../src/core/workload.js';
+import { slurmCgroups } from './support/cgroups.js';
 
 // (the last describe block runs the real agent with real traffic against the receiver)
 
@@ -612,6 +613,49 @@ describe('OTLP metrics from the real agent', () => {
       expect(one('ubia.exporter.dropped', { 'ubia.exporter': 'otlp' }).value).toBe(0);
     });
   }
+
+  it('reports one test user\'s traffic in two Slurm jobs with their unit attributes, exact payload per job', async () => {
+    const receiver = await startReceiver();
+    cleanups.push(() => receiver.close());
+    const bed = await createTestbed('otlp-units', { users: 1, sinkPort: 9000 });
+    cleanups.push(() => bed.remove());
+    const slurm = slurmCgroups(`ubia-otlp-units-${process.pid}`);
+    cleanups.push(async () => slurm.dispose());
+    const [alice] = bed.users as [TestUser];
+    const agent = await startAgent({
+      dir: bed.dir,
+      pinDir: bed.pinDir,
+      extra: `\n[otlp]\nendpoint = "http://127.0.0.1:${receiver.port}/v1/metrics"\ninterval = 1\ntimeout = 1\ntop_units = 10\n`,
+    });
+    cleanups.push(async () => {
+      await agent.stop();
+    });
+    const jobs = { 5101: { send: 300_000, reply: 50_000 }, 5102: { send: 120_000, reply: 700_000 } };
+    await Promise.all(Object.entries(jobs).map(([job, t]) =>
+      sinkTraffic(alice, { host: bed.net.peerV4, port: bed.sink.port, ...t, ms: 300, cgroup: slurm.step(Number(job), '0').dir })));
+
+    // the client sends an 8-byte header before its payload (test/support/traffic.py sink-client)
+    const latest = (d: Decoded, job: string, direction: string) =>
+      find(d, 'ubia.unit.network.payload.io', { 'user.name': alice.name, 'ubia.job.id': job, 'network.io.direction': direction })[0]?.value;
+    const d = await waitFor('an export with both jobs\' payload', () =>
+      receiver.requests.map(decode).reverse().find((x) => Object.entries(jobs).every(([job, t]) => latest(x, job, 'transmit') === t.send + 8 && latest(x, job, 'receive') === t.reply)),
+    );
+    for (const job of Object.keys(jobs)) {
+      const points = find(d, 'ubia.unit.network.payload.io', { 'ubia.job.id': job });
+      expect(points).toHaveLength(2);
+      for (const p of points) {
+        expect(p.attrs).toMatchObject({ 'user.id': String(alice.uid), 'user.name': alice.name, 'ubia.unit.kind': 'step', 'ubia.unit.name': `job_${job}/step_0` });
+        expect(p.attrs['systemd.unit']).toBeUndefined();
+        expect(p.attrs['container.id']).toBeUndefined();
+      }
+    }
+    // alice has no other traffic: her units' wire bytes add up to her per-user series
+    for (const direction of ['transmit', 'receive']) {
+      const units = find(d, 'ubia.unit.network.io', { 'user.name': alice.name, 'network.io.direction': direction });
+      const userTotal = find(d, 'ubia.user.network.io', { 'user.name': alice.name, 'network.io.direction': direction })[0]!.value;
+      expect(units.reduce((n, p) => n + p.value, 0)).toBe(userTotal);
+    }
+  });
 
   it('exports the Diameter peer\'s state and every exporter\'s queue as the agent sees them', async () => {
     const receiver = await startReceiver();
