@@ -118,7 +118,7 @@ describe('accounting sessions across agent crashes', () => {
 describe('sessions per job (session_per = "job")', () => {
   const step = (jobId: string, step: string) => `/system.slice/slurmstepd.scope/job_${jobId}/step_${step}`;
   /** One poll of user 1000: per unit [cgroup path, job id or undefined, tx, rx, txp, rxp]; the user's total is their sum. */
-  function pollUnits(sessions: Sessions, units: [string, string | undefined, number, number, number, number][]): void {
+  function pollUnits(sessions: Sessions, units: [string, string | undefined, number, number, number, number][], endedJobs: string[] = []): void {
     clock += 1000;
     const unitUsage = units.map(([path, jobId, tx, rx, txp, rxp]) => ({
       uid: 1000, user: 'u1000', txBytes: tx, rxBytes: rx, txPackets: txp, rxPackets: rxp, rxPayloadBytes: 0, txPayloadBytes: 0,
@@ -128,6 +128,7 @@ describe('sessions per job (session_per = "job")', () => {
     sessions.addUsage({
       ...usage(clock - 1000, clock, [{ uid: 1000, user: 'u1000', txBytes: sum('txBytes'), rxBytes: sum('rxBytes'), txPackets: sum('txPackets'), rxPackets: sum('rxPackets') }]),
       workloads: unitUsage,
+      endedWorkloads: endedJobs.map((job) => ({ kind: 'step' as const, name: `job_${job}/step_0`, jobId: job, cgroupPath: step(job, '0') })),
     });
   }
 
@@ -150,22 +151,30 @@ describe('sessions per job (session_per = "job")', () => {
     // kill -9 before a checkpoint: the last poll comes again (plus 3/3/1/1 new in job 8)
     sessions = start();
     pollUnits(sessions, [[step('7', '0'), '7', 10, 20, 1, 1], [step('8', '0'), '8', 4, 4, 2, 2]]);
-    gone.add('/system.slice/slurmstepd.scope/job_7'); // job 7 ends
-    sessions.tick(clock);
+    gone.add('/system.slice/slurmstepd.scope/job_7'); // job 7 ends: its cgroup goes …
+    sessions.tick(clock); // … and its last bytes are still to come: no STOP yet
+    expect(records(ledger).filter((r) => r.type === RecordType.Stop)).toEqual([]);
+    // the agent hands them over and says the job's workloads ended: STOP with them
+    pollUnits(sessions, [[step('7', '0'), '7', 0, 1, 0, 1]], ['7']);
     // an agent restart: the user's session STOPs, job 8's carries on
     sessions.confirmed();
     sessions.stopAll(clock);
     sessions = start();
     pollUnits(sessions, [[step('8', '0'), '8', 1, 1, 1, 1]]);
+    // job 8 ends while the agent does not report it (say it ended while no agent ran): its
+    // cgroup gone for 5 s is enough
     gone.add('/system.slice/slurmstepd.scope/job_8');
     sessions.tick(clock);
+    sessions.tick(clock + 4999);
+    expect(records(ledger).filter((r) => r.sessionId.endsWith('-job-8') && r.type === RecordType.Stop)).toEqual([]);
+    sessions.tick(clock + 5000);
     const recs = records(ledger);
     const of = (suffix: string) => recs.filter((r) => r.sessionId.endsWith(suffix));
     const job7 = of(';ubia-1000-job-7');
     const job8 = of(';ubia-1000-job-8');
     const user = of(';ubia-1000');
     expect(job7.map((r) => r.type)).toEqual([RecordType.Start, RecordType.Stop]);
-    expect(job7.at(-1)!.counts).toEqual([115, 226, 3, 4]);
+    expect(job7.at(-1)!.counts).toEqual([115, 227, 3, 5]);
     expect(job8.map((r) => r.type)).toEqual([RecordType.Start, RecordType.Stop]);
     expect(new Set(job8.map((r) => r.sessionId)).size).toBe(1);
     expect(job8.at(-1)!.counts).toEqual([1000 + 4 + 1, 2000 + 4 + 1, 10 + 2 + 1, 20 + 2 + 1]);

@@ -28,13 +28,13 @@ export interface DiameterDeps {
   cgroupRoot?: string | null;
 }
 
-/** A job's session ends when its cgroup directory is gone (Slurm removes job_<id> at the
- *  job's end). Polled with a stat per open job session every tick (1 s) rather than
- *  watched (inotify on the directory, or on cgroup.events for "populated 0"): a watch
- *  holds nothing across an agent restart, so a job that ended while the agent was down
- *  would never STOP, and "populated 0" means only that no process is left yet, not that
- *  the job is over. A stat is a few µs; a node runs tens of jobs, not thousands. Without
- *  cgroup2 no job has a cgroup to wait for: its session ends at the next tick. */
+/** Whether a job's cgroup directory is gone (Slurm removes job_<id> at the job's end):
+ *  a stat, asked when the agent reports the job's workloads ended and, as a fallback,
+ *  every tick (1 s) per open job session (sessions.ts). Not inotify: a watch holds nothing
+ *  across an agent restart, so a job that ended while the agent was down would never
+ *  STOP, and cgroup.events' "populated 0" means only that no process is left for now. A
+ *  stat is a few µs; a node runs tens of jobs, not thousands. Without cgroup2 no job has
+ *  a cgroup to wait for. */
 function cgroupGone(root: string | null): (cgroup: string) => boolean {
   return (cgroup) => root === null || !existsSync(join(root, cgroup));
 }

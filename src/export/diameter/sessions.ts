@@ -36,7 +36,8 @@ export interface Sessions {
    *  run once it committed (a rolled-back checkpoint leaves memory as it was) */
   saveConfirmed(): () => void;
   /** INTERIMs that are due, STOPs for users' sessions idle longer than idleStopS and for
-   *  jobs' sessions whose cgroup is gone */
+   *  jobs' sessions whose cgroup has been gone for JOB_GONE_GRACE_MS (addUsage STOPs them
+   *  at once when the agent reports the job's workloads ended) */
   tick(nowMs: number): void;
   /** the user's last login session ended: their user session STOPs (their jobs' go on) */
   stopUser(uid: number, nowMs: number): void;
@@ -69,6 +70,11 @@ interface SessionDelta {
 }
 
 const userSessionKey = (uid: number): string => String(uid);
+
+/** A job session whose cgroup is gone but whose end the agent has not reported STOPs after
+ *  this long: the agent reports an ended workload once its last traffic is handed over
+ *  (a poll or two), so a STOP before that could leave the job's last bytes to a new session. */
+const JOB_GONE_GRACE_MS = 5000;
 
 /** The job's own cgroup: of the unit's path (a step, or a task below it, e.g.
  *  /system.slice/slurmstepd.scope/job_1234/step_0), the part up to the component named
@@ -220,6 +226,24 @@ export function createSessions(
     });
   }
 
+  /** job sessions whose cgroup was first found gone, and when */
+  const goneSince = new Map<string, number>();
+  function stopJob(s: SessionRow, nowMs: number): void {
+    goneSince.delete(s.sessionKey);
+    // RFC 6733 §8.15: the job ended as its user meant it to, as a user's logout does
+    record(s, RecordType.Stop, nowMs, TerminationCause.Logout);
+  }
+
+  function goneLongEnough(s: SessionRow, cgroup: string, nowMs: number): boolean {
+    if (!settings.jobGone(cgroup)) {
+      goneSince.delete(s.sessionKey);
+      return false;
+    }
+    const since = goneSince.get(s.sessionKey) ?? nowMs;
+    goneSince.set(s.sessionKey, since);
+    return nowMs - since >= JOB_GONE_GRACE_MS;
+  }
+
   function interimsDue(nowMs: number): void {
     for (const s of byKey.values()) {
       if (nowMs - s.lastRecordMs >= interimMs(s)) record(s, RecordType.Interim, nowMs);
@@ -269,6 +293,12 @@ export function createSessions(
           if (!existing) record(s, RecordType.Start, interval.endMs);
           else dirty.add(s);
         }
+        // the agent names the workloads whose cgroup went away once their last traffic is
+        // in this interval or an earlier one: their jobs' sessions can STOP now
+        const endedJobs = new Set((interval.endedWorkloads ?? []).map((w) => w.jobId).filter((id) => id !== undefined));
+        for (const s of [...byKey.values()]) {
+          if (s.jobId !== null && endedJobs.has(s.jobId) && settings.jobGone(s.jobCgroup!)) stopJob(s, interval.endMs);
+        }
         interimsDue(interval.endMs);
       });
     },
@@ -279,13 +309,14 @@ export function createSessions(
     tick(nowMs) {
       const all = [...byKey.values()];
       const idle = all.filter((s) => s.jobCgroup === null && nowMs - s.lastTrafficMs >= settings.idleStopS * 1000);
-      const ended = all.filter((s) => s.jobCgroup !== null && settings.jobGone(s.jobCgroup));
+      // a job the agent never said ended (it ended while no agent ran, or the agent saw
+      // none of its workloads go): its cgroup gone for JOB_GONE_GRACE_MS is enough
+      const ended = all.filter((s) => s.jobCgroup !== null && goneLongEnough(s, s.jobCgroup, nowMs));
       const due = all.some((s) => nowMs - s.lastRecordMs >= interimMs(s));
       if (idle.length === 0 && ended.length === 0 && !due) return;
       changed(() => {
         for (const s of idle) record(s, RecordType.Stop, nowMs, TerminationCause.SessionTimeout);
-        // RFC 6733 §8.15: the job ended as its user meant it to, as a user's logout does
-        for (const s of ended) record(s, RecordType.Stop, nowMs, TerminationCause.Logout);
+        for (const s of ended) stopJob(s, nowMs);
         interimsDue(nowMs);
       });
     },
