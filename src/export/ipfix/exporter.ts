@@ -63,10 +63,7 @@ function saveReported(file: string, reported: Map<bigint, ReportedCounts>): void
  * Throws with a message saying what to fix when a collector cannot be set up (e.g. an
  * unreadable Crypto-PAn key file).
  */
-export function createIpfixExporter(
-  config: IpfixConfig,
-  deps: { logger: Logger; spoolDir: string; db?: BetterSqlite3.Database },
-): Exporter {
+export function createIpfixExporter(config: IpfixConfig, deps: { logger: Logger; spoolDir: string; db?: BetterSqlite3.Database }): Exporter {
   const { logger, spoolDir: stateDir } = deps;
   mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   const flowStateFile = join(stateDir, 'flows.json');

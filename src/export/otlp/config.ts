@@ -46,7 +46,7 @@ export const otlpConfigSchema = z
       .min(0)
       .max(1000)
       .default(100)
-      .describe('per-unit metrics (a user\'s bytes and packets in a systemd unit, batch job or container) for the N (user, unit) pairs with the most bytes in each interval (bounds cardinality: jobs and containers come and go); 0 = none; default 100'),
+      .describe('per-unit metrics (a user\'s bytes, packets and payload in a systemd unit, batch job or container) for the N (user, unit) pairs with the most bytes in each interval (bounds cardinality: jobs and containers come and go); 0 = none; default 100'),
     max_queue: z
       .number()
       .int()
