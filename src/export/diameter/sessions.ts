@@ -1,9 +1,10 @@
 // Accounting sessions, one per user, or with `session_per = "job"` one per (user, batch
 // job) plus one per user for the traffic outside jobs: when a session's START, INTERIMs
-// and STOP are due, and the cumulative counters each record carries. Every record and the session state that goes
-// with it are written to the ledger in one transaction. Between records a session's
-// counters are saved only when the agent saves its checkpoint: a crash in between is
-// made good by the agent handing those deltas over again (see `unconfirmed*`).
+// and STOP are due, and the cumulative counters each record carries. Every record and
+// the session state that goes with it are written to the ledger in one transaction.
+// Between records a session's counters are saved only when the agent saves its
+// checkpoint: a crash in between is made good by the agent handing those deltas over
+// again (see `unconfirmed*`).
 import type { TrafficCounters } from '../../kernel/types.js';
 import type { UsageInterval } from '../types.js';
 import { buildAcr } from './acr.js';
