@@ -16,6 +16,7 @@ import {
   usage,
 } from './peers/freediameter/client.js';
 import {
+  jobIdsReceived,
   makeTlsFiles,
   SERVER_IDENTITY,
   startFreeDiameter,
@@ -25,6 +26,8 @@ import {
   type Postgres,
 } from './peers/freediameter/harness.js';
 import { sleep, waitFor } from './support/wait.js';
+import { slurmCgroups, type Cgroup } from './support/cgroups.js';
+import { DEFAULT_WORKLOAD_RULES, workloadNamer, type Workload, type WorkloadUsage } from '../src/core/workload.js';
 import { bySession, dedupeChecked, expectWellFormedSession } from './peers/freediameter/checks.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -265,6 +268,112 @@ describe('Diameter accounting into freeDiameter/app_acct/PostgreSQL', () => {
       await agent.kill9();
       child.dispose();
       ledger.dispose();
+    }
+  });
+
+  it('session_per = "job": one session per Slurm job with the job id, STOP when its cgroup goes, carried across an agent restart', async () => {
+    pg.sql('TRUNCATE incoming');
+    const ledger = tempLedger();
+    const slurm = slurmCgroups(`ubia-diameter-jobs-${process.pid}`);
+    const { logger, lines } = memoryLogger();
+    onTestFailed(() => console.log(lines.map((l) => JSON.stringify(l)).join('\n'), fd.log().slice(-3000)));
+    const config = testConfig(fd.port, { interim_interval: 1, idle_timeout: 300, session_per: 'job' });
+    const open = () => createDiameterAccounting(config, { logger, db: ledger.db, hostName: CLIENT_HOST });
+    let acct = open();
+    try {
+      // alice (60001) runs job 4101 (steps 0 and batch) and job 4102 at once, and some
+      // traffic outside any job (her login shell)
+      const steps = { a0: slurm.step(4101, '0'), aBatch: slurm.step(4101, 'batch'), b0: slurm.step(4102, '0') };
+      const workloadOf = workloadNamer(DEFAULT_WORKLOAD_RULES);
+      const totals: Record<string, [number, number, number, number]> = { 4101: [0, 0, 0, 0], 4102: [0, 0, 0, 0], outside: [0, 0, 0, 0] };
+      const part = (key: string, tx: number, rx: number, txP: number, rxP: number) => {
+        const t = totals[key]!;
+        t[0] += tx; t[1] += rx; t[2] += txP; t[3] += rxP;
+        return { txBytes: tx, rxBytes: rx, txPackets: txP, rxPackets: rxP, rxPayloadBytes: 0, txPayloadBytes: 0 };
+      };
+      const poll = (i: number, withJobA: boolean, endedWorkloads: Workload[] = []) => {
+        const workloads: WorkloadUsage[] = [];
+        const unit = (c: Cgroup, d: ReturnType<typeof part>) => workloads.push({ uid: 60001, user: 'alice', workload: workloadOf(c.path), ...d });
+        if (withJobA) {
+          unit(steps.a0, part('4101', 1000 + i, 50_000 + i, 10 + i, 40 + i));
+          unit(steps.aBatch, part('4101', 7, 9, 1, 1));
+        }
+        unit(steps.b0, part('4102', 200_000_000 * (i + 1), 300, 150_000, 5));
+        const outside = part('outside', 111, 222, 3, 4);
+        const user = { ...outside };
+        for (const u of workloads) for (const c of ['txBytes', 'rxBytes', 'txPackets', 'rxPackets'] as const) user[c] += u[c];
+        const now = Date.now();
+        acct.usage({ ...usage(now - 500, now, [{ uid: 60001, user: 'alice', ...user }]), workloads, endedWorkloads });
+      };
+
+      await waitFor('peer open', () => acct.status().state === 'ok', 10_000);
+      for (let i = 0; i < 3; i++) {
+        poll(i, true);
+        await sleep(500);
+      }
+      // the agent restarts: alice's user session STOPs, her jobs' sessions carry on
+      await acct.close();
+      acct = open();
+      await waitFor('peer open again', () => acct.status().state === 'ok', 10_000);
+      for (let i = 3; i < 5; i++) {
+        poll(i, true);
+        await sleep(500);
+      }
+      // job 4101 ends: Slurm removes its cgroup, and the agent's next poll hands over its
+      // last bytes and names its workloads ended (as src/agent does): the STOP goes with them
+      const endedAt = Date.now();
+      slurm.endJob(4101);
+      poll(5, false, [workloadOf(steps.a0.path), workloadOf(steps.aBatch.path)]);
+      const jobStops = () => pg.rows().filter((r) => r.recordType === RecordType.Stop && r.sessionId.includes('-job-'));
+      await waitFor('the STOP of job 4101', () => jobStops().length === 1, 5000);
+      const stopLatency = Date.now() - endedAt;
+      await sleep(500);
+      poll(6, false);
+      // job 4102 ends without the agent saying so (as when it ended while no agent ran):
+      // its cgroup gone for 5 s STOPs it
+      slurm.endJob(4102);
+      await waitFor('the STOP of job 4102', () => jobStops().length === 2, 10_000);
+      await acct.close();
+      await waitFor('every record stored', () => pg.rows().length === fd.receivedAcrs().length, 5000);
+
+      const sessions = bySession(dedupeChecked(pg.rows(), fd.receivedAcrs()));
+      const jobSession = (job: string) => [...sessions].find(([id]) => id.endsWith(`;ubia-60001-job-${job}`));
+      // one session per job, each START … STOP with its exact sums, the STOP a job's end (LOGOUT)
+      for (const job of ['4101', '4102']) {
+        const [sessionId, rows] = jobSession(job)!;
+        expectWellFormedSession(rows);
+        expect(rows.filter((r) => r.recordType === RecordType.Interim).length).toBeGreaterThanOrEqual(2);
+        expect(sessionId).toMatch(new RegExp(`^${CLIENT_IDENTITY.replace(/\./g, '\\.')};\\d+;\\d+;ubia-60001-job-${job}$`));
+        for (const r of rows) expect(r.userName).toBe('alice');
+        const stop = rows.at(-1)!;
+        expect([stop.inputOctets, stop.outputOctets, stop.inputPackets, stop.outputPackets]).toEqual(totals[job]);
+        expect(stop.terminationCause).toBe(1);
+      }
+      expect(stopLatency).toBeLessThan(1000);
+      // job 4102 went past 2^32 octets: Unsigned64 end to end
+      expect(totals['4102']![0]).toBeGreaterThan(2 ** 32);
+      // the traffic outside jobs: one user session per agent run, ADMINISTRATIVE STOP at each close
+      const userSessions = [...sessions].filter(([id]) => id.endsWith(';ubia-60001')).map(([, rows]) => rows);
+      expect(userSessions).toHaveLength(2);
+      for (const rows of userSessions) {
+        expectWellFormedSession(rows);
+        expect(rows.at(-1)!.terminationCause).toBe(4);
+      }
+      const outside = userSessions.map((rows) => rows.at(-1)!).reduce(
+        (a, r) => [a[0]! + r.inputOctets, a[1]! + r.outputOctets, a[2]! + r.inputPackets, a[3]! + r.outputPackets], [0, 0, 0, 0]);
+      expect(outside).toEqual(totals.outside);
+      expect(sessions.size).toBe(4);
+      // every record of a job's session names its job in Ubia-Job-Id (vendor 32473, code 1,
+      // M bit clear), as freeDiameter received it
+      for (const job of ['4101', '4102']) {
+        const [sessionId, rows] = jobSession(job)!;
+        expect(jobIdsReceived(fd.log(), sessionId)).toEqual(rows.map(() => job));
+      }
+      expect(lines.filter((l) => l.level >= 50)).toEqual([]);
+    } finally {
+      await acct.close();
+      ledger.dispose();
+      slurm.dispose();
     }
   });
 

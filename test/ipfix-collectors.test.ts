@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, readFileSync, rmdirSync, rmSync, statSync, write
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { cgroup2Mount } from '../src/kernel/cgroups.js';
+import { DEFAULT_WORKLOAD_RULES, workloadNamer } from '../src/core/workload.js';
 import { fixbufXml, pmacctPrimitives, pythonIpfixSpec } from '../src/export/ipfix/definitions.js';
 import { createIpfixExporter } from '../src/export/ipfix/index.js';
 import { freePort, tempDir } from './support/testbed.js';
@@ -46,7 +47,7 @@ describe('second collectors decode the enterprise user fields', () => {
     mkdirSync(cgroup);
     try {
       statCgroupId = statSync(cgroup, { bigint: true }).ino;
-      exporter.flowEnded({ ...alice(), cgroupId: statCgroupId });
+      exporter.flowEnded({ ...alice(), cgroupId: statCgroupId, workload: workloadNamer(DEFAULT_WORKLOAD_RULES)(cgroup.slice(cgroup2Mount()!.length)) });
     } finally {
       rmdirSync(cgroup);
     }
@@ -70,6 +71,7 @@ describe('second collectors decode the enterprise user fields', () => {
       octetDeltaCount: '4321', packetDeltaCount: '9', transportOctetDeltaCount: '3000',
       userName: 'ubia-test-alice', ubiaUserId: '60001', ubiaGroupId: '60100', ubiaProcessId: '31337',
       ubiaCgroupId: String(statCgroupId), ubiaProcessName: 'ubia-curl', ubiaCgroupPath: `/ubia-ipfix-collectors-${process.pid}.service`,
+      ubiaUnitName: `ubia-ipfix-collectors-${process.pid}.service`,
     });
     expect(records[1]).toMatchObject({
       userName: 'ubia-test-alice', ubiaUserId: '60001', ubiaWireOctetsIn: '11', ubiaWireOctetsOut: '22', ubiaWirePacketsIn: '33',
@@ -79,11 +81,11 @@ describe('second collectors decode the enterprise user fields', () => {
 
   it('ipfix2csv --collect tcp (python3-ipfix)', async () => {
     const port = await freePort();
-    const columns = ['userName', 'ubiaUserId', 'ubiaGroupId', 'ubiaProcessId', 'ubiaProcessName', 'ubiaCgroupId', 'octetDeltaCount', 'flowDirection'];
+    const columns = ['userName', 'ubiaUserId', 'ubiaGroupId', 'ubiaProcessId', 'ubiaProcessName', 'ubiaCgroupId', 'ubiaUnitName', 'octetDeltaCount', 'flowDirection'];
     const collector = await startIpfix2csv(port, join(packaging, 'ubia.iespec'), columns);
     try {
       const exporter = createIpfixExporter(ipfixConfig({ collectors: [{ address: '127.0.0.1', port, transport: 'tcp', records: ['flows'] }] }), { logger: silentLogger, spoolDir: dir });
-      exporter.flowEnded(alice());
+      exporter.flowEnded({ ...alice(), workload: workloadNamer(DEFAULT_WORKLOAD_RULES)('/system.slice/slurmstepd.scope/job_4242/step_batch') });
       exporter.flowEnded(flowSnapshot({ user: 'ubia-test-bob', uid: 60002, gid: 60002, pid: 7, comm: 'ssh', cgroupId: 99n, rxBytes: 10, rxPackets: 1 }));
       await waitFor(`ipfix2csv to print the records (${collector.lines().join(' ')})`, () => collector.lines().length >= 3, 10_000);
       await exporter.close();
@@ -92,8 +94,8 @@ describe('second collectors decode the enterprise user fields', () => {
     }
     expect(collector.lines()).toEqual([
       columns.map((c) => `"${c}"`).join(','),
-      `"ubia-test-alice","60001","60100","31337","ubia-curl","${0xabcdef12345}","4321","1"`,
-      '"ubia-test-bob","60002","60002","7","ssh","99","10","0"',
+      `"ubia-test-alice","60001","60100","31337","ubia-curl","${0xabcdef12345}","job_4242/step_batch","4321","1"`,
+      '"ubia-test-bob","60002","60002","7","ssh","99","","10","0"', // a flow the agent named no unit for
     ]);
   });
 

@@ -10,6 +10,7 @@ import { IANA, ownerFields } from '../src/export/ipfix/elements.js';
 import { createMessagePacker, encodeRecord, encodeTemplateSet, type EncodedMessage, type Template } from '../src/export/ipfix/encoding.js';
 import { createFlowTracker } from '../src/export/ipfix/flows.js';
 import { createRecordEncoder } from '../src/export/ipfix/records.js';
+import { DEFAULT_WORKLOAD_RULES, workloadNamer } from '../src/core/workload.js';
 import { createUsageAggregator } from '../src/export/ipfix/usage.js';
 import { createIpfixExporter } from '../src/export/ipfix/index.js';
 import { freePort, tempDir } from './support/testbed.js';
@@ -126,12 +127,15 @@ describe('flow records', () => {
   const cfg = ipfixConfig({ collectors: [{ address: '192.0.2.9' }] });
   const opts = { pen: cfg.enterprise_number, ids: cfg.element_ids, profile: cfg.profile };
   const cgroupPathOf = (id: bigint) => (id === 0x1122334455n ? '/system.slice/dig.service' : '');
+  const cgroupPathOfJob = (id: bigint) => (id === 0x77n ? '/system.slice/slurmstepd.scope/job_1234/step_0' : cgroupPathOf(id));
+  // the agent names each flow's cgroup with the [units] rules
+  const workloadOf = workloadNamer(DEFAULT_WORKLOAD_RULES);
 
   it('encodes an IPv6 egress record field by field', () => {
-    const enc = createRecordEncoder(cfg.collectors[0]!, opts, cgroupPathOf);
+    const enc = createRecordEncoder(cfg.collectors[0]!, opts, cgroupPathOfJob);
     const flow = flowSnapshot({
       family: 6, protocol: 17, localAddress: '2001:db8::1', localPort: 5353, remoteAddress: 'fe80::2%lo', remotePort: 53,
-      uid: 1001, gid: 100, pid: 77, cgroupId: 0x1122334455n, user: 'bob', comm: 'dig',
+      uid: 1001, gid: 100, pid: 77, cgroupId: 0x1122334455n, user: 'bob', comm: 'dig', workload: workloadOf('/system.slice/dig.service'),
     });
     const scratch = Buffer.alloc(enc.maxRecordBytes);
     const { setId, length } = enc.encodeFlow({ flow, direction: 1, endReason: 3, octets: 2 ** 40 + 5, packets: 3, payloadOctets: 99, startMs: 1_700_000_000_000, endMs: 1_700_000_000_250 }, scratch);
@@ -142,11 +146,26 @@ describe('flow records', () => {
       0000018bcfe56800 0000018bcfe568fa
       0000010000000005 0000000000000003 0000000000000063
       000003e9 00000064 0000004d 0000001122334455
-      03 626f62  03 646967  19 2f73797374656d2e736c6963652f6469672e73657276696365`).toString('hex'));
+      03 626f62  03 646967  19 2f73797374656d2e736c6963652f6469672e73657276696365
+      0b 6469672e73657276696365`).toString('hex'));
+  });
+
+  it('sends the unit the agent named a flow\'s cgroup (ubiaUnitName, PEN/13): a Slurm job step', () => {
+    const enc = createRecordEncoder(cfg.collectors[0]!, opts, cgroupPathOfJob);
+    const scratch = Buffer.alloc(enc.maxRecordBytes);
+    const flow = flowSnapshot({ user: 'bob', comm: 'srun', cgroupId: 0x77n, workload: workloadOf(cgroupPathOfJob(0x77n)) });
+    const { length } = enc.encodeFlow({ flow, direction: 1, endReason: 3, octets: 1, packets: 1, payloadOctets: 0, startMs: 0, endMs: 0 }, scratch);
+    const path = '/system.slice/slurmstepd.scope/job_1234/step_0';
+    // … userName, process name, cgroup path, unit name: the record's last four strings
+    expect(scratch.subarray(0, length).subarray(-(4 + 5 + 1 + path.length + 1 + 15)).toString('hex')).toBe(hex(`
+      03 626f62  04 7372756e  2e ${Buffer.from(path).toString('hex')}
+      0f 6a6f625f313233342f737465705f30`).toString('hex'));
+    // the template announces it: enterprise bit + 13, variable length, PEN 32473
+    expect(enc.templateSet.includes(hex('800d ffff 00007ed9'))).toBe(true);
   });
 
   it('keeps IPv4 and IPv4-mapped IPv6 forms of one address apart', () => {
-    const enc = createRecordEncoder(cfg.collectors[0]!, opts, cgroupPathOf);
+    const enc = createRecordEncoder(cfg.collectors[0]!, opts, cgroupPathOfJob);
     const scratch = Buffer.alloc(enc.maxRecordBytes);
     const rec = (family: 4 | 6) => ({ flow: flowSnapshot({ family, localAddress: '192.0.2.1', remoteAddress: '198.51.100.1' }), direction: 1 as const, endReason: 3, octets: 1, packets: 1, payloadOctets: 0, startMs: 0, endMs: 0 });
     expect(enc.encodeFlow(rec(4), scratch).setId).toBe(256);
@@ -155,16 +174,17 @@ describe('flow records', () => {
   });
 
   it('leaves process names and cgroup paths out when a collector asks for it', () => {
-    const enc = createRecordEncoder({ ...cfg.collectors[0]!, process_names: false }, opts, cgroupPathOf);
+    const enc = createRecordEncoder({ ...cfg.collectors[0]!, process_names: false }, opts, cgroupPathOfJob);
     const scratch = Buffer.alloc(enc.maxRecordBytes);
-    const { length } = enc.encodeFlow({ flow: flowSnapshot({ user: 'bob', comm: 'secret-tool', cgroupId: 0x1122334455n }), direction: 0, endReason: 3, octets: 1, packets: 1, payloadOctets: 0, startMs: 0, endMs: 0 }, scratch);
+    const { length } = enc.encodeFlow({ flow: flowSnapshot({ user: 'bob', comm: 'secret-tool', cgroupId: 0x1122334455n, workload: workloadOf('/system.slice/dig.service') }), direction: 0, endReason: 3, octets: 1, packets: 1, payloadOctets: 0, startMs: 0, endMs: 0 }, scratch);
     expect(scratch.subarray(0, length).includes(Buffer.from('secret-tool'))).toBe(false);
     expect(scratch.subarray(0, length).includes(Buffer.from('dig.service'))).toBe(false);
+    expect(enc.templateSet.includes(hex('800d ffff'))).toBe(false); // no ubiaUnitName either
     expect(scratch.subarray(length - 4, length).toString()).toBe('\x03bob');
   });
 
   it('truncates remote addresses to the configured prefix, never local ones', () => {
-    const enc = createRecordEncoder({ ...cfg.collectors[0]!, anonymize: 'truncate', truncate_ipv4_prefix: 16 }, opts, cgroupPathOf);
+    const enc = createRecordEncoder({ ...cfg.collectors[0]!, anonymize: 'truncate', truncate_ipv4_prefix: 16 }, opts, cgroupPathOfJob);
     const scratch = Buffer.alloc(enc.maxRecordBytes);
     enc.encodeFlow({ flow: flowSnapshot({ localAddress: '10.1.2.3', remoteAddress: '198.51.100.77' }), direction: 1, endReason: 3, octets: 1, packets: 1, payloadOctets: 0, startMs: 0, endMs: 0 }, scratch);
     expect(formatAddress(scratch.subarray(0, 4))).toBe('10.1.2.3');

@@ -16,6 +16,8 @@ import { startReceiver, type Received } from './support/otlp-receiver.js';
 import { createTestbed, type TestUser } from './support/testbed.js';
 import { sinkTraffic } from './support/traffic.js';
 import { sleep, waitFor } from './support/wait.js';
+import { DEFAULT_WORKLOAD_RULES, workloadNamer } from '../src/core/workload.js';
+import { slurmCgroups } from './support/cgroups.js';
 
 // (the last describe block runs the real agent with real traffic against the receiver)
 
@@ -324,6 +326,51 @@ describe('OTLP metrics exporter', () => {
     });
   }
 
+  it('exports one user\'s traffic per unit with systemd.unit, ubia.job.id and container.id; top_units cuts the quietest', async () => {
+    const receiver = await startReceiver();
+    cleanups.push(() => receiver.close());
+    const { exporter } = exporterTo(receiver.port, { protocol: 'http/protobuf', top_processes: 0, top_units: 3 });
+    const named = workloadNamer(DEFAULT_WORKLOAD_RULES);
+    const nginx = named('/system.slice/nginx.service');
+    const job = named('/system.slice/slurmstepd.scope/job_1234/step_0');
+    const container = named(`/system.slice/docker-${'ab12'.repeat(16)}.scope`);
+    const cron = named('/system.slice/cron.service');
+    const at = (w: typeof nginx, tx: number, rx: number) => ({ ...user(1001, 'alice', tx, rx), workload: w });
+    // two polls; alice's units sum to her per-user row; cron is the quietest of four
+    const polls = [
+      [at(nginx, 1_000, 20_000), at(job, 300_000, 4_000_000), at(container, 50, 60), at(cron, 1, 1)],
+      [at(nginx, 2_000, 30_000), at(job, 700_000, 6_000_000), at(container, 70, 80)],
+    ];
+    polls.forEach((workloads, i) => {
+      const total = workloads.reduce((a, w) => ({ ...a, txBytes: a.txBytes + w.txBytes, rxBytes: a.rxBytes + w.rxBytes, txPackets: a.txPackets + w.txPackets, rxPackets: a.rxPackets + w.rxPackets }), user(1001, 'alice', 0, 0));
+      exporter.usage({ startMs: i, endMs: i + 1, users: [total], workloads });
+    });
+
+    const req = await waitFor('an export with unit metrics', () =>
+      receiver.requests.find((r) => decode(r).points.some((p) => p.metric === 'ubia.unit.network.io')),
+    );
+    const d = decode(req);
+    const units = d.points.filter((p) => p.metric === 'ubia.unit.network.io');
+    const series = (name: string, direction: string) => units.filter((p) => p.attrs['ubia.unit.name'] === name && p.attrs['network.io.direction'] === direction);
+    const alice = { 'user.id': '1001', 'user.name': 'alice' };
+    expect(series('nginx.service', 'transmit')).toEqual([expect.objectContaining({ value: 3_000, unit: 'By', temporality: 'cumulative', attrs: { ...alice, 'ubia.unit.kind': 'service', 'ubia.unit.name': 'nginx.service', 'systemd.unit': 'nginx.service', 'network.io.direction': 'transmit' } })]);
+    expect(series('nginx.service', 'receive')[0]!.value).toBe(50_000);
+    expect(series('job_1234/step_0', 'transmit')).toEqual([expect.objectContaining({ value: 1_000_000, attrs: { ...alice, 'ubia.unit.kind': 'step', 'ubia.unit.name': 'job_1234/step_0', 'ubia.job.id': '1234', 'network.io.direction': 'transmit' } })]);
+    expect(series('job_1234/step_0', 'receive')[0]!.value).toBe(10_000_000);
+    const docker = `docker-${'ab12'.repeat(16)}.scope`;
+    expect(series(docker, 'receive')).toEqual([expect.objectContaining({ value: 140, attrs: { ...alice, 'ubia.unit.kind': 'container', 'ubia.unit.name': docker, 'container.id': 'ab12'.repeat(16), 'network.io.direction': 'receive' } })]);
+    // top_units = 3: cron.service, the quietest, is not exported; 3 units × 2 directions per metric
+    expect(units).toHaveLength(6);
+    expect(series('cron.service', 'transmit')).toEqual([]);
+    const packets = d.points.filter((p) => p.metric === 'ubia.unit.network.packets' && p.attrs['ubia.unit.name'] === 'job_1234/step_0' && p.attrs['network.io.direction'] === 'transmit');
+    expect(packets.map((p) => p.value)).toEqual([polls[0]![1]!.txPackets + polls[1]![1]!.txPackets]);
+    const payload = d.points.filter((p) => p.metric === 'ubia.unit.network.payload.io' && p.attrs['ubia.unit.name'] === 'nginx.service' && p.attrs['network.io.direction'] === 'receive');
+    expect(payload.map((p) => p.value)).toEqual([polls[0]![0]!.rxPayloadBytes + polls[1]![0]!.rxPayloadBytes]);
+    // the per-user series still carry all of alice's traffic, cron's included
+    expect(find(d, 'ubia.user.network.io', { ...alice, 'network.io.direction': 'transmit' })[0]!.value).toBe(1_000 + 300_000 + 50 + 1 + 2_000 + 700_000 + 70);
+    expect(exporter.status().extra).toMatchObject({ unitsTracked: 4 });
+  });
+
   it('keeps delta exports while the receiver is down, delivers them when it is back, and never blocks', async () => {
     const port = await closedPort();
     const { exporter, lines } = exporterTo(port, { protocol: 'http/protobuf', temporality: 'delta', top_processes: 0 });
@@ -566,6 +613,49 @@ describe('OTLP metrics from the real agent', () => {
       expect(one('ubia.exporter.dropped', { 'ubia.exporter': 'otlp' }).value).toBe(0);
     });
   }
+
+  it('reports one test user\'s traffic in two Slurm jobs with their unit attributes, exact payload per job', async () => {
+    const receiver = await startReceiver();
+    cleanups.push(() => receiver.close());
+    const bed = await createTestbed('otlp-units', { users: 1, sinkPort: 9000 });
+    cleanups.push(() => bed.remove());
+    const slurm = slurmCgroups(`ubia-otlp-units-${process.pid}`);
+    cleanups.push(async () => slurm.dispose());
+    const [alice] = bed.users as [TestUser];
+    const agent = await startAgent({
+      dir: bed.dir,
+      pinDir: bed.pinDir,
+      extra: `\n[otlp]\nendpoint = "http://127.0.0.1:${receiver.port}/v1/metrics"\ninterval = 1\ntimeout = 1\ntop_units = 10\n`,
+    });
+    cleanups.push(async () => {
+      await agent.stop();
+    });
+    const jobs = { 5101: { send: 300_000, reply: 50_000 }, 5102: { send: 120_000, reply: 700_000 } };
+    await Promise.all(Object.entries(jobs).map(([job, t]) =>
+      sinkTraffic(alice, { host: bed.net.peerV4, port: bed.sink.port, ...t, ms: 300, cgroup: slurm.step(Number(job), '0').dir })));
+
+    // the client sends an 8-byte header before its payload (test/support/traffic.py sink-client)
+    const latest = (d: Decoded, job: string, direction: string) =>
+      find(d, 'ubia.unit.network.payload.io', { 'user.name': alice.name, 'ubia.job.id': job, 'network.io.direction': direction })[0]?.value;
+    const d = await waitFor('an export with both jobs\' payload', () =>
+      receiver.requests.map(decode).reverse().find((x) => Object.entries(jobs).every(([job, t]) => latest(x, job, 'transmit') === t.send + 8 && latest(x, job, 'receive') === t.reply)),
+    );
+    for (const job of Object.keys(jobs)) {
+      const points = find(d, 'ubia.unit.network.payload.io', { 'ubia.job.id': job });
+      expect(points).toHaveLength(2);
+      for (const p of points) {
+        expect(p.attrs).toMatchObject({ 'user.id': String(alice.uid), 'user.name': alice.name, 'ubia.unit.kind': 'step', 'ubia.unit.name': `job_${job}/step_0` });
+        expect(p.attrs['systemd.unit']).toBeUndefined();
+        expect(p.attrs['container.id']).toBeUndefined();
+      }
+    }
+    // alice has no other traffic: her units' wire bytes add up to her per-user series
+    for (const direction of ['transmit', 'receive']) {
+      const units = find(d, 'ubia.unit.network.io', { 'user.name': alice.name, 'network.io.direction': direction });
+      const userTotal = find(d, 'ubia.user.network.io', { 'user.name': alice.name, 'network.io.direction': direction })[0]!.value;
+      expect(units.reduce((n, p) => n + p.value, 0)).toBe(userTotal);
+    }
+  });
 
   it('exports the Diameter peer\'s state and every exporter\'s queue as the agent sees them', async () => {
     const receiver = await startReceiver();

@@ -1,6 +1,6 @@
-// Builds an Accounting-Request (RFC 6733 §9.7.1) for one user's accounting session.
-import { avpTime, avpU32, avpU64, avpUtf8, encodeMessage, Flag } from './codec.js';
-import { ACCOUNTING_APPLICATION_ID, Avp, Command, type RecordTypeValue } from './dictionary.js';
+// Builds an Accounting-Request (RFC 6733 §9.7.1) for one user's (or one job's) accounting session.
+import { avpTime, avpU32, avpU64, avpUtf8, encodeAvp, encodeMessage, Flag } from './codec.js';
+import { ACCOUNTING_APPLICATION_ID, Avp, Command, UbiaAvp, type RecordTypeValue } from './dictionary.js';
 
 export interface AcrFields {
   sessionId: string;
@@ -22,6 +22,8 @@ export interface AcrFields {
   interimIntervalS: number;
   terminationCause?: number;
   endToEnd: number;
+  /** a job's session: its job id, sent as Ubia-Job-Id under `vendorId` */
+  job?: { id: string; vendorId: number };
 }
 
 export function buildAcr(f: AcrFields): Buffer {
@@ -45,6 +47,8 @@ export function buildAcr(f: AcrFields): Buffer {
     avpU32(Avp.AcctSessionTime, f.sessionTimeS),
     avpUtf8(Avp.NasIdentifier, f.nasIdentifier),
     ...(f.terminationCause !== undefined ? [avpU32(Avp.TerminationCause, f.terminationCause)] : []),
+    // RFC 6733 §9.7.1: an ACR may carry any other AVP (* [ AVP ]); a vendor one, not mandatory
+    ...(f.job ? [encodeAvp(UbiaAvp.JobId, Buffer.from(f.job.id, 'utf8'), { vendorId: f.job.vendorId, mandatory: false })] : []),
   ];
   return encodeMessage(
     { flags: Flag.Request | Flag.Proxiable, commandCode: Command.Accounting, applicationId: ACCOUNTING_APPLICATION_ID, hopByHop: 0, endToEnd: f.endToEnd },

@@ -93,7 +93,18 @@ export const diameterConfigSchema = z
       .min(1)
       .max(7 * 86400)
       .default(900)
-      .describe('seconds: a user\'s session gets its STOP after this long without traffic'),
+      .describe('seconds: a user\'s session gets its STOP after this long without traffic (a job\'s session lasts as long as its cgroup)'),
+    session_per: z
+      .enum(['user', 'job'])
+      .default('user')
+      .describe('"user": one accounting session per user; "job": one per batch job of a user (Slurm), STARTed at its first traffic and STOPped when its cgroup goes away, with the job id in a Ubia-Job-Id AVP, and per-user sessions for the traffic outside jobs; default user'),
+    enterprise_number: z
+      .number()
+      .int()
+      .min(1)
+      .max(0xffffffff)
+      .default(32473)
+      .describe('Vendor-Id (an IANA Private Enterprise Number, RFC 6733 §5.3.3) of ubia\'s own AVPs (Ubia-Job-Id, code 1); default 32473, the number RFC 5612 reserves for documentation: set your organisation\'s PEN in production, as for [ipfix]'),
     max_in_flight: z
       .number()
       .int()

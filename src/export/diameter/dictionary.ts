@@ -74,6 +74,15 @@ export const Avp = {
   AccountingOutputPackets: 366,
 } as const;
 
+/** ubia's vendor-specific AVPs, under the Vendor-Id of `[diameter] enterprise_number`
+ *  (RFC 6733 §4.1: V bit and Vendor-ID field; §11.1.1: a vendor allocates the codes of
+ *  its own AVPs). Sent with the M bit clear: a server without ubia's dictionary may
+ *  ignore them (§4.1) instead of rejecting the record. */
+export const UbiaAvp = {
+  /** UTF8String: the batch job (Slurm job id) a session of `session_per = "job"` is for */
+  JobId: 1,
+} as const;
+
 const KNOWN_AVP_CODES = new Set<number>(Object.values(Avp));
 
 /** Whether ubia understands an IETF (non-vendor) AVP; an unknown one with the M bit set

@@ -1,5 +1,7 @@
-// The Diameter accounting exporter: per-user sessions → ledger outbox → primary or
+// The Diameter accounting exporter: per-user (or per-job) sessions → ledger outbox → primary or
 // secondary AAA server. See docs/diameter.md.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import type BetterSqlite3 from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { Exporter, ExporterStatus, UsageInterval } from '../types.js';
@@ -10,6 +12,7 @@ import { createLoginWatch } from './logins.js';
 import { createPeer, type Peer } from './peer.js';
 import { createSender } from './sender.js';
 import { createSessions } from './sessions.js';
+import { cgroup2Mount } from '../../kernel/cgroups.js';
 
 export { diameterConfigSchema, type DiameterConfig } from './config.js';
 
@@ -21,6 +24,19 @@ export interface DiameterDeps {
   hostName: string;
   /** systemd-logind's per-user state files (tests point this at a directory of their own) */
   loginStateDir?: string;
+  /** where cgroup2 is mounted (null: none); default from /proc/self/mounts */
+  cgroupRoot?: string | null;
+}
+
+/** Whether a job's cgroup directory is gone (Slurm removes job_<id> at the job's end):
+ *  a stat, asked when the agent reports the job's workloads ended and, as a fallback,
+ *  every tick (1 s) per open job session (sessions.ts). Not inotify: a watch holds nothing
+ *  across an agent restart, so a job that ended while the agent was down would never
+ *  STOP, and cgroup.events' "populated 0" means only that no process is left for now. A
+ *  stat is a few µs; a node runs tens of jobs, not thousands. Without cgroup2 no job has
+ *  a cgroup to wait for. */
+function cgroupGone(root: string | null): (cgroup: string) => boolean {
+  return (cgroup) => root === null || !existsSync(join(root, cgroup));
 }
 
 export type DiameterAccounting = Exporter;
@@ -61,6 +77,9 @@ export function createDiameterAccounting(config: DiameterConfig, deps: DiameterD
       nasIdentifier: deps.hostName,
       interimIntervalS: config.interim_interval,
       idleStopS: config.idle_timeout,
+      sessionPer: config.session_per,
+      vendorId: config.enterprise_number,
+      jobGone: cgroupGone(deps.cgroupRoot === undefined ? cgroup2Mount() : deps.cgroupRoot),
     },
     nextEndToEnd,
     () => sender.wake(),

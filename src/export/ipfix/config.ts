@@ -26,6 +26,7 @@ export const ipfixElementIdsSchema = z.strictObject({
   payload_octets_in: elementId(10),
   payload_octets_out: elementId(11),
   cgroup_path: elementId(12),
+  unit_name: elementId(13),
 }).refine((ids) => new Set(Object.values(ids)).size === Object.keys(ids).length, {
   message: 'each enterprise element ID must be different: give every key under [ipfix.element_ids] its own number',
 });
@@ -60,7 +61,7 @@ export const ipfixCollectorSchema = z.strictObject({
     .describe('anonymize = "cryptopan": file holding the 32-byte key (raw, or 64 hex digits); create one with `head -c 32 /dev/urandom > /etc/ubia/cryptopan.key`')
     .meta({ examples: ['/etc/ubia/cryptopan.key'] }),
   process_names: z.boolean().default(true)
-    .describe('false leaves what ran out of the records sent to this collector: the process name (comm) and the cgroup path (systemd unit)'),
+    .describe('false leaves what ran out of the records sent to this collector: the process name (comm), the cgroup path and the unit name (systemd unit, job, container)'),
 }).refine((c) => c.anonymize !== 'cryptopan' || c.cryptopan_key_file !== undefined, {
   message: 'anonymize = "cryptopan" needs cryptopan_key_file = "<path to a 32-byte key>"',
   path: ['cryptopan_key_file'],
@@ -81,7 +82,7 @@ export const ipfixConfigSchema = z.strictObject({
   enterprise_number: z.number().int().min(1, PEN_RANGE).max(2 ** 32 - 1, PEN_RANGE).default(32473)
     .describe('Private Enterprise Number (1..4294967295) of ubia\'s own IEs (uid, gid, pid, process name, cgroup id, per-user counters); default 32473, the number RFC 5612 reserves for documentation: set your organisation\'s PEN in production'),
   element_ids: ipfixElementIdsSchema.prefault({})
-    .describe('element IDs under enterprise_number; defaults 1..12 in the order listed in docs/ipfix.md'),
+    .describe('element IDs under enterprise_number; defaults 1..13 in the order listed in docs/ipfix.md'),
   profile: z.enum(['ubia', 'cace']).default('ubia')
     .describe('ubia: uid, pid, process name as ubia enterprise IEs and userName as IANA 371; cace: uid, pid, user name and process name as the CACE Technologies IEs (PEN 32622, IDs 8-11) that Wireshark names'),
   active_timeout: wholeSeconds(86400, 60, 'seconds after which a long-lived flow is reported with the bytes since its last report (flowEndReason activeTimeout)'),

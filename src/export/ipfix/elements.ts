@@ -99,6 +99,7 @@ export const UBIA_ELEMENTS: readonly UbiaElement[] = [
   { key: 'cgroup_id', name: 'ubiaCgroupId', type: 'unsigned64', description: 'cgroup v2 ID of the owning process (the inode number of its cgroup directory)' },
   ...USER_COUNTER_ELEMENTS,
   { key: 'cgroup_path', name: 'ubiaCgroupPath', type: 'string', description: 'cgroup v2 path of the owning process, e.g. /system.slice/nginx.service: its systemd unit; empty when unknown' },
+  { key: 'unit_name', name: 'ubiaUnitName', type: 'string', description: 'what the cgroup path maps to by the agent\'s unit rules: a systemd unit (nginx.service), a batch job step (job_1234/step_0) or a container; empty when unknown' },
 ];
 
 export type Profile = 'ubia' | 'cace';

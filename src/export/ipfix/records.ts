@@ -44,6 +44,8 @@ function flowTemplate(id: number, family: 4 | 6, opts: ElementOptions, processNa
   if (owner.processName) {
     fields.push({ spec: owner.processName, value: (r) => r.e.flow.comm });
     fields.push({ spec: ubiaField(opts, 'cgroup_path'), value: (r) => cgroupPathOf(r.e.flow.cgroupId) });
+    // the agent names each flow's cgroup by its [units] rules
+    fields.push({ spec: ubiaField(opts, 'unit_name'), value: (r) => r.e.flow.workload?.name ?? '' });
   }
   return { id, fields };
 }

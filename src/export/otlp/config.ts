@@ -40,6 +40,13 @@ export const otlpConfigSchema = z
       .default('none')
       .describe('request body compression: "none" or "gzip"; default none'),
     top_processes: topProcessesSetting('with the most bytes in each interval'),
+    top_units: z
+      .number()
+      .int()
+      .min(0)
+      .max(1000)
+      .default(100)
+      .describe('per-unit metrics (a user\'s bytes, packets and payload in a systemd unit, batch job or container) for the N (user, unit) pairs with the most bytes in each interval (bounds cardinality: jobs and containers come and go); 0 = none; default 100'),
     max_queue: z
       .number()
       .int()
@@ -52,6 +59,6 @@ export const otlpConfigSchema = z
     message: 'timeout must not exceed interval (an export must end before the next begins)',
     path: ['timeout'],
   })
-  .describe('OpenTelemetry metrics over OTLP/HTTP: per-user bytes and packets by direction, the top processes of each interval and ubia\'s own health (absent = disabled)');
+  .describe('OpenTelemetry metrics over OTLP/HTTP: per-user bytes and packets by direction, the top processes and (user, unit) pairs of each interval and ubia\'s own health (absent = disabled)');
 
 export type OtlpConfig = z.output<typeof otlpConfigSchema>;

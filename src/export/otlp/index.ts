@@ -1,8 +1,9 @@
 // The OTLP metrics exporter: per-user bytes and packets by direction, the busiest
-// processes, and ubia's own health, pushed to an OTLP/HTTP receiver (JSON or protobuf)
+// processes and (user, unit) pairs, and ubia's own health, pushed to an OTLP/HTTP receiver (JSON or protobuf)
 // by @opentelemetry/sdk-metrics' periodic reader. Attribute names follow the
 // OpenTelemetry semantic conventions (user.id, user.name, network.io.direction,
-// process.pid, process.executable.name; host.name and service.name on the resource).
+// process.pid, process.executable.name, container.id; host.name and service.name on the
+// resource; units.ts says which unit attributes are ubia's own).
 import type { Logger } from 'pino';
 import { ValueType } from '@opentelemetry/api';
 import { MeterProvider, PeriodicExportingMetricReader, type PushMetricExporter } from '@opentelemetry/sdk-metrics';
@@ -13,12 +14,13 @@ import {
   OTLPMetricExporter as JsonExporter,
 } from '@opentelemetry/exporter-metrics-otlp-http';
 import { OTLPMetricExporter as ProtobufExporter } from '@opentelemetry/exporter-metrics-otlp-proto';
-import type { TrafficCounters } from '../../kernel/types.js';
 import type { Exporter, ExporterStatus, HealthSource } from '../types.js';
 import type { OtlpConfig } from './config.js';
 import { registerHealthMetrics } from './health.js';
 import { createProcessTop } from './processes.js';
 import { createRetryingExporter } from './retry-queue.js';
+import { trafficMetrics } from './traffic-metrics.js';
+import { createUnitTop } from './units.js';
 
 export { otlpConfigSchema, type OtlpConfig } from './config.js';
 
@@ -34,13 +36,6 @@ export interface OtlpExporterOptions {
    *  in memory only */
   spoolDir?: string;
 }
-
-/** The per-user counters, each by network.io.direction: the tx field is "transmit", rx "receive". */
-const USER_METRICS: Array<{ name: string; unit: string; tx: keyof TrafficCounters; rx: keyof TrafficCounters; description: string }> = [
-  { name: 'ubia.user.network.io', unit: 'By', tx: 'txBytes', rx: 'rxBytes', description: 'IP-layer bytes (headers included, as on the wire) of a user' },
-  { name: 'ubia.user.network.packets', unit: '{packet}', tx: 'txPackets', rx: 'rxPackets', description: 'IP packets of a user (a GSO/TSO super-packet counts as its segments)' },
-  { name: 'ubia.user.network.payload.io', unit: 'By', tx: 'txPayloadBytes', rx: 'rxPayloadBytes', description: "socket payload bytes a user's processes sent or received" },
-];
 
 function createWireExporter(cfg: OtlpConfig): PushMetricExporter {
   const options = {
@@ -62,24 +57,28 @@ export function createOtlpExporter(cfg: OtlpConfig, opts: OtlpExporterOptions): 
   });
   const scope = { name: 'ubia', version: opts.version ?? '' };
   const processes = createProcessTop({ topN: cfg.top_processes, temporality: cfg.temporality, resource, scope });
+  const units = createUnitTop({ topN: cfg.top_units, temporality: cfg.temporality, resource, scope });
   const wire = createRetryingExporter(createWireExporter(cfg), {
     keepFailed: cfg.temporality === 'delta',
     maxQueue: cfg.max_queue,
     endpoint: cfg.endpoint,
     logger: opts.logger,
-    onDelivered: () => processes.delivered(),
+    onDelivered: () => {
+      processes.delivered();
+      units.delivered();
+    },
     spoolDir: opts.spoolDir,
   });
   const reader = new PeriodicExportingMetricReader({
     exporter: wire,
     exportIntervalMillis: cfg.interval * 1000,
     exportTimeoutMillis: cfg.timeout * 1000,
-    metricProducers: cfg.top_processes > 0 ? [processes] : [],
+    metricProducers: [...(cfg.top_processes > 0 ? [processes] : []), ...(cfg.top_units > 0 ? [units] : [])],
   });
   const provider = new MeterProvider({ resource, readers: [reader] });
   const meter = provider.getMeter(scope.name, scope.version);
 
-  const userCounters = USER_METRICS.map((m) =>
+  const userCounters = trafficMetrics('user').map((m) =>
     ({ ...m, counter: meter.createCounter(m.name, { description: m.description, unit: m.unit, valueType: ValueType.INT }) }),
   );
   if (opts.health) registerHealthMetrics(meter, opts.health);
@@ -101,6 +100,7 @@ export function createOtlpExporter(cfg: OtlpConfig, opts: OtlpExporterOptions): 
           m.counter.add(u[m.rx], { ...user, 'network.io.direction': 'receive' });
         }
       }
+      if (interval.workloads && cfg.top_units > 0) units.add(interval.workloads);
     },
 
     activeFlows(flows) {
@@ -131,6 +131,7 @@ export function createOtlpExporter(cfg: OtlpConfig, opts: OtlpExporterOptions): 
           failures: s.failures,
           lastSuccessMs: s.lastSuccessMs ?? null,
           processesTracked: processes.tracked(),
+          unitsTracked: units.tracked(),
         },
       };
     },

@@ -262,3 +262,18 @@ export async function startFreeDiameter(opts: { pg: Postgres; tls?: TlsFiles; du
     },
   };
 }
+
+/** The Ubia-Job-Id (vendor 32473, code 1) of each ACR of a session freeDiameter received,
+ *  first sends only, in record-number order. freeDiameter has no dictionary entry for
+ *  it, so dbg_msg_dumps prints it as `{ unknown(32473/1)[V-]=<hex of the value> }`: the
+ *  flags show the V bit set and the M bit clear. */
+export function jobIdsReceived(log: string, sessionId: string): string[] {
+  const ids: [number, string][] = [];
+  for (const line of log.split('\n')) {
+    const acr = RECEIVED_ACR.exec(line);
+    if (!acr || acr[2] !== sessionId || acr[1]!.includes('T')) continue;
+    const job = /\{ unknown\(32473\/1\)\[V-\]=([0-9a-f]*) \}/.exec(line);
+    ids.push([Number(acr[3]), job ? Buffer.from(job[1]!, 'hex').toString('utf8') : '']);
+  }
+  return ids.sort((a, b) => a[0] - b[0]).map(([, id]) => id);
+}
