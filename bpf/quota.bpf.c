@@ -24,9 +24,9 @@
  *    (an accepted connection to a service, such as the user's own SSH login when the
  *    session's sockets are the user's, or a server the user runs).
  *
- * Users without a verdict pay one hash miss per packet and connect, and only while a
- * verdict exists at all: the loader attaches these programs with the first verdict and
- * detaches them with the last.
+ * Users without a verdict pay one read of the uid filter per packet and connect, and
+ * only while a verdict exists at all: the loader attaches these programs with the first
+ * verdict and detaches them with the last.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -51,6 +51,13 @@ struct {
 	__type(key, __u32); /* uid */
 	__type(value, struct ubia_quota_verdict);
 } verdicts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, UBIA_QUOTA_FILTER_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} uid_filter SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -86,6 +93,10 @@ struct {
  * alone ends it at its time (user space's list() also drops expired ones nobody hit). */
 static __always_inline struct ubia_quota_verdict *verdict_of(__u32 uid)
 {
+	__u32 word = (uid >> 6) & (UBIA_QUOTA_FILTER_WORDS - 1);
+	__u64 *bits = bpf_map_lookup_elem(&uid_filter, &word);
+	if (!bits || !((*bits >> (uid & 63)) & 1))
+		return NULL; /* no verdict: what every other user's packet costs */
 	struct ubia_quota_verdict *v = bpf_map_lookup_elem(&verdicts, &uid);
 	if (!v)
 		return NULL;
@@ -247,15 +258,15 @@ static __always_inline int enforce(struct __sk_buff *skb, bool egress)
 {
 	if (skb->family != AF_INET && skb->family != AF_INET6)
 		return 1;
-	struct bpf_sock *sk = skb->sk;
-	if (!sk)
-		return 1;
-	sk = bpf_sk_fullsock(sk);
-	if (!sk)
-		return 1;
 	__u32 uid = bpf_get_socket_uid(skb);
 	struct ubia_quota_verdict *v = verdict_of(uid);
-	if (!v || exempt_packet(skb, sk, egress))
+	if (!v)
+		return 1;
+	struct bpf_sock *sk = skb->sk;
+	if (!sk)
+		return 1; /* bpf_get_socket_uid gave the overflow uid: nobody's packet */
+	sk = bpf_sk_fullsock(sk);
+	if (!sk || exempt_packet(skb, sk, egress))
 		return 1;
 	if (v->action == UBIA_QUOTA_BLOCK)
 		return 0;

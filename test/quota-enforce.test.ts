@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { detachMeter } from '../src/kernel/index.js';
 import { openQuotaEnforcer, type QuotaEnforcer } from '../src/kernel/quota.js';
 import { createNet, createUser, freePort, removeUser, type TestNet, type TestUser } from './support/testbed.js';
-import { serveTraffic, traffic, type RunAs } from './support/traffic.js';
+import { bytesBetween, stream, traffic, type StreamResult } from './support/traffic.js';
 import { sleep } from './support/wait.js';
 
 const PIN_DIR = `/sys/fs/bpf/ubia-test-quota-${process.pid}`;
@@ -20,48 +20,18 @@ let net: TestNet;
 let alice: TestUser; // the limited user
 let bob: TestUser; // another user, never limited
 
-type Samples = [number, number][];
-interface StreamResult {
-  received?: number;
-  sent?: number;
-  samples?: Samples;
-  /** wall-clock seconds of the samples' start */
-  started?: number;
-}
-
 const trySend = (proto: 'tcp' | 'udp', host: string, port: number, user: TestUser) =>
   traffic<{ error: string | null }>(['try-send', proto, host, String(port)], { user }).error;
 
-/** A stream between a client and a server for `seconds`; resolves with the side that
- *  received (its samples: [seconds since start, bytes so far]). `onReady` runs once the
- *  connection carries data. */
-async function stream(
-  o: { mode: 'u' | 'd'; seconds: number; client: RunAs; server: RunAs; serverHost: string; connectHost: string },
-  onReady: () => void | Promise<void> = () => undefined,
-): Promise<StreamResult> {
-  const port = await freePort();
-  const server = serveTraffic(['stream-server', o.serverHost, String(port), String(o.seconds + 5)], o.server, (o.seconds + 30) * 1000);
-  await server.ready;
-  const client = serveTraffic(['stream', o.connectHost, String(port), o.mode, String(o.seconds)], o.client, (o.seconds + 30) * 1000);
-  await client.ready;
-  await onReady();
-  const [c, s] = await Promise.all([client.done, server.done]);
-  return (o.mode === 'u' ? s : c) as StreamResult;
-}
-
-/** Bytes received between from and to seconds (samples are ~100 ms apart). */
-function bytesBetween(samples: Samples, from: number, to: number): number {
-  const at = (t: number) => samples.filter(([s]) => s <= t).at(-1)?.[1] ?? 0;
-  return at(to) - at(from);
-}
-
-const toNs = (user: TestUser, mode: 'u' | 'd', seconds: number) => ({
+/** A stream between the user on this host and a server in the namespace. */
+const toNs = async (user: TestUser, mode: 'u' | 'd', seconds: number) => ({
   mode,
   seconds,
   client: { user },
   server: { net },
   serverHost: '::',
   connectHost: net.peerV4,
+  port: await freePort(),
 });
 
 beforeAll(() => {
@@ -116,10 +86,10 @@ describe('quota enforcement', () => {
     };
     try {
       const [blocked, blockedUp, other, exempt] = await Promise.all([
-        stream(toNs(alice, 'd', seconds), block),
-        stream(toNs(alice, 'u', seconds)),
-        stream(toNs(bob, 'd', seconds)),
-        stream({ ...toNs(alice, 'd', seconds), connectHost: net.peerV6 }),
+        stream(await toNs(alice, 'd', seconds), block),
+        stream(await toNs(alice, 'u', seconds)),
+        stream(await toNs(bob, 'd', seconds)),
+        stream({ ...(await toNs(alice, 'd', seconds)), connectHost: net.peerV6 }),
       ]);
       // on each stream's own time line; what the receiver had queued before the block
       // is read within a few ms
@@ -141,9 +111,9 @@ describe('quota enforcement', () => {
     quota.set({ uid: alice.uid, action: { kind: 'block' }, untilMs: Date.now() + HOUR });
     try {
       // alice serves on the host's veth address; a client in the namespace connects in
-      const r = await stream({ mode: 'd', seconds: 2, client: { net }, server: { user: alice }, serverHost: net.hostV4, connectHost: net.hostV4 });
+      const r = await stream({ mode: 'd', seconds: 2, client: { net }, server: { user: alice }, serverHost: net.hostV4, connectHost: net.hostV4, port: await freePort() });
       expect(r.received).toBeGreaterThan(1_000_000);
-      const up = await stream({ mode: 'u', seconds: 2, client: { net }, server: { user: alice }, serverHost: net.hostV4, connectHost: net.hostV4 });
+      const up = await stream({ mode: 'u', seconds: 2, client: { net }, server: { user: alice }, serverHost: net.hostV4, connectHost: net.hostV4, port: await freePort() });
       expect(up.received).toBeGreaterThan(1_000_000);
     } finally {
       quota.clear(alice.uid);
@@ -206,7 +176,7 @@ describe('quota enforcement', () => {
       quota.set({ uid: alice.uid, action: { kind: 'throttle', bytesPerSecond: RATE }, untilMs: Date.now() + HOUR });
       try {
         const seconds = 10;
-        const [limited, other] = await Promise.all([stream(toNs(alice, mode, seconds)), stream(toNs(bob, mode, seconds))]);
+        const [limited, other] = await Promise.all([stream(await toNs(alice, mode, seconds)), stream(await toNs(bob, mode, seconds))]);
         const mbit = (r: StreamResult) => (bytesBetween(r.samples!, 0, seconds) * 8) / seconds / 1e6;
         console.log(`throttle ${direction}: limited ${mbit(limited).toFixed(2)} Mbit/s, other ${mbit(other).toFixed(1)} Mbit/s`);
         expect(mbit(limited)).toBeGreaterThan(8 * 0.9);

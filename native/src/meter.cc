@@ -116,7 +116,7 @@ Meter::Meter(const MeterOptions &opts) : opts_(opts) {
     load_and_attach();
   } catch (...) {
     // leave nothing half-made behind; pinned state of a running meter stays untouched
-    if (!resumed_) detach_pinned(opts_.pin_dir);
+    if (!resumed_) detach_pinned(opts_.pin_dir, true);
     close(false);
     throw;
   }
@@ -609,10 +609,13 @@ size_t Meter::repin() {
   return n;
 }
 
-void detach_pinned(const std::string &pin_dir, bool keep_dir) {
+void detach_pinned(const std::string &pin_dir, bool meter_only) {
   libbpf_set_print(libbpf_print);  // "no such filter" on interfaces without ours is expected
   // Unpinning drops the last reference to each link: the kernel detaches the programs.
-  remove_tree(pin_dir, keep_dir);
+  if (meter_only)
+    for (const char *sub : {"/maps", "/links", "/progs"}) remove_tree(pin_dir + sub);
+  else
+    remove_tree(pin_dir);
   struct if_nameindex *ifs = if_nameindex();
   if (!ifs) return;
   for (struct if_nameindex *i = ifs; i->if_index; i++) {

@@ -170,9 +170,36 @@ void QuotaEnforcer::sync_attachment() {
   }
 }
 
+namespace {
+// The uid filter's word and bit of a uid (as verdict_of in quota.bpf.c computes them).
+uint32_t filter_word(uint32_t uid) { return (uid >> 6) & (UBIA_QUOTA_FILTER_WORDS - 1); }
+uint64_t filter_bit(uint32_t uid) { return uint64_t(1) << (uid & 63); }
+}  // namespace
+
+// Sets or clears the uid's filter bit: set while any verdict's uid shares it.
+void QuotaEnforcer::refresh_filter(uint32_t uid) {
+  const int ffd = bpf_map__fd(skel_->maps.uid_filter);
+  const uint32_t word = filter_word(uid);
+  uint64_t bits = 0;
+  bpf_map_lookup_elem(ffd, &word, &bits);
+  bool needed = false;
+  for (uint32_t other : map_keys<uint32_t>(bpf_map__fd(skel_->maps.verdicts)))
+    needed = needed || (filter_word(other) == word && filter_bit(other) == filter_bit(uid));
+  bits = needed ? bits | filter_bit(uid) : bits & ~filter_bit(uid);
+  if (bpf_map_update_elem(ffd, &word, &bits, BPF_ANY) != 0) fail_bpf("updating the quota uid filter failed", errno);
+}
+
 void QuotaEnforcer::set(uint32_t uid, const ubia_quota_verdict &v) {
   if (bpf_map_update_elem(bpf_map__fd(skel_->maps.verdicts), &uid, &v, BPF_ANY) != 0)
     fail_bpf("storing the quota verdict of uid " + std::to_string(uid) + " failed", errno);
+  // the verdict first, then its bit: a packet that sees the bit finds the verdict. Only
+  // this process writes the filter (the flock on the directory), so read-modify-write is safe.
+  const int ffd = bpf_map__fd(skel_->maps.uid_filter);
+  const uint32_t word = filter_word(uid);
+  uint64_t bits = 0;
+  bpf_map_lookup_elem(ffd, &word, &bits);
+  bits |= filter_bit(uid);
+  if (bpf_map_update_elem(ffd, &word, &bits, BPF_ANY) != 0) fail_bpf("updating the quota uid filter failed", errno);
   sync_attachment();
 }
 
@@ -182,6 +209,7 @@ void QuotaEnforcer::forget(uint32_t uid) {
     ubia_quota_bucket_key k{uid, egress};
     bpf_map_delete_elem(bpf_map__fd(skel_->maps.buckets), &k);
   }
+  refresh_filter(uid);
 }
 
 void QuotaEnforcer::clear(uint32_t uid) {

@@ -454,12 +454,20 @@ def samples_writer(s, seconds):
     return n
 
 
+def congestion_control(s):
+    """TCP_CC in the environment picks the socket's congestion control (benchmarks)"""
+    cc = os.environ.get('TCP_CC')
+    if cc:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
+
+
 def stream_server(host, port, seconds):
     """accepts one connection; its first byte asks: 'u' (it uploads: read and sample) or
     'd' (it downloads: send) for SECONDS"""
     s = listen(host, int(port))
     a, _ = s.accept()
     a.settimeout(TIMEOUT)
+    congestion_control(a)
     mode = a.recv(1)
     if mode == b'u':
         n, samples, started = samples_reader(a, seconds)
@@ -473,6 +481,7 @@ def stream(host, port, mode, seconds):
     """to a stream server: uploads ('u': send for SECONDS) or downloads ('d': read and
     sample for SECONDS)"""
     c = connect(host, int(port))
+    congestion_control(c)
     c.sendall(mode.encode())
     out(ready=1)
     if mode == 'u':
