@@ -8,8 +8,6 @@
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
-#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -98,18 +96,8 @@ void QuotaEnforcer::load() {
 
   skel_ = quota_bpf__open();
   if (!skel_) fail_bpf("opening the quota BPF object failed", errno);
-  bpf_map *map;
-  bpf_object__for_each_map(map, skel_->obj) {
-    std::string name = bpf_map__name(map);
-    if (name.find('.') != std::string::npos) continue;  // .rodata/.bss are per load
-    bpf_map__set_pin_path(map, (dir_ + "/maps/" + name).c_str());
-  }
-  // signals wait until the verifier is done (it gives up with EAGAIN on a pending one)
-  sigset_t all, before;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, &before);
-  int err = quota_bpf__load(skel_);
-  pthread_sigmask(SIG_SETMASK, &before, nullptr);
+  pin_maps_in(skel_->obj, dir_ + "/maps");
+  int err = load_without_signals([&] { return quota_bpf__load(skel_); });
   if (err) fail_bpf("loading the quota BPF programs failed", err);
 
   uint32_t zero = 0;
