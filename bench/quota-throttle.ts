@@ -21,7 +21,6 @@ const CASES: Case[] = [
   { mbit: 2, burstSeconds: 0.25 },
   { mbit: 8, burstSeconds: 0 },
   { mbit: 8, burstSeconds: 0.25 },
-  { mbit: 8, burstSeconds: 1 },
   { mbit: 100, burstSeconds: 0.25 },
 ];
 const CCS = (process.env.BENCH_CC ?? 'cubic,bbr').split(',');

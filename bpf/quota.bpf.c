@@ -132,7 +132,8 @@ static __always_inline bool exempt_addr6(const __u32 w[4])
 {
 	if (w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff)) /* IPv4-mapped (RFC 4291 §2.5.5.2) */
 		return exempt_addr4(w[3]);
-	struct ubia_quota_cidr6 key = { .prefixlen = 128 };
+	struct ubia_quota_cidr6 key;
+	key.prefixlen = 128;
 	__builtin_memcpy(key.addr, w, 16);
 	if (bpf_map_lookup_elem(&exempt_v6, &key))
 		return true;
@@ -209,13 +210,18 @@ static __always_inline bool exempt_packet(struct __sk_buff *skb, struct bpf_sock
 	if (local && skb->ifindex == LOOPBACK_IFINDEX)
 		return true;
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
-		struct ubia_quota_cidr4 key = { .prefixlen = 32 };
+		struct ubia_quota_cidr4 key;
+		key.prefixlen = 32;
 		if (bpf_skb_load_bytes(skb, egress ? 16 : 12, key.addr, 4))
 			return false;
 		if (bpf_map_lookup_elem(&exempt_v4, &key))
 			return true;
 	} else {
-		struct ubia_quota_cidr6 key = { .prefixlen = 128 };
+		/* filled field by field: an initialiser of this size becomes a .rodata copy, and an
+		 * object whose .rodata holds no variable has BTF Linux 5.10 refuses (empty DATASEC),
+		 * which leaves the buckets' spin lock without BTF */
+		struct ubia_quota_cidr6 key;
+		key.prefixlen = 128;
 		if (bpf_skb_load_bytes(skb, egress ? 24 : 8, key.addr, 16))
 			return false;
 		if (bpf_map_lookup_elem(&exempt_v6, &key))
