@@ -11,7 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <set>
+#include <vector>
 
 #include "quota.skel.h"
 
@@ -69,6 +69,7 @@ QuotaEnforcer::QuotaEnforcer(const std::string &pin_dir) : dir_(pin_dir + "/quot
                                 ": stop it (one agent per agent.pin_dir)");
   try {
     load();
+    rebuild_filter();  // bits of verdicts the kernel expired while nobody listed them go
     resume_links();
     sync_attachment();
   } catch (...) {
@@ -164,17 +165,18 @@ uint32_t filter_word(uint32_t uid) { return (uid >> 6) & (UBIA_QUOTA_FILTER_WORD
 uint64_t filter_bit(uint32_t uid) { return uint64_t(1) << (uid & 63); }
 }  // namespace
 
-// Sets or clears the uid's filter bit: set while any verdict's uid shares it.
-void QuotaEnforcer::refresh_filter(uint32_t uid) {
+// Makes the uid filter hold exactly the bits of the verdicts there are (one pass over
+// them, then the words that change).
+void QuotaEnforcer::rebuild_filter() {
+  std::vector<uint64_t> want(UBIA_QUOTA_FILTER_WORDS, 0);
+  for (uint32_t uid : map_keys<uint32_t>(bpf_map__fd(skel_->maps.verdicts))) want[filter_word(uid)] |= filter_bit(uid);
   const int ffd = bpf_map__fd(skel_->maps.uid_filter);
-  const uint32_t word = filter_word(uid);
-  uint64_t bits = 0;
-  bpf_map_lookup_elem(ffd, &word, &bits);
-  bool needed = false;
-  for (uint32_t other : map_keys<uint32_t>(bpf_map__fd(skel_->maps.verdicts)))
-    needed = needed || (filter_word(other) == word && filter_bit(other) == filter_bit(uid));
-  bits = needed ? bits | filter_bit(uid) : bits & ~filter_bit(uid);
-  if (bpf_map_update_elem(ffd, &word, &bits, BPF_ANY) != 0) fail_bpf("updating the quota uid filter failed", errno);
+  for (uint32_t word = 0; word < UBIA_QUOTA_FILTER_WORDS; word++) {
+    uint64_t bits = 0;
+    bpf_map_lookup_elem(ffd, &word, &bits);
+    if (bits != want[word] && bpf_map_update_elem(ffd, &word, &want[word], BPF_ANY) != 0)
+      fail_bpf("updating the quota uid filter failed", errno);
+  }
 }
 
 void QuotaEnforcer::set(uint32_t uid, const ubia_quota_verdict &v) {
@@ -197,11 +199,11 @@ void QuotaEnforcer::forget(uint32_t uid) {
     ubia_quota_bucket_key k{uid, egress};
     bpf_map_delete_elem(bpf_map__fd(skel_->maps.buckets), &k);
   }
-  refresh_filter(uid);
 }
 
 void QuotaEnforcer::clear(uint32_t uid) {
   forget(uid);
+  rebuild_filter();
   sync_attachment();
 }
 
@@ -209,14 +211,18 @@ std::vector<std::pair<uint32_t, ubia_quota_verdict>> QuotaEnforcer::list() {
   const int fd = bpf_map__fd(skel_->maps.verdicts);
   const uint64_t now = boot_now_ns();
   std::vector<std::pair<uint32_t, ubia_quota_verdict>> out;
+  bool forgot = false;
   for (uint32_t uid : map_keys<uint32_t>(fd)) {
     ubia_quota_verdict v{};
-    if (bpf_map_lookup_elem(fd, &uid, &v) != 0) continue;  // expired in the kernel meanwhile
-    if (v.until_boot_ns <= now)
-      forget(uid);
-    else
+    bool gone = bpf_map_lookup_elem(fd, &uid, &v) != 0;  // expired in the kernel meanwhile
+    if (!gone && v.until_boot_ns > now) {
       out.push_back({uid, v});
+      continue;
+    }
+    forget(uid);
+    forgot = true;
   }
+  if (forgot) rebuild_filter();
   sync_attachment();
   return out;
 }
