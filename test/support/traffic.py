@@ -455,7 +455,8 @@ def samples_writer(s, seconds):
 
 
 def congestion_control(s):
-    """TCP_CC in the environment picks the socket's congestion control (benchmarks)"""
+    """TCP_CC in the environment picks the sending socket's congestion control
+    (benchmarks; an unprivileged user may pick only net.ipv4.tcp_allowed_congestion_control)"""
     cc = os.environ.get('TCP_CC')
     if cc:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
@@ -467,12 +468,12 @@ def stream_server(host, port, seconds):
     s = listen(host, int(port))
     a, _ = s.accept()
     a.settimeout(TIMEOUT)
-    congestion_control(a)
     mode = a.recv(1)
     if mode == b'u':
         n, samples, started = samples_reader(a, seconds)
         out(received=n, samples=samples, started=started)
     else:
+        congestion_control(a)
         out(sent=samples_writer(a, seconds))
     a.close()
 
@@ -481,10 +482,10 @@ def stream(host, port, mode, seconds):
     """to a stream server: uploads ('u': send for SECONDS) or downloads ('d': read and
     sample for SECONDS)"""
     c = connect(host, int(port))
-    congestion_control(c)
     c.sendall(mode.encode())
     out(ready=1)
     if mode == 'u':
+        congestion_control(c)
         out(sent=samples_writer(c, seconds))
     else:
         n, samples, started = samples_reader(c, seconds)
