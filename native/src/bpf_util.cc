@@ -101,7 +101,7 @@ static bool has_capability(int cap) {
   throw MeterError(msg);
 }
 
-std::string cgroup2_mount() {
+static std::string cgroup2_mount() {
   // The cgroup v2 hierarchy may sit at /sys/fs/cgroup or, on hybrid hosts, at
   // /sys/fs/cgroup/unified: read the mount table, never assume.
   std::ifstream mounts("/proc/self/mounts");
@@ -109,6 +109,17 @@ std::string cgroup2_mount() {
   while (mounts >> dev >> dir >> type && std::getline(mounts, rest))
     if (type == "cgroup2") return dir;
   throw MeterError("no cgroup v2 hierarchy is mounted: mount one (mount -t cgroup2 none /sys/fs/cgroup/unified) or boot with systemd.unified_cgroup_hierarchy");
+}
+
+int begin_load() {
+  libbpf_set_print(libbpf_print);
+  g_libbpf_log.clear();
+  if (!exists("/sys/kernel/btf/vmlinux"))
+    throw MeterError("kernel has no BTF (/sys/kernel/btf/vmlinux is missing): ubia needs a kernel built with CONFIG_DEBUG_INFO_BTF=y");
+  std::string cg = cgroup2_mount();
+  int fd = open(cg.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) throw MeterError("cannot open the cgroup v2 root " + cg + ": " + errno_text(errno));
+  return fd;
 }
 
 static bool is_bpffs(const std::string &path) {

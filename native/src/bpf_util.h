@@ -24,8 +24,9 @@ std::string errno_text(int err);
 // Throws MeterError for a failed BPF operation, with the verifier's reason or libbpf's
 // last words and, for permission errors, the capabilities to grant.
 [[noreturn]] void fail_bpf(const std::string &what, int err);
-// Where the cgroup v2 hierarchy is mounted (throws when it is not).
-std::string cgroup2_mount();
+// Before a load: libbpf's messages go to g_libbpf_log (cleared), the kernel's BTF is
+// there; returns an fd of the cgroup v2 root, where the cgroup programs attach.
+int begin_load();
 void mkdir_p(const std::string &path);
 bool exists(const std::string &path);
 void remove_tree(const std::string &path, bool keep_top = false);

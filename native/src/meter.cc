@@ -98,17 +98,8 @@ std::vector<Entry<K, V>> read_map(int fd, bool percpu) {
 
 }  // namespace
 
-
 Meter::Meter(const MeterOptions &opts) : opts_(opts) {
-  libbpf_set_print(libbpf_print);
-  g_libbpf_log.clear();
-  if (!exists("/sys/kernel/btf/vmlinux"))
-    throw MeterError("kernel has no BTF (/sys/kernel/btf/vmlinux is missing): ubia needs a kernel built with CONFIG_DEBUG_INFO_BTF=y");
-
-  std::string cg = cgroup2_mount();
-  cgroup_fd_ = open(cg.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (cgroup_fd_ < 0) throw MeterError("cannot open the cgroup v2 root " + cg + ": " + errno_text(errno));
-
+  cgroup_fd_ = begin_load();
   prepare_pin_dir();
   try {
     load_and_attach();

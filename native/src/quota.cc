@@ -56,13 +56,7 @@ void replace_trie(int fd, const std::vector<K> &want) {
 }  // namespace
 
 QuotaEnforcer::QuotaEnforcer(const std::string &pin_dir) : dir_(pin_dir + "/quota") {
-  libbpf_set_print(libbpf_print);
-  g_libbpf_log.clear();
-  if (!exists("/sys/kernel/btf/vmlinux"))
-    throw MeterError("kernel has no BTF (/sys/kernel/btf/vmlinux is missing): ubia needs a kernel built with CONFIG_DEBUG_INFO_BTF=y");
-  std::string cg = cgroup2_mount();
-  cgroup_fd_ = open(cg.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (cgroup_fd_ < 0) throw MeterError("cannot open the cgroup v2 root " + cg + ": " + errno_text(errno));
+  cgroup_fd_ = begin_load();
   make_pin_dir(pin_dir);
   mkdir_p(dir_);
   lock_fd_ = lock_dir(dir_, "another process enforces quotas with the pin directory " + dir_ +
