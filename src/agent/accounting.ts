@@ -93,6 +93,7 @@ export class Accounting {
   private flowRead: Columns<FlowRecord> | undefined;
   private ended: FlowSnapshot[] = [];
   private exited = new Set<number>();
+  private bookedListener: ((nowMs: number, uid: number, scope: Scope, delta: TrafficCounters) => void) | undefined;
 
   constructor(
     private readonly meter: MeterReader,
@@ -131,6 +132,11 @@ export class Accounting {
     return snap;
   }
 
+  /** Hears every user delta booked in the ledger (the quotas count them). */
+  onBooked(listener: (nowMs: number, uid: number, scope: Scope, delta: TrafficCounters) => void): void {
+    this.bookedListener = listener;
+  }
+
   /** A process exited: its entries are dropped from the kernel after the next read. */
   processExited(pid: number): void {
     this.exited.add(pid);
@@ -164,6 +170,7 @@ export class Accounting {
         const scope = scopeAt(i);
         if (!this.counts(scope)) return;
         this.ledger.add(nowMs, uid, scope, d);
+        this.bookedListener?.(nowMs, uid, scope, d);
         const seen = this.pollDeltas.get(uid);
         if (!seen) this.pollDeltas.set(uid, { ...countersOf(d), round });
         else if (seen.round === round) addInto(seen, d);

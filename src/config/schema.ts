@@ -4,6 +4,7 @@
 // exporters (src/export/<name>/config.ts); absent section = exporter disabled.
 import { z } from 'zod';
 import { integer, seconds, setting, text } from '../core/settings.js';
+import { quotaRulesSchema } from './quota.js';
 
 export const agentSectionSchema = z
   .strictObject({
@@ -116,4 +117,5 @@ export const coreConfigShape = {
   history: historySectionSchema.prefault({}),
   control: controlSectionSchema.prefault({}),
   log: logSectionSchema.prefault({}),
+  quota: quotaRulesSchema,
 };
