@@ -12,6 +12,10 @@
 
 #define UBIA_ABI_VERSION 7
 
+#ifndef __VMLINUX_H__
+#include <linux/bpf.h> /* user space: struct bpf_spin_lock */
+#endif
+
 #define UBIA_COMM_LEN 16
 
 /* map sizes; the flow map's size can be changed at load time */
@@ -222,5 +226,65 @@ _Static_assert(sizeof(struct ubia_event) == 184, "ubia_event layout");
 _Static_assert(sizeof(struct ubia_iface) == 96, "ubia_iface layout");
 _Static_assert(sizeof(struct ubia_meta) == 16, "ubia_meta layout");
 _Static_assert(sizeof(struct ubia_user_slot) == 64, "ubia_user_slot layout");
+
+/* ---- quota enforcement (bpf/quota.bpf.c, pinned under <pin_dir>/quota) ------------------
+ * A separate object with its own ABI version: the meter's pins and the quota's keep apart,
+ * and neither layout change forces the other's state away. */
+#define UBIA_QUOTA_ABI_VERSION 1
+#define UBIA_QUOTA_MAX_VERDICTS 65536
+#define UBIA_QUOTA_MAX_EXEMPT 1024
+
+enum ubia_quota_action {
+	UBIA_QUOTA_BLOCK = 1,    /* refuse new connections, drop traffic */
+	UBIA_QUOTA_THROTTLE = 2, /* police traffic to rate_bytes per second per direction */
+};
+
+/* What the kernel does to one uid's traffic outside the exemptions, until until_boot_ns.
+ * Written by user space only; a program finding it expired deletes it. */
+struct ubia_quota_verdict {
+	__u32 action; /* enum ubia_quota_action */
+	__u32 pad;
+	__u64 rate_bytes;     /* throttle: wire bytes per second, each direction */
+	__u64 burst_bytes;    /* throttle: the token bucket's depth */
+	__u64 until_boot_ns;  /* CLOCK_BOOTTIME the verdict ends at (what the programs compare) */
+	__u64 until_epoch_ms; /* the same end as the caller gave it (wall clock), for list() */
+};
+
+struct ubia_quota_bucket_key {
+	__u32 uid;
+	__u32 egress; /* 1: sent, 0: received */
+};
+
+/* One uid and direction's token bucket, shared by every CPU (all the user's sockets
+ * together). Tokens are scaled by 1e9 (byte-seconds per ns) so that refills need no
+ * division and lose no fraction: refill = elapsed ns x rate_bytes. */
+struct ubia_quota_bucket {
+	struct bpf_spin_lock lock;
+	__u32 pad;
+	__u64 tokens_scaled;
+	__u64 last_ns; /* CLOCK_MONOTONIC of the last refill */
+};
+
+/* Exempt destinations: LPM trie keys (prefix length, then network-order address). */
+struct ubia_quota_cidr4 {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+struct ubia_quota_cidr6 {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+struct ubia_quota_config {
+	__u32 abi_version;
+	__u32 local_services; /* exempt loopback traffic and inbound connections (see quota.bpf.c) */
+};
+
+_Static_assert(sizeof(struct ubia_quota_verdict) == 40, "ubia_quota_verdict layout");
+_Static_assert(sizeof(struct ubia_quota_bucket_key) == 8, "ubia_quota_bucket_key layout");
+_Static_assert(sizeof(struct ubia_quota_bucket) == 24, "ubia_quota_bucket layout");
+_Static_assert(sizeof(struct ubia_quota_cidr4) == 8, "ubia_quota_cidr4 layout");
+_Static_assert(sizeof(struct ubia_quota_cidr6) == 20, "ubia_quota_cidr6 layout");
+_Static_assert(sizeof(struct ubia_quota_config) == 8, "ubia_quota_config layout");
 
 #endif /* UBIA_H */

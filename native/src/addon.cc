@@ -1,4 +1,4 @@
-// ubia's native addon: the kernel meter and a few system calls.
+// ubia's native addon: the kernel meter, quota enforcement and a few system calls.
 #include <bpf/bpf.h>
 #include <napi.h>
 #include <unistd.h>
@@ -7,6 +7,7 @@
 
 namespace ubia {
 Napi::Function DefineMeter(Napi::Env env);
+Napi::Function DefineQuota(Napi::Env env);
 void DefineSystem(Napi::Env env, Napi::Object exports);
 }  // namespace ubia
 
@@ -34,6 +35,7 @@ Napi::Value PinnedMapId(const Napi::CallbackInfo &info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Meter", ubia::DefineMeter(env));
+  exports.Set("QuotaEnforcer", ubia::DefineQuota(env));
   exports.Set("detachPinned", Napi::Function::New(env, DetachPinned));
   exports.Set("pinnedMapId", Napi::Function::New(env, PinnedMapId));
   exports.Set("abiVersion", Napi::Number::New(env, UBIA_ABI_VERSION));

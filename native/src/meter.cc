@@ -27,11 +27,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "bpf_util.h"
 #include "ubia.skel.h"
-
-#ifndef BPF_FS_MAGIC
-#define BPF_FS_MAGIC 0xcafe4a11
-#endif
 
 namespace ubia {
 namespace {
@@ -45,144 +42,6 @@ uint32_t tc_priority(const std::string &pin_dir) {
   uint32_t h = 2166136261u;  // FNV-1a
   for (unsigned char c : pin_dir) h = (h ^ c) * 16777619u;
   return 0x1000 + h % 0xe000;
-}
-
-// libbpf's messages, to explain a failed load. A verifier log arrives as one message
-// of up to megabytes: kept whole here, so that its end (the reason) survives.
-std::string g_libbpf_log;
-
-int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap) {
-  if (level == LIBBPF_DEBUG) return 0;
-  va_list again;
-  va_copy(again, ap);
-  int n = vsnprintf(nullptr, 0, fmt, ap);
-  if (n > 0) {
-    std::string buf(size_t(n) + 1, '\0');
-    vsnprintf(buf.data(), buf.size(), fmt, again);
-    buf.resize(size_t(n));
-    g_libbpf_log += buf;
-  }
-  va_end(again);
-  if (g_libbpf_log.size() > (4u << 20)) g_libbpf_log.erase(0, g_libbpf_log.size() - (4u << 20));
-  return 0;
-}
-
-// The verifier's reason for rejecting a program: which program, and the last lines of
-// its log (the log walks the program from the start; the failing check is at the end).
-std::string verifier_reason(const std::string &log) {
-  const std::string end_mark = "-- END PROG LOAD LOG --";
-  size_t end = log.rfind(end_mark);
-  if (end == std::string::npos) return "";
-  size_t line_start = log.rfind('\n', end);
-  size_t begin = log.rfind("-- BEGIN PROG LOAD LOG --", end);
-  if (begin == std::string::npos) return "";
-  // "libbpf: prog 'NAME': -- BEGIN PROG LOAD LOG --"
-  size_t name_at = log.rfind("prog '", begin);
-  std::string name = name_at == std::string::npos ? "?" : log.substr(name_at + 6, log.find('\'', name_at + 6) - name_at - 6);
-  std::string body = log.substr(begin, (line_start == std::string::npos ? end : line_start) - begin);
-  std::vector<std::string> lines;
-  std::stringstream ss(body);
-  for (std::string l; std::getline(ss, l);)
-    if (!l.empty() && l.find("LOAD LOG --") == std::string::npos) lines.push_back(l);
-  constexpr size_t kLast = 6;
-  std::string out = "the verifier rejected program " + name + ":";
-  for (size_t i = lines.size() > kLast ? lines.size() - kLast : 0; i < lines.size(); i++) out += "\n  " + lines[i];
-  return out;
-}
-
-std::string errno_text(int err) { return strerror(err < 0 ? -err : err); }
-
-// Is this capability in the process's effective set (/proc/self/status CapEff)?
-bool has_capability(int cap) {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line))
-    if (line.rfind("CapEff:", 0) == 0) return (std::stoull(line.substr(7), nullptr, 16) >> cap) & 1;
-  return false;
-}
-
-[[noreturn]] void fail_bpf(const std::string &what, int err) {
-  constexpr int kCapPerfmon = 38, kCapBpf = 39;
-  int e = err < 0 ? -err : err;
-  std::string msg = what + ": " + errno_text(e);
-  if (e == EPERM || e == EACCES)
-    msg += ". BPF not permitted: run as root or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN"
-           " (CAP_SYS_ADMIN only to mount bpffs on /sys/fs/bpf when it is not mounted)";
-  else if (e == EINVAL && has_capability(kCapBpf) && !has_capability(kCapPerfmon))
-    msg += ". The verifier refuses ubia's tracing programs and socket-storage access without"
-           " CAP_PERFMON: grant it (with CAP_BPF and CAP_NET_ADMIN)";
-  std::string reason = verifier_reason(g_libbpf_log);
-  if (!reason.empty()) {
-    msg += "\n" + reason;
-  } else if (!g_libbpf_log.empty()) {
-    // no verifier log: libbpf's last words say what failed
-    std::string tail = g_libbpf_log.size() > 1500 ? g_libbpf_log.substr(g_libbpf_log.size() - 1500)
-                                                  : g_libbpf_log;
-    msg += "\nlibbpf: " + tail;
-  }
-  throw MeterError(msg);
-}
-
-std::string cgroup2_mount() {
-  // The cgroup v2 hierarchy may sit at /sys/fs/cgroup or, on hybrid hosts, at
-  // /sys/fs/cgroup/unified: read the mount table, never assume.
-  std::ifstream mounts("/proc/self/mounts");
-  std::string dev, dir, type, rest;
-  while (mounts >> dev >> dir >> type && std::getline(mounts, rest))
-    if (type == "cgroup2") return dir;
-  throw MeterError("no cgroup v2 hierarchy is mounted: mount one (mount -t cgroup2 none /sys/fs/cgroup/unified) or boot with systemd.unified_cgroup_hierarchy");
-}
-
-bool is_bpffs(const std::string &path) {
-  struct statfs st;
-  return statfs(path.c_str(), &st) == 0 && st.f_type == BPF_FS_MAGIC;
-}
-
-void mkdir_p(const std::string &path) {
-  std::string cur;
-  std::stringstream ss(path);
-  std::string part;
-  while (std::getline(ss, part, '/')) {
-    if (part.empty()) continue;
-    cur += "/" + part;
-    if (mkdir(cur.c_str(), 0700) != 0 && errno != EEXIST)
-      throw MeterError("cannot create " + cur + ": " + errno_text(errno) +
-                       (errno == EACCES || errno == EPERM ? " (run as root or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)" : ""));
-  }
-}
-
-bool exists(const std::string &path) { return access(path.c_str(), F_OK) == 0; }
-
-void remove_tree(const std::string &path, bool keep_top = false) {
-  DIR *d = opendir(path.c_str());
-  if (!d) return;
-  while (dirent *e = readdir(d)) {
-    std::string n = e->d_name;
-    if (n == "." || n == "..") continue;
-    std::string p = path + "/" + n;
-    if (e->d_type == DT_DIR)
-      remove_tree(p);
-    else
-      unlink(p.c_str());
-  }
-  closedir(d);
-  if (!keep_top) rmdir(path.c_str());
-}
-
-// An exclusive flock on the pin directory: two agents on one pin directory would each
-// take ended flows the other never sees, and each re-pin what the other removed.
-int lock_dir(const std::string &dir) {
-  int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) throw MeterError("cannot open the pin directory " + dir + ": " + errno_text(errno));
-  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    int e = errno;
-    ::close(fd);
-    if (e == EWOULDBLOCK)
-      throw MeterError("another ubia agent is metering with the pin directory " + dir +
-                       ": stop it, or give this agent another agent.pin_dir");
-    throw MeterError("cannot lock the pin directory " + dir + ": " + errno_text(e));
-  }
-  return fd;
 }
 
 uint32_t prog_id(int prog_fd) {
@@ -241,12 +100,6 @@ std::vector<Entry<K, V>> read_map(int fd, bool percpu) {
 
 }  // namespace
 
-BootClock::BootClock() {
-  timespec real, boot;
-  clock_gettime(CLOCK_REALTIME, &real);
-  clock_gettime(CLOCK_BOOTTIME, &boot);
-  offset_ns_ = (real.tv_sec - boot.tv_sec) * 1e9 + (real.tv_nsec - boot.tv_nsec);
-}
 
 Meter::Meter(const MeterOptions &opts) : opts_(opts) {
   libbpf_set_print(libbpf_print);
@@ -406,20 +259,9 @@ int Meter::open_and_load() {
 Meter::~Meter() { close(false); }
 
 void Meter::prepare_pin_dir() {
-  // /sys/fs/bpf is not mounted on every fresh machine: mount bpffs when it is missing.
-  std::string parent = opts_.pin_dir.substr(0, opts_.pin_dir.rfind('/'));
-  if (parent.empty()) parent = "/";
-  if (!is_bpffs(parent)) {
-    if (parent != "/sys/fs/bpf")
-      throw MeterError("pin directory's parent " + parent + " is not a BPF filesystem: mount one there (mount -t bpf bpf " + parent + ")");
-    mkdir_p(parent);
-    // with the kernel's default mode, as `mount -t bpf bpf /sys/fs/bpf` does: the mount is
-    // shared with every other BPF user of the host; our pin directory itself is 0700
-    if (mount("bpf", parent.c_str(), "bpf", 0, nullptr) != 0)
-      throw MeterError("cannot mount bpffs on " + parent + ": " + errno_text(errno) + " (run as root or mount it: mount -t bpf bpf " + parent + ")");
-  }
-  mkdir_p(opts_.pin_dir);
-  lock_fd_ = lock_dir(opts_.pin_dir);
+  make_pin_dir(opts_.pin_dir);
+  lock_fd_ = lock_dir(opts_.pin_dir, "another ubia agent is metering with the pin directory " + opts_.pin_dir +
+                                         ": stop it, or give this agent another agent.pin_dir");
   std::string meta_pin = opts_.pin_dir + "/maps/meta";
   if (exists(meta_pin)) {
     int fd = bpf_obj_get(meta_pin.c_str());
@@ -755,7 +597,7 @@ size_t Meter::repin() {
   mkdir_p(opts_.pin_dir + "/maps");
   mkdir_p(opts_.pin_dir + "/links");
   mkdir_p(opts_.pin_dir + "/progs");
-  int fd = lock_dir(opts_.pin_dir);
+  int fd = lock_dir(opts_.pin_dir, "another ubia agent took the pin directory " + opts_.pin_dir + " while it was gone");
   if (lock_fd_ >= 0) ::close(lock_fd_);
   lock_fd_ = fd;
   size_t n = 0;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include <linux/types.h>
+#include "bpf_util.h"
 #include "ubia.h"
 
 struct ubia_bpf;
@@ -18,11 +19,6 @@ struct bpf_link;
 struct ring_buffer;
 
 namespace ubia {
-
-// An error whose message says what is wrong and what to do about it.
-struct MeterError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
 
 // How the fold reaches every socket's storage (see kFoldRoutes in meter.cc).
 enum class FoldRoute { StorageMap, Sockets };
@@ -148,15 +144,5 @@ class Meter {
 // pins, with no meter loaded: for `ubia detach` and package removal.
 void detach_pinned(const std::string &pin_dir, bool keep_dir = false);
 
-// CLOCK_BOOTTIME nanoseconds (what the BPF programs stamp) to epoch milliseconds, with
-// the clocks' offset taken once (a read converts 10,000s of stamps).
-class BootClock {
- public:
-  BootClock();
-  double epoch_ms(uint64_t boot_ns) const { return (double(boot_ns) + offset_ns_) / 1e6; }
-
- private:
-  double offset_ns_;
-};
 
 }  // namespace ubia

@@ -8,6 +8,7 @@ import type { FlowRecord, HookStatus, InterfaceCounters, MeterEvent, MeterHealth
 
 export * from './types.js';
 export { pinHolders } from './pins.js';
+export { openQuotaEnforcer, type QuotaAction, type QuotaEnforcer, type QuotaExemptions, type QuotaVerdict } from './quota.js';
 export { userName, userByName, primaryGroup, groupMembers, peerCredentials, sdNotify, rows, type Columns } from './native.js';
 
 const SWEEP_MS = 30_000;

@@ -86,7 +86,34 @@ function isDict(v: unknown): v is DictColumn {
   return typeof v === 'object' && v !== null && 'codes' in v;
 }
 
+export interface NativeQuotaVerdict {
+  uid: number;
+  action: 'block' | 'throttle';
+  /** throttle: wire bytes per second per direction, and the token bucket's depth */
+  rateBytes: number;
+  burstBytes: number;
+  /** wall-clock epoch ms of the end, as given (the kernel holds it in boot time too) */
+  untilMs: number;
+}
+
+/** A prefix as the exemption tries key it: network-order address bytes (4 or 16). */
+export interface NativeCidr {
+  prefixLength: number;
+  address: Uint8Array;
+}
+
+export interface NativeQuotaEnforcer {
+  set(v: NativeQuotaVerdict): void;
+  clear(uid: number): void;
+  list(): NativeQuotaVerdict[];
+  setExemptions(v4: NativeCidr[], v6: NativeCidr[], localServices: boolean): void;
+  /** whether the quota programs are attached (they are while a verdict exists) */
+  attached(): boolean;
+  close(detach?: boolean): void;
+}
+
 interface NativeAddon {
+  QuotaEnforcer: new (opts: { pinDir: string }) => NativeQuotaEnforcer;
   Meter: new (opts: { pinDir?: string; flowCapacity?: number; userCapacity?: number; precise?: boolean; foldOnRead?: boolean }) => NativeMeter;
   detachPinned(pinDir: string): void;
   pinnedMapId(path: string): number | undefined;

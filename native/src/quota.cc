@@ -1,0 +1,232 @@
+// Loads quota enforcement (bpf/quota.bpf.c), pins its maps under <pin_dir>/quota/maps so
+// verdicts survive agent restarts, and attaches its cgroup programs (links pinned under
+// <pin_dir>/quota/links) while at least one verdict exists: users pay nothing otherwise.
+// `ubia detach` removes <pin_dir> whole, this with it.
+#include "quota.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <set>
+
+#include "quota.skel.h"
+
+namespace ubia {
+namespace {
+
+uint64_t boot_now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_BOOTTIME, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+}
+
+// Every key of a map (the tries and the verdicts are small: up to a few thousand).
+template <typename K>
+std::vector<K> map_keys(int fd) {
+  std::vector<K> out;
+  K key{}, next{};
+  bool first = true;
+  while (bpf_map_get_next_key(fd, first ? nullptr : &key, &next) == 0) {
+    out.push_back(next);
+    key = next;
+    first = false;
+  }
+  return out;
+}
+
+// Makes the trie hold exactly `want`: adds first, then removes the rest, so that an
+// exemption in both the old and the new set never lapses.
+template <typename K>
+void replace_trie(int fd, const std::vector<K> &want) {
+  const uint8_t one = 1;
+  auto same = [](const K &a, const K &b) { return memcmp(&a, &b, sizeof(K)) == 0; };
+  for (const K &k : want)
+    if (bpf_map_update_elem(fd, &k, &one, BPF_ANY) != 0) fail_bpf("adding a quota exemption failed", errno);
+  for (const K &k : map_keys<K>(fd)) {
+    bool wanted = false;
+    for (const K &w : want) wanted = wanted || same(k, w);
+    if (!wanted) bpf_map_delete_elem(fd, &k);
+  }
+}
+
+}  // namespace
+
+QuotaEnforcer::QuotaEnforcer(const std::string &pin_dir) : dir_(pin_dir + "/quota") {
+  libbpf_set_print(libbpf_print);
+  g_libbpf_log.clear();
+  if (!exists("/sys/kernel/btf/vmlinux"))
+    throw MeterError("kernel has no BTF (/sys/kernel/btf/vmlinux is missing): ubia needs a kernel built with CONFIG_DEBUG_INFO_BTF=y");
+  std::string cg = cgroup2_mount();
+  cgroup_fd_ = open(cg.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (cgroup_fd_ < 0) throw MeterError("cannot open the cgroup v2 root " + cg + ": " + errno_text(errno));
+  make_pin_dir(pin_dir);
+  mkdir_p(dir_);
+  lock_fd_ = lock_dir(dir_, "another process enforces quotas with the pin directory " + dir_ +
+                                ": stop it (one agent per agent.pin_dir)");
+  try {
+    load();
+    resume_links();
+    sync_attachment();
+  } catch (...) {
+    close(false);
+    throw;
+  }
+}
+
+QuotaEnforcer::~QuotaEnforcer() { close(false); }
+
+void QuotaEnforcer::load() {
+  // Pinned state of another layout cannot be read by this build: start afresh (the
+  // caller sets its verdicts again; until then nobody is limited).
+  std::string config_pin = dir_ + "/maps/quota_config";
+  if (exists(config_pin)) {
+    int fd = bpf_obj_get(config_pin.c_str());
+    ubia_quota_config c{};
+    uint32_t zero = 0;
+    bool same = fd >= 0 && bpf_map_lookup_elem(fd, &zero, &c) == 0 && c.abi_version == UBIA_QUOTA_ABI_VERSION;
+    if (fd >= 0) ::close(fd);
+    if (!same) remove_tree(dir_, true);
+  }
+  mkdir_p(dir_ + "/maps");
+  mkdir_p(dir_ + "/links");
+
+  skel_ = quota_bpf__open();
+  if (!skel_) fail_bpf("opening the quota BPF object failed", errno);
+  bpf_map *map;
+  bpf_object__for_each_map(map, skel_->obj) {
+    std::string name = bpf_map__name(map);
+    if (name.find('.') != std::string::npos) continue;  // .rodata/.bss are per load
+    bpf_map__set_pin_path(map, (dir_ + "/maps/" + name).c_str());
+  }
+  // signals wait until the verifier is done (it gives up with EAGAIN on a pending one)
+  sigset_t all, before;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &before);
+  int err = quota_bpf__load(skel_);
+  pthread_sigmask(SIG_SETMASK, &before, nullptr);
+  if (err) fail_bpf("loading the quota BPF programs failed", err);
+
+  uint32_t zero = 0;
+  int cfd = bpf_map__fd(skel_->maps.quota_config);
+  ubia_quota_config c{};
+  bpf_map_lookup_elem(cfd, &zero, &c);
+  c.abi_version = UBIA_QUOTA_ABI_VERSION;
+  bpf_map_update_elem(cfd, &zero, &c, BPF_ANY);
+}
+
+namespace {
+// The programs and their link pins, in attach order.
+std::vector<bpf_program *> programs(quota_bpf *skel) {
+  auto *p = &skel->progs;
+  return {p->ubia_quota_connect4, p->ubia_quota_connect6, p->ubia_quota_sendmsg4,
+          p->ubia_quota_sendmsg6, p->ubia_quota_egress,   p->ubia_quota_ingress};
+}
+}  // namespace
+
+// Links an earlier agent pinned: held, and switched to this load's programs (a new
+// build's code takes over; the maps are the same pinned ones).
+void QuotaEnforcer::resume_links() {
+  for (bpf_program *prog : programs(skel_)) {
+    std::string pin = dir_ + "/links/" + bpf_program__name(prog);
+    if (!exists(pin)) continue;
+    bpf_link *link = bpf_link__open(pin.c_str());
+    if (!link) fail_bpf("opening " + pin + " failed", errno);
+    links_.push_back({pin, link});
+    int err = bpf_link__update_program(link, prog);
+    if (err) fail_bpf("replacing the program of " + pin + " failed", err);
+  }
+}
+
+bool QuotaEnforcer::any_verdict() const {
+  uint32_t first;
+  return bpf_map_get_next_key(bpf_map__fd(skel_->maps.verdicts), nullptr, &first) == 0;
+}
+
+void QuotaEnforcer::sync_attachment() {
+  const bool wanted = any_verdict();
+  if (wanted && links_.size() < programs(skel_).size()) {
+    for (bpf_program *prog : programs(skel_)) {
+      std::string pin = dir_ + "/links/" + bpf_program__name(prog);
+      if (exists(pin)) continue;
+      bpf_link *link = bpf_program__attach_cgroup(prog, cgroup_fd_);
+      if (!link) fail_bpf(std::string("attaching ") + bpf_program__name(prog) + " failed", errno);
+      links_.push_back({pin, link});
+      int err = bpf_link__pin(link, pin.c_str());
+      if (err) fail_bpf("pinning " + pin + " failed", err);
+    }
+  } else if (!wanted && !links_.empty()) {
+    // unpinning and closing the last reference detaches
+    for (auto &l : links_) {
+      unlink(l.first.c_str());
+      bpf_link__destroy(l.second);
+    }
+    links_.clear();
+  }
+}
+
+void QuotaEnforcer::set(uint32_t uid, const ubia_quota_verdict &v) {
+  if (bpf_map_update_elem(bpf_map__fd(skel_->maps.verdicts), &uid, &v, BPF_ANY) != 0)
+    fail_bpf("storing the quota verdict of uid " + std::to_string(uid) + " failed", errno);
+  sync_attachment();
+}
+
+void QuotaEnforcer::forget(uint32_t uid) {
+  bpf_map_delete_elem(bpf_map__fd(skel_->maps.verdicts), &uid);
+  for (uint32_t egress : {0u, 1u}) {
+    ubia_quota_bucket_key k{uid, egress};
+    bpf_map_delete_elem(bpf_map__fd(skel_->maps.buckets), &k);
+  }
+}
+
+void QuotaEnforcer::clear(uint32_t uid) {
+  forget(uid);
+  sync_attachment();
+}
+
+std::vector<std::pair<uint32_t, ubia_quota_verdict>> QuotaEnforcer::list() {
+  const int fd = bpf_map__fd(skel_->maps.verdicts);
+  const uint64_t now = boot_now_ns();
+  std::vector<std::pair<uint32_t, ubia_quota_verdict>> out;
+  for (uint32_t uid : map_keys<uint32_t>(fd)) {
+    ubia_quota_verdict v{};
+    if (bpf_map_lookup_elem(fd, &uid, &v) != 0) continue;  // expired in the kernel meanwhile
+    if (v.until_boot_ns <= now)
+      forget(uid);
+    else
+      out.push_back({uid, v});
+  }
+  sync_attachment();
+  return out;
+}
+
+void QuotaEnforcer::set_exemptions(const std::vector<ubia_quota_cidr4> &v4, const std::vector<ubia_quota_cidr6> &v6,
+                                   bool local_services) {
+  if (v4.size() > UBIA_QUOTA_MAX_EXEMPT || v6.size() > UBIA_QUOTA_MAX_EXEMPT)
+    throw MeterError("too many quota exemptions: at most " + std::to_string(UBIA_QUOTA_MAX_EXEMPT) + " IPv4 and as many IPv6 prefixes");
+  replace_trie(bpf_map__fd(skel_->maps.exempt_v4), v4);
+  replace_trie(bpf_map__fd(skel_->maps.exempt_v6), v6);
+  uint32_t zero = 0;
+  ubia_quota_config c{UBIA_QUOTA_ABI_VERSION, local_services ? 1u : 0u};
+  if (bpf_map_update_elem(bpf_map__fd(skel_->maps.quota_config), &zero, &c, BPF_ANY) != 0)
+    fail_bpf("storing the quota exemptions failed", errno);
+}
+
+void QuotaEnforcer::close(bool detach) {
+  if (closed_) return;
+  closed_ = true;
+  for (auto &l : links_) bpf_link__destroy(l.second);  // closes our fd; the pin keeps it attached
+  links_.clear();
+  if (skel_) quota_bpf__destroy(skel_);
+  skel_ = nullptr;
+  for (int *fd : {&cgroup_fd_, &lock_fd_})
+    if (*fd >= 0) ::close(*fd), *fd = -1;
+  if (detach) remove_tree(dir_);
+}
+
+}  // namespace ubia
