@@ -28,7 +28,7 @@ import { createNameCache, type NameCache, type UserNameLookup } from './names.js
 import { createPollLoop, retentionOf } from './poll-loop.js';
 import { createReloader } from './reload.js';
 import { createScheduler } from './scheduler.js';
-import type { QuotaEnforcer } from './quota/enforcer.js';
+import type { QuotaEnforcer } from '../kernel/quota.js';
 import type { QuotaEngine } from './quota/engine.js';
 import { startQuotas } from './quota/index.js';
 import type { ControlLimits } from '../core/control-limits.js';

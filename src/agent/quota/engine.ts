@@ -10,7 +10,7 @@ import type { Scope, TrafficCounters } from '../../kernel/types.js';
 import type { Ledger } from '../../ledger/ledger.js';
 import type { QuotaAdjustment, QuotaStore } from '../../ledger/quota-store.js';
 import { LOCAL_SERVICES } from '../../config/quota.js';
-import { sameAction, type QuotaAction, type QuotaEnforcer } from './enforcer.js';
+import type { QuotaAction, QuotaEnforcer } from '../../kernel/quota.js';
 import { periodAt, type Period, type PeriodKind } from './period.js';
 import { ruleFor, type Membership, type QuotaRule } from './rules.js';
 
@@ -91,6 +91,7 @@ const counted = (q: UserQuota) => {
   return q.rule.direction === 'rx' ? rx : q.rule.direction === 'tx' ? tx : rx + tx;
 };
 const allowance = (q: UserQuota) => q.rule.limitBytes + q.adjustment.grantedBytes;
+const sameAction = (a: QuotaAction, b: QuotaAction) => a.kind === b.kind && (a.kind === 'block' || a.bytesPerSecond === (b as typeof a).bytesPerSecond);
 
 export function createQuotaEngine({ ledger, store, who, enforcer, alert, logger }: QuotaEngineOptions): QuotaEngine {
   let rules: readonly QuotaRule[] = [];

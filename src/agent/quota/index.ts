@@ -8,7 +8,7 @@ import { openQuotaStore } from '../../ledger/quota-store.js';
 import type { QuotaGauge } from '../../export/types.js';
 import { createQuotaAlerts } from './alerts.js';
 import { createQuotaEngine, type QuotaEngine } from './engine.js';
-import type { QuotaEnforcer } from './enforcer.js';
+import type { QuotaEnforcer } from '../../kernel/quota.js';
 import { compileRules, type Membership } from './rules.js';
 
 export interface Quotas {
