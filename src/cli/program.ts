@@ -170,6 +170,8 @@ export function buildProgram(): Command {
 
   const quota = program
     .command('quota')
+    // `ubia quota grant alice 5GiB --json`: the --json after "grant" is grant's own
+    .enablePositionalOptions()
     .description('used vs limit of the [[quota]] rules this period, the period\'s end and the state (ok, warned, blocked, throttled): your own, or everyone\'s for admins')
     .option('-u, --user <name|uid>', 'only this user')
     .addOption(jsonOption())
