@@ -11,7 +11,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { ConfigError, parseConfig } from '../src/config/load.js';
 import { parseBytes, parseRate } from '../src/core/units.js';
 import { zeroCounters } from '../src/core/counters.js';
-import { Ledger } from '../src/ledger/ledger.js';
+import { Ledger, UNATTRIBUTED_UID } from '../src/ledger/ledger.js';
 import { openQuotaStore } from '../src/ledger/quota-store.js';
 import type { QuotaEnforcer, QuotaVerdict } from '../src/kernel/quota.js';
 import type { Scope } from '../src/kernel/types.js';
@@ -221,6 +221,8 @@ describe('thresholds, limits and what survives a restart', () => {
     first.book(t0 + 1000, ALICE, 'external', 11 * MiB, 0);
     first.engine.check(t0 + 1000);
     expect(first.fired()).toEqual(['alice 80', 'alice 100']);
+    // traffic without a local owner is booked under a uid of its own: nobody's quota
+    first.ledger.add(t0 + 1000, UNATTRIBUTED_UID, 'external', { ...zeroCounters(), rxBytes: 50 * MiB });
     first.ledger.flush('boot', Buffer.alloc(0), t0 + 1500);
     // booked but never flushed: a kill -9 now; the kernel still counts it, so the next
     // start books it again as part of its first delta
@@ -232,6 +234,7 @@ describe('thresholds, limits and what survives a restart', () => {
     const second = harness('restart.db', DAY_RULE, t0 + 60_000, held);
     expect(second.enforcer.calls).toEqual(['exempt  true']); // adopted, not set again
     expect(second.engine.status(ALICE, t0 + 60_000)).toMatchObject({ usedBytes: 11 * MiB, state: 'blocked', alerted: [80, 100] });
+    expect(second.engine.statuses(t0 + 60_000).map((q) => q.uid)).toEqual([ALICE]);
     second.book(t0 + 61_000, ALICE, 'external', MiB, 0);
     second.engine.check(t0 + 61_000);
     expect(second.alerts).toEqual([]);

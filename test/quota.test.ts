@@ -9,7 +9,7 @@
 import { chmodSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cli, startAgent, type AgentProcess } from './support/agent.js';
+import { cli, startAgent, type AgentProcess, type AgentSetup } from './support/agent.js';
 import { createTestbed, removeMeter, type Testbed, type TestUser } from './support/testbed.js';
 import { sinkTraffic, traffic } from './support/traffic.js';
 import { sleep, waitFor } from './support/wait.js';
@@ -38,6 +38,19 @@ const agentDir = (name: string) => {
   chmodSync(d, 0o755);
   return d;
 };
+
+/** Agents on a meter of their own, stopped and removed after the describe that made them:
+ *  another meter's counters would all be new to their empty ledgers, and count in the
+ *  period. */
+function ownMeter(name: string) {
+  let agent: AgentProcess | undefined;
+  const pinDir = () => `${bed.pinDir}-${name}`;
+  afterAll(async () => {
+    await agent?.stop();
+    await removeMeter(pinDir());
+  });
+  return async (dir: string, s: Omit<AgentSetup, 'dir' | 'pinDir'>) => (agent = await startAgent({ ...s, dir, pinDir: pinDir() }));
+}
 
 /** A hook that appends one line per run: its environment, and when it ran (ms). */
 function hook(dir: string): { exec: string; lines(): string[] } {
@@ -156,14 +169,7 @@ describe('alerts: once per threshold and period, across kill -9; grant and reset
 });
 
 describe('enforcement and the period\'s end (the agent\'s clock just before midnight)', () => {
-  let agent: AgentProcess | undefined;
-  // a meter of its own: the first one's counters would all be new to this agent's empty
-  // ledger, and count in its day
-  const pinDir = () => `${bed.pinDir}-clock`;
-  afterAll(async () => {
-    await agent?.stop();
-    await removeMeter(pinDir());
-  });
+  const start = ownMeter('clock');
 
   it('blocks new connections with EPERM at 100 % (another user and an exempt address go on), and lifts the block and the count at midnight', async () => {
     const dir = agentDir('rollover-');
@@ -173,9 +179,7 @@ describe('enforcement and the period\'s end (the agent\'s clock just before midn
     const now = Date.now();
     const offsetS = Math.ceil((Math.ceil(now / 86_400_000) * 86_400_000 - now) / 1000) - LEAD_S;
     const midnightReal = Date.now() + LEAD_S * 1000;
-    agent = await startAgent({
-      dir,
-      pinDir: pinDir(),
+    const agent = await start(dir, {
       pollInterval: POLL_S,
       env: { TZ: 'UTC', LD_PRELOAD: FAKETIME_LIB, FAKETIME: `${offsetS >= 0 ? '+' : ''}${offsetS}s`, FAKETIME_DONT_FAKE_MONOTONIC: '1' },
       extra: `\n[[quota]]\nmatch = "user:${alice.name}"\nperiod = "day"\nlimit = "10MiB"\naction = "block"\nexempt = ["${bed.net.peerV6}/128", "local-services"]\n[quota.hooks]\nexec = "${h.exec}"\n`,
@@ -184,7 +188,7 @@ describe('enforcement and the period\'s end (the agent\'s clock just before midn
     expect(before?.periodEnd).toBe(new Date(Math.ceil(now / 86_400_000) * 86_400_000).toISOString());
 
     await send(alice, 12 * MiB);
-    await waitFor('alice blocked', () => quotaOf(agent!, alice.name)?.state === 'blocked');
+    await waitFor('alice blocked', () => quotaOf(agent, alice.name)?.state === 'blocked');
     expect(Date.now()).toBeLessThan(midnightReal - 5000); // else the clock set-up is off, not the quota
     expect(connectErrno(alice)).toBe(EPERM);
     expect(connectErrno(bob)).toBe(0);
@@ -192,7 +196,7 @@ describe('enforcement and the period\'s end (the agent\'s clock just before midn
     expect(await send(bob, MiB, MiB)).toBe(MiB);
     expect(h.lines().map((l) => `${l.split(' ')[0]} ${l.split(' ')[6]}`).sort()).toEqual(['100 block', '80 block']);
 
-    await waitFor('the new day', () => quotaOf(agent!, alice.name)?.periodStart === before!.periodEnd, (LEAD_S + 20) * 1000, 250);
+    await waitFor('the new day', () => quotaOf(agent, alice.name)?.periodStart === before!.periodEnd, (LEAD_S + 20) * 1000, 250);
     const after = quotaOf(agent, alice.name)!;
     expect(after).toMatchObject({ state: 'ok', alerted: [] });
     expect(after.usedBytes).toBeLessThan(MiB);
@@ -203,22 +207,15 @@ describe('enforcement and the period\'s end (the agent\'s clock just before midn
 });
 
 describe('throttle', () => {
-  let agent: AgentProcess | undefined;
-  const pinDir = () => `${bed.pinDir}-throttle`;
-  afterAll(async () => {
-    await agent?.stop();
-    await removeMeter(pinDir());
-  });
+  const start = ownMeter('throttle');
 
   it('holds the user to 8 Mbit/s (±10 % over 10 s) in each direction, all their sockets together; another user is unaffected', async () => {
-    agent = await startAgent({
-      dir: agentDir('throttle-'),
-      pinDir: pinDir(),
+    const agent = await start(agentDir('throttle-'), {
       pollInterval: POLL_S,
       extra: `\n[[quota]]\nmatch = "user:${alice.name}"\nlimit = "1MiB"\naction = "throttle:8Mbit"\n`,
     });
     await send(alice, 2 * MiB);
-    await waitFor('alice throttled', () => quotaOf(agent!, alice.name)?.state === 'throttled');
+    await waitFor('alice throttled', () => quotaOf(agent, alice.name)?.state === 'throttled');
     const RATE = 1_000_000; // 8 Mbit/s in bytes
     const BYTES = 10 * RATE; // 10 s at the rate
     /** payload bytes per second of one transfer (the rate limits wire bytes: headers are ~3.5 % of a full segment) */

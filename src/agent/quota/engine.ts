@@ -7,7 +7,7 @@
 // (ledger/quota-store.ts), written before anything acts on it.
 import type { Logger } from 'pino';
 import type { Scope, TrafficCounters } from '../../kernel/types.js';
-import type { Ledger } from '../../ledger/ledger.js';
+import { UNATTRIBUTED_UID, type Ledger } from '../../ledger/ledger.js';
 import type { QuotaAdjustment, QuotaStore } from '../../ledger/quota-store.js';
 import { LOCAL_SERVICES } from '../../config/quota.js';
 import type { QuotaAction, QuotaEnforcer } from '../../kernel/quota.js';
@@ -201,7 +201,8 @@ export function createQuotaEngine({ ledger, store, who, enforcer, alert, logger 
       const period = periodAt(kind, nowMs);
       const usage = new Map<number, { rxBytes: number; txBytes: number }>();
       for (const t of ledger.totals(period.startMs, nowMs + 1)) {
-        if (t.scope !== 'external') continue;
+        // the unattributed bytes are booked under a uid of their own: nobody's quota
+        if (t.scope !== 'external' || t.uid === UNATTRIBUTED_UID) continue;
         const u = usage.get(t.uid) ?? { rxBytes: 0, txBytes: 0 };
         u.rxBytes += t.rxBytes;
         u.txBytes += t.txBytes;

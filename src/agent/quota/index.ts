@@ -39,7 +39,15 @@ export function startQuotas({ ledger, who, openEnforcer, logger }: QuotaParts): 
   const engine = createQuotaEngine({ ledger, store: openQuotaStore(ledger.db), who, enforcer, alert: alerts.alert, logger });
   return {
     engine,
-    apply: (config, nowMs) => engine.setRules(compileRules(config.quota), nowMs),
+    apply(config, nowMs) {
+      // a kernel that refuses a verdict must not stop the metering: the users it concerns
+      // are evaluated again when their usage next moves
+      try {
+        engine.setRules(compileRules(config.quota), nowMs);
+      } catch (err) {
+        logger.error({ err }, 'quota rules are in force, but putting their verdicts in the kernel failed; retried as usage moves');
+      }
+    },
     gauges: () => engine.statuses(Date.now()).map((s) => ({ uid: s.uid, user: s.user, usedBytes: s.usedBytes, limitBytes: s.limitBytes })),
     close() {
       alerts.close();
