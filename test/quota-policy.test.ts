@@ -18,7 +18,11 @@ import type { Scope } from '../src/kernel/types.js';
 import { periodAt } from '../src/agent/quota/period.js';
 import { compileRules, ruleFor, type Membership } from '../src/agent/quota/rules.js';
 import { createQuotaEngine, type QuotaAlert } from '../src/agent/quota/engine.js';
-import { createQuotaAlerts, hookEnvironment } from '../src/agent/quota/alerts.js';
+import { createQuotaAlerts, hookEnvironment, terminalMessage } from '../src/agent/quota/alerts.js';
+import { tellTerminals, terminalsOf } from '../src/agent/quota/terminals.js';
+import { spawn } from 'node:child_process';
+import { userInfo } from 'node:os';
+import { createInterface } from 'node:readline';
 
 const dir = mkdtempSync(join(tmpdir(), 'ubia-quota-policy-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -39,8 +43,8 @@ describe('[[quota]] in the configuration', () => {
   it('reads rules with their defaults, and the hooks table of the rule above it', () => {
     const rules = rulesOf(`[[quota]]\nmatch = "group:students"\nlimit = "50GiB"\n\n[[quota]]\nmatch = "user:alice"\nperiod = "day"\nlimit = "10MiB"\ndirection = "rx"\nwarn_at = [50]\naction = "throttle:8Mbit"\nexempt = ["198.18.0.0/15", "local-services"]\n[quota.hooks]\nexec = "/usr/local/sbin/quota-notify"\ntimeout = 3\n`);
     expect(rules).toEqual([
-      { match: 'group:students', period: 'month', limit: '50GiB', direction: 'both', warn_at: [80, 100], action: 'alert', exempt: [] },
-      { match: 'user:alice', period: 'day', limit: '10MiB', direction: 'rx', warn_at: [50], action: 'throttle:8Mbit', exempt: ['198.18.0.0/15', 'local-services'], hooks: { exec: '/usr/local/sbin/quota-notify', timeout: 3, retries: 2 } },
+      { match: 'group:students', period: 'month', limit: '50GiB', direction: 'both', warn_at: [80, 100], action: 'alert', exempt: [], terminals: false },
+      { match: 'user:alice', period: 'day', limit: '10MiB', direction: 'rx', warn_at: [50], action: 'throttle:8Mbit', exempt: ['198.18.0.0/15', 'local-services'], terminals: false, hooks: { exec: '/usr/local/sbin/quota-notify', timeout: 3, retries: 2 } },
     ]);
     const [students, alice] = compileRules(rules);
     expect(students!.limitBytes).toBe(50 * 2 ** 30);
@@ -342,5 +346,44 @@ describe('alert hooks', () => {
     expect(Date.now() - started).toBeLessThan(3000);
     expect(logLines.find((l) => l.includes('gave up'))).toMatch(/killed after its 0\.2 s timeout/);
     alerts.close();
+  });
+});
+
+describe('alerts on the user\'s terminals', () => {
+  /** a utmp record (utmp(5), 384 bytes) of a login session */
+  const utmpRecord = (type: number, line: string, user: string) => {
+    const r = Buffer.alloc(384);
+    r.writeInt16LE(type, 0);
+    r.write(line, 8, 32, 'latin1');
+    r.write(user, 44, 32, 'latin1');
+    return r;
+  };
+
+  it('finds the user\'s terminals in utmp, writes to those that accept messages and are theirs', async () => {
+    // a real pseudo-terminal: python holds the master and prints what arrives
+    const py = spawn('/usr/bin/python3', ['-c', 'import os,pty,select,sys\nm,s=pty.openpty()\nprint(os.ttyname(s),flush=True)\nr,_,_=select.select([m],[],[],10)\nprint(os.read(m,4096).decode() if r else "",flush=True)\nr,_,_=select.select([m],[],[],1)\nprint("second:"+(os.read(m,4096).decode() if r else ""),flush=True)']);
+    const out = createInterface({ input: py.stdout! });
+    const lines: string[] = [];
+    out.on('line', (l) => lines.push(l));
+    while (lines.length === 0) await new Promise((r) => setTimeout(r, 20));
+    const tty = lines[0]!;
+    const me = userInfo();
+    const utmp = join(dir, 'utmp');
+    writeFileSync(utmp, Buffer.concat([utmpRecord(7, tty.slice('/dev/'.length), me.username), utmpRecord(8, 'pts/99', me.username), utmpRecord(7, 'pts/98', 'someone-else'), utmpRecord(7, '../etc/passwd', me.username)]));
+    expect(terminalsOf(me.username, utmp)).toEqual([tty]);
+    expect(terminalsOf(me.username, join(dir, 'no-utmp'))).toEqual([]);
+    chmodSync(tty, 0o620); // mesg y (the mount's default mode may be 0600)
+    expect(tellTerminals(me.uid + 1, [tty], 'not yours')).toEqual([]);
+    expect(tellTerminals(me.uid, [tty], 'ubia: hello')).toEqual([tty]);
+    chmodSync(tty, 0o600); // mesg n
+    expect(tellTerminals(me.uid, [tty], 'declined')).toEqual([]);
+    await new Promise((r) => py.on('exit', r));
+    expect(lines.slice(1).map((l) => l.trim()).filter(Boolean)).toEqual(['ubia: hello', 'second:']);
+  });
+
+  it('says how much, of what, until when, and what happens at the limit', () => {
+    const rule = compileRules(rulesOf(`[[quota]]\nmatch = "all"\nperiod = "day"\nlimit = "10MiB"\naction = "throttle:2Mbit"\n`))[0]!;
+    const text = terminalMessage({ uid: 1000, user: 'alice', usedBytes: 8 * MiB, limitBytes: 10 * MiB, percent: 80, period: { kind: 'day', startMs: 0, endMs: new Date(2026, 5, 11).getTime() }, rule });
+    expect(text).toBe('ubia: alice, you have used 80 % of your network quota: 8.0 MiB of 10 MiB this day, which ends 2026-06-11 00:00:00; at 100 % your network traffic is held to 2Mbit until then.');
   });
 });

@@ -91,6 +91,7 @@ export const quotaRuleSchema = z
       [],
       `destinations a block or throttle leaves alone: ${FORMS.exempt} = connections to this host's own listening services (the user's SSH login); they still count against the limit`,
     ),
+    terminals: setting(z.boolean(), false, "also write each alert to the user's own terminals (their login sessions in utmp), as quota(1) warns; terminals with messages off (mesg n) are left alone"),
     hooks: quotaHooksSchema.optional(),
   })
   .describe('one quota rule');

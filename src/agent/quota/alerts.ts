@@ -1,4 +1,5 @@
-// What a quota alert does: one structured log line (the journal), and the rule's exec hook
+// What a quota alert does: one structured log line (the journal), a line on the user's
+// terminals when the rule asks for it, and the rule's exec hook
 // with the facts in its environment — run with a timeout, each failure logged, retried a
 // bounded number of times with a growing delay, a few hooks at a time (a period's start
 // can bring thousands of users to a threshold at once).
@@ -6,6 +7,7 @@ import { execFile } from 'node:child_process';
 import type { Logger } from 'pino';
 import { humanBytes } from '../../core/units.js';
 import type { QuotaAlert } from './engine.js';
+import { tellTerminals, terminalsOf } from './terminals.js';
 
 /** hook runs at once; more wait their turn */
 const CONCURRENT_HOOKS = 4;
@@ -31,6 +33,13 @@ export function hookEnvironment(a: QuotaAlert): Record<string, string> {
     PERIOD_END: new Date(a.period.endMs).toISOString(),
     ACTION: a.rule.actionText,
   };
+}
+
+/** The alert as the user reads it on their terminal. */
+export function terminalMessage(a: QuotaAlert): string {
+  const until = new Date(a.period.endMs).toLocaleString('sv-SE');
+  const then = a.rule.action.kind === 'alert' ? '' : `; at 100 % your network traffic is ${a.rule.action.kind === 'block' ? 'blocked' : `held to ${a.rule.actionText.slice('throttle:'.length)}`} until then`;
+  return `ubia: ${a.user}, you have used ${a.percent} % of your network quota: ${humanBytes(a.usedBytes)} of ${humanBytes(a.limitBytes)} this ${a.period.kind}, which ends ${until}${then}.`;
 }
 
 export function createQuotaAlerts(logger: Logger, retryDelayMs = 10_000): QuotaAlerts {
@@ -80,6 +89,10 @@ export function createQuotaAlerts(logger: Logger, retryDelayMs = 10_000): QuotaA
         { quota: { uid: a.uid, user: a.user, usedBytes: a.usedBytes, limitBytes: a.limitBytes, percent: a.percent, period: a.period.kind, periodEnd: new Date(a.period.endMs).toISOString(), action: a.rule.actionText, rule: a.rule.match } },
         `quota: ${a.user} reached ${a.percent} % of ${humanBytes(a.limitBytes)} this ${a.period.kind} (${humanBytes(a.usedBytes)} used)`,
       );
+      if (a.rule.terminals) {
+        const told = tellTerminals(a.uid, terminalsOf(a.user), terminalMessage(a));
+        logger.debug({ uid: a.uid, terminals: told }, 'quota alert written to the user\'s terminals');
+      }
       if (a.rule.hooks) enqueue(a, 0);
     },
     close() {

@@ -18,6 +18,8 @@ export interface QuotaRule {
   actionText: string;
   action: QuotaRuleAction;
   exempt: string[];
+  /** alerts go to the user's terminals too */
+  terminals: boolean;
   hooks: { exec: string; timeoutMs: number; retries: number } | undefined;
 }
 
@@ -33,6 +35,7 @@ export function compileRules(rules: readonly QuotaRuleConfig[] | undefined): Quo
     actionText: r.action,
     action: parseAction(r.action)!,
     exempt: r.exempt,
+    terminals: r.terminals,
     hooks: r.hooks && { exec: r.hooks.exec, timeoutMs: r.hooks.timeout * 1000, retries: r.hooks.retries },
   }));
 }
