@@ -27,6 +27,7 @@ export const UNIT_TESTS = [
   'test/privacy-address.test.ts',
   'test/prometheus-endpoint.test.ts',
   'test/quota-policy.test.ts',
+  'test/quota-verdicts.test.ts',
 ];
 
 export default defineConfig({

@@ -24,9 +24,9 @@
  *    (an accepted connection to a service, such as the user's own SSH login when the
  *    session's sockets are the user's, or a server the user runs).
  *
- * Users without a verdict pay one hash miss per packet and connect, and only while a
- * verdict exists at all: the loader attaches these programs with the first verdict and
- * detaches them with the last.
+ * Users without a verdict pay one read of the uid filter per packet and connect, and
+ * only while a verdict exists at all: the loader attaches these programs with the first
+ * verdict and detaches them with the last.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -51,6 +51,13 @@ struct {
 	__type(key, __u32); /* uid */
 	__type(value, struct ubia_quota_verdict);
 } verdicts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, UBIA_QUOTA_FILTER_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} uid_filter SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -86,6 +93,10 @@ struct {
  * alone ends it at its time (user space's list() also drops expired ones nobody hit). */
 static __always_inline struct ubia_quota_verdict *verdict_of(__u32 uid)
 {
+	__u32 word = (uid >> 6) & (UBIA_QUOTA_FILTER_WORDS - 1);
+	__u64 *bits = bpf_map_lookup_elem(&uid_filter, &word);
+	if (!bits || !((*bits >> (uid & 63)) & 1))
+		return NULL; /* no verdict: what every other user's packet costs */
 	struct ubia_quota_verdict *v = bpf_map_lookup_elem(&verdicts, &uid);
 	if (!v)
 		return NULL;
@@ -121,7 +132,8 @@ static __always_inline bool exempt_addr6(const __u32 w[4])
 {
 	if (w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff)) /* IPv4-mapped (RFC 4291 §2.5.5.2) */
 		return exempt_addr4(w[3]);
-	struct ubia_quota_cidr6 key = { .prefixlen = 128 };
+	struct ubia_quota_cidr6 key;
+	key.prefixlen = 128;
 	__builtin_memcpy(key.addr, w, 16);
 	if (bpf_map_lookup_elem(&exempt_v6, &key))
 		return true;
@@ -198,13 +210,18 @@ static __always_inline bool exempt_packet(struct __sk_buff *skb, struct bpf_sock
 	if (local && skb->ifindex == LOOPBACK_IFINDEX)
 		return true;
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
-		struct ubia_quota_cidr4 key = { .prefixlen = 32 };
+		struct ubia_quota_cidr4 key;
+		key.prefixlen = 32;
 		if (bpf_skb_load_bytes(skb, egress ? 16 : 12, key.addr, 4))
 			return false;
 		if (bpf_map_lookup_elem(&exempt_v4, &key))
 			return true;
 	} else {
-		struct ubia_quota_cidr6 key = { .prefixlen = 128 };
+		/* filled field by field: an initialiser of this size becomes a .rodata copy, and an
+		 * object whose .rodata holds no variable has BTF Linux 5.10 refuses (empty DATASEC),
+		 * which leaves the buckets' spin lock without BTF */
+		struct ubia_quota_cidr6 key;
+		key.prefixlen = 128;
 		if (bpf_skb_load_bytes(skb, egress ? 24 : 8, key.addr, 16))
 			return false;
 		if (bpf_map_lookup_elem(&exempt_v6, &key))
@@ -247,15 +264,15 @@ static __always_inline int enforce(struct __sk_buff *skb, bool egress)
 {
 	if (skb->family != AF_INET && skb->family != AF_INET6)
 		return 1;
-	struct bpf_sock *sk = skb->sk;
-	if (!sk)
-		return 1;
-	sk = bpf_sk_fullsock(sk);
-	if (!sk)
-		return 1;
 	__u32 uid = bpf_get_socket_uid(skb);
 	struct ubia_quota_verdict *v = verdict_of(uid);
-	if (!v || exempt_packet(skb, sk, egress))
+	if (!v)
+		return 1;
+	struct bpf_sock *sk = skb->sk;
+	if (!sk)
+		return 1; /* bpf_get_socket_uid gave the overflow uid: nobody's packet */
+	sk = bpf_sk_fullsock(sk);
+	if (!sk || exempt_packet(skb, sk, egress))
 		return 1;
 	if (v->action == UBIA_QUOTA_BLOCK)
 		return 0;

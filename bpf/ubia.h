@@ -233,6 +233,11 @@ _Static_assert(sizeof(struct ubia_user_slot) == 64, "ubia_user_slot layout");
 #define UBIA_QUOTA_ABI_VERSION 1
 #define UBIA_QUOTA_MAX_VERDICTS 65536
 #define UBIA_QUOTA_MAX_EXEMPT 1024
+/* The uid filter: bit (uid mod 2^18) set when a verdict may exist for the uid, in 4,096
+ * 64-bit words (32 KiB). Users without a verdict pay an array read, which the verifier
+ * inlines, instead of a hash look-up; a bit left set by a verdict the kernel expired
+ * costs that look-up until user space clears it. */
+#define UBIA_QUOTA_FILTER_WORDS 4096
 
 enum ubia_quota_action {
 	UBIA_QUOTA_BLOCK = 1,    /* refuse new connections, drop traffic */

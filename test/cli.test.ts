@@ -152,7 +152,7 @@ describe('ubia detach', () => {
       const forced = run(['--config', agent.configFile, 'detach', '--force']);
       expect(forced.stderr).toBe('');
       expect(forced.status).toBe(0);
-      expect(forced.stdout).toContain(`detached: the eBPF programs and counters under ${pinDir} are gone`);
+      expect(forced.stdout).toContain(`detached: the eBPF programs, counters and quota verdicts under ${pinDir} are gone`);
       expect(existsSync(pinDir)).toBe(false);
     } finally {
       process.kill(pid, 'SIGCONT');

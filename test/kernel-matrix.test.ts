@@ -1,6 +1,7 @@
 // The kernel matrix (issue 11): Debian's own kernels, booted under qemu by test/kernel-vm/run,
 // each running the real-kernel meter tests inside: the agent's hooks against the kernel
-// (kernel-vm/features.test.ts) and the meter's exactness tests (every test/meter*.test.ts).
+// (kernel-vm/features.test.ts), the meter's exactness tests (every test/meter*.test.ts) and
+// quota enforcement (test/quota-enforce.test.ts).
 // The rest of the suite runs on the host's kernel only. Kernels boot one after another
 // (one VM at a time on the machine); a kernel whose tests fail fails here, file by file,
 // with the failing tests' own messages. The guests' output streams to stdout, prefixed.
@@ -14,6 +15,8 @@ import { ROOT } from './support/agent.js';
 const KERNELS = ['5.10', '6.1', '6.12', 'newest'];
 const GUEST_TESTS = [
   'test/kernel-vm/features.test.ts',
+  // quota enforcement (issue 14): its programs load and block/throttle from 5.10 up
+  'test/quota-enforce.test.ts',
   ...readdirSync(join(ROOT, 'test'))
     .filter((f) => /^meter.*\.test\.ts$/.test(f))
     .map((f) => `test/${f}`),

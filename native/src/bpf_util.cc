@@ -177,6 +177,15 @@ void make_pin_dir(const std::string &pin_dir) {
   mkdir_p(pin_dir);
 }
 
+void pin_maps_in(bpf_object *obj, const std::string &maps_dir) {
+  bpf_map *map;
+  bpf_object__for_each_map(map, obj) {
+    std::string name = bpf_map__name(map);
+    if (name.find('.') != std::string::npos) continue;  // .rodata/.bss are per load
+    bpf_map__set_pin_path(map, (maps_dir + "/" + name).c_str());
+  }
+}
+
 BootClock::BootClock() {
   timespec real, boot;
   clock_gettime(CLOCK_REALTIME, &real);

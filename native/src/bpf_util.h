@@ -3,6 +3,7 @@
 #pragma once
 
 #include <bpf/libbpf.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 
@@ -32,6 +33,23 @@ void remove_tree(const std::string &path, bool keep_top = false);
 void make_pin_dir(const std::string &pin_dir);
 // An exclusive flock on a pin directory; throws MeterError(busy) when another holds it.
 int lock_dir(const std::string &dir, const std::string &busy);
+
+// Pins every map of obj (but the per-load .rodata/.bss) as maps_dir/NAME; libbpf re-uses
+// a pinned map when its definition matches.
+void pin_maps_in(bpf_object *obj, const std::string &maps_dir);
+
+// Runs a skeleton's load with every signal held back. The verifier gives up with EAGAIN
+// when a signal is pending, and libbpf retries only a few times: a profiler's SIGPROF, or
+// SIGCHLD/SIGHUP arriving at start-up, would fail the load.
+template <typename Load>
+int load_without_signals(Load load) {
+  sigset_t all, before;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &before);
+  int err = load();
+  pthread_sigmask(SIG_SETMASK, &before, nullptr);
+  return err;
+}
 
 // CLOCK_BOOTTIME nanoseconds (what the BPF programs stamp) to epoch milliseconds, with
 // the clocks' offset taken once (a read converts 10,000s of stamps).

@@ -9,8 +9,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -116,7 +114,7 @@ Meter::Meter(const MeterOptions &opts) : opts_(opts) {
     load_and_attach();
   } catch (...) {
     // leave nothing half-made behind; pinned state of a running meter stays untouched
-    if (!resumed_) detach_pinned(opts_.pin_dir);
+    if (!resumed_) detach_pinned(opts_.pin_dir, true);
     close(false);
     throw;
   }
@@ -239,21 +237,8 @@ int Meter::open_and_load() {
   bpf_map__set_max_entries(skel_->maps.user_index, opts_.user_capacity);
   bpf_map__set_max_entries(skel_->maps.slot_claims, opts_.user_capacity);
   skel_->rodata->max_users = opts_.user_capacity;
-  bpf_map *map;
-  bpf_object__for_each_map(map, skel_->obj) {
-    std::string name = bpf_map__name(map);
-    if (name.find('.') != std::string::npos) continue;  // .rodata/.bss are per load
-    bpf_map__set_pin_path(map, (maps_dir + "/" + name).c_str());
-  }
-  // The verifier gives up with EAGAIN when a signal is pending, and libbpf retries only
-  // a few times: a profiler's SIGPROF, or SIGCHLD/SIGHUP arriving at start-up, would fail
-  // the load. Signals wait until it is done.
-  sigset_t all, before;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, &before);
-  int err = ubia_bpf__load(skel_);
-  pthread_sigmask(SIG_SETMASK, &before, nullptr);
-  return err;
+  pin_maps_in(skel_->obj, maps_dir);
+  return load_without_signals([&] { return ubia_bpf__load(skel_); });
 }
 
 Meter::~Meter() { close(false); }
@@ -609,10 +594,13 @@ size_t Meter::repin() {
   return n;
 }
 
-void detach_pinned(const std::string &pin_dir, bool keep_dir) {
+void detach_pinned(const std::string &pin_dir, bool meter_only) {
   libbpf_set_print(libbpf_print);  // "no such filter" on interfaces without ours is expected
   // Unpinning drops the last reference to each link: the kernel detaches the programs.
-  remove_tree(pin_dir, keep_dir);
+  if (meter_only)
+    for (const char *sub : {"/maps", "/links", "/progs"}) remove_tree(pin_dir + sub);
+  else
+    remove_tree(pin_dir);
   struct if_nameindex *ifs = if_nameindex();
   if (!ifs) return;
   for (struct if_nameindex *i = ifs; i->if_index; i++) {

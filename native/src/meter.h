@@ -140,9 +140,11 @@ class Meter {
   const std::function<void(const ubia_event &)> *handler_ = nullptr;
 };
 
-// Detaches everything a meter pinned under pin_dir (links, tc filters) and removes the
-// pins, with no meter loaded: for `ubia detach` and package removal.
-void detach_pinned(const std::string &pin_dir, bool keep_dir = false);
+// Detaches everything pinned under pin_dir (the meter's links and tc filters, quota
+// enforcement's links) and removes the pins and the directory, with no meter loaded: for
+// `ubia detach` and package removal. meter_only (a fresh or failed start of the meter):
+// only the meter's pins go; the directory and quota enforcement's verdicts (quota/) stay.
+void detach_pinned(const std::string &pin_dir, bool meter_only = false);
 
 
 }  // namespace ubia

@@ -8,12 +8,10 @@
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
-#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <set>
+#include <vector>
 
 #include "quota.skel.h"
 
@@ -71,6 +69,7 @@ QuotaEnforcer::QuotaEnforcer(const std::string &pin_dir) : dir_(pin_dir + "/quot
                                 ": stop it (one agent per agent.pin_dir)");
   try {
     load();
+    rebuild_filter();  // bits of verdicts the kernel expired while nobody listed them go
     resume_links();
     sync_attachment();
   } catch (...) {
@@ -98,18 +97,8 @@ void QuotaEnforcer::load() {
 
   skel_ = quota_bpf__open();
   if (!skel_) fail_bpf("opening the quota BPF object failed", errno);
-  bpf_map *map;
-  bpf_object__for_each_map(map, skel_->obj) {
-    std::string name = bpf_map__name(map);
-    if (name.find('.') != std::string::npos) continue;  // .rodata/.bss are per load
-    bpf_map__set_pin_path(map, (dir_ + "/maps/" + name).c_str());
-  }
-  // signals wait until the verifier is done (it gives up with EAGAIN on a pending one)
-  sigset_t all, before;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, &before);
-  int err = quota_bpf__load(skel_);
-  pthread_sigmask(SIG_SETMASK, &before, nullptr);
+  pin_maps_in(skel_->obj, dir_ + "/maps");
+  int err = load_without_signals([&] { return quota_bpf__load(skel_); });
   if (err) fail_bpf("loading the quota BPF programs failed", err);
 
   uint32_t zero = 0;
@@ -170,9 +159,37 @@ void QuotaEnforcer::sync_attachment() {
   }
 }
 
+namespace {
+// The uid filter's word and bit of a uid (as verdict_of in quota.bpf.c computes them).
+uint32_t filter_word(uint32_t uid) { return (uid >> 6) & (UBIA_QUOTA_FILTER_WORDS - 1); }
+uint64_t filter_bit(uint32_t uid) { return uint64_t(1) << (uid & 63); }
+}  // namespace
+
+// Makes the uid filter hold exactly the bits of the verdicts there are (one pass over
+// them, then the words that change).
+void QuotaEnforcer::rebuild_filter() {
+  std::vector<uint64_t> want(UBIA_QUOTA_FILTER_WORDS, 0);
+  for (uint32_t uid : map_keys<uint32_t>(bpf_map__fd(skel_->maps.verdicts))) want[filter_word(uid)] |= filter_bit(uid);
+  const int ffd = bpf_map__fd(skel_->maps.uid_filter);
+  for (uint32_t word = 0; word < UBIA_QUOTA_FILTER_WORDS; word++) {
+    uint64_t bits = 0;
+    bpf_map_lookup_elem(ffd, &word, &bits);
+    if (bits != want[word] && bpf_map_update_elem(ffd, &word, &want[word], BPF_ANY) != 0)
+      fail_bpf("updating the quota uid filter failed", errno);
+  }
+}
+
 void QuotaEnforcer::set(uint32_t uid, const ubia_quota_verdict &v) {
   if (bpf_map_update_elem(bpf_map__fd(skel_->maps.verdicts), &uid, &v, BPF_ANY) != 0)
     fail_bpf("storing the quota verdict of uid " + std::to_string(uid) + " failed", errno);
+  // the verdict first, then its bit: a packet that sees the bit finds the verdict. Only
+  // this process writes the filter (the flock on the directory), so read-modify-write is safe.
+  const int ffd = bpf_map__fd(skel_->maps.uid_filter);
+  const uint32_t word = filter_word(uid);
+  uint64_t bits = 0;
+  bpf_map_lookup_elem(ffd, &word, &bits);
+  bits |= filter_bit(uid);
+  if (bpf_map_update_elem(ffd, &word, &bits, BPF_ANY) != 0) fail_bpf("updating the quota uid filter failed", errno);
   sync_attachment();
 }
 
@@ -186,6 +203,7 @@ void QuotaEnforcer::forget(uint32_t uid) {
 
 void QuotaEnforcer::clear(uint32_t uid) {
   forget(uid);
+  rebuild_filter();
   sync_attachment();
 }
 
@@ -193,14 +211,18 @@ std::vector<std::pair<uint32_t, ubia_quota_verdict>> QuotaEnforcer::list() {
   const int fd = bpf_map__fd(skel_->maps.verdicts);
   const uint64_t now = boot_now_ns();
   std::vector<std::pair<uint32_t, ubia_quota_verdict>> out;
+  bool forgot = false;
   for (uint32_t uid : map_keys<uint32_t>(fd)) {
     ubia_quota_verdict v{};
-    if (bpf_map_lookup_elem(fd, &uid, &v) != 0) continue;  // expired in the kernel meanwhile
-    if (v.until_boot_ns <= now)
-      forget(uid);
-    else
+    bool gone = bpf_map_lookup_elem(fd, &uid, &v) != 0;  // expired in the kernel meanwhile
+    if (!gone && v.until_boot_ns > now) {
       out.push_back({uid, v});
+      continue;
+    }
+    forget(uid);
+    forgot = true;
   }
+  if (forgot) rebuild_filter();
   sync_attachment();
   return out;
 }

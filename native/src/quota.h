@@ -43,6 +43,7 @@ class QuotaEnforcer {
   void sync_attachment();
   bool any_verdict() const;
   void forget(uint32_t uid);
+  void rebuild_filter();
 
   std::string dir_;
   quota_bpf *skel_ = nullptr;

@@ -1,5 +1,7 @@
 // `ubia detach`: the kernel keeps counting while the agent is down (pinned programs and
-// maps); this is how an admin really stops metering. Refuses while an agent answers on
+// maps), and keeps quota blocks and throttles until their period ends; this is how an
+// admin really stops metering and lifts every quota verdict (the whole pin directory goes,
+// quota/ included). Refuses while an agent answers on
 // the config's socket, or while any process still holds the pinned maps (an agent that
 // does not answer), since that agent would go on reading maps that no longer count
 // anything; --force detaches all the same.
@@ -42,6 +44,6 @@ export async function detach(opts: { config?: string; socket?: string; force: bo
     return 1;
   }
   detachMeter(pinDir);
-  process.stdout.write(`detached: the eBPF programs and counters under ${pinDir} are gone\n`);
+  process.stdout.write(`detached: the eBPF programs, counters and quota verdicts under ${pinDir} are gone\n`);
   return 0;
 }

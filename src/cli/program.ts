@@ -199,7 +199,7 @@ export function buildProgram(): Command {
 
   program
     .command('detach')
-    .description('remove the kernel programs and pinned counters (as root; the agent must be stopped)')
+    .description('remove the kernel programs, pinned counters and quota verdicts (as root; the agent must be stopped)')
     .option('--force', 'detach even while a process (an agent that does not answer) holds the pinned maps')
     .action(async (o: { force?: boolean }, cmd: Command) => {
       const { detach } = await import('./detach.js');

@@ -3,6 +3,7 @@
 Each command prints one JSON line with what it really moved (bytes as the system calls
 returned them), so tests compare the meter against facts, not against intentions. Every
 socket has a timeout; servers that serve many connections stop after SECONDS."""
+import errno
 import fcntl
 import json
 import os
@@ -416,6 +417,105 @@ def many_flows(host, port, connections, first_uid, users, seconds):
     for _, s in socks:
         s.close()
     out(connections=len(socks))
+
+
+# Steady streams for quota enforcement: what a throttle lets through and when a block
+# stops a running transfer, measured where the bytes arrive. Sockets time out after a
+# second and the stream goes on until SECONDS pass: a blocked stream shows as stalled
+# samples, not as an error.
+
+def samples_reader(s, seconds):
+    """reads until EOF or SECONDS pass; cumulative bytes every ~100 ms since the start
+    (and the start's wall-clock time, to place other events on the same time line)"""
+    s.settimeout(1)
+    start, started = time.monotonic(), time.time()
+    deadline, n, samples, next_at = start + float(seconds), 0, [], start + 0.1
+    last = start  # when the latest byte arrived: a sample is [that time, bytes by then]
+    while time.monotonic() < deadline:
+        try:
+            b = s.recv(1 << 16)
+        except (socket.timeout, ConnectionError):
+            b = None
+        if b == b'':
+            break
+        if b:
+            n += len(b)
+            last = time.monotonic()
+        if last >= next_at:
+            samples.append([round(last - start, 3), n])
+            next_at = last + 0.1
+    samples.append([round(last - start, 3), n])
+    return n, samples, started
+
+
+def samples_writer(s, seconds):
+    """writes until SECONDS pass or the peer is gone; bytes the calls took"""
+    s.settimeout(1)
+    buf = b'q' * (1 << 16)
+    deadline, n = time.monotonic() + float(seconds), 0
+    while time.monotonic() < deadline:
+        try:
+            n += s.send(buf)
+        except socket.timeout:
+            continue
+        except OSError:
+            break
+    return n
+
+
+def congestion_control(s):
+    """TCP_CC in the environment picks the sending socket's congestion control
+    (benchmarks; an unprivileged user may pick only net.ipv4.tcp_allowed_congestion_control)"""
+    cc = os.environ.get('TCP_CC')
+    if cc:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
+
+
+def stream_server(host, port, seconds):
+    """accepts one connection; its first byte asks: 'u' (it uploads: read and sample) or
+    'd' (it downloads: send) for SECONDS"""
+    s = listen(host, int(port))
+    a, _ = s.accept()
+    a.settimeout(TIMEOUT)
+    mode = a.recv(1)
+    if mode == b'u':
+        n, samples, started = samples_reader(a, seconds)
+        out(received=n, samples=samples, started=started)
+    else:
+        congestion_control(a)
+        out(sent=samples_writer(a, seconds))
+    a.close()
+
+
+def stream(host, port, mode, seconds):
+    """to a stream server: uploads ('u': send for SECONDS) or downloads ('d': read and
+    sample for SECONDS)"""
+    c = connect(host, int(port))
+    c.sendall(mode.encode())
+    out(ready=1)
+    if mode == 'u':
+        congestion_control(c)
+        out(sent=samples_writer(c, seconds))
+    else:
+        n, samples, started = samples_reader(c, seconds)
+        out(received=n, samples=samples, started=started)
+    c.close()
+
+
+def try_send(proto, host, port):
+    """one TCP connect() or one UDP sendto(): the errno name it failed with, or null"""
+    s = socket.socket(family(host), socket.SOCK_STREAM if proto == 'tcp' else socket.SOCK_DGRAM)
+    s.settimeout(5)
+    try:
+        if proto == 'tcp':
+            s.connect((host, int(port)))
+        else:
+            s.sendto(b'x', (host, int(port)))
+        out(error=None)
+    except OSError as e:
+        out(error=errno.errorcode.get(e.errno, str(e)) if e.errno else type(e).__name__)
+    finally:
+        s.close()
 
 
 if __name__ == '__main__':

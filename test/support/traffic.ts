@@ -86,3 +86,35 @@ export async function sinkTraffic(
   if (result.received === undefined) throw new Error(`traffic client printed no result (${JSON.stringify(result)})`);
   return result.received;
 }
+
+export type Samples = [number, number][];
+export interface StreamResult {
+  received?: number;
+  sent?: number;
+  samples?: Samples;
+  /** wall-clock seconds of the samples' start */
+  started?: number;
+}
+
+/** A stream between a client and a server (a stream-server on `port`) for `seconds`; resolves with the side that
+ *  received (its samples: [seconds since start, bytes so far]). `onReady` runs once the
+ *  connection carries data. */
+export async function stream(
+  o: { mode: 'u' | 'd'; seconds: number; client: RunAs; server: RunAs; serverHost: string; connectHost: string; port: number },
+  onReady: () => void | Promise<void> = () => undefined,
+): Promise<StreamResult> {
+  const server = serveTraffic(['stream-server', o.serverHost, String(o.port), String(o.seconds + 5)], o.server, (o.seconds + 30) * 1000);
+  await server.ready;
+  const client = serveTraffic(['stream', o.connectHost, String(o.port), o.mode, String(o.seconds)], o.client, (o.seconds + 30) * 1000);
+  await client.ready;
+  await onReady();
+  const [c, s] = await Promise.all([client.done, server.done]);
+  return (o.mode === 'u' ? s : c) as StreamResult;
+}
+
+/** Bytes received between from and to seconds (samples are ~100 ms apart). */
+export function bytesBetween(samples: Samples, from: number, to: number): number {
+  const at = (t: number) => samples.filter(([s]) => s <= t).at(-1)?.[1] ?? 0;
+  return at(to) - at(from);
+}
+
