@@ -149,6 +149,9 @@ describe('alerts: once per threshold and period, across kill -9; grant and reset
     const own = cli(agent.socket, ['quota', '--json'], alice);
     expect((JSON.parse(own.stdout) as QuotaResult).quotas.map((q) => q.uid)).toEqual([alice.uid]);
     expect(cli(agent.socket, ['quota'], bob).stdout).toMatch(/no quota applies/);
+    const table = cli(agent.socket, ['quota']).stdout.split('\n');
+    expect(table[0]).toMatch(/^USER +UID +USED +LIMIT +% +STATE +PERIOD ENDS +ACTION +RULE/);
+    expect(table.find((l) => l.startsWith(alice.name))).toMatch(new RegExp(`^${alice.name} +${alice.uid} +1\\d MiB +10 MiB +1\\d\\d % +warned .* \\(day\\) +alert +user:${alice.name}`));
     for (const args of [['quota', 'grant', alice.name, '5MiB'], ['quota', 'reset', alice.name]]) {
       const r = cli(agent.socket, args, alice);
       expect(r.code).not.toBe(0);
