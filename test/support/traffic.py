@@ -300,15 +300,6 @@ def answer(a):
         send_bytes(a, struct.unpack('>Q', head)[0])
 
 
-def try_connect(host, port):
-    """one TCP connection attempt: its errno, 0 when it connected (a quota block: EPERM)"""
-    try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-        out(errno=0)
-    except OSError as e:
-        out(errno=e.errno if e.errno is not None else -1, error=str(e))
-
-
 def sink_client(host, port, nbytes, reply, ms):
     """to a sink: asks for REPLY bytes, sends NBYTES in even chunks over MS milliseconds,
     half-closes and reads the answer to the end"""
