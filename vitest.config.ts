@@ -28,6 +28,7 @@ export const UNIT_TESTS = [
   'test/package-config.test.ts',
   'test/privacy-address.test.ts',
   'test/prometheus-endpoint.test.ts',
+  'test/quota-policy.test.ts',
   'test/quota-verdicts.test.ts',
 ];
 

@@ -17,7 +17,7 @@ _ubia() {
     esac
   done
   case "$cmd" in
-    "") opts="agent top users units procs flows status detach --version --config --socket --help" ;;
+    "") opts="agent top users units procs flows status quota detach --version --config --socket --help" ;;
     agent) opts="--daemon --help" ;;
     top) opts="--interval --once --iterations --processes --json --csv --help" ;;
     users) opts="--since --from --to --json --csv --help" ;;
@@ -25,6 +25,7 @@ _ubia() {
     procs) opts="--user --json --csv --help" ;;
     flows) opts="--user --limit --json --csv --since --from --to --utc --where --group-by --having --order --remotes --help" ;;
     status) opts="--json --help" ;;
+    quota) opts="--user --json --csv --help" ;;
     detach) opts="--force --help" ;;
     *) opts="" ;;
   esac

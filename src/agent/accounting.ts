@@ -118,6 +118,7 @@ export class Accounting {
   private lastSettleMs: number | undefined;
   /** cgroup id → its workload by the rules in force (emptied when they change) */
   private workloadById = new Map<bigint, Workload>();
+  private bookedListener: ((nowMs: number, uid: number, scope: Scope, delta: TrafficCounters) => void) | undefined;
 
   constructor(
     private readonly meter: MeterReader,
@@ -158,6 +159,11 @@ export class Accounting {
       if (this.ended.length > this.options.recentFlows) this.ended.splice(0, this.ended.length - this.options.recentFlows);
     }
     return snap;
+  }
+
+  /** Hears every user delta booked in the ledger (the quotas count them). */
+  onBooked(listener: (nowMs: number, uid: number, scope: Scope, delta: TrafficCounters) => void): void {
+    this.bookedListener = listener;
   }
 
   /** A process exited: its entries are dropped from the kernel after the next read. */
@@ -201,6 +207,7 @@ export class Accounting {
         this.ledger.add(nowMs, uid, scope, d);
         this.workloads.owe(uid, scope, d);
         usersMoved = true;
+        this.bookedListener?.(nowMs, uid, scope, d);
         const seen = this.pollDeltas.get(uid);
         if (!seen) this.pollDeltas.set(uid, { ...countersOf(d), round });
         else if (seen.round === round) addInto(seen, d);

@@ -30,6 +30,9 @@ import { createNameCache, type NameCache, type UserNameLookup } from './names.js
 import { createPollLoop, retentionOf } from './poll-loop.js';
 import { createReloader } from './reload.js';
 import { createScheduler } from './scheduler.js';
+import type { QuotaEnforcer } from '../kernel/quota.js';
+import type { QuotaEngine } from './quota/engine.js';
+import { startQuotas } from './quota/index.js';
 import type { ControlLimits } from '../core/control-limits.js';
 
 /** What the agent shows of itself to its control socket. */
@@ -40,6 +43,7 @@ export interface AgentState {
   history: FlowStore | undefined;
   meter: MeterReader;
   names: NameCache;
+  quotas: QuotaEngine;
   configFile: string | undefined;
   pollIntervalSeconds(): number;
   countLoopback(): boolean;
@@ -62,6 +66,8 @@ export interface ControlService {
 
 export interface AgentDeps {
   openMeter(opts: { pinDir: string; flowCapacity: number; userCapacity: number; peersPerSocket: number; mode: MeterMode }): MeterReader;
+  /** the kernel's quota enforcement (block, throttle) beside the meter's pins; absent: quotas only alert */
+  openQuotaEnforcer?(opts: { pinDir: string }): QuotaEnforcer;
   userName: UserNameLookup;
   groupMembers(name: string): { gid: number; members: string[] } | undefined;
   userByName(name: string): { uid: number; gid: number } | undefined;
@@ -151,7 +157,16 @@ export async function startAgent(
     workloadOf: workloadOf(c),
   });
   const accounting = new Accounting(meter, ledger, decodeCheckpoint(loaded.checkpoint), names, accountingOptions(config), cgroups);
-  const loop = createPollLoop({ meter, pinDir: st.pinDir, accounting, ledger, exporters, logger, bootId, config: () => config, sdNotify: deps.sdNotify });
+  const quotas = startQuotas({
+    ledger,
+    who: { name: (uid) => names.name(uid), primaryGroup: deps.primaryGroup, group: deps.groupMembers, uidOf: (name) => deps.userByName(name)?.uid },
+    openEnforcer: deps.openQuotaEnforcer && (() => deps.openQuotaEnforcer!({ pinDir: st.pinDir })),
+    logger,
+  });
+  // before the first poll: the usage it books (what happened while the agent was stopped) counts
+  quotas.apply(config, Date.now());
+  accounting.onBooked(quotas.engine.booked);
+  const loop = createPollLoop({ meter, pinDir: st.pinDir, accounting, ledger, exporters, quotas: quotas.engine, logger, bootId, config: () => config, sdNotify: deps.sdNotify });
   const exporterContext = (): ExporterContext => ({
     logger,
     ledger,
@@ -164,6 +179,7 @@ export async function startAgent(
     counts: (scope) => accounting.counts(scope),
     processes: () => accounting.processList(),
     interfaces: () => meter.readInterfaces(),
+    quotas: quotas.gauges,
   });
   await exporters.start(() => deps.createExporters(config, exporterContext()));
   accounting.setOptions(accountingOptions(config));
@@ -174,7 +190,7 @@ export async function startAgent(
     if (accounting.counts(ev.flow.scope)) exporters.each('flowEnded', (e) => e.flowEnded(snap));
   });
 
-  const server = await deps.serveControl(createControlState({ accounting, ledger, history, meter, names, exporters, loop, configFile, config: () => config, startedAt }, deps), {
+  const server = await deps.serveControl(createControlState({ accounting, ledger, history, meter, names, quotas: quotas.engine, exporters, loop, configFile, config: () => config, startedAt }, deps), {
     path: config.control.socket,
     ...controlLimits(config),
     logger,
@@ -199,6 +215,7 @@ export async function startAgent(
       logger.level = config.log.level;
       names.setTtl(config.agent.name_cache_ttl * 1000);
       accounting.setOptions(accountingOptions(config));
+      quotas.apply(config, Date.now());
       server.setLimits(controlLimits(config));
       scheduler.schedule();
       if (exportersChanged) {
@@ -228,6 +245,7 @@ export async function startAgent(
       await exporters.close();
       // after the exporters: the flow recorder among them writes its last flows into it
       history?.close();
+      quotas.close();
       meter.close();
       ledger.close();
       logger.info('agent stopped; the kernel keeps counting until the next start');

@@ -13,6 +13,7 @@ import type { ExporterSet } from './exporter-set.js';
 import type { MeterReader } from './meter.js';
 import type { NameCache } from './names.js';
 import type { PollLoop } from './poll-loop.js';
+import type { QuotaEngine } from './quota/engine.js';
 
 export interface ControlStateParts {
   accounting: Accounting;
@@ -21,6 +22,7 @@ export interface ControlStateParts {
   history: FlowStore | undefined;
   meter: MeterReader;
   names: NameCache;
+  quotas: QuotaEngine;
   exporters: ExporterSet;
   loop: PollLoop;
   configFile: string | undefined;
@@ -30,7 +32,7 @@ export interface ControlStateParts {
 }
 
 export function createControlState(parts: ControlStateParts, deps: Pick<AgentDeps, 'userByName' | 'primaryGroup' | 'groupMembers'>): AgentState {
-  const { accounting, ledger, history, meter, names, exporters, loop, configFile, config, startedAt } = parts;
+  const { accounting, ledger, history, meter, names, quotas, exporters, loop, configFile, config, startedAt } = parts;
   const directory: AgentState['directory'] = {
     name: (uid) => names.name(uid),
     userByName: deps.userByName,
@@ -51,6 +53,7 @@ export function createControlState(parts: ControlStateParts, deps: Pick<AgentDep
     history,
     meter,
     names,
+    quotas,
     configFile,
     pollIntervalSeconds: () => config().agent.poll_interval,
     countLoopback: () => config().agent.count_loopback,

@@ -4,7 +4,7 @@
 // Exporter modules are imported only when configured: the OpenTelemetry SDK alone adds
 // ~30 MiB of RSS to an agent that does not use it.
 import { join } from 'node:path';
-import type { Exporter, HealthSource, ProcessUsage } from '../export/types.js';
+import type { Exporter, HealthSource, ProcessUsage, QuotaGauge } from '../export/types.js';
 import type { UbiaConfig } from '../config/config.js';
 import type { InterfaceCounters, Scope } from '../kernel/types.js';
 import type { Ledger } from '../ledger/ledger.js';
@@ -27,6 +27,8 @@ export interface ExporterContext {
   counts(scope: Scope): boolean;
   processes(): readonly ProcessUsage[];
   interfaces(): readonly InterfaceCounters[];
+  /** used and limit per user with a quota (OTLP) */
+  quotas(): readonly QuotaGauge[];
 }
 
 export async function createExporters(config: UbiaConfig, ctx: ExporterContext): Promise<Exporter[]> {
@@ -45,7 +47,7 @@ export async function createExporters(config: UbiaConfig, ctx: ExporterContext):
   if (config.otlp) {
     const { createOtlpExporter } = await import('../export/otlp/index.js');
     out.push(
-      createOtlpExporter(config.otlp, { logger: logger('otlp'), hostName: ctx.hostName, version: ctx.version, health: ctx.health, spoolDir: join(ctx.stateDir, 'otlp-spool') }),
+      createOtlpExporter(config.otlp, { logger: logger('otlp'), hostName: ctx.hostName, version: ctx.version, health: ctx.health, quotas: ctx.quotas, spoolDir: join(ctx.stateDir, 'otlp-spool') }),
     );
   }
   if (config.prometheus) {

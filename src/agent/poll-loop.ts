@@ -10,6 +10,7 @@ import { DAY_MS, type Ledger } from '../ledger/ledger.js';
 import type { Accounting } from './accounting.js';
 import type { ExporterSet } from './exporter-set.js';
 import type { MeterReader } from './meter.js';
+import type { QuotaEngine } from './quota/engine.js';
 
 export interface PollLoop {
   poll(): void;
@@ -33,6 +34,7 @@ export interface PollLoopOptions {
   accounting: Accounting;
   ledger: Ledger;
   exporters: ExporterSet;
+  quotas: QuotaEngine;
   logger: Logger;
   bootId: string;
   /** the configuration in force (a reload replaces it) */
@@ -46,7 +48,7 @@ export const retentionOf = (c: UbiaConfig) => ({
   dayMs: c.ledger.day_retention_days * DAY_MS,
 });
 
-export function createPollLoop({ meter, pinDir, accounting, ledger, exporters, logger, bootId, config, sdNotify }: PollLoopOptions): PollLoop {
+export function createPollLoop({ meter, pinDir, accounting, ledger, exporters, quotas, logger, bootId, config, sdNotify }: PollLoopOptions): PollLoop {
   let lastPollSeconds = 0;
   let lastPollAt: number | undefined;
   const health = (): AgentHealth => {
@@ -67,6 +69,20 @@ export function createPollLoop({ meter, pinDir, accounting, ledger, exporters, l
   let pollError: string | undefined;
 
   let pinsError: string | undefined;
+  let quotaError: string | undefined;
+  /** Thresholds and limits of the users this poll moved; a failure (the ledger's disk)
+   *  leaves them to the next poll: their alerts are only late. */
+  const checkQuotas = (now: number) => {
+    try {
+      quotas.check(now);
+      if (quotaError !== undefined) logger.info('quota checks work again');
+      quotaError = undefined;
+    } catch (err) {
+      const msg = (err as Error).message;
+      if (quotaError !== msg) logger.error({ err }, 'quota check failed; retrying every poll');
+      quotaError = msg;
+    }
+  };
   /** Someone removed the pin directory (or pins in it): the programs still count, as we
    *  hold them, but a restart would find nothing. Put the pins back. */
   const keepPinned = () => {
@@ -90,6 +106,7 @@ export function createPollLoop({ meter, pinDir, accounting, ledger, exporters, l
       lastPollSeconds = (Date.now() - now) / 1000;
       if (pollError !== undefined) logger.info('meter reads work again');
       pollError = undefined;
+      checkQuotas(now);
       const interval = exporters.list().length ? usage() : undefined;
       if (interval && (interval.users.length || interval.endedWorkloads?.length)) exporters.each('usage', (e) => e.usage(interval));
       if (flows && exporters.list().length) {

@@ -5,6 +5,7 @@ import { createRequire } from 'node:module';
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import { groupMembers, missingBpfCapabilities, openMeter, withoutBpfCapabilities, peerCredentials, primaryGroup, sdNotify, userByName, userName } from '../kernel/index.js';
+import { openQuotaEnforcer } from '../kernel/quota.js';
 import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, type LoadedConfig } from '../config/load.js';
 import { createLogger } from '../log.js';
 import { startAgent } from '../agent/agent.js';
@@ -76,6 +77,7 @@ export async function runAgentCommand(opts: AgentCommandOptions): Promise<number
     agent = await startAgent(loaded, logger, {
       // the accounting decides when a fold is worth its cost
       openMeter: (o) => openMeter({ ...o, foldOnRead: false }),
+      openQuotaEnforcer,
       userName,
       groupMembers,
       userByName,

@@ -8,8 +8,9 @@ import { MAX_QUERY_ROWS } from '../control/protocol.js';
 import { parseDuration } from './format.js';
 import { runTop } from './top.js';
 import { FLOWS_EXAMPLES, isQuery, QUERY_DEFAULT_LIMIT, runFlowQuery, timeOptions, type FlowQueryOptions } from './flows.js';
-import { showFlows, showProcs, showStatus, showUnits, showUsers, type OutputFormat } from './views.js';
+import { changeQuota, showFlows, showProcs, showQuota, showStatus, showUnits, showUsers, type OutputFormat } from './views.js';
 import type { WorkloadGrouping } from '../core/workload.js';
+import { parseBytes } from '../core/units.js';
 
 const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
 
@@ -40,6 +41,12 @@ function timeArg(v: string): number {
   const ms = Date.parse(v);
   if (Number.isNaN(ms)) throw new InvalidArgumentError('expected a date/time, e.g. 2026-11-23T08:00:00Z or 2026-11-23');
   return ms;
+}
+
+function bytesArg(v: string): number {
+  const n = parseBytes(v);
+  if (n === undefined || n <= 0) throw new InvalidArgumentError('expected a byte count with its unit, e.g. 5GiB, 500MB or 10MiB');
+  return n;
 }
 
 function durationArg(v: string): number {
@@ -185,6 +192,35 @@ export function buildProgram(): Command {
     .addOption(jsonOption())
     .action(async (o: FormatFlags, cmd: Command) => {
       await showStatus({ socket: socketOf(cmd), format: formatOf(o) });
+    });
+
+  const quota = program
+    .command('quota')
+    // `ubia quota grant alice 5GiB --json`: the --json after "grant" is grant's own
+    .enablePositionalOptions()
+    .description('used vs limit of the [[quota]] rules this period, the period\'s end and the state (ok, warned, blocked, throttled): your own, or everyone\'s for admins')
+    .option('-u, --user <name|uid>', 'only this user')
+    .addOption(jsonOption())
+    .addOption(csvOption())
+    .action(async (o: { user?: string } & FormatFlags, cmd: Command) => {
+      await showQuota({ socket: socketOf(cmd), format: formatOf(o), user: o.user });
+    });
+  quota
+    .command('grant')
+    .description("add to a user's allowance for the current period (admins; logged)")
+    .argument('<user>', 'user name or uid')
+    .argument('<amount>', 'bytes with a unit: 5GiB, 500MB', bytesArg)
+    .addOption(jsonOption())
+    .action(async (user: string, bytes: number, o: FormatFlags, cmd: Command) => {
+      await changeQuota({ socket: socketOf(cmd), format: formatOf(o), user, grantBytes: bytes });
+    });
+  quota
+    .command('reset')
+    .description("start a user's current period over: usage from zero, alerts again, grants dropped, a block or throttle lifted (admins; logged)")
+    .argument('<user>', 'user name or uid')
+    .addOption(jsonOption())
+    .action(async (user: string, o: FormatFlags, cmd: Command) => {
+      await changeQuota({ socket: socketOf(cmd), format: formatOf(o), user });
     });
 
   program

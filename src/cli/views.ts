@@ -1,6 +1,6 @@
 // `ubia users | units | procs | flows | status`: ask the agent, print a table, JSON or CSV (exact).
 import { controlRequest } from '../control/client.js';
-import type { FlowRow, FlowsResult, ProcessRow, ProcsResult, StatusResult, UnitRow, UnitsResult, UserTotals, UsersResult } from '../control/protocol.js';
+import type { FlowRow, FlowsResult, ProcessRow, ProcsResult, QuotaResult, QuotaRow, StatusResult, UnitRow, UnitsResult, UserTotals, UsersResult } from '../control/protocol.js';
 import type { WorkloadGrouping } from '../core/workload.js';
 import type { TrafficCounters } from '../kernel/types.js';
 import { endpoint, protocolName } from './endpoints.js';
@@ -166,4 +166,42 @@ export async function showStatus(opts: ViewOptions): Promise<void> {
     `exporters:  ${r.exporters.length === 0 ? 'none configured' : ''}`,
     ...r.exporters.map((e) => `  ${e.name}: ${e.state}${e.detail ? ` — ${e.detail}` : ''} (queued ${e.queued}, dropped ${e.dropped})`),
   ]);
+}
+
+const percentOf = (q: QuotaRow) => `${Math.floor((q.usedBytes * 100) / q.limitBytes)} %`;
+
+export async function showQuota(opts: ViewOptions & { user?: string }): Promise<void> {
+  const r = await controlRequest<QuotaResult>(opts.socket, { op: 'quota', user: opts.user });
+  if (opts.format === 'json') return printJson(r);
+  if (opts.format === 'csv') return print(csvLines<QuotaRow>(['uid', 'user', 'match', 'period', 'periodStart', 'periodEnd', 'direction', 'action', 'usedBytes', 'limitBytes', 'grantedBytes', 'state'], r.quotas));
+  if (r.quotas.length === 0) return print([opts.user ? `no quota applies to ${opts.user}` : 'no quota applies (to you, or to anyone with traffic this period)']);
+  print(quotaTable(r.quotas));
+}
+
+function quotaTable(rows: QuotaRow[]): string[] {
+  return table<QuotaRow>(
+    [
+      left('USER', (q) => q.user),
+      right('UID', (q) => String(q.uid)),
+      right('USED', (q) => humanBytes(q.usedBytes)),
+      right('LIMIT', (q) => `${humanBytes(q.limitBytes)}${q.grantedBytes ? ' (granted +' + humanBytes(q.grantedBytes) + ')' : ''}`),
+      right('%', percentOf),
+      left('STATE', (q) => q.state),
+      left('PERIOD ENDS', (q) => `${new Date(q.periodEnd).toLocaleString('sv-SE')} (${q.period})`),
+      left('ACTION', (q) => q.action),
+      left('RULE', (q) => q.match),
+    ],
+    rows,
+    width(),
+  );
+}
+
+/** `ubia quota grant|reset USER`: the change, then the user's quota as it is now. */
+export async function changeQuota(opts: ViewOptions & { user: string; grantBytes?: number }): Promise<void> {
+  const r = await controlRequest<QuotaResult>(
+    opts.socket,
+    opts.grantBytes === undefined ? { op: 'quota.reset', user: opts.user } : { op: 'quota.grant', user: opts.user, bytes: opts.grantBytes },
+  );
+  if (opts.format === 'json') return printJson(r);
+  print(quotaTable(r.quotas));
 }

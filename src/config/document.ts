@@ -97,12 +97,7 @@ export function describeConfig(): TableDoc[] {
         continue;
       }
       if (element && core(element) instanceof z.ZodObject) {
-        // the array's description says what its tables are for
-        subTables.push(() => {
-          walk(element, `[[${path}.${key}]]`, `${path}.${key}`);
-          const t = tables.find((x) => x.header === `[[${path}.${key}]]`)!;
-          t.meaning = described(field) || t.meaning;
-        });
+        subTables.push(() => walkArray(field, `${path}.${key}`));
         continue;
       }
       if (element && core(element) instanceof z.ZodUnion) {
@@ -130,7 +125,16 @@ export function describeConfig(): TableDoc[] {
     }
     for (const t of subTables) t();
   };
-  for (const [section, schema] of Object.entries(configSchema.shape as Record<string, z.ZodType>)) walk(schema, `[${section}]`, section);
+  /** an array of tables ([[ipfix.collectors]], [[quota]]): the array's description says what its tables are for */
+  const walkArray = (field: z.ZodType, path: string) => {
+    walk(defOf(core(field)).element!, `[[${path}]]`, path);
+    const t = tables.find((x) => x.header === `[[${path}]]`)!;
+    t.meaning = described(field) || t.meaning;
+  };
+  for (const [section, schema] of Object.entries(configSchema.shape as Record<string, z.ZodType>)) {
+    if (core(schema) instanceof z.ZodArray) walkArray(schema, section);
+    else walk(schema, `[${section}]`, section);
+  }
   return tables;
 }
 

@@ -5,7 +5,8 @@ import { parse as parseToml, TomlError } from 'smol-toml';
 import { z } from 'zod';
 import { locateKey } from './locate.js';
 import { configSchema, type UbiaConfig } from './config.js';
-import { groupMembers } from '../kernel/native.js';
+import { groupMembers, userByName } from '../kernel/native.js';
+import { parseMatch } from './quota.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/ubia/ubia.toml';
 
@@ -73,20 +74,29 @@ function formatIssue(text: string, file: string, issue: z.core.$ZodIssue): strin
 /** What validation asks of the system: the schema alone cannot know the host's groups. */
 export interface HostFacts {
   groupExists(name: string): boolean;
+  userExists(name: string): boolean;
 }
 
 /** Checks of the config against the host; issues in the schema's own shape. */
 function hostIssues(config: UbiaConfig, host: HostFacts): z.core.$ZodIssue[] {
+  const issues: z.core.$ZodIssue[] = [];
   const group = config.control.admin_group;
-  if (group === '' || host.groupExists(group)) return [];
-  return [
-    {
+  if (group !== '' && !host.groupExists(group)) {
+    issues.push({
       code: 'custom',
       path: ['control', 'admin_group'],
       message: `no group "${group}" exists on this host (NSS): create it, or leave the key empty for root only`,
       input: group,
-    },
-  ];
+    });
+  }
+  (config.quota ?? []).forEach((rule, i) => {
+    const m = parseMatch(rule.match);
+    const missing = m?.kind === 'user' ? !host.userExists(m.name) : m?.kind === 'group' ? !host.groupExists(m.name) : false;
+    if (missing) {
+      issues.push({ code: 'custom', path: ['quota', i, 'match'], message: `no ${m!.kind} "${(m as { name: string }).name}" exists on this host (NSS): a typo would leave the rule without effect`, input: rule.match });
+    }
+  });
+  return issues;
 }
 
 /** Parses and validates config text; `file` is only used in error messages. */
@@ -110,7 +120,7 @@ export function parseConfig(text: string, file: string, host?: HostFacts): UbiaC
   return result.data;
 }
 
-const systemFacts: HostFacts = { groupExists: (name) => groupMembers(name) !== undefined };
+const systemFacts: HostFacts = { groupExists: (name) => groupMembers(name) !== undefined, userExists: (name) => userByName(name) !== undefined };
 
 export interface LoadedConfig {
   config: UbiaConfig;

@@ -5,6 +5,7 @@
 import { z } from 'zod';
 import { integer, seconds, setting, text } from '../core/settings.js';
 import { compileWorkloadRule, WORKLOAD_KINDS } from '../core/workload.js';
+import { quotaRulesSchema } from './quota.js';
 
 export const agentSectionSchema = z
   .strictObject({
@@ -166,4 +167,5 @@ export const coreConfigShape = {
   units: unitsSectionSchema.prefault({}),
   control: controlSectionSchema.prefault({}),
   log: logSectionSchema.prefault({}),
+  quota: quotaRulesSchema,
 };

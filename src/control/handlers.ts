@@ -12,7 +12,8 @@ import { redactDeep } from '../core/redact.js';
 import type { FlowStore } from '../history/store.js';
 import { queryFlows } from './history.js';
 import { StreamedResult, type Caller, type RequestHandler } from './server.js';
-import type { Scope } from './scope.js';
+import type { Directory, Scope } from './scope.js';
+import { quotaRequest, type QuotaControl } from './quota.js';
 import { localDayStart } from './day.js';
 import type { FlowRow, ProcessRow, StatusResult, TopResult, TopUser, UnitRow, UnitsResult, UserTotals, UsersResult } from './protocol.js';
 import { workloadGroup, type Workload, type WorkloadGrouping } from '../core/workload.js';
@@ -46,6 +47,8 @@ export interface AgentView {
     /** a namer for one reply: NSS look-ups for at most `budgetMs` in all, the rest as uids */
     within(budgetMs: number): (uid: number) => string;
   };
+  quotas: QuotaControl;
+  directory: Pick<Directory, 'userByName'>;
   configFile: string | undefined;
   pollIntervalSeconds(): number;
   countLoopback(): boolean;
@@ -232,6 +235,10 @@ export function createRequestHandler(view: AgentView): RequestHandler {
       }
       case 'flows.query':
         return queryFlows(view.history, req, scope);
+      case 'quota':
+      case 'quota.grant':
+      case 'quota.reset':
+        return quotaRequest(view.quotas, view.directory, req, scope);
       case 'top': {
         const now = Date.now();
         const dayStart = localDayStart(now);

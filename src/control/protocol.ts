@@ -56,12 +56,20 @@ export const requestSchema = z.discriminatedUnion('op', [
     .refine((r) => r.to >= r.from, { message: '"to" is before "from"', path: ['to'] }),
   z.strictObject({ op: z.literal('top'), id, processes: z.number().int().min(0).max(100).default(5) }),
   z.strictObject({ op: z.literal('status'), id }),
+  z.strictObject({ op: z.literal('quota'), id, user: userFilter }),
+  z.strictObject({
+    op: z.literal('quota.grant'),
+    id,
+    user: z.string().min(1).max(64).describe('user name or uid'),
+    bytes: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).describe('extra allowance for the current period'),
+  }),
+  z.strictObject({ op: z.literal('quota.reset'), id, user: z.string().min(1).max(64).describe('user name or uid') }),
 ]);
 
 export type Request = z.infer<typeof requestSchema>;
 export type RequestInput = z.input<typeof requestSchema>;
 
-export type ErrorCode = 'bad_json' | 'bad_request' | 'too_large' | 'timeout' | 'forbidden' | 'no_such_user' | 'busy' | 'internal';
+export type ErrorCode = 'bad_json' | 'bad_request' | 'too_large' | 'timeout' | 'forbidden' | 'no_such_user' | 'no_quota' | 'busy' | 'internal';
 
 export interface ErrorReply {
   id?: string | number;
@@ -213,4 +221,30 @@ export interface FlowQueryResult {
   /** the group keys; empty when the rows are flow records */
   keys: string[];
   rows: Record<string, string | number | null>[];
+}
+
+/** One user's quota in its current period (docs/quota.md). */
+export interface QuotaRow {
+  uid: number;
+  user: string;
+  /** the [[quota]] rule that applies, by its match */
+  match: string;
+  period: 'day' | 'week' | 'month';
+  periodStart: string;
+  periodEnd: string;
+  direction: 'both' | 'rx' | 'tx';
+  /** the rule's action as configured: "alert", "block", "throttle:8Mbit" */
+  action: string;
+  /** wire bytes counted since the period's start (or the last reset) */
+  usedBytes: number;
+  /** the rule's limit plus what was granted for this period */
+  limitBytes: number;
+  grantedBytes: number;
+  /** thresholds (percent) alerted this period */
+  alerted: number[];
+  state: 'ok' | 'warned' | 'blocked' | 'throttled';
+}
+
+export interface QuotaResult {
+  quotas: QuotaRow[];
 }

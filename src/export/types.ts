@@ -100,6 +100,14 @@ export interface AgentHealth {
 /** Called at collection time (an export, a scrape), never per poll. */
 export type HealthSource = () => AgentHealth | undefined;
 
+/** A user's quota in the current period: bytes counted against it, and the limit (grants included). */
+export interface QuotaGauge {
+  uid: number;
+  user: string;
+  usedBytes: number;
+  limitBytes: number;
+}
+
 /** A process's traffic as the kernel counts it since the process was first seen. */
 export interface ProcessUsage extends TrafficCounters {
   pid: number;

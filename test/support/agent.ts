@@ -41,6 +41,8 @@ export interface AgentSetup {
   flowCapacity?: number;
   /** agent.meter_mode; default: the built-in default */
   meterMode?: 'default' | 'precise';
+  /** the agent's environment beyond the test's own (TZ, LD_PRELOAD of libfaketime) */
+  env?: Record<string, string>;
 }
 
 export function writeAgentConfig(s: AgentSetup): string {
@@ -58,7 +60,7 @@ export async function startAgent(s: AgentSetup): Promise<AgentProcess> {
   const socket = join(s.dir, 'control.sock');
   // bin/ubia, as installed hosts run it: its node flags and malloc arenas are part of
   // the agent's memory figures
-  const proc = spawn(UBIA, ['agent', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(UBIA, ['agent', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...s.env } });
   let out = '';
   proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));

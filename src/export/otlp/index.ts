@@ -14,9 +14,10 @@ import {
   OTLPMetricExporter as JsonExporter,
 } from '@opentelemetry/exporter-metrics-otlp-http';
 import { OTLPMetricExporter as ProtobufExporter } from '@opentelemetry/exporter-metrics-otlp-proto';
-import type { Exporter, ExporterStatus, HealthSource } from '../types.js';
+import type { Exporter, ExporterStatus, HealthSource, QuotaGauge } from '../types.js';
 import type { OtlpConfig } from './config.js';
 import { registerHealthMetrics } from './health.js';
+import { registerQuotaGauges } from './quota.js';
 import { createProcessTop } from './processes.js';
 import { createRetryingExporter } from './retry-queue.js';
 import { trafficMetrics } from './traffic-metrics.js';
@@ -32,6 +33,8 @@ export interface OtlpExporterOptions {
   version?: string;
   /** ubia's health figures, read once per export; omit to send no health metrics */
   health?: HealthSource;
+  /** the users' quotas, read once per export; omit to send no quota gauges */
+  quotas?: () => readonly QuotaGauge[];
   /** where delta exports not yet delivered are kept across restarts; omit to keep them
    *  in memory only */
   spoolDir?: string;
@@ -82,6 +85,7 @@ export function createOtlpExporter(cfg: OtlpConfig, opts: OtlpExporterOptions): 
     ({ ...m, counter: meter.createCounter(m.name, { description: m.description, unit: m.unit, valueType: ValueType.INT }) }),
   );
   if (opts.health) registerHealthMetrics(meter, opts.health);
+  if (opts.quotas) registerQuotaGauges(meter, opts.quotas);
 
   opts.logger.info(
     { endpoint: cfg.endpoint, protocol: cfg.protocol, interval: cfg.interval, temporality: cfg.temporality },
