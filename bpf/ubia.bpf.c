@@ -1110,7 +1110,12 @@ static __always_inline void begin_fold(struct bpf_iter_meta *it, bool first_pass
 
 /* First pass of a fold (default mode): which processes hold a file of each socket. Run
  * by user space (reading an iterator fd) right before ubia_fold. Sockets are told by
- * their inode type and reached by probed reads (bpf_sock_from_file is Linux 5.11). */
+ * their inode type and reached by probed reads (bpf_sock_from_file is Linux 5.11). The
+ * file and task are the iterator's BTF pointers: their fields are direct loads, a probed
+ * read (a helper call) only where the type ends (private_data). A holder seen again (same
+ * process and uid as at the last fold, the common case) only has its entry's fold
+ * generation moved on, in place: the owner's reads and the LRU map's update (a new node
+ * per update) made most of the census's cost, ~0.7 µs per socket file. */
 SEC("iter/task_file")
 int ubia_census(struct bpf_iter__task_file *ctx)
 {
@@ -1120,10 +1125,9 @@ int ubia_census(struct bpf_iter__task_file *ctx)
 	struct task_struct *task = ctx->task;
 	if (!m || !file || !task)
 		return 0;
-	if ((BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+	if ((file->f_inode->i_mode & S_IFMT) != S_IFSOCK)
 		return 0;
-	struct socket *sock = BPF_CORE_READ(file, private_data);
-	struct sock *sk = BPF_CORE_READ(sock, sk);
+	struct sock *sk = BPF_CORE_READ((struct socket *)file->private_data, sk);
 	if (!sk)
 		return 0;
 	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
@@ -1132,13 +1136,22 @@ int ubia_census(struct bpf_iter__task_file *ctx)
 
 	__u64 key = (__u64)sk;
 	__u32 gen = m->fold_gen;
-	__u64 started = BPF_CORE_READ(task, group_leader, start_time);
+	__u64 started = task->group_leader->start_time;
+	__u32 tgid = task->tgid;
+	__u32 uid = task->cred->uid.val;
 	struct ubia_holders *h = bpf_map_lookup_elem(&census, &key);
 	if (h && h->gen == gen && h->started_ns >= started)
 		return 0; /* a newer holder (or this one, through another thread or descriptor) */
+	if (h && h->started_ns == started && h->newest.tgid == tgid && h->newest.uid == uid) {
+		h->gen = gen; /* the holder of the last fold */
+		return 0;
+	}
 	struct ubia_holders seen = { .gen = gen, .started_ns = started };
 	owner_from_task(&seen.newest, task);
-	bpf_map_update_elem(&census, &key, &seen, BPF_ANY);
+	if (h)
+		*h = seen;
+	else
+		bpf_map_update_elem(&census, &key, &seen, BPF_ANY);
 	return 0;
 }
 
@@ -1168,9 +1181,10 @@ static __always_inline void fold_socket(struct sock *sk, struct ubia_sock *s)
 	if (!m || s->fold_gen == m->fold_gen)
 		return;
 	s->fold_gen = m->fold_gen;
-	/* probed reads: each iterator hands over its own kind of socket pointer */
-	bool tcp = BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP && BPF_CORE_READ(sk, sk_type) == SOCK_STREAM;
-	if (tcp && BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN)
+	/* direct loads: every iterator hands over a BTF socket pointer (a probed read is a
+	 * helper call, ~30 ns here) */
+	bool tcp = sk->sk_protocol == IPPROTO_TCP && sk->sk_type == SOCK_STREAM;
+	if (tcp && sk->__sk_common.skc_state == TCP_LISTEN)
 		return; /* a listener holds nothing to fold, and its clones copy it */
 	struct ubia_counters payload = {};
 	if (!precise) {
@@ -1178,7 +1192,7 @@ static __always_inline void fold_socket(struct sock *sk, struct ubia_sock *s)
 		if (tcp && !s->released)
 			tcp_payload_delta(sk, s, &payload);
 	}
-	fold(BPF_CORE_READ(sk, __sk_common.skc_cookie.counter), s, &payload);
+	fold(sk->__sk_common.skc_cookie.counter, s, &payload);
 }
 
 /* The fold's second pass through the socket storage map (Linux 5.9+; tracing programs
