@@ -1120,7 +1120,9 @@ static __always_inline void begin_fold(struct bpf_iter_meta *it, bool first_pass
  * read (a helper call) only where the type ends (private_data). A holder seen again (same
  * process and uid as at the last fold, the common case) only has its entry's fold
  * generation moved on, in place: the owner's reads and the LRU map's update (a new node
- * per update) made most of the census's cost, ~0.7 µs per socket file. */
+ * per update) made most of the census's cost, ~0.7 µs per socket file. Its gid, comm and
+ * cgroup stay as the census first saw them (a holder's identity is its process, and the
+ * uid, which decides the user, is compared). */
 SEC("iter/task_file")
 int ubia_census(struct bpf_iter__task_file *ctx)
 {
