@@ -25,6 +25,13 @@ export function meterProgramIds(pinDir: string): number[] {
     .map((p) => p.id);
 }
 
+/** The ids of the loaded programs whose names start with prefix. */
+export function programIdsNamed(prefix: string): number[] {
+  return bpftool<ProgInfo[]>(['prog', 'show'])
+    .filter((p) => p.name?.startsWith(prefix))
+    .map((p) => p.id);
+}
+
 /** The programs' accumulated run time and count now (bpf_stats must be on). */
 export function programTimes(ids: number[]): ProgramTimes {
   const wanted = new Set(ids);

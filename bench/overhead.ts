@@ -23,7 +23,7 @@ import { createInterface } from 'node:readline';
 import { openMeter, detachMeter, type Meter } from '../src/kernel/index.js';
 import { createNet, createUser, removeUser, type TestNet, type TestUser } from '../test/support/testbed.js';
 import { sleep } from '../test/support/wait.js';
-import { meterProgramIds, programTimes, timesSince, withBpfStats } from './bpf-stats.js';
+import { meterProgramIds, programIdsNamed, programTimes, timesSince, withBpfStats } from './bpf-stats.js';
 import { median, spread } from './figures.js';
 
 const PIN_DIR = '/sys/fs/bpf/ubia-bench';
@@ -286,17 +286,19 @@ function ksoftirqdPids(): number[] {
     .map(Number);
 }
 
-const MODES = ['default', 'precise'] as const;
+/** the meter's two modes, and the precise mode's empty programs: what bpf_stats itself
+ *  adds to a program run (with the dispatch, which bpf_stats does not see) */
+const MODES = ['default', 'precise', 'precise floor'] as const;
 
 /**
  * The programs' own CPU against the transfer's, per mode: one iperf3 transfer per
- * workload, alternating default and precise phases (STATS_ROUNDS each); in each phase's
+ * workload, alternating default, precise and precise-floor phases (STATS_ROUNDS each); in each phase's
  * last PHASE_SECONDS − 1 seconds, the meter's programs' run time (bpf_stats) over the
  * CPU time of iperf3's client and server and of the softirq threads. Also each program's
  * time per run over all phases.
  */
 async function cpuShares(w: Workload, users: TestUser[], net: TestNet, floor: Floor) {
-  const shares: Record<(typeof MODES)[number], number[]> = { default: [], precise: [] };
+  const shares: Record<(typeof MODES)[number], number[]> = { default: [], precise: [], 'precise floor': [] };
   const perProgram = new Map<string, { ns: number; runs: number }>();
   const softirq = ksoftirqdPids();
   const setVariant = variantSetter(users, floor);
@@ -307,7 +309,7 @@ async function cpuShares(w: Workload, users: TestUser[], net: TestNet, floor: Fl
         for (let r = 0; r < STATS_ROUNDS; r++) {
           for (const mode of MODES) {
             setVariant(mode);
-            const ids = meterProgramIds(PIN_DIR);
+            const ids = mode === 'precise floor' ? programIdsNamed('floor_') : meterProgramIds(PIN_DIR);
             await sleep(1000); // sockets take storage, the tc counters attach
             const p0 = programTimes(ids);
             const c0 = processCpuNs([...pids, ...softirq]);
