@@ -1,11 +1,14 @@
 // For `npm run bench:overhead`: attaches bench/floor.bpf.c (programs that do nothing, at
 // ubia's data-path hooks) and detaches it again.
-//   floor-loader attach OBJECT PIN_DIR IFINDEX   links pinned under PIN_DIR, tc on IFINDEX
+//   floor-loader attach OBJECT PIN_DIR IFINDEX [packets]
+//       links pinned under PIN_DIR, tc on IFINDEX; `packets`: the packet hooks only (the
+//       default mode's set), without the per-call tracepoints (the precise mode's)
 //   floor-loader detach IFINDEX                  the tc filters (rm -r PIN_DIR drops the links)
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,11 +33,17 @@ int main(int argc, char **argv) {
     tc(ifindex, BPF_TC_EGRESS, -1);
     return 0;
   }
-  if (argc != 5 || strcmp(argv[1], "attach") != 0) {
-    fprintf(stderr, "usage: floor-loader attach OBJECT PIN_DIR IFINDEX | detach IFINDEX\n");
+  bool packets_only = argc == 6 && strcmp(argv[5], "packets") == 0;
+  if ((argc != 5 && !packets_only) || strcmp(argv[1], "attach") != 0) {
+    fprintf(stderr, "usage: floor-loader attach OBJECT PIN_DIR IFINDEX [packets] | detach IFINDEX\n");
     return 2;
   }
   struct bpf_object *obj = bpf_object__open_file(argv[2], NULL);
+  struct bpf_program *prog;
+  if (obj && packets_only)
+    bpf_object__for_each_program(prog, obj) {
+      if (strncmp(bpf_program__section_name(prog), "tp_btf/", 7) == 0) bpf_program__set_autoload(prog, false);
+    }
   if (!obj || bpf_object__load(obj)) {
     fprintf(stderr, "floor-loader: loading %s failed\n", argv[2]);
     return 1;
@@ -42,9 +51,9 @@ int main(int argc, char **argv) {
   int cgroup = open("/sys/fs/cgroup/unified", O_RDONLY | O_DIRECTORY);
   if (cgroup < 0) cgroup = open("/sys/fs/cgroup", O_RDONLY | O_DIRECTORY);
   int ifindex = atoi(argv[4]);
-  struct bpf_program *prog;
   bpf_object__for_each_program(prog, obj) {
     const char *name = bpf_program__name(prog);
+    if (!bpf_program__autoload(prog)) continue;
     if (strncmp(name, "floor_tc_", 9) == 0) {
       int err = tc(ifindex, strstr(name, "ingress") ? BPF_TC_INGRESS : BPF_TC_EGRESS, bpf_program__fd(prog));
       if (err) {

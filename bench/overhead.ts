@@ -1,18 +1,23 @@
 // npm run bench:overhead — what ubia's programs cost the traffic they meter.
 // Each workload is one long iperf3 transfer (client and server pinned to their own CPUs)
-// during which the bench switches between phases: detached, ubia attached, detached,
-// one nftables `meta skuid` counter rule per user (the classic alternative), detached,
-// programs that do nothing at ubia's hooks (bench/floor.bpf.c: what the hooks themselves
-// cost, the floor for any meter there), ubia with a quota throttling another user (what
-// users without a quota pay for the quota programs: issue 14 wants it within 0.5 points
-// of ubia alone), and so on.
+// during which the bench switches between phases: detached, ubia in its default mode,
+// detached, one nftables `meta skuid` counter rule per user (the classic alternative),
+// detached, programs that do nothing at the default mode's hooks (bench/floor.bpf.c, the
+// packet hooks: the floor for any meter there), detached, ubia in its precise mode,
+// detached, empty programs at the precise mode's hooks (the packet hooks and the per-call
+// tracepoints), detached, ubia default with a quota throttling another user (what users
+// without a quota pay for the quota programs: issue 14 wants it within 0.5 points of ubia
+// alone), and so on.
 // Each attached phase is compared with the detached phases on either side of it, in
 // the same connection: between separate iperf3 runs this VM's throughput jumps between
 // modes 20-50 % apart, which drowned a cost of a few percent. Intervals during which the
-// variant changed are left out. Also: each program's own time per run, and the time to
-// read 65,536 users.
+// variant changed are left out. The targets are differences (ubia default against
+// nftables, ubia precise against its floor), taken round by round from phases a few
+// seconds apart. Then, steadier than throughput on a shared machine: the programs' own
+// CPU time (bpf_stats) as a share of the CPU time the transfer takes (its processes and
+// the softirq threads), per mode, and each program's time per run.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,6 +25,8 @@ import { createInterface } from 'node:readline';
 import { openMeter, detachMeter, openQuotaEnforcer, type Meter, type QuotaEnforcer } from '../src/kernel/index.js';
 import { createNet, createUser, removeUser, type TestNet, type TestUser } from '../test/support/testbed.js';
 import { sleep } from '../test/support/wait.js';
+import { meterProgramIds, programIdsNamed, programTimes, timesSince, withBpfStats } from './bpf-stats.js';
+import { median, spread } from './figures.js';
 
 const PIN_DIR = '/sys/fs/bpf/ubia-bench';
 const FLOOR_PIN_DIR = '/sys/fs/bpf/ubia-bench-floor';
@@ -27,12 +34,20 @@ const FLOOR_PIN_DIR = '/sys/fs/bpf/ubia-bench-floor';
  *  out). Short phases: the VM's throughput mode also changes within a connection, every
  *  10-20 s, and a phase should be compared with neighbours in the same mode. */
 const PHASE_SECONDS = Number(process.env.BENCH_PHASE_SECONDS ?? 3);
-/** rounds of detached, ubia, detached, nftables */
+/** rounds of the phases (each variant once, a detached phase between two) */
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 8);
+/** phases per mode for the programs' CPU share */
+const STATS_ROUNDS = Number(process.env.BENCH_STATS_ROUNDS ?? 4);
 
-type Variant = 'detached' | 'ubia' | 'nftables' | 'floor' | 'quota';
+type Variant = 'detached' | 'default' | 'nftables' | 'default floor' | 'precise' | 'precise floor' | 'quota';
 type Compared = Exclude<Variant, 'detached'>;
-const COMPARED: Compared[] = ['ubia', 'nftables', 'floor', 'quota'];
+const COMPARED: Compared[] = ['default', 'nftables', 'default floor', 'precise', 'precise floor', 'quota'];
+/** issue 11's targets: a variant's cost against another's, in points, at most `points` */
+const TARGETS: Array<{ name: string; variant: Compared; against: Compared; points: (w: Workload) => number }> = [
+  { name: 'default − nftables', variant: 'default', against: 'nftables', points: (w) => (w.args.includes('-u') ? 0 : 1) },
+  { name: 'precise − its floor', variant: 'precise', against: 'precise floor', points: () => 1 },
+  { name: 'quota on another user − default', variant: 'quota', against: 'default', points: () => 0.5 },
+];
 interface Workload {
   name: string;
   /** iperf3 client arguments after -c HOST */
@@ -65,7 +80,7 @@ const INTERVAL_LINE = /^\[\s*\d+\]\s+([\d.]+)-([\d.]+)\s+sec\s+[\d.]+ \w?Bytes\s
  * Runs one iperf3 transfer of `seconds` as `user` while `during` runs (it switches
  * variants); resolves with the per-second intervals as they arrived.
  */
-async function iperfRun(w: Workload, user: TestUser, net: TestNet, seconds: number, during: () => Promise<void>): Promise<Interval[]> {
+async function iperfRun(w: Workload, user: TestUser, net: TestNet, seconds: number, during: (pids: number[]) => Promise<void>): Promise<Interval[]> {
   const host = w.where === 'loopback' ? '127.0.0.1' : net.peerV4;
   const port = String(5201 + Math.floor(Math.random() * 1000));
   // client and server pinned to CPUs 0 and 1: left to the scheduler, iperf3 on two
@@ -93,7 +108,7 @@ async function iperfRun(w: Workload, user: TestUser, net: TestNet, seconds: numb
     client.once('exit', (code, signal) => {
       if (code !== 0 && signal !== 'SIGTERM') failed = `iperf3 client exited with ${code ?? signal} (${w.name})`;
     });
-    await during();
+    await during([client.pid!, server.pid!]);
     client.kill('SIGTERM');
     if (failed) throw new Error(failed);
     return intervals;
@@ -107,6 +122,10 @@ interface Phase {
   variant: Variant;
   fromMs: number;
   toMs: number;
+  /** CPU time the transfer took (its processes and the softirq threads) from the phase's
+   *  second second to its end, and that window's length */
+  cpuNs: number;
+  cpuWindowMs: number;
 }
 
 /** The mean rate of the intervals wholly inside a phase, its first second left out (the
@@ -117,9 +136,10 @@ function phaseRate(p: Phase, intervals: Interval[]): number | undefined {
   return inside.reduce((a, i) => a + i.rate, 0) / inside.length;
 }
 
-/** bench/floor.bpf.c and its loader (bench/floor-loader.c), built into dir. */
+/** bench/floor.bpf.c and its loader (bench/floor-loader.c), built into dir: the hooks
+ *  of the default mode (packets) or of the precise mode (packets and calls). */
 interface Floor {
-  attach(): void;
+  attach(hooks: 'packets' | 'packets and calls'): void;
   detach(): void;
 }
 
@@ -132,9 +152,9 @@ function buildFloor(dir: string, net: TestNet): Floor {
   execFileSync('cc', ['-O2', join(root, 'bench', 'floor-loader.c'), '-o', loader, '-lbpf']);
   const ifindex = readFileSync(`/sys/class/net/${net.hostInterface}/ifindex`, 'utf8').trim();
   return {
-    attach: () => {
+    attach: (hooks) => {
       mkdirSync(FLOOR_PIN_DIR, { recursive: true });
-      execFileSync(loader, ['attach', object, FLOOR_PIN_DIR, ifindex]);
+      execFileSync(loader, ['attach', object, FLOOR_PIN_DIR, ifindex, ...(hooks === 'packets' ? ['packets'] : [])]);
     },
     detach: () => {
       execFileSync(loader, ['detach', ifindex]);
@@ -143,25 +163,12 @@ function buildFloor(dir: string, net: TestNet): Floor {
   };
 }
 
-/**
- * One workload: an iperf3 transfer through rounds of detached, ubia, detached,
- * nftables, detached, floor, detached... Returns, per variant, each phase's rate
- * relative to the mean of the detached phases before and after it.
- */
-async function measure(
-  w: Workload,
-  users: TestUser[],
-  net: TestNet,
-  floor: Floor,
-): Promise<{ detached: number[]; ratios: Record<Compared, number[]>; phases: Array<[Variant, number | undefined]> }> {
-  const sequence: Variant[] = [];
-  for (let r = 0; r < ROUNDS; r++) for (const v of COMPARED) sequence.push('detached', v);
-  sequence.push('detached');
-  const phases: Phase[] = [];
+/** Puts a variant in place (the previous one removed first); returns the meter, if any. */
+function variantSetter(users: TestUser[], floor: Floor): (v: Variant) => void {
   let meter: Meter | undefined;
   let quota: QuotaEnforcer | undefined;
   let floorOn = false;
-  const setVariant = (v: Variant) => {
+  return (v) => {
     quota?.close({ detach: true });
     quota = undefined;
     meter?.close({ detach: true });
@@ -169,46 +176,75 @@ async function measure(
     if (floorOn) floor.detach();
     floorOn = false;
     nftables(users, v === 'nftables');
-    if (v === 'ubia' || v === 'quota') {
-      meter = openMeter({ pinDir: PIN_DIR });
+    if (v === 'default' || v === 'precise' || v === 'quota') {
+      meter = openMeter({ pinDir: PIN_DIR, mode: v === 'quota' ? 'default' : v });
       meter.readInterfaces(); // attaches the tc counters to the veth
     }
     if (v === 'quota') quota = quotaOnOtherUser(users[1]!);
-    if (v === 'floor') {
-      floor.attach();
+    if (v === 'default floor' || v === 'precise floor') {
+      floor.attach(v === 'default floor' ? 'packets' : 'packets and calls');
       floorOn = true;
     }
   };
+}
+
+/** Per variant and round, a phase's figure relative to the mean of the detached phases
+ *  before and after it (undefined where one of the three has none). */
+function relative(phases: Phase[], figure: (p: Phase) => number | undefined): Record<Compared, Array<number | undefined>> {
+  const out = Object.fromEntries(COMPARED.map((v) => [v, [] as Array<number | undefined>])) as Record<Compared, Array<number | undefined>>;
+  phases.forEach((p, i) => {
+    if (p.variant === 'detached') return;
+    const [x, before, after] = [figure(p), figure(phases[i - 1]!), phases[i + 1] && figure(phases[i + 1]!)];
+    out[p.variant].push(x !== undefined && before !== undefined && after !== undefined ? x / ((before + after) / 2) : undefined);
+  });
+  return out;
+}
+
+/**
+ * One workload: an iperf3 transfer through rounds of detached, default, detached,
+ * nftables, detached, default floor, ... Returns, per variant and round, each phase's
+ * rate and its CPU time per unit of traffic (per Gbit or per kpkt), each relative to
+ * the detached phases around it. The rate suffers from everything else the machine
+ * runs; the CPU time per unit much less (time the transfer waits for a CPU is not in it).
+ */
+async function measure(
+  w: Workload,
+  users: TestUser[],
+  net: TestNet,
+  floor: Floor,
+): Promise<{ detached: number[]; ratios: Record<Compared, Array<number | undefined>>; cpuRatios: Record<Compared, Array<number | undefined>>; phases: Array<[Variant, number | undefined]> }> {
+  const sequence: Variant[] = [];
+  for (let r = 0; r < ROUNDS; r++) for (const v of COMPARED) sequence.push('detached', v);
+  sequence.push('detached');
+  const phases: Phase[] = [];
+  const setVariant = variantSetter(users, floor);
   // attaching takes ~0.7 s a time (the verifier): iperf3 runs long enough, and is
   // stopped when the phases are done
   const seconds = sequence.length * (PHASE_SECONDS + 1) + 5;
-  const intervals = await iperfRun(w, users[0]!, net, seconds, async () => {
+  const softirq = ksoftirqdPids();
+  const intervals = await iperfRun(w, users[0]!, net, seconds, async (pids) => {
     try {
       await sleep(500); // the connection is up
       for (const variant of sequence) {
         setVariant(variant);
         const fromMs = performance.now();
-        await sleep(PHASE_SECONDS * 1000);
-        phases.push({ variant, fromMs, toMs: performance.now() });
+        await sleep(1000);
+        const [c0, t0] = [processCpuNs([...pids, ...softirq]), performance.now()];
+        await sleep((PHASE_SECONDS - 1) * 1000);
+        const [c1, t1] = [processCpuNs([...pids, ...softirq]), performance.now()];
+        phases.push({ variant, fromMs, toMs: t1, cpuNs: c1 - c0, cpuWindowMs: t1 - t0 });
       }
     } finally {
       setVariant('detached');
     }
   });
-  const ratios: Record<Compared, number[]> = { ubia: [], nftables: [], floor: [], quota: [] };
-  const detached: number[] = [];
-  phases.forEach((p, i) => {
+  const detached = phases.filter((p) => p.variant === 'detached').flatMap((p) => phaseRate(p, intervals) ?? []);
+  const ratios = relative(phases, (p) => phaseRate(p, intervals));
+  const cpuRatios = relative(phases, (p) => {
     const rate = phaseRate(p, intervals);
-    if (p.variant === 'detached') {
-      if (rate !== undefined) detached.push(rate);
-      return;
-    }
-    const before = phaseRate(phases[i - 1]!, intervals);
-    const after = phases[i + 1] && phaseRate(phases[i + 1]!, intervals);
-    if (rate === undefined || before === undefined || after === undefined) return;
-    ratios[p.variant].push(rate / ((before + after) / 2));
+    return rate ? p.cpuNs / (rate * (p.cpuWindowMs / 1000)) : undefined;
   });
-  return { detached, ratios, phases: phases.map((p) => [p.variant, phaseRate(p, intervals)]) };
+  return { detached, ratios, cpuRatios, phases: phases.map((p) => [p.variant, phaseRate(p, intervals)]) };
 }
 
 /** Quota enforcement attached, with a throttle on `other` (not the user measured): every
@@ -229,78 +265,90 @@ function nftables(users: TestUser[], on: boolean) {
   execFileSync('nft', ['-f', '-'], { input: conf });
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
-
-/** Fills the pinned user slots up to n users through bpftool's batch mode (as the kernel
- *  would: slot, then the meta map's count of used slots), then times reads. */
-function readTiming(n: number): { ms: number; rowsMs: number; users: number } {
-  const pin = `${PIN_DIR}-read`;
-  const meter = openMeter({ pinDir: pin });
-  const dir = mkdtempSync(join(tmpdir(), 'ubia-bench-'));
-  try {
-    const hex = (v: number, bytes: number) => Array.from({ length: bytes }, (_, i) => (i < 4 ? (v >>> (8 * i)) & 0xff : 0).toString(16).padStart(2, '0')).join(' ');
-    const counters = Array.from({ length: 6 }, () => hex(1000, 8)).join(' ');
-    // traffic meanwhile takes slots too: stop live counting from taking ours by reading
-    // the count first and writing it last (a race here only costs the benchmark a user)
-    const meta = JSON.parse(execFileSync('bpftool', ['-j', 'map', 'lookup', 'pinned', `${pin}/maps/meta`, 'key', '0', '0', '0', '0'], { encoding: 'utf8' })) as {
-      formatted?: { value: { abi_version: number; user_slots_used: number; fold_gen: number; precise: number } };
-    };
-    const { abi_version: abi, user_slots_used: used, fold_gen: gen, precise } = meta.formatted!.value;
-    const lines: string[] = [];
-    for (let slot = used; slot < n; slot++) {
-      const key = `${hex(100_000 + slot, 4)} 00 00 00 00`; // uid, scope external
-      lines.push(`map update pinned ${pin}/maps/user_slots key hex ${hex(slot, 4)} value hex ${key} ${hex(1, 4)} 00 00 00 00 ${counters}`);
+/** CPU time (ns) the tasks of these processes have run, every thread. */
+function processCpuNs(pids: number[]): number {
+  let ns = 0;
+  for (const pid of pids) {
+    let tids: string[] = [];
+    try {
+      tids = readdirSync(`/proc/${pid}/task`);
+    } catch {
+      continue; // gone
     }
-    lines.push(`map update pinned ${pin}/maps/meta key hex 00 00 00 00 value hex ${hex(abi, 4)} ${hex(n, 4)} ${hex(gen, 4)} ${hex(precise, 4)}`);
-    // bpftool's batch mode: one process for all the updates
-    for (let i = 0; i < lines.length; i += 2000) {
-      writeFileSync(join(dir, 'batch'), lines.slice(i, i + 2000).join('\n') + '\n');
-      execFileSync('bpftool', ['batch', 'file', join(dir, 'batch')], { stdio: 'ignore' });
-    }
-    // the agent reads columns (typed arrays); rows are JS objects built from them
-    const timed = (read: () => number) => {
-      const times: number[] = [];
-      let users = 0;
-      for (let i = 0; i < 5; i++) {
-        const t0 = process.hrtime.bigint();
-        users = read();
-        times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    for (const tid of tids) {
+      try {
+        ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+      } catch {
+        // the thread ended meanwhile
       }
-      return { ms: median(times), users };
-    };
-    const columns = timed(() => meter.readUserColumns().uid.length);
-    const rows = timed(() => meter.readUsers().length);
-    return { ms: columns.ms, rowsMs: rows.ms, users: columns.users };
-  } finally {
-    meter.close({ detach: true });
-    rmSync(dir, { recursive: true, force: true });
+    }
   }
+  return ns;
 }
 
-/** The kernel's own accounting of each program's run time (kernel.bpf_stats_enabled),
- *  over every workload: nanoseconds per run, less sensitive to machine noise. */
-async function programCosts(user: TestUser, other: TestUser, net: TestNet): Promise<Array<{ program: string; runs: number; 'ns/run': number }>> {
-  const meter = openMeter({ pinDir: PIN_DIR });
-  meter.readInterfaces();
-  const quota = quotaOnOtherUser(other);
-  execFileSync('sysctl', ['-qw', 'kernel.bpf_stats_enabled=1']);
-  try {
-    for (const w of WORKLOADS) await iperfRun(w, user, net, PHASE_SECONDS + 5, () => sleep(PHASE_SECONDS * 1000));
-    const progs = JSON.parse(execFileSync('bpftool', ['-j', 'prog', 'show'], { encoding: 'utf8' })) as Array<{ name?: string; run_time_ns?: number; run_cnt?: number }>;
-    return progs
-      .filter((p) => p.name?.startsWith('ubia_') && p.run_cnt)
-      .map((p) => ({ program: p.name!, runs: p.run_cnt!, 'ns/run': Math.round(p.run_time_ns! / p.run_cnt!) }));
-  } finally {
-    execFileSync('sysctl', ['-qw', 'kernel.bpf_stats_enabled=0']);
-    quota.close({ detach: true });
-    meter.close({ detach: true });
-  }
+/** The softirq threads: what the transfer's packets cost when softirq runs deferred (in
+ *  task context, without CONFIG_IRQ_TIME_ACCOUNTING, it counts to the task it interrupts). */
+function ksoftirqdPids(): number[] {
+  return readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .filter((d) => {
+      try {
+        return readFileSync(`/proc/${d}/comm`, 'utf8').startsWith('ksoftirqd/');
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
 }
 
-const pct = (ratio: number) => +((1 - ratio) * 100).toFixed(2);
+/** the meter's two modes, and the precise mode's empty programs: what bpf_stats itself
+ *  adds to a program run (with the dispatch, which bpf_stats does not see) */
+const MODES = ['default', 'precise', 'precise floor'] as const;
+
+/**
+ * The programs' own CPU against the transfer's, per mode: one iperf3 transfer per
+ * workload, alternating default, precise and precise-floor phases (STATS_ROUNDS each); in each phase's
+ * last PHASE_SECONDS − 1 seconds, the meter's programs' run time (bpf_stats) over the
+ * CPU time of iperf3's client and server and of the softirq threads. Also each program's
+ * time per run over all phases.
+ */
+async function cpuShares(w: Workload, users: TestUser[], net: TestNet, floor: Floor) {
+  const shares: Record<(typeof MODES)[number], number[]> = { default: [], precise: [], 'precise floor': [] };
+  const perProgram = new Map<string, { ns: number; runs: number }>();
+  const softirq = ksoftirqdPids();
+  const setVariant = variantSetter(users, floor);
+  await withBpfStats(() =>
+    iperfRun(w, users[0]!, net, STATS_ROUNDS * MODES.length * (PHASE_SECONDS + 2) + 5, async (pids) => {
+      try {
+        await sleep(500);
+        for (let r = 0; r < STATS_ROUNDS; r++) {
+          for (const mode of MODES) {
+            setVariant(mode);
+            const ids = mode === 'precise floor' ? programIdsNamed('floor_') : meterProgramIds(PIN_DIR);
+            await sleep(1000); // sockets take storage, the tc counters attach
+            const p0 = programTimes(ids);
+            const c0 = processCpuNs([...pids, ...softirq]);
+            await sleep((PHASE_SECONDS - 1) * 1000);
+            const progs = timesSince(p0, programTimes(ids));
+            const cpu = processCpuNs([...pids, ...softirq]) - c0;
+            let ns = 0;
+            for (const [name, t] of progs) {
+              ns += t.ns;
+              const acc = perProgram.get(`${mode}: ${name}`) ?? { ns: 0, runs: 0 };
+              perProgram.set(`${mode}: ${name}`, { ns: acc.ns + t.ns, runs: acc.runs + t.runs });
+            }
+            if (cpu > 0) shares[mode].push(ns / cpu);
+          }
+        }
+      } finally {
+        setVariant('detached');
+      }
+    }),
+  );
+  return { shares, perProgram };
+}
+
+const points = (x: number) => `${x >= 0 ? '+' : ''}${x.toFixed(1)}`;
 
 async function main() {
   const users = [createUser('ubia-b'), createUser('ubia-b')];
@@ -308,29 +356,57 @@ async function main() {
   const dir = mkdtempSync(join(tmpdir(), 'ubia-bench-'));
   try {
     const floor = buildFloor(dir, net);
-    const rows = [];
+    const rows: Array<Record<string, string>> = [];
+    const targets: Array<Record<string, string>> = [];
+    const shares: Array<Record<string, string>> = [];
+    const perRun: Array<Record<string, string | number>> = [];
     const phases: Record<string, Array<[Variant, number | undefined]>> = {};
+    const raw: Record<string, unknown> = {};
     // BENCH_WORKLOADS=veth (say): only the workloads whose name contains it
     for (const w of WORKLOADS.filter((x) => x.name.includes(process.env.BENCH_WORKLOADS ?? ''))) {
       const r = await measure(w, users, net, floor);
-      const costs = (xs: number[]) => (xs.length ? `${pct(median(xs))} (${pct(Math.max(...xs))} to ${pct(Math.min(...xs))})` : 'no phase measured');
-      rows.push({
-        workload: w.name,
-        detached: `${median(r.detached).toPrecision(4)} ${w.unit}`,
-        'ubia cost % (median, range)': costs(r.ratios.ubia),
-        'nftables cost % (median, range)': costs(r.ratios.nftables),
-        'hooks only (empty programs) cost % (median, range)': costs(r.ratios.floor),
-        'ubia + quota on another user cost % (median, range)': costs(r.ratios.quota),
-      });
+      // two measures of one run: throughput lost, and CPU time added per unit of traffic
+      const measures = [
+        { name: 'throughput lost', ratios: r.ratios, cost: (x: number) => (1 - x) * 100 },
+        { name: 'CPU per unit added', ratios: r.cpuRatios, cost: (x: number) => (x - 1) * 100 },
+      ];
+      for (const m of measures) {
+        const costs = (v: Compared) => m.ratios[v].flatMap((x) => (x === undefined ? [] : [m.cost(x)]));
+        rows.push({
+          workload: w.name,
+          measure: m.name,
+          detached: `${median(r.detached).toPrecision(4)} ${w.unit}`,
+          ...Object.fromEntries(COMPARED.map((v) => [v, spread(costs(v), (x) => `${x.toFixed(1)} %`)])),
+        });
+        for (const t of TARGETS) {
+          // round by round: the two phases of one round are seconds apart
+          const diffs = m.ratios[t.variant].flatMap((x, i) => {
+            const y = m.ratios[t.against][i];
+            return x === undefined || y === undefined ? [] : [m.cost(x) - m.cost(y)];
+          });
+          targets.push({
+            workload: w.name,
+            measure: m.name,
+            target: `${t.name} ≤ ${t.points(w)} point${t.points(w) === 1 ? '' : 's'}`,
+            'points, median (range) of rounds': spread(diffs, points),
+            met: diffs.length ? (median(diffs) <= t.points(w) ? 'yes' : 'no') : '?',
+          });
+        }
+      }
       phases[w.name] = r.phases.map(([v, rate]) => [v, rate === undefined ? undefined : +rate.toPrecision(4)]);
-      process.stderr.write(`${w.name}: done (${COMPARED.map((v) => `${r.ratios[v].length} ${v}`).join(', ')} phases compared)\n`);
+      process.stderr.write(`${w.name}: done (${COMPARED.map((v) => `${r.ratios[v].filter((x) => x !== undefined).length} ${v}`).join(', ')} phases compared)\n`);
+      const c = await cpuShares(w, users, net, floor);
+      shares.push({ workload: w.name, ...Object.fromEntries(MODES.map((m) => [`${m}: programs' CPU / transfer's CPU`, spread(c.shares[m], (x) => `${(x * 100).toFixed(2)} %`)])) });
+      for (const [program, t] of c.perProgram) if (t.runs) perRun.push({ workload: w.name, program, runs: t.runs, 'ns/run': Math.round(t.ns / t.runs) });
+      raw[w.name] = { ratios: r.ratios, cpuRatios: r.cpuRatios, shares: c.shares };
     }
+    console.log(`cost against the detached phases around each phase: throughput lost, and CPU time (the transfer's processes and softirq threads) added per unit of traffic; median (range) of ${ROUNDS} rounds`);
     console.table(rows);
-    const perRun = await programCosts(users[0]!, users[1]!, net);
+    console.table(targets);
+    console.log(`programs' own CPU (bpf_stats) as a share of the transfer's CPU; median (range) of ${STATS_ROUNDS} phases per mode`);
+    console.table(shares);
     console.table(perRun);
-    const read = readTiming(65_536);
-    console.log(`read ${read.users} users' totals in ${read.ms.toFixed(1)} ms as columns (what the agent reads), ${read.rowsMs.toFixed(1)} ms as row objects (median of 5)`);
-    console.log(JSON.stringify({ phaseSeconds: PHASE_SECONDS, rounds: ROUNDS, rows, phases, programCosts: perRun, readUsers: read }));
+    console.log(JSON.stringify({ phaseSeconds: PHASE_SECONDS, rounds: ROUNDS, rows, targets, shares, raw, phases, programCosts: perRun }));
   } finally {
     detachMeter(PIN_DIR);
     rmSync(FLOOR_PIN_DIR, { recursive: true, force: true });
