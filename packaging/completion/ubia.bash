@@ -20,7 +20,7 @@ _ubia() {
     "") opts="agent top users procs flows status detach --version --config --socket --help" ;;
     agent) opts="--daemon --help" ;;
     top) opts="--interval --once --iterations --processes --json --csv --help" ;;
-    users) opts="--since --from --to --json --csv --help" ;;
+    users) opts="--json --csv --since --from --to --utc --help" ;;
     procs) opts="--user --json --csv --help" ;;
     flows) opts="--user --limit --json --csv --since --from --to --utc --where --group-by --having --order --remotes --help" ;;
     status) opts="--json --help" ;;

@@ -2,12 +2,11 @@
 // gives --help, the man page ubia(8) and the shell completions (cli/docs.ts).
 import { createRequire } from 'node:module';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { localDayStart } from '../control/day.js';
 import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from '../config/load.js';
 import { MAX_QUERY_ROWS } from '../control/protocol.js';
-import { parseDuration } from './format.js';
 import { runTop } from './top.js';
-import { FLOWS_EXAMPLES, isQuery, QUERY_DEFAULT_LIMIT, runFlowQuery, timeOptions, type FlowQueryOptions } from './flows.js';
+import { FLOWS_EXAMPLES, isQuery, QUERY_DEFAULT_LIMIT, runFlowQuery, type FlowQueryOptions } from './flows.js';
+import { rangeOf, timeOptions, type TimeOptions } from './when.js';
 import { showFlows, showProcs, showStatus, showUsers, type OutputFormat } from './views.js';
 
 const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
@@ -33,18 +32,6 @@ export function plainError(text: string): string {
   const m = /^error: option '(-\S+, )?(--[\w-]+)[^']*' argument '([^']*)' is invalid\. (.*)$/m.exec(text);
   if (m) return `ubia: ${m[2]}: ${m[4]} (got ${m[3]})\n`;
   return text.replace(/^error: /, 'ubia: ');
-}
-
-function timeArg(v: string): number {
-  const ms = Date.parse(v);
-  if (Number.isNaN(ms)) throw new InvalidArgumentError('expected a date/time, e.g. 2026-11-23T08:00:00Z or 2026-11-23');
-  return ms;
-}
-
-function durationArg(v: string): number {
-  const ms = parseDuration(v);
-  if (ms === undefined) throw new InvalidArgumentError('expected a duration such as 90s, 30m, 1h, 2d or 1w');
-  return ms;
 }
 
 interface FormatFlags {
@@ -106,22 +93,15 @@ export function buildProgram(): Command {
       await runTop({ socket: socketOf(cmd), intervalSeconds: o.interval, once: !!o.once, iterations: o.iterations, processes: o.processes, format: formatOf(o) });
     });
 
-  program
+  const users = program
     .command('users')
     .description('per-user totals from the ledger (default: since the start of today)')
-    .option('--since <duration>', 'from this long ago until now, e.g. 1h, 30m, 7d', durationArg)
-    .option('--from <time>', 'start (ISO-8601)', timeArg)
-    .option('--to <time>', 'end (ISO-8601; default now)', timeArg)
     .addOption(jsonOption())
-    .addOption(csvOption())
-    .action(async (o: { since?: number; from?: number; to?: number } & FormatFlags, cmd: Command) => {
-      if (o.since !== undefined && o.from !== undefined) throw new InvalidArgumentError('use either --since or --from/--to, not both');
-      const now = Date.now();
-      const toMs = o.to ?? now;
-      const fromMs = o.since !== undefined ? now - o.since : (o.from ?? localDayStart(now));
-      if (toMs < fromMs) throw new InvalidArgumentError('--to is before the start of the range');
-      await showUsers({ socket: socketOf(cmd), format: formatOf(o), fromMs, toMs });
-    });
+    .addOption(csvOption());
+  timeOptions(users, 'totals').action(async (o: TimeOptions & FormatFlags, cmd: Command) => {
+    const rule = { utc: !!o.utc };
+    await showUsers({ socket: socketOf(cmd), format: formatOf(o), rule, ...rangeOf(o, rule, Date.now(), 'today') });
+  });
 
   program
     .command('procs')

@@ -1,6 +1,8 @@
 // One time rule for every command: times are read and shown in local time with its
-// offset (or UTC with --utc); a bare date is midnight; `today`, `yesterday`, `this-month`
+// offset (or UTC with --utc); a bare date is local midnight in the host's (or TZ's) time
+// zone, as `date -d 2026-11-27` reads it; `today`, `yesterday`, `this-month`
 // name the start of that period; a duration (`1h30m`) means that long ago.
+import { InvalidArgumentError, type Command } from 'commander';
 import { parseDuration } from './format.js';
 
 export interface TimeRule {
@@ -71,3 +73,32 @@ export function formatTime(ms: number, rule: TimeRule): string {
   const frac = d.getMilliseconds() ? `.${pad(d.getMilliseconds(), 3)}` : '';
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}${frac}${off >= 0 ? '+' : '-'}${pad(Math.trunc(off / 60))}:${pad(off % 60)}`;
 }
+
+/** The range options every command that reads history takes. */
+export interface TimeOptions {
+  since?: string;
+  from?: string;
+  to?: string;
+  utc?: boolean;
+}
+
+/** --since/--from/--to by the time rule; `fallback` when none is given. */
+export function rangeOf(o: TimeOptions, rule: TimeRule, nowMs: number, fallback: string): { fromMs: number; toMs: number } {
+  if (o.since !== undefined && o.from !== undefined) throw new InvalidArgumentError('use either --since or --from/--to, not both');
+  const at = (flag: string, v: string) => {
+    const ms = parseTime(v, nowMs, rule);
+    if (ms === undefined) throw new InvalidArgumentError(`${flag} ${v}: expected ${TIME_HELP}`);
+    return ms;
+  };
+  const fromMs = at(o.since !== undefined ? '--since' : '--from', o.since ?? o.from ?? fallback);
+  const toMs = o.to !== undefined ? at('--to', o.to) : nowMs;
+  if (toMs < fromMs) throw new InvalidArgumentError('the end of the range is before its start');
+  return { fromMs, toMs };
+}
+
+export const timeOptions = (cmd: Command, what: string): Command =>
+  cmd
+    .option('--since <time>', `${what} from then until now: ${TIME_HELP}`)
+    .option('--from <time>', 'start of the range (same forms as --since)')
+    .option('--to <time>', 'end of the range (default now)')
+    .option('--utc', 'read and show times in UTC instead of local time');
