@@ -6,6 +6,7 @@ import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from '../config/load.js'
 import { MAX_QUERY_ROWS } from '../control/protocol.js';
 import { runTop } from './top.js';
 import { FLOWS_EXAMPLES, isQuery, QUERY_DEFAULT_LIMIT, runFlowQuery, type FlowQueryOptions } from './flows.js';
+import { REPORT_BY, REPORT_EXAMPLES, runReport, type ReportOptions } from './report.js';
 import { rangeOf, timeOptions, type TimeOptions } from './when.js';
 import { showFlows, showProcs, showStatus, showUsers, type OutputFormat } from './views.js';
 
@@ -102,6 +103,20 @@ export function buildProgram(): Command {
     const rule = { utc: !!o.utc };
     await showUsers({ socket: socketOf(cmd), format: formatOf(o), rule, ...rangeOf(o, rule, Date.now(), 'today') });
   });
+
+  const report = program
+    .command('report')
+    .description("per-user totals (as `users` gives them) broken down by hour, day, month, process, remote network or port; rows add up to each total exactly")
+    .addOption(new Option('--by <breakdown>', 'user (totals only), hour, day, month, process, remote or port').choices(REPORT_BY).default('user'))
+    .option('-u, --user <name|uid>', 'only this user')
+    .option('--top <n>', 'keep the n busiest rows per user (process, remote, port), the rest summed as "(other)"', wholeNumber(1, MAX_QUERY_ROWS))
+    .addOption(jsonOption())
+    .addOption(csvOption());
+  timeOptions(report, 'usage')
+    .addHelpText('after', REPORT_EXAMPLES)
+    .action(async (o: ReportOptions & FormatFlags, cmd: Command) => {
+      await runReport({ socket: socketOf(cmd), format: formatOf(o), ...o });
+    });
 
   program
     .command('procs')

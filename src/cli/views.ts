@@ -5,7 +5,7 @@ import type { TrafficCounters } from '../kernel/types.js';
 import { endpoint, protocolName } from './endpoints.js';
 import { csvLines } from './csv.js';
 import { formatTime, type TimeRule } from './when.js';
-import { bytesColumns, humanBytes, humanRate, left, processName, right, table, type Column } from './format.js';
+import { bytesColumns, counterColumns, humanBytes, humanRate, left, processName, right, table, type Column } from './format.js';
 
 export type OutputFormat = 'table' | 'json' | 'csv';
 
@@ -31,11 +31,7 @@ export async function showUsers(opts: ViewOptions & { fromMs: number; toMs: numb
       [
         left('USER', (u) => u.user),
         right('UID', (u) => String(u.uid)),
-        ...bytesColumns(),
-        right('RX pkts', (u) => String(u.rxPackets)),
-        right('TX pkts', (u) => String(u.txPackets)),
-        right('RX payload', (u) => humanBytes(u.rxPayloadBytes)),
-        right('TX payload', (u) => humanBytes(u.txPayloadBytes)),
+        ...counterColumns(),
       ],
       r.users,
       width(),

@@ -36,6 +36,34 @@ export function addMonths(ms: number, months: number, rule: TimeRule): number {
   return new Date(d.getFullYear(), d.getMonth() + months, 1).getTime();
 }
 
+/** Local (or UTC) hour starting the hour of `ms`: the clock's minutes taken off, so zones
+ *  with half-hour offsets and DST days keep their own hours. */
+export function hourStart(ms: number, rule: TimeRule): number {
+  const d = new Date(ms);
+  const into = rule.utc ? d.getUTCMinutes() * 60_000 + d.getUTCSeconds() * 1000 + d.getUTCMilliseconds() : d.getMinutes() * 60_000 + d.getSeconds() * 1000 + d.getMilliseconds();
+  return ms - into;
+}
+
+export type Period = 'hour' | 'day' | 'month';
+
+/** Start of the period after the one holding `ms`. A DST change makes a local day 23 or
+ *  25 hours long and an hour may be repeated: each is still one period. */
+export function nextPeriod(ms: number, period: Period, rule: TimeRule): number {
+  if (period === 'month') return addMonths(ms, 1, rule);
+  if (period === 'day') return addDays(ms, 1, rule);
+  const start = hourStart(ms, rule);
+  const next = hourStart(start + 3_600_000, rule);
+  return next > start ? next : start + 3_600_000; // a half-hour fall-back lands back in this hour
+}
+
+/** The period starts strictly inside (fromMs, toMs), at most `max` of them: where a
+ *  report cuts its range. */
+export function periodEdges(fromMs: number, toMs: number, period: Period, rule: TimeRule, max: number): number[] {
+  const edges: number[] = [];
+  for (let e = nextPeriod(fromMs, period, rule); e < toMs && edges.length < max; e = nextPeriod(e, period, rule)) edges.push(e);
+  return edges;
+}
+
 const DATE = /^(\d{4})-(\d{2})-(\d{2})$/;
 const LOCAL_DATETIME = /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,3}))?)?$/i;
 
