@@ -86,3 +86,27 @@ describe('time rule in other time zones (against date -d)', () => {
     });
   });
 });
+
+describe('report periods in other time zones (against date -d)', () => {
+  /** what date(1) shows for each instant, in `tz` */
+  const dateShows = (tz: string, ms: number[], format: string): string[] =>
+    execFileSync('date', ['-f', '-', format], { input: ms.map((t) => `@${t / 1000}`).join('\n'), env: { ...process.env, TZ: tz } }).toString().trim().split('\n');
+
+  it.each(ZONES)('%s: a local day cut into its local hours, DST days included; a week into its days', (tz) => {
+    const script = `import { periodEdges } from './src/cli/when.ts';
+const [from, to, weekEnd] = JSON.parse(process.argv[1]);
+process.stdout.write(JSON.stringify({ hours: periodEdges(from, to, 'hour', { utc: false }, 100), days: periodEdges(from, weekEnd, 'day', { utc: false }, 100) }));`;
+    for (const day of DAYS) {
+      const next = (n: number) => new Date(Date.parse(day) + n * 86_400_000).toISOString().slice(0, 10);
+      const from = dateSeconds(tz, day) * 1000;
+      const to = dateSeconds(tz, next(1)) * 1000;
+      const out = execFileSync(process.execPath, ['--experimental-transform-types', '--disable-warning=ExperimentalWarning', '--import', './scripts/ts-hooks.mjs', '--input-type=module', '-e', script, JSON.stringify([from, to, dateSeconds(tz, next(7)) * 1000])], { env: { ...process.env, TZ: tz } });
+      const { hours, days } = JSON.parse(out.toString()) as { hours: number[]; days: number[] };
+      // the whole local hours date(1) shows within the day, found a quarter hour at a time
+      const quarters = Array.from({ length: (to - from) / 900_000 - 1 }, (_, i) => from + (i + 1) * 900_000);
+      const shown = dateShows(tz, quarters, '+%M%S');
+      expect(hours, `${tz} ${day}`).toEqual(quarters.filter((_, i) => shown[i] === '0000'));
+      expect(days).toEqual([1, 2, 3, 4, 5, 6].map((n) => dateSeconds(tz, next(n)) * 1000));
+    }
+  });
+});

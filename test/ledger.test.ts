@@ -142,17 +142,23 @@ describe('ledger', () => {
     ledger.close();
   });
 
-  it('roll-ups keep the totals and drop only what is past the last retention', () => {
+  /** Ten days up to t0, a sample every 7 minutes, user i (of `uids`) adding i+1 packets a
+   *  sample, flushed; n = the samples. */
+  function tenDays(uids: number[]) {
     const ledger = new Ledger(path());
     const tracker = new CounterTracker<number>();
     const start = t0 - 10 * DAY_MS;
-    // one sample every 7 minutes over 10 days, each adding 1 packet
     let n = 0;
     for (let t = start; t < t0; t += 7 * MINUTE_MS) {
       n++;
-      tracker.observe(columnsOf([user(3, n)]), () => 3, (_, d) => ledger.add(t, 3, 'external', d));
+      tracker.observe(columnsOf(uids.map((uid, i) => user(uid, (i + 1) * n))), (i) => uids[i]!, (i, d) => ledger.add(t, uids[i]!, 'external', d));
     }
     ledger.flush('boot-1', encodeCheckpoint(tracker.lastValues(), new Map()));
+    return { ledger, tracker, start, n };
+  }
+
+  it('roll-ups keep the totals and drop only what is past the last retention', () => {
+    const { ledger, n } = tenDays([3]);
     const before = ledger.totals(0, t0 + DAY_MS)[0]!;
     expect(before.rxPackets).toBe(n);
     ledger.rollUp(t0, { minuteMs: 2 * DAY_MS, hourMs: 5 * DAY_MS, dayMs: 365 * DAY_MS });
@@ -171,15 +177,7 @@ describe('ledger', () => {
   });
 
   it('period totals split the same buckets: each once, in the period holding its middle, pending ones too', () => {
-    const ledger = new Ledger(path());
-    const tracker = new CounterTracker<number>();
-    const start = t0 - 10 * DAY_MS;
-    let n = 0;
-    for (let t = start; t < t0; t += 7 * MINUTE_MS) {
-      n++;
-      tracker.observe(columnsOf([user(3, n), user(4, 2 * n)]), (i) => 3 + i, (i, d) => ledger.add(t, 3 + i, 'external', d));
-    }
-    ledger.flush('boot-1', encodeCheckpoint(tracker.lastValues(), new Map()));
+    const { ledger, tracker, start, n } = tenDays([3, 4]);
     tracker.observe(columnsOf([user(3, n + 5)]), () => 3, (_, d) => ledger.add(t0 + 30_000, 3, 'external', d)); // pending
     ledger.rollUp(t0, { minuteMs: 2 * DAY_MS, hourMs: 5 * DAY_MS, dayMs: 365 * DAY_MS });
     // a range that starts and ends inside rolled-up buckets, cut at +05:30 "local" hours

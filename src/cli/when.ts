@@ -36,24 +36,26 @@ export function addMonths(ms: number, months: number, rule: TimeRule): number {
   return new Date(d.getFullYear(), d.getMonth() + months, 1).getTime();
 }
 
-/** Local (or UTC) hour starting the hour of `ms`: the clock's minutes taken off, so zones
- *  with half-hour offsets and DST days keep their own hours. */
-export function hourStart(ms: number, rule: TimeRule): number {
+const QUARTER_HOUR = 900_000;
+
+/** Whether the clock (local, or UTC) shows a whole hour at `ms`. */
+const onTheHour = (ms: number, rule: TimeRule): boolean => {
   const d = new Date(ms);
-  const into = rule.utc ? d.getUTCMinutes() * 60_000 + d.getUTCSeconds() * 1000 + d.getUTCMilliseconds() : d.getMinutes() * 60_000 + d.getSeconds() * 1000 + d.getMilliseconds();
-  return ms - into;
-}
+  return rule.utc ? ms % 3_600_000 === 0 : d.getMinutes() === 0 && d.getSeconds() === 0 && d.getMilliseconds() === 0;
+};
 
 export type Period = 'hour' | 'day' | 'month';
 
 /** Start of the period after the one holding `ms`. A DST change makes a local day 23 or
- *  25 hours long and an hour may be repeated: each is still one period. */
+ *  25 hours long, and a local hour 0.5 to 2 hours (Lord Howe's half-hour change): each is
+ *  still one period. Zone offsets are whole quarter hours, so the next whole local hour
+ *  is at most 8 quarters on. */
 export function nextPeriod(ms: number, period: Period, rule: TimeRule): number {
   if (period === 'month') return addMonths(ms, 1, rule);
   if (period === 'day') return addDays(ms, 1, rule);
-  const start = hourStart(ms, rule);
-  const next = hourStart(start + 3_600_000, rule);
-  return next > start ? next : start + 3_600_000; // a half-hour fall-back lands back in this hour
+  let t = ms - (ms % QUARTER_HOUR) + QUARTER_HOUR;
+  for (let i = 0; i < 8 && !onTheHour(t, rule); i++) t += QUARTER_HOUR;
+  return t;
 }
 
 /** The period starts strictly inside (fromMs, toMs), at most `max` of them: where a
