@@ -13,7 +13,7 @@ import { CLI, startAgent, type AgentProcess } from './support/agent.js';
 import { createTestbed, type Testbed, type TestUser } from './support/testbed.js';
 import { sinkTraffic } from './support/traffic.js';
 import { waitFor } from './support/wait.js';
-import type { FlowQueryResult, FlowsResult, ProcsResult, StatusResult, UsersResult } from '../src/control/protocol.js';
+import type { FlowQueryResult, FlowsResult, ProcsResult, ReportResult, StatusResult, UsersResult } from '../src/control/protocol.js';
 import { createPseudonyms } from '../src/privacy/pseudonyms.js';
 
 let bed: Testbed;
@@ -214,6 +214,31 @@ describe('access roles', () => {
     const audited = as(aud, 'init', history);
     expect(audited.code).toBe(1);
     expect(audited.stderr).toMatch(/the flow history names real users and addresses, which an auditor does not see/);
+  });
+
+  it('a report answers each caller for the users in their sight; an auditor sees pseudonyms, anonymised networks, no paths', async () => {
+    const managing = { gids: [gid(leads)] };
+    const report = (user: TestUser | undefined, groups: Groups, more: string[] = []) => json<ReportResult>(user, groups, ['report', '--since', '1h', ...more]);
+    const uidsIn = (r: ReportResult) => uidsOf(ours(r.users));
+    await waitFor('the three senders in the flow history', () => uidsIn(report(undefined, 'none', ['--by', 'remote'])).length === 3, 30_000);
+    expect(uidsIn(report(undefined, 'none', ['--by', 'process']))).toEqual(sorted(alice, bob, carol));
+    expect(uidsIn(report(lead, managing, ['--by', 'process']))).toEqual(sorted(alice, bob));
+    expect(report(carol, 'none', ['--by', 'port']).users.map((u) => u.uid)).toEqual([carol.uid]);
+    const outside = as(lead, managing, ['report', '--since', '1h', '-u', carol.name]);
+    expect(outside.code).toBe(1);
+    expect(outside.stderr).toMatch(/you can see only your own usage \(or your role's\)/);
+
+    const audited = report(aud, 'init', ['--by', 'remote']);
+    const shown = JSON.stringify(audited);
+    for (const who of [alice, bob, carol]) expect(shown).not.toContain(who.name);
+    const peer24 = `${bed.net.peerV4.replace(/\.\d+$/, '.0')}/24`;
+    expect(shown).not.toContain(peer24);
+    const p = createPseudonyms(readFileSync(join(bed.dir, 'auditor.key')));
+    // alice and carol sent to the one IPv4 peer: one anonymised network for both
+    const nets = (uid: number) => audited.users.find((u) => u.uid === p.uid(uid))!.rows.filter((r) => r.note === undefined && String(r.key.network).endsWith('/24')).map((r) => r.key.network);
+    expect(nets(alice.uid).filter((n) => nets(carol.uid).includes(n)).length).toBeGreaterThan(0);
+    const processes = report(aud, 'init', ['--by', 'process']);
+    expect(processes.users.flatMap((u) => u.rows).every((r) => r.key.exe === null)).toBe(true);
   });
 
   it('interface figures (host-wide) only for root and the auditor', () => {

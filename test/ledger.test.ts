@@ -149,24 +149,30 @@ describe('ledger', () => {
     ledger.close();
   });
 
-  it('roll-ups keep the totals and drop only what is past the last retention', () => {
+  /** Ten days up to t0, a sample every 7 minutes, user i (of `uids`) adding i+1 packets a
+   *  sample, flushed; n = the samples. */
+  function tenDays(uids: number[]) {
     const ledger = new Ledger(path());
     const tracker = new CounterTracker<number>();
     const start = t0 - 10 * DAY_MS;
-    // one sample every 7 minutes over 10 days, each adding 1 packet
     let n = 0;
     for (let t = start; t < t0; t += 7 * MINUTE_MS) {
       n++;
-      tracker.observe(columnsOf([user(3, n)]), () => 3, (_, d) => {
-        ledger.add(t, 3, 'external', d);
+      tracker.observe(columnsOf(uids.map((uid, i) => user(uid, (i + 1) * n))), (i) => uids[i]!, (i, d) => {
+        ledger.add(t, uids[i]!, 'external', d);
         // the same delta over two workloads, as the agent books it
         const half = { ...d, rxPackets: n % 2 };
-        ledger.addUnit(t, 3, 'external', '/system.slice/a.service', half);
-        ledger.addUnit(t, 3, 'external', '/system.slice/b.service', { ...zeroCounters(), rxPackets: d.rxPackets - half.rxPackets });
+        ledger.addUnit(t, uids[i]!, 'external', '/system.slice/a.service', half);
+        ledger.addUnit(t, uids[i]!, 'external', '/system.slice/b.service', { ...zeroCounters(), rxPackets: d.rxPackets - half.rxPackets });
       });
     }
-    const unitPackets = () => ledger.unitTotals(0, t0 + DAY_MS, 3).reduce((a, u) => a + u.rxPackets, 0);
     ledger.flush('boot-1', encodeCheckpoint(tracker.lastValues(), new Map()));
+    return { ledger, tracker, start, n };
+  }
+
+  it('roll-ups keep the totals and drop only what is past the last retention', () => {
+    const { ledger, n } = tenDays([3]);
+    const unitPackets = () => ledger.unitTotals(0, t0 + DAY_MS, 3).reduce((a, u) => a + u.rxPackets, 0);
     const before = ledger.totals(0, t0 + DAY_MS)[0]!;
     expect(before.rxPackets).toBe(n);
     expect(unitPackets()).toBe(n);
@@ -186,6 +192,33 @@ describe('ledger', () => {
     ledger.rollUp(t0, { minuteMs: 2 * DAY_MS, hourMs: 5 * DAY_MS, dayMs: 6 * DAY_MS });
     expect(ledger.totals(0, t0 + DAY_MS)[0]!.rxPackets).toBeLessThan(n);
     expect(unitPackets()).toBe(ledger.totals(0, t0 + DAY_MS)[0]!.rxPackets);
+    ledger.close();
+  });
+
+  it('period totals split the same buckets: each once, in the period holding its middle, pending ones too', () => {
+    const { ledger, tracker, start, n } = tenDays([3, 4]);
+    tracker.observe(columnsOf([user(3, n + 5)]), () => 3, (_, d) => ledger.add(t0 + 30_000, 3, 'external', d)); // pending
+    ledger.rollUp(t0, { minuteMs: 2 * DAY_MS, hourMs: 5 * DAY_MS, dayMs: 365 * DAY_MS });
+    // a range that starts and ends inside rolled-up buckets, cut at +05:30 "local" hours
+    const from = start + 3 * DAY_MS + 7 * HOUR_MS + 11 * MINUTE_MS;
+    const to = t0 + MINUTE_MS;
+    const edges: number[] = [];
+    for (let e = from - (from % HOUR_MS) + HOUR_MS + 30 * MINUTE_MS; e < to; e += 5 * HOUR_MS) edges.push(e);
+    const periods = ledger.periodTotals(from, to, edges);
+    for (const uid of [3, 4]) {
+      const whole = ledger.totals(from, to).find((t) => t.uid === uid)!;
+      const mine = periods.filter((p) => p.uid === uid);
+      const sum = mine.reduce((a, p) => ({ rx: a.rx + p.rxBytes, tx: a.tx + p.txPayloadBytes, pk: a.pk + p.txPackets }), { rx: 0, tx: 0, pk: 0 });
+      expect(sum).toEqual({ rx: whole.rxBytes, tx: whole.txPayloadBytes, pk: whole.txPackets });
+      expect(new Set(mine.map((p) => p.period)).size).toBe(mine.length);
+      expect(Math.max(...mine.map((p) => p.period))).toBeLessThanOrEqual(edges.length);
+    }
+    // the pending minute lies in the last period; a day bucket in the one holding its noon
+    const last = periods.find((p) => p.uid === 3 && p.period === edges.length)!;
+    expect(last.rxPackets).toBeGreaterThanOrEqual(5);
+    const day = start - (start % DAY_MS) + 2 * DAY_MS; // rolled up to days (older than 5 days)
+    const inDay = (lo: number, hi: number) => ledger.periodTotals(lo, hi, [day + DAY_MS / 2 - 1, day + DAY_MS / 2 + 1]).filter((p) => p.uid === 3);
+    expect(inDay(day, day + DAY_MS).map((p) => p.period)).toEqual([1]);
     ledger.close();
   });
 

@@ -6,7 +6,7 @@ _ubia() {
   case "$prev" in
     --user|-u) COMPREPLY=($(compgen -u -- "$cur")); return ;;
     --config|-c|--socket) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-    --interval|-i|--iterations|-n|--processes|--since|--from|--to|--by|--limit|--where|--group-by|--having|--order) return ;;
+    --interval|-i|--iterations|-n|--processes|--since|--from|--to|--by|--top|--limit|--where|--group-by|--having|--order) return ;;
   esac
   cmd=""
   for ((i = 1; i < COMP_CWORD; i++)); do
@@ -17,11 +17,12 @@ _ubia() {
     esac
   done
   case "$cmd" in
-    "") opts="agent top users units procs flows status quota detach --version --config --socket --help" ;;
+    "") opts="agent top users units report procs flows status quota detach --version --config --socket --help" ;;
     agent) opts="--daemon --help" ;;
     top) opts="--interval --once --iterations --processes --json --csv --help" ;;
-    users) opts="--since --from --to --json --csv --help" ;;
-    units) opts="--by --user --since --from --to --json --csv --help" ;;
+    users) opts="--json --csv --since --from --to --utc --help" ;;
+    units) opts="--by --user --json --csv --since --from --to --utc --help" ;;
+    report) opts="--by --user --top --json --csv --since --from --to --utc --help" ;;
     procs) opts="--user --json --csv --help" ;;
     flows) opts="--user --limit --json --csv --since --from --to --utc --where --group-by --having --order --remotes --help" ;;
     status) opts="--json --help" ;;

@@ -1,13 +1,13 @@
 // `ubia flows` with any of --since/--from/--where/--group-by…: a query over the flow store
 // in Flowy's stages (filter → group → group filter → order), printed as a table, --json or
 // --csv. Without them program.ts shows the live flow table (views.ts).
-import { Command, InvalidArgumentError } from 'commander';
+import { InvalidArgumentError } from 'commander';
 import { controlRequest } from '../control/client.js';
 import { MAX_QUERY_ROWS, type FlowQueryResult } from '../control/protocol.js';
 import { csvLines } from './csv.js';
 import { humanBytes, left, right, table, type Column } from './format.js';
 import { print, printJson, type OutputFormat } from './views.js';
-import { formatTime, parseTime, TIME_HELP, type TimeRule } from './when.js';
+import { formatTime, rangeOf, type TimeOptions, type TimeRule } from './when.js';
 
 type Row = Record<string, string | number | null>;
 
@@ -53,12 +53,8 @@ const RECORD_COLUMNS: Column<Row>[] = [
 
 export const QUERY_DEFAULT_LIMIT = 20;
 
-export interface FlowQueryOptions {
+export interface FlowQueryOptions extends TimeOptions {
   user?: string;
-  utc?: boolean;
-  since?: string;
-  from?: string;
-  to?: string;
   where?: string;
   groupBy?: string;
   having?: string;
@@ -70,27 +66,6 @@ export interface FlowQueryOptions {
 /** A range or any query stage asks the flow history; else the live table answers. */
 export const isQuery = (o: FlowQueryOptions): boolean =>
   [o.since, o.from, o.to, o.where, o.groupBy, o.having, o.order, o.remotes].some((v) => v !== undefined);
-
-/** --since/--from/--to by the time rule; `fallback` when none is given. */
-export function rangeOf(o: { since?: string; from?: string; to?: string }, rule: TimeRule, nowMs: number, fallback: string): { fromMs: number; toMs: number } {
-  if (o.since !== undefined && o.from !== undefined) throw new InvalidArgumentError('use either --since or --from/--to, not both');
-  const at = (flag: string, v: string) => {
-    const ms = parseTime(v, nowMs, rule);
-    if (ms === undefined) throw new InvalidArgumentError(`${flag} ${v}: expected ${TIME_HELP}`);
-    return ms;
-  };
-  const fromMs = at(o.since !== undefined ? '--since' : '--from', o.since ?? o.from ?? fallback);
-  const toMs = o.to !== undefined ? at('--to', o.to) : nowMs;
-  if (toMs < fromMs) throw new InvalidArgumentError('the end of the range is before its start');
-  return { fromMs, toMs };
-}
-
-export const timeOptions = (cmd: Command, what: string): Command =>
-  cmd
-    .option('--since <time>', `${what} from then until now: ${TIME_HELP}`)
-    .option('--from <time>', 'start of the range (same forms as --since)')
-    .option('--to <time>', 'end of the range (default now)')
-    .option('--utc', 'read and show times in UTC instead of local time');
 
 export const FLOWS_EXAMPLES = `
 Without a range or a query: the live flow table (active and recently ended flows).

@@ -1,5 +1,6 @@
 // Human-readable figures and fixed-width tables for the CLI (JSON output stays exact).
 import { humanBytes, humanRate } from '../core/units.js';
+import type { TrafficCounters } from '../core/counters.js';
 
 export { humanBytes, humanRate };
 
@@ -18,6 +19,15 @@ export const right = <T>(title: string, value: (row: T) => string): Column<T> =>
 export const bytesColumns = <T extends { rxBytes: number; txBytes: number }>(): Column<T>[] => [
   right('RX', (r) => humanBytes(r.rxBytes)),
   right('TX', (r) => humanBytes(r.txBytes)),
+];
+
+/** All six counters: wire bytes, packets, payload (the tables of usage totals). */
+export const counterColumns = <T extends TrafficCounters>(): Column<T>[] => [
+  ...bytesColumns<T>(),
+  right('RX pkts', (r) => String(r.rxPackets)),
+  right('TX pkts', (r) => String(r.txPackets)),
+  right('RX payload', (r) => humanBytes(r.rxPayloadBytes)),
+  right('TX payload', (r) => humanBytes(r.txPayloadBytes)),
 ];
 
 const fit = (s: string, width: number, align: Align) => {

@@ -2,12 +2,12 @@
 // gives --help, the man page ubia(8) and the shell completions (cli/docs.ts).
 import { createRequire } from 'node:module';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { localDayStart } from '../control/day.js';
 import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from '../config/load.js';
 import { MAX_QUERY_ROWS } from '../control/protocol.js';
-import { parseDuration } from './format.js';
 import { runTop } from './top.js';
-import { FLOWS_EXAMPLES, isQuery, QUERY_DEFAULT_LIMIT, runFlowQuery, timeOptions, type FlowQueryOptions } from './flows.js';
+import { FLOWS_EXAMPLES, isQuery, QUERY_DEFAULT_LIMIT, runFlowQuery, type FlowQueryOptions } from './flows.js';
+import { REPORT_BY, REPORT_EXAMPLES, runReport, type ReportOptions } from './report.js';
+import { rangeOf, timeOptions, type TimeOptions } from './when.js';
 import { changeQuota, showFlows, showProcs, showQuota, showStatus, showUnits, showUsers, type OutputFormat } from './views.js';
 import type { WorkloadGrouping } from '../core/workload.js';
 import { parseBytes } from '../core/units.js';
@@ -37,22 +37,10 @@ export function plainError(text: string): string {
   return text.replace(/^error: /, 'ubia: ');
 }
 
-function timeArg(v: string): number {
-  const ms = Date.parse(v);
-  if (Number.isNaN(ms)) throw new InvalidArgumentError('expected a date/time, e.g. 2026-11-23T08:00:00Z or 2026-11-23');
-  return ms;
-}
-
 function bytesArg(v: string): number {
   const n = parseBytes(v);
   if (n === undefined || n <= 0) throw new InvalidArgumentError('expected a byte count with its unit, e.g. 5GiB, 500MB or 10MiB');
   return n;
-}
-
-function durationArg(v: string): number {
-  const ms = parseDuration(v);
-  if (ms === undefined) throw new InvalidArgumentError('expected a duration such as 90s, 30m, 1h, 2d or 1w');
-  return ms;
 }
 
 interface FormatFlags {
@@ -63,22 +51,6 @@ interface FormatFlags {
 const jsonOption = () => new Option('--json', 'exact figures as JSON').conflicts('csv');
 const csvOption = () => new Option('--csv', 'exact figures as CSV (RFC 4180, a header line first)');
 const formatOf = (o: FormatFlags): OutputFormat => (o.json ? 'json' : o.csv ? 'csv' : 'table');
-
-interface RangeFlags {
-  since?: number;
-  from?: number;
-  to?: number;
-}
-
-/** `ubia users` and `ubia units`: --since, or --from/--to; default since the start of today. */
-function rangeOf(o: RangeFlags): { fromMs: number; toMs: number } {
-  if (o.since !== undefined && o.from !== undefined) throw new InvalidArgumentError('use either --since or --from/--to, not both');
-  const now = Date.now();
-  const toMs = o.to ?? now;
-  const fromMs = o.since !== undefined ? now - o.since : (o.from ?? localDayStart(now));
-  if (toMs < fromMs) throw new InvalidArgumentError('--to is before the start of the range');
-  return { fromMs, toMs };
-}
 
 interface GlobalOptions {
   socket?: string;
@@ -130,30 +102,40 @@ export function buildProgram(): Command {
       await runTop({ socket: socketOf(cmd), intervalSeconds: o.interval, once: !!o.once, iterations: o.iterations, processes: o.processes, format: formatOf(o) });
     });
 
-  program
+  const users = program
     .command('users')
     .description('per-user totals from the ledger (default: since the start of today)')
-    .option('--since <duration>', 'from this long ago until now, e.g. 1h, 30m, 7d', durationArg)
-    .option('--from <time>', 'start (ISO-8601)', timeArg)
-    .option('--to <time>', 'end (ISO-8601; default now)', timeArg)
     .addOption(jsonOption())
-    .addOption(csvOption())
-    .action(async (o: RangeFlags & FormatFlags, cmd: Command) => {
-      await showUsers({ socket: socketOf(cmd), format: formatOf(o), ...rangeOf(o) });
-    });
+    .addOption(csvOption());
+  timeOptions(users, 'totals').action(async (o: TimeOptions & FormatFlags, cmd: Command) => {
+    const rule = { utc: !!o.utc };
+    await showUsers({ socket: socketOf(cmd), format: formatOf(o), rule, ...rangeOf(o, rule, Date.now(), 'today') });
+  });
 
-  program
+  const units = program
     .command('units')
     .description("per-user totals per systemd unit, Slurm job or container, from the ledger (default: since the start of today), with the live rates; a user's rows sum to their `ubia users` row")
     .addOption(new Option('--by <grouping>', 'one row per unit (workload), per Slurm job (its steps together) or per container').choices(['unit', 'job', 'container']).default('unit'))
     .option('-u, --user <name|uid>', 'only this user')
-    .option('--since <duration>', 'from this long ago until now, e.g. 1h, 30m, 7d', durationArg)
-    .option('--from <time>', 'start (ISO-8601)', timeArg)
-    .option('--to <time>', 'end (ISO-8601; default now)', timeArg)
     .addOption(jsonOption())
-    .addOption(csvOption())
-    .action(async (o: RangeFlags & { by: WorkloadGrouping; user?: string } & FormatFlags, cmd: Command) => {
-      await showUnits({ socket: socketOf(cmd), format: formatOf(o), ...rangeOf(o), by: o.by, user: o.user });
+    .addOption(csvOption());
+  timeOptions(units, 'totals').action(async (o: TimeOptions & { by: WorkloadGrouping; user?: string } & FormatFlags, cmd: Command) => {
+    const rule = { utc: !!o.utc };
+    await showUnits({ socket: socketOf(cmd), format: formatOf(o), ...rangeOf(o, rule, Date.now(), 'today'), by: o.by, user: o.user });
+  });
+
+  const report = program
+    .command('report')
+    .description("per-user totals (as `users` gives them) broken down by hour, day, month, process, remote network or port; rows add up to each total exactly")
+    .addOption(new Option('--by <breakdown>', 'user (totals only), hour, day, month, process, remote or port').choices(REPORT_BY).default('user'))
+    .option('-u, --user <name|uid>', 'only this user')
+    .option('--top <n>', 'keep the n busiest rows per user (process, remote, port), the rest summed as "(other)"', wholeNumber(1, MAX_QUERY_ROWS))
+    .addOption(jsonOption())
+    .addOption(csvOption());
+  timeOptions(report, 'usage')
+    .addHelpText('after', REPORT_EXAMPLES)
+    .action(async (o: ReportOptions & FormatFlags, cmd: Command) => {
+      await runReport({ socket: socketOf(cmd), format: formatOf(o), ...o });
     });
 
   program

@@ -5,7 +5,8 @@ import type { WorkloadGrouping } from '../core/workload.js';
 import type { TrafficCounters } from '../kernel/types.js';
 import { endpoint, protocolName } from './endpoints.js';
 import { csvLines } from './csv.js';
-import { bytesColumns, humanBytes, humanRate, left, processName, right, table, type Column } from './format.js';
+import { formatTime, type TimeRule } from './when.js';
+import { bytesColumns, counterColumns, humanBytes, humanRate, left, processName, right, table, type Column } from './format.js';
 
 export type OutputFormat = 'table' | 'json' | 'csv';
 
@@ -20,22 +21,18 @@ const width = () => process.stdout.columns ?? 200;
 export const print = (lines: string[]): void => void process.stdout.write(`${lines.join('\n')}\n`);
 export const printJson = (v: unknown): void => void process.stdout.write(`${JSON.stringify(v, null, 2)}\n`);
 
-export async function showUsers(opts: ViewOptions & { fromMs: number; toMs: number }): Promise<void> {
+export async function showUsers(opts: ViewOptions & { fromMs: number; toMs: number; rule: TimeRule }): Promise<void> {
   const r = await controlRequest<UsersResult>(opts.socket, { op: 'users', from: opts.fromMs, to: opts.toMs });
   if (opts.format === 'json') return printJson(r);
   if (opts.format === 'csv') return print(csvLines<UserTotals>(['uid', 'user', ...COUNTERS], r.users));
   print([
-    `usage from ${r.from} to ${r.to} (wire bytes; payload = what processes sent/received)`,
+    `usage from ${formatTime(opts.fromMs, opts.rule)} to ${formatTime(opts.toMs, opts.rule)} (wire bytes; payload = what processes sent/received)`,
     '',
     ...table<UserTotals>(
       [
         left('USER', (u) => u.user),
         right('UID', (u) => String(u.uid)),
-        ...bytesColumns(),
-        right('RX pkts', (u) => String(u.rxPackets)),
-        right('TX pkts', (u) => String(u.txPackets)),
-        right('RX payload', (u) => humanBytes(u.rxPayloadBytes)),
-        right('TX payload', (u) => humanBytes(u.txPayloadBytes)),
+        ...counterColumns(),
       ],
       r.users,
       width(),

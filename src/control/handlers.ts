@@ -6,8 +6,8 @@
 // everyone's).
 import type { ExporterStatus, FlowSnapshot } from '../export/types.js';
 import type { Meter } from '../kernel/index.js';
-import { addInto, zeroCounters } from '../core/counters.js';
 import { UNATTRIBUTED_UID, type Ledger } from '../ledger/ledger.js';
+import { addInto, zeroCounters } from '../core/counters.js';
 import { redactDeep } from '../core/redact.js';
 import type { FlowStore } from '../history/store.js';
 import { queryFlows } from './history.js';
@@ -15,7 +15,9 @@ import { StreamedResult, type Caller, type RequestHandler } from './server.js';
 import type { Directory, Scope } from './scope.js';
 import { quotaRequest, type QuotaControl } from './quota.js';
 import { localDayStart } from './day.js';
-import type { FlowRow, ProcessRow, StatusResult, TopResult, TopUser, UnitRow, UnitsResult, UserTotals, UsersResult } from './protocol.js';
+import { report } from './report.js';
+import { unattributedFor, visibleUsage } from './usage.js';
+import type { FlowRow, ProcessRow, StatusResult, TopResult, TopUser, UnitRow, UnitsResult, UsersResult } from './protocol.js';
 import { workloadGroup, type Workload, type WorkloadGrouping } from '../core/workload.js';
 
 /** What the control API reads of the agent's live accounting: this much, declared here, so
@@ -38,7 +40,7 @@ export interface LiveAccounting {
 
 export interface AgentView {
   accounting: LiveAccounting;
-  ledger: Pick<Ledger, 'path' | 'sizeBytes' | 'totals' | 'unitTotals'>;
+  ledger: Pick<Ledger, 'path' | 'sizeBytes' | 'periodTotals' | 'unitTotals'>;
   /** the flow store; undefined when [history] is off or it did not open */
   history: FlowStore | undefined;
   meter: Pick<Meter, 'status' | 'health' | 'readInterfaces'>;
@@ -92,30 +94,6 @@ function processRow(p: ProcessRow): ProcessRow {
 function flowRow(f: FlowSnapshot): FlowRow {
   const { cookie, gid, cgroupId, workload, firstSeenMs, lastSeenMs, ...rest } = f;
   return { ...rest, cookie: cookie.toString(), unit: workload?.name ?? '', firstSeen: new Date(firstSeenMs).toISOString(), lastSeen: new Date(lastSeenMs).toISOString() };
-}
-
-/** Per-user totals (counted scopes merged; named later, only those shown) of the users in
- *  sight, and the unattributed total, over a time range. A caller who sees only themselves
- *  reads only their own ledger rows. */
-function usageTotals(view: AgentView, scope: Scope, fromMs: number, toMs: number) {
-  const onlyUid = scope.role === 'self' ? scope.callerUid : undefined;
-  const users = new Map<number, UserTotals>();
-  const unattributed = zeroCounters();
-  for (const t of view.ledger.totals(fromMs, toMs, onlyUid)) {
-    if (t.scope === 'loopback' && !view.countLoopback()) continue;
-    if (t.uid === UNATTRIBUTED_UID) {
-      addInto(unattributed, t);
-      continue;
-    }
-    if (!scope.sees(t.uid)) continue;
-    let u = users.get(t.uid);
-    if (!u) {
-      u = { uid: t.uid, user: '', ...zeroCounters() };
-      users.set(t.uid, u);
-    }
-    addInto(u, t);
-  }
-  return { users, unattributed };
 }
 
 /** Per (user, unit|job|container) totals over a range from the ledger's workload buckets
@@ -189,20 +167,13 @@ export function createRequestHandler(view: AgentView): RequestHandler {
     const scope = view.scopeOf(caller);
     switch (req.op) {
       case 'users': {
-        const { users, unattributed } = usageTotals(view, scope, req.from, req.to);
+        const usage = visibleUsage(view, scope, req.from, req.to);
         const name = view.names.within(NAME_BUDGET_MS);
-        for (const u of users.values()) u.user = name(u.uid);
+        for (const u of usage.users.values()) u.user = name(u.uid);
         const rows = scope
-          .rows(users.values())
+          .rows(usage.users.values())
           .sort((a, b) => b.rxBytes + b.txBytes - (a.rxBytes + a.txBytes) || a.uid - b.uid);
-        const result: UsersResult = {
-          from: new Date(req.from).toISOString(),
-          to: new Date(req.to).toISOString(),
-          users: rows,
-          unattributed: scope.hostWide
-            ? { rxBytes: unattributed.rxBytes, txBytes: unattributed.txBytes, rxPackets: unattributed.rxPackets, txPackets: unattributed.txPackets }
-            : null,
-        };
+        const result: UsersResult = { from: new Date(req.from).toISOString(), to: new Date(req.to).toISOString(), users: rows, unattributed: unattributedFor(scope, usage) };
         return result;
       }
       case 'units': {
@@ -214,6 +185,8 @@ export function createRequestHandler(view: AgentView): RequestHandler {
         };
         return result;
       }
+      case 'report':
+        return report({ ledger: view.ledger, countLoopback: () => view.countLoopback(), history: view.history, namer: () => view.names.within(NAME_BUDGET_MS) }, req, scope);
       case 'procs': {
         const wanted = scope.userFilter(req.user);
         view.accounting.watchProcesses(Date.now());
@@ -242,7 +215,7 @@ export function createRequestHandler(view: AgentView): RequestHandler {
       case 'top': {
         const now = Date.now();
         const dayStart = localDayStart(now);
-        const { users } = usageTotals(view, scope, dayStart, now + 1);
+        const { users } = visibleUsage(view, scope, dayStart, now + 1);
         const rates = view.accounting.rates();
         view.accounting.watchProcesses(now);
         const procs = view.accounting.processList();

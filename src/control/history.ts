@@ -11,8 +11,8 @@ type FlowQueryRequest = Extract<Request, { op: 'flows.query' }>;
 
 const PROTOCOL_NAMES = new Map(Object.entries(PROTOCOLS).map(([name, n]) => [n, name]));
 
-/** JSON-safe: 128-bit addresses as text, protocols by name where they have one. */
-function cell(kind: GroupKey['kind'] | 'record', value: unknown, store: FlowStore): string | number | null {
+/** A stored value made JSON-safe: 128-bit addresses as text, protocols by name where they have one. */
+export function cell(kind: GroupKey['kind'] | 'record', value: unknown, store: FlowStore): string | number | null {
   if (value === null || value === undefined) return null;
   if (kind === 'user') return store.userName(value as number);
   if (typeof value === 'bigint') return kind === 'address' || kind === 'record' ? bigIntToAddress(value) : Number(value);

@@ -17,6 +17,10 @@ const time = z.number().int().min(0).max(MAX_TIME_MS);
 export const MAX_FLOWS_LIMIT = 1_000_000;
 /** rows in one `flows.query` reply, at most (the reply is built in one piece) */
 export const MAX_QUERY_ROWS = 100_000;
+/** periods in one `report` (a year by the hour is 8,784) */
+export const MAX_REPORT_PERIODS = 20_000;
+export const REPORT_BREAKDOWNS = ['user', 'time', 'process', 'remote', 'port'] as const;
+export type ReportBreakdown = (typeof REPORT_BREAKDOWNS)[number];
 
 export const requestSchema = z.discriminatedUnion('op', [
   z
@@ -54,6 +58,22 @@ export const requestSchema = z.discriminatedUnion('op', [
       remotes: z.boolean().optional().describe('count distinct remote addresses per group'),
     })
     .refine((r) => r.to >= r.from, { message: '"to" is before "from"', path: ['to'] }),
+  z
+    .strictObject({
+      op: z.literal('report'),
+      id,
+      user: userFilter,
+      from: time,
+      to: time,
+      by: z.enum(REPORT_BREAKDOWNS).default('user'),
+      edges: z.array(time).max(MAX_REPORT_PERIODS).default([]).describe('by time: the period starts after `from`, increasing, before `to`'),
+      top: z.number().int().min(1).max(MAX_QUERY_ROWS).optional().describe('rows per user kept; the rest summed into one'),
+    })
+    .refine((r) => r.to >= r.from, { message: '"to" is before "from"', path: ['to'] })
+    .refine((r) => r.edges.every((e, i) => e > (i === 0 ? r.from : r.edges[i - 1]!) && e < r.to), {
+      message: 'edges must increase strictly, after "from" and before "to"',
+      path: ['edges'],
+    }),
   z.strictObject({ op: z.literal('top'), id, processes: z.number().int().min(0).max(100).default(5) }),
   z.strictObject({ op: z.literal('status'), id }),
   z.strictObject({ op: z.literal('quota'), id, user: userFilter }),
@@ -247,4 +267,27 @@ export interface QuotaRow {
 
 export interface QuotaResult {
   quotas: QuotaRow[];
+}
+
+/** One row of a user's breakdown: its key (`start` of a period; `comm` and `exe`;
+ *  `network`; `proto` and `port`) and its counters. `note` marks the rows that make the
+ *  sum exact: `other` (the rows past --top, summed), `unrecorded` (the user's total minus
+ *  what the flow store holds for the range: traffic of flows whose records end outside
+ *  it, or kept by no record; negative when records ending in the range began before it). */
+export interface ReportRow extends TrafficCounters {
+  key: Record<string, string | number | null>;
+  note?: 'other' | 'unrecorded';
+}
+
+export interface ReportUser extends UserTotals {
+  rows: ReportRow[];
+}
+
+export interface ReportResult {
+  from: string;
+  to: string;
+  by: ReportBreakdown;
+  /** per user: the `users` totals of the same range; their rows add up to them exactly */
+  users: ReportUser[];
+  unattributed: UsersResult['unattributed'];
 }

@@ -322,7 +322,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     const echo = typeof id === 'string' || typeof id === 'number' ? id : undefined;
     const parsed = requestSchema.safeParse(raw);
     if (!parsed.success) {
-      return one(errorReply('bad_request', `invalid request: ${describeIssues(parsed.error)}; ops: users, procs, flows, flows.query, top, status`, echo));
+      return one(errorReply('bad_request', `invalid request: ${describeIssues(parsed.error)}; ops: users, report, procs, flows, flows.query, top, status`, echo));
     }
     const head = echo !== undefined ? { id: echo } : {};
     const failed = (e: unknown) => {

@@ -35,9 +35,28 @@ export interface StoredFlow extends TrafficCounters {
  *  workload as one into `units`. Names and paths are kept once each, not per row: handing
  *  DuckDB three strings per row cost more than the other 16 values together
  *  (bench/query.ts). */
-type Row = StoredFlow & { program: number; unitId: number };
+export type Row = StoredFlow & { program: number; unitId: number };
 
-const COLUMNS: [string, DuckDBType, (f: Row) => DuckDBValue][] = [
+/** The local address as a number, the last one remembered: a host has few addresses,
+ *  and most records in a row share one (one parse saved per record). */
+const localAddress = (() => {
+  let text = '';
+  let value = 0n;
+  return (t: string): bigint => {
+    if (t !== text) {
+      value = addressToBigInt(t) ?? 0n;
+      text = t;
+    }
+    return value;
+  };
+})();
+
+/** name, type, value, and a compression where DuckDB's own choice costs queries: 128-bit
+ *  remote addresses bit-packed take ~0.5 µs each to unpack (a group-by over 2 million
+ *  records reading remote_addr: 965 ms bit-packed, 17 ms uncompressed; bench/query.ts);
+ *  uncompressed they cost 16 bytes a record. Local addresses are few per host, mostly
+ *  constant segments: left to DuckDB. */
+const COLUMNS: [string, DuckDBType, (f: Row) => DuckDBValue, ('uncompressed' | undefined)?][] = [
   ['start_ms', DOUBLE, (f) => f.startMs],
   ['end_ms', DOUBLE, (f) => f.endMs],
   ['uid', INTEGER, (f) => f.uid],
@@ -45,9 +64,9 @@ const COLUMNS: [string, DuckDBType, (f: Row) => DuckDBValue][] = [
   ['program', INTEGER, (f) => f.program],
   ['protocol', UTINYINT, (f) => f.protocol],
   ['family', UTINYINT, (f) => f.family],
-  ['local_addr', UHUGEINT, (f) => addressToBigInt(f.localAddress) ?? 0n],
+  ['local_addr', UHUGEINT, (f) => localAddress(f.localAddress)],
   ['local_port', USMALLINT, (f) => f.localPort],
-  ['remote_addr', UHUGEINT, (f) => addressToBigInt(f.remoteAddress) ?? 0n],
+  ['remote_addr', UHUGEINT, (f) => addressToBigInt(f.remoteAddress) ?? 0n, 'uncompressed'],
   ['remote_port', USMALLINT, (f) => f.remotePort],
   ['rx_bytes', DOUBLE, (f) => f.rxBytes],
   ['tx_bytes', DOUBLE, (f) => f.txBytes],
@@ -62,7 +81,7 @@ const TYPES = COLUMNS.map(([, t]) => t);
 
 // Queries read \`flow_records\`: the rows with their user's (latest) name and program.
 const SCHEMA = `
-CREATE TABLE IF NOT EXISTS flows (${COLUMNS.map(([name, type]) => `${name} ${type.toString()}`).join(', ')});
+CREATE TABLE IF NOT EXISTS flows (${COLUMNS.map(([name, type, , compression]) => `${name} ${type.toString()}${compression ? ` USING COMPRESSION ${compression}` : ''}`).join(', ')});
 CREATE TABLE IF NOT EXISTS users (uid INTEGER PRIMARY KEY, name VARCHAR NOT NULL);
 CREATE TABLE IF NOT EXISTS programs (program INTEGER PRIMARY KEY, comm VARCHAR NOT NULL, exe VARCHAR);
 CREATE TABLE IF NOT EXISTS units (unit INTEGER PRIMARY KEY, name VARCHAR NOT NULL);
@@ -88,8 +107,9 @@ export class FlowStore {
     private readonly con: DuckDBConnection,
     /** uid → name as stored */
     private readonly users: Map<number, string>,
-    /** "comm\0exe" → program id */
-    private readonly programs: Map<string, number>,
+    /** comm → exe ('' for none) → program id: two look-ups, no key string built per record */
+    private readonly programs: Map<string, Map<string, number>>,
+    private programCount: number,
     /** workload name → unit id */
     private readonly units: Map<string, number>,
   ) {}
@@ -105,13 +125,12 @@ export class FlowStore {
     await con.run(SCHEMA);
     const users = new Map<number, string>();
     for (const r of (await con.runAndReadAll('SELECT uid, name FROM users')).getRowObjectsJS()) users.set(r.uid as number, r.name as string);
-    const programs = new Map<string, number>();
-    for (const r of (await con.runAndReadAll('SELECT program, comm, exe FROM programs')).getRowObjectsJS()) {
-      programs.set(programKey(r.comm as string, r.exe as string | null), r.program as number);
-    }
+    const programs = new Map<string, Map<string, number>>();
+    const stored = (await con.runAndReadAll('SELECT program, comm, exe FROM programs')).getRowObjectsJS();
+    for (const r of stored) programsOf(programs, r.comm as string).set((r.exe as string | null) ?? '', r.program as number);
     const units = new Map<string, number>();
     for (const r of (await con.runAndReadAll('SELECT unit, name FROM units')).getRowObjectsJS()) units.set(r.name as string, r.unit as number);
-    const store = new FlowStore(path, instance, con, users, programs, units);
+    const store = new FlowStore(path, instance, con, users, programs, stored.length, units);
     store.protect();
     return store;
   }
@@ -130,18 +149,17 @@ export class FlowStore {
   /** Appends records (one appender, column chunks), adding users and programs not yet known. */
   async append(flows: StoredFlow[]): Promise<void> {
     if (flows.length === 0) return;
-    const rows: Row[] = [];
     for (const f of flows) {
       if (this.users.get(f.uid) !== f.user) {
         await this.con.run('INSERT OR REPLACE INTO users VALUES (?, ?)', [f.uid, f.user], [INTEGER, VARCHAR]);
         this.users.set(f.uid, f.user);
       }
-      const key = programKey(f.comm, f.exe);
-      let program = this.programs.get(key);
+      const byExe = programsOf(this.programs, f.comm);
+      let program = byExe.get(f.exe ?? '');
       if (program === undefined) {
-        program = this.programs.size + 1;
+        program = ++this.programCount;
         await this.con.run('INSERT INTO programs VALUES (?, ?, ?)', [program, f.comm, f.exe], [INTEGER, VARCHAR, VARCHAR]);
-        this.programs.set(key, program);
+        byExe.set(f.exe ?? '', program);
       }
       let unitId = this.units.get(f.unit);
       if (unitId === undefined) {
@@ -149,18 +167,11 @@ export class FlowStore {
         await this.con.run('INSERT INTO units VALUES (?, ?)', [unitId, f.unit], [INTEGER, VARCHAR]);
         this.units.set(f.unit, unitId);
       }
-      // tagged in place: 20,000 records a second
-      (f as Row).program = program;
+      (f as Row).program = program; // tagged in place: 20,000 records a second
       (f as Row).unitId = unitId;
-      rows.push(f as Row);
     }
     const appender = await this.con.createAppender('flows');
-    for (let at = 0; at < rows.length; at += CHUNK_ROWS) {
-      const part = rows.slice(at, at + CHUNK_ROWS);
-      const chunk = DuckDBDataChunk.create(TYPES, part.length);
-      chunk.setColumns(COLUMNS.map(([, , get]) => part.map(get)));
-      appender.appendDataChunk(chunk);
-    }
+    for (const chunk of dataChunks(flows as Row[])) appender.appendDataChunk(chunk);
     appender.closeSync();
     this.protect();
   }
@@ -229,7 +240,32 @@ export class FlowStore {
   }
 }
 
-const programKey = (comm: string, exe: string | null) => `${comm}\0${exe ?? ''}`;
+/** The rows as DuckDB column chunks: the JavaScript side of an append (bench/query.ts
+ *  times it apart from DuckDB's). */
+export function dataChunks(rows: Row[]): DuckDBDataChunk[] {
+  const chunks: DuckDBDataChunk[] = [];
+  for (let at = 0; at < rows.length; at += CHUNK_ROWS) {
+    const n = Math.min(CHUNK_ROWS, rows.length - at);
+    const chunk = DuckDBDataChunk.create(TYPES, n);
+    // straight into each column's vector: an array per column first cost ~10 % of an append
+    COLUMNS.forEach(([, , get], c) => {
+      const vector = chunk.getColumnVector(c);
+      for (let i = 0; i < n; i++) vector.setItem(i, get(rows[at + i]!));
+      vector.flush();
+    });
+    chunks.push(chunk);
+  }
+  return chunks;
+}
+
+function programsOf(programs: Map<string, Map<string, number>>, comm: string): Map<string, number> {
+  let byExe = programs.get(comm);
+  if (!byExe) {
+    byExe = new Map();
+    programs.set(comm, byExe);
+  }
+  return byExe;
+}
 
 function paramType(p: Param): DuckDBType {
   if (typeof p === 'bigint') return UHUGEINT;

@@ -107,6 +107,13 @@ interface PendingUnit extends UnitUsageTotal {
 
 const RESOLUTIONS = [MINUTE_MS, HOUR_MS, DAY_MS];
 
+/** Bucket starts bounding each period at resolution `res`: every bucket overlapping
+ *  [fromMs, toMs) lies in [first, last); an edge moves back half a bucket so that a bucket
+ *  falls in the period holding its middle. */
+function bucketBounds(fromMs: number, toMs: number, edges: readonly number[], res: number): number[] {
+  return [fromMs - res + 1, ...edges.map((e) => e - res / 2), toMs];
+}
+
 /** Open minutes' usage as stored: per (bucket, uid, scope) 9 little-endian float64:
  *  bucket, uid, scope (1 = loopback), then the six counters. */
 const OPEN_FIELDS = 9;
@@ -158,18 +165,18 @@ export class Ledger {
       setMeta: this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value'),
       getMeta: this.db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?'),
       getBlob: this.db.prepare<[string], { value: Buffer }>('SELECT value FROM meta WHERE key = ?'),
-      totals: this.db.prepare<[number, number, number], CounterRow & { uid: number; scope: Scope }>(
-        `SELECT uid, scope, ${SUMS} FROM usage WHERE resolution_ms = ? AND bucket_ms > ? AND bucket_ms < ? GROUP BY uid, scope`,
-      ),
       addUnitUsage: this.db.prepare(insertUnitUsage),
       unitTotals: this.db.prepare<[number, number, number, number, number], CounterRow & { uid: number; scope: Scope; cgroup: string }>(
         `SELECT uid, scope, cgroup, ${SUMS} FROM unit_usage WHERE resolution_ms = ? AND bucket_ms > ? AND bucket_ms < ? AND (? OR uid = ?)
          GROUP BY uid, scope, cgroup`,
       ),
-      totalsOfUid: this.db.prepare<[number, number, number, number], CounterRow & { uid: number; scope: Scope }>(
-        `SELECT uid, scope, SUM(rx_bytes) AS rx_bytes, SUM(tx_bytes) AS tx_bytes, SUM(rx_packets) AS rx_packets,
-           SUM(tx_packets) AS tx_packets, SUM(rx_payload_bytes) AS rx_payload_bytes, SUM(tx_payload_bytes) AS tx_payload_bytes
-         FROM usage WHERE resolution_ms = ? AND bucket_ms > ? AND bucket_ms < ? AND uid = ? GROUP BY scope`,
+      // one row per period (its bucket bounds as JSON pairs) and (uid, scope): a range
+      // scan of the primary key per period
+      periodTotals: this.db.prepare<[string, number, number | null, number | null], CounterRow & { period: number; uid: number; scope: Scope }>(
+        `SELECT p.key AS period, uid, scope, ${SUMS}
+         FROM json_each(?) p JOIN usage u ON u.resolution_ms = ?
+           AND u.bucket_ms >= json_extract(p.value, '$[0]') AND u.bucket_ms < json_extract(p.value, '$[1]')
+         WHERE ? IS NULL OR uid = ? GROUP BY p.key, uid, scope`,
       ),
     };
     const stored = this.db
@@ -298,23 +305,37 @@ export class Ledger {
   /** Usage per (uid, scope) of every bucket overlapping [fromMs, toMs), pending included;
    *  of `onlyUid` alone when given (what a non-admin may see: no work for the others). */
   totals(fromMs: number, toMs: number, onlyUid?: number): UsageTotal[] {
-    const out = new Map<string, UsageTotal>();
-    const into = (uid: number, scope: Scope, c: TrafficCounters) => {
-      const key = `${uid}:${scope}`;
+    return this.periodTotals(fromMs, toMs, [], onlyUid);
+  }
+
+  /**
+   * `totals` cut into periods at `edges` (increasing, within (fromMs, toMs)): the same
+   * buckets, each counted once, in the period that holds its middle — a minute bucket in
+   * the period it lies in (edges are whole minutes), an hour or day rolled up from older
+   * data in the period holding most of it. Row `period` i is [edges[i-1], edges[i]).
+   */
+  periodTotals(fromMs: number, toMs: number, edges: readonly number[], onlyUid?: number): (UsageTotal & { period: number })[] {
+    const out = new Map<string, UsageTotal & { period: number }>();
+    const into = (period: number, uid: number, scope: Scope, c: TrafficCounters) => {
+      const key = `${period}:${uid}:${scope}`;
       let t = out.get(key);
       if (!t) {
-        t = { uid, scope, ...zeroCounters() };
+        t = { period, uid, scope, ...zeroCounters() };
         out.set(key, t);
       }
       addInto(t, c);
     };
+    const only = onlyUid ?? null;
     for (const res of RESOLUTIONS) {
-      const rows = onlyUid === undefined ? this.stmt.totals.all(res, fromMs - res, toMs) : this.stmt.totalsOfUid.all(res, fromMs - res, toMs, onlyUid);
-      for (const r of rows) into(r.uid, r.scope, fromRow(r));
+      const bounds = bucketBounds(fromMs, toMs, edges, res);
+      const pairs = JSON.stringify(bounds.slice(1).map((hi, i) => [bounds[i], hi]));
+      for (const r of this.stmt.periodTotals.all(pairs, res, only, only)) into(r.period, r.uid, r.scope, fromRow(r));
     }
+    const minuteBounds = bucketBounds(fromMs, toMs, edges, MINUTE_MS);
     for (const [bucketMs, bucket] of this.pending) {
-      if (bucketMs + MINUTE_MS <= fromMs || bucketMs >= toMs) continue;
-      for (const p of bucket.values()) if (onlyUid === undefined || p.uid === onlyUid) into(p.uid, p.scope, p);
+      const period = minuteBounds.findIndex((b) => bucketMs < b) - 1; // < 0: outside the range
+      if (period < 0) continue;
+      for (const p of bucket.values()) if (onlyUid === undefined || p.uid === onlyUid) into(period, p.uid, p.scope, p);
     }
     return [...out.values()];
   }
