@@ -73,17 +73,19 @@ describe('ubia report with the real agent', () => {
       const net24 = `${net.peerV4.replace(/\.\d+$/, '.0')}/24`;
       const net64 = `${bigIntToAddress(addressToBigInt(net.peerV6)! & prefixMask(64))}/64`;
       // (at most what was sent: until the meter's ended-flow record carries the whole flow
-      // (wip/land), a flow's record may hold only its tail; `unrecorded` has the rest)
+      // (wip/land), a flow's record may hold only its tail, even no payload sent;
+      // `unrecorded` has the rest)
       const aliceRemote = remote.users.find((u) => u.uid === alice.uid)!.rows.find((r) => r.key.network === net24)!;
-      expect(aliceRemote.txPayloadBytes).toBeGreaterThan(0);
+      expect(aliceRemote.rxBytes + aliceRemote.txBytes).toBeGreaterThan(0);
       expect(aliceRemote.txPayloadBytes).toBeLessThanOrEqual(300_008);
       const bobRemote = remote.users.find((u) => u.uid === bob.uid)!.rows.find((r) => r.key.network === net64)!;
-      expect(bobRemote.txPayloadBytes).toBeGreaterThan(0);
+      expect(bobRemote.rxBytes + bobRemote.txBytes).toBeGreaterThan(0);
       expect(bobRemote.txPayloadBytes).toBeLessThanOrEqual(20_008);
       const processes = json<ReportResult>(agent.socket, ['report', '--by', 'process', '--top', '1', ...range]);
       const [top, ...rest] = processes.users.find((u) => u.uid === alice.uid)!.rows;
       expect(top!.key.comm).toMatch(/python/);
-      expect(top!.txPayloadBytes, JSON.stringify([remote.users.find((u) => u.uid === alice.uid), processes.users.find((u) => u.uid === alice.uid)])).toBe(aliceRemote.txPayloadBytes);
+      // every flow of hers to that network is the traffic program's
+      expect(top!.txPayloadBytes).toBeGreaterThanOrEqual(aliceRemote.txPayloadBytes);
       expect(rest.every((r) => r.note !== undefined)).toBe(true);
 
       // the text table and CSV say the same
