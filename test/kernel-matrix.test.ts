@@ -22,7 +22,7 @@ const GUEST_TESTS = [
     .map((f) => `test/${f}`),
 ];
 // Bound on one kernel (boot and its tests): over twice what they take under TCG (see
-// test/kernel-vm/README.md; quota-enforce.test.ts adds ≈ 3.5 min), and the four together
+// test/kernel-vm/README.md; quota-enforce.test.ts adds ≈ 2.5 min), and the four together
 // stay inside CI's 45 minutes even when all hang.
 const VM_SECONDS = 600;
 const REPORT = '@@ubia-kernel-matrix-report@@';

@@ -8,6 +8,11 @@
 // (CLOCK_BOOTTIME, which counts suspend), so set() converts with the clocks' offset as it
 // is then. A later step of the wall clock (NTP, an admin) does not move the kernel's end:
 // set the verdict again after one. list() returns untilMs as it was set.
+//
+// The interface is issue 14's as agreed with the policy half, plus attached() (whether the
+// programs are in the kernel: they are only while a verdict exists; for tests and status)
+// and two helpers the policy half may use to validate its configuration: parseCidr (what
+// setExemptions accepts) and throttleBurstBytes.
 import { isIPv4, isIPv6 } from 'node:net';
 import { parseAddress, truncateAddress } from '../privacy/address.js';
 import { addon, type NativeCidr, type NativeQuotaVerdict } from './native.js';
