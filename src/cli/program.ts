@@ -178,8 +178,6 @@ export function buildProgram(): Command {
 
   const quota = program
     .command('quota')
-    // `ubia quota grant alice 5GiB --json`: the --json after "grant" is grant's own
-    .enablePositionalOptions()
     .description('used vs limit of the [[quota]] rules this period, the period\'s end and the state (ok, warned, blocked, throttled): your own, or everyone\'s for admins')
     .option('-u, --user <name|uid>', 'only this user')
     .addOption(jsonOption())
@@ -193,16 +191,17 @@ export function buildProgram(): Command {
     .argument('<user>', 'user name or uid')
     .argument('<amount>', 'bytes with a unit: 5GiB, 500MB', bytesArg)
     .addOption(jsonOption())
-    .action(async (user: string, bytes: number, o: FormatFlags, cmd: Command) => {
-      await changeQuota({ socket: socketOf(cmd), format: formatOf(o), user, grantBytes: bytes });
+    // --json after the subcommand may land on `quota` itself: read it from either
+    .action(async (user: string, bytes: number, _o: FormatFlags, cmd: Command) => {
+      await changeQuota({ socket: socketOf(cmd), format: formatOf(cmd.optsWithGlobals()), user, grantBytes: bytes });
     });
   quota
     .command('reset')
     .description("start a user's current period over: usage from zero, alerts again, grants dropped, a block or throttle lifted (admins; logged)")
     .argument('<user>', 'user name or uid')
     .addOption(jsonOption())
-    .action(async (user: string, o: FormatFlags, cmd: Command) => {
-      await changeQuota({ socket: socketOf(cmd), format: formatOf(o), user });
+    .action(async (user: string, _o: FormatFlags, cmd: Command) => {
+      await changeQuota({ socket: socketOf(cmd), format: formatOf(cmd.optsWithGlobals()), user });
     });
 
   program
