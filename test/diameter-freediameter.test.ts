@@ -334,7 +334,8 @@ describe('Diameter accounting into freeDiameter/app_acct/PostgreSQL', () => {
       slurm.endJob(4102);
       await waitFor('the STOP of job 4102', () => jobStops().length === 2, 10_000);
       await acct.close();
-      await waitFor('every record stored', () => pg.rows().length === fd.receivedAcrs().length, 5000);
+      // the STOPs of both jobs and of alice's two user sessions (one per agent run)
+      await waitFor('every STOP stored', () => pg.rows().filter((r) => r.recordType === RecordType.Stop).length === 4, 5000);
 
       const sessions = bySession(dedupeChecked(pg.rows(), fd.receivedAcrs()));
       const jobSession = (job: string) => [...sessions].find(([id]) => id.endsWith(`;ubia-60001-job-${job}`));
