@@ -197,13 +197,13 @@ describe('real agent → Diameter → freeDiameter/app_acct → PostgreSQL', () 
     // with two commits the ledger's checkpoint moves on while the sessions' counts stay
     // behind, and the deltas in between are never handed over again.
     const db = new Database(ledgerPath);
-    db.exec(`INSERT INTO diameter_stopped_unconfirmed VALUES (4294967294, 0, 0, 0, 0);
+    db.exec(`INSERT INTO diameter_stopped_unconfirmed VALUES ('4294967294', 0, 0, 0, 0);
       CREATE TRIGGER test_confirm_fails BEFORE DELETE ON diameter_stopped_unconfirmed
       BEGIN SELECT RAISE(ABORT, 'test: the Diameter step of the checkpoint fails'); END`);
     await Promise.all([send(alice, bed.net.peerV4), send(bob, bed.net.peerV6)]);
     await sleep(2500); // at least two checkpoints with the trigger in place
     await agent!.kill();
-    db.exec('DROP TRIGGER test_confirm_fails; DELETE FROM diameter_stopped_unconfirmed WHERE uid = 4294967294');
+    db.exec("DROP TRIGGER test_confirm_fails; DELETE FROM diameter_stopped_unconfirmed WHERE session_key = '4294967294'");
     db.close();
 
     agent = await startAgent(setup);

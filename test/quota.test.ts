@@ -145,7 +145,7 @@ describe('alerts: once per threshold and period, across kill -9; grant and reset
     expect(quotaOf(agent, alice.name)).toMatchObject({ state: 'warned', alerted: [80, 100] });
   });
 
-  it('shows a user their own quota only; grant and reset are refused to non-admins and work for root, logged', () => {
+  it('shows a user their own quota only; grant and reset are refused to non-admins and work for root, logged', async () => {
     const own = cli(agent.socket, ['quota', '--json'], alice);
     expect((JSON.parse(own.stdout) as QuotaResult).quotas.map((q) => q.uid)).toEqual([alice.uid]);
     expect(cli(agent.socket, ['quota'], bob).stdout).toMatch(/no quota applies/);
@@ -166,8 +166,11 @@ describe('alerts: once per threshold and period, across kill -9; grant and reset
     expect(quotaOf(agent, alice.name)!.usedBytes).toBeGreaterThanOrEqual(used);
     const reset = cli(agent.socket, ['quota', 'reset', String(alice.uid), '--json']);
     expect((JSON.parse(reset.stdout) as QuotaResult).quotas[0]).toMatchObject({ usedBytes: 0, limitBytes: 10 * MiB, grantedBytes: 0, state: 'ok', alerted: [] });
-    expect(agent.logs()).toMatch(new RegExp(`"by":0\\},"msg":"quota: ${5 * MiB} bytes granted to ${alice.name}`));
-    expect(agent.logs()).toMatch(new RegExp(`"msg":"quota: the period of ${alice.name} starts over"`));
+    // cli() blocks this process: the agent's log lines arrive once the event loop turns
+    await waitFor('the grant and the reset in the log', () =>
+      new RegExp(`"by":0\\},"msg":"quota: ${5 * MiB} bytes granted to ${alice.name}`).test(agent.logs()) &&
+      new RegExp(`"msg":"quota: the period of ${alice.name} starts over"`).test(agent.logs()),
+    );
   });
 });
 
