@@ -789,11 +789,14 @@ static __always_inline struct ubia_sock *adopt_socket(struct __sk_buff *skb, str
 }
 
 /* Default mode: is this packet sent from inside a process's send (or receive: ACKs)
- * call, by a process other than the owner? TCP transmits from process context only with
- * the socket lock owned by the caller (from softirq only when no process holds it); UDP
- * and the rest send synchronously from sendmsg. The current task is reached through
- * bpf_get_current_task (Linux 5.8 for packet programs): bpf_get_current_uid_gid is
- * refused there before 6.14. */
+ * call, by another process than the owner, or by the owner under another uid? TCP
+ * transmits from process context only with the socket lock owned by the caller (from
+ * softirq only when no process holds it); UDP and the rest send synchronously from
+ * sendmsg. The current task is reached through bpf_get_current_task (Linux 5.8 for
+ * packet programs): bpf_get_current_uid_gid is refused there before 6.14. The uid
+ * counts: a fold may have given the socket to a root daemon's child before it
+ * setuid()s to the user it serves (inetd, sshd), and its sends after must be the
+ * user's. */
 static __always_inline struct task_struct *other_sender(struct bpf_sock *sk, const struct ubia_sock *s)
 {
 	if (sk->protocol == IPPROTO_TCP) {
@@ -802,7 +805,7 @@ static __always_inline struct task_struct *other_sender(struct bpf_sock *sk, con
 			return NULL;
 	}
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-	if (s->owner_known && BPF_CORE_READ(t, tgid) == s->owner.tgid)
+	if (s->owner_known && BPF_CORE_READ(t, tgid) == s->owner.tgid && BPF_CORE_READ(t, cred, uid.val) == s->owner.uid)
 		return NULL;
 	if (BPF_CORE_READ(t, flags) & PF_KTHREAD)
 		return NULL;
@@ -1378,21 +1381,22 @@ int ubia_census(struct bpf_iter__task_file *ctx)
  * everything not yet folded. That is the process serving the connection in the inetd
  * and sshd patterns (a child of the accepting daemon), the service in socket activation,
  * the receiver of a descriptor passed over SCM_RIGHTS, and a child that inherited it; no
- * race with when the others close their copies. A socket nobody holds (closed but still
- * sending, not yet accepted, in flight over SCM_RIGHTS) stays with its owner. Only
- * sockets of the census's map capacity are followed. */
+ * race with when the others close their copies. The owner seen under another uid (the
+ * inetd child after its setuid()) takes it over again as that uid. A socket nobody holds
+ * (closed but still sending, not yet accepted, in flight over SCM_RIGHTS) stays with its
+ * owner. Only sockets of the census's map capacity are followed. */
 static __always_inline void adopt_holder(struct sock *sk, struct ubia_sock *s, __u32 gen)
 {
 	__u64 key = (__u64)sk;
 	struct ubia_holders *h = bpf_map_lookup_elem(&census, &key);
 	if (!h || h->gen != gen)
 		return;
-	if (!s->owner_known || h->newest.tgid != s->owner.tgid)
+	if (!s->owner_known || h->newest.tgid != s->owner.tgid || h->newest.uid != s->owner.uid)
 		set_owner(s, &h->newest);
 	else if (h->newest.cgroup_id != s->owner.cgroup_id)
 		/* the owner moved to another cgroup (systemd, Slurm, a container runtime):
 		 * what this fold books goes to the new one, what earlier folds booked stays
-		 * with the old; uid and comm stay as the owner took the socket */
+		 * with the old; comm stays as the owner took the socket */
 		s->owner.cgroup_id = h->newest.cgroup_id;
 }
 

@@ -265,14 +265,17 @@ def become(uid, gid):
     os.setresuid(int(uid), int(uid), int(uid))
 
 
-def inetd_send(host, port, uid, gid, nbytes, seconds):
+def inetd_send(host, port, uid, gid, nbytes, seconds, root_seconds='0'):
     """root listens and accepts; a child setuid()s to the user and serves the connection
-    (the inetd/sshd pattern): sends nbytes spread over `seconds`, then closes"""
+    (the inetd/sshd pattern): sends nbytes spread over `seconds`, then closes. The child
+    first holds the connection as root for `root_seconds` (sshd's child works as root
+    before it drops privileges)"""
     s = listen(host, int(port))
     c, _ = s.accept()
     child = os.fork()
     if child == 0:
         s.close()
+        time.sleep(float(root_seconds))
         become(uid, gid)
         steps = max(1, int(float(seconds) / 0.1))
         per, sent = int(nbytes) // steps, 0
