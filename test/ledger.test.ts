@@ -222,6 +222,28 @@ describe('ledger', () => {
     ledger.close();
   });
 
+  it('the counted range is the bucket-aligned range the sum reads: summing it gives the same totals', () => {
+    const { ledger, tracker, start } = tenDays([3]);
+    tracker.observe(columnsOf([user(3, 10_000)]), () => 3, (_, d) => ledger.add(t0 + 90_000, 3, 'external', d)); // pending
+    ledger.rollUp(t0, { minuteMs: 2 * DAY_MS, hourMs: 5 * DAY_MS, dayMs: 365 * DAY_MS });
+    const day = start - (start % DAY_MS) + 2 * DAY_MS; // rolled up to days
+    const hour = t0 - 3 * DAY_MS - (t0 % HOUR_MS); // rolled up to hours
+    const now = t0 + 90_500; // "--since 0s": an empty range inside the pending minute
+    const cases: [number, number, number, number][] = [
+      [now, now, t0 + MINUTE_MS, t0 + 2 * MINUTE_MS],
+      [t0 - 3 * MINUTE_MS - 5, t0 - MINUTE_MS + 1, t0 - 4 * MINUTE_MS, t0],
+      [hour + 7 * MINUTE_MS, hour + 2 * HOUR_MS + 1, hour, hour + 3 * HOUR_MS],
+      [day + HOUR_MS, t0 + 1, day, t0 + MINUTE_MS],
+    ];
+    for (const [from, to, countedFrom, countedTo] of cases) {
+      const counted = ledger.countedRange(from, to);
+      expect(counted, `${from - t0}..${to - t0}`).toEqual({ fromMs: countedFrom, toMs: countedTo });
+      expect(ledger.totals(counted.fromMs, counted.toMs)).toEqual(ledger.totals(from, to));
+      expect(ledger.totals(from, to)[0]!.rxPackets).toBeGreaterThan(0);
+    }
+    ledger.close();
+  });
+
   it('lifetime totals never go back: pending usage, open minutes after a crash, days deleted by retention', () => {
     const lifetime = (l: Ledger) => [...l.lifetimeTotals()].map((t) => ({ ...t }));
     let ledger = new Ledger(path());

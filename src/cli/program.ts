@@ -121,13 +121,13 @@ export function buildProgram(): Command {
     .addOption(csvOption());
   timeOptions(units, 'totals').action(async (o: TimeOptions & { by: WorkloadGrouping; user?: string } & FormatFlags, cmd: Command) => {
     const rule = { utc: !!o.utc };
-    await showUnits({ socket: socketOf(cmd), format: formatOf(o), ...rangeOf(o, rule, Date.now(), 'today'), by: o.by, user: o.user });
+    await showUnits({ socket: socketOf(cmd), format: formatOf(o), rule, ...rangeOf(o, rule, Date.now(), 'today'), by: o.by, user: o.user });
   });
 
   const report = program
     .command('report')
     .description("per-user totals (as `users` gives them) broken down by hour, day, month, process, remote network or port; rows add up to each total exactly")
-    .addOption(new Option('--by <breakdown>', 'user (totals only), hour, day, month, process, remote or port').choices(REPORT_BY).default('user'))
+    .addOption(new Option('--by <breakdown>', 'user (totals only), hour, day, month, process, remote, port or unit').choices(REPORT_BY).default('user'))
     .option('-u, --user <name|uid>', 'only this user')
     .option('--top <n>', 'keep the n busiest rows per user (process, remote, port), the rest summed as "(other)"', wholeNumber(1, MAX_QUERY_ROWS))
     .addOption(jsonOption())

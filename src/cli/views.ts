@@ -1,6 +1,6 @@
 // `ubia users | units | procs | flows | status`: ask the agent, print a table, JSON or CSV (exact).
 import { controlRequest } from '../control/client.js';
-import type { FlowRow, FlowsResult, ProcessRow, ProcsResult, QuotaResult, QuotaRow, StatusResult, UnitRow, UnitsResult, UserTotals, UsersResult } from '../control/protocol.js';
+import type { CountedRange, FlowRow, FlowsResult, ProcessRow, ProcsResult, QuotaResult, QuotaRow, StatusResult, UnitRow, UnitsResult, UserTotals, UsersResult } from '../control/protocol.js';
 import type { WorkloadGrouping } from '../core/workload.js';
 import type { TrafficCounters } from '../kernel/types.js';
 import { endpoint, protocolName } from './endpoints.js';
@@ -21,12 +21,21 @@ const width = () => process.stdout.columns ?? 200;
 export const print = (lines: string[]): void => void process.stdout.write(`${lines.join('\n')}\n`);
 export const printJson = (v: unknown): void => void process.stdout.write(`${JSON.stringify(v, null, 2)}\n`);
 
+/** "from A to B": the range the figures were summed over (whole ledger buckets), and the
+ *  range asked for where that differs — the range printed is the range counted. */
+export function countedSpan(r: CountedRange, asked: { fromMs: number; toMs: number }, rule: TimeRule): string {
+  const [from, to] = [Date.parse(r.countedFrom), Date.parse(r.countedTo)];
+  const span = `from ${formatTime(from, rule)} to ${formatTime(to, rule)}`;
+  if (from === asked.fromMs && to === asked.toMs) return span;
+  return `${span} (the whole ledger buckets holding ${formatTime(asked.fromMs, rule)} to ${formatTime(asked.toMs, rule)})`;
+}
+
 export async function showUsers(opts: ViewOptions & { fromMs: number; toMs: number; rule: TimeRule }): Promise<void> {
   const r = await controlRequest<UsersResult>(opts.socket, { op: 'users', from: opts.fromMs, to: opts.toMs });
   if (opts.format === 'json') return printJson(r);
   if (opts.format === 'csv') return print(csvLines<UserTotals>(['uid', 'user', ...COUNTERS], r.users));
   print([
-    `usage from ${formatTime(opts.fromMs, opts.rule)} to ${formatTime(opts.toMs, opts.rule)} (wire bytes; payload = what processes sent/received)`,
+    `usage ${countedSpan(r, opts, opts.rule)} (wire bytes; payload = what processes sent/received)`,
     '',
     ...table<UserTotals>(
       [
@@ -43,12 +52,12 @@ export async function showUsers(opts: ViewOptions & { fromMs: number; toMs: numb
   ]);
 }
 
-export async function showUnits(opts: ViewOptions & { fromMs: number; toMs: number; by: WorkloadGrouping; user: string | undefined }): Promise<void> {
+export async function showUnits(opts: ViewOptions & { fromMs: number; toMs: number; rule: TimeRule; by: WorkloadGrouping; user: string | undefined }): Promise<void> {
   const r = await controlRequest<UnitsResult>(opts.socket, { op: 'units', from: opts.fromMs, to: opts.toMs, by: opts.by, user: opts.user });
   if (opts.format === 'json') return printJson(r);
   if (opts.format === 'csv') return print(csvLines<UnitRow>(['uid', 'user', 'unit', 'kind', 'jobId', 'containerId', 'rxRate', 'txRate', 'rxPayloadRate', 'txPayloadRate', ...COUNTERS], r.units));
   print([
-    `usage per ${r.by} from ${r.from} to ${r.to} (wire bytes; payload = what processes sent/received; rates: the last poll)`,
+    `usage per ${r.by} ${countedSpan(r, opts, opts.rule)} (wire bytes; payload = what processes sent/received; rates: the last poll)`,
     '',
     ...table<UnitRow>(
       [

@@ -16,7 +16,7 @@ import type { Directory, Scope } from './scope.js';
 import { quotaRequest, type QuotaControl } from './quota.js';
 import { localDayStart } from './day.js';
 import { report } from './report.js';
-import { unattributedFor, visibleUsage } from './usage.js';
+import { countedRange, unattributedFor, visibleUsage } from './usage.js';
 import type { FlowRow, ProcessRow, StatusResult, TopResult, TopUser, UnitRow, UnitsResult, UsersResult } from './protocol.js';
 import { workloadGroup, type Workload, type WorkloadGrouping } from '../core/workload.js';
 
@@ -40,7 +40,7 @@ export interface LiveAccounting {
 
 export interface AgentView {
   accounting: LiveAccounting;
-  ledger: Pick<Ledger, 'path' | 'sizeBytes' | 'periodTotals' | 'unitTotals'>;
+  ledger: Pick<Ledger, 'path' | 'sizeBytes' | 'periodTotals' | 'unitTotals' | 'countedRange'>;
   /** the flow store; undefined when [history] is off or it did not open */
   history: FlowStore | undefined;
   meter: Pick<Meter, 'status' | 'health' | 'readInterfaces'>;
@@ -173,20 +173,37 @@ export function createRequestHandler(view: AgentView): RequestHandler {
         const rows = scope
           .rows(usage.users.values())
           .sort((a, b) => b.rxBytes + b.txBytes - (a.rxBytes + a.txBytes) || a.uid - b.uid);
-        const result: UsersResult = { from: new Date(req.from).toISOString(), to: new Date(req.to).toISOString(), users: rows, unattributed: unattributedFor(scope, usage) };
+        const result: UsersResult = {
+          from: new Date(req.from).toISOString(),
+          to: new Date(req.to).toISOString(),
+          ...countedRange(view, req.from, req.to),
+          users: rows,
+          unattributed: unattributedFor(scope, usage),
+        };
         return result;
       }
       case 'units': {
         const result: UnitsResult = {
           from: new Date(req.from).toISOString(),
           to: new Date(req.to).toISOString(),
+          ...countedRange(view, req.from, req.to),
           by: req.by,
           units: scope.rows(unitTotals(view, scope, scope.userFilter(req.user), req)),
         };
         return result;
       }
       case 'report':
-        return report({ ledger: view.ledger, countLoopback: () => view.countLoopback(), history: view.history, namer: () => view.names.within(NAME_BUDGET_MS) }, req, scope);
+        return report(
+          {
+            ledger: view.ledger,
+            countLoopback: () => view.countLoopback(),
+            history: view.history,
+            namer: () => view.names.within(NAME_BUDGET_MS),
+            nameWorkload: (path) => view.accounting.nameWorkload(path),
+          },
+          req,
+          scope,
+        );
       case 'procs': {
         const wanted = scope.userFilter(req.user);
         view.accounting.watchProcesses(Date.now());

@@ -19,7 +19,7 @@ export const MAX_FLOWS_LIMIT = 1_000_000;
 export const MAX_QUERY_ROWS = 100_000;
 /** periods in one `report` (a year by the hour is 8,784) */
 export const MAX_REPORT_PERIODS = 20_000;
-export const REPORT_BREAKDOWNS = ['user', 'time', 'process', 'remote', 'port'] as const;
+export const REPORT_BREAKDOWNS = ['user', 'time', 'process', 'remote', 'port', 'unit'] as const;
 export type ReportBreakdown = (typeof REPORT_BREAKDOWNS)[number];
 
 export const requestSchema = z.discriminatedUnion('op', [
@@ -110,7 +110,16 @@ export interface UserTotals extends TrafficCounters {
   user: string;
 }
 
-export interface UsersResult {
+/** The range a reply's figures were summed over: the ledger sums whole buckets, so this
+ *  is [from, to) widened to whole minutes, and to whole hours or days where older data is
+ *  rolled up into them (Ledger.countedRange); ISO 8601 UTC like `from` and `to`. */
+export interface CountedRange {
+  countedFrom: string;
+  countedTo: string;
+}
+
+export interface UsersResult extends CountedRange {
+  /** the range asked for */
   from: string;
   to: string;
   users: UserTotals[];
@@ -136,7 +145,7 @@ export interface UnitRow extends TrafficCounters {
   txPayloadRate: number;
 }
 
-export interface UnitsResult {
+export interface UnitsResult extends CountedRange {
   from: string;
   to: string;
   by: WorkloadGrouping;
@@ -270,10 +279,12 @@ export interface QuotaResult {
 }
 
 /** One row of a user's breakdown: its key (`start` of a period; `comm` and `exe`;
- *  `network`; `proto` and `port`) and its counters. `note` marks the rows that make the
- *  sum exact: `other` (the rows past --top, summed), `unrecorded` (the user's total minus
- *  what the flow store holds for the range: traffic of flows whose records end outside
- *  it, or kept by no record; negative when records ending in the range began before it). */
+ *  `network`; `proto` and `port`; `unit`) and its counters. `note` marks the rows that make
+ *  the sum exact: `other` (the rows past --top, summed), `unrecorded` (the user's total
+ *  minus what the flow store holds for the range: traffic of flows whose records end
+ *  outside it, or kept by no record; negative when records ending in the range began
+ *  before it; by unit: what the ledger's workload buckets lack, only in a ledger older
+ *  than them). */
 export interface ReportRow extends TrafficCounters {
   key: Record<string, string | number | null>;
   note?: 'other' | 'unrecorded';
@@ -283,7 +294,7 @@ export interface ReportUser extends UserTotals {
   rows: ReportRow[];
 }
 
-export interface ReportResult {
+export interface ReportResult extends CountedRange {
   from: string;
   to: string;
   by: ReportBreakdown;

@@ -2,27 +2,33 @@
 // through the caller's Scope), each broken down so that its rows add up to it exactly —
 // by period from the ledger's own buckets, or by process, remote network or port from the
 // flow store, with the part the flow store does not hold for the range as a row of its
-// own (`unrecorded`): the ledger is the reference, the store explains it.
+// own (`unrecorded`): the ledger is the reference, the store explains it — or by unit
+// from the ledger's workload buckets, which the agent books to sum to the user's.
 import { addInto, countersOf, isZero, zeroCounters, type TrafficCounters } from '../core/counters.js';
 import { addressToBigInt, bigIntToAddress, isMappedV4, prefixMask } from '../history/address.js';
 import { compileQuery } from '../history/query.js';
 import type { FlowStore } from '../history/store.js';
+import type { Ledger } from '../ledger/ledger.js';
+import { workloadGroup, type Workload } from '../core/workload.js';
 import { cell } from './history.js';
 import { type ReportBreakdown, type ReportResult, type ReportRow, type ReportUser, type Request } from './protocol.js';
 import type { Scope } from './scope.js';
 import { ControlError } from './server.js';
-import { unattributedFor, visibleUsage, type UsageSource } from './usage.js';
+import { countedRange, unattributedFor, visibleUsage, type UsageSource } from './usage.js';
 
 type ReportRequest = Extract<Request, { op: 'report' }>;
 
 export interface ReportSource extends UsageSource {
+  ledger: Pick<Ledger, 'periodTotals' | 'countedRange' | 'unitTotals'>;
   history: FlowStore | undefined;
+  /** a cgroup path named by the units rules in force */
+  nameWorkload(cgroupPath: string): Workload;
   /** names for the rows of one reply */
   namer(): (uid: number) => string;
 }
 
 /** The flow store's grouping for each breakdown it answers (query language group keys). */
-const FLOW_BREAKDOWNS: Record<Exclude<ReportBreakdown, 'user' | 'time'>, { groupBy: string; keys: string[] }> = {
+const FLOW_BREAKDOWNS: Record<Exclude<ReportBreakdown, 'user' | 'time' | 'unit'>, { groupBy: string; keys: string[] }> = {
   process: { groupBy: 'uid,comm,exe', keys: ['comm', 'exe'] },
   remote: { groupBy: 'uid,remote/24', keys: ['network'] },
   port: { groupBy: 'uid,proto,remote_port', keys: ['proto', 'port'] },
@@ -79,6 +85,24 @@ async function flowRows(store: FlowStore, by: keyof typeof FLOW_BREAKDOWNS, req:
   return out;
 }
 
+/** Ledger rows per uid for the range, one per unit (as `ubia units` groups them), for
+ *  the users the caller sees; an auditor sees unit names without uids (user@1000.service). */
+function unitRows(source: ReportSource, req: ReportRequest, scope: Scope): Map<number, ReportRow[]> {
+  const onlyUid = scope.role === 'self' ? scope.callerUid : undefined;
+  const rows = new Map<string, ReportRow & { uid: number }>();
+  for (const t of source.ledger.unitTotals(req.from, req.to, onlyUid)) {
+    if ((t.scope === 'loopback' && !source.countLoopback()) || !scope.sees(t.uid)) continue;
+    const unit = scope.present({ uid: t.uid, user: '', unit: workloadGroup(source.nameWorkload(t.cgroupPath), 'unit') }).unit;
+    const id = `${t.uid} ${unit}`;
+    let row = rows.get(id);
+    if (!row) rows.set(id, (row = { uid: t.uid, key: { unit }, ...zeroCounters() }));
+    addInto(row, t);
+  }
+  const out = new Map<number, ReportRow[]>();
+  for (const { uid, ...row } of rows.values()) out.set(uid, [...(out.get(uid) ?? []), row]);
+  return out;
+}
+
 /** The busiest `top` rows, the rest summed into one `other` row. */
 function keepTop(rows: ReportRow[], top: number | undefined): ReportRow[] {
   rows.sort((a, b) => bytesOf(b) - bytesOf(a));
@@ -112,12 +136,17 @@ export async function report(source: ReportSource, req: ReportRequest, scope: Sc
         .sort(([a], [b]) => a - b)
         .map(([period, c]) => ({ key: { start: new Date(starts[period]!).toISOString() }, ...countersOf(c) }));
   } else {
-    const store = source.history;
-    if (!store) throw new ControlError('internal', `a report --by ${req.by} reads the flow history, which the agent does not keep ([history] enabled = false, or the store did not open: see the agent log); --by user, hour, day and month read the ledger`);
-    // an admin's whole host in one scan; anyone else's only their users' rows
-    const uids = scope.role === 'admin' && req.user === undefined ? undefined : users.map((u) => u.uid);
-    const found = await flowRows(store, req.by, req, uids, scope);
-    const { keys } = FLOW_BREAKDOWNS[req.by];
+    const by = req.by;
+    let found: Map<number, ReportRow[]>;
+    if (by === 'unit') found = unitRows(source, req, scope);
+    else {
+      const store = source.history;
+      if (!store) throw new ControlError('internal', `a report --by ${by} reads the flow history, which the agent does not keep ([history] enabled = false, or the store did not open: see the agent log); --by user, hour, day, month and unit read the ledger`);
+      // an admin's whole host in one scan; anyone else's only their users' rows
+      const uids = scope.role === 'admin' && req.user === undefined ? undefined : users.map((u) => u.uid);
+      found = await flowRows(store, by, req, uids, scope);
+    }
+    const keys = by === 'unit' ? ['unit'] : FLOW_BREAKDOWNS[by].keys;
     rowsOf = (uid, total) => {
       const rows = keepTop(found.get(uid) ?? [], req.top);
       const rest = unrecorded(total, rows, keys);
@@ -127,5 +156,12 @@ export async function report(source: ReportSource, req: ReportRequest, scope: Sc
   const result: ReportUser[] = users
     .map((u) => ({ ...scope.present(u), rows: rowsOf(u.uid, u) }))
     .sort((a, b) => bytesOf(b) - bytesOf(a) || a.uid - b.uid);
-  return { from: new Date(req.from).toISOString(), to: new Date(req.to).toISOString(), by: req.by, users: result, unattributed: unattributedFor(scope, usage) };
+  return {
+    from: new Date(req.from).toISOString(),
+    to: new Date(req.to).toISOString(),
+    ...countedRange(source, req.from, req.to),
+    by: req.by,
+    users: result,
+    unattributed: unattributedFor(scope, usage),
+  };
 }

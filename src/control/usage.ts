@@ -2,11 +2,11 @@
 // and `report` read totals from, so their figures agree to the byte.
 import { addInto, zeroCounters, type TrafficCounters } from '../core/counters.js';
 import { UNATTRIBUTED_UID, type Ledger } from '../ledger/ledger.js';
-import type { UsersResult, UserTotals } from './protocol.js';
+import type { CountedRange, UsersResult, UserTotals } from './protocol.js';
 import type { Scope } from './scope.js';
 
 export interface UsageSource {
-  ledger: Pick<Ledger, 'periodTotals'>;
+  ledger: Pick<Ledger, 'periodTotals' | 'countedRange'>;
   countLoopback(): boolean;
 }
 
@@ -56,4 +56,10 @@ export function visibleUsage(source: UsageSource, scope: Scope, fromMs: number, 
 export function unattributedFor(scope: Scope, usage: VisibleUsage): UsersResult['unattributed'] {
   const u = usage.unattributed;
   return scope.hostWide ? { rxBytes: u.rxBytes, txBytes: u.txBytes, rxPackets: u.rxPackets, txPackets: u.txPackets } : null;
+}
+
+/** The bucket-aligned range the ledger sums for [fromMs, toMs), for a reply. */
+export function countedRange(source: UsageSource, fromMs: number, toMs: number): CountedRange {
+  const r = source.ledger.countedRange(fromMs, toMs);
+  return { countedFrom: new Date(r.fromMs).toISOString(), countedTo: new Date(r.toMs).toISOString() };
 }

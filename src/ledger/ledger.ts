@@ -170,6 +170,9 @@ export class Ledger {
         `SELECT uid, scope, cgroup, ${SUMS} FROM unit_usage WHERE resolution_ms = ? AND bucket_ms > ? AND bucket_ms < ? AND (? OR uid = ?)
          GROUP BY uid, scope, cgroup`,
       ),
+      bucketSpan: this.db.prepare<[number, number, number], { first: number | null; last: number | null }>(
+        'SELECT MIN(bucket_ms) AS first, MAX(bucket_ms) AS last FROM usage WHERE resolution_ms = ? AND bucket_ms > ? AND bucket_ms < ?',
+      ),
       // one row per period (its bucket bounds as JSON pairs) and (uid, scope): a range
       // scan of the primary key per period
       periodTotals: this.db.prepare<[string, number, number | null, number | null], CounterRow & { period: number; uid: number; scope: Scope }>(
@@ -338,6 +341,24 @@ export class Ledger {
       for (const p of bucket.values()) if (onlyUid === undefined || p.uid === onlyUid) into(period, p.uid, p.scope, p);
     }
     return [...out.values()];
+  }
+
+  /**
+   * The range a sum over [fromMs, toMs) counts, bucket-aligned: [fromMs, toMs) widened to
+   * whole minutes (the finest buckets: any of them overlapping the range is summed whole),
+   * and further to the edges of any hour or day bucket (older data, rolled up) overlapping
+   * it. Every byte `totals`, `periodTotals` or `unitTotals` returns for the range was booked
+   * in it. The same for every user and the workload buckets (they roll up together).
+   */
+  countedRange(fromMs: number, toMs: number): { fromMs: number; toMs: number } {
+    let from = Math.floor(fromMs / MINUTE_MS) * MINUTE_MS;
+    let to = Math.ceil(toMs / MINUTE_MS) * MINUTE_MS;
+    for (const res of [HOUR_MS, DAY_MS]) {
+      const { first, last } = this.stmt.bucketSpan.get(res, fromMs - res, toMs)!;
+      if (first !== null) from = Math.min(from, first);
+      if (last !== null) to = Math.max(to, last + res);
+    }
+    return { fromMs: from, toMs: to };
   }
 
   /** Usage per (uid, scope, workload cgroup path) of every bucket overlapping
