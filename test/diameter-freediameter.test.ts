@@ -26,7 +26,7 @@ import {
   type Postgres,
 } from './peers/freediameter/harness.js';
 import { sleep, waitFor } from './support/wait.js';
-import { slurmCgroups, type Cgroup } from './support/cgroups.js';
+import { slurmCgroups } from './support/cgroups.js';
 import { DEFAULT_WORKLOAD_RULES, workloadNamer, type Workload, type WorkloadUsage } from '../src/core/workload.js';
 import { bySession, dedupeChecked, expectWellFormedSession } from './peers/freediameter/checks.js';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -293,14 +293,15 @@ describe('Diameter accounting into freeDiameter/app_acct/PostgreSQL', () => {
       };
       const poll = (i: number, withJobA: boolean, endedWorkloads: Workload[] = []) => {
         const workloads: WorkloadUsage[] = [];
-        const unit = (c: Cgroup, d: ReturnType<typeof part>) => workloads.push({ uid: 60001, user: 'alice', workload: workloadOf(c.path), ...d });
+        const unit = (cgroupPath: string, d: ReturnType<typeof part>) => workloads.push({ uid: 60001, user: 'alice', workload: workloadOf(cgroupPath), ...d });
         if (withJobA) {
-          unit(steps.a0, part('4101', 1000 + i, 50_000 + i, 10 + i, 40 + i));
-          unit(steps.aBatch, part('4101', 7, 9, 1, 1));
+          unit(steps.a0.path, part('4101', 1000 + i, 50_000 + i, 10 + i, 40 + i));
+          unit(steps.aBatch.path, part('4101', 7, 9, 1, 1));
         }
-        unit(steps.b0, part('4102', 200_000_000 * (i + 1), 300, 150_000, 5));
-        const outside = part('outside', 111, 222, 3, 4);
-        const user = { ...outside };
+        unit(steps.b0.path, part('4102', 200_000_000 * (i + 1), 300, 150_000, 5));
+        // her login shell's traffic is a workload too: a user's workloads add up to the user
+        unit('/user.slice/user-60001.slice/session-3.scope', part('outside', 111, 222, 3, 4));
+        const user = { txBytes: 0, rxBytes: 0, txPackets: 0, rxPackets: 0 };
         for (const u of workloads) for (const c of ['txBytes', 'rxBytes', 'txPackets', 'rxPackets'] as const) user[c] += u[c];
         const now = Date.now();
         acct.usage({ ...usage(now - 500, now, [{ uid: 60001, user: 'alice', ...user }]), workloads, endedWorkloads });

@@ -117,16 +117,17 @@ describe('accounting sessions across agent crashes', () => {
 
 describe('sessions per job (session_per = "job")', () => {
   const step = (jobId: string, step: string) => `/system.slice/slurmstepd.scope/job_${jobId}/step_${step}`;
-  /** One poll of user 1000: per unit [cgroup path, job id or undefined, tx, rx, txp, rxp]; the user's total is their sum. */
-  function pollUnits(sessions: Sessions, units: [string, string | undefined, number, number, number, number][], endedJobs: string[] = []): void {
+  /** One poll of user 1000: per unit [cgroup path, job id or undefined, tx, rx, txp, rxp]; the user's delta is their sum
+   *  unless `moved` says what the user's counters moved (the agent books that over workloads up to a settle later). */
+  function pollUnits(sessions: Sessions, units: [string, string | undefined, number, number, number, number][], endedJobs: string[] = [], moved?: number[]): void {
     clock += 1000;
     const unitUsage = units.map(([path, jobId, tx, rx, txp, rxp]) => ({
       uid: 1000, user: 'u1000', txBytes: tx, rxBytes: rx, txPackets: txp, rxPackets: rxp, rxPayloadBytes: 0, txPayloadBytes: 0,
       workload: { kind: jobId ? 'step' as const : 'scope' as const, name: path, jobId, cgroupPath: path, cgroupId: 1n },
     }));
-    const sum = (k: 'txBytes' | 'rxBytes' | 'txPackets' | 'rxPackets') => unitUsage.reduce((n, u) => n + u[k], 0);
+    const [txBytes, rxBytes, txPackets, rxPackets] = moved ?? (['txBytes', 'rxBytes', 'txPackets', 'rxPackets'] as const).map((k) => unitUsage.reduce((n, u) => n + u[k], 0));
     sessions.addUsage({
-      ...usage(clock - 1000, clock, [{ uid: 1000, user: 'u1000', txBytes: sum('txBytes'), rxBytes: sum('rxBytes'), txPackets: sum('txPackets'), rxPackets: sum('rxPackets') }]),
+      ...usage(clock - 1000, clock, txBytes || rxBytes ? [{ uid: 1000, user: 'u1000', txBytes: txBytes!, rxBytes: rxBytes!, txPackets: txPackets!, rxPackets: rxPackets! }] : []),
       workloads: unitUsage,
       endedWorkloads: endedJobs.map((job) => ({ kind: 'step' as const, name: `job_${job}/step_0`, jobId: job, cgroupPath: step(job, '0') })),
     });
@@ -187,6 +188,20 @@ describe('sessions per job (session_per = "job")', () => {
     expect(stop7.subarray(-16).toString('hex')).toBe('00000001' + '80' + '00000d' + '00007ed9' + '37' + '000000');
     const userStart = ledger.readOutbox(0, 100).find((r) => r.sessionId.endsWith(';ubia-1000'))!.message;
     expect(decodeMessage(userStart).avps.some((a) => a.vendorId !== 0)).toBe(false);
+  });
+
+  it('a job\'s share booked a settle after the user\'s delta: the user\'s session keeps only the traffic outside jobs', () => {
+    const { ledger, start } = setup({ sessionPer: 'job', jobGone: () => true });
+    const sessions = start();
+    const shell = '/user.slice/session-3.scope';
+    // the user moved 1000/2000/10/20: 900/1800/9/18 found job 7's process at once, the rest a poll later
+    pollUnits(sessions, [[step('7', '0'), '7', 900, 1800, 9, 18]], [], [1000, 2000, 10, 20]);
+    pollUnits(sessions, [[step('7', '0'), '7', 100, 200, 1, 2]], [], [0, 0, 0, 0]);
+    pollUnits(sessions, [[shell, undefined, 50, 60, 1, 1]], ['7']); // the job ended: its STOP
+    sessions.stopAll(clock);
+    const recs = records(ledger);
+    expect(recs.filter((r) => r.sessionId.endsWith(';ubia-1000')).at(-1)!.counts).toEqual([50, 60, 1, 1]);
+    expect(recs.filter((r) => r.sessionId.endsWith('-job-7')).at(-1)!.counts).toEqual([1000, 2000, 10, 20]);
   });
 
   it('a ledger from before job sessions (sessions keyed by uid) is re-keyed and its open session carries on', () => {

@@ -108,7 +108,8 @@ export function createPollLoop({ meter, pinDir, accounting, ledger, exporters, q
       pollError = undefined;
       checkQuotas(now);
       const interval = exporters.list().length ? usage() : undefined;
-      if (interval && (interval.users.length || interval.endedWorkloads?.length)) exporters.each('usage', (e) => e.usage(interval));
+      // workloads alone: a user's delta booked over them a settle after it came (workloads.ts)
+      if (interval && (interval.users.length || interval.workloads?.length || interval.endedWorkloads?.length)) exporters.each('usage', (e) => e.usage(interval));
       if (flows && exporters.list().length) {
         const list = flows();
         exporters.each('activeFlows', (e) => e.activeFlows?.(list, now));

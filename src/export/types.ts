@@ -18,9 +18,11 @@ export interface UsageInterval {
   endMs: number;
   /** users with traffic in the interval (non-zero deltas only) */
   users: UserUsage[];
-  /** the same traffic per (user, workload): each user's rows sum exactly to its row in
-   *  `users` (non-zero deltas only). The agent always fills it; optional so that
-   *  exporters' tests may leave it out */
+  /** the same traffic per (user, workload), non-zero deltas only. A user's delta is
+   *  booked over workloads in its poll or the next (src/agent/workloads.ts): summed over
+   *  intervals, each user's rows equal its `users` rows exactly, while one interval's may
+   *  hold more or less. The agent always fills it; optional so that exporters' tests may
+   *  leave it out */
   workloads?: WorkloadUsage[];
   /** workloads with traffic earlier whose cgroup went away since the previous interval
    *  (a job, unit or container ended): their last traffic is in this interval or before */
@@ -61,8 +63,8 @@ export interface ExporterPeer {
 
 export interface Exporter {
   readonly name: string;
-  /** per-user (and per-workload) deltas for one poll interval: called when users moved
-   *  or workloads ended (then `users` may be empty) */
+  /** per-user (and per-workload) deltas for one poll interval: called when users moved,
+   *  workloads were booked or ended (then `users` may be empty) */
   usage(interval: UsageInterval): void;
   /** every active flow at a poll, cumulative counters (exporters do their own active
    *  timeout); an exporter without it spares the agent reading the flow table */

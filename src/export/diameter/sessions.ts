@@ -87,28 +87,31 @@ export function jobCgroupOf(cgroupPath: string, jobId: string): string {
   return i < 0 ? cgroupPath : parts.slice(0, i + 1).join('/');
 }
 
-/** A poll's deltas by session: per user, or per (user, job) and per user for the rest. */
+/** A poll's deltas by session: per user, or per (user, job) and per user for the rest.
+ *  Per job, the user's session takes the user's workloads outside jobs, not the user's
+ *  delta less their jobs': the agent books a user's delta over workloads up to a settle
+ *  later (src/agent/workloads.ts), so in one poll a job's share can exceed what the user
+ *  moved, while the workloads alone add up to the user's total over time. An interval
+ *  without workloads (exporters' tests) goes to the users' sessions. */
 function sessionDeltas(interval: UsageInterval, per: 'user' | 'job'): SessionDelta[] {
   const deltas = new Map<string, SessionDelta>();
-  const add = (key: string, d: Omit<SessionDelta, 'sessionKey' | 'counts'>, counts: SessionDelta['counts'], sign: 1 | -1): void => {
+  const add = (key: string, d: Omit<SessionDelta, 'sessionKey' | 'counts'>, counts: SessionDelta['counts']): void => {
     let s = deltas.get(key);
     if (!s) {
       s = { sessionKey: key, ...d, counts: { txBytes: 0, rxBytes: 0, txPackets: 0, rxPackets: 0 } };
       deltas.set(key, s);
     }
-    for (const [, , c] of COUNTERS) s.counts[c] += sign * counts[c];
+    for (const [, , c] of COUNTERS) s.counts[c] += counts[c];
   };
-  for (const u of interval.users) add(userSessionKey(u.uid), { uid: u.uid, user: u.user, job: null }, u, 1);
-  if (per === 'job') {
-    for (const u of interval.workloads ?? []) {
-      const id = u.workload.jobId;
-      if (id === undefined) continue;
-      add(`${u.uid}:${id}`, { uid: u.uid, user: u.user, job: { id, cgroup: jobCgroupOf(u.workload.cgroupPath, id) } }, u, 1);
-      // the user's session keeps what was not in a job; a user's workloads add up to the user's
-      add(userSessionKey(u.uid), { uid: u.uid, user: u.user, job: null }, u, -1);
-    }
+  if (per === 'user' || interval.workloads === undefined) {
+    for (const u of interval.users) add(userSessionKey(u.uid), { uid: u.uid, user: u.user, job: null }, u);
+    return [...deltas.values()];
   }
-  for (const s of deltas.values()) for (const [, , c] of COUNTERS) s.counts[c] = Math.max(0, s.counts[c]);
+  for (const u of interval.workloads) {
+    const id = u.workload.jobId;
+    if (id === undefined) add(userSessionKey(u.uid), { uid: u.uid, user: u.user, job: null }, u);
+    else add(`${u.uid}:${id}`, { uid: u.uid, user: u.user, job: { id, cgroup: jobCgroupOf(u.workload.cgroupPath, id) } }, u);
+  }
   return [...deltas.values()];
 }
 
