@@ -5,13 +5,13 @@
 // flows; what `status` shows a non-admin; URL credentials; SIGTERM with clients connected.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLI, cli, startAgent, type AgentProcess } from './support/agent.js';
+import { CLI, cli, connectAs, startAgent, type AgentProcess } from './support/agent.js';
 import { createTestbed, type Testbed, type TestUser } from './support/testbed.js';
 import { sleep, waitFor } from './support/wait.js';
 import { controlRequest } from '../src/control/client.js';
-import type { FlowsResult, StatusResult, UsersResult } from '../src/control/protocol.js';
+import { adminSocketOf, type FlowsResult, type StatusResult, type UsersResult } from '../src/control/protocol.js';
 import { Ledger } from '../src/ledger/ledger.js';
 
 const ATTACK = join(import.meta.dirname, 'support', 'control-attack.mjs');
@@ -91,13 +91,14 @@ async function timed<T>(run: () => Promise<T>): Promise<{ ms: number; value: T }
   return { ms: performance.now() - t0, value };
 }
 
-/** Root's `status` latency, the agent's RSS and fds, sampled every 100 ms until `done` settles. */
+/** Root's `status` latency (through the admin socket, as the CLI asks as root), the agent's
+ *  RSS and fds, sampled every 100 ms until `done` settles. */
 async function watch(done: Promise<unknown>) {
   const figures = { latencies: [] as number[], rssMiB: [] as number[], fds: [] as number[] };
   let over = false;
   void done.finally(() => (over = true));
   while (!over) {
-    const { ms } = await timed(() => controlRequest<StatusResult>(agent.socket, { op: 'status' }, 5000));
+    const { ms } = await timed(() => controlRequest<StatusResult>(adminSocketOf(agent.socket), { op: 'status' }, 5000, { preferAdmin: false }));
     figures.latencies.push(ms);
     figures.rssMiB.push(agentRssMiB());
     figures.fds.push(agentFds());
@@ -158,6 +159,17 @@ describe('control socket under attack by a local user', () => {
     expect(log).not.toContain('request failed');
     expect(log).not.toContain('"stack"');
   }, 30_000);
+
+  it('the admin socket is root\'s alone (0600 without admin_group): a user gets EACCES there and answers on the public one', () => {
+    const adminSocket = adminSocketOf(agent.socket);
+    const st = statSync(adminSocket);
+    expect([st.isSocket(), st.mode & 0o777, st.uid, st.gid]).toEqual([true, 0o600, 0, 0]);
+    expect(connectAs(mallory, adminSocket)).toBe('EACCES');
+    // the CLI tries the admin socket first and falls back without a word
+    const r = cli(agent.socket, ['status', '--json'], mallory);
+    expect([r.code, r.stderr]).toEqual([0, '']);
+    expect((JSON.parse(r.stdout) as StatusResult).agent.you).toEqual({ uid: mallory.uid, admin: false, role: 'self' });
+  });
 
   it('a non-admin\'s status shows the agent\'s health, not paths or host-wide totals; URL credentials are shown to nobody', async () => {
     await waitFor('the OTLP exporter to have failed at least once', async () => {
