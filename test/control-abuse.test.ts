@@ -55,6 +55,8 @@ afterAll(async () => {
 interface AttackStats {
   opened: number;
   closedByAgent: number;
+  /** connections the agent's full accept queue turned away (EAGAIN), each tried again */
+  queueFull: number;
   lorisClosed: number;
   lorisTimeoutReplies: number;
   pipelinedBytes: number;
