@@ -555,10 +555,19 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
   const servers = [await listen(path, LISTEN_BACKLOG, (s) => serve(s, false), logger), await listen(adminPath, ADMIN_LISTEN_BACKLOG, (s) => serve(s, true), logger)];
   // every local user may connect; what each one sees is decided per request by uid
   chmodSync(path, 0o666);
+  /** root's alone first (the group it had loses it), then the admin group's if there is one */
   const admitAdminGroup = () => {
     const gid = adminGid();
-    chownSync(adminPath, 0, gid ?? 0);
-    chmodSync(adminPath, gid === undefined ? 0o600 : 0o660);
+    chmodSync(adminPath, 0o600);
+    chownSync(adminPath, 0, 0);
+    if (gid === undefined) return;
+    try {
+      chownSync(adminPath, 0, gid);
+      chmodSync(adminPath, 0o660);
+    } catch (e) {
+      // giving a file to a group root is not in takes CAP_CHOWN, which ubia.service does not grant
+      logger.warn({ err: (e as Error).message, path: adminPath }, 'control: the admin socket stays root-only (no CAP_CHOWN): members of control.admin_group use the public socket, as admins');
+    }
   };
   admitAdminGroup();
   logger.info({ path, adminPath }, 'control sockets listening');
@@ -570,7 +579,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       try {
         admitAdminGroup();
       } catch (e) {
-        logger.error({ err: e, path: adminPath }, 'control: cannot give the admin socket to control.admin_group; restart the agent to recreate it');
+        logger.error({ err: e, path: adminPath }, 'control: cannot set the admin socket\'s mode; restart the agent to recreate it');
       }
     },
     close() {
