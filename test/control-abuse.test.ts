@@ -173,6 +173,24 @@ describe('control socket under attack by a local user', () => {
     expect((JSON.parse(r.stdout) as StatusResult).agent.you).toEqual({ uid: mallory.uid, admin: false, role: 'self' });
   });
 
+  it('`ubia top` as root holds its connection on the admin socket, as a user on the public one', async () => {
+    /** the socket path each established connection of the agent was accepted on (ss: the local end) */
+    const acceptedOn = () => spawnSync('ss', ['-xnH', 'state', 'established'], { encoding: 'utf8' }).stdout.split('\n').map((l) => l.trim().split(/\s+/)[3]);
+    const topOf = (asUser?: TestUser) => {
+      const args = [CLI, '--socket', agent.socket, 'top', '--json', '-n', '4'];
+      return asUser ? spawn('setpriv', [`--reuid=${asUser.uid}`, `--regid=${asUser.gid}`, '--clear-groups', process.execPath, ...args], { stdio: 'ignore' }) : spawn(process.execPath, args, { stdio: 'ignore' });
+    };
+    for (const [who, path] of [[undefined, adminSocketOf(agent.socket)], [mallory, agent.socket]] as const) {
+      const before = acceptedOn().filter((p) => p === path).length;
+      const top = topOf(who);
+      try {
+        await waitFor(`${who ? 'the user' : 'root'}'s top on ${path}`, () => (acceptedOn().filter((p) => p === path).length > before ? true : undefined), 10_000);
+      } finally {
+        top.kill();
+      }
+    }
+  });
+
   it('a non-admin\'s status shows the agent\'s health, not paths or host-wide totals; URL credentials are shown to nobody', async () => {
     await waitFor('the OTLP exporter to have failed at least once', async () => {
       const st = await controlRequest<StatusResult>(agent.socket, { op: 'status' });
