@@ -1,5 +1,6 @@
 // The control API's wire format: one JSON object per line each way over the unix socket
-// (/run/ubia/control.sock, and /run/ubia/control.sock.admin for root and admins). Every request may carry an "id" that the reply echoes.
+// (/run/ubia/control.sock; /run/ubia/control.sock.admin for root and admins). Every
+// request may carry an "id" that the reply echoes.
 // Replies: {"id", "ok": true, "result": …} or {"id", "ok": false, "error": {"code", "message"}}.
 // docs/cli.md documents each op and its result.
 import { z } from 'zod';

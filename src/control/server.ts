@@ -93,7 +93,7 @@ const REFUSAL_GRACE_MS = 1000;
 /** `busy` replies per uid per second; a uid's connections refused past them are closed
  *  without one. Writing it (a write, a timer, a callback) doubles what a refused connection
  *  costs: a flood of thousands queued at once is accepted in one synchronous loop, which
- *  root's request waits behind. */
+ *  holds the event loop. */
 const BUSY_REPLIES_PER_SECOND = 20;
 /** pending connections the kernel queues for accept on the public socket: Node accepts a
  *  whole queue in one loop (55–165 µs a connection), so this bounds how long a flood keeps
