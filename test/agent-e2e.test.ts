@@ -4,12 +4,13 @@
 // non-root user sees only their own row.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
-import { cli, startAgent, writeAgentConfig, type AgentProcess } from './support/agent.js';
+import { cli, connectAs, startAgent, writeAgentConfig, type AgentProcess } from './support/agent.js';
 import { createTestbed, type Testbed, type TestUser } from './support/testbed.js';
 import { sinkTraffic } from './support/traffic.js';
 import { sleep, waitFor } from './support/wait.js';
-import type { StatusResult, UsersResult } from '../src/control/protocol.js';
+import { adminSocketOf, type StatusResult, type UsersResult } from '../src/control/protocol.js';
 
 let bed: Testbed;
 let alice: TestUser;
@@ -119,6 +120,13 @@ describe('ubia agent end to end (real kernel)', () => {
       expect(seen.users.map((u) => u.uid)).toEqual(expect.arrayContaining([alice.uid, bob.uid]));
       expect(seen.unattributed).not.toBeNull();
       expect(usersJson(alice).users.map((u) => u.uid)).toEqual([alice.uid]);
+      // the admin socket followed the reload: root:group 0660, open to a process in the group
+      const adminSocket = adminSocketOf(agent!.socket);
+      const groupId = statSync(adminSocket).gid;
+      expect(groupId).toBe(Number(execFileSync('getent', ['group', group], { encoding: 'utf8' }).split(':')[2]));
+      expect(statSync(adminSocket).mode & 0o777).toBe(0o660);
+      expect(connectAs(bob, adminSocket, [groupId])).toBe('connected');
+      expect(connectAs(alice, adminSocket)).toBe('EACCES');
     } finally {
       writeAgentConfig({ dir: bed.dir, pinDir: bed.pinDir });
       agent!.proc.kill('SIGHUP');

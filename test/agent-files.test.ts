@@ -63,6 +63,8 @@ describe('the agent started with --daemon (as scripts/setup start does)', () => 
       // the socket stays reachable for everyone, as documented
       expect(mode(join(home, 'run'))).toBe(0o755);
       expect(mode(join(home, 'run', 'control.sock')) & 0o777).toBe(0o666);
+      // ... and the admin socket beside it root's alone (no admin_group)
+      expect(mode(join(home, 'run', 'control.sock.admin')) & 0o777).toBe(0o600);
       const read = asMallory('cat', ledger);
       expect(read.status).not.toBe(0);
       expect(read.stderr).toMatch(/Permission denied/);

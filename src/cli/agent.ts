@@ -12,6 +12,7 @@ import { startAgent } from '../agent/agent.js';
 import { createRequestHandler } from '../control/handlers.js';
 import { startControlServer, type Caller } from '../control/server.js';
 import { scopeOf } from '../control/scope.js';
+import { adminSocketOf } from '../control/protocol.js';
 import { startDaemon } from './daemon.js';
 import { createExporters } from '../agent/exporters.js';
 import { checkTrustedFile, prepareDirectory, tightenLedgerFiles, UnsafePathError } from '../agent/paths.js';
@@ -86,6 +87,11 @@ export async function runAgentCommand(opts: AgentCommandOptions): Promise<number
         const scope = (caller: Caller) => scopeOf(caller, state.access(), state.directory);
         return startControlServer({
           ...o,
+          adminPath: adminSocketOf(o.path),
+          adminGid: () => {
+            const group = state.access().adminGroup;
+            return group === '' ? undefined : groupMembers(group)?.gid;
+          },
           peerCredentials,
           // root and admins get the reserved connection slots and are served first
           isAdmin: (caller) => scope(caller).role === 'admin',

@@ -61,6 +61,7 @@ function manPage(program: Command): string {
     '.SH FILES',
     '.TP\n/etc/ubia/ubia.toml\nthe configuration, see \\fBubia.toml\\fR(5)',
     '.TP\n/run/ubia/control.sock\nthe control socket (control.socket)',
+    '.TP\n/run/ubia/control.sock.admin\nthe control socket of root and control.admin_group, used first when the caller can open it',
     '.SH SEE ALSO',
     '\\fBubia.toml\\fR(5), /usr/share/doc/ubia/',
   ].join('\n')}\n`;

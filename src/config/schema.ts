@@ -87,7 +87,11 @@ export const historySectionSchema = z
 
 export const controlSectionSchema = z
   .strictObject({
-    socket: setting(text(), '/run/ubia/control.sock', 'unix socket of the control API used by the `ubia` command (RuntimeDirectory /run/ubia)'),
+    socket: setting(
+      text(),
+      '/run/ubia/control.sock',
+      'unix socket of the control API used by the `ubia` command (RuntimeDirectory /run/ubia), mode 0666; beside it SOCKET.admin, mode 0660 root:admin_group (0600 without one), which root and admins use so that no other user\'s connections queue before theirs',
+    ),
     admin_group: setting(z.string(), '', 'members of this group see every user like root does; empty = root only'),
     roles: z
       .array(roleSchema)

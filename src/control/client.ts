@@ -1,12 +1,14 @@
 // Client side of the control socket, used by the CLI: one request, or a kept-open
 // connection for `ubia top`. An agent that is not running is a distinct error.
+// Root and admins go through the admin socket beside the public one (no other user's
+// connections queue there); whoever cannot open it uses the public one, silently.
 import { createConnection, type Socket } from 'node:net';
-import type { Reply, RequestInput } from './protocol.js';
+import { adminSocketOf, type Reply, type RequestInput } from './protocol.js';
 
 /** No agent is listening on the socket. */
 export class AgentNotRunningError extends Error {
-  constructor(readonly socketPath: string, cause: string) {
-    super(`the ubia agent is not running (nothing answers on ${socketPath}: ${cause})`);
+  constructor(readonly socketPath: string, readonly code: string) {
+    super(`the ubia agent is not running (nothing answers on ${socketPath}: ${code})`);
   }
 }
 
@@ -18,6 +20,13 @@ export class AgentReplyError extends Error {
 }
 
 const NOT_RUNNING = new Set(['ENOENT', 'ECONNREFUSED', 'ENOTSOCK']);
+/** the admin socket is not for this caller (EACCES), or this agent has none: the public one */
+const NOT_ADMIN = new Set([...NOT_RUNNING, 'EACCES', 'EPERM']);
+
+export interface ConnectOptions {
+  /** try the admin socket beside `socketPath` first (default); false: `socketPath` only */
+  preferAdmin?: boolean;
+}
 
 export interface ControlConnection {
   request<T>(req: RequestInput, timeoutMs?: number): Promise<T>;
@@ -49,8 +58,19 @@ async function connectSocket(socketPath: string): Promise<Socket> {
   }
 }
 
-export async function connectControl(socketPath: string): Promise<ControlConnection> {
-  const socket = await connectSocket(socketPath);
+/** The admin socket when this caller can open it, else the public one. */
+async function connectPreferringAdmin(socketPath: string): Promise<Socket> {
+  try {
+    return await connectSocket(adminSocketOf(socketPath));
+  } catch (e) {
+    const code = e instanceof AgentNotRunningError ? e.code : (e as NodeJS.ErrnoException).code;
+    if (!NOT_ADMIN.has(code ?? '')) throw e;
+    return connectSocket(socketPath);
+  }
+}
+
+export async function connectControl(socketPath: string, opts: ConnectOptions = {}): Promise<ControlConnection> {
+  const socket = await (opts.preferAdmin === false ? connectSocket(socketPath) : connectPreferringAdmin(socketPath));
   return new Promise((resolve, reject) => {
     const waiting = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
     let nextId = 1;
@@ -127,8 +147,8 @@ export function agentAnswers(socketPath: string, timeoutMs = 1000): Promise<bool
 }
 
 /** One request on a fresh connection. */
-export async function controlRequest<T>(socketPath: string, req: RequestInput, timeoutMs = 5000): Promise<T> {
-  const conn = await connectControl(socketPath);
+export async function controlRequest<T>(socketPath: string, req: RequestInput, timeoutMs = 5000, opts: ConnectOptions = {}): Promise<T> {
+  const conn = await connectControl(socketPath, opts);
   try {
     return await conn.request<T>(req, timeoutMs);
   } finally {

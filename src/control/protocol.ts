@@ -1,5 +1,6 @@
 // The control API's wire format: one JSON object per line each way over the unix socket
-// (/run/ubia/control.sock). Every request may carry an "id" that the reply echoes.
+// (/run/ubia/control.sock; /run/ubia/control.sock.admin for root and admins). Every
+// request may carry an "id" that the reply echoes.
 // Replies: {"id", "ok": true, "result": …} or {"id", "ok": false, "error": {"code", "message"}}.
 // docs/cli.md documents each op and its result.
 import { z } from 'zod';
@@ -7,6 +8,10 @@ import type { ExporterStatus } from '../export/types.js';
 import type { Role } from './scope.js';
 import type { FlowRecord, HookStatus, InterfaceCounters, MeterHealth, TrafficCounters } from '../kernel/types.js';
 import type { WorkloadGrouping, WorkloadKind } from '../core/workload.js';
+
+/** The admin socket beside the public one: only root and control.admin_group can open it,
+ *  so no other user's connections are ever queued before theirs (control/server.ts). */
+export const adminSocketOf = (socketPath: string) => `${socketPath}.admin`;
 
 const id = z.union([z.string().max(128), z.number()]).optional();
 const userFilter = z.string().min(1).max(64).optional().describe('user name or uid');

@@ -1,5 +1,11 @@
 // The control socket: newline-delimited JSON over a unix stream socket. The caller is
 // whoever the kernel says is at the other end (SO_PEERCRED), never what it claims.
+// Two sockets, one set of handlers: the public one (mode 0666) for every local user, and
+// the admin one beside it (`<socket>.admin`, 0660 root:admin_group, or 0600 without
+// one) that only root and admins can open. The kernel queues the connections of each in
+// its own accept queue, and Node accepts a whole queue in one synchronous loop: a user
+// flooding the public socket makes its loop long, never root's connection wait behind
+// theirs (the public backlog is kept small, which bounds each such loop).
 // Bad input gets an error reply; nothing a client sends can crash, stall or bloat the agent:
 // - connections are limited per uid, and the last slots are kept for root and admins;
 //   a refused connection gets its `busy` reply and is closed, whatever the client does;
@@ -18,7 +24,7 @@
 // - long lists (flows) are written a slice per turn (StreamedResult), not built whole;
 // - a handler may answer later (a Promise: flows.query runs in DuckDB off the event loop);
 //   its client waits, unanswered requests in order, and the result goes out as any reply.
-import { chmodSync, mkdirSync, unlinkSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
@@ -57,6 +63,10 @@ export type RequestHandler = (req: Request, caller: Caller) => unknown;
 
 export interface ControlServerOptions extends ControlLimits {
   path: string;
+  /** the admin socket (adminSocketOf(path)) */
+  adminPath: string;
+  /** the group that may open the admin socket (control.admin_group's gid); undefined: root only */
+  adminGid: () => number | undefined;
   logger: Logger;
   peerCredentials: (fd: number) => Caller;
   /** root or an admin: not held to the per-user limit, may take the reserved slots */
@@ -65,6 +75,7 @@ export interface ControlServerOptions extends ControlLimits {
 }
 
 export interface ControlServer {
+  /** new limits, and control.admin_group may have changed: the admin socket's group follows */
   setLimits(limits: ControlLimits): void;
   close(): Promise<void>;
 }
@@ -82,11 +93,14 @@ const REFUSAL_GRACE_MS = 1000;
 /** `busy` replies per uid per second; a uid's connections refused past them are closed
  *  without one. Writing it (a write, a timer, a callback) doubles what a refused connection
  *  costs: a flood of thousands queued at once is accepted in one synchronous loop, which
- *  root's request waits behind. */
+ *  holds the event loop. */
 const BUSY_REPLIES_PER_SECOND = 20;
-/** pending connections the kernel queues for accept (capped at net.core.somaxconn): a burst
- *  of a user's connections past it would make root's connect fail with EAGAIN */
-const LISTEN_BACKLOG = 4096;
+/** pending connections the kernel queues for accept on the public socket: Node accepts a
+ *  whole queue in one loop (55–165 µs a connection), so this bounds how long a flood keeps
+ *  the event loop; users' connects past it get EAGAIN, which the CLI retries (client.ts) */
+const LISTEN_BACKLOG = 128;
+/** ... on the admin socket: only root and admins connect there */
+const ADMIN_LISTEN_BACKLOG = 64;
 /** lines a client may make the agent log per minute */
 const CLIENT_LOG_LINES_PER_MINUTE = 10;
 /** how long a uid's admin status is taken as known (a flood of connections asks it each time) */
@@ -138,6 +152,20 @@ function* replyPieces(head: { id?: string | number }, result: unknown): Generato
   yield `${open}}}\n`;
 }
 
+/** A unix socket server on `path`; connections are not read until accepted (a refused one costs no read). */
+async function listen(path: string, backlog: number, serve: (socket: Socket) => void, logger: Logger): Promise<Server> {
+  const server = createServer({ pauseOnConnect: true }, serve);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ path, backlog }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  server.on('error', (e) => logger.error({ err: e, path }, 'control socket error'));
+  return server;
+}
+
 interface Client {
   socket: Socket;
   caller: Caller;
@@ -174,10 +202,11 @@ interface Client {
 const TOO_LARGE = Symbol('too large');
 
 export async function startControlServer(opts: ControlServerOptions): Promise<ControlServer> {
-  const { path, logger, handle, peerCredentials, isAdmin } = opts;
+  const { path, adminPath, adminGid, logger, handle, peerCredentials, isAdmin } = opts;
   let limits: ControlLimits = { ...opts };
   mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
   await claimSocketPath(path);
+  await claimSocketPath(adminPath);
   const clientLog = rateLimitedLog(logger, CLIENT_LOG_LINES_PER_MINUTE);
   const refusedThisSecond = countPerUid(1000);
   /** every open socket, refused ones too, so that close() ends them all */
@@ -463,7 +492,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     wake(c);
   };
 
-  const serve = (socket: Socket) => {
+  const serve = (socket: Socket, viaAdminSocket: boolean) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => socket.destroy());
@@ -476,6 +505,12 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       return refuse(socket, 'internal', 'the agent could not identify you (SO_PEERCRED failed)');
     }
     const admin = adminOf(caller);
+    // the file's mode lets only root and the admin group in; a caller whose membership the
+    // kernel saw but the group database no longer lists is no admin
+    if (viaAdminSocket && !admin) {
+      clientLog(caller.uid, 'warn', { clientPid: caller.pid }, 'control: refused a non-admin on the admin socket');
+      return refuse(socket, 'forbidden', `${adminPath} is for root and control.admin_group; use ${path}`);
+    }
     const why = refusal(caller, admin);
     if (why !== undefined) {
       clientLog(caller.uid, 'warn', { clientPid: caller.pid }, `control: refused a connection: ${why}`);
@@ -516,32 +551,44 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     });
   };
 
-  // not read until accepted: a refused connection costs no read
-  const server: Server = createServer({ pauseOnConnect: true }, serve);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ path, backlog: LISTEN_BACKLOG }, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  // bound under the agent's umask 077 (root only) until the mode below is set
+  const servers = [await listen(path, LISTEN_BACKLOG, (s) => serve(s, false), logger), await listen(adminPath, ADMIN_LISTEN_BACKLOG, (s) => serve(s, true), logger)];
   // every local user may connect; what each one sees is decided per request by uid
   chmodSync(path, 0o666);
-  server.on('error', (e) => logger.error({ err: e }, 'control socket error'));
-  logger.info({ path }, 'control socket listening');
+  /** root's alone first (the group it had loses it), then the admin group's if there is one */
+  const admitAdminGroup = () => {
+    const gid = adminGid();
+    chmodSync(adminPath, 0o600);
+    chownSync(adminPath, 0, 0);
+    if (gid === undefined) return;
+    try {
+      chownSync(adminPath, 0, gid);
+      chmodSync(adminPath, 0o660);
+    } catch (e) {
+      // giving a file to a group root is not in takes CAP_CHOWN, which ubia.service does not grant
+      logger.warn({ err: (e as Error).message, path: adminPath }, 'control: the admin socket stays root-only (no CAP_CHOWN): members of control.admin_group use the public socket, as admins');
+    }
+  };
+  admitAdminGroup();
+  logger.info({ path, adminPath }, 'control sockets listening');
 
   return {
     setLimits(l) {
       limits = l;
       adminCache.clear(); // admin_group may have changed
+      try {
+        admitAdminGroup();
+      } catch (e) {
+        logger.error({ err: e, path: adminPath }, 'control: cannot set the admin socket\'s mode; restart the agent to recreate it');
+      }
     },
     close() {
       closing = true;
       ready.admins.clear();
       ready.others.clear();
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      const closed = Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
       for (const s of sockets) s.destroy();
-      return closed;
+      return closed.then(() => undefined);
     },
   };
 }

@@ -116,3 +116,14 @@ export function cli(socket: string, args: string[], asUser?: TestUser): CliResul
   const r = spawnSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8', timeout: 30_000 * VM_SLOWDOWN });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
+
+/** Whether `user` (with supplementary `groups`, none by default) can connect to the unix
+ *  socket at `path`: 'connected', or the error code (EACCES). */
+export function connectAs(user: TestUser, path: string, groups: number[] = []): string {
+  const r = spawnSync(
+    'setpriv',
+    [`--reuid=${user.uid}`, `--regid=${user.gid}`, ...(groups.length ? [`--groups=${groups.join(',')}`] : ['--clear-groups']), NODE, '-e', `require('node:net').createConnection(${JSON.stringify(path)}).on('connect', () => { console.log('connected'); process.exit(0); }).on('error', (e) => console.log(e.code))`],
+    { encoding: 'utf8', timeout: 10_000 * VM_SLOWDOWN },
+  );
+  return r.stdout.trim() || r.stderr.trim();
+}

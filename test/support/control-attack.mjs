@@ -5,6 +5,8 @@
 //   pipeline N  N connections writing requests as fast as the agent takes them, never
 //               reading; reopened when the agent closes them
 //   badrange N  N requests with a range past what a Date holds, on one connection, replies read
+// A connection the agent's full accept queue turns away (EAGAIN) is tried again 5 ms later,
+// as a determined attacker would (counted in queueFull).
 // Prints one JSON line: what the agent did to these connections.
 import net from 'node:net';
 
@@ -12,18 +14,24 @@ const [socketPath, seconds, ...plan] = process.argv.slice(2);
 const want = {};
 for (let i = 0; i < plan.length; i += 2) want[plan[i]] = Number(plan[i + 1]);
 const until = Date.now() + Number(seconds) * 1000;
-const stats = { opened: 0, closedByAgent: 0, lorisClosed: 0, lorisTimeoutReplies: 0, pipelinedBytes: 0, badRangeReplies: {} };
+const stats = { opened: 0, closedByAgent: 0, queueFull: 0, lorisClosed: 0, lorisTimeoutReplies: 0, pipelinedBytes: 0, badRangeReplies: {} };
 const open = new Set();
 let over = false;
 
-function connect(kind, onClose) {
+function connect(kind, onClose, again) {
   const s = net.createConnection(socketPath);
   stats.opened++;
   open.add(s);
-  s.on('error', () => undefined);
+  let queueFull = false;
+  s.on('error', (e) => {
+    if (e.code !== 'EAGAIN' || !again) return;
+    queueFull = true;
+    stats.queueFull++;
+    setTimeout(() => over || again(), 5);
+  });
   s.on('close', () => {
     open.delete(s);
-    if (!over) {
+    if (!over && !queueFull) {
       stats.closedByAgent++;
       onClose?.();
     }
@@ -34,13 +42,13 @@ function connect(kind, onClose) {
 
 function flood(left) {
   if (left <= 0 || over) return;
-  const s = connect('flood');
+  const s = connect('flood', undefined, () => flood(left));
   s.pause(); // never read: the agent's close is never seen, the socket stays open here
   s.once('connect', () => flood(left - 1));
 }
 
 function loris() {
-  const s = connect('loris', () => stats.lorisClosed++);
+  const s = connect('loris', () => stats.lorisClosed++, loris);
   let got = '';
   s.on('data', (d) => {
     got += d;
@@ -56,7 +64,7 @@ function loris() {
 }
 
 function pipeline() {
-  const s = connect('pipeline', () => setTimeout(pipeline, 5));
+  const s = connect('pipeline', () => setTimeout(pipeline, 5), pipeline);
   s.pause(); // never read the replies
   const burst = '{"op":"status"}\n{"op":"users","from":0,"to":8640000000000000}\n{"op":"flows"}\n{"op":"top"}\n'.repeat(256);
   const pump = () => {
