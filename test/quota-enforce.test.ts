@@ -77,20 +77,30 @@ describe('quota enforcement', () => {
   });
 
   it('block: running transfers stop both ways, another user\'s and an exempt one go on', async () => {
-    const seconds = 6;
+    // the block comes once all four streams carry data: in the kernel matrix's slow guests
+    // a stream's Python takes seconds to start (one still connecting would be refused),
+    // and the streams last long enough there to run on well past the block
+    const seconds = process.env.UBIA_KERNEL_VM ? 12 : 6;
     let blockedMs = 0;
-    const block = async () => {
+    const ready = Array.from({ length: 4 }, () => {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      return { promise, resolve };
+    });
+    const block = (async () => {
+      await Promise.all(ready.map((r) => r.promise));
       await sleep(1500);
       quota.set({ uid: alice.uid, action: { kind: 'block' }, untilMs: Date.now() + HOUR });
       blockedMs = Date.now();
-    };
+    })();
     try {
       const [blocked, blockedUp, other, exempt] = await Promise.all([
-        stream(await toNs(alice, 'd', seconds), block),
-        stream(await toNs(alice, 'u', seconds)),
-        stream(await toNs(bob, 'd', seconds)),
-        stream({ ...(await toNs(alice, 'd', seconds)), connectHost: net.peerV6 }),
+        stream(await toNs(alice, 'd', seconds), ready[0]!.resolve),
+        stream(await toNs(alice, 'u', seconds), ready[1]!.resolve),
+        stream(await toNs(bob, 'd', seconds), ready[2]!.resolve),
+        stream({ ...(await toNs(alice, 'd', seconds)), connectHost: net.peerV6 }, ready[3]!.resolve),
       ]);
+      await block;
       // on each stream's own time line; what the receiver had queued before the block
       // is read within a few ms (within a second in the kernel matrix's slow guests)
       const grace = process.env.UBIA_KERNEL_VM ? 1 : 0.3;
