@@ -3,29 +3,17 @@
 // and the NSS look-ups the roles need. The control layer decides each caller's view.
 import { dirname, join } from 'node:path';
 import type { UbiaConfig } from '../config/config.js';
-import type { FlowStore } from '../history/store.js';
-import type { Ledger } from '../ledger/ledger.js';
 import { createPseudonyms, type Pseudonyms } from '../privacy/pseudonyms.js';
 import { readOrCreateSecret } from '../privacy/secret.js';
-import type { Accounting } from './accounting.js';
 import type { AgentDeps, AgentState } from './agent.js';
 import type { ExporterSet } from './exporter-set.js';
-import type { MeterReader } from './meter.js';
-import type { NameCache } from './names.js';
 import type { PollLoop } from './poll-loop.js';
-import type { QuotaEngine } from './quota/engine.js';
 
-export interface ControlStateParts {
-  accounting: Accounting;
-  ledger: Ledger;
-  /** the flow store; undefined when [history] is off or it did not open */
-  history: FlowStore | undefined;
-  meter: MeterReader;
-  names: NameCache;
-  quotas: QuotaEngine;
+/** The agent's parts the state shows as they are (AgentState's own fields), and what it
+ *  derives the rest from. */
+export interface ControlStateParts extends Pick<AgentState, 'accounting' | 'ledger' | 'history' | 'meter' | 'names' | 'quotas' | 'configFile'> {
   exporters: ExporterSet;
   loop: PollLoop;
-  configFile: string | undefined;
   /** the configuration in force (a reload replaces it) */
   config(): UbiaConfig;
   startedAt: number;
