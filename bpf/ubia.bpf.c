@@ -184,13 +184,20 @@ struct {
 	__type(value, __u8);
 } slot_claims SEC(".maps");
 
-/* Written by user space: the ABI version of the pinned state. */
+/* The meter's own state (struct ubia_meta): mmap-ed by user space. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct ubia_meta);
 } meta SEC(".maps");
+
+static __always_inline struct ubia_meta *meta_entry(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&meta, &zero);
+}
 
 static __always_inline void stat_add(__u32 idx, __u64 v)
 {
@@ -241,12 +248,17 @@ static __always_inline void mark_metered(__u32 tgid)
 /* Claims a free slot of user_slots. Linux 5.10 has no atomic fetch-and-add or exchange
  * for BPF (5.12): the insert into slot_claims (BPF_NOEXIST, atomic per key) decides which
  * CPU gets an index; the loser tries the next one. The count of slots handed out is
- * then raised by a plain atomic add, so user space reads up to it. */
+ * then raised by a plain atomic add, so user space reads up to it.
+ * The count is read once: re-read after a lost race (a CPU that claimed and counted
+ * meanwhile) the loser would skip the index after the winner's, leave a hole, and the
+ * count would stop one short of the last slot claimed: that user unread until the next
+ * new user came. From one base, the claimed indexes stay 0..count-1 without a gap. */
 static __always_inline bool claim_slot(struct ubia_meta *m, __u32 *slot)
 {
 	__u8 one = 1;
+	__u32 base = *(volatile __u32 *)&m->user_slots_used;
 	for (int i = 0; i < 4; i++) {
-		__u32 n = m->user_slots_used + i;
+		__u32 n = base + i;
 		if (n >= max_users)
 			return false;
 		if (bpf_map_update_elem(&slot_claims, &n, &one, BPF_NOEXIST) == 0) {
@@ -346,13 +358,21 @@ static __always_inline void owner_from_task(struct ubia_owner *o, struct task_st
 	BPF_CORE_READ_INTO(&o->comm, t, comm);
 }
 
-/* A new owner for the socket, keeping when the socket was first seen. */
-static __always_inline void set_owner(struct ubia_sock *s, const struct ubia_owner *o)
+/* When a process started (its leader's start: the census's clock). */
+static __always_inline __u64 process_start(struct task_struct *t)
+{
+	return BPF_CORE_READ(t, group_leader, start_time);
+}
+
+/* A new owner for the socket, started at `started`, keeping when the socket was first
+ * seen. */
+static __always_inline void set_owner(struct ubia_sock *s, const struct ubia_owner *o, __u64 started)
 {
 	__u64 created = s->owner.created_ns;
 	s->owner = *o;
 	s->owner.created_ns = created ? created : bpf_ktime_get_boot_ns();
 	s->owner_known = 1;
+	s->owner_started_ns = started;
 	mark_metered(o->tgid);
 }
 
@@ -604,7 +624,7 @@ int ubia_sock_create(struct bpf_sock *ctx)
 		return 1;
 	struct ubia_owner o = {};
 	owner_from_current(&o);
-	set_owner(s, &o);
+	set_owner(s, &o, process_start((struct task_struct *)bpf_get_current_task()));
 	s->host_netns = in_host_netns(ctx);
 	return 1;
 }
@@ -675,7 +695,7 @@ static __always_inline void count_payload(struct sock *sk, int ret, int flags, b
 		struct ubia_counters none = {};
 		fold(cookie, s, &none);
 		owner_from_current(&cur);
-		set_owner(s, &cur);
+		set_owner(s, &cur, process_start(bpf_get_current_task_btf()));
 	}
 	if (!s->scope_known) {
 		/* until its first packet tells the interface, the address tells the scope */
@@ -805,9 +825,15 @@ static __always_inline struct task_struct *other_sender(struct bpf_sock *sk, con
 			return NULL;
 	}
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-	if (s->owner_known && BPF_CORE_READ(t, tgid) == s->owner.tgid && BPF_CORE_READ(t, cred, uid.val) == s->owner.uid)
+	__u32 tgid = BPF_CORE_READ(t, tgid);
+	if (s->owner_known && tgid == s->owner.tgid && BPF_CORE_READ(t, cred, uid.val) == s->owner.uid)
 		return NULL;
 	if (BPF_CORE_READ(t, flags) & PF_KTHREAD)
+		return NULL;
+	/* the agent's own fold: the TCP iterator locks each socket, and what the socket's
+	 * backlog sends when the iterator unlocks it leaves in the agent's context */
+	struct ubia_meta *m = meta_entry();
+	if (m && tgid == m->reader_tgid)
 		return NULL;
 	return t;
 }
@@ -819,7 +845,7 @@ static __always_inline void sender_takes_over(struct ubia_sock *s, struct task_s
 {
 	struct ubia_owner o = {};
 	owner_from_task(&o, t);
-	set_owner(s, &o);
+	set_owner(s, &o, process_start(t));
 }
 
 /* A packet of a socket its process has closed (TCP still sending): nothing may stay
@@ -1312,12 +1338,6 @@ int BPF_PROG(ubia_process_exit, struct task_struct *task)
 
 /* ---- the fold: census, then every socket's storage ---------------------------------- */
 
-static __always_inline struct ubia_meta *meta_entry(void)
-{
-	__u32 zero = 0;
-	return bpf_map_lookup_elem(&meta, &zero);
-}
-
 /* A fold begins with its first pass's first call: the census's, or in the precise mode
  * (no census) the fold's own. */
 static __always_inline void begin_fold(struct bpf_iter_meta *it, bool first_pass)
@@ -1382,7 +1402,10 @@ int ubia_census(struct bpf_iter__task_file *ctx)
  * and sshd patterns (a child of the accepting daemon), the service in socket activation,
  * the receiver of a descriptor passed over SCM_RIGHTS, and a child that inherited it; no
  * race with when the others close their copies. The owner seen under another uid (the
- * inetd child after its setuid()) takes it over again as that uid. A socket nobody holds
+ * inetd child after its setuid()) takes it over again as that uid. A holder older than
+ * the owner does not take it: the owner has closed its copy or ended (sshd's monitor
+ * outlives the session child that did the I/O), and what is pending is the owner's; an
+ * older holder that sends or reads takes it at the packet hooks. A socket nobody holds
  * (closed but still sending, not yet accepted, in flight over SCM_RIGHTS) stays with its
  * owner. Only sockets of the census's map capacity are followed. */
 static __always_inline void adopt_holder(struct sock *sk, struct ubia_sock *s, __u32 gen)
@@ -1391,8 +1414,11 @@ static __always_inline void adopt_holder(struct sock *sk, struct ubia_sock *s, _
 	struct ubia_holders *h = bpf_map_lookup_elem(&census, &key);
 	if (!h || h->gen != gen)
 		return;
-	if (!s->owner_known || h->newest.tgid != s->owner.tgid || h->newest.uid != s->owner.uid)
-		set_owner(s, &h->newest);
+	bool same_process = s->owner_known && h->newest.tgid == s->owner.tgid;
+	if (!same_process && h->started_ns < s->owner_started_ns)
+		return;
+	if (!same_process || h->newest.uid != s->owner.uid)
+		set_owner(s, &h->newest, h->started_ns);
 	else if (h->newest.cgroup_id != s->owner.cgroup_id)
 		/* the owner moved to another cgroup (systemd, Slurm, a container runtime):
 		 * what this fold books goes to the new one, what earlier folds booked stays

@@ -10,7 +10,7 @@
 #ifndef UBIA_H
 #define UBIA_H
 
-#define UBIA_ABI_VERSION 8
+#define UBIA_ABI_VERSION 9
 
 #ifndef __VMLINUX_H__
 #include <linux/bpf.h> /* user space: struct bpf_spin_lock */
@@ -133,6 +133,8 @@ struct ubia_sock {
 	__u32 fold_gen;      /* the last fold that visited it (a socket open in several
 			      * processes is folded once per fold) */
 	__u32 peers;         /* peer flows made for it while unconnected (bounded by max_peers) */
+	__u64 owner_started_ns; /* the owner process's start (CLOCK_MONOTONIC, as the kernel
+				 * keeps it; 0: unknown): an older holder does not take it at a fold */
 };
 
 /* What one fold's census saw of a socket (keyed by the kernel address of its struct
@@ -206,11 +208,17 @@ enum ubia_stat {
 	UBIA_STAT_MAX,
 };
 
+/* The meter's own state (map meta, one entry, mmap-able). The programs add to
+ * user_slots_used and fold_gen atomically; user space writes its fields (abi_version,
+ * precise, reader_tgid) one by one through the mapping, never the whole entry: an update
+ * of the entry would undo an add made between its look-up and its write. */
 struct ubia_meta {
 	__u32 abi_version;
 	__u32 user_slots_used; /* slots of user_slots handed out so far (may pass the size) */
 	__u32 fold_gen;        /* folds run so far: tells this fold's census from older ones */
 	__u32 precise;         /* the attached programs count payload per call (precise mode) */
+	__u32 reader_tgid;     /* the agent reading the maps: its folds send no one's packets */
+	__u32 pad;
 };
 
 /* One user and scope's counters: a slot of the mmap-able user_slots array, so that user
@@ -235,12 +243,12 @@ _Static_assert(sizeof(struct ubia_user_key) == 8, "ubia_user_key layout");
 _Static_assert(sizeof(struct ubia_proc_key) == 40, "ubia_proc_key layout");
 _Static_assert(sizeof(struct ubia_owner) == 48, "ubia_owner layout");
 _Static_assert(sizeof(struct ubia_endpoints) == 40, "ubia_endpoints layout");
-_Static_assert(sizeof(struct ubia_sock) == 184, "ubia_sock layout");
+_Static_assert(sizeof(struct ubia_sock) == 192, "ubia_sock layout");
 _Static_assert(sizeof(struct ubia_holders) == 64, "ubia_holders layout");
 _Static_assert(sizeof(struct ubia_flow) == 168, "ubia_flow layout");
 _Static_assert(sizeof(struct ubia_event) == 192, "ubia_event layout");
 _Static_assert(sizeof(struct ubia_iface) == 96, "ubia_iface layout");
-_Static_assert(sizeof(struct ubia_meta) == 16, "ubia_meta layout");
+_Static_assert(sizeof(struct ubia_meta) == 24, "ubia_meta layout");
 _Static_assert(sizeof(struct ubia_user_slot) == 64, "ubia_user_slot layout");
 
 /* ---- quota enforcement (bpf/quota.bpf.c, pinned under <pin_dir>/quota) ------------------

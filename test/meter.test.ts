@@ -335,18 +335,21 @@ describe('kernel meter', () => {
   });
 
   it.each([
-    ['0.2 s', 0.2, 0],
-    ['10 s', 10, 0],
+    ['0.2 s', 0.2, 0, 0],
+    ['10 s', 10, 0, 0],
     // folds run while the child holds the connection as root: the census gives it the
     // socket under uid 0, and its sends after setuid() must take it over as the user
-    ['0.2 s after 0.3 s as root', 0.2, 0.3],
-  ])('attributes a root listener\'s connection served by a setuid() child to the child\'s user (inetd/sshd pattern), %s', async (_label, seconds, rootSeconds) => {
+    ['0.2 s after 0.3 s as root', 0.2, 0.3, 0],
+    // the child sends all at once and ends; folds run while only root (older) holds the
+    // connection: what the child left pending is still the child's
+    ['at once, root holding its copy 0.5 s after the child ended (sshd\'s monitor)', 0, 0, 0.5],
+  ])('attributes a root listener\'s connection served by a setuid() child to the child\'s user (inetd/sshd pattern), %s', async (_label, seconds, rootSeconds, parentKeeps) => {
     const port = await freePort();
     const bytes = 1_500_000;
     const before = userTotal(meter, alice.uid);
     const { server, client } = await whileFolding(
       meter,
-      exchange(['inetd-send', net.hostV4, String(port), String(alice.uid), String(alice.gid), String(bytes), String(seconds), String(rootSeconds)], ['tcp-recv', net.hostV4, String(port)], { client: { net } }),
+      exchange(['inetd-send', net.hostV4, String(port), String(alice.uid), String(alice.gid), String(bytes), String(seconds), String(rootSeconds), String(parentKeeps)], ['tcp-recv', net.hostV4, String(port)], { client: { net } }),
     );
     expect(client.received).toBe(bytes);
     const d = minus(await settledTotal(meter, alice.uid), before);

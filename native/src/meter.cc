@@ -144,21 +144,21 @@ void Meter::load_and_attach() {
     for (Hook &h : hooks_)
       if (h.name == "fold") h.detail += " (this kernel refused " + refused.substr(0, refused.size() - 2) + ")";
   // the ABI version marks the pinned state as ours; the slot count of resumed state stays
-  uint32_t zero = 0;
-  int meta_fd = bpf_map__fd(skel_->maps.meta);
-  ubia_meta meta{};
-  bpf_map_lookup_elem(meta_fd, &zero, &meta);
-  meta.abi_version = UBIA_ABI_VERSION;
-  if (resumed_ && meta.precise != uint32_t(opts_.precise)) {
+  // (each field written alone: see struct ubia_meta)
+  void *meta = mmap(nullptr, sizeof(ubia_meta), PROT_READ | PROT_WRITE, MAP_SHARED, bpf_map__fd(skel_->maps.meta), 0);
+  if (meta == MAP_FAILED) fail_bpf("mapping the meter's meta map failed", errno);
+  meta_ = static_cast<volatile ubia_meta *>(meta);
+  meta_->abi_version = UBIA_ABI_VERSION;
+  if (resumed_ && meta_->precise != uint32_t(opts_.precise)) {
     // the pinned programs count in the other mode: attach this load's instead (the maps,
     // and with them every counter, stay)
     remove_tree(opts_.pin_dir + "/links");
     mkdir_p(opts_.pin_dir + "/links");
   }
-  meta.precise = opts_.precise;
-  bpf_map_update_elem(meta_fd, &zero, &meta, BPF_ANY);
+  meta_->precise = opts_.precise;
+  meta_->reader_tgid = getpid();
 
-  map_user_slots(meta.user_slots_used);
+  map_user_slots(meta_->user_slots_used);
 
   attach_all();
 
@@ -479,12 +479,9 @@ void Meter::map_user_slots(size_t used) const {
 
 std::vector<Entry<ubia_user_key, ubia_counters>> Meter::read_users() const {
   fold_if_stale();
-  uint32_t zero = 0;
-  ubia_meta meta{};
-  if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.meta), &zero, &meta))
-    throw MeterError("reading the meter's meta map failed: " + errno_text(errno));
-  map_user_slots(meta.user_slots_used);
-  const size_t n = std::min<size_t>(meta.user_slots_used, user_slots_len_ / sizeof(ubia_user_slot));
+  const uint32_t used = meta_->user_slots_used;
+  map_user_slots(used);
+  const size_t n = std::min<size_t>(used, user_slots_len_ / sizeof(ubia_user_slot));
   std::vector<Entry<ubia_user_key, ubia_counters>> out;
   out.reserve(n);
   for (size_t i = 0; i < n; i++) {
@@ -645,6 +642,11 @@ void Meter::close(bool detach) {
   fold_links_.clear();
   if (user_slots_) munmap(const_cast<ubia_user_slot *>(user_slots_), user_slots_len_);
   user_slots_ = nullptr;
+  if (meta_) {
+    meta_->reader_tgid = 0;  // the pid may come to another process
+    munmap(const_cast<ubia_meta *>(meta_), sizeof(ubia_meta));
+  }
+  meta_ = nullptr;
   for (auto &l : links_) bpf_link__destroy(l.second);  // closes our fd; the pin keeps it attached
   links_.clear();
   for (int *fd : {&tc_ingress_fd_, &tc_egress_fd_, &cgroup_fd_, &lock_fd_})

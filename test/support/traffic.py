@@ -265,11 +265,12 @@ def become(uid, gid):
     os.setresuid(int(uid), int(uid), int(uid))
 
 
-def inetd_send(host, port, uid, gid, nbytes, seconds, root_seconds='0'):
+def inetd_send(host, port, uid, gid, nbytes, seconds, root_seconds='0', parent_keeps='0'):
     """root listens and accepts; a child setuid()s to the user and serves the connection
     (the inetd/sshd pattern): sends nbytes spread over `seconds`, then closes. The child
     first holds the connection as root for `root_seconds` (sshd's child works as root
-    before it drops privileges)"""
+    before it drops privileges). With `parent_keeps`, root keeps its copy until that long
+    after the child has ended (sshd's monitor outlives the session child)"""
     s = listen(host, int(port))
     c, _ = s.accept()
     child = os.fork()
@@ -284,8 +285,11 @@ def inetd_send(host, port, uid, gid, nbytes, seconds, root_seconds='0'):
             time.sleep(float(seconds) / steps)
         c.close()
         os._exit(0)
-    c.close()
+    if float(parent_keeps) == 0:
+        c.close()
     os.waitpid(child, 0)
+    time.sleep(float(parent_keeps))
+    c.close()
     out(sent=int(nbytes), child=child, pid=os.getpid())
 
 
