@@ -40,9 +40,18 @@ interface GuestRun {
   files: FileResult[];
 }
 
+/** A meter left attached for the guest's life (pinned, its process gone). Under qemu's TCG
+ *  the kernel's patching of a static branch while another vCPU runs through it killed
+ *  Debian's 7.3 guest twice, each time with RIP inside the patched jump of a cgroup_skb
+ *  hook (ip6_finish_output, sk_filter_trim_cap): the static keys each test's meter turns
+ *  on and off as it attaches and detaches. This meter holds them on; the tests still
+ *  attach and detach their own. */
+const holdKeys = `import('./dist/kernel/index.js').then(({ openMeter }) => openMeter({ pinDir: '/sys/fs/bpf/ubia-vm-keys' }).close())`;
+
 /** The guest's command: the tests with this Node, then vitest's JSON report after a marker
  *  line. Time bounds inside stretch: code there runs 12–17× slower than on the host. */
 const guestScript = `
+${process.execPath} --input-type=module -e "${holdKeys}" || exit 1
 ${process.execPath} node_modules/vitest/vitest.mjs run --project system ${GUEST_TESTS.join(' ')} \\
   --testTimeout=300000 --hookTimeout=300000 \\
   --reporter=default --reporter=json --outputFile.json=/tmp/ubia-matrix.json
