@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROOT, writeAgentConfig } from './support/agent.js';
 import { dpkg, holdDpkgLock, setAsideAgentState } from './support/dpkg.js';
-import { tempDir } from './support/testbed.js';
+import { removeMeter, tempDir } from './support/testbed.js';
 import { waitFor } from './support/wait.js';
 
 const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
@@ -55,10 +55,11 @@ describe('Debian package', () => {
     for (const p of contents) if (existsSync(p)) existedBefore.add(p);
   });
 
-  afterAll(() => {
+  afterAll(async () => {
     if (installed()) purge();
     restoreAgentState();
-    rmSync(pinDir, { recursive: true, force: true });
+    // purge removes the pins, not the tc filters the installed agent attached
+    await removeMeter(pinDir);
     rmSync(work, { recursive: true, force: true });
   });
 
