@@ -3,12 +3,12 @@
 // unit passes systemd-analyze, the installed agent starts and `ubia status` talks to it,
 // and `dpkg --purge` leaves nothing behind: files, state, config, enable links, pins.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { appendFileSync, existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROOT, writeAgentConfig } from './support/agent.js';
 import { dpkg, holdDpkgLock, setAsideAgentState } from './support/dpkg.js';
-import { tempDir } from './support/testbed.js';
+import { removeMeter, tempDir } from './support/testbed.js';
 import { waitFor } from './support/wait.js';
 
 const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
@@ -24,11 +24,18 @@ describe('Debian package', () => {
   let contents: string[] = [];
   const existedBefore = new Set<string>();
   let restoreAgentState = () => {};
+  // prerm takes the pin directory from the config (as an admin with a custom pin_dir has
+  // it); without one, postrm removes the built-in /sys/fs/bpf/ubia: the pins of the agent
+  // `scripts/setup start` may have left running. Every purge here names this test's.
+  const purge = () => {
+    const config = '/etc/ubia/ubia.toml';
+    const line = `pin_dir = "${pinDir}"`;
+    mkdirSync('/etc/ubia', { recursive: true });
+    if (!(existsSync(config) && readFileSync(config, 'utf8').includes(line))) appendFileSync(config, `\n[agent]\n${line}\n`);
+    return dpkg(['--purge', 'ubia'], ENV);
+  };
 
   beforeAll(() => {
-    restoreAgentState = setAsideAgentState(String(process.pid));
-    // a package left by an interrupted run would hide what this one installs
-    if (installed()) dpkg(['--purge', 'ubia'], ENV);
     const out = execFileSync(join(ROOT, 'scripts', 'package-deb'), [join(work, 'out')], {
       encoding: 'utf8',
       env: { ...process.env, PATH: `${join(ROOT, '.runtime', 'bin')}:${process.env.PATH}` },
@@ -40,13 +47,19 @@ describe('Debian package', () => {
       .filter(Boolean)
       .map((l) => l.slice(l.indexOf('./') + 1).replace(/\/$/, '').replace(/ -> .*$/, ''))
       .filter((p) => p !== '');
+    // set aside only now, after the minutes the build takes: meanwhile a running agent's
+    // socket and log stay where its users look for them
+    restoreAgentState = setAsideAgentState(String(process.pid));
+    // a package left by an interrupted run would hide what this one installs
+    if (installed()) purge();
     for (const p of contents) if (existsSync(p)) existedBefore.add(p);
   });
 
-  afterAll(() => {
-    if (installed()) dpkg(['--purge', 'ubia'], ENV);
+  afterAll(async () => {
+    if (installed()) purge();
     restoreAgentState();
-    rmSync(pinDir, { recursive: true, force: true });
+    // purge removes the pins, not the tc filters the installed agent attached
+    await removeMeter(pinDir);
     rmSync(work, { recursive: true, force: true });
   });
 
@@ -151,9 +164,7 @@ describe('Debian package', () => {
   });
 
   it('dpkg --purge removes everything it installed, the state and the pinned maps', () => {
-    // point the installed config at this test's pins, as an admin with a custom pin_dir would
-    appendFileSync('/etc/ubia/ubia.toml', `\n[agent]\npin_dir = "${pinDir}"\n`);
-    const r = dpkg(['--purge', 'ubia'], ENV);
+    const r = purge();
     expect(r.status, r.stderr).toBe(0);
     expect(installed()).toBe(false);
     const left = contents.filter((p) => !existedBefore.has(p) && existsSync(p));

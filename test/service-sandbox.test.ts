@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { StatusResult } from '../src/control/protocol.js';
 import { CLI, ROOT, writeAgentConfig } from './support/agent.js';
-import { tempDir } from './support/testbed.js';
+import { removeMeter, tempDir } from './support/testbed.js';
 import { waitFor } from './support/wait.js';
 
 const UNIT = readFileSync(join(ROOT, 'packaging', 'ubia.service'), 'utf8');
@@ -31,9 +31,9 @@ type Outcome = { exited: number | null; logs: string } | { status: StatusResult 
 async function agentWithCaps(tag: string, caps: string[]): Promise<Outcome> {
   const dir = tempDir('ubia-caps-');
   const pinDir = `/sys/fs/bpf/ubia-capstest-${process.pid}-${tag}`;
-  cleanups.push(() => {
+  cleanups.push(async () => {
     rmSync(dir, { recursive: true, force: true });
-    rmSync(pinDir, { recursive: true, force: true });
+    await removeMeter(pinDir); // its tc filters too, which outlive the pins
   });
   const bounding = ['-all', ...caps.map((c) => `+${c.replace(/^CAP_/, '').toLowerCase()}`)].join(',');
   const agent = spawn(

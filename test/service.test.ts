@@ -11,7 +11,7 @@ import { createInterface } from 'node:readline';
 import { afterEach, describe, expect, it } from 'vitest';
 import { controlRequest } from '../src/control/client.js';
 import { CLI, writeAgentConfig } from './support/agent.js';
-import { tempDir } from './support/testbed.js';
+import { removeMeter, tempDir } from './support/testbed.js';
 import { sleep, waitFor } from './support/wait.js';
 
 const WATCHDOG_USEC = 2_000_000;
@@ -76,9 +76,9 @@ interface ManagedAgent {
 async function startManaged(tag: string, o: { pathSocket?: boolean; watchdog?: boolean; pollInterval?: number } = {}): Promise<ManagedAgent> {
   const dir = tempDir('ubia-svc-');
   const pinDir = `/sys/fs/bpf/ubia-svctest-${process.pid}-${tag}`;
-  cleanups.push(() => {
+  cleanups.push(async () => {
     rmSync(dir, { recursive: true, force: true });
-    rmSync(pinDir, { recursive: true, force: true });
+    await removeMeter(pinDir); // its tc filters too, which outlive the pins
   });
   const manager = await startNotifySocket(o.pathSocket ? join(dir, 'notify.sock') : `@ubia-test-${process.pid}-${tag}`);
   cleanups.push(() => manager.stop());

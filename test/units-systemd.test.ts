@@ -1,34 +1,38 @@
 // Usage per systemd unit under a real service manager: a Debian 12 container booted with
 // systemd as PID 1 (systemd-nspawn, support/nspawn.ts), the .deb installed and its agent
 // running as the ubia service; two `systemd-run` units of one test user send known
-// payloads at once to a sink on the host (the container shares the host's network, so
-// this is loopback traffic: count_loopback is on). `ubia units` shows both units, exactly,
-// and they sum to the user's `ubia users` row; the user sees them too, as their own.
+// payloads at once to a sink in the container (its own network namespace, so this is
+// loopback traffic: count_loopback is on). `ubia units` shows both units, exactly, and
+// they sum to the user's `ubia users` row; the user sees them too, as their own.
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { UnitsResult, UsersResult } from '../src/control/protocol.js';
 import { bootWithScript, packageDeb, SCRIPT_HEAD, SCRIPT_TAIL, type Facts } from './support/nspawn.js';
-import { freePort, tempDir } from './support/testbed.js';
-import { serveTraffic, type TrafficServer } from './support/traffic.js';
+import { tempDir } from './support/testbed.js';
 
 const COUNTERS = ['rxBytes', 'txBytes', 'rxPackets', 'txPackets', 'rxPayloadBytes', 'txPayloadBytes'] as const;
 const SIZES = { a: 1_100_000, b: 2_300_000 };
-/** the sink's protocol: the size of the reply wanted (8 bytes, here 0) before the data */
+/** what the units send before their data (8 zero bytes: the size of a reply test/support's
+ *  sink would send; this sink reads and discards, and replies nothing) */
 const HEADER = 8;
+/** the sink's port, in the container's own network namespace */
+const PORT = 9000;
 
 /** One unit's traffic: bash's /dev/tcp to the sink, the header, then `size` zero bytes;
  *  the unit then lives 2 s more: a cgroup is named when the agent first reads its id, and
  *  one removed before any read saw it stays unnamed (docs/units.md) */
-const send = (unit: string, size: number, port: number) =>
-  `systemd-run --uid=ubia-units --unit=${unit} --wait --quiet bash -c "exec 3<>/dev/tcp/127.0.0.1/${port}; printf '\\\\0\\\\0\\\\0\\\\0\\\\0\\\\0\\\\0\\\\0' >&3; head -c ${size} /dev/zero >&3; sleep 2"`;
+const send = (unit: string, size: number) =>
+  `systemd-run --uid=ubia-units --unit=${unit} --wait --quiet bash -c "exec 3<>/dev/tcp/127.0.0.1/${PORT}; printf '\\\\0\\\\0\\\\0\\\\0\\\\0\\\\0\\\\0\\\\0' >&3; head -c ${size} /dev/zero >&3; sleep 2"`;
 
-const script = (port: number) => `${SCRIPT_HEAD}
+// the sink: root, one `cat` per connection (the minimal root file system has no python)
+const script = `${SCRIPT_HEAD}
+systemd-socket-activate --inetd --accept --listen=127.0.0.1:${PORT} sh -c 'cat > /dev/null' &
 dpkg -i /root/ubia.deb; report install $?
 printf '[agent]\\npoll_interval = 0.2\\nflow_interval = 0.2\\ncount_loopback = true\\n[ledger]\\nflush_interval = 1\\n' > /etc/ubia/ubia.toml
 systemctl restart ubia; wait_active ubia; report active "$(systemctl is-active ubia)"
 useradd -M ubia-units; report uid "$(id -u ubia-units)"
-${send('ubia-units-a', SIZES.a, port)} & ${send('ubia-units-b', SIZES.b, port)} & wait
+${send('ubia-units-a', SIZES.a)} & a=$!; ${send('ubia-units-b', SIZES.b)} & b=$!; wait $a $b
 report sent 1
 sleep 3
 ubia units -u ubia-units > /result/units.txt
@@ -42,18 +46,13 @@ describe('usage per systemd unit in a container with systemd as PID 1', () => {
   const work = tempDir('ubia-units-systemd-');
   const result = join(work, 'result');
   let facts: Facts = {};
-  let sink: TrafficServer;
   const read = <T>(file: string): T => JSON.parse(readFileSync(join(result, file), 'utf8')) as T;
 
-  beforeAll(async () => {
-    const port = await freePort();
-    sink = serveTraffic(['sink', '127.0.0.1', String(port), '600'], {}, 600_000);
-    await sink.ready;
-    facts = bootWithScript(work, packageDeb(join(work, 'out')), script(port));
+  beforeAll(() => {
+    facts = bootWithScript(work, packageDeb(join(work, 'out')), script);
   }, 900_000);
 
   afterAll(() => {
-    sink?.proc.kill('SIGKILL');
     rmSync(work, { recursive: true, force: true });
   });
 

@@ -96,13 +96,26 @@ export function bootWithScript(work: string, deb: string, script: string): Facts
   writeFileSync(join(root, 'etc/systemd/system/ubia-test.service'), TEST_UNIT);
   symlinkSync('/etc/systemd/system/ubia-test.service', join(root, 'etc/systemd/system/multi-user.target.wants/ubia-test.service'));
   mkdirSync(result);
-  // boots, runs ubia-test.service, powers off; the timeout bounds a hung boot
-  const boot = spawnSync(
-    'systemd-nspawn',
-    ['--register=no', '--keep-unit', '--quiet', '-D', root, '--boot', `--bind=${result}:/result`,
-      '--capability=CAP_BPF,CAP_PERFMON,CAP_NET_ADMIN', '--system-call-filter=bpf perf_event_open'],
-    { encoding: 'utf8', timeout: 240_000, killSignal: 'SIGKILL' },
-  );
+  // Its own network namespace (only lo): in the host's, the container's agent, with the
+  // built-in pin_dir, would take over the tc filters (same handle and priority) that an
+  // agent `scripts/setup start` left running has on the host's interfaces, and leave its
+  // own there. nspawn's /sys of a private network has no /sys/fs/bpf to mount bpffs on
+  // (ubia-bpffs.service): a bpffs of the test's own is mounted there instead.
+  const bpffs = join(work, 'bpffs');
+  mkdirSync(bpffs);
+  execFileSync('mount', ['-t', 'bpf', 'bpf', bpffs]);
+  let boot;
+  try {
+    // boots, runs ubia-test.service, powers off; the timeout bounds a hung boot
+    boot = spawnSync(
+      'systemd-nspawn',
+      ['--register=no', '--keep-unit', '--quiet', '-D', root, '--boot', '--private-network', `--bind=${bpffs}:/sys/fs/bpf`, `--bind=${result}:/result`,
+        '--capability=CAP_BPF,CAP_PERFMON,CAP_NET_ADMIN', '--system-call-filter=bpf perf_event_open'],
+      { encoding: 'utf8', timeout: 240_000, killSignal: 'SIGKILL' },
+    );
+  } finally {
+    execFileSync('umount', [bpffs]);
+  }
   const facts: Facts = {};
   const factsFile = join(result, 'facts');
   for (const line of existsSync(factsFile) ? readFileSync(factsFile, 'utf8').split('\n') : []) {
