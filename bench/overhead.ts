@@ -5,9 +5,8 @@
 // detached, programs that do nothing at the default mode's hooks (bench/floor.bpf.c, the
 // packet hooks: the floor for any meter there), detached, ubia in its precise mode,
 // detached, empty programs at the precise mode's hooks (the packet hooks and the per-call
-// tracepoints), detached, ubia default with a quota throttling another user (what users
-// without a quota pay for the quota programs: issue 14 wants it within 0.5 points of ubia
-// alone), and so on.
+// tracepoints), and so on. Then what users without a quota pay for quota enforcement
+// (bench/quota-overhead.ts; BENCH_QUOTA_ONLY=1: that alone).
 // Each attached phase is compared with the detached phases on either side of it, in
 // the same connection: between separate iperf3 runs this VM's throughput jumps between
 // modes 20-50 % apart, which drowned a cost of a few percent. Intervals during which the
@@ -17,16 +16,18 @@
 // CPU time (bpf_stats) as a share of the CPU time the transfer takes (its processes and
 // the softirq threads), per mode, and each program's time per run.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
-import { openMeter, detachMeter, openQuotaEnforcer, type Meter, type QuotaEnforcer } from '../src/kernel/index.js';
+import { openMeter, detachMeter, type Meter } from '../src/kernel/index.js';
 import { createNet, createUser, removeUser, type TestNet, type TestUser } from '../test/support/testbed.js';
 import { sleep } from '../test/support/wait.js';
 import { meterProgramIds, programIdsNamed, programTimes, timesSince, withBpfStats } from './bpf-stats.js';
+import { ksoftirqdPids, processCpuNs } from './cpu.js';
 import { median, spread } from './figures.js';
+import { measureQuotaOverhead } from './quota-overhead.js';
 
 const PIN_DIR = '/sys/fs/bpf/ubia-bench';
 const FLOOR_PIN_DIR = '/sys/fs/bpf/ubia-bench-floor';
@@ -39,14 +40,13 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 8);
 /** phases per mode for the programs' CPU share */
 const STATS_ROUNDS = Number(process.env.BENCH_STATS_ROUNDS ?? 4);
 
-type Variant = 'detached' | 'default' | 'nftables' | 'default floor' | 'precise' | 'precise floor' | 'quota';
+type Variant = 'detached' | 'default' | 'nftables' | 'default floor' | 'precise' | 'precise floor';
 type Compared = Exclude<Variant, 'detached'>;
-const COMPARED: Compared[] = ['default', 'nftables', 'default floor', 'precise', 'precise floor', 'quota'];
+const COMPARED: Compared[] = ['default', 'nftables', 'default floor', 'precise', 'precise floor'];
 /** issue 11's targets: a variant's cost against another's, in points, at most `points` */
 const TARGETS: Array<{ name: string; variant: Compared; against: Compared; points: (w: Workload) => number }> = [
   { name: 'default − nftables', variant: 'default', against: 'nftables', points: (w) => (w.args.includes('-u') ? 0 : 1) },
   { name: 'precise − its floor', variant: 'precise', against: 'precise floor', points: () => 1 },
-  { name: 'quota on another user − default', variant: 'quota', against: 'default', points: () => 0.5 },
 ];
 interface Workload {
   name: string;
@@ -166,21 +166,17 @@ function buildFloor(dir: string, net: TestNet): Floor {
 /** Puts a variant in place (the previous one removed first); returns the meter, if any. */
 function variantSetter(users: TestUser[], floor: Floor): (v: Variant) => void {
   let meter: Meter | undefined;
-  let quota: QuotaEnforcer | undefined;
   let floorOn = false;
   return (v) => {
-    quota?.close({ detach: true });
-    quota = undefined;
     meter?.close({ detach: true });
     meter = undefined;
     if (floorOn) floor.detach();
     floorOn = false;
     nftables(users, v === 'nftables');
-    if (v === 'default' || v === 'precise' || v === 'quota') {
-      meter = openMeter({ pinDir: PIN_DIR, mode: v === 'quota' ? 'default' : v });
+    if (v === 'default' || v === 'precise') {
+      meter = openMeter({ pinDir: PIN_DIR, mode: v });
       meter.readInterfaces(); // attaches the tc counters to the veth
     }
-    if (v === 'quota') quota = quotaOnOtherUser(users[1]!);
     if (v === 'default floor' || v === 'precise floor') {
       floor.attach(v === 'default floor' ? 'packets' : 'packets and calls');
       floorOn = true;
@@ -247,14 +243,6 @@ async function measure(
   return { detached, ratios, cpuRatios, phases: phases.map((p) => [p.variant, phaseRate(p, intervals)]) };
 }
 
-/** Quota enforcement attached, with a throttle on `other` (not the user measured): every
- *  packet and connect of the measured user then pays the quota programs' verdict miss. */
-function quotaOnOtherUser(other: TestUser): QuotaEnforcer {
-  const quota = openQuotaEnforcer({ pinDir: PIN_DIR });
-  quota.set({ uid: other.uid, action: { kind: 'throttle', bytesPerSecond: 1_000_000 }, untilMs: Date.now() + 3_600_000 });
-  return quota;
-}
-
 function nftables(users: TestUser[], on: boolean) {
   if (!on) {
     spawnSync('nft', ['delete', 'table', 'inet', 'ubia_bench']);
@@ -263,42 +251,6 @@ function nftables(users: TestUser[], on: boolean) {
   const rules = users.map((u) => `    meta skuid ${u.uid} counter`).join('\n');
   const conf = `table inet ubia_bench {\n  chain out {\n    type filter hook output priority 0; policy accept;\n${rules}\n  }\n}\n`;
   execFileSync('nft', ['-f', '-'], { input: conf });
-}
-
-/** CPU time (ns) the tasks of these processes have run, every thread. */
-function processCpuNs(pids: number[]): number {
-  let ns = 0;
-  for (const pid of pids) {
-    let tids: string[] = [];
-    try {
-      tids = readdirSync(`/proc/${pid}/task`);
-    } catch {
-      continue; // gone
-    }
-    for (const tid of tids) {
-      try {
-        ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
-      } catch {
-        // the thread ended meanwhile
-      }
-    }
-  }
-  return ns;
-}
-
-/** The softirq threads: what the transfer's packets cost when softirq runs deferred (in
- *  task context, without CONFIG_IRQ_TIME_ACCOUNTING, it counts to the task it interrupts). */
-function ksoftirqdPids(): number[] {
-  return readdirSync('/proc')
-    .filter((d) => /^\d+$/.test(d))
-    .filter((d) => {
-      try {
-        return readFileSync(`/proc/${d}/comm`, 'utf8').startsWith('ksoftirqd/');
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
 }
 
 /** the meter's two modes, and the precise mode's empty programs: what bpf_stats itself
@@ -350,63 +302,74 @@ async function cpuShares(w: Workload, users: TestUser[], net: TestNet, floor: Fl
 
 const points = (x: number) => `${x >= 0 ? '+' : ''}${x.toFixed(1)}`;
 
+/** The meter's cost per workload: the A/B phases and the programs' CPU shares. */
+async function meterOverhead(users: TestUser[], net: TestNet, dir: string) {
+  const floor = buildFloor(dir, net);
+  const rows: Array<Record<string, string>> = [];
+  const targets: Array<Record<string, string>> = [];
+  const shares: Array<Record<string, string>> = [];
+  const perRun: Array<Record<string, string | number>> = [];
+  const phases: Record<string, Array<[Variant, number | undefined]>> = {};
+  const raw: Record<string, unknown> = {};
+  // BENCH_WORKLOADS=veth (say): only the workloads whose name contains it
+  for (const w of WORKLOADS.filter((x) => x.name.includes(process.env.BENCH_WORKLOADS ?? ''))) {
+    const r = await measure(w, users, net, floor);
+    // two measures of one run: throughput lost, and CPU time added per unit of traffic
+    const measures = [
+      { name: 'throughput lost', ratios: r.ratios, cost: (x: number) => (1 - x) * 100 },
+      { name: 'CPU per unit added', ratios: r.cpuRatios, cost: (x: number) => (x - 1) * 100 },
+    ];
+    for (const m of measures) {
+      const costs = (v: Compared) => m.ratios[v].flatMap((x) => (x === undefined ? [] : [m.cost(x)]));
+      rows.push({
+        workload: w.name,
+        measure: m.name,
+        detached: `${median(r.detached).toPrecision(4)} ${w.unit}`,
+        ...Object.fromEntries(COMPARED.map((v) => [v, spread(costs(v), (x) => `${x.toFixed(1)} %`)])),
+      });
+      for (const t of TARGETS) {
+        // round by round: the two phases of one round are seconds apart
+        const diffs = m.ratios[t.variant].flatMap((x, i) => {
+          const y = m.ratios[t.against][i];
+          return x === undefined || y === undefined ? [] : [m.cost(x) - m.cost(y)];
+        });
+        targets.push({
+          workload: w.name,
+          measure: m.name,
+          target: `${t.name} ≤ ${t.points(w)} point${t.points(w) === 1 ? '' : 's'}`,
+          'points, median (range) of rounds': spread(diffs, points),
+          met: diffs.length ? (median(diffs) <= t.points(w) ? 'yes' : 'no') : '?',
+        });
+      }
+    }
+    phases[w.name] = r.phases.map(([v, rate]) => [v, rate === undefined ? undefined : +rate.toPrecision(4)]);
+    process.stderr.write(`${w.name}: done (${COMPARED.map((v) => `${r.ratios[v].filter((x) => x !== undefined).length} ${v}`).join(', ')} phases compared)\n`);
+    const c = await cpuShares(w, users, net, floor);
+    shares.push({ workload: w.name, ...Object.fromEntries(MODES.map((m) => [`${m}: programs' CPU / transfer's CPU`, spread(c.shares[m], (x) => `${(x * 100).toFixed(2)} %`)])) });
+    for (const [program, t] of c.perProgram) if (t.runs) perRun.push({ workload: w.name, program, runs: t.runs, 'ns/run': Math.round(t.ns / t.runs) });
+    raw[w.name] = { ratios: r.ratios, cpuRatios: r.cpuRatios, shares: c.shares };
+  }
+  console.log(`cost against the detached phases around each phase: throughput lost, and CPU time (the transfer's processes and softirq threads) added per unit of traffic; median (range) of ${ROUNDS} rounds`);
+  console.table(rows);
+  console.table(targets);
+  console.log(`programs' own CPU (bpf_stats) as a share of the transfer's CPU; median (range) of ${STATS_ROUNDS} phases per mode`);
+  console.table(shares);
+  console.table(perRun);
+  console.log(JSON.stringify({ phaseSeconds: PHASE_SECONDS, rounds: ROUNDS, rows, targets, shares, raw, phases, programCosts: perRun }));
+}
+
 async function main() {
   const users = [createUser('ubia-b'), createUser('ubia-b')];
   const net = createNet();
   const dir = mkdtempSync(join(tmpdir(), 'ubia-bench-'));
   try {
-    const floor = buildFloor(dir, net);
-    const rows: Array<Record<string, string>> = [];
-    const targets: Array<Record<string, string>> = [];
-    const shares: Array<Record<string, string>> = [];
-    const perRun: Array<Record<string, string | number>> = [];
-    const phases: Record<string, Array<[Variant, number | undefined]>> = {};
-    const raw: Record<string, unknown> = {};
-    // BENCH_WORKLOADS=veth (say): only the workloads whose name contains it
-    for (const w of WORKLOADS.filter((x) => x.name.includes(process.env.BENCH_WORKLOADS ?? ''))) {
-      const r = await measure(w, users, net, floor);
-      // two measures of one run: throughput lost, and CPU time added per unit of traffic
-      const measures = [
-        { name: 'throughput lost', ratios: r.ratios, cost: (x: number) => (1 - x) * 100 },
-        { name: 'CPU per unit added', ratios: r.cpuRatios, cost: (x: number) => (x - 1) * 100 },
-      ];
-      for (const m of measures) {
-        const costs = (v: Compared) => m.ratios[v].flatMap((x) => (x === undefined ? [] : [m.cost(x)]));
-        rows.push({
-          workload: w.name,
-          measure: m.name,
-          detached: `${median(r.detached).toPrecision(4)} ${w.unit}`,
-          ...Object.fromEntries(COMPARED.map((v) => [v, spread(costs(v), (x) => `${x.toFixed(1)} %`)])),
-        });
-        for (const t of TARGETS) {
-          // round by round: the two phases of one round are seconds apart
-          const diffs = m.ratios[t.variant].flatMap((x, i) => {
-            const y = m.ratios[t.against][i];
-            return x === undefined || y === undefined ? [] : [m.cost(x) - m.cost(y)];
-          });
-          targets.push({
-            workload: w.name,
-            measure: m.name,
-            target: `${t.name} ≤ ${t.points(w)} point${t.points(w) === 1 ? '' : 's'}`,
-            'points, median (range) of rounds': spread(diffs, points),
-            met: diffs.length ? (median(diffs) <= t.points(w) ? 'yes' : 'no') : '?',
-          });
-        }
-      }
-      phases[w.name] = r.phases.map(([v, rate]) => [v, rate === undefined ? undefined : +rate.toPrecision(4)]);
-      process.stderr.write(`${w.name}: done (${COMPARED.map((v) => `${r.ratios[v].filter((x) => x !== undefined).length} ${v}`).join(', ')} phases compared)\n`);
-      const c = await cpuShares(w, users, net, floor);
-      shares.push({ workload: w.name, ...Object.fromEntries(MODES.map((m) => [`${m}: programs' CPU / transfer's CPU`, spread(c.shares[m], (x) => `${(x * 100).toFixed(2)} %`)])) });
-      for (const [program, t] of c.perProgram) if (t.runs) perRun.push({ workload: w.name, program, runs: t.runs, 'ns/run': Math.round(t.ns / t.runs) });
-      raw[w.name] = { ratios: r.ratios, cpuRatios: r.cpuRatios, shares: c.shares };
-    }
-    console.log(`cost against the detached phases around each phase: throughput lost, and CPU time (the transfer's processes and softirq threads) added per unit of traffic; median (range) of ${ROUNDS} rounds`);
-    console.table(rows);
-    console.table(targets);
-    console.log(`programs' own CPU (bpf_stats) as a share of the transfer's CPU; median (range) of ${STATS_ROUNDS} phases per mode`);
-    console.table(shares);
-    console.table(perRun);
-    console.log(JSON.stringify({ phaseSeconds: PHASE_SECONDS, rounds: ROUNDS, rows, targets, shares, raw, phases, programCosts: perRun }));
+    if (!process.env.BENCH_QUOTA_ONLY) await meterOverhead(users, net, dir);
+    const q = await measureQuotaOverhead(PIN_DIR, users[0]!, users[1]!, net);
+    console.log(
+      `quota enforcement attached (a block verdict on another user) against detached, ubia default attached throughout: CPU time per byte of the workload, points; median [95 % bootstrap interval of the median] (min…max) of ${q.pairs} A/B pairs of ${q.phaseMs} ms phases; null pairs: two phases alike`,
+    );
+    console.table(q.rows);
+    console.log(JSON.stringify({ quota: q }));
   } finally {
     detachMeter(PIN_DIR);
     rmSync(FLOOR_PIN_DIR, { recursive: true, force: true });
