@@ -5,6 +5,8 @@
 // the 128-bit addresses two BigInt splits each) and one pass over the records per column
 // cost ~1 µs a record more (docs/performance.md "Flow store").
 import { DuckDBDataChunk, DOUBLE, INTEGER, UHUGEINT, USMALLINT, UTINYINT, type DuckDBType } from '@duckdb/node-api';
+// the bindings @duckdb/node-api is built on (a dependency in the same version range, so one
+// copy): node-api's vectors take one value per call; the bindings copy a whole buffer in
 import duckdb from '@duckdb/node-bindings';
 import { endianness } from 'node:os';
 import { addressWords } from './address.js';
