@@ -84,6 +84,15 @@ describe('flow store', () => {
     expect(new Set(rows.map((r) => r.program)).size).toBe(4);
   });
 
+  it('refuses a batch with a value its column cannot hold, rather than store another number', async () => {
+    for (const bad of [{ uid: 2 ** 31 }, { pid: -2 ** 31 - 1 }, { remotePort: 65536 }, { localPort: 1.5 }, { protocol: 256 }]) {
+      await expect(store.append([flow({}), flow(bad)])).rejects.toThrow(/do not fit their columns/);
+    }
+    expect(await store.count()).toBe(0);
+    await store.append([flow({ uid: 2 ** 31 - 1, pid: 0, remotePort: 65535, protocol: 255 })]);
+    expect((await run(all)).map((r) => [r.uid, r.pid, r.remote_port, r.protocol])).toEqual([[2 ** 31 - 1, 0, 65535, 255]]);
+  });
+
   it('filters, groups by user and remote/24, filters groups and orders', async () => {
     await store.append([
       flow({ remoteAddress: '198.18.1.2', rxBytes: 5_000_000 }),

@@ -116,6 +116,11 @@ function putRow(f: StoredFlow, ids: RecordIds, k: number, i: number): void {
   C.rx_payload_bytes.values[i] = f.rxPayloadBytes;
   C.tx_payload_bytes.values[i] = f.txPayloadBytes;
   C.unit.values[i] = ids.unit[k]!;
+  if (C.uid.values[i] !== f.uid || C.pid.values[i] !== f.pid || C.protocol.values[i] !== f.protocol || C.family.values[i] !== f.family || C.local_port.values[i] !== f.localPort || C.remote_port.values[i] !== f.remotePort) {
+    // a typed array wraps what its type cannot hold: refused instead, as node-api's
+    // setItem refused it, never stored as another number
+    throw new Error(`flow store: a record whose uid ${f.uid}, pid ${f.pid}, protocol ${f.protocol}, family ${f.family} or ports ${f.localPort}/${f.remotePort} do not fit their columns (INTEGER, UTINYINT, USMALLINT); the batch is not written`);
+  }
 }
 
 /** The records as DuckDB column chunks (bench/query.ts times this apart from DuckDB's part). */
