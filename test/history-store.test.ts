@@ -85,7 +85,7 @@ describe('flow store', () => {
   });
 
   it('refuses a batch with a value its column cannot hold, rather than store another number', async () => {
-    for (const bad of [{ uid: 2 ** 31 }, { pid: -2 ** 31 - 1 }, { remotePort: 65536 }, { localPort: 1.5 }, { protocol: 256 }]) {
+    for (const bad of [{ pid: 2 ** 31 }, { pid: -(2 ** 31) - 1 }, { remotePort: 65536 }, { localPort: 1.5 }, { protocol: 256 }]) {
       await expect(store.append([flow({}), flow(bad)])).rejects.toThrow(/do not fit their columns/);
     }
     expect(await store.count()).toBe(0);
