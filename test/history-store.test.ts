@@ -46,6 +46,53 @@ describe('flow store', () => {
     ]);
   });
 
+  it('stores every field of every record as given, across chunks and address forms', async () => {
+    // more than one chunk (2,048 rows); addresses written as DuckDB's 128-bit words, so the
+    // expected integers are spelled out here, not computed by the code under test
+    const mapped = (v4: bigint) => (0xffffn << 32n) | v4;
+    const special: [string, bigint][] = [
+      ['2001:db8::5', 0x20010db8000000000000000000000005n],
+      ['2001:db8:1:2:3:4:5:6', 0x20010db8000100020003000400050006n],
+      ['fe80::1%eth0', 0xfe800000000000000000000000000001n],
+      ['::ffff:198.18.0.9', mapped(0xc6120009n)],
+      ['255.255.255.255', mapped(0xffffffffn)],
+      ['not an address', 0n],
+    ];
+    const n = 2100;
+    const flows = Array.from({ length: n }, (_, i) => {
+      const remote = i < special.length ? special[i]![0] : `198.18.${i >> 8}.${i & 255}`;
+      return flow({
+        startMs: T0 + i, endMs: T0 + i + 0.5, uid: 1000 + (i % 3), user: `u${i % 3}`, pid: 40_000 + i, comm: `c${i % 4}`, exe: i % 4 === 0 ? null : `/bin/c${i % 4}`,
+        unit: `job_${i % 5}`, protocol: i % 2 ? 17 : 6, family: i < 3 ? 6 : 4, localAddress: i % 100 < 50 ? '198.18.0.1' : '2001:db8::1', localPort: 1024 + i,
+        remoteAddress: remote, remotePort: 65535 - i, rxBytes: 2 ** 40 + i, txBytes: i * 3, rxPackets: i, txPackets: i + 1, rxPayloadBytes: i * 0.5, txPayloadBytes: 7,
+      });
+    });
+    await store.append(flows);
+    const rows = await store.query({ sql: 'SELECT * FROM flow_records ORDER BY start_ms', params: [] });
+    expect(rows).toHaveLength(n);
+    rows.forEach((r, i) => {
+      const f = flows[i]!;
+      const remote = i < special.length ? special[i]![1] : mapped((198n << 24n) | (18n << 16n) | BigInt(i));
+      expect(r).toEqual({
+        start_ms: f.startMs, end_ms: f.endMs, uid: f.uid, user: f.user, pid: f.pid, comm: f.comm, exe: f.exe, unit: f.unit, protocol: f.protocol, family: f.family,
+        local_addr: f.localAddress === '198.18.0.1' ? mapped(0xc6120001n) : 0x20010db8000000000000000000000001n, local_port: f.localPort,
+        remote_addr: remote, remote_port: f.remotePort, rx_bytes: f.rxBytes, tx_bytes: f.txBytes, rx_packets: f.rxPackets, tx_packets: f.txPackets,
+        rx_payload_bytes: f.rxPayloadBytes, tx_payload_bytes: f.txPayloadBytes, program: r.program,
+      });
+    });
+    // one program per (comm, exe), one unit per name
+    expect(new Set(rows.map((r) => r.program)).size).toBe(4);
+  });
+
+  it('refuses a batch with a value its column cannot hold, rather than store another number', async () => {
+    for (const bad of [{ pid: 2 ** 31 }, { pid: -(2 ** 31) - 1 }, { remotePort: 65536 }, { localPort: 1.5 }, { protocol: 256 }]) {
+      await expect(store.append([flow({}), flow(bad)])).rejects.toThrow(/do not fit their columns/);
+    }
+    expect(await store.count()).toBe(0);
+    await store.append([flow({ uid: 2 ** 31 - 1, pid: 0, remotePort: 65535, protocol: 255 })]);
+    expect((await run(all)).map((r) => [r.uid, r.pid, r.remote_port, r.protocol])).toEqual([[2 ** 31 - 1, 0, 65535, 255]]);
+  });
+
   it('filters, groups by user and remote/24, filters groups and orders', async () => {
     await store.append([
       flow({ remoteAddress: '198.18.1.2', rxBytes: 5_000_000 }),

@@ -1,11 +1,9 @@
 // Addresses as 128-bit integers (IPv4 mapped into ::ffff:0:0/96, RFC 4291 §2.5.5.2), the
 // form the flow store keeps them in: a CIDR test and a prefix group are then one AND.
 import { isIPv6 } from 'node:net';
-import { formatAddress } from '../privacy/address.js';
+import { formatAddress, parseAddress } from '../privacy/address.js';
 
 const ALL = (1n << 128n) - 1n;
-
-const V4_MAPPED_NUMBER = 0xffff * 2 ** 32;
 
 /** A dotted quad as a number, by hand: the flow store converts two addresses per record
  *  (20,000 records/s), and this is 10× cheaper than split/BigInt per octet. */
@@ -30,26 +28,34 @@ function v4Number(text: string): number | undefined {
   return dots === 3 && digits > 0 && part <= 255 ? n * 256 + part : undefined;
 }
 
+/** The address as a 128-bit integer in four 32-bit words, least significant first, at
+ *  out[at..at+3]; false (the words untouched) when it is not an IPv4 or IPv6 address.
+ *  Numbers only, no BigInt: the flow store writes these words straight into its column
+ *  (store.ts), two addresses a record at 20,000 records/s. */
+export function addressWords(text: string, out: Uint32Array, at: number): boolean {
+  const v4 = v4Number(text);
+  if (v4 !== undefined) {
+    out[at] = v4;
+    out[at + 1] = 0xffff;
+    out[at + 2] = 0;
+    out[at + 3] = 0;
+    return true;
+  }
+  if (!isIPv6(text)) return false;
+  const b = parseAddress(text, 6); // network order: the most significant byte first
+  for (let w = 0; w < 4; w++) {
+    const i = 12 - 4 * w;
+    out[at + w] = ((b[i]! << 24) | (b[i + 1]! << 16) | (b[i + 2]! << 8) | b[i + 3]!) >>> 0;
+  }
+  return true;
+}
+
+const words = new Uint32Array(4);
+
 /** The address as a 128-bit integer; undefined when it is not an IPv4 or IPv6 address. */
 export function addressToBigInt(text: string): bigint | undefined {
-  const v4 = v4Number(text);
-  // mapped IPv4 is 48 bits: exact as a number, one BigInt made
-  if (v4 !== undefined) return BigInt(V4_MAPPED_NUMBER + v4);
-  if (!isIPv6(text)) return undefined;
-  const zone = text.indexOf('%');
-  let addr = zone === -1 ? text : text.slice(0, zone);
-  // a dotted IPv4 tail (::ffff:1.2.3.4) becomes two groups
-  const dotted = /(\d+\.\d+\.\d+\.\d+)$/.exec(addr);
-  if (dotted) {
-    const v4 = addressToBigInt(dotted[1]!)! & 0xffffffffn;
-    addr = `${addr.slice(0, dotted.index)}${(v4 >> 16n).toString(16)}:${(v4 & 0xffffn).toString(16)}`;
-  }
-  const [head, tail] = addr.split('::') as [string, string | undefined];
-  const groups = (s: string) => (s === '' ? [] : s.split(':'));
-  const h = groups(head);
-  const t = tail === undefined ? [] : groups(tail);
-  const all = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
-  return all.reduce((n, g) => (n << 16n) | BigInt(parseInt(g, 16)), 0n);
+  if (!addressWords(text, words, 0)) return undefined;
+  return (BigInt(words[3]!) << 96n) | (BigInt(words[2]!) << 64n) | (BigInt(words[1]!) << 32n) | BigInt(words[0]!);
 }
 
 export const isMappedV4 = (n: bigint) => n >> 32n === 0xffffn;

@@ -3,12 +3,12 @@
 // not SQLite, on measurements (docs/architecture.md "Flow store"): a group-by over 10
 // million records takes ~0.5 s in DuckDB's column store and ~6 s in SQLite's row b-tree,
 // at the same ingest cost. Retention by age and by size; the files are root's only.
-import { DuckDBDataChunk, DuckDBInstance, DOUBLE, INTEGER, UHUGEINT, USMALLINT, UTINYINT, VARCHAR, type DuckDBConnection, type DuckDBType, type DuckDBValue } from '@duckdb/node-api';
+import { DuckDBInstance, DOUBLE, INTEGER, UHUGEINT, VARCHAR, type DuckDBConnection, type DuckDBType, type DuckDBValue } from '@duckdb/node-api';
 import { chmodSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { TrafficCounters } from '../kernel/types.js';
 import { filesSize } from '../ledger/size.js';
-import { addressToBigInt } from './address.js';
+import { COLUMNS, dataChunks, type RecordIds } from './chunks.js';
 import type { CompiledQuery, Param } from './query.js';
 
 /** One flow over one period, as stored. Counts are deltas over [startMs, endMs]. */
@@ -31,57 +31,9 @@ export interface StoredFlow extends TrafficCounters {
   remotePort: number;
 }
 
-/** A stored row: the record with its program (comm, exe) as an id into `programs` and its
- *  workload as one into `units`. Names and paths are kept once each, not per row: handing
- *  DuckDB three strings per row cost more than the other 16 values together
- *  (bench/query.ts). */
-export type Row = StoredFlow & { program: number; unitId: number };
-
-/** The local address as a number, the last one remembered: a host has few addresses,
- *  and most records in a row share one (one parse saved per record). */
-const localAddress = (() => {
-  let text = '';
-  let value = 0n;
-  return (t: string): bigint => {
-    if (t !== text) {
-      value = addressToBigInt(t) ?? 0n;
-      text = t;
-    }
-    return value;
-  };
-})();
-
-/** name, type, value, and a compression where DuckDB's own choice costs queries: 128-bit
- *  remote addresses bit-packed take ~0.5 µs each to unpack (a group-by over 2 million
- *  records reading remote_addr: 965 ms bit-packed, 17 ms uncompressed; bench/query.ts);
- *  uncompressed they cost 16 bytes a record. Local addresses are few per host, mostly
- *  constant segments: left to DuckDB. */
-const COLUMNS: [string, DuckDBType, (f: Row) => DuckDBValue, ('uncompressed' | undefined)?][] = [
-  ['start_ms', DOUBLE, (f) => f.startMs],
-  ['end_ms', DOUBLE, (f) => f.endMs],
-  ['uid', INTEGER, (f) => f.uid],
-  ['pid', INTEGER, (f) => f.pid],
-  ['program', INTEGER, (f) => f.program],
-  ['protocol', UTINYINT, (f) => f.protocol],
-  ['family', UTINYINT, (f) => f.family],
-  ['local_addr', UHUGEINT, (f) => localAddress(f.localAddress)],
-  ['local_port', USMALLINT, (f) => f.localPort],
-  ['remote_addr', UHUGEINT, (f) => addressToBigInt(f.remoteAddress) ?? 0n, 'uncompressed'],
-  ['remote_port', USMALLINT, (f) => f.remotePort],
-  ['rx_bytes', DOUBLE, (f) => f.rxBytes],
-  ['tx_bytes', DOUBLE, (f) => f.txBytes],
-  ['rx_packets', DOUBLE, (f) => f.rxPackets],
-  ['tx_packets', DOUBLE, (f) => f.txPackets],
-  ['rx_payload_bytes', DOUBLE, (f) => f.rxPayloadBytes],
-  ['tx_payload_bytes', DOUBLE, (f) => f.txPayloadBytes],
-  // last: added to stores made before it (ALTER TABLE appends)
-  ['unit', INTEGER, (f) => f.unitId],
-];
-const TYPES = COLUMNS.map(([, t]) => t);
-
 // Queries read \`flow_records\`: the rows with their user's (latest) name and program.
 const SCHEMA = `
-CREATE TABLE IF NOT EXISTS flows (${COLUMNS.map(([name, type, , compression]) => `${name} ${type.toString()}${compression ? ` USING COMPRESSION ${compression}` : ''}`).join(', ')});
+CREATE TABLE IF NOT EXISTS flows (${COLUMNS.map(({ name, type, compression }) => `${name} ${type.toString()}${compression ? ` USING COMPRESSION ${compression}` : ''}`).join(', ')});
 CREATE TABLE IF NOT EXISTS users (uid INTEGER PRIMARY KEY, name VARCHAR NOT NULL);
 CREATE TABLE IF NOT EXISTS programs (program INTEGER PRIMARY KEY, comm VARCHAR NOT NULL, exe VARCHAR);
 CREATE TABLE IF NOT EXISTS units (unit INTEGER PRIMARY KEY, name VARCHAR NOT NULL);
@@ -91,9 +43,6 @@ CREATE OR REPLACE VIEW flow_records AS
   SELECT f.* EXCLUDE (unit), u.name AS "user", p.comm, p.exe, w.name AS unit
   FROM flows f LEFT JOIN users u USING (uid) LEFT JOIN programs p USING (program) LEFT JOIN units w ON w.unit = f.unit;
 `;
-
-/** DuckDB's vector size: a chunk holds at most this many rows. */
-const CHUNK_ROWS = 2048;
 
 export interface StoreRetention {
   maxAgeMs: number;
@@ -149,7 +98,9 @@ export class FlowStore {
   /** Appends records (one appender, column chunks), adding users and programs not yet known. */
   async append(flows: StoredFlow[]): Promise<void> {
     if (flows.length === 0) return;
-    for (const f of flows) {
+    const ids: RecordIds = { program: new Int32Array(flows.length), unit: new Int32Array(flows.length) };
+    for (let k = 0; k < flows.length; k++) {
+      const f = flows[k]!;
       if (this.users.get(f.uid) !== f.user) {
         await this.con.run('INSERT OR REPLACE INTO users VALUES (?, ?)', [f.uid, f.user], [INTEGER, VARCHAR]);
         this.users.set(f.uid, f.user);
@@ -167,11 +118,11 @@ export class FlowStore {
         await this.con.run('INSERT INTO units VALUES (?, ?)', [unitId, f.unit], [INTEGER, VARCHAR]);
         this.units.set(f.unit, unitId);
       }
-      (f as Row).program = program; // tagged in place: 20,000 records a second
-      (f as Row).unitId = unitId;
+      ids.program[k] = program;
+      ids.unit[k] = unitId;
     }
     const appender = await this.con.createAppender('flows');
-    for (const chunk of dataChunks(flows as Row[])) appender.appendDataChunk(chunk);
+    for (const chunk of dataChunks(flows, ids)) appender.appendDataChunk(chunk);
     appender.closeSync();
     this.protect();
   }
@@ -238,24 +189,6 @@ export class FlowStore {
     this.con.closeSync();
     this.instance.closeSync();
   }
-}
-
-/** The rows as DuckDB column chunks: the JavaScript side of an append (bench/query.ts
- *  times it apart from DuckDB's). */
-export function dataChunks(rows: Row[]): DuckDBDataChunk[] {
-  const chunks: DuckDBDataChunk[] = [];
-  for (let at = 0; at < rows.length; at += CHUNK_ROWS) {
-    const n = Math.min(CHUNK_ROWS, rows.length - at);
-    const chunk = DuckDBDataChunk.create(TYPES, n);
-    // straight into each column's vector: an array per column first cost ~10 % of an append
-    COLUMNS.forEach(([, , get], c) => {
-      const vector = chunk.getColumnVector(c);
-      for (let i = 0; i < n; i++) vector.setItem(i, get(rows[at + i]!));
-      vector.flush();
-    });
-    chunks.push(chunk);
-  }
-  return chunks;
 }
 
 function programsOf(programs: Map<string, Map<string, number>>, comm: string): Map<string, number> {
