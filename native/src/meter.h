@@ -121,8 +121,8 @@ class Meter {
   ring_buffer *rb_ = nullptr;
   bpf_link *census_link_ = nullptr;
   std::vector<bpf_link *> fold_links_;
-  // mmap of the user_slots in use (grows with them: reads map more as users come)
   volatile ubia_meta *meta_ = nullptr;  // mmap-ed: see struct ubia_meta
+  // mmap of the user_slots in use (grows with them: reads map more as users come)
   mutable const ubia_user_slot *user_slots_ = nullptr;
   mutable size_t user_slots_len_ = 0;
   mutable std::chrono::steady_clock::time_point last_fold_{};

@@ -31,7 +31,7 @@ function v4Number(text: string): number | undefined {
 /** The address as a 128-bit integer in four 32-bit words, least significant first, at
  *  out[at..at+3]; false (the words untouched) when it is not an IPv4 or IPv6 address.
  *  Numbers only, no BigInt: the flow store writes these words straight into its column
- *  (store.ts), two addresses a record at 20,000 records/s. */
+ *  (chunks.ts), two addresses a record at 20,000 records/s. */
 export function addressWords(text: string, out: Uint32Array, at: number): boolean {
   const v4 = v4Number(text);
   if (v4 !== undefined) {

@@ -64,8 +64,9 @@ export async function startSshd(opts: { dir: string; listen: string[]; users: st
   const sshd = spawn('/usr/sbin/sshd', ['-D', '-e', '-f', join(dir, 'sshd_config')], { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   sshd.stderr!.on('data', (d) => (log += d));
-  for (let i = 0; i < 100 && (log.match(/Server listening/g) ?? []).length < opts.listen.length; i++) await sleep(50);
-  if ((log.match(/Server listening/g) ?? []).length < opts.listen.length) {
+  const listening = () => (log.match(/Server listening/g) ?? []).length >= opts.listen.length;
+  for (let i = 0; i < 100 && !listening(); i++) await sleep(50);
+  if (!listening()) {
     sshd.kill('SIGTERM');
     throw new Error(`sshd did not start listening on ${opts.listen.join(', ')}:\n${log}`);
   }
