@@ -6,7 +6,7 @@
  *
  *  - block: connect() and unconnected sendmsg() of the user's sockets fail with EPERM
  *    (cgroup/connect4/6, cgroup/sendmsg4/6), and every packet of the user's sockets is
- *    dropped (cgroup_skb egress and ingress), so a running transfer stops too;
+ *    dropped (ubia_quota_egress/ingress), so a running transfer stops too;
  *  - throttle: a token bucket per user and direction, shared by all the user's sockets
  *    and CPUs, polices the packets to rate_bytes per second (docs/architecture.md,
  *    "Quota enforcement", has the measurements behind the choice).
@@ -24,9 +24,12 @@
  *    (an accepted connection to a service, such as the user's own SSH login when the
  *    session's sockets are the user's, or a server the user runs).
  *
- * Users without a verdict pay one read of the uid filter per packet and connect, and
- * only while a verdict exists at all: the loader attaches these programs with the first
- * verdict and detaches them with the last.
+ * The packet programs are not attached to the cgroup: the meter's packet programs, which
+ * run for every packet anyway, read the uid filter (quota_uids, the meter's map, re-used
+ * here) and tail-call them for a uid with a verdict (bpf/ubia.bpf.c, enforce_quota); the
+ * loader places them in the meter's call slots. So a user without a verdict pays one
+ * array read per packet, and no second program at the cgroup hooks. The connect() and
+ * sendmsg() programs are attached to the cgroup, from the first verdict to the last.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -52,12 +55,13 @@ struct {
 	__type(value, struct ubia_quota_verdict);
 } verdicts SEC(".maps");
 
+/* the meter's (bpf/ubia.bpf.c), re-used by the loader */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, UBIA_QUOTA_FILTER_WORDS);
 	__type(key, __u32);
 	__type(value, __u64);
-} uid_filter SEC(".maps");
+} quota_uids SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -94,7 +98,7 @@ struct {
 static __always_inline struct ubia_quota_verdict *verdict_of(__u32 uid)
 {
 	__u32 word = (uid >> 6) & (UBIA_QUOTA_FILTER_WORDS - 1);
-	__u64 *bits = bpf_map_lookup_elem(&uid_filter, &word);
+	__u64 *bits = bpf_map_lookup_elem(&quota_uids, &word);
 	if (!bits || !((*bits >> (uid & 63)) & 1))
 		return NULL; /* no verdict: what every other user's packet costs */
 	struct ubia_quota_verdict *v = bpf_map_lookup_elem(&verdicts, &uid);
@@ -281,6 +285,9 @@ static __always_inline int enforce(struct __sk_buff *skb, bool egress)
 	return take_tokens(uid, egress, v, bytes) ? 1 : 0;
 }
 
+/* Tail-called by the meter's packet programs (UBIA_CALL_QUOTA), which counted the packet;
+ * what these return is its fate. The section names make them cgroup_skb programs of the
+ * hook whose call array holds them. */
 SEC("cgroup_skb/egress")
 int ubia_quota_egress(struct __sk_buff *skb)
 {

@@ -7,6 +7,8 @@
  *    L3 bytes and on-the-wire packet counts, attributed to the socket's owner;
  *  - interfaces (tc clsact): what each interface carried, split into packets with and
  *    without a local user socket, so attribution can be checked against the total.
+ * The wire layer's programs are also where quota enforcement (bpf/quota.bpf.c) sees a
+ * packet: a uid with a verdict is handed to its program by a tail call (enforce_quota).
  * All counters are monotonic; user space computes deltas and removes entries only after
  * it has read their final values (or received them through the ring buffer).
  *
@@ -157,23 +159,37 @@ struct {
 	__type(value, __u8);
 } peer_ends SEC(".maps");
 
-/* The peer-flow programs (ubia_peers_out, ubia_peers_in), which the packet programs
- * tail-call for unconnected sockets: counted inline, the peer flows made the packet
- * programs' branches too many for the verifier. One array per hook (tail calls may not
- * cross attach types on newer kernels); the loader fills slot 0. */
+/* What the packet programs tail-call, one array per hook (tail calls may not cross
+ * attach types on newer kernels), slots as enum ubia_packet_call: the peer-flow programs
+ * (ubia_peers_out/in) for unconnected sockets, which the loader places (counted inline,
+ * the peer flows made the packet programs' branches too many for the verifier); and
+ * quota enforcement's packet programs (bpf/quota.bpf.c), which its loader places while a
+ * verdict exists. An empty slot: the call falls through and the packet passes. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, UBIA_PACKET_CALLS);
 	__type(key, __u32);
 	__type(value, __u32);
-} peers_out_call SEC(".maps");
+} egress_calls SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, UBIA_PACKET_CALLS);
 	__type(key, __u32);
 	__type(value, __u32);
-} peers_in_call SEC(".maps");
+} ingress_calls SEC(".maps");
+
+/* Which uids have a quota verdict (UBIA_QUOTA_FILTER_WORDS in ubia.h): written by quota
+ * enforcement's loader, which re-uses this map. Checked here, in the programs that run
+ * for every packet anyway, so that users without a verdict pay one array read and no
+ * second program at the cgroup hooks (docs/performance.md, "Quota enforcement on users
+ * without a quota"). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, UBIA_QUOTA_FILTER_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} quota_uids SEC(".maps");
 
 /* Which indexes of user_slots are taken (see claim_slot). */
 struct {
@@ -1013,6 +1029,25 @@ static __always_inline void count_open(struct bpf_sock *sk, __u8 protocol, struc
 	count_pending(s, d);
 }
 
+static __always_inline void *packet_calls(bool egress)
+{
+	return egress ? (void *)&egress_calls : (void *)&ingress_calls;
+}
+
+/* The packet's fate: quota enforcement's program decides it when the socket's uid (whose
+ * traffic a quota limits: see bpf/quota.bpf.c) has a verdict; otherwise, or with no
+ * quota program in place, it passes. Counted before: what a quota drops was sent or
+ * received by the user all the same. */
+static __always_inline int enforce_quota(struct __sk_buff *skb, bool egress)
+{
+	__u32 uid = bpf_get_socket_uid(skb);
+	__u32 word = (uid >> 6) & (UBIA_QUOTA_FILTER_WORDS - 1);
+	__u64 *bits = bpf_map_lookup_elem(&quota_uids, &word);
+	if (bits && ((*bits >> (uid & 63)) & 1))
+		bpf_tail_call(skb, packet_calls(egress), UBIA_CALL_QUOTA);
+	return 1;
+}
+
 static __always_inline int count_wire(struct __sk_buff *skb, bool egress)
 {
 	__u16 family = skb->family;
@@ -1033,7 +1068,7 @@ static __always_inline int count_wire(struct __sk_buff *skb, bool egress)
 		struct ubia_owner fallback = { .uid = bpf_get_socket_uid(skb) };
 		struct ubia_counters d = wire_counts(egress, bytes, packets);
 		count_user_and_process(&fallback, UBIA_SCOPE_EXTERNAL, &d);
-		return 1;
+		return enforce_quota(skb, egress);
 	}
 
 	__u32 ifindex = skb->ifindex;
@@ -1073,8 +1108,8 @@ static __always_inline int count_wire(struct __sk_buff *skb, bool egress)
 	/* read back from storage, not carried in a register: a flag live to here would
 	 * double the states the verifier walks */
 	if (s->ep.unconnected)
-		bpf_tail_call(skb, egress ? (void *)&peers_out_call : (void *)&peers_in_call, 0);
-	return 1;
+		bpf_tail_call(skb, packet_calls(egress), UBIA_CALL_PEERS);
+	return enforce_quota(skb, egress);
 }
 
 /* The peer-flow programs: an unconnected socket's packet into its peer's flow (the
@@ -1086,13 +1121,13 @@ static __always_inline int count_peer_packet(struct __sk_buff *skb, bool egress)
 		return 1;
 	struct ubia_sock *s = bpf_sk_storage_get(&socks, sk, 0, 0);
 	if (!s || s->released)
-		return 1;
+		return enforce_quota(skb, egress);
 	__u64 bytes, packets;
 	wire_size(skb, 0, skb->len, &bytes, &packets);
 	struct ubia_counters d = wire_counts(egress, bytes, packets);
 	__u32 scope = skb->ifindex == LOOPBACK_IFINDEX ? UBIA_SCOPE_LOOPBACK : UBIA_SCOPE_EXTERNAL;
 	count_peer(skb, s, bpf_get_socket_cookie(skb), scope, &d, datagram_payload(skb), egress);
-	return 1;
+	return enforce_quota(skb, egress);
 }
 
 SEC("cgroup_skb/egress")

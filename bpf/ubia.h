@@ -10,7 +10,7 @@
 #ifndef UBIA_H
 #define UBIA_H
 
-#define UBIA_ABI_VERSION 9
+#define UBIA_ABI_VERSION 10
 
 #ifndef __VMLINUX_H__
 #include <linux/bpf.h> /* user space: struct bpf_spin_lock */
@@ -232,6 +232,15 @@ struct ubia_user_slot {
 	struct ubia_counters c;
 };
 
+/* The slots of the packet programs' tail-call arrays (egress_calls, ingress_calls: one
+ * array per hook, as tail calls may not cross attach types on newer kernels). */
+enum ubia_packet_call {
+	UBIA_CALL_PEERS = 0, /* ubia_peers_out/in: an unconnected socket's peer flows (the meter's) */
+	UBIA_CALL_QUOTA = 1, /* ubia_quota_egress/ingress: a packet of a uid with a quota verdict
+			      * (bpf/quota.bpf.c's, placed by its loader while a verdict exists) */
+	UBIA_PACKET_CALLS,
+};
+
 /* The layouts both sides compile must agree to the byte (as Android's netd.h checks):
  * a field added without bumping UBIA_ABI_VERSION and these fails to build. */
 #ifdef __cplusplus
@@ -253,14 +262,17 @@ _Static_assert(sizeof(struct ubia_user_slot) == 64, "ubia_user_slot layout");
 
 /* ---- quota enforcement (bpf/quota.bpf.c, pinned under <pin_dir>/quota) ------------------
  * A separate object with its own ABI version: the meter's pins and the quota's keep apart,
- * and neither layout change forces the other's state away. */
-#define UBIA_QUOTA_ABI_VERSION 1
+ * and neither layout change forces the other's state away. Two things are the meter's and
+ * shared: the uid filter (quota_uids) and the packet programs' call slots (UBIA_CALL_QUOTA),
+ * because the quota's packet checks run inside the meter's packet programs. */
+#define UBIA_QUOTA_ABI_VERSION 2
 #define UBIA_QUOTA_MAX_VERDICTS 65536
 #define UBIA_QUOTA_MAX_EXEMPT 1024
-/* The uid filter: bit (uid mod 2^18) set when a verdict may exist for the uid, in 4,096
- * 64-bit words (32 KiB). Users without a verdict pay an array read, which the verifier
- * inlines, instead of a hash look-up; a bit left set by a verdict the kernel expired
- * costs that look-up until user space clears it. */
+/* The uid filter (the meter's map quota_uids): bit (uid mod 2^18) set when a verdict may
+ * exist for the uid, in 4,096 64-bit words (32 KiB). A packet of a user without a verdict
+ * costs the meter's packet program this array read, which the verifier inlines, and
+ * nothing else; a bit left set by a verdict the kernel expired costs a tail call and a
+ * hash look-up until user space clears it. */
 #define UBIA_QUOTA_FILTER_WORDS 4096
 
 enum ubia_quota_action {

@@ -1,10 +1,11 @@
 // Quota enforcement on the real kernel (issue 14, "Enforcement"): the QuotaEnforcer API
-// driving bpf/quota.bpf.c, test users making real traffic to a network namespace behind a
-// veth pair. Needs root; never skipped.
-import { existsSync } from 'node:fs';
+// driving bpf/quota.bpf.c inside the meter's packet programs, test users making real
+// traffic to a network namespace behind a veth pair. Needs root; never skipped.
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { detachMeter } from '../src/kernel/index.js';
+import { detachMeter, openMeter, type Meter } from '../src/kernel/index.js';
 import { openQuotaEnforcer, type QuotaEnforcer } from '../src/kernel/quota.js';
 import { createNet, createUser, freePort, removeUser, type TestNet, type TestUser } from './support/testbed.js';
 import { bytesBetween, stream, traffic, type StreamResult } from './support/traffic.js';
@@ -15,6 +16,7 @@ const HOUR = 3_600_000;
 // 8 Mbit/s: the issue's throttle test
 const RATE = 1_000_000;
 
+let meter: Meter; // the quota's packet checks run in its programs, as in the agent
 let quota: QuotaEnforcer;
 let net: TestNet;
 let alice: TestUser; // the limited user
@@ -34,17 +36,46 @@ const toNs = async (user: TestUser, mode: 'u' | 'd', seconds: number) => ({
   port: await freePort(),
 });
 
+/** The agent's start: the meter first, then quota enforcement in the same pin directory. */
+function openAgentParts() {
+  meter = openMeter({ pinDir: PIN_DIR, foldOnRead: false });
+  quota = openQuotaEnforcer({ pinDir: PIN_DIR });
+}
+
+/** The agent gone (stopped, or killed): only what is pinned in the kernel stays. */
+function closeAgentParts() {
+  quota.close();
+  meter.close();
+}
+
+const bpftool = <T>(args: string[]): T => JSON.parse(execFileSync('bpftool', ['-j', ...args], { encoding: 'utf8' })) as T;
+
+/** The ids of the programs attached to a cgroup through a link (all of ubia's are). */
+const cgroupProgramIds = () => new Set(bpftool<Array<{ type: string; prog_id: number }>>(['link', 'show']).filter((l) => l.type === 'cgroup').map((l) => l.prog_id));
+
+/** A pinned program array's slots: the ids and names of the programs in them (names as
+ *  the kernel keeps them: up to 15 characters). */
+function callSlots(map: string): Array<{ id: number; name: string }> {
+  // each value: the program's id, as bytes in host order (bpftool adds a decoded form only
+  // where the map has BTF)
+  const entries = bpftool<Array<{ value: string[] }>>(['map', 'dump', 'pinned', join(PIN_DIR, 'maps', map)]);
+  const ids = entries.map((e) => Buffer.from(e.value.map((b) => Number.parseInt(b, 16))).readUInt32LE());
+  return ids.map((id) => ({ id, name: bpftool<{ name: string }>(['prog', 'show', 'id', String(id)]).name }));
+}
+const slotNames = (map: string) => callSlots(map).map((s) => s.name);
+
 beforeAll(() => {
   net = createNet();
   alice = createUser();
   bob = createUser();
-  quota = openQuotaEnforcer({ pinDir: PIN_DIR });
+  openAgentParts();
   // the peer's IPv6 address is exempt, its IPv4 address is not
   quota.setExemptions({ cidrs: [`${net.peerV6}/128`], localServices: true });
 });
 
 afterAll(() => {
   quota?.close({ detach: true });
+  meter?.close();
   detachMeter(PIN_DIR);
   net?.remove();
   for (const u of [alice, bob]) if (u) removeUser(u);
@@ -54,6 +85,34 @@ describe('quota enforcement', () => {
   it('attaches nothing while no verdict exists', () => {
     expect(quota.list()).toEqual([]);
     expect(quota.attached()).toBe(false);
+    expect(readdirSync(join(PIN_DIR, 'quota/links'))).toEqual([]);
+    expect(slotNames('egress_calls')).toEqual([expect.stringMatching(/^ubia_peers_out/)]);
+    expect(slotNames('ingress_calls')).toEqual([expect.stringMatching(/^ubia_peers_in/)]);
+  });
+
+  it('needs the meter: without its pins it says so', () => {
+    expect(() => openQuotaEnforcer({ pinDir: `${PIN_DIR}-nometer` })).toThrow(/needs the meter of this pin directory.*open the meter first/);
+    detachMeter(`${PIN_DIR}-nometer`);
+  });
+
+  it('with a verdict, packets meet no second program: the meter calls the quota\'s for that uid', () => {
+    quota.set({ uid: alice.uid, action: { kind: 'block' }, untilMs: Date.now() + HOUR });
+    try {
+      expect(quota.attached()).toBe(true);
+      // attached to the cgroup: the connect/sendmsg programs only
+      expect(readdirSync(join(PIN_DIR, 'quota/links')).sort()).toEqual(['ubia_quota_connect4', 'ubia_quota_connect6', 'ubia_quota_sendmsg4', 'ubia_quota_sendmsg6']);
+      // the packet programs: in the meter's call slots, after its peer-flow programs, and
+      // attached nowhere
+      const slots = [...callSlots('egress_calls'), ...callSlots('ingress_calls')];
+      expect(slots.map((s) => s.name)).toEqual([/^ubia_peers_out/, /^ubia_quota_egr/, /^ubia_peers_in/, /^ubia_quota_ingr/].map((r) => expect.stringMatching(r)));
+      const attached = cgroupProgramIds();
+      expect(slots.filter((s) => attached.has(s.id))).toEqual([]);
+    } finally {
+      quota.clear(alice.uid);
+    }
+    expect(quota.attached()).toBe(false);
+    expect(slotNames('egress_calls')).toEqual([expect.stringMatching(/^ubia_peers_out/)]);
+    expect(readdirSync(join(PIN_DIR, 'quota/links'))).toEqual([]);
   });
 
   it('block: new connections fail with EPERM, TCP and UDP, for that user only', async () => {
@@ -139,13 +198,13 @@ describe('quota enforcement', () => {
     const lifeMs = process.env.UBIA_KERNEL_VM ? 20_000 : 2000;
     const until = Date.now() + lifeMs;
     quota.set({ uid: alice.uid, action: { kind: 'block' }, untilMs: until });
-    quota.close(); // the agent is gone: only the kernel holds the verdict
+    closeAgentParts(); // the agent is gone: only the kernel holds the verdict
     try {
       expect(trySend('tcp', net.peerV4, port, alice)).toBe('EPERM');
       await sleep(until + 200 - Date.now());
       expect(trySend('tcp', net.peerV4, port, alice)).toBe('ECONNREFUSED');
     } finally {
-      quota = openQuotaEnforcer({ pinDir: PIN_DIR });
+      openAgentParts();
     }
     expect(quota.list()).toEqual([]);
     expect(quota.attached()).toBe(false);
@@ -156,11 +215,11 @@ describe('quota enforcement', () => {
     const until = Date.now() + HOUR;
     quota.set({ uid: alice.uid, action: { kind: 'block' }, untilMs: until });
     quota.set({ uid: bob.uid, action: { kind: 'throttle', bytesPerSecond: RATE }, untilMs: until });
-    quota.close();
+    closeAgentParts();
     try {
       expect(trySend('tcp', net.peerV4, port, alice)).toBe('EPERM');
     } finally {
-      quota = openQuotaEnforcer({ pinDir: PIN_DIR });
+      openAgentParts();
     }
     expect(quota.list().sort((a, b) => a.uid - b.uid)).toEqual(
       [
@@ -179,7 +238,7 @@ describe('quota enforcement', () => {
   it('detach (`ubia detach`) removes programs, maps and pins', async () => {
     const port = await freePort();
     quota.set({ uid: alice.uid, action: { kind: 'block' }, untilMs: Date.now() + HOUR });
-    quota.close();
+    closeAgentParts();
     try {
       expect(existsSync(join(PIN_DIR, 'quota/links/ubia_quota_connect4'))).toBe(true);
       // what `ubia detach` runs (src/cli/detach.ts): the whole pin directory goes
@@ -187,7 +246,7 @@ describe('quota enforcement', () => {
       expect(existsSync(join(PIN_DIR, 'quota'))).toBe(false);
       expect(trySend('tcp', net.peerV4, port, alice)).toBe('ECONNREFUSED');
     } finally {
-      quota = openQuotaEnforcer({ pinDir: PIN_DIR });
+      openAgentParts();
       quota.setExemptions({ cidrs: [`${net.peerV6}/128`], localServices: true });
     }
     expect(quota.list()).toEqual([]);

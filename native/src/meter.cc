@@ -369,13 +369,13 @@ void Meter::attach_all() {
   // load's: a resumed meter's pinned packet programs call them too, with this start's
   // agent.unconnected_peers.
   auto tail = [&](bpf_map *calls, bpf_program *prog) {
-    uint32_t slot = 0;
+    uint32_t slot = UBIA_CALL_PEERS;
     int fd = bpf_program__fd(prog);
     if (bpf_map_update_elem(bpf_map__fd(calls), &slot, &fd, BPF_ANY) != 0)
       fail_bpf(std::string("installing ") + bpf_program__name(prog) + " failed", errno);
   };
-  tail(skel_->maps.peers_out_call, p->ubia_peers_out);
-  tail(skel_->maps.peers_in_call, p->ubia_peers_in);
+  tail(skel_->maps.egress_calls, p->ubia_peers_out);
+  tail(skel_->maps.ingress_calls, p->ubia_peers_in);
 }
 
 void Meter::attach_tc(uint32_t ifindex, const std::string &name) {

@@ -1,7 +1,10 @@
 // Loads quota enforcement (bpf/quota.bpf.c), pins its maps under <pin_dir>/quota/maps so
-// verdicts survive agent restarts, and attaches its cgroup programs (links pinned under
-// <pin_dir>/quota/links) while at least one verdict exists: users pay nothing otherwise.
-// `ubia detach` removes <pin_dir> whole, this with it.
+// verdicts survive agent restarts, and while at least one verdict exists attaches its
+// connect/sendmsg programs (links pinned under <pin_dir>/quota/links) and places its
+// packet programs in the meter's call slots (the meter's pinned egress_calls and
+// ingress_calls; the meter's packet programs tail-call them for uids in quota_uids, the
+// meter's uid filter, which this object re-uses). `ubia detach` removes <pin_dir> whole,
+// this with it.
 #include "quota.h"
 
 #include <bpf/bpf.h>
@@ -55,7 +58,7 @@ void replace_trie(int fd, const std::vector<K> &want) {
 
 }  // namespace
 
-QuotaEnforcer::QuotaEnforcer(const std::string &pin_dir) : dir_(pin_dir + "/quota") {
+QuotaEnforcer::QuotaEnforcer(const std::string &pin_dir) : dir_(pin_dir + "/quota"), meter_maps_(pin_dir + "/maps") {
   cgroup_fd_ = begin_load();
   make_pin_dir(pin_dir);
   mkdir_p(dir_);
@@ -65,6 +68,7 @@ QuotaEnforcer::QuotaEnforcer(const std::string &pin_dir) : dir_(pin_dir + "/quot
     load();
     rebuild_filter();  // bits of verdicts the kernel expired while nobody listed them go
     resume_links();
+    remove_packet_programs();  // an earlier load's; this load's go in if a verdict wants them
     sync_attachment();
   } catch (...) {
     close(false);
@@ -89,9 +93,23 @@ void QuotaEnforcer::load() {
   mkdir_p(dir_ + "/maps");
   mkdir_p(dir_ + "/links");
 
+  // The packet checks run inside the meter's packet programs: its uid filter and call
+  // slots must be pinned (the agent opens the meter first).
+  for (const char *name : {"quota_uids", "egress_calls", "ingress_calls"})
+    if (!exists(meter_maps_ + "/" + name))
+      throw MeterError("quota enforcement needs the meter of this pin directory (" + meter_maps_ + "/" + name +
+                       " is not pinned): open the meter first; quotas act on packets inside its programs");
+  for (int i = 0; i < 2; i++) {
+    std::string pin = meter_maps_ + (i == 0 ? "/egress_calls" : "/ingress_calls");
+    calls_fd_[i] = bpf_obj_get(pin.c_str());
+    if (calls_fd_[i] < 0) fail_bpf("opening " + pin + " failed", errno);
+  }
+
   skel_ = quota_bpf__open();
   if (!skel_) fail_bpf("opening the quota BPF object failed", errno);
   pin_maps_in(skel_->obj, dir_ + "/maps");
+  // the meter's uid filter: libbpf re-uses the pinned map (and refuses one of another shape)
+  bpf_map__set_pin_path(skel_->maps.quota_uids, (meter_maps_ + "/quota_uids").c_str());
   int err = load_without_signals([&] { return quota_bpf__load(skel_); });
   if (err) fail_bpf("loading the quota BPF programs failed", err);
 
@@ -104,13 +122,32 @@ void QuotaEnforcer::load() {
 }
 
 namespace {
-// The programs and their link pins, in attach order.
+// The programs attached to the cgroup and their link pins, in attach order.
 std::vector<bpf_program *> programs(quota_bpf *skel) {
   auto *p = &skel->progs;
-  return {p->ubia_quota_connect4, p->ubia_quota_connect6, p->ubia_quota_sendmsg4,
-          p->ubia_quota_sendmsg6, p->ubia_quota_egress,   p->ubia_quota_ingress};
+  return {p->ubia_quota_connect4, p->ubia_quota_connect6, p->ubia_quota_sendmsg4, p->ubia_quota_sendmsg6};
 }
 }  // namespace
+
+// The packet programs in (or out of) the meter's call slots. Each change re-patches the
+// meter's jitted tail calls, so it is made only when the slots' state changes.
+void QuotaEnforcer::place_packet_programs() {
+  const uint32_t slot = UBIA_CALL_QUOTA;
+  bpf_program *progs[2] = {skel_->progs.ubia_quota_egress, skel_->progs.ubia_quota_ingress};
+  for (int i = 0; i < 2; i++) {
+    int fd = bpf_program__fd(progs[i]);
+    if (bpf_map_update_elem(calls_fd_[i], &slot, &fd, BPF_ANY) != 0)
+      fail_bpf(std::string("placing ") + bpf_program__name(progs[i]) + " in the meter's call slots failed", errno);
+  }
+  placed_ = true;
+}
+
+void QuotaEnforcer::remove_packet_programs() {
+  const uint32_t slot = UBIA_CALL_QUOTA;
+  for (int fd : calls_fd_)
+    if (fd >= 0) bpf_map_delete_elem(fd, &slot);  // ENOENT: not there
+  placed_ = false;
+}
 
 // Links an earlier agent pinned: held, and switched to this load's programs (a new
 // build's code takes over; the maps are the same pinned ones).
@@ -133,6 +170,8 @@ bool QuotaEnforcer::any_verdict() const {
 
 void QuotaEnforcer::sync_attachment() {
   const bool wanted = any_verdict();
+  if (wanted && !placed_) place_packet_programs();
+  if (!wanted && placed_) remove_packet_programs();
   if (wanted && links_.size() < programs(skel_).size()) {
     for (bpf_program *prog : programs(skel_)) {
       std::string pin = dir_ + "/links/" + bpf_program__name(prog);
@@ -154,7 +193,8 @@ void QuotaEnforcer::sync_attachment() {
 }
 
 namespace {
-// The uid filter's word and bit of a uid (as verdict_of in quota.bpf.c computes them).
+// The uid filter's word and bit of a uid (as enforce_quota in ubia.bpf.c and verdict_of in
+// quota.bpf.c compute them).
 uint32_t filter_word(uint32_t uid) { return (uid >> 6) & (UBIA_QUOTA_FILTER_WORDS - 1); }
 uint64_t filter_bit(uint32_t uid) { return uint64_t(1) << (uid & 63); }
 }  // namespace
@@ -164,7 +204,7 @@ uint64_t filter_bit(uint32_t uid) { return uint64_t(1) << (uid & 63); }
 void QuotaEnforcer::rebuild_filter() {
   std::vector<uint64_t> want(UBIA_QUOTA_FILTER_WORDS, 0);
   for (uint32_t uid : map_keys<uint32_t>(bpf_map__fd(skel_->maps.verdicts))) want[filter_word(uid)] |= filter_bit(uid);
-  const int ffd = bpf_map__fd(skel_->maps.uid_filter);
+  const int ffd = bpf_map__fd(skel_->maps.quota_uids);
   for (uint32_t word = 0; word < UBIA_QUOTA_FILTER_WORDS; word++) {
     uint64_t bits = 0;
     bpf_map_lookup_elem(ffd, &word, &bits);
@@ -178,7 +218,7 @@ void QuotaEnforcer::set(uint32_t uid, const ubia_quota_verdict &v) {
     fail_bpf("storing the quota verdict of uid " + std::to_string(uid) + " failed", errno);
   // the verdict first, then its bit: a packet that sees the bit finds the verdict. Only
   // this process writes the filter (the flock on the directory), so read-modify-write is safe.
-  const int ffd = bpf_map__fd(skel_->maps.uid_filter);
+  const int ffd = bpf_map__fd(skel_->maps.quota_uids);
   const uint32_t word = filter_word(uid);
   uint64_t bits = 0;
   bpf_map_lookup_elem(ffd, &word, &bits);
@@ -238,6 +278,10 @@ void QuotaEnforcer::close(bool detach) {
   closed_ = true;
   for (auto &l : links_) bpf_link__destroy(l.second);  // closes our fd; the pin keeps it attached
   links_.clear();
+  // kept in the meter's pinned slots (with the verdicts), unless everything goes
+  if (detach && skel_) remove_packet_programs();
+  for (int &fd : calls_fd_)
+    if (fd >= 0) ::close(fd), fd = -1;
   if (skel_) quota_bpf__destroy(skel_);
   skel_ = nullptr;
   for (int *fd : {&cgroup_fd_, &lock_fd_})
