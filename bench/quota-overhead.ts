@@ -1,19 +1,23 @@
 // What users without a quota pay for quota enforcement (issue 14: "bench:overhead with a
-// quota on another user stays within 0.5 points of the figures without one"). The quota
-// programs are attached only while some verdict exists; then every packet and connect of
-// every user runs them and, for a user without a verdict, stops at the uid filter.
+// quota on another user stays within 0.5 points of the figures without one"). The meter's
+// packet programs read the uid filter for every packet, verdict or none, and hand a
+// packet to the quota's program (a tail call) only when its uid has a verdict; the
+// quota's connect/sendmsg programs are attached only while some verdict exists. So a
+// verdict on another user changes, for this user's packets, only a bit they do not test,
+// and adds a program to each connect() and unconnected sendmsg().
 //
 // Throughput on this shared machine moves by tens of points between phases, so the
 // measure here is the CPU time the workload takes per byte it moves (iperf3's client and
 // server threads and the softirq threads; time spent waiting for a CPU is not in it),
 // in many short phases with everything identical (ubia's default-mode meter attached
 // throughout, the same connection) but for one thing: a block verdict on another user
-// (quota programs attached, phase B) or none (detached, phase A). The phases run
+// (quota programs in place, phase B) or none (phase A). The phases run
 // A B B A A B B A …: each A B or B A is a pair (a linear drift cancels over the two
 // orders), and each B B or A A across two pairs is a null pair, the same measure between
 // two phases that differ in nothing: the floor of the measurement.
-// Second, independent figure: the quota programs' own run time (bpf_stats) per packet and
-// as a share of the workload's CPU.
+// Second, independent figure: the run time (bpf_stats) per packet of the quota programs
+// attached to the cgroup (the connect/sendmsg ones; the packet programs, tail-called,
+// count in the meter's time) and of the meter's, as shares of the workload's CPU.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
@@ -212,7 +216,8 @@ async function statsPhase(pinDir: string, run: Running, softirq: number[], attac
   try {
     return await withBpfStats(async () => {
       const quotaIds = meterProgramIds(`${pinDir}/quota`);
-      const meterIds = meterProgramIds(pinDir);
+      // (the quota's programs use the meter's uid filter too: not the meter's)
+      const meterIds = meterProgramIds(pinDir).filter((id) => !quotaIds.includes(id));
       await sleep(SETTLE_MS);
       const [q0, m0, c0, t0] = [programTimes(quotaIds), programTimes(meterIds), processCpuNs([...run.pids, ...softirq]), run.traffic()];
       await sleep(STATS_MS);

@@ -10,7 +10,7 @@
 import { spawnSync } from 'node:child_process';
 import { chownSync, rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { detachMeter } from '../src/kernel/index.js';
+import { detachMeter, openMeter, type Meter } from '../src/kernel/index.js';
 import { openQuotaEnforcer, type QuotaEnforcer } from '../src/kernel/quota.js';
 import { createLoginUser, startSshd, type Sshd } from './support/sshd.js';
 import { createNet, freePort, removeUser, tempDir, type TestNet, type TestUser } from './support/testbed.js';
@@ -22,6 +22,7 @@ const HOUR = 3_600_000;
 // must come long before it
 const PROMPT_MS = 5000;
 
+let meter: Meter; // the quota's packet checks run in its programs, as in the agent
 let quota: QuotaEnforcer;
 let net: TestNet;
 let dir: string;
@@ -46,12 +47,14 @@ beforeAll(async () => {
   user = createLoginUser(dir, `ubia-q-${process.pid % 100000}`);
   sshd = await startSshd({ dir, listen: ['127.0.0.1', net.hostV4], users: [user.name] });
   chownSync(sshd.clientKey, user.uid, user.gid); // ssh runs as the user and reads it
+  meter = openMeter({ pinDir: PIN_DIR, foldOnRead: false });
   quota = openQuotaEnforcer({ pinDir: PIN_DIR });
   quota.set({ uid: user.uid, action: { kind: 'block' }, untilMs: Date.now() + HOUR });
 });
 
 afterAll(() => {
   quota?.close({ detach: true });
+  meter?.close();
   detachMeter(PIN_DIR);
   sshd?.stop();
   net?.remove();

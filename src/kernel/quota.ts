@@ -2,7 +2,8 @@
 // held by bpf/quota.bpf.c with its end so that it lasts through agent restarts and ends on
 // time with no agent running. The policy (which user, which period, when) is the caller's;
 // this layer only applies verdicts. Pins live under <pinDir>/quota; `ubia detach` removes
-// them with the rest of the pin directory.
+// them with the rest of the pin directory. The packet checks run inside the meter's packet
+// programs: open the meter of the same pin directory first.
 //
 // Clock: a verdict ends at a wall-clock time (untilMs); the kernel compares boot time
 // (CLOCK_BOOTTIME, which counts suspend), so set() converts with the clocks' offset as it
@@ -10,7 +11,7 @@
 // set the verdict again after one. list() returns untilMs as it was set.
 //
 // The interface is issue 14's as agreed with the policy half, plus attached() (whether the
-// programs are in the kernel: they are only while a verdict exists; for tests and status)
+// programs are in place: they are only while a verdict exists; for tests and status)
 // and two helpers the policy half may use to validate its configuration: parseCidr (what
 // setExemptions accepts) and throttleBurstBytes.
 import { isIPv4, isIPv6 } from 'node:net';
@@ -41,8 +42,8 @@ export interface QuotaEnforcer {
   /** what the kernel holds now (survives agent restarts); expired verdicts are gone */
   list(): QuotaVerdict[];
   setExemptions(e: QuotaExemptions): void;
-  /** whether the quota programs are attached: only while a verdict exists, so users
-   *  pay nothing when nobody is limited */
+  /** whether the quota programs are in place (the packet programs in the meter's call
+   *  slots, the connect/sendmsg programs attached): only while a verdict exists */
   attached(): boolean;
   /** default keeps verdicts in force (pinned); detach removes programs, maps and pins */
   close(opts?: { detach?: boolean }): void;
@@ -83,7 +84,7 @@ function fromNative(v: NativeQuotaVerdict): QuotaVerdict {
 }
 
 /** Opens (or resumes) quota enforcement pinned under <pinDir>/quota. One process per
- *  pin directory. */
+ *  pin directory; the meter of pinDir must be open (or pinned) already: throws otherwise. */
 export function openQuotaEnforcer(opts: { pinDir: string }): QuotaEnforcer {
   const native = new addon.QuotaEnforcer({ pinDir: opts.pinDir });
   return {
