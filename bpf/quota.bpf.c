@@ -36,6 +36,7 @@
 #include <bpf/bpf_endian.h>
 #include "ubia.h"
 #include "wire.h"
+#include "quota_uids.h" /* the meter's map, re-used by the loader */
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -54,14 +55,6 @@ struct {
 	__type(key, __u32); /* uid */
 	__type(value, struct ubia_quota_verdict);
 } verdicts SEC(".maps");
-
-/* the meter's (bpf/ubia.bpf.c), re-used by the loader */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, UBIA_QUOTA_FILTER_WORDS);
-	__type(key, __u32);
-	__type(value, __u64);
-} quota_uids SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -97,10 +90,8 @@ struct {
  * alone ends it at its time (user space's list() also drops expired ones nobody hit). */
 static __always_inline struct ubia_quota_verdict *verdict_of(__u32 uid)
 {
-	__u32 word = (uid >> 6) & (UBIA_QUOTA_FILTER_WORDS - 1);
-	__u64 *bits = bpf_map_lookup_elem(&quota_uids, &word);
-	if (!bits || !((*bits >> (uid & 63)) & 1))
-		return NULL; /* no verdict: what every other user's packet costs */
+	if (!quota_uid_marked(uid))
+		return NULL;
 	struct ubia_quota_verdict *v = bpf_map_lookup_elem(&verdicts, &uid);
 	if (!v)
 		return NULL;

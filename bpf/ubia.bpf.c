@@ -51,6 +51,11 @@
 #define ENOMEM 12
 
 #include "wire.h"
+/* the quota's uid filter, this object's map: checked in the programs that run for every
+ * packet anyway, so that users without a verdict pay one array read and no second
+ * program at the cgroup hooks (docs/performance.md, "Quota enforcement on users without a
+ * quota") */
+#include "quota_uids.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -179,17 +184,6 @@ struct {
 	__type(value, __u32);
 } ingress_calls SEC(".maps");
 
-/* Which uids have a quota verdict (UBIA_QUOTA_FILTER_WORDS in ubia.h): written by quota
- * enforcement's loader, which re-uses this map. Checked here, in the programs that run
- * for every packet anyway, so that users without a verdict pay one array read and no
- * second program at the cgroup hooks (docs/performance.md, "Quota enforcement on users
- * without a quota"). */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, UBIA_QUOTA_FILTER_WORDS);
-	__type(key, __u32);
-	__type(value, __u64);
-} quota_uids SEC(".maps");
 
 /* Which indexes of user_slots are taken (see claim_slot). */
 struct {
@@ -1040,10 +1034,7 @@ static __always_inline void *packet_calls(bool egress)
  * received by the user all the same. */
 static __always_inline int enforce_quota(struct __sk_buff *skb, bool egress)
 {
-	__u32 uid = bpf_get_socket_uid(skb);
-	__u32 word = (uid >> 6) & (UBIA_QUOTA_FILTER_WORDS - 1);
-	__u64 *bits = bpf_map_lookup_elem(&quota_uids, &word);
-	if (bits && ((*bits >> (uid & 63)) & 1))
+	if (quota_uid_marked(bpf_get_socket_uid(skb)))
 		bpf_tail_call(skb, packet_calls(egress), UBIA_CALL_QUOTA);
 	return 1;
 }

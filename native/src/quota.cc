@@ -193,8 +193,8 @@ void QuotaEnforcer::sync_attachment() {
 }
 
 namespace {
-// The uid filter's word and bit of a uid (as enforce_quota in ubia.bpf.c and verdict_of in
-// quota.bpf.c compute them).
+// The uid filter's word and bit of a uid (as quota_uid_marked in bpf/quota_uids.h computes
+// them).
 uint32_t filter_word(uint32_t uid) { return (uid >> 6) & (UBIA_QUOTA_FILTER_WORDS - 1); }
 uint64_t filter_bit(uint32_t uid) { return uint64_t(1) << (uid & 63); }
 }  // namespace
