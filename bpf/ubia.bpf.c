@@ -1028,15 +1028,27 @@ static __always_inline void *packet_calls(bool egress)
 	return egress ? (void *)&egress_calls : (void *)&ingress_calls;
 }
 
-/* The packet's fate: quota enforcement's program decides it when the socket's uid (whose
- * traffic a quota limits: see bpf/quota.bpf.c) has a verdict; otherwise, or with no
- * quota program in place, it passes. Counted before: what a quota drops was sent or
- * received by the user all the same. */
-static __always_inline int enforce_quota(struct __sk_buff *skb, bool egress)
+/* The packet's fate: quota enforcement's program decides it when the socket's uid
+ * (sk_uid: whose traffic a quota limits, see bpf/quota.bpf.c) has a verdict; otherwise,
+ * or with no quota program in place, it passes. Counted before: what a quota drops was
+ * sent or received by the user all the same. */
+static __always_inline int enforce_quota(struct __sk_buff *skb, bool egress, __u32 sk_uid)
 {
-	if (quota_uid_marked(bpf_get_socket_uid(skb)))
+	if (quota_uid_marked(sk_uid))
 		bpf_tail_call(skb, packet_calls(egress), UBIA_CALL_QUOTA);
 	return 1;
+}
+
+/* The socket's uid, kept in its storage: bpf_get_socket_uid costs ≈ 14 ns a call here
+ * (BPF_PROG_TEST_RUN: ubia_egress 116 → 132 ns with one call a packet), a storage read
+ * nothing. A socket's sk_uid is set when it is made and never changes. */
+static __always_inline __u32 socket_uid(struct __sk_buff *skb, struct ubia_sock *s)
+{
+	if (!s->sk_uid_known) {
+		s->sk_uid = bpf_get_socket_uid(skb);
+		s->sk_uid_known = 1;
+	}
+	return s->sk_uid;
 }
 
 static __always_inline int count_wire(struct __sk_buff *skb, bool egress)
@@ -1059,7 +1071,7 @@ static __always_inline int count_wire(struct __sk_buff *skb, bool egress)
 		struct ubia_owner fallback = { .uid = bpf_get_socket_uid(skb) };
 		struct ubia_counters d = wire_counts(egress, bytes, packets);
 		count_user_and_process(&fallback, UBIA_SCOPE_EXTERNAL, &d);
-		return enforce_quota(skb, egress);
+		return enforce_quota(skb, egress, fallback.uid);
 	}
 
 	__u32 ifindex = skb->ifindex;
@@ -1100,7 +1112,7 @@ static __always_inline int count_wire(struct __sk_buff *skb, bool egress)
 	 * double the states the verifier walks */
 	if (s->ep.unconnected)
 		bpf_tail_call(skb, packet_calls(egress), UBIA_CALL_PEERS);
-	return enforce_quota(skb, egress);
+	return enforce_quota(skb, egress, socket_uid(skb, s));
 }
 
 /* The peer-flow programs: an unconnected socket's packet into its peer's flow (the
@@ -1111,14 +1123,16 @@ static __always_inline int count_peer_packet(struct __sk_buff *skb, bool egress)
 	if (!sk)
 		return 1;
 	struct ubia_sock *s = bpf_sk_storage_get(&socks, sk, 0, 0);
-	if (!s || s->released)
-		return enforce_quota(skb, egress);
+	if (!s)
+		return enforce_quota(skb, egress, bpf_get_socket_uid(skb));
+	if (s->released)
+		return enforce_quota(skb, egress, socket_uid(skb, s));
 	__u64 bytes, packets;
 	wire_size(skb, 0, skb->len, &bytes, &packets);
 	struct ubia_counters d = wire_counts(egress, bytes, packets);
 	__u32 scope = skb->ifindex == LOOPBACK_IFINDEX ? UBIA_SCOPE_LOOPBACK : UBIA_SCOPE_EXTERNAL;
 	count_peer(skb, s, bpf_get_socket_cookie(skb), scope, &d, datagram_payload(skb), egress);
-	return enforce_quota(skb, egress);
+	return enforce_quota(skb, egress, socket_uid(skb, s));
 }
 
 SEC("cgroup_skb/egress")

@@ -135,6 +135,8 @@ struct ubia_sock {
 	__u32 peers;         /* peer flows made for it while unconnected (bounded by max_peers) */
 	__u64 owner_started_ns; /* the owner process's start (CLOCK_MONOTONIC, as the kernel
 				 * keeps it; 0: unknown): an older holder does not take it at a fold */
+	__u32 sk_uid;       /* the socket's own uid (sk_uid: whose traffic a quota limits), */
+	__u32 sk_uid_known; /* asked of the kernel at its first packet: once per socket */
 };
 
 /* What one fold's census saw of a socket (keyed by the kernel address of its struct
@@ -252,7 +254,7 @@ _Static_assert(sizeof(struct ubia_user_key) == 8, "ubia_user_key layout");
 _Static_assert(sizeof(struct ubia_proc_key) == 40, "ubia_proc_key layout");
 _Static_assert(sizeof(struct ubia_owner) == 48, "ubia_owner layout");
 _Static_assert(sizeof(struct ubia_endpoints) == 40, "ubia_endpoints layout");
-_Static_assert(sizeof(struct ubia_sock) == 192, "ubia_sock layout");
+_Static_assert(sizeof(struct ubia_sock) == 200, "ubia_sock layout");
 _Static_assert(sizeof(struct ubia_holders) == 64, "ubia_holders layout");
 _Static_assert(sizeof(struct ubia_flow) == 168, "ubia_flow layout");
 _Static_assert(sizeof(struct ubia_event) == 192, "ubia_event layout");
