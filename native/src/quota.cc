@@ -68,7 +68,12 @@ QuotaEnforcer::QuotaEnforcer(const std::string &pin_dir) : dir_(pin_dir + "/quot
     load();
     rebuild_filter();  // bits of verdicts the kernel expired while nobody listed them go
     resume_links();
-    remove_packet_programs();  // an earlier load's; this load's go in if a verdict wants them
+    // the slots may hold an earlier load's packet programs: replaced at once (no moment
+    // without a check for a limited user), or taken out when no verdict wants them
+    if (any_verdict())
+      place_packet_programs();
+    else
+      remove_packet_programs();
     sync_attachment();
   } catch (...) {
     close(false);
