@@ -55,7 +55,10 @@ export function serveTraffic(args: string[], as: RunAs = {}, timeoutMs = 60_000)
     if ('listening' in last || 'ready' in last) markReady();
   });
   const done = new Promise<Record<string, number>>((resolve, reject) => {
-    proc.on('exit', (code, signal) => {
+    // 'close', not 'exit': exit may come before the last lines of stdout are read (seen in
+    // the kernel matrix's slow guests: a stream's result missing, its `ready` line taken
+    // for it)
+    proc.on('close', (code, signal) => {
       clearTimeout(timer);
       const failed = new Error(`traffic.py ${args.join(' ')} exited with ${code ?? signal}: ${err}`);
       notReady(failed);
