@@ -76,7 +76,8 @@ function attack(seconds: number, plan: Record<string, number>): Promise<AttackSt
   proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => proc.kill('SIGKILL'), (seconds + 30) * 1000);
-    proc.on('exit', (code) => {
+    // 'close': its stdout read to the end ('exit' may come first)
+    proc.on('close', (code) => {
       clearTimeout(t);
       if (code !== 0) return reject(new Error(`the attack script failed (${code}): ${out}`));
       resolve(JSON.parse(out) as AttackStats);

@@ -377,7 +377,7 @@ describe('alerts on the user\'s terminals', () => {
     expect(tellTerminals(me.uid, [tty], 'ubia: hello')).toEqual([tty]);
     chmodSync(tty, 0o600); // mesg n
     expect(tellTerminals(me.uid, [tty], 'declined')).toEqual([]);
-    await new Promise((r) => py.on('exit', r));
+    await new Promise((r) => py.on('close', r)); // its output read to the end
     expect(lines.slice(1).map((l) => l.trim()).filter(Boolean)).toEqual(['ubia: hello', 'second:']);
   });
 
