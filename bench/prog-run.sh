@@ -15,8 +15,8 @@ git -C "$root" archive "$rev" bpf | tar -x -C "$tmp"
 # the compiler flags the build uses (native/CMakeLists.txt), so both objects are alike
 flags=$(sed -n 's/.*COMMAND ${CLANG} \(.*\) -I${BPF_DIR}$/\1/p' "$root/native/CMakeLists.txt")
 [ -n "$flags" ] || { echo "cannot read the BPF compiler flags from native/CMakeLists.txt" >&2; exit 1; }
-# shellcheck disable=SC2086
 # (vmlinux.h is generated, not in git: this tree's)
+# shellcheck disable=SC2086
 clang $flags -I"$tmp/bpf" -I"$root/bpf" -c "$tmp/bpf/ubia.bpf.c" -o "$tmp/old.o"
 cc -O2 -Wall -I"$root/bpf" "$root/bench/prog-run.c" -o "$tmp/prog-run" -lbpf
 # any interface but loopback (1), so the per-interface count runs too; only the test's

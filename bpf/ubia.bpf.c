@@ -184,7 +184,6 @@ struct {
 	__type(value, __u32);
 } ingress_calls SEC(".maps");
 
-
 /* Which indexes of user_slots are taken (see claim_slot). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -68,12 +68,10 @@ QuotaEnforcer::QuotaEnforcer(const std::string &pin_dir) : dir_(pin_dir + "/quot
     load();
     rebuild_filter();  // bits of verdicts the kernel expired while nobody listed them go
     resume_links();
-    // the slots may hold an earlier load's packet programs: replaced at once (no moment
-    // without a check for a limited user), or taken out when no verdict wants them
-    if (any_verdict())
-      place_packet_programs();
-    else
-      remove_packet_programs();
+    // the slots may hold an earlier load's packet programs: sync_attachment replaces them
+    // in one update when a verdict wants them (no moment without a check for a limited
+    // user); otherwise they go here
+    if (!any_verdict()) remove_packet_programs();
     sync_attachment();
   } catch (...) {
     close(false);
@@ -100,21 +98,25 @@ void QuotaEnforcer::load() {
 
   // The packet checks run inside the meter's packet programs: its uid filter and call
   // slots must be pinned (the agent opens the meter first).
-  for (const char *name : {"quota_uids", "egress_calls", "ingress_calls"})
-    if (!exists(meter_maps_ + "/" + name))
-      throw MeterError("quota enforcement needs the meter of this pin directory (" + meter_maps_ + "/" + name +
+  auto meter_pin = [&](const char *name) {
+    std::string pin = meter_maps_ + "/" + name;
+    if (!exists(pin))
+      throw MeterError("quota enforcement needs the meter of this pin directory (" + pin +
                        " is not pinned): open the meter first; quotas act on packets inside its programs");
+    return pin;
+  };
+  const std::string uid_filter = meter_pin("quota_uids");
+  const std::string calls[2] = {meter_pin("egress_calls"), meter_pin("ingress_calls")};
   for (int i = 0; i < 2; i++) {
-    std::string pin = meter_maps_ + (i == 0 ? "/egress_calls" : "/ingress_calls");
-    calls_fd_[i] = bpf_obj_get(pin.c_str());
-    if (calls_fd_[i] < 0) fail_bpf("opening " + pin + " failed", errno);
+    calls_fd_[i] = bpf_obj_get(calls[i].c_str());
+    if (calls_fd_[i] < 0) fail_bpf("opening " + calls[i] + " failed", errno);
   }
 
   skel_ = quota_bpf__open();
   if (!skel_) fail_bpf("opening the quota BPF object failed", errno);
   pin_maps_in(skel_->obj, dir_ + "/maps");
   // the meter's uid filter: libbpf re-uses the pinned map (and refuses one of another shape)
-  bpf_map__set_pin_path(skel_->maps.quota_uids, (meter_maps_ + "/quota_uids").c_str());
+  bpf_map__set_pin_path(skel_->maps.quota_uids, uid_filter.c_str());
   int err = load_without_signals([&] { return quota_bpf__load(skel_); });
   if (err) fail_bpf("loading the quota BPF programs failed", err);
 
